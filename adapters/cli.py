@@ -1,0 +1,140 @@
+"""The ``jobstatus`` command: serve the endpoints, or read and write a store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from jobstatus_core import ConfigError, InvalidRecord, Settings, Store, StoreError
+from jobstatus_core.registry import redact
+from jobstatus_core.window import cutoff
+
+from jobstatus_backends import store_from_url
+
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_environ(os.environ, cwd=os.getcwd())
+        url = args.store or settings.store_url
+        try:
+            store = store_from_url(url)
+        except ConfigError as exc:
+            raise ConfigError(f"JOBSTATUS_STORE / --store: {exc}") from None
+    except ConfigError as exc:
+        print(f"jobstatus: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.run(args, settings, store, url))
+    except (StoreError, InvalidRecord) as exc:
+        print(f"jobstatus: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
+def _serve(args: argparse.Namespace, settings: Settings, store: Store, url: str) -> int:
+    import uvicorn
+
+    from .service import make_service
+    from .starlette import create_app
+
+    keys = settings.api_keys
+    if not keys:
+        keys = (secrets.token_urlsafe(24),)
+        # Printed once, here, so the operator can use it; never logged after.
+        print(f"jobstatus: no API key configured; this run's key: {keys[0]}", flush=True)
+    service = make_service(
+        store,
+        api_keys=keys,
+        build_number=settings.build_number,
+        default_since=settings.default_since,
+        max_body=settings.max_body,
+    )
+    print(f"jobstatus: serving {redact(url)} on http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _record(args: argparse.Namespace, settings: Settings, store: Store, url: str) -> int:
+    response: Any = None
+    if args.response is not None:
+        try:
+            response = json.loads(args.response)
+        except ValueError as exc:
+            print(f"jobstatus: error: --response is not JSON: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    store.put({"job_id": args.job_id, "job_status": args.status, "response": response})
+    return 0
+
+
+def _get(args: argparse.Namespace, settings: Settings, store: Store, url: str) -> int:
+    record = store.get(args.job_id)
+    if record is None:
+        print(f"jobstatus: job {args.job_id!r} not found", file=sys.stderr)
+        return 1
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+def _list(args: argparse.Namespace, settings: Settings, store: Store, url: str) -> int:
+    since = settings.default_since if args.since is None else args.since
+    statuses = dict(store.changed_since(cutoff(time.time(), since)))
+    print(json.dumps(statuses, indent=2))
+    return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0: {text!r}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobstatus", description="Serve and inspect job statuses."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument(
+            "--store", help="store URL (default: JOBSTATUS_STORE, LOCAL_STORAGE_PATH, or ./jobstatus.db)"
+        )
+        return sub
+
+    serve = command("serve", "serve the two status endpoints over HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.set_defaults(run=_serve)
+
+    record = command("record", "write a job record")
+    record.add_argument("job_id")
+    record.add_argument("status")
+    record.add_argument("--response", help="the job's response, as JSON")
+    record.set_defaults(run=_record)
+
+    get = command("get", "print one job's record")
+    get.add_argument("job_id")
+    get.set_defaults(run=_get)
+
+    listing = command("list", "print the status of every job changed recently")
+    listing.add_argument("--since", type=_seconds, help="seconds to look back")
+    listing.set_defaults(run=_list)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""Job stores: memory, SQLite (and more by URL scheme). Import name ``jobstatus_backends``."""
+
+from __future__ import annotations
+
+from .registry import default_registry, registry, store_from_url
+
+__all__ = ["default_registry", "registry", "store_from_url"]

@@ -1,0 +1,37 @@
+"""The built-in stores, registered by URL scheme.
+
+Each factory imports its module only when a URL of its scheme is opened, so an
+app that uses ``memory://`` never imports sqlite-utils or watchdog.
+"""
+
+from __future__ import annotations
+
+from jobstatus_core import Registry, Store
+
+
+def _memory(url: str) -> Store:
+    from .memory import MemoryStore
+
+    return MemoryStore.from_url(url)
+
+
+def _sqlite(url: str) -> Store:
+    from .sqlite import SQLiteStore
+
+    return SQLiteStore.from_url(url)
+
+
+def default_registry() -> Registry:
+    """A new registry holding the built-in stores; add your own to it."""
+    registry = Registry()
+    registry.register("memory", _memory)
+    registry.register("sqlite", _sqlite)
+    return registry
+
+
+registry = default_registry()
+
+
+def store_from_url(url: str) -> Store:
+    """Open a store of any scheme registered in the module's ``registry``."""
+    return registry.open(url)

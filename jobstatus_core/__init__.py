@@ -1,0 +1,50 @@
+"""jobstatus core: validation, the time window, the envelope and every error.
+
+Pure logic: no file, network, clock or framework import.
+"""
+
+from __future__ import annotations
+
+from .auth import API_KEY_HEADER, ApiKeyAuth
+from .config import Settings
+from .envelope import Host
+from .errors import (
+    ApiError,
+    ConfigError,
+    InvalidRecord,
+    JobStatusError,
+    StoreError,
+    StoreUnavailable,
+)
+from .protocol import Store, checked_job_id
+from .registry import Registry
+from .service import JOB_STATUS_PATH, JOBS_STATUS_PATH, Reply, StatusService
+from .types import Auth, Headers, Record
+from .validation import is_valid_job_id
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "API_KEY_HEADER",
+    "JOBS_STATUS_PATH",
+    "JOB_STATUS_PATH",
+    "ApiError",
+    "ApiKeyAuth",
+    "Auth",
+    "ConfigError",
+    "Headers",
+    "Host",
+    "InvalidRecord",
+    "JobStatusError",
+    "Record",
+    "Registry",
+    "Reply",
+    "Settings",
+    "StatusService",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "__version__",
+    "checked_job_id",
+    "is_valid_job_id",
+]

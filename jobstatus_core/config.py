@@ -1,0 +1,87 @@
+"""Settings read from a mapping such as ``os.environ`` (SPEC §6)."""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+DEFAULT_SINCE_SECONDS = 600.0
+DEFAULT_MAX_BODY = 65536
+DEFAULT_SQLITE_NAME = "jobstatus.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    store_url: str
+    api_keys: tuple[str, ...]
+    default_since: float = DEFAULT_SINCE_SECONDS
+    max_body: int = DEFAULT_MAX_BODY
+    #: None: the package version.
+    build_number: str | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], *, cwd: str) -> Settings:
+        """Read every setting; a bad one raises ``ConfigError`` naming it.
+
+        ``cwd`` anchors relative paths: the core does no file-system calls.
+        """
+        return cls(
+            store_url=default_store_url(environ, cwd=cwd),
+            api_keys=api_keys(environ),
+            default_since=_number(
+                environ, "JOBSTATUS_DEFAULT_SINCE", DEFAULT_SINCE_SECONDS
+            ),
+            max_body=_whole_number(environ, "JOBSTATUS_MAX_BODY", DEFAULT_MAX_BODY),
+            build_number=environ.get("BUILD_NUMBER") or None,
+        )
+
+
+def default_store_url(environ: Mapping[str, str], *, cwd: str) -> str:
+    explicit = environ.get("JOBSTATUS_STORE", "").strip()
+    if explicit:
+        return explicit
+    storage = environ.get("LOCAL_STORAGE_PATH", "").strip()
+    if storage:
+        return "file://" + posixpath.normpath(posixpath.join(cwd, storage))
+    return "sqlite://" + posixpath.join(cwd, DEFAULT_SQLITE_NAME)
+
+
+def api_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
+    keys: list[str] = []
+    single = environ.get("API_KEY", "").strip()
+    if single:
+        keys.append(single)
+    for key in environ.get("JOBSTATUS_API_KEYS", "").split(","):
+        if key.strip() and key.strip() not in keys:
+            keys.append(key.strip())
+    return tuple(keys)
+
+
+def _number(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name}: expected a finite number >= 0, got {raw!r}")
+    return value
+
+
+def _whole_number(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name}: expected a whole number >= 1, got {raw!r}")
+    return value

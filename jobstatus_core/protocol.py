@@ -1,0 +1,53 @@
+"""The store protocol: what a backend implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import InvalidRecord
+from .types import Record
+from .validation import JOB_ID_RULE, is_valid_job_id
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A place job records live. Sync, small, the same for every backend.
+
+    "Last written" is the time a record was last put, or for stores shared with
+    other writers, the time the store observed (a file's mtime).
+    """
+
+    def get(self, job_id: str) -> Record | None:
+        """The stored record, verbatim, or None."""
+
+    def changed_since(self, cutoff: float) -> Iterable[tuple[str, Any]]:
+        """``(job_id, job_status)`` of records last written at or after ``cutoff``.
+
+        Records without a ``job_status`` field are left out.
+        """
+
+    def exists(self) -> bool:
+        """Whether the store is there at all (filesystem: the jobs directory)."""
+
+    def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
+        """Write a whole record; "last written" becomes ``at`` or now.
+
+        A reader never sees a half-written record.
+        """
+
+    def close(self) -> None:
+        """Release connections and threads. Idempotent."""
+
+
+def checked_job_id(record: Mapping[str, Any]) -> str:
+    """The job id of a record about to be put; raises ``InvalidRecord``."""
+    if not isinstance(record, Mapping):
+        raise InvalidRecord("a record must be a JSON object")
+    job_id = record.get("job_id")
+    if not is_valid_job_id(job_id):
+        raise InvalidRecord(f"record job_id must be {JOB_ID_RULE}")
+    if "job_status" not in record:
+        raise InvalidRecord("record job_status is required")
+    assert isinstance(job_id, str)
+    return job_id

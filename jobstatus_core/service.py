@@ -1,0 +1,172 @@
+"""The two endpoints, framework-free: bytes and headers in, a reply out.
+
+Adapters do the I/O (reading the body under the limit, writing the reply) and
+call this; everything the contract decides is decided here, once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import errors
+from .envelope import Host, envelope
+from .errors import ApiError, StoreUnavailable
+from .protocol import Store
+from .types import Auth, Headers, RequestId
+from .validation import (
+    is_json_media_type,
+    job_id_of,
+    parse_body,
+    request_id_of,
+    since_seconds_of,
+)
+from .window import cutoff
+
+JOB_STATUS_PATH = "/v1/toolkit/job/status"
+JOBS_STATUS_PATH = "/v1/toolkit/jobs/status"
+
+JSON_HEADERS = (("content-type", "application/json"),)
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class StatusService:
+    """Answers ``job/status`` and ``jobs/status`` from one store.
+
+    Clock, timer, request-id factory and pid (in ``host``) are passed in, so the
+    core never reads the environment itself.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        auth: Auth | None,
+        host: Host,
+        clock: Callable[[], float],
+        timer: Callable[[], float],
+        new_id: Callable[[], str],
+        default_since: float = 600.0,
+        max_body: int = 65536,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.store = store
+        self.auth = auth
+        self.host = host
+        self.clock = clock
+        self.timer = timer
+        self.new_id = new_id
+        self.default_since = default_since
+        self.max_body = max_body
+        self.logger = logger or logging.getLogger("jobstatus")
+
+    def check_request(self, method: str, headers: Headers) -> None:
+        """What can be refused before the body is read; raises ``ApiError``."""
+        if method != "POST":
+            raise errors.method_not_allowed(method)
+        if self.auth is not None and not self.auth(headers):
+            raise errors.unauthorized()
+        content_type = headers.get("content-type", "")
+        if content_type.strip() and not is_json_media_type(content_type):
+            raise errors.unsupported_media_type(content_type)
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            raise self.too_large()
+
+    def too_large(self) -> ApiError:
+        return errors.payload_too_large(self.max_body)
+
+    def job_status(self, endpoint: str, body: bytes, started: float) -> Reply:
+        request_id: RequestId = None
+        job_id: str | None = None
+        try:
+            payload = parse_body(body)
+            request_id = request_id_of(payload)
+            job_id = job_id_of(payload)
+            try:
+                record = self.store.get(job_id)
+            except Exception as exc:
+                raise self._store_error("job status", exc) from None
+            if record is None:
+                raise errors.job_not_found()
+        except ApiError as err:
+            return self.error(endpoint, err, started, request_id, job_id)
+        return self._reply(endpoint, 200, request_id, job_id, record, "success", started)
+
+    def jobs_status(self, endpoint: str, body: bytes, started: float) -> Reply:
+        request_id: RequestId = None
+        try:
+            payload = parse_body(body)
+            request_id = request_id_of(payload)
+            since = since_seconds_of(payload, self.default_since)
+            try:
+                statuses = self._statuses_since(cutoff(self.clock(), since))
+            except ApiError:
+                raise
+            except Exception as exc:
+                raise self._store_error("job statuses", exc) from None
+        except ApiError as err:
+            return self.error(endpoint, err, started, request_id)
+        return self._reply(
+            endpoint, 200, request_id, None, statuses, "success", started
+        )
+
+    def error(
+        self,
+        endpoint: str,
+        err: ApiError,
+        started: float,
+        request_id: RequestId = None,
+        job_id: str | None = None,
+    ) -> Reply:
+        reply = self._reply(
+            endpoint, err.status, request_id, job_id, None, err.message, started
+        )
+        if err.headers:
+            return Reply(reply.status, reply.headers + err.headers, reply.body)
+        return reply
+
+    def _statuses_since(self, since: float) -> dict[str, Any]:
+        if not self.store.exists():
+            raise errors.jobs_directory_not_found()
+        return dict(self.store.changed_since(since))
+
+    def _store_error(self, what: str, exc: Exception) -> ApiError:
+        if isinstance(exc, StoreUnavailable):
+            self.logger.warning("job store unavailable: %s", errors.one_line_reason(exc))
+            return errors.store_unavailable()
+        self.logger.error("reading %s failed", what, exc_info=exc)
+        return errors.store_failed(what, exc)
+
+    def _reply(
+        self,
+        endpoint: str,
+        code: int,
+        request_id: RequestId,
+        job_id: str | None,
+        response: Any,
+        message: str,
+        started: float,
+    ) -> Reply:
+        body = envelope(
+            host=self.host,
+            endpoint=endpoint,
+            code=code,
+            request_id=request_id,
+            job_id=self.new_id() if job_id is None else job_id,
+            response=response,
+            message=message,
+            elapsed=self.timer() - started,
+        )
+        # ensure_ascii keeps lone surrogates from a client's JSON encodable.
+        encoded = json.dumps(body, separators=(",", ":")).encode("ascii")
+        return Reply(code, JSON_HEADERS, encoded)
