@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.types import ASGIApp
+
+from jobstatus_adapters.starlette import create_app
+from jobstatus_backends import store_from_url
+from jobstatus_core import Store
+
+from .helpers import (
+    API_KEY,
+    STORE_KINDS,
+    AppSwitch,
+    Clock,
+    LiveServer,
+    service_for,
+    store_url_for,
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that runs on no particular store belongs to the `core` selection,
+    # so that `-m core` plus one `-m <store>` per store covers every test.
+    for item in items:
+        if not any(item.get_closest_marker(kind) for kind in STORE_KINDS):
+            item.add_marker(pytest.mark.core)
+
+
+
+@pytest.fixture(params=[pytest.param(k, marks=getattr(pytest.mark, k)) for k in STORE_KINDS])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return store_url_for(request.param, tmp_path)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = store_from_url(store_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="session")
+def live_server() -> Iterator[tuple[LiveServer, AppSwitch]]:
+    switch = AppSwitch()
+    with LiveServer(switch) as server:
+        yield server, switch
+
+
+@pytest.fixture
+def serve(live_server: tuple[LiveServer, AppSwitch]) -> Iterator[Callable[[ASGIApp], str]]:
+    """Serve an app on the session's real uvicorn server; returns its base URL.
+
+    One server for the whole session keeps the suite fast; each test swaps in
+    its own app.
+    """
+    server, switch = live_server
+
+    def start(app: ASGIApp) -> str:
+        switch.app = app
+        return server.url
+
+    yield start
+    switch.app = None
+
+
+@pytest.fixture
+def client(store: Store, clock: Clock, serve: Callable[[ASGIApp], str]) -> Iterator[httpx.Client]:
+    url = serve(create_app(service_for(store, clock)))
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+        yield http
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """Fail a test that leaves one of the library's own threads running."""
+    before = set(threading.enumerate())
+    before_names = {"test-uvicorn"}
+    yield
+
+    def leaked() -> list[threading.Thread]:
+        # Idle thread-pool workers belong to anyio and outlive any one test.
+        return [
+            t
+            for t in threading.enumerate()
+            if t not in before
+            and t.is_alive()
+            and t.name not in before_names
+            and not t.name.startswith("AnyIO worker")
+        ]
+
+    deadline = time.monotonic() + 2.0
+    while leaked() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not leaked(), f"threads leaked: {leaked()}"

@@ -1,0 +1,92 @@
+"""Shared test helpers: a real server in a thread, a hand-moved clock."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from jobstatus_adapters.service import make_service
+from jobstatus_core import StatusService, Store
+
+API_KEY = "test-key-0123456789"
+STORE_KINDS = ("memory", "sqlite")
+
+
+def store_url_for(kind: str, tmp_path: Path) -> str:
+    if kind == "memory":
+        return "memory://"
+    if kind == "sqlite":
+        return f"sqlite://{tmp_path / 'jobs.db'}"
+    raise AssertionError(kind)
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def service_for(store: Store, clock: Callable[[], float] | None = None, **options: Any) -> StatusService:
+    options.setdefault("api_keys", [API_KEY])
+    service = make_service(store, **options)
+    if clock is not None:
+        service.clock = clock
+    return service
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within %.1fs" % timeout)
+        time.sleep(0.02)
+
+
+class AppSwitch:
+    """An ASGI app that forwards to whichever app a test put in it."""
+
+    def __init__(self) -> None:
+        self.app: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert self.app is not None, "no app is being served"
+        await self.app(scope, receive, send)
+
+
+class LiveServer:
+    """A real uvicorn server on a loopback port, in a thread of this process."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="test-uvicorn")
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        wait_for(lambda: self.server.started)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+

@@ -1,0 +1,183 @@
+"""The pure core: its imports, validation rules, settings and registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import jobstatus_core
+from jobstatus_core import ApiKeyAuth, ConfigError, Registry, Settings
+from jobstatus_core.errors import ApiError, one_line_reason
+from jobstatus_core.registry import redact
+from jobstatus_core.validation import (
+    is_json_media_type,
+    is_valid_job_id,
+    parse_body,
+    since_seconds_of,
+)
+from jobstatus_core.window import cutoff, in_window
+
+FORBIDDEN = ("starlette", "uvicorn", "sqlite3", "sqlite_utils", "watchdog", "redis", "httpx", "anyio", "jobstatus_backends", "jobstatus_adapters", "backends", "adapters")
+
+
+def test_importing_the_core_imports_no_io_or_framework() -> None:
+    code = "import sys, json, jobstatus_core; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(json.loads(out))
+    assert not loaded & set(FORBIDDEN), loaded & set(FORBIDDEN)
+
+
+ALLOWED_STDLIB = {"__future__", "collections", "dataclasses", "typing", "json", "math", "re", "hmac", "logging", "posixpath"}
+
+
+def test_core_modules_import_only_pure_stdlib() -> None:
+    """No clock, file, id or process calls: time, ids and pid are passed in."""
+    import ast
+    from pathlib import Path
+
+    for path in Path(jobstatus_core.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in ALLOWED_STDLIB, f"{path.name} imports {name}"
+
+
+def test_all_is_what_the_package_exports() -> None:
+    public = {name for name in vars(jobstatus_core) if not name.startswith("_")} - {"annotations"}
+    modules = {"auth", "config", "envelope", "errors", "protocol", "registry", "service", "types", "validation", "window"}
+    assert set(jobstatus_core.__all__) - {"__version__"} == public - modules
+
+
+@pytest.mark.parametrize("job_id, valid", [("a", True), ("A.b-c_d", True), ("x" * 128, True), ("x" * 129, False), ("", False), (".a", False), ("a/b", False), ("é", False), ("a\n", False), ("٣", False), (None, False), (5, False)])
+def test_job_id_rule(job_id: object, valid: bool) -> None:
+    assert is_valid_job_id(job_id) is valid
+
+
+@pytest.mark.parametrize("value, ok", [("application/json", True), ("application/json;charset=utf-8", True), ("APPLICATION/JSON", True), ("application/ld+json", True), ("text/json", False), ("application/jsonx", False), ("/+json", False), ("text/plain", False)])
+def test_json_media_types(value: str, ok: bool) -> None:
+    assert is_json_media_type(value) is ok
+
+
+def test_parse_body_depth_and_encoding() -> None:
+    assert parse_body(b"") == {}
+    assert parse_body(b' {"a": 1} ') == {"a": 1}
+    # Duplicate keys: the last one wins, as in every Python JSON parser.
+    assert parse_body(b'{"a": 1, "a": 2}') == {"a": 2}
+    with pytest.raises(ApiError, match="nested too deep"):
+        parse_body(b"[" * 100_000)
+    with pytest.raises(ApiError, match="not UTF-8"):
+        parse_body('{"a": "é"}'.encode("latin-1"))
+
+
+def test_since_seconds_default_and_int_overflow() -> None:
+    assert since_seconds_of({}, 600.0) == 600.0
+    assert since_seconds_of({"since_seconds": 0}, 600.0) == 0.0
+    with pytest.raises(ApiError, match="finite"):
+        since_seconds_of({"since_seconds": 10**400}, 600.0)
+
+
+def test_window_is_inclusive() -> None:
+    assert cutoff(1000.0, 600.0) == 400.0
+    assert in_window(400.0, 400.0) and not in_window(399.9, 400.0)
+
+
+def test_api_key_auth() -> None:
+    auth = ApiKeyAuth(["k1", "k2"])
+    assert auth({"x-api-key": "k1"}) and auth({"x-api-key": "k2"})
+    assert not auth({}) and not auth({"x-api-key": "k3"}) and not auth({"x-api-key": "k1 "})
+    assert not auth({"x-api-key": "k\udcff"})
+    assert "k1" not in repr(auth)
+    with pytest.raises(ConfigError):
+        ApiKeyAuth([])
+    with pytest.raises(ConfigError):
+        ApiKeyAuth([""])
+
+
+def test_settings_defaults() -> None:
+    settings = Settings.from_environ({}, cwd="/srv/app")
+    assert settings.store_url == "sqlite:///srv/app/jobstatus.db"
+    assert settings.api_keys == ()
+    assert settings.default_since == 600.0
+    assert settings.max_body == 65536
+    assert settings.build_number is None
+
+
+def test_settings_from_environment() -> None:
+    settings = Settings.from_environ(
+        {"LOCAL_STORAGE_PATH": "storage", "API_KEY": "a", "JOBSTATUS_API_KEYS": "b, a,,c", "JOBSTATUS_DEFAULT_SINCE": "30.5", "JOBSTATUS_MAX_BODY": "1024", "BUILD_NUMBER": "77"},
+        cwd="/srv/app",
+    )
+    assert settings.store_url == "file:///srv/app/storage"
+    assert settings.api_keys == ("a", "b", "c")
+    assert settings.default_since == 30.5
+    assert settings.max_body == 1024
+    assert settings.build_number == "77"
+    explicit = Settings.from_environ({"JOBSTATUS_STORE": "memory://", "LOCAL_STORAGE_PATH": "/x"}, cwd="/")
+    assert explicit.store_url == "memory://"
+
+
+@pytest.mark.parametrize("name, value", [("JOBSTATUS_DEFAULT_SINCE", "ten"), ("JOBSTATUS_DEFAULT_SINCE", "-1"), ("JOBSTATUS_DEFAULT_SINCE", "nan"), ("JOBSTATUS_MAX_BODY", "64k"), ("JOBSTATUS_MAX_BODY", "0")])
+def test_bad_setting_names_itself(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_environ({name: value}, cwd="/")
+    assert str(info.value).startswith(name + ":")
+    assert "\n" not in str(info.value)
+
+
+class ToyStore:
+    """A third-party store, registered by scheme."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def get(self, job_id: str) -> None:
+        return None
+
+    def changed_since(self, cutoff: float) -> list[tuple[str, object]]:
+        return []
+
+    def exists(self) -> bool:
+        return True
+
+    def put(self, record: object, *, at: float | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_registry_opens_registered_schemes_only() -> None:
+    registry = Registry()
+    registry.register("toy", ToyStore)
+    store = registry.open("TOY://anything")
+    assert isinstance(store, ToyStore) and store.url == "TOY://anything"
+    assert isinstance(store, jobstatus_core.Store)
+    with pytest.raises(ConfigError, match=r"known: toy://"):
+        registry.open("nope://x")
+    with pytest.raises(ConfigError):
+        registry.open("/just/a/path")
+
+
+def test_redact_hides_passwords() -> None:
+    assert redact("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
+    assert redact("sqlite:///a/b.db") == "sqlite:///a/b.db"
+    assert "secret" not in str(_config_error_for("redis://:secret@h/0"))
+
+
+def _config_error_for(url: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        Registry().open(url)
+    return info.value
+
+
+def test_one_line_reason_hides_paths_and_tracebacks() -> None:
+    assert one_line_reason(FileNotFoundError(2, "No such file or directory", "/etc/x")) == "No such file or directory"
+    assert one_line_reason(ValueError("/secret/path")) == "ValueError"
