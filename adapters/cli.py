@@ -11,11 +11,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from jobstatus_backends import store_from_url
 from jobstatus_core import ConfigError, InvalidRecord, Settings, Store, StoreError
 from jobstatus_core.registry import redact
 from jobstatus_core.window import cutoff
-
-from jobstatus_backends import store_from_url
 
 EXIT_USAGE = 2
 
@@ -51,7 +50,9 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store, url: str)
     if not keys:
         keys = (secrets.token_urlsafe(24),)
         # Printed once, here, so the operator can use it; never logged after.
-        print(f"jobstatus: no API key configured; this run's key: {keys[0]}", flush=True)
+        print(
+            f"jobstatus: no API key configured; this run's key: {keys[0]}", flush=True
+        )
     service = make_service(
         store,
         api_keys=keys,
@@ -59,12 +60,19 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store, url: str)
         default_since=settings.default_since,
         max_body=settings.max_body,
     )
-    print(f"jobstatus: serving {redact(url)} on http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(create_app(service), host=args.host, port=args.port, log_level="warning")
+    print(
+        f"jobstatus: serving {redact(url)} on http://{args.host}:{args.port}",
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(service), host=args.host, port=args.port, log_level="warning"
+    )
     return 0
 
 
-def _record(args: argparse.Namespace, settings: Settings, store: Store, url: str) -> int:
+def _record(
+    args: argparse.Namespace, settings: Settings, store: Store, url: str
+) -> int:
     response: Any = None
     if args.response is not None:
         try:
@@ -111,7 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)
         sub.add_argument(
-            "--store", help="store URL (default: JOBSTATUS_STORE, LOCAL_STORAGE_PATH, or ./jobstatus.db)"
+            "--store",
+            help="store URL (default: JOBSTATUS_STORE, else LOCAL_STORAGE_PATH, "
+            "else ./jobstatus.db)",
         )
         return sub
 

@@ -32,7 +32,7 @@ def make_service(
     store: Store,
     *,
     api_keys: Iterable[str] = (),
-    auth: Auth | None | _Unset = UNSET,
+    auth: Auth | _Unset | None = UNSET,
     queue_id: int | str | None = None,
     queue_length: Callable[[], int] = lambda: 0,
     build_number: str | None = None,

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ApiError, Reply, StatusService
-
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
+
+from jobstatus_core import (
+    JOB_STATUS_PATH,
+    JOBS_STATUS_PATH,
+    ApiError,
+    Reply,
+    StatusService,
+)
 
 Answer = Callable[[str, bytes, float], Reply]
 

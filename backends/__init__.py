@@ -1,4 +1,4 @@
-"""Job stores: memory, SQLite (and more by URL scheme). Import name ``jobstatus_backends``."""
+"""Job stores, chosen by URL scheme. Import name ``jobstatus_backends``."""
 
 from __future__ import annotations
 

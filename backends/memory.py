@@ -29,7 +29,7 @@ class MemoryStore:
     def get(self, job_id: str) -> Record | None:
         with self._lock:
             text = self._records.get(job_id)
-        return None if text is None else json.loads(text)  # type: ignore[no-any-return]
+        return None if text is None else json.loads(text)
 
     def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
         with self._lock:

@@ -25,6 +25,11 @@ SCHEMA_VERSION = 1
 # How long a writer waits for another process's lock before giving up.
 BUSY_TIMEOUT_SECONDS = 5.0
 
+CHANGED_SINCE_SQL = (
+    "SELECT job_id, job_status FROM jobs"
+    " WHERE updated_at >= ? AND job_status IS NOT NULL"
+)
+
 T = TypeVar("T")
 
 
@@ -63,14 +68,18 @@ class SQLiteStore:
                 isolation_level=None,
             )
         except sqlite3.Error as exc:
-            raise ConfigError(f"SQLite store: cannot open {str(self.path)!r}: {exc}") from None
+            raise ConfigError(
+                f"SQLite store: cannot open {str(self.path)!r}: {exc}"
+            ) from None
         self._conn = conn
         self._db = sqlite_utils.Database(conn, execute_plugins=False)
         try:
             self._migrate()
         except sqlite3.Error as exc:
             conn.close()
-            raise ConfigError(f"SQLite store: cannot use {str(self.path)!r}: {exc}") from None
+            raise ConfigError(
+                f"SQLite store: cannot use {str(self.path)!r}: {exc}"
+            ) from None
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -86,7 +95,7 @@ class SQLiteStore:
             )
         with self._db.atomic():
             if version < 1:
-                self._db["jobs"].create(
+                self._db.table("jobs").create(
                     {
                         "job_id": str,
                         "job_status": str,
@@ -97,7 +106,7 @@ class SQLiteStore:
                     not_null={"updated_at", "record"},
                     if_not_exists=True,
                 )
-                self._db["jobs"].create_index(
+                self._db.table("jobs").create_index(
                     ["updated_at"], index_name="jobs_updated_at", if_not_exists=True
                 )
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -108,15 +117,11 @@ class SQLiteStore:
                 "SELECT record FROM jobs WHERE job_id = ?", (job_id,)
             ).fetchone()
         )
-        return None if row is None else json.loads(row[0])  # type: ignore[no-any-return]
+        return None if row is None else json.loads(row[0])
 
     def changed_since(self, cutoff: float) -> Iterator[tuple[str, Any]]:
         rows = self._run(
-            lambda: self._conn.execute(
-                "SELECT job_id, job_status FROM jobs"
-                " WHERE updated_at >= ? AND job_status IS NOT NULL",
-                (cutoff,),
-            ).fetchall()
+            lambda: self._conn.execute(CHANGED_SINCE_SQL, (cutoff,)).fetchall()
         )
         for job_id, status in rows:
             yield job_id, json.loads(status)
@@ -132,7 +137,7 @@ class SQLiteStore:
             "updated_at": time.time() if at is None else at,
             "record": json.dumps(record, allow_nan=False),
         }
-        self._run(lambda: self._db["jobs"].upsert(row, pk="job_id"))
+        self._run(lambda: self._db.table("jobs").upsert(row, pk="job_id"))
 
     def close(self) -> None:
         with self._lock:

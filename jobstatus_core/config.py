@@ -68,7 +68,9 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}: expected a number of seconds, got {raw!r}") from None
+        raise ConfigError(
+            f"{name}: expected a number of seconds, got {raw!r}"
+        ) from None
     if not math.isfinite(value) or value < 0:
         raise ConfigError(f"{name}: expected a finite number >= 0, got {raw!r}")
     return value

@@ -100,7 +100,9 @@ class StatusService:
                 raise errors.job_not_found()
         except ApiError as err:
             return self.error(endpoint, err, started, request_id, job_id)
-        return self._reply(endpoint, 200, request_id, job_id, record, "success", started)
+        return self._reply(
+            endpoint, 200, request_id, job_id, record, "success", started
+        )
 
     def jobs_status(self, endpoint: str, body: bytes, started: float) -> Reply:
         request_id: RequestId = None
@@ -142,7 +144,9 @@ class StatusService:
 
     def _store_error(self, what: str, exc: Exception) -> ApiError:
         if isinstance(exc, StoreUnavailable):
-            self.logger.warning("job store unavailable: %s", errors.one_line_reason(exc))
+            self.logger.warning(
+                "job store unavailable: %s", errors.one_line_reason(exc)
+            )
             return errors.store_unavailable()
         self.logger.error("reading %s failed", what, exc_info=exc)
         return errors.store_failed(what, exc)

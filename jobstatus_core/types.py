@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 #: A job record: the whole JSON object that was stored.
 Record = dict[str, Any]
 
 #: The body's ``id`` as echoed in the envelope.
-RequestId = Union[str, int, float, None]
+RequestId = str | int | float | None
 
 #: Request headers, looked up by lower-case name.
 Headers = Mapping[str, str]

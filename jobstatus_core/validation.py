@@ -13,6 +13,7 @@ from .types import RequestId
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 JOB_ID_RULE = "1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
 
+
 def is_valid_job_id(value: object) -> bool:
     return isinstance(value, str) and JOB_ID_PATTERN.fullmatch(value) is not None
 

@@ -32,8 +32,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.core)
 
 
-
-@pytest.fixture(params=[pytest.param(k, marks=getattr(pytest.mark, k)) for k in STORE_KINDS])
+@pytest.fixture(
+    params=[pytest.param(k, marks=getattr(pytest.mark, k)) for k in STORE_KINDS]
+)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return store_url_for(request.param, tmp_path)
 
@@ -58,7 +59,9 @@ def live_server() -> Iterator[tuple[LiveServer, AppSwitch]]:
 
 
 @pytest.fixture
-def serve(live_server: tuple[LiveServer, AppSwitch]) -> Iterator[Callable[[ASGIApp], str]]:
+def serve(
+    live_server: tuple[LiveServer, AppSwitch],
+) -> Iterator[Callable[[ASGIApp], str]]:
     """Serve an app on the session's real uvicorn server; returns its base URL.
 
     One server for the whole session keeps the suite fast; each test swaps in
@@ -75,7 +78,9 @@ def serve(live_server: tuple[LiveServer, AppSwitch]) -> Iterator[Callable[[ASGIA
 
 
 @pytest.fixture
-def client(store: Store, clock: Clock, serve: Callable[[ASGIApp], str]) -> Iterator[httpx.Client]:
+def client(
+    store: Store, clock: Clock, serve: Callable[[ASGIApp], str]
+) -> Iterator[httpx.Client]:
     url = serve(create_app(service_for(store, clock)))
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
         yield http

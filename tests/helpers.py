@@ -37,7 +37,9 @@ class Clock:
         return self.now
 
 
-def service_for(store: Store, clock: Callable[[], float] | None = None, **options: Any) -> StatusService:
+def service_for(
+    store: Store, clock: Callable[[], float] | None = None, **options: Any
+) -> StatusService:
     options.setdefault("api_keys", [API_KEY])
     service = make_service(store, **options)
     if clock is not None:
@@ -55,7 +57,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("condition not met within %.1fs" % timeout)
+            raise AssertionError(f"condition not met within {timeout:.1f}s")
         time.sleep(0.02)
 
 
@@ -76,7 +78,9 @@ class LiveServer:
     def __init__(self, app: ASGIApp) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn")
 
@@ -88,5 +92,3 @@ class LiveServer:
     def __exit__(self, *exc_info: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
-
-

@@ -20,17 +20,43 @@ from jobstatus_core.validation import (
 )
 from jobstatus_core.window import cutoff, in_window
 
-FORBIDDEN = ("starlette", "uvicorn", "sqlite3", "sqlite_utils", "watchdog", "redis", "httpx", "anyio", "jobstatus_backends", "jobstatus_adapters", "backends", "adapters")
+FORBIDDEN = (
+    "starlette",
+    "uvicorn",
+    "sqlite3",
+    "sqlite_utils",
+    "watchdog",
+    "redis",
+    "httpx",
+    "anyio",
+    "jobstatus_backends",
+    "jobstatus_adapters",
+    "backends",
+    "adapters",
+)
 
 
 def test_importing_the_core_imports_no_io_or_framework() -> None:
     code = "import sys, json, jobstatus_core; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     loaded = set(json.loads(out))
     assert not loaded & set(FORBIDDEN), loaded & set(FORBIDDEN)
 
 
-ALLOWED_STDLIB = {"__future__", "collections", "dataclasses", "typing", "json", "math", "re", "hmac", "logging", "posixpath"}
+ALLOWED_STDLIB = {
+    "__future__",
+    "collections",
+    "dataclasses",
+    "typing",
+    "json",
+    "math",
+    "re",
+    "hmac",
+    "logging",
+    "posixpath",
+}
 
 
 def test_core_modules_import_only_pure_stdlib() -> None:
@@ -47,21 +73,64 @@ def test_core_modules_import_only_pure_stdlib() -> None:
             else:
                 continue
             for name in names:
-                assert name.split(".")[0] in ALLOWED_STDLIB, f"{path.name} imports {name}"
+                assert name.split(".")[0] in ALLOWED_STDLIB, (
+                    f"{path.name} imports {name}"
+                )
 
 
 def test_all_is_what_the_package_exports() -> None:
-    public = {name for name in vars(jobstatus_core) if not name.startswith("_")} - {"annotations"}
-    modules = {"auth", "config", "envelope", "errors", "protocol", "registry", "service", "types", "validation", "window"}
+    public = {name for name in vars(jobstatus_core) if not name.startswith("_")} - {
+        "annotations"
+    }
+    modules = {
+        "auth",
+        "config",
+        "envelope",
+        "errors",
+        "protocol",
+        "registry",
+        "service",
+        "types",
+        "validation",
+        "window",
+    }
     assert set(jobstatus_core.__all__) - {"__version__"} == public - modules
 
 
-@pytest.mark.parametrize("job_id, valid", [("a", True), ("A.b-c_d", True), ("x" * 128, True), ("x" * 129, False), ("", False), (".a", False), ("a/b", False), ("é", False), ("a\n", False), ("٣", False), (None, False), (5, False)])
+@pytest.mark.parametrize(
+    "job_id, valid",
+    [
+        ("a", True),
+        ("A.b-c_d", True),
+        ("x" * 128, True),
+        ("x" * 129, False),
+        ("", False),
+        (".a", False),
+        ("a/b", False),
+        ("é", False),
+        ("a\n", False),
+        ("٣", False),
+        (None, False),
+        (5, False),
+    ],
+)
 def test_job_id_rule(job_id: object, valid: bool) -> None:
     assert is_valid_job_id(job_id) is valid
 
 
-@pytest.mark.parametrize("value, ok", [("application/json", True), ("application/json;charset=utf-8", True), ("APPLICATION/JSON", True), ("application/ld+json", True), ("text/json", False), ("application/jsonx", False), ("/+json", False), ("text/plain", False)])
+@pytest.mark.parametrize(
+    "value, ok",
+    [
+        ("application/json", True),
+        ("application/json;charset=utf-8", True),
+        ("APPLICATION/JSON", True),
+        ("application/ld+json", True),
+        ("text/json", False),
+        ("application/jsonx", False),
+        ("/+json", False),
+        ("text/plain", False),
+    ],
+)
 def test_json_media_types(value: str, ok: bool) -> None:
     assert is_json_media_type(value) is ok
 
@@ -92,7 +161,11 @@ def test_window_is_inclusive() -> None:
 def test_api_key_auth() -> None:
     auth = ApiKeyAuth(["k1", "k2"])
     assert auth({"x-api-key": "k1"}) and auth({"x-api-key": "k2"})
-    assert not auth({}) and not auth({"x-api-key": "k3"}) and not auth({"x-api-key": "k1 "})
+    assert (
+        not auth({})
+        and not auth({"x-api-key": "k3"})
+        and not auth({"x-api-key": "k1 "})
+    )
     assert not auth({"x-api-key": "k\udcff"})
     assert "k1" not in repr(auth)
     with pytest.raises(ConfigError):
@@ -112,7 +185,14 @@ def test_settings_defaults() -> None:
 
 def test_settings_from_environment() -> None:
     settings = Settings.from_environ(
-        {"LOCAL_STORAGE_PATH": "storage", "API_KEY": "a", "JOBSTATUS_API_KEYS": "b, a,,c", "JOBSTATUS_DEFAULT_SINCE": "30.5", "JOBSTATUS_MAX_BODY": "1024", "BUILD_NUMBER": "77"},
+        {
+            "LOCAL_STORAGE_PATH": "storage",
+            "API_KEY": "a",
+            "JOBSTATUS_API_KEYS": "b, a,,c",
+            "JOBSTATUS_DEFAULT_SINCE": "30.5",
+            "JOBSTATUS_MAX_BODY": "1024",
+            "BUILD_NUMBER": "77",
+        },
         cwd="/srv/app",
     )
     assert settings.store_url == "file:///srv/app/storage"
@@ -120,11 +200,22 @@ def test_settings_from_environment() -> None:
     assert settings.default_since == 30.5
     assert settings.max_body == 1024
     assert settings.build_number == "77"
-    explicit = Settings.from_environ({"JOBSTATUS_STORE": "memory://", "LOCAL_STORAGE_PATH": "/x"}, cwd="/")
+    explicit = Settings.from_environ(
+        {"JOBSTATUS_STORE": "memory://", "LOCAL_STORAGE_PATH": "/x"}, cwd="/"
+    )
     assert explicit.store_url == "memory://"
 
 
-@pytest.mark.parametrize("name, value", [("JOBSTATUS_DEFAULT_SINCE", "ten"), ("JOBSTATUS_DEFAULT_SINCE", "-1"), ("JOBSTATUS_DEFAULT_SINCE", "nan"), ("JOBSTATUS_MAX_BODY", "64k"), ("JOBSTATUS_MAX_BODY", "0")])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("JOBSTATUS_DEFAULT_SINCE", "ten"),
+        ("JOBSTATUS_DEFAULT_SINCE", "-1"),
+        ("JOBSTATUS_DEFAULT_SINCE", "nan"),
+        ("JOBSTATUS_MAX_BODY", "64k"),
+        ("JOBSTATUS_MAX_BODY", "0"),
+    ],
+)
 def test_bad_setting_names_itself(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_environ({name: value}, cwd="/")
@@ -179,5 +270,8 @@ def _config_error_for(url: str) -> ConfigError:
 
 
 def test_one_line_reason_hides_paths_and_tracebacks() -> None:
-    assert one_line_reason(FileNotFoundError(2, "No such file or directory", "/etc/x")) == "No such file or directory"
+    assert (
+        one_line_reason(FileNotFoundError(2, "No such file or directory", "/etc/x"))
+        == "No such file or directory"
+    )
     assert one_line_reason(ValueError("/secret/path")) == "ValueError"

@@ -10,20 +10,46 @@ from typing import Any
 import httpx
 import pytest
 
-from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, Store, StoreError, StoreUnavailable
+from jobstatus_core import (
+    JOB_STATUS_PATH,
+    JOBS_STATUS_PATH,
+    Store,
+    StoreError,
+    StoreUnavailable,
+)
 from jobstatus_core import __version__ as version
 
 from .helpers import API_KEY, Clock
 
 ENVELOPE_KEYS = {
-    "endpoint", "code", "id", "job_id", "response", "message", "pid", "queue_id",
-    "run_time", "queue_time", "total_time", "queue_length", "build_number",
+    "endpoint",
+    "code",
+    "id",
+    "job_id",
+    "response",
+    "message",
+    "pid",
+    "queue_id",
+    "run_time",
+    "queue_time",
+    "total_time",
+    "queue_length",
+    "build_number",
 }
 JSON = {"content-type": "application/json"}
 
 
-def post(client: httpx.Client, path: str, body: Any = None, *, raw: bytes | None = None, **kwargs: Any) -> httpx.Response:
-    content = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+def post(
+    client: httpx.Client,
+    path: str,
+    body: Any = None,
+    *,
+    raw: bytes | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    content = (
+        raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+    )
     headers = {**JSON, **kwargs.pop("headers", {})}
     return client.post(path, content=content, headers=headers, **kwargs)
 
@@ -43,7 +69,9 @@ def envelope_of(response: httpx.Response) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
-def assert_error(response: httpx.Response, code: int, message_start: str) -> dict[str, Any]:
+def assert_error(
+    response: httpx.Response, code: int, message_start: str
+) -> dict[str, Any]:
     body = envelope_of(response)
     assert response.status_code == code, body
     assert body["message"].startswith(message_start), body["message"]
@@ -53,10 +81,19 @@ def assert_error(response: httpx.Response, code: int, message_start: str) -> dic
 # --- job/status -----------------------------------------------------------
 
 
-def test_job_found_returns_the_record_verbatim(client: httpx.Client, store: Store) -> None:
+def test_job_found_returns_the_record_verbatim(
+    client: httpx.Client, store: Store
+) -> None:
     record = {
-        "job_id": "abc-123", "job_status": "done", "queue_id": 9, "process_id": 4,
-        "response": {"code": 200, "response": "https://cdn/x.mp4", "message": "success"},
+        "job_id": "abc-123",
+        "job_status": "done",
+        "queue_id": 9,
+        "process_id": 4,
+        "response": {
+            "code": 200,
+            "response": "https://cdn/x.mp4",
+            "message": "success",
+        },
     }
     store.put(record)
     response = post(client, JOB_STATUS_PATH, {"job_id": "abc-123", "id": "req-1"})
@@ -70,19 +107,43 @@ def test_job_found_returns_the_record_verbatim(client: httpx.Client, store: Stor
 
 
 def test_job_not_found(client: httpx.Client) -> None:
-    body = assert_error(post(client, JOB_STATUS_PATH, {"job_id": "missing"}), 404, "Job not found")
+    body = assert_error(
+        post(client, JOB_STATUS_PATH, {"job_id": "missing"}), 404, "Job not found"
+    )
     assert body["message"] == "Job not found"
     assert body["job_id"] == "missing"
 
 
 @pytest.mark.parametrize("job_id", ["a", "x" * 128, "A-b_c.d", "0", "_x", "-x", "a..b"])
 def test_valid_job_ids_reach_the_store(client: httpx.Client, job_id: str) -> None:
-    assert_error(post(client, JOB_STATUS_PATH, {"job_id": job_id}), 404, "Job not found")
+    assert_error(
+        post(client, JOB_STATUS_PATH, {"job_id": job_id}), 404, "Job not found"
+    )
 
 
 BAD_JOB_IDS: list[Any] = [
-    "", "../x", "a/b", "/etc/passwd", "a\\b", "a\x00b", "x" * 129, "é", "jöb", ".hidden", ".",
-    "..", " x", "x ", "a\nb", "%2e%2e", 7, 1.5, True, None, ["a"], {"a": 1},
+    "",
+    "../x",
+    "a/b",
+    "/etc/passwd",
+    "a\\b",
+    "a\x00b",
+    "x" * 129,
+    "é",
+    "jöb",
+    ".hidden",
+    ".",
+    "..",
+    " x",
+    "x ",
+    "a\nb",
+    "%2e%2e",
+    7,
+    1.5,
+    True,
+    None,
+    ["a"],
+    {"a": 1},
 ]
 
 
@@ -125,9 +186,13 @@ def counted(store: Store, serve: Any) -> Iterator[tuple[httpx.Client, CountingSt
 
 
 @pytest.mark.parametrize("job_id", BAD_JOB_IDS, ids=repr)
-def test_invalid_job_id_is_400_and_touches_no_store(counted: tuple[httpx.Client, CountingStore], job_id: Any) -> None:
+def test_invalid_job_id_is_400_and_touches_no_store(
+    counted: tuple[httpx.Client, CountingStore], job_id: Any
+) -> None:
     client, counting = counted
-    body = assert_error(post(client, JOB_STATUS_PATH, {"job_id": job_id}), 400, "Invalid payload:")
+    body = assert_error(
+        post(client, JOB_STATUS_PATH, {"job_id": job_id}), 400, "Invalid payload:"
+    )
     assert "job_id" in body["message"]
     assert counting.calls == 0
     # The queried id is echoed only when valid: here a fresh request id.
@@ -135,7 +200,9 @@ def test_invalid_job_id_is_400_and_touches_no_store(counted: tuple[httpx.Client,
 
 
 def test_missing_job_id_is_400(client: httpx.Client) -> None:
-    body = assert_error(post(client, JOB_STATUS_PATH, {"id": 1}), 400, "Invalid payload:")
+    body = assert_error(
+        post(client, JOB_STATUS_PATH, {"id": 1}), 400, "Invalid payload:"
+    )
     assert "job_id" in body["message"]
     assert body["id"] == 1
 
@@ -147,14 +214,18 @@ def test_empty_body_on_job_status_asks_for_job_id(client: httpx.Client) -> None:
 
 def test_other_keys_are_ignored(client: httpx.Client, store: Store) -> None:
     store.put({"job_id": "j", "job_status": "done"})
-    response = post(client, JOB_STATUS_PATH, {"job_id": "j", "since_seconds": "junk", "extra": [1]})
+    response = post(
+        client, JOB_STATUS_PATH, {"job_id": "j", "since_seconds": "junk", "extra": [1]}
+    )
     assert response.status_code == 200
 
 
 # --- jobs/status ----------------------------------------------------------
 
 
-def test_jobs_default_window_is_600_seconds(client: httpx.Client, store: Store, clock: Clock) -> None:
+def test_jobs_default_window_is_600_seconds(
+    client: httpx.Client, store: Store, clock: Clock
+) -> None:
     store.put({"job_id": "recent", "job_status": "running"}, at=clock.now - 599)
     store.put({"job_id": "edge", "job_status": "queued"}, at=clock.now - 600)
     store.put({"job_id": "old", "job_status": "done"}, at=clock.now - 601)
@@ -165,8 +236,19 @@ def test_jobs_default_window_is_600_seconds(client: httpx.Client, store: Store, 
         assert body["message"] == "success"
 
 
-@pytest.mark.parametrize("since, expected", [(0, {"now"}), (10, {"now", "ten"}), (10.5, {"now", "ten"}), (3600, {"now", "ten", "hour"}), (1e300, {"now", "ten", "hour"})])
-def test_jobs_since_seconds(client: httpx.Client, store: Store, clock: Clock, since: float, expected: set[str]) -> None:
+@pytest.mark.parametrize(
+    "since, expected",
+    [
+        (0, {"now"}),
+        (10, {"now", "ten"}),
+        (10.5, {"now", "ten"}),
+        (3600, {"now", "ten", "hour"}),
+        (1e300, {"now", "ten", "hour"}),
+    ],
+)
+def test_jobs_since_seconds(
+    client: httpx.Client, store: Store, clock: Clock, since: float, expected: set[str]
+) -> None:
     store.put({"job_id": "now", "job_status": "a"}, at=clock.now)
     store.put({"job_id": "ten", "job_status": "b"}, at=clock.now - 10)
     store.put({"job_id": "hour", "job_status": "c"}, at=clock.now - 3600)
@@ -190,27 +272,57 @@ def test_jobs_job_id_is_a_fresh_uuid(client: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b'{"since_seconds": true}', b'{"since_seconds": false}', b'{"since_seconds": "10"}',
-     b'{"since_seconds": NaN}', b'{"since_seconds": Infinity}', b'{"since_seconds": -Infinity}',
-     b'{"since_seconds": -1}', b'{"since_seconds": -0.001}', b'{"since_seconds": 1e400}',
-     b'{"since_seconds": [10]}', b'{"since_seconds": {}}', b'{"since_seconds": ' + b"9" * 400 + b"}"],
+    [
+        b'{"since_seconds": true}',
+        b'{"since_seconds": false}',
+        b'{"since_seconds": "10"}',
+        b'{"since_seconds": NaN}',
+        b'{"since_seconds": Infinity}',
+        b'{"since_seconds": -Infinity}',
+        b'{"since_seconds": -1}',
+        b'{"since_seconds": -0.001}',
+        b'{"since_seconds": 1e400}',
+        b'{"since_seconds": [10]}',
+        b'{"since_seconds": {}}',
+        b'{"since_seconds": ' + b"9" * 400 + b"}",
+    ],
 )
 def test_invalid_since_seconds_is_400(client: httpx.Client, raw: bytes) -> None:
-    body = assert_error(post(client, JOBS_STATUS_PATH, raw=raw), 400, "Invalid payload:")
+    body = assert_error(
+        post(client, JOBS_STATUS_PATH, raw=raw), 400, "Invalid payload:"
+    )
     assert "since_seconds" in body["message"]
 
 
-def test_status_requests_are_not_recorded_as_jobs(client: httpx.Client, store: Store) -> None:
+def test_status_requests_are_not_recorded_as_jobs(
+    client: httpx.Client, store: Store
+) -> None:
     post(client, JOB_STATUS_PATH, {"job_id": "x"})
     post(client, JOBS_STATUS_PATH, {})
-    assert envelope_of(post(client, JOBS_STATUS_PATH, {"since_seconds": 1e9}))["response"] == {}
+    assert (
+        envelope_of(post(client, JOBS_STATUS_PATH, {"since_seconds": 1e9}))["response"]
+        == {}
+    )
 
 
 # --- the envelope -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("request_id, echoed", [("r-1", "r-1"), (42, 42), (1.5, 1.5), (True, None), (None, None), ([1], None), ({"a": 1}, None)])
-def test_id_is_echoed_when_string_or_number(client: httpx.Client, request_id: Any, echoed: Any) -> None:
+@pytest.mark.parametrize(
+    "request_id, echoed",
+    [
+        ("r-1", "r-1"),
+        (42, 42),
+        (1.5, 1.5),
+        (True, None),
+        (None, None),
+        ([1], None),
+        ({"a": 1}, None),
+    ],
+)
+def test_id_is_echoed_when_string_or_number(
+    client: httpx.Client, request_id: Any, echoed: Any
+) -> None:
     body = envelope_of(post(client, JOBS_STATUS_PATH, {"id": request_id}))
     assert body["id"] == echoed
 
@@ -233,11 +345,25 @@ def test_envelope_fields(client: httpx.Client) -> None:
 # --- errors before the body is used ----------------------------------------
 
 
-@pytest.mark.parametrize("headers", [{}, {"x-api-key": ""}, {"x-api-key": "wrong"}, {"x-api-key": API_KEY[:-1]}, {"x-api-key": API_KEY.upper()}, {"x-api-key": API_KEY + "x"}])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"x-api-key": ""},
+        {"x-api-key": "wrong"},
+        {"x-api-key": API_KEY[:-1]},
+        {"x-api-key": API_KEY.upper()},
+        {"x-api-key": API_KEY + "x"},
+    ],
+)
 @pytest.mark.parametrize("path", [JOB_STATUS_PATH, JOBS_STATUS_PATH])
-def test_missing_or_wrong_key_is_401(client: httpx.Client, headers: dict[str, str], path: str) -> None:
+def test_missing_or_wrong_key_is_401(
+    client: httpx.Client, headers: dict[str, str], path: str
+) -> None:
     client.headers.pop("x-api-key")
-    body = assert_error(post(client, path, {"job_id": "x"}, headers=headers), 401, "Unauthorized")
+    body = assert_error(
+        post(client, path, {"job_id": "x"}, headers=headers), 401, "Unauthorized"
+    )
     assert body["message"] == "Unauthorized"
 
 
@@ -254,26 +380,44 @@ def test_several_keys_rotate(store: Store, serve: Any) -> None:
 
     url = serve(create_app(service_for(store, api_keys=["old-key", "new-key"])))
     for key, code in (("old-key", 200), ("new-key", 200), ("other", 401)):
-        response = httpx.post(url + JOBS_STATUS_PATH, content=b"{}", headers={**JSON, "x-api-key": key})
+        response = httpx.post(
+            url + JOBS_STATUS_PATH, content=b"{}", headers={**JSON, "x-api-key": key}
+        )
         assert response.status_code == code
 
 
 @pytest.mark.parametrize("path", [JOB_STATUS_PATH, JOBS_STATUS_PATH])
-@pytest.mark.parametrize("raw", [b"{", b'{"job_id": }', b"\xff\xfe", '{"job_id": "x"}'.encode("utf-16"), b"[" * 5000 + b"]" * 5000, b"{'a': 1}"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{",
+        b'{"job_id": }',
+        b"\xff\xfe",
+        '{"job_id": "x"}'.encode("utf-16"),
+        b"[" * 5000 + b"]" * 5000,
+        b"{'a': 1}",
+    ],
+)
 def test_invalid_json_is_400(client: httpx.Client, path: str, raw: bytes) -> None:
     assert_error(post(client, path, raw=raw), 400, "Invalid JSON")
 
 
 @pytest.mark.parametrize("path", [JOB_STATUS_PATH, JOBS_STATUS_PATH])
-@pytest.mark.parametrize("raw", [b"[]", b'"x"', b"1", b"null", b"true", b'[{"job_id": "x"}]'])
-def test_json_that_is_not_an_object_is_400(client: httpx.Client, path: str, raw: bytes) -> None:
+@pytest.mark.parametrize(
+    "raw", [b"[]", b'"x"', b"1", b"null", b"true", b'[{"job_id": "x"}]']
+)
+def test_json_that_is_not_an_object_is_400(
+    client: httpx.Client, path: str, raw: bytes
+) -> None:
     assert_error(post(client, path, raw=raw), 400, "Invalid payload")
 
 
 @pytest.mark.parametrize("path", [JOB_STATUS_PATH, JOBS_STATUS_PATH])
 def test_body_over_the_limit_is_413(client: httpx.Client, path: str) -> None:
     padding = "x" * 65536
-    assert_error(post(client, path, {"job_id": "x", "pad": padding}), 413, "Payload too large")
+    assert_error(
+        post(client, path, {"job_id": "x", "pad": padding}), 413, "Payload too large"
+    )
     # Without a Content-Length (chunked), the limit holds while reading.
     chunks = (b"{" + b" " * 8192 for _ in range(10))
     response = client.post(path, content=chunks, headers=JSON)
@@ -287,14 +431,43 @@ def test_body_at_the_limit_is_read(client: httpx.Client) -> None:
     assert_error(post(client, JOB_STATUS_PATH, raw=raw), 404, "Job not found")
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/xml", "json"])
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/xml",
+        "json",
+    ],
+)
 def test_non_json_content_type_is_415(client: httpx.Client, content_type: str) -> None:
-    assert_error(post(client, JOBS_STATUS_PATH, {}, headers={"content-type": content_type}), 415, "Unsupported media type")
+    assert_error(
+        post(client, JOBS_STATUS_PATH, {}, headers={"content-type": content_type}),
+        415,
+        "Unsupported media type",
+    )
 
 
-@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json", "application/problem+json"])
-def test_json_content_types_are_accepted(client: httpx.Client, content_type: str) -> None:
-    assert post(client, JOBS_STATUS_PATH, {}, headers={"content-type": content_type}).status_code == 200
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/vnd.api+json",
+        "application/problem+json",
+    ],
+)
+def test_json_content_types_are_accepted(
+    client: httpx.Client, content_type: str
+) -> None:
+    assert (
+        post(
+            client, JOBS_STATUS_PATH, {}, headers={"content-type": content_type}
+        ).status_code
+        == 200
+    )
 
 
 def test_no_content_type_is_accepted(client: httpx.Client) -> None:
@@ -303,9 +476,13 @@ def test_no_content_type_is_accepted(client: httpx.Client) -> None:
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "PURGE"])
+@pytest.mark.parametrize(
+    "method", ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "PURGE"]
+)
 @pytest.mark.parametrize("path", [JOB_STATUS_PATH, JOBS_STATUS_PATH])
-def test_other_methods_are_405_with_allow(client: httpx.Client, method: str, path: str) -> None:
+def test_other_methods_are_405_with_allow(
+    client: httpx.Client, method: str, path: str
+) -> None:
     response = client.request(method, path)
     assert_error(response, 405, "Method not allowed")
     assert response.headers["allow"] == "POST"
@@ -344,24 +521,49 @@ class FailingStore:
 @pytest.mark.parametrize(
     "exc, reason",
     [
-        (StoreError("SQLite error: database is locked"), "SQLite error: database is locked"),
-        (PermissionError(13, "Permission denied", "/secret/path/jobs/x.json"), "Permission denied"),
-        (RuntimeError("boom\nTraceback (most recent call last):\n  File \"/srv/app.py\""), "RuntimeError"),
+        (
+            StoreError("SQLite error: database is locked"),
+            "SQLite error: database is locked",
+        ),
+        (
+            PermissionError(13, "Permission denied", "/secret/path/jobs/x.json"),
+            "Permission denied",
+        ),
+        (
+            RuntimeError(
+                'boom\nTraceback (most recent call last):\n  File "/srv/app.py"'
+            ),
+            "RuntimeError",
+        ),
     ],
 )
-def test_store_failure_is_500_with_one_line_reason(serve: Any, exc: Exception, reason: str) -> None:
+def test_store_failure_is_500_with_one_line_reason(
+    serve: Any, exc: Exception, reason: str
+) -> None:
     from jobstatus_adapters.starlette import create_app
 
     from .helpers import service_for
 
     url = serve(create_app(service_for(FailingStore(exc))))  # type: ignore[arg-type]
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY, **JSON}) as http:
-        one = assert_error(http.post(JOB_STATUS_PATH, content=b'{"job_id": "x"}'), 500, "Failed to retrieve job status: ")
-        many = assert_error(http.post(JOBS_STATUS_PATH, content=b"{}"), 500, "Failed to retrieve job statuses: ")
+        one = assert_error(
+            http.post(JOB_STATUS_PATH, content=b'{"job_id": "x"}'),
+            500,
+            "Failed to retrieve job status: ",
+        )
+        many = assert_error(
+            http.post(JOBS_STATUS_PATH, content=b"{}"),
+            500,
+            "Failed to retrieve job statuses: ",
+        )
     assert one["message"] == f"Failed to retrieve job status: {reason}"
     assert many["message"] == f"Failed to retrieve job statuses: {reason}"
     for body in (one, many):
-        assert "\n" not in body["message"] and "/secret" not in body["message"] and "/srv" not in body["message"]
+        assert (
+            "\n" not in body["message"]
+            and "/secret" not in body["message"]
+            and "/srv" not in body["message"]
+        )
 
 
 @pytest.mark.core
@@ -370,8 +572,15 @@ def test_unreachable_store_is_503(serve: Any) -> None:
 
     from .helpers import service_for
 
-    url = serve(create_app(service_for(FailingStore(StoreUnavailable("connection refused")))))  # type: ignore[arg-type]
+    url = serve(
+        create_app(service_for(FailingStore(StoreUnavailable("connection refused"))))
+    )  # type: ignore[arg-type]
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY, **JSON}) as http:
-        for path, raw in ((JOB_STATUS_PATH, b'{"job_id": "x"}'), (JOBS_STATUS_PATH, b"{}")):
-            body = assert_error(http.post(path, content=raw), 503, "Job store unavailable")
+        for path, raw in (
+            (JOB_STATUS_PATH, b'{"job_id": "x"}'),
+            (JOBS_STATUS_PATH, b"{}"),
+        ):
+            body = assert_error(
+                http.post(path, content=raw), 503, "Job store unavailable"
+            )
             assert body["message"] == "Job store unavailable"

@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from jobstatus_backends.sqlite import SCHEMA_VERSION, SQLiteStore, path_from_url
+from jobstatus_backends.sqlite import (
+    CHANGED_SINCE_SQL,
+    SCHEMA_VERSION,
+    SQLiteStore,
+    path_from_url,
+)
 from jobstatus_core import ConfigError
 
 pytestmark = pytest.mark.sqlite
@@ -25,7 +30,10 @@ def test_schema_wal_and_version(tmp_path: Path) -> None:
     columns = {row[1]: row for row in conn.execute("PRAGMA table_info(jobs)")}
     assert set(columns) == {"job_id", "job_status", "updated_at", "record"}
     assert columns["job_id"][5] == 1  # the primary key
-    plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN SELECT job_id, job_status FROM jobs WHERE updated_at >= ? AND job_status IS NOT NULL", (0,)))
+    plan = " ".join(
+        str(row)
+        for row in conn.execute("EXPLAIN QUERY PLAN " + CHANGED_SINCE_SQL, (0,))
+    )
     assert "jobs_updated_at" in plan
     conn.close()
 

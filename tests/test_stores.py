@@ -23,7 +23,12 @@ def test_record_is_returned_verbatim(store: Store) -> None:
         "done",
         queue_id=140234,
         process_id=77,
-        response={"code": 200, "response": [{"file_url": "https://x/y.mp4"}], "ok": True, "n": None},
+        response={
+            "code": 200,
+            "response": [{"file_url": "https://x/y.mp4"}],
+            "ok": True,
+            "n": None,
+        },
         note="naïve ☃ 日本",
         ratio=0.1,
     )

@@ -1,0 +1,230 @@
+"""The ``jobstatus`` command, run as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .helpers import free_port
+
+pytestmark = pytest.mark.sqlite  # the default store is an SQLite file
+
+JSON = {"content-type": "application/json"}
+
+
+def jobstatus(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobstatus_adapters.cli", *args],
+        cwd=cwd,
+        env={**clean_env(), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def clean_env() -> dict[str, str]:
+    drop = {
+        "JOBSTATUS_STORE",
+        "LOCAL_STORAGE_PATH",
+        "API_KEY",
+        "JOBSTATUS_API_KEYS",
+        "JOBSTATUS_DEFAULT_SINCE",
+        "JOBSTATUS_MAX_BODY",
+        "BUILD_NUMBER",
+    }
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def test_record_get_list_on_the_default_store(tmp_path: Path) -> None:
+    assert jobstatus("record", "job-1", "running", cwd=tmp_path).returncode == 0
+    done = jobstatus(
+        "record", "job-1", "done", "--response", '{"url": "x"}', cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "jobstatus.db").exists()
+    got = jobstatus("get", "job-1", cwd=tmp_path)
+    assert json.loads(got.stdout) == {
+        "job_id": "job-1",
+        "job_status": "done",
+        "response": {"url": "x"},
+    }
+    assert json.loads(jobstatus("list", cwd=tmp_path).stdout) == {"job-1": "done"}
+    missing = jobstatus("get", "nope", cwd=tmp_path)
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "args, env, names",
+    [
+        (["list"], {"JOBSTATUS_STORE": "ftp://x"}, "JOBSTATUS_STORE"),
+        (["list", "--store", "nope://"], {}, "--store"),
+        (["list"], {"JOBSTATUS_MAX_BODY": "big"}, "JOBSTATUS_MAX_BODY"),
+        (["list"], {"JOBSTATUS_DEFAULT_SINCE": "-5"}, "JOBSTATUS_DEFAULT_SINCE"),
+        (["list", "--store", "sqlite:///no/such/dir/jobs.db"], {}, "does not exist"),
+        (["serve", "--store", "sqlite:///no/such/dir/jobs.db"], {}, "does not exist"),
+    ],
+)
+def test_bad_settings_fail_at_start_with_one_line(
+    tmp_path: Path, args: list[str], env: dict[str, str], names: str
+) -> None:
+    result = jobstatus(*args, cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert names in result.stderr and result.stderr.startswith("jobstatus: error: ")
+
+
+def test_record_refuses_bad_ids(tmp_path: Path) -> None:
+    result = jobstatus("record", "../etc", "done", cwd=tmp_path)
+    assert result.returncode == 1 and "job_id" in result.stderr
+
+
+class Server:
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jobstatus_adapters.cli",
+                "serve",
+                "--port",
+                str(self.port),
+            ],
+            cwd=cwd,
+            env={**clean_env(), **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            assert self.process.poll() is None, self.process.communicate()
+            try:
+                httpx.post(self.url + "/v1/toolkit/jobs/status", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> tuple[str, str]:
+        self.process.terminate()
+        return self.process.communicate(timeout=20)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    running = Server(tmp_path, {"API_KEY": "e2e-key"})
+    yield running
+    running.stop()
+
+
+def test_serve_answers_what_record_wrote(server: Server, tmp_path: Path) -> None:
+    assert (
+        jobstatus(
+            "record",
+            "video-7",
+            "done",
+            "--response",
+            '{"file_url": "https://x/y.mp4"}',
+            cwd=tmp_path,
+        ).returncode
+        == 0
+    )
+    headers = {"x-api-key": "e2e-key", **JSON}
+    one = httpx.post(
+        server.url + "/v1/toolkit/job/status",
+        json={"job_id": "video-7"},
+        headers=headers,
+    )
+    assert one.status_code == 200
+    assert one.json()["response"] == {
+        "job_id": "video-7",
+        "job_status": "done",
+        "response": {"file_url": "https://x/y.mp4"},
+    }
+    many = httpx.post(
+        server.url + "/v1/toolkit/jobs/status",
+        json={"since_seconds": 60},
+        headers=headers,
+    )
+    assert many.json()["response"] == {"video-7": "done"}
+
+
+@pytest.mark.parametrize(
+    "path, raw, headers, code, message",
+    [
+        (
+            "/v1/toolkit/job/status",
+            b'{"job_id": "../x"}',
+            {},
+            400,
+            "Invalid payload: job_id",
+        ),
+        (
+            "/v1/toolkit/job/status",
+            b'{"job_id": 5}',
+            {},
+            400,
+            "Invalid payload: job_id",
+        ),
+        ("/v1/toolkit/job/status", b'{"job_id": ', {}, 400, "Invalid JSON"),
+        (
+            "/v1/toolkit/jobs/status",
+            b'{"since_seconds": NaN}',
+            {},
+            400,
+            "Invalid payload: since_seconds",
+        ),
+        ("/v1/toolkit/jobs/status", b"{}", {"x-api-key": "wrong"}, 401, "Unauthorized"),
+    ],
+)
+def test_hostile_input_against_the_real_server(
+    server: Server,
+    path: str,
+    raw: bytes,
+    headers: dict[str, str],
+    code: int,
+    message: str,
+) -> None:
+    response = httpx.post(
+        server.url + path,
+        content=raw,
+        headers={"x-api-key": "e2e-key", **JSON, **headers},
+    )
+    assert response.status_code == code
+    assert response.json()["message"].startswith(message)
+
+
+def test_get_against_the_real_server_is_405(server: Server) -> None:
+    response = httpx.get(
+        server.url + "/v1/toolkit/job/status", headers={"x-api-key": "e2e-key"}
+    )
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+
+
+def test_serve_without_a_key_prints_one_once(tmp_path: Path) -> None:
+    running = Server(tmp_path, {})
+    try:
+        response = httpx.post(
+            running.url + "/v1/toolkit/jobs/status", content=b"{}", headers=JSON
+        )
+        assert response.status_code == 401
+    finally:
+        out, err = running.stop()
+    lines = [line for line in out.splitlines() if "this run's key" in line]
+    assert len(lines) == 1
+    key = lines[0].rsplit(" ", 1)[1]
+    assert len(key) >= 24 and out.count(key) == 1 and key not in err
