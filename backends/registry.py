@@ -15,6 +15,12 @@ def _memory(url: str) -> Store:
     return MemoryStore.from_url(url)
 
 
+def _file(url: str) -> Store:
+    from .filesystem import FileStore
+
+    return FileStore.from_url(url)
+
+
 def _sqlite(url: str) -> Store:
     from .sqlite import SQLiteStore
 
@@ -26,6 +32,7 @@ def default_registry() -> Registry:
     registry = Registry()
     registry.register("memory", _memory)
     registry.register("sqlite", _sqlite)
+    registry.register("file", _file)
     return registry
 
 

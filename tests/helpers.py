@@ -16,7 +16,7 @@ from jobstatus_adapters.service import make_service
 from jobstatus_core import StatusService, Store
 
 API_KEY = "test-key-0123456789"
-STORE_KINDS = ("memory", "sqlite")
+STORE_KINDS = ("memory", "sqlite", "filesystem", "filesystem_scan")
 
 
 def store_url_for(kind: str, tmp_path: Path) -> str:
@@ -24,6 +24,13 @@ def store_url_for(kind: str, tmp_path: Path) -> str:
         return "memory://"
     if kind == "sqlite":
         return f"sqlite://{tmp_path / 'jobs.db'}"
+    if kind.startswith("filesystem"):
+        # An empty store that exists; a missing jobs directory is its own test.
+        (tmp_path / "jobs").mkdir(exist_ok=True)
+    if kind == "filesystem":
+        return f"file://{tmp_path}?reconcile=0.5"
+    if kind == "filesystem_scan":
+        return f"file://{tmp_path}?index=off"
     raise AssertionError(kind)
 
 

@@ -1,0 +1,120 @@
+"""``file:///path``: the Toolkit's own layout, ``<path>/jobs/<job_id>.json``.
+
+"Last written" is the file's mtime. Listing is answered from a watchdog index
+(see ``fsindex``) unless the URL says ``?index=off`` or no observer can start;
+then every listing scans the directory, as the Toolkit does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from jobstatus_core import ConfigError, Record, checked_job_id
+
+from . import jobfiles
+from .fsindex import JobIndex, ObserverFactory
+
+logger = logging.getLogger("jobstatus.filesystem")
+
+DEFAULT_RECONCILE_SECONDS = 30.0
+
+
+class FileStore:
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        index: bool = True,
+        reconcile_interval: float = DEFAULT_RECONCILE_SECONDS,
+        observer_factory: ObserverFactory | None = None,
+    ) -> None:
+        self.root = os.path.abspath(root)
+        if not os.path.isdir(self.root):
+            raise ConfigError(f"file store: {self.root!r} is not a directory")
+        if not os.access(self.root, os.R_OK | os.X_OK):
+            raise ConfigError(f"file store: {self.root!r} is not readable")
+        self.jobs_dir = os.path.join(self.root, "jobs")
+        self.index: JobIndex | None = None
+        if index:
+            self.index = self._start_index(reconcile_interval, observer_factory)
+
+    @classmethod
+    def from_url(cls, url: str) -> FileStore:
+        """``file:///abs/path[?index=off][&reconcile=SECONDS]``."""
+        parts = urlsplit(url)
+        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+            raise ConfigError(f"store URL {url!r}: use file:///absolute/path")
+        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(options) - {"index", "reconcile"}
+        if unknown:
+            raise ConfigError(
+                f"store URL {url!r}: unknown option {sorted(unknown)[0]!r}"
+            )
+        index = options.get("index", "on").lower()
+        if index not in ("on", "off"):
+            raise ConfigError(f"store URL {url!r}: index must be on or off")
+        try:
+            reconcile = float(options.get("reconcile", DEFAULT_RECONCILE_SECONDS))
+        except ValueError:
+            reconcile = -1.0
+        if not 0 < reconcile < float("inf"):
+            raise ConfigError(f"store URL {url!r}: reconcile must be seconds > 0")
+        return cls(
+            unquote(parts.path), index=index == "on", reconcile_interval=reconcile
+        )
+
+    def _start_index(
+        self, reconcile_interval: float, observer_factory: ObserverFactory | None
+    ) -> JobIndex | None:
+        options: dict[str, Any] = {"reconcile_interval": reconcile_interval}
+        if observer_factory is not None:
+            options["observer_factory"] = observer_factory
+        index = JobIndex(self.root, **options)
+        try:
+            index.start()
+        except Exception as exc:
+            # inotify watches exhausted, an unsupported file system, ...
+            logger.warning("no file observer (%s); every listing will scan", exc)
+            index.close()
+            return None
+        return index
+
+    def get(self, job_id: str) -> Record | None:
+        found = jobfiles.read_job(self.jobs_dir, job_id)
+        return None if found is None else found[0]
+
+    def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
+        if self.index is not None:
+            try:
+                return self.index.since(cutoff)
+            except Exception:
+                logger.exception("the job index failed; scanning instead")
+        return self._scan_since(cutoff)
+
+    def _scan_since(self, cutoff: float) -> list[tuple[str, Any]]:
+        """What the Toolkit does: list, stat every file, read the matches."""
+        matches = []
+        for job_id, mtime in jobfiles.scan(self.jobs_dir):
+            if mtime >= cutoff:
+                found = jobfiles.read_status(self.jobs_dir, job_id)
+                if found is not None and found[2] and found[0] >= cutoff:
+                    matches.append((job_id, found[1]))
+        return matches
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.jobs_dir)
+
+    def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
+        job_id = checked_job_id(record)
+        mtime = jobfiles.write_job(self.jobs_dir, record, job_id, at)
+        if self.index is not None:
+            self.index.wrote(job_id, mtime, record["job_status"])
+
+    def close(self) -> None:
+        if self.index is not None:
+            self.index.close()
+            self.index = None

@@ -1,0 +1,226 @@
+"""A watchdog-maintained index of the jobs directory: listing in O(log n + matches).
+
+The observer's handler only records which job changed; the changed files are
+read by the next listing (or by the reconciler), so a burst of writes costs one
+read per job, not one per event. Watchdog drops inotify queue overflows
+silently, so a reconciler thread also compares the index with the directory
+every ``reconcile_interval`` seconds and restarts a dead observer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver, ObservedWatch
+
+from . import jobfiles
+from .timeindex import TimeIndex
+
+ObserverFactory = Callable[[], BaseObserver]
+
+# Opened/closed-without-write events are left out: every read would cause one.
+EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+
+logger = logging.getLogger("jobstatus.filesystem")
+
+
+class _Recorder(FileSystemEventHandler):
+    """Runs on watchdog's dispatcher thread: records what changed, and returns."""
+
+    def __init__(self, index: JobIndex) -> None:
+        self.index = index
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self.index._saw(os.fsdecode(event.src_path))
+        dest = getattr(event, "dest_path", "")
+        if dest:
+            self.index._saw(os.fsdecode(dest))
+
+
+class JobIndex:
+    """job_id -> (mtime, status) for ``<root>/jobs``, kept current from events."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        reconcile_interval: float = 30.0,
+        observer_factory: ObserverFactory = Observer,
+    ) -> None:
+        self.root = root
+        self.jobs_dir = os.path.join(root, "jobs")
+        self.reconcile_interval = reconcile_interval
+        self._observer_factory = observer_factory
+        self._lock = threading.Lock()  # guards the index and the watch state
+        self._index = TimeIndex()
+        self._pending_lock = threading.Lock()
+        self._pending: set[str] = set()
+        self._recheck_dir = True
+        self._jobs_watch: ObservedWatch | None = None
+        self._observer: BaseObserver | None = None
+        self._stop = threading.Event()
+        self._reconciler = threading.Thread(
+            target=self._reconcile_loop, name="jobstatus-reconciler", daemon=True
+        )
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the observer and build the index; raises if no observer starts."""
+        with self._lock:
+            self._start_observer()
+            self._sync_jobs_dir()
+        self._reconciler.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._reconciler.is_alive():
+            self._reconciler.join()
+        with self._lock:
+            self._stop_observer()
+
+    # -- queries and writes -------------------------------------------------
+
+    def since(self, cutoff: float) -> list[tuple[str, Any]]:
+        with self._lock:
+            self._refresh()
+            return list(self._index.since(cutoff))
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def wrote(self, job_id: str, mtime: float, status: Any) -> None:
+        """Read-your-writes: a put through the store is indexed at once."""
+        with self._lock:
+            if self._jobs_watch is not None:
+                self._index.set(job_id, mtime, status)
+            else:  # the directory was just created by this write
+                self._recheck_dir = True
+
+    # -- internals (called with self._lock held, unless said otherwise) -----
+
+    def _saw(self, path: str) -> None:
+        # Dispatcher thread; never takes self._lock, so it never waits on a read.
+        parent, name = os.path.split(path)
+        if parent == self.jobs_dir:
+            job_id = jobfiles.job_id_of(name)
+            if job_id is not None:
+                with self._pending_lock:
+                    self._pending.add(job_id)
+        elif path == self.jobs_dir:
+            self._recheck_dir = True
+
+    def _refresh(self) -> None:
+        observer = self._observer
+        if observer is None or not observer.is_alive():
+            logger.warning("file observer stopped; restarting it and rescanning")
+            self._stop_observer()
+            self._start_observer()
+            self._recheck_dir = True
+        if self._recheck_dir or (
+            self._jobs_watch is not None and not os.path.isdir(self.jobs_dir)
+        ):
+            self._sync_jobs_dir()
+        with self._pending_lock:
+            pending, self._pending = self._pending, set()
+        for job_id in pending:
+            self._reread(job_id)
+
+    def _reread(self, job_id: str) -> None:
+        found = jobfiles.read_status(self.jobs_dir, job_id)
+        if found is None:
+            self._index.discard(job_id)
+        elif found[2]:
+            self._index.set(job_id, found[0], found[1])
+        else:
+            self._index.set(job_id, found[0])
+
+    def _sync_jobs_dir(self) -> None:
+        """Watch the jobs directory if it is there, and rebuild from a scan."""
+        self._recheck_dir = False
+        observer = self._observer
+        assert observer is not None
+        if self._jobs_watch is not None:
+            _unschedule(observer, self._jobs_watch)
+            self._jobs_watch = None
+        self._index.clear()
+        if not os.path.isdir(self.jobs_dir):
+            return
+        # Watch first, then scan: a change during the scan is read again later.
+        self._jobs_watch = observer.schedule(
+            _Recorder(self), self.jobs_dir, event_filter=EVENTS
+        )
+        self._rescan(full=True)
+
+    def _rescan(self, *, full: bool) -> None:
+        """Compare the directory with the index; reread what differs."""
+        try:
+            on_disk = dict(jobfiles.scan(self.jobs_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            self._recheck_dir = True
+            return
+        for job_id, mtime in on_disk.items():
+            if full or self._index.last_written(job_id) != mtime:
+                self._reread(job_id)
+        for job_id in self._index.job_ids():
+            if job_id not in on_disk:
+                self._index.discard(job_id)
+
+    def _start_observer(self) -> None:
+        observer = self._observer_factory()
+        observer.name = "jobstatus-observer"
+        # The root is watched for the jobs directory appearing or vanishing.
+        observer.schedule(_Recorder(self), self.root, event_filter=EVENTS)
+        observer.start()
+        self._observer = observer
+
+    def _stop_observer(self) -> None:
+        observer, self._observer, self._jobs_watch = self._observer, None, None
+        if observer is not None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join()
+
+    def _reconcile_loop(self) -> None:
+        # Not holding the lock between rounds: queries go on meanwhile.
+        while not self._stop.wait(self.reconcile_interval):
+            try:
+                with self._lock:
+                    self._refresh()
+                    if self._jobs_watch is not None:
+                        self._rescan(full=False)
+            except Exception:
+                logger.exception("reconciling the job index failed; will retry")
+
+
+def _unschedule(observer: BaseObserver, watch: ObservedWatch) -> None:
+    try:
+        observer.unschedule(watch)
+    except KeyError:  # already gone with its directory
+        pass
