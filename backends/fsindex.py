@@ -9,6 +9,7 @@ every ``reconcile_interval`` seconds and restarts a dead observer.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -220,7 +221,5 @@ class JobIndex:
 
 
 def _unschedule(observer: BaseObserver, watch: ObservedWatch) -> None:
-    try:
+    with contextlib.suppress(KeyError):  # already gone with its directory
         observer.unschedule(watch)
-    except KeyError:  # already gone with its directory
-        pass

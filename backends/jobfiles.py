@@ -6,6 +6,7 @@ start with ``.``), other names, directories and symlinks are never read.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -146,9 +147,7 @@ def write_job(
         mtime = os.stat(temp).st_mtime
         os.replace(temp, os.path.join(jobs_dir, job_id + SUFFIX))
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
-        except FileNotFoundError:
-            pass
         raise
     return mtime
