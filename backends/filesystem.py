@@ -100,7 +100,10 @@ class FileStore:
         matches = []
         for job_id, mtime in jobfiles.scan(self.jobs_dir):
             if mtime >= cutoff:
-                found = jobfiles.read_status(self.jobs_dir, job_id)
+                try:
+                    found = jobfiles.read_status(self.jobs_dir, job_id)
+                except jobfiles.Unreadable:
+                    continue
                 if found is not None and found[2] and found[0] >= cutoff:
                     matches.append((job_id, found[1]))
         return matches

@@ -154,7 +154,10 @@ class JobIndex:
             self._reread(job_id)
 
     def _reread(self, job_id: str) -> None:
-        found = jobfiles.read_status(self.jobs_dir, job_id)
+        try:
+            found = jobfiles.read_status(self.jobs_dir, job_id)
+        except jobfiles.Unreadable:
+            return  # keep what was known; the writer's next event rereads it
         if found is None:
             self._index.discard(job_id)
         elif found[2]:

@@ -22,14 +22,19 @@ from jobstatus_core import Record, StoreError, is_valid_job_id
 
 SUFFIX = ".json"
 # A writer that rewrites a file in place (as the Toolkit does) is usually done
-# within a few milliseconds: one short wait, then one more read.
-RETRY_DELAY_SECONDS = 0.02
+# within milliseconds: a half-written file is read again after these waits
+# (150 ms in all) before it counts as unreadable.
+RETRY_DELAYS_SECONDS = (0.01, 0.02, 0.04, 0.08)
 
 logger = logging.getLogger("jobstatus.filesystem")
 
 
 class UnreadableRecord(StoreError):
     """A job file that did not parse as a JSON object, even on a second read."""
+
+
+class Unreadable(Exception):
+    """A job file that is there but cannot be read now (already logged)."""
 
 
 def job_id_of(name: str) -> str | None:
@@ -43,12 +48,12 @@ def job_id_of(name: str) -> str | None:
 def read_job(jobs_dir: str, job_id: str) -> tuple[Record, float] | None:
     """The record and its mtime; None when there is no such regular file.
 
-    Raises ``UnreadableRecord`` when the file does not parse twice running.
+    Raises ``UnreadableRecord`` when the file never parses, however often read.
     """
     if not is_valid_job_id(job_id):
         return None
     path = os.path.join(jobs_dir, job_id + SUFFIX)
-    for attempt in (1, 2):
+    for delay in (*RETRY_DELAYS_SECONDS, None):
         loaded = _read_regular_file(path)
         if loaded is None:
             return None
@@ -59,8 +64,8 @@ def read_job(jobs_dir: str, job_id: str) -> tuple[Record, float] | None:
             value = None
         if isinstance(value, dict):
             return value, mtime
-        if attempt == 1:
-            time.sleep(RETRY_DELAY_SECONDS)
+        if delay is not None:
+            time.sleep(delay)
     raise UnreadableRecord(f"the file of job {job_id} is not a JSON object")
 
 
@@ -104,17 +109,17 @@ def scan(jobs_dir: str) -> Iterator[tuple[str, float]]:
 def read_status(jobs_dir: str, job_id: str) -> tuple[float, Any, bool] | None:
     """``(mtime, job_status, has_status)`` of a job file; None when absent.
 
-    A file that cannot be read is logged and treated as absent, so that one bad
-    file never fails a listing.
+    Raises ``Unreadable`` for a file that cannot be read: listings skip it (one
+    bad file never fails a listing), and the index keeps what it knew.
     """
     try:
         found = read_job(jobs_dir, job_id)
     except UnreadableRecord as exc:
         logger.warning("skipping job file: %s", exc)
-        return None
+        raise Unreadable from None
     except OSError as exc:
         logger.warning("skipping job file of %s: %s", job_id, exc.strerror)
-        return None
+        raise Unreadable from None
     if found is None:
         return None
     record, mtime = found

@@ -1,0 +1,374 @@
+"""What only the filesystem store promises: the Toolkit's files, live."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from watchdog.observers.polling import PollingObserver
+
+from jobstatus_adapters.starlette import create_app
+from jobstatus_backends.filesystem import FileStore
+from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ConfigError
+
+from .helpers import API_KEY, service_for, wait_for
+
+pytestmark = pytest.mark.filesystem
+
+# The observer's latency: watchdog holds inotify events ~0.5 s to pair moves.
+LATENCY = 3.0
+JSON = {"content-type": "application/json", "x-api-key": API_KEY}
+
+
+@pytest.fixture(params=["index", "scan"])
+def fstore(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FileStore]:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore(tmp_path, index=request.param == "index", reconcile_interval=0.5)
+    yield store
+    store.close()
+
+
+def write_toolkit_file(root: Path, job_id: str, status: Any, **extra: Any) -> Path:
+    """Write a job file in place, as the Toolkit does (not atomically)."""
+    path = root / "jobs" / f"{job_id}.json"
+    with path.open("w") as file:
+        json.dump({"job_id": job_id, "job_status": status, **extra}, file)
+    return path
+
+
+def listing(store: FileStore) -> dict[str, Any]:
+    return dict(store.changed_since(0))
+
+
+def test_put_writes_the_toolkit_layout(fstore: FileStore, tmp_path: Path) -> None:
+    record = {"job_id": "job-1", "job_status": "done", "response": {"url": "x"}}
+    fstore.put(record, at=1234.5)
+    path = tmp_path / "jobs" / "job-1.json"
+    assert json.loads(path.read_text()) == record
+    assert path.stat().st_mtime == 1234.5
+    assert [p.name for p in (tmp_path / "jobs").iterdir()] == [
+        "job-1.json"
+    ]  # no temp left
+
+
+def test_reads_files_written_by_others(fstore: FileStore, tmp_path: Path) -> None:
+    write_toolkit_file(tmp_path, "ext-1", "running", queue_id=5)
+    assert fstore.get("ext-1") == {
+        "job_id": "ext-1",
+        "job_status": "running",
+        "queue_id": 5,
+    }
+    wait_for(lambda: listing(fstore) == {"ext-1": "running"}, LATENCY)
+    write_toolkit_file(tmp_path, "ext-1", "done")
+    wait_for(lambda: listing(fstore) == {"ext-1": "done"}, LATENCY)
+
+
+def test_rename_and_delete(fstore: FileStore, tmp_path: Path) -> None:
+    write_toolkit_file(tmp_path, "a", "done")
+    wait_for(lambda: listing(fstore) == {"a": "done"}, LATENCY)
+    os.rename(tmp_path / "jobs" / "a.json", tmp_path / "jobs" / "b.json")
+    wait_for(lambda: listing(fstore) == {"b": "done"}, LATENCY)
+    os.rename(tmp_path / "jobs" / "b.json", tmp_path / "jobs" / "b.json.bak")
+    wait_for(lambda: listing(fstore) == {}, LATENCY)
+    os.rename(tmp_path / "jobs" / "b.json.bak", tmp_path / "jobs" / "c.json")
+    wait_for(lambda: listing(fstore) == {"c": "done"}, LATENCY)
+    (tmp_path / "jobs" / "c.json").unlink()
+    wait_for(lambda: listing(fstore) == {}, LATENCY)
+    assert fstore.get("c") is None
+
+
+def test_records_without_job_status_are_left_out(
+    fstore: FileStore, tmp_path: Path
+) -> None:
+    (tmp_path / "jobs" / "bare.json").write_text('{"job_id": "bare"}')
+    write_toolkit_file(tmp_path, "full", "done")
+    wait_for(lambda: listing(fstore) == {"full": "done"}, LATENCY)
+    assert fstore.get("bare") == {"job_id": "bare"}
+
+
+def test_partial_and_foreign_files_are_skipped(
+    fstore: FileStore, tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs"
+    (tmp_path / "secret.json").write_text(
+        '{"job_id": "secret", "job_status": "leaked"}'
+    )
+    (jobs / "half.json").write_text('{"job_id": "half", "job_st')
+    (jobs / "list.json").write_text('["not", "an", "object"]')
+    (jobs / "notes.txt").write_text('{"job_status": "x"}')
+    (jobs / ".hidden.json").write_text('{"job_status": "x"}')
+    (jobs / "dir.json").mkdir()
+    (jobs / "link.json").symlink_to(tmp_path / "secret.json")
+    os.mkfifo(jobs / "fifo.json")
+    write_toolkit_file(tmp_path, "good", "done")
+    wait_for(lambda: listing(fstore) == {"good": "done"}, LATENCY)
+    assert fstore.get("link") is None
+    assert fstore.get("dir") is None
+    assert fstore.get("fifo") is None
+    assert fstore.get("../secret") is None
+
+
+def test_partial_file_is_a_500_on_get_and_skipped_in_listing(
+    tmp_path: Path, serve: Any
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "half.json").write_text('{"job_id": "half", "job_st')
+    write_toolkit_file(tmp_path, "good", "done")
+    store = FileStore(tmp_path, index=False)
+    url = serve(create_app(service_for(store)))
+    one = httpx.post(url + JOB_STATUS_PATH, json={"job_id": "half"}, headers=JSON)
+    assert one.status_code == 500
+    assert (
+        one.json()["message"]
+        == "Failed to retrieve job status: the file of job half is not a JSON object"
+    )
+    many = httpx.post(url + JOBS_STATUS_PATH, json={}, headers=JSON)
+    assert many.status_code == 200 and many.json()["response"] == {"good": "done"}
+    store.close()
+
+
+def test_jobs_directory_removed_and_recreated(
+    fstore: FileStore, tmp_path: Path
+) -> None:
+    write_toolkit_file(tmp_path, "a", "done")
+    wait_for(lambda: listing(fstore) == {"a": "done"}, LATENCY)
+    shutil.rmtree(tmp_path / "jobs")
+    assert fstore.exists() is False
+    assert fstore.get("a") is None
+    (tmp_path / "jobs").mkdir()
+    assert fstore.exists() is True
+    write_toolkit_file(tmp_path, "b", "queued")
+    wait_for(lambda: listing(fstore) == {"b": "queued"}, LATENCY)
+    # A put recreates a missing directory and is read back at once.
+    shutil.rmtree(tmp_path / "jobs")
+    fstore.put({"job_id": "c", "job_status": "done"})
+    assert listing(fstore) == {"c": "done"}
+
+
+def test_missing_jobs_directory_is_404_over_http(tmp_path: Path, serve: Any) -> None:
+    store = FileStore(tmp_path)
+    url = serve(create_app(service_for(store)))
+    many = httpx.post(url + JOBS_STATUS_PATH, json={}, headers=JSON)
+    assert (
+        many.status_code == 404 and many.json()["message"] == "Jobs directory not found"
+    )
+    one = httpx.post(url + JOB_STATUS_PATH, json={"job_id": "x"}, headers=JSON)
+    assert one.status_code == 404 and one.json()["message"] == "Job not found"
+    (tmp_path / "jobs").mkdir()
+    write_toolkit_file(tmp_path, "x", "done")
+    wait_for(
+        lambda: (
+            httpx.post(url + JOBS_STATUS_PATH, json={}, headers=JSON).json()["response"]
+            == {"x": "done"}
+        ),
+        LATENCY,
+    )
+    store.close()
+
+
+def test_burst_of_10000_files_while_serving(tmp_path: Path, serve: Any) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore(tmp_path, reconcile_interval=1.0)
+    url = serve(create_app(service_for(store)))
+    codes: list[int] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=url, headers=JSON) as http:
+            while not stop.is_set():
+                codes.append(http.post(JOBS_STATUS_PATH, json={}).status_code)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        for i in range(10_000):
+            write_toolkit_file(tmp_path, f"burst-{i}", "queued" if i % 2 else "done")
+    finally:
+
+        def complete() -> bool:
+            return (
+                len(
+                    httpx.post(url + JOBS_STATUS_PATH, json={}, headers=JSON).json()[
+                        "response"
+                    ]
+                )
+                == 10_000
+            )
+
+        try:
+            wait_for(complete, 30)
+        finally:
+            stop.set()
+            poller.join()
+            store.close()
+    assert codes and set(codes) == {200}
+
+
+INPLACE_WRITER = r"""
+import json, os, sys, time
+jobs = sys.argv[1]
+for i in range(400):
+    job_id = f"w-{i % 50}"
+    path = os.path.join(jobs, job_id + ".json")
+    # In place, in two writes, like a writer that does not care for readers.
+    with open(path, "w") as f:
+        text = json.dumps({"job_id": job_id, "job_status": f"step-{i}", "pad": "x" * 2000})
+        f.write(text[:100]); f.flush(); time.sleep(0.001); f.write(text[100:])
+    print(job_id, f"step-{i}", time.time(), flush=True)
+"""
+
+
+def test_in_place_writer_in_another_process(tmp_path: Path, serve: Any) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore(tmp_path, reconcile_interval=1.0)
+    url = serve(create_app(service_for(store)))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", INPLACE_WRITER, str(tmp_path / "jobs")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    answers = []
+    with httpx.Client(base_url=url, headers=JSON) as http:
+        while writer.poll() is None:
+            answers.append(http.post(JOBS_STATUS_PATH, json={}))
+            answers.append(http.post(JOB_STATUS_PATH, json={"job_id": "w-1"}))
+        out, _ = writer.communicate()
+        assert writer.returncode == 0
+        final: dict[str, str] = {}
+        for line in out.splitlines():
+            job_id, status, _ = line.split()
+            final[job_id] = status
+        # Every completed write is visible within the observer's latency.
+        wait_for(
+            lambda: http.post(JOBS_STATUS_PATH, json={}).json()["response"] == final,
+            LATENCY,
+        )
+    store.close()
+    assert answers
+    # 404 only until the writer's first write of w-1; never a 5xx.
+    assert {a.status_code for a in answers} <= {200, 404}
+    assert {
+        a.status_code for a in answers if a.request.url.path == JOBS_STATUS_PATH
+    } == {200}
+
+
+def test_observer_that_dies_is_restarted(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore(tmp_path, reconcile_interval=0.2)
+    assert store.index is not None
+    observer = store.index._observer
+    assert observer is not None
+    observer.stop()
+    observer.join()
+    write_toolkit_file(tmp_path, "after", "done")
+    wait_for(lambda: listing(store) == {"after": "done"}, LATENCY)
+    assert store.index._observer is not observer and store.index._observer.is_alive()
+    store.close()
+
+
+def test_missed_events_are_reconciled(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore(tmp_path, reconcile_interval=0.2)
+    assert store.index is not None
+    # As when inotify overflows: the events are lost, the files are there.
+    store.index._observer.unschedule_all()  # type: ignore[union-attr]
+    write_toolkit_file(tmp_path, "silent", "done")
+    wait_for(lambda: listing(store) == {"silent": "done"}, LATENCY)
+    store.close()
+
+
+def test_polling_observer_can_be_injected(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore(tmp_path, observer_factory=lambda: PollingObserver(timeout=0.1))
+    write_toolkit_file(tmp_path, "p", "done")
+    wait_for(lambda: listing(store) == {"p": "done"}, LATENCY)
+    store.close()
+
+
+def test_no_observer_falls_back_to_scanning(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+
+    def broken() -> PollingObserver:
+        raise OSError(28, "inotify watch limit reached")
+
+    store = FileStore(tmp_path, observer_factory=broken)
+    assert store.index is None
+    write_toolkit_file(tmp_path, "s", "done")
+    assert listing(store) == {"s": "done"}
+    store.close()
+
+
+def test_url_options(tmp_path: Path) -> None:
+    scan = FileStore.from_url(f"file://{tmp_path}?index=off")
+    assert scan.index is None
+    scan.close()
+    live = FileStore.from_url(f"file://{tmp_path}?reconcile=5")
+    assert live.index is not None and live.index.reconcile_interval == 5
+    live.close()
+    for bad in (
+        f"file://{tmp_path}?index=maybe",
+        f"file://{tmp_path}?reconcile=0",
+        f"file://{tmp_path}?colour=red",
+        "file://host/x",
+        "file:relative",
+        f"file://{tmp_path}/missing",
+    ):
+        with pytest.raises(ConfigError):
+            FileStore.from_url(bad)
+
+
+def test_index_memory_is_bounded_by_jobs_not_events(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore(tmp_path)
+    for round_ in range(5):
+        for i in range(200):
+            write_toolkit_file(tmp_path, f"j{i}", f"r{round_}")
+    wait_for(lambda: listing(store) == {f"j{i}": "r4" for i in range(200)}, LATENCY)
+    assert store.index is not None and len(store.index) == 200
+    store.close()
+
+
+def test_serving_never_opens_a_file_outside_the_jobs_directory(
+    tmp_path: Path, serve: Any
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    write_toolkit_file(tmp_path, "ok", "done")
+    (tmp_path / "secret.json").write_text("{}")
+    store = FileStore(tmp_path, index=False)
+    url = serve(create_app(service_for(store)))
+    opened: list[str] = []
+    jobs = str(tmp_path / "jobs") + os.sep
+
+    def audit(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open" and isinstance(args[0], str) and str(tmp_path) in args[0]:
+            opened.append(args[0])
+
+    sys.addaudithook(audit)
+    with httpx.Client(base_url=url, headers=JSON) as http:
+        for job_id in (
+            "ok",
+            "../secret",
+            "..",
+            "ok/../../secret",
+            "/etc/passwd",
+            "secret",
+            "%2e%2e%2fsecret",
+        ):
+            assert http.post(JOB_STATUS_PATH, json={"job_id": job_id}).status_code in (
+                200,
+                400,
+                404,
+            )
+        assert http.post(JOBS_STATUS_PATH, json={}).status_code == 200
+    store.close()
+    assert opened, "the audit hook saw no open at all"
+    assert all(path.startswith(jobs) for path in opened), opened
