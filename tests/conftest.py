@@ -15,7 +15,8 @@ from jobstatus_core import Store
 
 from .helpers import (
     API_KEY,
-    STORE_KINDS,
+    STORE_MARKERS,
+    STORES,
     AppSwitch,
     Clock,
     LiveServer,
@@ -28,12 +29,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # A test that runs on no particular store belongs to the `core` selection,
     # so that `-m core` plus one `-m <store>` per store covers every test.
     for item in items:
-        if not any(item.get_closest_marker(kind) for kind in STORE_KINDS):
+        if not any(item.get_closest_marker(name) for name in STORE_MARKERS):
             item.add_marker(pytest.mark.core)
 
 
 @pytest.fixture(
-    params=[pytest.param(k, marks=getattr(pytest.mark, k)) for k in STORE_KINDS]
+    params=[
+        pytest.param(kind, marks=getattr(pytest.mark, marker))
+        for kind, marker in STORES.items()
+    ]
 )
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return store_url_for(request.param, tmp_path)

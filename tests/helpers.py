@@ -16,7 +16,14 @@ from jobstatus_adapters.service import make_service
 from jobstatus_core import StatusService, Store
 
 API_KEY = "test-key-0123456789"
-STORE_KINDS = ("memory", "sqlite", "filesystem", "filesystem_scan")
+#: Every store the shared suites run on, with the marker that selects it.
+STORES = {
+    "memory": "memory",
+    "sqlite": "sqlite",
+    "filesystem": "filesystem",
+    "filesystem-scan": "filesystem",
+}
+STORE_MARKERS = tuple(sorted(set(STORES.values())))
 
 
 def store_url_for(kind: str, tmp_path: Path) -> str:
@@ -29,7 +36,7 @@ def store_url_for(kind: str, tmp_path: Path) -> str:
         (tmp_path / "jobs").mkdir(exist_ok=True)
     if kind == "filesystem":
         return f"file://{tmp_path}?reconcile=0.5"
-    if kind == "filesystem_scan":
+    if kind == "filesystem-scan":
         return f"file://{tmp_path}?index=off"
     raise AssertionError(kind)
 

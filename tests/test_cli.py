@@ -15,7 +15,7 @@ import pytest
 
 from .helpers import free_port
 
-pytestmark = pytest.mark.sqlite  # the default store is an SQLite file
+# Most commands here run on the default store, an SQLite file.
 
 JSON = {"content-type": "application/json"}
 
@@ -46,6 +46,7 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
+@pytest.mark.sqlite
 def test_record_get_list_on_the_default_store(tmp_path: Path) -> None:
     assert jobstatus("record", "job-1", "running", cwd=tmp_path).returncode == 0
     done = jobstatus(
@@ -64,6 +65,7 @@ def test_record_get_list_on_the_default_store(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "not found" in missing.stderr
 
 
+@pytest.mark.sqlite
 @pytest.mark.parametrize(
     "args, env, names",
     [
@@ -84,6 +86,7 @@ def test_bad_settings_fail_at_start_with_one_line(
     assert names in result.stderr and result.stderr.startswith("jobstatus: error: ")
 
 
+@pytest.mark.sqlite
 def test_record_refuses_bad_ids(tmp_path: Path) -> None:
     result = jobstatus("record", "../etc", "done", cwd=tmp_path)
     assert result.returncode == 1 and "job_id" in result.stderr
@@ -131,6 +134,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
     running.stop()
 
 
+@pytest.mark.sqlite
 def test_serve_answers_what_record_wrote(server: Server, tmp_path: Path) -> None:
     assert (
         jobstatus(
@@ -163,6 +167,7 @@ def test_serve_answers_what_record_wrote(server: Server, tmp_path: Path) -> None
     assert many.json()["response"] == {"video-7": "done"}
 
 
+@pytest.mark.sqlite
 @pytest.mark.parametrize(
     "path, raw, headers, code, message",
     [
@@ -208,6 +213,7 @@ def test_hostile_input_against_the_real_server(
     assert response.json()["message"].startswith(message)
 
 
+@pytest.mark.sqlite
 def test_get_against_the_real_server_is_405(server: Server) -> None:
     response = httpx.get(
         server.url + "/v1/toolkit/job/status", headers={"x-api-key": "e2e-key"}
@@ -215,6 +221,7 @@ def test_get_against_the_real_server_is_405(server: Server) -> None:
     assert response.status_code == 405 and response.headers["allow"] == "POST"
 
 
+@pytest.mark.sqlite
 def test_serve_without_a_key_prints_one_once(tmp_path: Path) -> None:
     running = Server(tmp_path, {})
     try:
@@ -228,3 +235,27 @@ def test_serve_without_a_key_prints_one_once(tmp_path: Path) -> None:
     assert len(lines) == 1
     key = lines[0].rsplit(" ", 1)[1]
     assert len(key) >= 24 and out.count(key) == 1 and key not in err
+
+
+@pytest.mark.filesystem
+def test_local_storage_path_alone_serves_toolkit_files(tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    (storage / "jobs").mkdir(parents=True)
+    record = {"job_id": "tk-1", "job_status": "done", "response": {"code": 200}}
+    (storage / "jobs" / "tk-1.json").write_text(json.dumps(record))
+    running = Server(tmp_path, {"LOCAL_STORAGE_PATH": "storage", "API_KEY": "k"})
+    try:
+        headers = {"x-api-key": "k", **JSON}
+        one = httpx.post(
+            running.url + "/v1/toolkit/job/status",
+            json={"job_id": "tk-1"},
+            headers=headers,
+        )
+        assert one.status_code == 200 and one.json()["response"] == record
+        many = httpx.post(
+            running.url + "/v1/toolkit/jobs/status", json={}, headers=headers
+        )
+        assert many.json()["response"] == {"tk-1": "done"}
+    finally:
+        out, _ = running.stop()
+    assert f"file://{storage}" in out

@@ -221,7 +221,8 @@ for i in range(400):
     path = os.path.join(jobs, job_id + ".json")
     # In place, in two writes, like a writer that does not care for readers.
     with open(path, "w") as f:
-        text = json.dumps({"job_id": job_id, "job_status": f"step-{i}", "pad": "x" * 2000})
+        record = {"job_id": job_id, "job_status": f"step-{i}", "pad": "x" * 2000}
+        text = json.dumps(record)
         f.write(text[:100]); f.flush(); time.sleep(0.001); f.write(text[100:])
     print(job_id, f"step-{i}", time.time(), flush=True)
 """
