@@ -1,0 +1,236 @@
+"""Store benchmark: listing and get on Toolkit-shaped stores, side by side.
+
+Run by hand (not a test):  python bench/stores.py [--sizes 1000,10000,100000]
+
+Each size builds one store of N jobs whose "last written" times are spread
+over 30 days, 1% of them within the last 10 minutes, then measures in one run:
+
+- listing with the default window (600 s) and ``get`` on
+  - the filesystem store with its watchdog index,
+  - a per-request scan doing what the Toolkit does (list the directory, stat
+    every file, parse the matches),
+  - the SQLite store;
+- the index's build time and its memory per job.
+
+Machines are shared and noisy: medians of repeated runs, and ratios measured
+in the same run, are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jobstatus_backends.filesystem import FileStore
+from jobstatus_backends.sqlite import SQLiteStore
+
+DAY = 86400.0
+WINDOW = 600.0
+STATUSES = ("queued", "running", "done", "done", "done", "failed")
+
+
+def toolkit_listing(jobs_dir: str, since_seconds: float) -> dict[str, Any]:
+    """The Toolkit API's own listing: every file, every request."""
+    cutoff = time.time() - since_seconds
+    result = {}
+    for name in os.listdir(jobs_dir):
+        if not name.endswith(".json"):
+            continue
+        path = os.path.join(jobs_dir, name)
+        if os.path.getmtime(path) >= cutoff:
+            with open(path) as file:
+                record = json.load(file)
+            if "job_status" in record:
+                result[name[:-5]] = record["job_status"]
+    return result
+
+
+def toolkit_get(jobs_dir: str, job_id: str) -> dict[str, Any] | None:
+    path = os.path.join(jobs_dir, job_id + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as file:
+        return json.load(file)  # type: ignore[no-any-return]
+
+
+def plan_jobs(
+    n: int, now: float, seed: int = 7
+) -> list[tuple[str, float, dict[str, Any]]]:
+    rng = random.Random(seed)
+    jobs = []
+    for i in range(n):
+        job_id = f"{rng.getrandbits(64):016x}-{i}"
+        recent = i % 100 == 0  # 1% within the last 10 minutes
+        age = (
+            rng.uniform(0, WINDOW * 0.9)
+            if recent
+            else rng.uniform(WINDOW * 1.1, 30 * DAY)
+        )
+        record = {
+            "job_id": job_id,
+            "job_status": rng.choice(STATUSES),
+            "queue_id": 140000000000000 + i,
+            "process_id": 1000 + i % 50,
+            "response": {
+                "code": 200,
+                "response": f"https://cdn.example/{job_id}.mp4",
+                "message": "success",
+            },
+        }
+        jobs.append((job_id, now - age, record))
+    return jobs
+
+
+def build_files(root: Path, jobs: list[tuple[str, float, dict[str, Any]]]) -> None:
+    jobs_dir = root / "jobs"
+    jobs_dir.mkdir(parents=True)
+    for job_id, at, record in jobs:
+        path = jobs_dir / f"{job_id}.json"
+        path.write_text(json.dumps(record))
+        os.utime(path, (at, at))
+
+
+def build_sqlite(path: Path, jobs: list[tuple[str, float, dict[str, Any]]]) -> None:
+    store = SQLiteStore(path)
+    store.close()
+    import sqlite_utils
+
+    db = sqlite_utils.Database(path)
+    db.table("jobs").insert_all(
+        (
+            {
+                "job_id": job_id,
+                "job_status": json.dumps(record["job_status"]),
+                "updated_at": at,
+                "record": json.dumps(record),
+            }
+            for job_id, at, record in jobs
+        ),
+        batch_size=5000,
+    )
+    db.close()
+
+
+def median_ms(action: Callable[[], Any], repeat: int) -> float:
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        action()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def index_memory_per_job(root: Path, n: int) -> float:
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    store = FileStore(root, reconcile_interval=3600)
+    gc.collect()
+    after = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    store.close()
+    return (after - before) / n
+
+
+def run(n: int, repeat: int) -> dict[str, float]:
+    now = time.time()
+    jobs = plan_jobs(n, now)
+    ids = [job_id for job_id, _, _ in jobs]
+    with tempfile.TemporaryDirectory(prefix="jobstatus-bench-") as tmp:
+        root = Path(tmp) / "storage"
+        build_files(root, jobs)
+        build_sqlite(Path(tmp) / "jobs.db", jobs)
+        jobs_dir = str(root / "jobs")
+
+        start = time.perf_counter()
+        fs = FileStore(root, reconcile_interval=3600)
+        build_s = time.perf_counter() - start
+        sqlite = SQLiteStore(Path(tmp) / "jobs.db")
+
+        def window() -> float:
+            return time.time() - WINDOW
+
+        expected = toolkit_listing(jobs_dir, WINDOW)
+        assert dict(fs.changed_since(window())) == expected
+        assert dict(sqlite.changed_since(window())) == expected
+        rng = random.Random(1)
+        sample = [rng.choice(ids) for _ in range(200)]
+
+        result = {
+            "matches": float(len(expected)),
+            "list_index_ms": median_ms(lambda: fs.changed_since(window()), repeat * 4),
+            "list_scan_ms": median_ms(
+                lambda: toolkit_listing(jobs_dir, WINDOW), repeat
+            ),
+            "list_sqlite_ms": median_ms(
+                lambda: list(sqlite.changed_since(window())), repeat * 4
+            ),
+            "get_fs_us": median_ms(lambda: [fs.get(j) for j in sample], repeat)
+            * 1000
+            / len(sample),
+            "get_toolkit_us": median_ms(
+                lambda: [toolkit_get(jobs_dir, j) for j in sample], repeat
+            )
+            * 1000
+            / len(sample),
+            "get_sqlite_us": median_ms(lambda: [sqlite.get(j) for j in sample], repeat)
+            * 1000
+            / len(sample),
+            "build_s": build_s,
+        }
+        fs.close()
+        sqlite.close()
+        result["bytes_per_job"] = index_memory_per_job(root, n)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    rows = []
+    for n in (int(size) for size in args.sizes.split(",")):
+        print(f"building and measuring {n} jobs ...", file=sys.stderr, flush=True)
+        rows.append((n, run(n, args.repeat)))
+
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[int, dict[str, float]]]) -> None:
+    columns: list[tuple[str, Callable[[int, dict[str, float]], str]]] = [
+        ("jobs", lambda n, r: f"{n:,}"),
+        ("matches", lambda n, r: f"{r['matches']:,.0f}"),
+        ("list: index", lambda n, r: f"{r['list_index_ms']:.2f} ms"),
+        ("list: Toolkit scan", lambda n, r: f"{r['list_scan_ms']:.1f} ms"),
+        (
+            "scan / index",
+            lambda n, r: f"{r['list_scan_ms'] / r['list_index_ms']:,.0f}x",
+        ),
+        ("list: SQLite", lambda n, r: f"{r['list_sqlite_ms']:.2f} ms"),
+        ("get: file store", lambda n, r: f"{r['get_fs_us']:.0f} µs"),
+        ("get: Toolkit", lambda n, r: f"{r['get_toolkit_us']:.0f} µs"),
+        ("get: SQLite", lambda n, r: f"{r['get_sqlite_us']:.0f} µs"),
+        ("index build", lambda n, r: f"{r['build_s']:.2f} s"),
+        ("index memory", lambda n, r: f"{r['bytes_per_job']:.0f} B/job"),
+    ]
+    print()
+    print("| " + " | ".join(name for name, _ in columns) + " |")
+    print("|" + "---:|" * len(columns))
+    for n, r in rows:
+        print("| " + " | ".join(cell(n, r) for _, cell in columns) + " |")
+
+
+if __name__ == "__main__":
+    main()
