@@ -21,26 +21,34 @@ EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    stores: list[Store] = []
     try:
         settings = Settings.from_environ(os.environ, cwd=os.getcwd())
-        url = args.store or settings.store_url
-        try:
-            store = store_from_url(url)
-        except ConfigError as exc:
-            raise ConfigError(f"JOBSTATUS_STORE / --store: {exc}") from None
+        for setting, url in _store_urls(args, settings):
+            try:
+                stores.append(store_from_url(url))
+            except ConfigError as exc:
+                raise ConfigError(f"{setting}: {exc}") from None
+        return int(args.run(args, settings, *stores))
     except ConfigError as exc:
         print(f"jobstatus: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        return int(args.run(args, settings, store, url))
     except (StoreError, InvalidRecord) as exc:
         print(f"jobstatus: error: {exc}", file=sys.stderr)
         return 1
     finally:
-        store.close()
+        for store in stores:
+            store.close()
 
 
-def _serve(args: argparse.Namespace, settings: Settings, store: Store, url: str) -> int:
+def _store_urls(args: argparse.Namespace, settings: Settings) -> list[tuple[str, str]]:
+    """The stores a command uses, each with the setting that named it."""
+    if args.command == "migrate":
+        return [("SRC_URL", args.src), ("DST_URL", args.dst)]
+    return [("JOBSTATUS_STORE / --store", args.store or settings.store_url)]
+
+
+def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     import uvicorn
 
     from .service import make_service
@@ -60,6 +68,7 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store, url: str)
         default_since=settings.default_since,
         max_body=settings.max_body,
     )
+    url = args.store or settings.store_url
     print(
         f"jobstatus: serving {redact(url)} on http://{args.host}:{args.port}",
         flush=True,
@@ -70,9 +79,7 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store, url: str)
     return 0
 
 
-def _record(
-    args: argparse.Namespace, settings: Settings, store: Store, url: str
-) -> int:
+def _record(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     response: Any = None
     if args.response is not None:
         try:
@@ -84,7 +91,7 @@ def _record(
     return 0
 
 
-def _get(args: argparse.Namespace, settings: Settings, store: Store, url: str) -> int:
+def _get(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     record = store.get(args.job_id)
     if record is None:
         print(f"jobstatus: job {args.job_id!r} not found", file=sys.stderr)
@@ -93,11 +100,32 @@ def _get(args: argparse.Namespace, settings: Settings, store: Store, url: str) -
     return 0
 
 
-def _list(args: argparse.Namespace, settings: Settings, store: Store, url: str) -> int:
+def _list(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     since = settings.default_since if args.since is None else args.since
     statuses = dict(store.changed_since(cutoff(time.time(), since)))
     print(json.dumps(statuses, indent=2))
     return 0
+
+
+def _migrate(
+    args: argparse.Namespace, settings: Settings, src: Store, dst: Store
+) -> int:
+    from jobstatus_backends.migrate import copy_jobs
+
+    show = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 500 == 0:
+            bar = "#" * (30 * done // total)
+            print(f"\r[{bar:<30}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    report = copy_jobs(src, dst, progress if show else None)
+    if show:
+        print(file=sys.stderr)
+    for job_id, reason in report.failed:
+        print(f"jobstatus: failed to copy {job_id}: {reason}", file=sys.stderr)
+    print(report.summary())
+    return 1 if report.failed else 0
 
 
 def _seconds(text: str) -> float:
@@ -143,6 +171,13 @@ def _parser() -> argparse.ArgumentParser:
     listing = command("list", "print the status of every job changed recently")
     listing.add_argument("--since", type=_seconds, help="seconds to look back")
     listing.set_defaults(run=_list)
+
+    migrate = commands.add_parser(
+        "migrate", help="copy every job from one store to another"
+    )
+    migrate.add_argument("src", metavar="SRC_URL")
+    migrate.add_argument("dst", metavar="DST_URL")
+    migrate.set_defaults(run=_migrate)
     return parser
 
 

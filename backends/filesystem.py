@@ -108,6 +108,11 @@ class FileStore:
                     matches.append((job_id, found[1]))
         return matches
 
+    def jobs(self) -> list[tuple[str, float]]:
+        if not self.exists():
+            return []
+        return list(jobfiles.scan(self.jobs_dir))
+
     def exists(self) -> bool:
         return os.path.isdir(self.jobs_dir)
 

@@ -35,6 +35,10 @@ class MemoryStore:
         with self._lock:
             return list(self._index.since(cutoff))
 
+    def jobs(self) -> list[tuple[str, float]]:
+        with self._lock:
+            return self._index.times()
+
     def exists(self) -> bool:
         return True
 

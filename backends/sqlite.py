@@ -21,13 +21,24 @@ import sqlite_utils
 
 from jobstatus_core import ConfigError, Record, StoreError, checked_job_id
 
-SCHEMA_VERSION = 1
-# How long a writer waits for another process's lock before giving up.
+# How long a statement waits for another process's lock (SQLite's busy
+# timeout), and then how often it is tried again: 5.35 s at most in all.
 BUSY_TIMEOUT_SECONDS = 5.0
+LOCKED_RETRY_DELAYS = (0.05, 0.1, 0.2)
 
 CHANGED_SINCE_SQL = (
     "SELECT job_id, job_status FROM jobs"
     " WHERE updated_at >= ? AND job_status IS NOT NULL"
+)
+
+# One statement, so a put is atomic without an explicit transaction. Not
+# sqlite-utils' upsert: after a failed first call it can fall back to an
+# INSERT OR IGNORE + UPDATE pair that silently drops rows of this NOT NULL
+# schema (seen under lock contention).
+PUT_SQL = (
+    "INSERT INTO jobs (job_id, job_status, updated_at, record) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (job_id) DO UPDATE SET job_status = excluded.job_status,"
+    " updated_at = excluded.updated_at, record = excluded.record"
 )
 
 T = TypeVar("T")
@@ -51,7 +62,9 @@ def path_from_url(url: str) -> Path:
 
 
 class SQLiteStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
+    ) -> None:
         self.path = Path(path)
         if not self.path.parent.is_dir():
             raise ConfigError(
@@ -63,7 +76,7 @@ class SQLiteStore:
         try:
             conn = sqlite3.connect(
                 str(self.path),
-                timeout=BUSY_TIMEOUT_SECONDS,
+                timeout=busy_timeout,
                 check_same_thread=False,
                 isolation_level=None,
             )
@@ -75,6 +88,9 @@ class SQLiteStore:
         self._db = sqlite_utils.Database(conn, execute_plugins=False)
         try:
             self._migrate()
+        except ConfigError:
+            conn.close()
+            raise
         except sqlite3.Error as exc:
             conn.close()
             raise ConfigError(
@@ -86,30 +102,25 @@ class SQLiteStore:
         return cls(path_from_url(url))
 
     def _migrate(self) -> None:
+        """Bring the schema to ``SCHEMA_VERSION``, one recorded step at a time."""
         self._conn.execute("PRAGMA journal_mode=WAL")
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ConfigError(
-                f"SQLite store: {str(self.path)!r} has schema version {version}, "
-                f"newer than this jobstatus ({SCHEMA_VERSION}); upgrade jobstatus"
-            )
-        with self._db.atomic():
-            if version < 1:
-                self._db.table("jobs").create(
-                    {
-                        "job_id": str,
-                        "job_status": str,
-                        "updated_at": float,
-                        "record": str,
-                    },
-                    pk="job_id",
-                    not_null={"updated_at", "record"},
-                    if_not_exists=True,
+        # IMMEDIATE: two processes opening a new file at once migrate it once.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"SQLite store: {str(self.path)!r} has schema version "
+                    f"{version}, newer than this jobstatus ({SCHEMA_VERSION}); "
+                    "upgrade jobstatus"
                 )
-                self._db.table("jobs").create_index(
-                    ["updated_at"], index_name="jobs_updated_at", if_not_exists=True
-                )
+            for step in MIGRATIONS[version:]:
+                step(self._db)
             self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     def get(self, job_id: str) -> Record | None:
         row = self._run(
@@ -126,18 +137,23 @@ class SQLiteStore:
         for job_id, status in rows:
             yield job_id, json.loads(status)
 
+    def jobs(self) -> list[tuple[str, float]]:
+        return self._run(
+            lambda: self._conn.execute("SELECT job_id, updated_at FROM jobs").fetchall()
+        )
+
     def exists(self) -> bool:
         return True
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
-        row = {
-            "job_id": job_id,
-            "job_status": json.dumps(record["job_status"], allow_nan=False),
-            "updated_at": time.time() if at is None else at,
-            "record": json.dumps(record, allow_nan=False),
-        }
-        self._run(lambda: self._db.table("jobs").upsert(row, pk="job_id"))
+        row = (
+            job_id,
+            json.dumps(record["job_status"], allow_nan=False),
+            time.time() if at is None else at,
+            json.dumps(record, allow_nan=False),
+        )
+        self._run(lambda: self._conn.execute(PUT_SQL, row))
 
     def close(self) -> None:
         with self._lock:
@@ -145,7 +161,36 @@ class SQLiteStore:
 
     def _run(self, action: Callable[[], T]) -> T:
         with self._lock:
-            try:
-                return action()
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite error: {exc}") from exc
+            for delay in (*LOCKED_RETRY_DELAYS, None):
+                try:
+                    return action()
+                except sqlite3.OperationalError as exc:
+                    # SQLite already waited busy_timeout; some lock conflicts
+                    # (WAL checkpoints, schema changes) skip that wait.
+                    if delay is None or not _is_lock_conflict(exc):
+                        raise StoreError(f"SQLite error: {exc}") from exc
+                    time.sleep(delay)
+                except sqlite3.Error as exc:
+                    raise StoreError(f"SQLite error: {exc}") from exc
+        raise AssertionError("unreachable")
+
+
+def _is_lock_conflict(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc)
+    return "locked" in message or "busy" in message
+
+
+def _create_jobs_table(db: sqlite_utils.Database) -> None:
+    jobs = db.table("jobs")
+    jobs.create(
+        {"job_id": str, "job_status": str, "updated_at": float, "record": str},
+        pk="job_id",
+        not_null={"updated_at", "record"},
+        if_not_exists=True,
+    )
+    jobs.create_index(["updated_at"], index_name="jobs_updated_at", if_not_exists=True)
+
+
+#: MIGRATIONS[v] takes a database from schema version v to v + 1.
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_create_jobs_table,)
+SCHEMA_VERSION = len(MIGRATIONS)

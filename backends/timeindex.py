@@ -60,6 +60,9 @@ class TimeIndex:
     def job_ids(self) -> list[str]:
         return list(self._entries)
 
+    def times(self) -> list[tuple[str, float]]:
+        return [(job_id, entry[0]) for job_id, entry in self._entries.items()]
+
     def clear(self) -> None:
         self._entries.clear()
         self._order.clear()

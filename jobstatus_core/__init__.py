@@ -16,7 +16,7 @@ from .errors import (
     StoreError,
     StoreUnavailable,
 )
-from .protocol import Store, checked_job_id
+from .protocol import Enumerable, Store, checked_job_id
 from .registry import Registry
 from .service import JOB_STATUS_PATH, JOBS_STATUS_PATH, Reply, StatusService
 from .types import Auth, Headers, Record
@@ -32,6 +32,7 @@ __all__ = [
     "ApiKeyAuth",
     "Auth",
     "ConfigError",
+    "Enumerable",
     "Headers",
     "Host",
     "InvalidRecord",

@@ -40,6 +40,17 @@ class Store(Protocol):
         """Release connections and threads. Idempotent."""
 
 
+@runtime_checkable
+class Enumerable(Protocol):
+    """A store that can list every job it holds; the built-in stores all can.
+
+    Used to copy jobs between stores (``jobstatus migrate``), not to serve.
+    """
+
+    def jobs(self) -> Iterable[tuple[str, float]]:
+        """``(job_id, last written)`` of every job, records without a status too."""
+
+
 def checked_job_id(record: Mapping[str, Any]) -> str:
     """The job id of a record about to be put; raises ``InvalidRecord``."""
     if not isinstance(record, Mapping):

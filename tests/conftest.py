@@ -15,6 +15,7 @@ from jobstatus_core import Store
 
 from .helpers import (
     API_KEY,
+    IN_PROCESS_STORES,
     STORE_MARKERS,
     STORES,
     AppSwitch,
@@ -40,6 +41,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
 )
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return store_url_for(request.param, tmp_path)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(kind, marks=getattr(pytest.mark, marker))
+        for kind, marker in STORES.items()
+        if kind not in IN_PROCESS_STORES
+    ]
+)
+def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store URL that a second process can open too."""
     return store_url_for(request.param, tmp_path)
 
 

@@ -24,6 +24,8 @@ STORES = {
     "filesystem-scan": "filesystem",
 }
 STORE_MARKERS = tuple(sorted(set(STORES.values())))
+#: Stores that live inside one process: no second process can open them.
+IN_PROCESS_STORES = {"memory"}
 
 
 def store_url_for(kind: str, tmp_path: Path) -> str:

@@ -1,4 +1,8 @@
-"""Store semantics, the same for every store (SPEC §5)."""
+"""The conformance suite: every store means the same by every call (SPEC §5).
+
+Parametrised over every store in ``helpers.STORES`` (the ``store`` fixture),
+one pytest marker per store, so ``pytest -m sqlite`` runs it on SQLite alone.
+"""
 
 from __future__ import annotations
 
@@ -104,12 +108,45 @@ def test_exists(store: Store) -> None:
     assert store.exists() is True
 
 
-def test_many_jobs(store: Store) -> None:
-    for i in range(2000):
+def test_10000_jobs(store: Store) -> None:
+    for i in range(10_000):
         store.put(record(f"job-{i}", "done" if i % 2 else "running"), at=float(i))
-    recent = dict(store.changed_since(1500.0))
-    assert len(recent) == 500
-    assert recent["job-1999"] == "done" and recent["job-1500"] == "running"
+    recent = dict(store.changed_since(9_000.0))
+    assert len(recent) == 1_000
+    assert recent["job-9999"] == "done" and recent["job-9000"] == "running"
+    assert len(dict(store.changed_since(0))) == 10_000
+    assert store.get("job-4321") == record("job-4321", "done")
+
+
+def test_unicode_records(store: Store) -> None:
+    stored = record(
+        "uni",
+        "готово ✓",
+        text='日本語 עברית العربية 🎬🎞️ \u0000 \\ " \n',
+        keys={"ключ": "値", "emoji 🎥": ["ä", "ß"]},
+    )
+    store.put(stored, at=1.0)
+    assert store.get("uni") == stored
+    assert dict(store.changed_since(0)) == {"uni": "готово ✓"}
+
+
+def test_one_mebibyte_record(store: Store) -> None:
+    big = record("big", response={"log": "x" * (1 << 20), "parts": list(range(1000))})
+    store.put(big, at=1.0)
+    assert store.get("big") == big
+    big["response"]["log"] = "y" * (1 << 20)
+    store.put(big, at=2.0)
+    assert store.get("big") == big
+
+
+def test_jobs_lists_every_job_with_its_time(store: Store) -> None:
+    from jobstatus_core import Enumerable
+
+    assert isinstance(store, Enumerable)
+    store.put(record("a"), at=10.0)
+    store.put(record("b"), at=20.5)
+    store.put(record("a", "again"), at=30.0)
+    assert sorted(store.jobs()) == [("a", 30.0), ("b", 20.5)]
 
 
 def test_threads_put_and_get_at_once(store: Store) -> None:
@@ -142,3 +179,44 @@ def test_close_is_idempotent(store_url: str) -> None:
     opened = store_from_url(store_url)
     opened.close()
     opened.close()
+
+
+WRITER = """
+import sys
+from jobstatus_backends import store_from_url
+store = store_from_url(sys.argv[1])
+for i in range(300):
+    store.put({"job_id": f"p-{i}", "job_status": "done", "i": i}, at=1000.0 + i)
+store.close()
+"""
+
+
+def test_a_second_process_writing_while_one_reads(
+    shared_store_url: str, tmp_path: object
+) -> None:
+    """Every store that can be shared between processes (not memory://)."""
+    import subprocess
+    import sys
+
+    from jobstatus_backends import store_from_url
+
+    store = store_from_url(shared_store_url)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, shared_store_url])
+    sizes = []
+    while writer.poll() is None:
+        sizes.append(len(dict(store.changed_since(1000.0))))
+        assert store.get("p-0") in (
+            None,
+            {"job_id": "p-0", "job_status": "done", "i": 0},
+        )
+    assert writer.wait() == 0
+    assert sizes == sorted(sizes)  # never goes back: no write is lost or torn
+
+    def complete() -> bool:
+        return len(dict(store.changed_since(1000.0))) == 300
+
+    from .helpers import wait_for
+
+    wait_for(complete, 5.0)  # the filesystem index: within the observer's latency
+    assert store.get("p-299") == {"job_id": "p-299", "job_status": "done", "i": 299}
+    store.close()

@@ -1,0 +1,67 @@
+"""Copy every job from one store to another, keeping "last written" times."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from jobstatus_core import ConfigError, Enumerable, Store
+from jobstatus_core.errors import one_line_reason
+
+# File mtimes round-trip through floats: times this close are the same time.
+SAME_TIME_SECONDS = 1e-3
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class MigrationReport:
+    copied: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"copied {self.copied}, skipped {self.skipped}, failed {len(self.failed)}"
+        )
+
+
+def copy_jobs(
+    src: Store, dst: Store, progress: Progress | None = None
+) -> MigrationReport:
+    """Copy every job of ``src`` into ``dst``.
+
+    Idempotent: a job that ``dst`` already holds, identical and with the same
+    "last written" time, is skipped. A job that cannot be read or written is
+    reported in ``failed`` with a one-line reason, never silently dropped.
+    """
+    if not isinstance(src, Enumerable):
+        raise ConfigError("the source store cannot list its jobs")
+    listing = list(src.jobs())
+    present = dict(dst.jobs()) if isinstance(dst, Enumerable) else {}
+    report = MigrationReport()
+    for done, (job_id, at) in enumerate(listing, 1):
+        if progress is not None:
+            progress(done, len(listing))
+        try:
+            record = src.get(job_id)
+            if record is None:  # removed since it was listed
+                report.skipped += 1
+                continue
+            if record.get("job_id") != job_id:
+                raise ValueError(f"the record names job {record.get('job_id')!r}")
+            there = present.get(job_id)
+            if (
+                there is not None
+                and abs(there - at) < SAME_TIME_SECONDS
+                and dst.get(job_id) == record
+            ):
+                report.skipped += 1
+                continue
+            dst.put(record, at=at)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, ValueError) else one_line_reason(exc)
+            report.failed.append((job_id, reason))
+            continue
+        report.copied += 1
+    return report
