@@ -10,7 +10,7 @@ import pytest
 from starlette.types import ASGIApp
 
 from jobstatus_adapters.starlette import create_app
-from jobstatus_backends import store_from_url
+from jobstatus_backends import registry, store_from_url
 from jobstatus_core import Store
 
 from .helpers import (
@@ -24,6 +24,12 @@ from .helpers import (
     service_for,
     store_url_for,
 )
+from .plugin_store import DbmStore
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The plug-in point, used as a third party would: register a scheme.
+    registry.register("dbm", DbmStore.from_url)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

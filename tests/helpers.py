@@ -22,10 +22,12 @@ STORES = {
     "sqlite": "sqlite",
     "filesystem": "filesystem",
     "filesystem-scan": "filesystem",
+    # A third-party store, registered by scheme (tests/plugin_store.py).
+    "dbm": "plugin",
 }
 STORE_MARKERS = tuple(sorted(set(STORES.values())))
 #: Stores that live inside one process: no second process can open them.
-IN_PROCESS_STORES = {"memory"}
+IN_PROCESS_STORES = {"memory", "dbm"}
 
 
 def store_url_for(kind: str, tmp_path: Path) -> str:
@@ -40,6 +42,8 @@ def store_url_for(kind: str, tmp_path: Path) -> str:
         return f"file://{tmp_path}?reconcile=0.5"
     if kind == "filesystem-scan":
         return f"file://{tmp_path}?index=off"
+    if kind == "dbm":
+        return f"dbm://{tmp_path / 'jobs'}"
     raise AssertionError(kind)
 
 
