@@ -12,7 +12,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from jobstatus_backends import store_from_url
-from jobstatus_core import ConfigError, InvalidRecord, Settings, Store, StoreError
+from jobstatus_core import (
+    ConfigError,
+    InvalidRecord,
+    Settings,
+    StatusService,
+    Store,
+    StoreError,
+)
 from jobstatus_core.registry import redact
 from jobstatus_core.window import cutoff
 
@@ -49,10 +56,7 @@ def _store_urls(args: argparse.Namespace, settings: Settings) -> list[tuple[str,
 
 
 def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    import uvicorn
-
     from .service import make_service
-    from .starlette import create_app
 
     keys = settings.api_keys
     if not keys:
@@ -61,20 +65,45 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         print(
             f"jobstatus: no API key configured; this run's key: {keys[0]}", flush=True
         )
-    service = make_service(
-        store,
-        api_keys=keys,
-        build_number=settings.build_number,
-        default_since=settings.default_since,
-        max_body=settings.max_body,
-    )
+
+    def build_service(store: Store) -> StatusService:
+        return make_service(
+            store,
+            api_keys=keys,
+            build_number=settings.build_number,
+            default_since=settings.default_since,
+            max_body=settings.max_body,
+        )
+
     url = args.store or settings.store_url
     print(
-        f"jobstatus: serving {redact(url)} on http://{args.host}:{args.port}",
+        f"jobstatus: serving {redact(url)} on http://{args.host}:{args.port}"
+        f" ({args.interface})",
         flush=True,
     )
+    if args.interface == "wsgi":
+        from . import wsgi_server
+        from .wsgi import WSGIApp
+
+        # The store opened here proved the settings; each worker opens its own.
+        store.close()
+        wsgi_server.run(
+            lambda: store_from_url(url),
+            lambda opened: WSGIApp(build_service(opened)),
+            host=args.host,
+            port=args.port,
+        )
+        return 0
+
+    import uvicorn
+
+    from .starlette import create_app
+
     uvicorn.run(
-        create_app(service), host=args.host, port=args.port, log_level="warning"
+        create_app(build_service(store)),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
     )
     return 0
 
@@ -156,6 +185,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = command("serve", "serve the two status endpoints over HTTP")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--interface",
+        choices=("asgi", "wsgi"),
+        default="asgi",
+        help="asgi: Starlette on uvicorn (default); wsgi: the WSGI app on gunicorn",
+    )
     serve.set_defaults(run=_serve)
 
     record = command("record", "write a job record")

@@ -11,29 +11,30 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from jobstatus_core import (
-    JOB_STATUS_PATH,
-    JOBS_STATUS_PATH,
-    ApiError,
-    Reply,
-    StatusService,
-)
+from jobstatus_core import ApiError, Reply, StatusService
+from jobstatus_core.errors import route_not_found
+
+from .routing import endpoint_paths
 
 Answer = Callable[[str, bytes, float], Reply]
 
 
 def status_routes(service: StatusService, prefix: str = "") -> list[BaseRoute]:
     """The two endpoints as routes, under ``prefix`` (e.g. ``"/jobs-api"``)."""
-    prefix = prefix.rstrip("/")
+    job_path, jobs_path = endpoint_paths(prefix)
     return [
-        Route(prefix + JOB_STATUS_PATH, _Endpoint(service, service.job_status)),
-        Route(prefix + JOBS_STATUS_PATH, _Endpoint(service, service.jobs_status)),
+        Route(job_path, _Endpoint(service, service.job_status)),
+        Route(jobs_path, _Endpoint(service, service.jobs_status)),
     ]
 
 
 def create_app(service: StatusService, prefix: str = "") -> Starlette:
-    """A standalone app serving only the two endpoints."""
-    return Starlette(routes=status_routes(service, prefix))
+    """A standalone app serving only the two endpoints.
+
+    Every other path answers ``404 Not found`` in the envelope too.
+    """
+    not_found = Route("/{path:path}", _Endpoint(service, None))
+    return Starlette(routes=[*status_routes(service, prefix), not_found])
 
 
 class _Endpoint:
@@ -44,7 +45,7 @@ class _Endpoint:
     the contract wants the JSON envelope for them too.
     """
 
-    def __init__(self, service: StatusService, answer: Answer) -> None:
+    def __init__(self, service: StatusService, answer: Answer | None) -> None:
         self.service = service
         self.answer = answer
 
@@ -57,6 +58,8 @@ class _Endpoint:
         started = service.timer()
         path = request.url.path
         try:
+            if self.answer is None:
+                raise route_not_found()
             service.check_request(request.method, request.headers)
             body = await _read_body(request, service)
         except ApiError as err:

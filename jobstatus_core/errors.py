@@ -65,6 +65,10 @@ def method_not_allowed(method: str) -> ApiError:
     )
 
 
+def route_not_found() -> ApiError:
+    return ApiError(404, "Not found")
+
+
 def job_not_found() -> ApiError:
     return ApiError(404, "Job not found")
 

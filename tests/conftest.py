@@ -4,14 +4,16 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from starlette.types import ASGIApp
 
 from jobstatus_adapters.starlette import create_app
+from jobstatus_adapters.wsgi import WSGIApp
 from jobstatus_backends import registry, store_from_url
-from jobstatus_core import Store
+from jobstatus_core import StatusService, Store
 
 from .helpers import (
     API_KEY,
@@ -21,6 +23,8 @@ from .helpers import (
     AppSwitch,
     Clock,
     LiveServer,
+    LiveWSGIServer,
+    WSGISwitch,
     service_for,
     store_url_for,
 )
@@ -100,11 +104,52 @@ def serve(
     switch.app = None
 
 
+@pytest.fixture(scope="session")
+def live_wsgi_server() -> Iterator[tuple[LiveWSGIServer, WSGISwitch]]:
+    switch = WSGISwitch()
+    with LiveWSGIServer(switch) as server:
+        yield server, switch
+
+
+@pytest.fixture
+def serve_wsgi(
+    live_wsgi_server: tuple[LiveWSGIServer, WSGISwitch],
+) -> Iterator[Callable[[Any], str]]:
+    """Serve a WSGI app on the session's real waitress server; returns its URL."""
+    server, switch = live_wsgi_server
+
+    def start(app: Any) -> str:
+        switch.app = app
+        return server.url
+
+    yield start
+    switch.app = None
+
+
+@pytest.fixture(params=["asgi", "wsgi"])
+def serve_service(
+    request: pytest.FixtureRequest,
+    serve: Callable[[ASGIApp], str],
+    serve_wsgi: Callable[[Any], str],
+) -> Callable[..., str]:
+    """Serve a StatusService through one adapter or the other, over real HTTP.
+
+    The contract suite runs through both, so any drift between them fails.
+    """
+
+    def start(service: StatusService, prefix: str = "") -> str:
+        if request.param == "asgi":
+            return serve(create_app(service, prefix))
+        return serve_wsgi(WSGIApp(service, prefix))
+
+    return start
+
+
 @pytest.fixture
 def client(
-    store: Store, clock: Clock, serve: Callable[[ASGIApp], str]
+    store: Store, clock: Clock, serve_service: Callable[..., str]
 ) -> Iterator[httpx.Client]:
-    url = serve(create_app(service_for(store, clock)))
+    url = serve_service(service_for(store, clock))
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
         yield http
 
@@ -113,7 +158,7 @@ def client(
 def no_leaked_threads() -> Iterator[None]:
     """Fail a test that leaves one of the library's own threads running."""
     before = set(threading.enumerate())
-    before_names = {"test-uvicorn"}
+    before_names = {"test-uvicorn", "test-waitress"}
     yield
 
     def leaked() -> list[threading.Thread]:
@@ -124,7 +169,7 @@ def no_leaked_threads() -> Iterator[None]:
             if t not in before
             and t.is_alive()
             and t.name not in before_names
-            and not t.name.startswith("AnyIO worker")
+            and not t.name.startswith(("AnyIO worker", "waitress-"))
         ]
 
     deadline = time.monotonic() + 2.0

@@ -92,6 +92,37 @@ class AppSwitch:
         await self.app(scope, receive, send)
 
 
+class WSGISwitch:
+    """A WSGI app that forwards to whichever app a test put in it."""
+
+    def __init__(self) -> None:
+        self.app: Any = None
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        assert self.app is not None, "no app is being served"
+        return self.app(environ, start_response)
+
+
+class LiveWSGIServer:
+    """A real waitress server on a loopback port, in threads of this process."""
+
+    def __init__(self, app: Any) -> None:
+        from waitress.server import create_server
+
+        self.server = create_server(app, host="127.0.0.1", port=0, threads=4)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"  # type: ignore[union-attr]
+        self.thread = threading.Thread(target=self.server.run, name="test-waitress")
+
+    def __enter__(self) -> LiveWSGIServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.server.close()
+        self.server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+        self.thread.join(10)
+
+
 class LiveServer:
     """A real uvicorn server on a loopback port, in a thread of this process."""
 

@@ -174,13 +174,13 @@ class CountingStore:
 
 
 @pytest.fixture
-def counted(store: Store, serve: Any) -> Iterator[tuple[httpx.Client, CountingStore]]:
-    from jobstatus_adapters.starlette import create_app
-
+def counted(
+    store: Store, serve_service: Any
+) -> Iterator[tuple[httpx.Client, CountingStore]]:
     from .helpers import service_for
 
     counting = CountingStore(store)
-    url = serve(create_app(service_for(counting)))  # type: ignore[arg-type]
+    url = serve_service(service_for(counting))  # type: ignore[arg-type]
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
         yield http, counting
 
@@ -373,12 +373,10 @@ def test_header_name_is_case_insensitive(client: httpx.Client) -> None:
     assert response.status_code == 200
 
 
-def test_several_keys_rotate(store: Store, serve: Any) -> None:
-    from jobstatus_adapters.starlette import create_app
-
+def test_several_keys_rotate(store: Store, serve_service: Any) -> None:
     from .helpers import service_for
 
-    url = serve(create_app(service_for(store, api_keys=["old-key", "new-key"])))
+    url = serve_service(service_for(store, api_keys=["old-key", "new-key"]))
     for key, code in (("old-key", 200), ("new-key", 200), ("other", 401)):
         response = httpx.post(
             url + JOBS_STATUS_PATH, content=b"{}", headers={**JSON, "x-api-key": key}
@@ -538,13 +536,11 @@ class FailingStore:
     ],
 )
 def test_store_failure_is_500_with_one_line_reason(
-    serve: Any, exc: Exception, reason: str
+    serve_service: Any, exc: Exception, reason: str
 ) -> None:
-    from jobstatus_adapters.starlette import create_app
-
     from .helpers import service_for
 
-    url = serve(create_app(service_for(FailingStore(exc))))  # type: ignore[arg-type]
+    url = serve_service(service_for(FailingStore(exc)))  # type: ignore[arg-type]
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY, **JSON}) as http:
         one = assert_error(
             http.post(JOB_STATUS_PATH, content=b'{"job_id": "x"}'),
@@ -567,14 +563,11 @@ def test_store_failure_is_500_with_one_line_reason(
 
 
 @pytest.mark.core
-def test_unreachable_store_is_503(serve: Any) -> None:
-    from jobstatus_adapters.starlette import create_app
-
+def test_unreachable_store_is_503(serve_service: Any) -> None:
     from .helpers import service_for
 
-    url = serve(
-        create_app(service_for(FailingStore(StoreUnavailable("connection refused"))))
-    )  # type: ignore[arg-type]
+    failing = FailingStore(StoreUnavailable("connection refused"))
+    url = serve_service(service_for(failing))  # type: ignore[arg-type]
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY, **JSON}) as http:
         for path, raw in (
             (JOB_STATUS_PATH, b'{"job_id": "x"}'),

@@ -1,0 +1,122 @@
+"""WSGI (PEP 3333) adapter, on the standard library alone.
+
+``WSGIApp(service)`` serves the two endpoints; give it the host's own WSGI app
+as ``fallback`` and every other path goes there, which is how a Flask or
+Django app mounts them next to its own routes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any, Protocol
+
+from jobstatus_core import ApiError, Reply, StatusService
+from jobstatus_core.errors import route_not_found
+
+from .routing import endpoint_paths
+
+Environ = dict[str, Any]
+ExcInfo = Any
+
+
+class StartResponse(Protocol):
+    def __call__(
+        self,
+        status: str,
+        headers: list[tuple[str, str]],
+        exc_info: ExcInfo = ...,
+        /,
+    ) -> Callable[[bytes], object]: ...
+
+
+WSGIApplication = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+READ_CHUNK = 1 << 16
+
+
+class WSGIApp:
+    def __init__(
+        self,
+        service: StatusService,
+        prefix: str = "",
+        fallback: WSGIApplication | None = None,
+    ) -> None:
+        self.service = service
+        self.fallback = fallback
+        self._answers = {
+            path: answer
+            for path, answer in zip(
+                endpoint_paths(prefix),
+                (service.job_status, service.jobs_status),
+                strict=True,
+            )
+        }
+
+    def __call__(
+        self, environ: Environ, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        service = self.service
+        started = service.timer()
+        path = environ.get("PATH_INFO", "") or "/"
+        answer = self._answers.get(path)
+        if answer is None and self.fallback is not None:
+            return self.fallback(environ, start_response)
+        # Mounted under a dispatcher, the client's path is SCRIPT_NAME + PATH_INFO.
+        endpoint = environ.get("SCRIPT_NAME", "") + path
+        try:
+            if answer is None:
+                raise route_not_found()
+            service.check_request(environ.get("REQUEST_METHOD", ""), _headers(environ))
+            body = _read_body(environ, service)
+        except ApiError as err:
+            return _respond(service.error(endpoint, err, started), start_response)
+        return _respond(answer(endpoint, body, started), start_response)
+
+
+def _headers(environ: Environ) -> dict[str, str]:
+    """Request headers by lower-case name, as the core expects them."""
+    headers = {
+        key[5:].replace("_", "-").lower(): value
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    return headers
+
+
+def _read_body(environ: Environ, service: StatusService) -> bytes:
+    """The body, refused as soon as it grows past the limit: never buffered whole."""
+    stream = environ.get("wsgi.input")
+    length = environ.get("CONTENT_LENGTH", "")
+    if stream is None:
+        return b""
+    if length.isdigit():
+        # check_request has refused a declared length over the limit already.
+        remaining = int(length)
+    elif environ.get("wsgi.input_terminated"):
+        # A chunked upload the server ends for us: read up to one past the limit.
+        remaining = service.max_body + 1
+    else:
+        return b""  # PEP 3333: without a length, reading is not safe
+    chunks: list[bytes] = []
+    size = 0
+    while remaining > 0:
+        chunk = stream.read(min(READ_CHUNK, remaining))
+        if not chunk:
+            break
+        size += len(chunk)
+        remaining -= len(chunk)
+        if size > service.max_body:
+            raise service.too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _respond(reply: Reply, start_response: StartResponse) -> list[bytes]:
+    status = f"{reply.status} {HTTPStatus(reply.status).phrase}"
+    headers = [*reply.headers, ("content-length", str(len(reply.body)))]
+    start_response(status, headers)
+    return [reply.body]
