@@ -18,7 +18,7 @@ from jobstatus_core import StatusService, Store
 from .helpers import (
     API_KEY,
     IN_PROCESS_STORES,
-    STORE_MARKERS,
+    OWN_ENV_MARKERS,
     STORES,
     AppSwitch,
     Clock,
@@ -40,7 +40,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # A test that runs on no particular store belongs to the `core` selection,
     # so that `-m core` plus one `-m <store>` per store covers every test.
     for item in items:
-        if not any(item.get_closest_marker(name) for name in STORE_MARKERS):
+        if not any(item.get_closest_marker(name) for name in OWN_ENV_MARKERS):
             item.add_marker(pytest.mark.core)
 
 

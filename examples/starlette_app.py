@@ -1,0 +1,39 @@
+"""A Starlette app with the job-status endpoints mounted under /jobs-api.
+
+API_KEY=s3cret JOBSTATUS_STORE=sqlite:jobs.db uvicorn starlette_app:app
+"""
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from jobstatus_adapters import make_service
+from jobstatus_adapters.starlette import status_routes
+from jobstatus_backends import store_from_url
+
+store = store_from_url(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db"))
+service = make_service(store, api_keys=[os.environ["API_KEY"]])
+
+
+async def hello(request: Request) -> JSONResponse:
+    return JSONResponse({"hello": "from starlette"})
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    yield
+    store.close()  # stops the file store's observer threads, closes SQLite
+
+
+app = Starlette(
+    routes=[
+        Route("/hello", hello),
+        Mount("/jobs-api", routes=status_routes(service)),
+    ],
+    lifespan=lifespan,
+)
