@@ -63,6 +63,8 @@ def service_for(
     store: Store, clock: Callable[[], float] | None = None, **options: Any
 ) -> StatusService:
     options.setdefault("api_keys", [API_KEY])
+    if not options["api_keys"]:
+        del options["api_keys"]
     service = make_service(store, **options)
     if clock is not None:
         service.clock = clock

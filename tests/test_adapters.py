@@ -1,0 +1,186 @@
+"""Both adapters give the same answer to the same request, and mount cleanly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp
+
+from jobstatus_adapters.starlette import create_app, status_routes
+from jobstatus_adapters.wsgi import WSGIApp
+from jobstatus_backends import store_from_url
+from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ConfigError
+
+from .helpers import API_KEY, service_for
+
+pytestmark = pytest.mark.memory
+
+# Fields that differ per request or per process, not per adapter.
+VOLATILE = {"job_id", "run_time", "total_time"}
+
+REQUESTS: list[tuple[str, str, dict[str, str], bytes]] = [
+    ("POST", JOB_STATUS_PATH, {}, b'{"job_id": "a", "id": 3}'),
+    ("POST", JOB_STATUS_PATH, {}, b'{"job_id": "nope"}'),
+    ("POST", JOB_STATUS_PATH, {}, b'{"job_id": "../x"}'),
+    ("POST", JOBS_STATUS_PATH, {}, b""),
+    ("POST", JOBS_STATUS_PATH, {}, b'{"since_seconds": NaN}'),
+    ("POST", JOBS_STATUS_PATH, {}, b"[1]"),
+    ("POST", JOBS_STATUS_PATH, {}, b"{"),
+    ("POST", JOBS_STATUS_PATH, {"x-api-key": "bad"}, b"{}"),
+    ("POST", JOBS_STATUS_PATH, {"content-type": "text/plain"}, b"{}"),
+    ("POST", JOBS_STATUS_PATH, {}, b"{" + b" " * 70_000 + b"}"),
+    ("GET", JOBS_STATUS_PATH, {}, b""),
+    ("DELETE", JOB_STATUS_PATH, {}, b""),
+    ("POST", "/elsewhere", {}, b"{}"),
+]
+
+
+def answer(
+    url: str, method: str, path: str, headers: dict[str, str], body: bytes
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    sent = {"x-api-key": API_KEY, "content-type": "application/json", **headers}
+    response = httpx.request(method, url + path, headers=sent, content=body)
+    kept = {
+        k: response.headers[k]
+        for k in ("content-type", "allow")
+        if k in response.headers
+    }
+    envelope = {
+        k: v for k, v in json.loads(response.content).items() if k not in VOLATILE
+    }
+    return response.status_code, kept, envelope
+
+
+def test_same_request_same_answer(
+    serve: Callable[[ASGIApp], str], serve_wsgi: Callable[[Any], str]
+) -> None:
+    store = store_from_url("memory://")
+    store.put({"job_id": "a", "job_status": "done", "response": [1]}, at=1e12)
+    service = service_for(store)
+    asgi_url = serve(create_app(service))
+    wsgi_url = serve_wsgi(WSGIApp(service))
+    for method, path, headers, body in REQUESTS:
+        asgi = answer(asgi_url, method, path, headers, body)
+        wsgi = answer(wsgi_url, method, path, headers, body)
+        assert asgi == wsgi, (method, path, body[:40])
+        assert asgi[0] == asgi[2]["code"]
+
+
+def test_prefix_is_the_same_on_both(
+    serve: Callable[[ASGIApp], str], serve_wsgi: Callable[[Any], str]
+) -> None:
+    service = service_for(store_from_url("memory://"))
+    for url in (
+        serve(create_app(service, "/api/")),
+        serve_wsgi(WSGIApp(service, "api")),
+    ):
+        inside = httpx.post(
+            url + "/api" + JOBS_STATUS_PATH, headers={"x-api-key": API_KEY}
+        )
+        assert inside.status_code == 200
+        assert inside.json()["endpoint"] == "/api" + JOBS_STATUS_PATH
+        outside = httpx.post(url + JOBS_STATUS_PATH, headers={"x-api-key": API_KEY})
+        assert outside.status_code == 404 and outside.json()["message"] == "Not found"
+
+
+def test_routes_mount_next_to_a_host_route(serve: Callable[[ASGIApp], str]) -> None:
+    service = service_for(store_from_url("memory://"))
+    host = Starlette(
+        routes=[
+            Route("/own", lambda request: PlainTextResponse("own")),
+            Mount("/jobs-api", routes=status_routes(service)),
+        ]
+    )
+    url = serve(host)
+    assert httpx.get(url + "/own").text == "own"
+    response = httpx.post(
+        url + "/jobs-api" + JOBS_STATUS_PATH, headers={"x-api-key": API_KEY}
+    )
+    assert response.json()["endpoint"] == "/jobs-api" + JOBS_STATUS_PATH
+
+
+def test_wsgi_fallback_and_script_name(serve_wsgi: Callable[[Any], str]) -> None:
+    def host(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [b"host:" + environ["PATH_INFO"].encode()]
+
+    service = service_for(store_from_url("memory://"))
+    app = WSGIApp(service, prefix="/jobs-api", fallback=host)
+
+    def mounted(environ: dict[str, Any], start_response: Any) -> Any:
+        # What a dispatcher does when it mounts an app under /outer.
+        environ["SCRIPT_NAME"] = "/outer"
+        environ["PATH_INFO"] = environ["PATH_INFO"].removeprefix("/outer")
+        return app(environ, start_response)
+
+    url = serve_wsgi(mounted)
+    assert httpx.get(url + "/outer/anything").text == "host:/anything"
+    response = httpx.post(
+        url + "/outer/jobs-api" + JOBS_STATUS_PATH, headers={"x-api-key": API_KEY}
+    )
+    assert response.status_code == 200
+    assert response.json()["endpoint"] == "/outer/jobs-api" + JOBS_STATUS_PATH
+
+
+def test_custom_auth_and_envelope_knobs(serve_service: Callable[..., str]) -> None:
+    def tenant_auth(headers: Any) -> bool:
+        return headers.get("authorization") == "Bearer tenant-7"
+
+    service = service_for(
+        store_from_url("memory://"),
+        api_keys=(),
+        auth=tenant_auth,
+        queue_id="eu-1",
+        queue_length=lambda: 42,
+        build_number="build-99",
+    )
+    url = serve_service(service)
+    ok = httpx.post(
+        url + JOBS_STATUS_PATH, headers={"authorization": "Bearer tenant-7"}
+    )
+    assert ok.status_code == 200
+    body = ok.json()
+    assert (body["queue_id"], body["queue_length"], body["build_number"]) == (
+        "eu-1",
+        42,
+        "build-99",
+    )
+    assert (
+        httpx.post(url + JOBS_STATUS_PATH, headers={"x-api-key": API_KEY}).status_code
+        == 401
+    )
+
+
+def test_no_auth_must_be_explicit(serve_service: Callable[..., str]) -> None:
+    store = store_from_url("memory://")
+    with pytest.raises(ConfigError, match="auth=None"):
+        service_for(store, api_keys=())
+    url = serve_service(service_for(store, api_keys=(), auth=None))
+    assert httpx.post(url + JOBS_STATUS_PATH).status_code == 200
+
+
+def test_logger_gets_store_failures_without_the_key(
+    serve_service: Callable[..., str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from .test_http_contract import FailingStore
+
+    logger = logging.getLogger("host.jobs")
+    service = service_for(FailingStore(RuntimeError("disk on fire")), logger=logger)  # type: ignore[arg-type]
+    url = serve_service(service)
+    with caplog.at_level(logging.ERROR, logger="host.jobs"):
+        response = httpx.post(url + JOBS_STATUS_PATH, headers={"x-api-key": API_KEY})
+    assert response.status_code == 500
+    assert any(
+        r.name == "host.jobs" and "disk on fire" in str(r.exc_info)
+        for r in caplog.records
+    )
+    assert API_KEY not in caplog.text
