@@ -1,0 +1,314 @@
+"""Path safety, authentication and limits (docs/security.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from jobstatus_backends.filesystem import FileStore
+from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ApiKeyAuth
+
+from .helpers import API_KEY, free_port, service_for
+
+pytestmark = pytest.mark.filesystem
+
+JSON = {"content-type": "application/json", "x-api-key": API_KEY}
+
+TRAVERSAL_IDS = [
+    "../secret",
+    "../../etc/passwd",
+    "..",
+    ".",
+    "./a",
+    "a/b",
+    "/etc/passwd",
+    "/",
+    "//x",
+    "..\\secret",
+    "a\\b",
+    "C:\\Windows\\win.ini",
+    "\\\\server\\share",
+    "%2e%2e%2fsecret",
+    "..%2Fsecret",
+    "%2e%2e",
+    "..%252f",
+    "..%c0%af",
+    "a\x00b",
+    "secret\x00.json",
+    "\x00",
+    "ok\n",
+    "ok\r\nx-injected: 1",
+    "\u2024\u2024/secret",
+    "\uff0e\uff0e/secret",
+    "..\uff0fsecret",
+    "\u2025",
+    "a\u2215b",
+    "\uff23\uff2f\uff2e",
+    "sécret",
+    "ok\u200b",
+    "x" * 10_000,
+    "a" * 129,
+    "/dev/zero",
+    "/dev/random",
+    "/proc/self/environ",
+    "CON:",
+    "NUL:",
+    "COM1:",
+    "$(id)",
+    "`id`",
+    "a;rm -rf /",
+    "a|b",
+    "a&b",
+    "a>b",
+    "'; DROP TABLE jobs; --",
+    '" OR 1=1 --',
+    "*",
+    "?",
+    "[a]",
+    "{a}",
+    "~",
+    "~root",
+    "a b",
+    "",
+    " ",
+    ".secret",
+    ".hidden.json",
+    ".json",
+]
+
+
+# Windows device names are valid ids (SPEC §2) and harmless here: the store
+# opens only `<id>.json` regular files, so they are simply not found.
+DEVICE_NAMES = ["CON", "NUL", "COM1", "LPT1", "aux", "prn.json", "nul.txt"]
+
+
+@pytest.fixture
+def store_root(tmp_path: Path) -> Path:
+    (tmp_path / "storage" / "jobs").mkdir(parents=True)
+    (tmp_path / "storage" / "secret.json").write_text(
+        '{"job_id": "secret", "job_status": "leaked"}'
+    )
+    (tmp_path / "storage" / "jobs" / "ok.json").write_text(
+        '{"job_id": "ok", "job_status": "done"}'
+    )
+    return tmp_path / "storage"
+
+
+@pytest.mark.parametrize("index", [True, False], ids=["index", "scan"])
+def test_traversal_and_injection_ids_are_400_and_open_nothing_outside_jobs(
+    store_root: Path, serve_service: Callable[..., str], index: bool
+) -> None:
+    store = FileStore(store_root, index=index)
+    url = serve_service(service_for(store))
+    jobs_prefix = str(store_root / "jobs") + os.sep
+    opened: list[str] = []
+
+    def audit(event: str, args: tuple[Any, ...]) -> None:
+        if (
+            event in ("open", "os.scandir", "os.listdir")
+            and args
+            and isinstance(args[0], (str, bytes))
+        ):
+            path = os.fsdecode(args[0])
+            if path.startswith(str(store_root.parent)):
+                opened.append(path)
+
+    sys.addaudithook(audit)  # hooks cannot be removed: it only records
+    try:
+        with httpx.Client(base_url=url, headers=JSON) as http:
+            for job_id in TRAVERSAL_IDS:
+                response = http.post(JOB_STATUS_PATH, json={"job_id": job_id})
+                assert response.status_code == 400, job_id
+                assert response.json()["message"].startswith("Invalid payload: job_id")
+            for job_id in DEVICE_NAMES:
+                response = http.post(JOB_STATUS_PATH, json={"job_id": job_id})
+                assert response.status_code == 404, job_id
+            assert http.post(JOB_STATUS_PATH, json={"job_id": "ok"}).status_code == 200
+            listing = http.post(JOBS_STATUS_PATH, json={}).json()["response"]
+            assert listing == {"ok": "done"}
+    finally:
+        recorded = list(opened)
+        opened.clear()
+        store.close()
+    assert recorded, "the audit hook saw nothing: the test would prove nothing"
+    outside = [
+        p
+        for p in recorded
+        if not (p.startswith(jobs_prefix) or p == jobs_prefix.rstrip(os.sep))
+    ]
+    assert outside == []
+
+
+def test_every_key_is_compared_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def counting(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", counting)
+    auth = ApiKeyAuth(["first", "second", "third"])
+    assert auth({"x-api-key": "first"})
+    # The match on the first key does not stop the comparison early.
+    assert len(calls) == 3
+    calls.clear()
+    assert not auth({"x-api-key": "nope"})
+    assert len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        None,
+        "",
+        " ",
+        API_KEY.upper(),
+        API_KEY[:-1],
+        API_KEY[1:],
+        API_KEY + " x",
+        "x" + API_KEY,
+        API_KEY * 2,
+        f"Bearer {API_KEY}",
+    ],
+)
+def test_wrong_keys_are_refused(given: str | None) -> None:
+    auth = ApiKeyAuth([API_KEY, "other-key"])
+    headers = {} if given is None else {"x-api-key": given}
+    assert auth(headers) is False
+
+
+def test_padded_key_is_refused_by_the_check_itself() -> None:
+    # HTTP servers strip spaces around a header value before the app sees it;
+    # a key that arrives padded all the same is not the key.
+    auth = ApiKeyAuth([API_KEY])
+    assert not auth({"x-api-key": f" {API_KEY}"}) and not auth(
+        {"x-api-key": f"{API_KEY}\t"}
+    )
+
+
+def test_the_key_never_appears_in_logs_or_answers(
+    store_root: Path,
+    serve_service: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    (store_root / "jobs" / "bad.json").write_text("{")
+    store = FileStore(store_root, index=False)
+    url = serve_service(service_for(store))
+    with caplog.at_level(logging.DEBUG):
+        texts = []
+        for key in (API_KEY, API_KEY + "x", ""):
+            for path, body in (
+                (JOB_STATUS_PATH, {"job_id": "bad"}),
+                (JOBS_STATUS_PATH, {}),
+                (JOB_STATUS_PATH, {"job_id": "../x"}),
+            ):
+                response = httpx.post(url + path, json=body, headers={"x-api-key": key})
+                texts.append(response.text + str(response.headers))
+    store.close()
+    assert any("Failed to retrieve" in text for text in texts)
+    assert caplog.records, "nothing was logged: the test would prove nothing"
+    assert API_KEY not in caplog.text
+    assert not any(API_KEY in text for text in texts)
+
+
+def bytes_sent_before_answer(
+    port: int, headers: bytes, total: int, chunk: bytes
+) -> tuple[int, bytes]:
+    """Stream ``chunk`` after ``chunk``, ``total`` bytes at most; stop at the answer."""
+    sent = 0
+    pending = b""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(headers)
+        sock.setblocking(False)
+        answer = b""
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(BlockingIOError):
+                answer += sock.recv(65536)
+            if b"\r\n\r\n" in answer:
+                return sent, answer
+            if not pending and sent < total:
+                pending = chunk
+            if not pending:
+                time.sleep(0.01)
+                continue
+            try:
+                count = sock.send(pending)
+            except (BlockingIOError, BrokenPipeError, ConnectionResetError):
+                time.sleep(0.001)
+                continue
+            pending = pending[count:]
+            sent += count
+    raise AssertionError("no answer")
+
+
+HUNDRED_MB = 100 * 1024 * 1024
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_100_mb_body_is_refused_without_being_read(
+    tmp_path: Path, interface: str, framing: str
+) -> None:
+    port = free_port()
+    env = {**os.environ, "API_KEY": API_KEY, "JOBSTATUS_STORE": "memory://"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobstatus_adapters.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--interface",
+            interface,
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.post(f"http://127.0.0.1:{port}{JOBS_STATUS_PATH}", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        framing_header = (
+            f"Content-Length: {HUNDRED_MB}"
+            if framing == "content-length"
+            else "Transfer-Encoding: chunked"
+        )
+        head = (
+            f"POST {JOBS_STATUS_PATH} HTTP/1.1\r\nHost: x\r\nx-api-key: {API_KEY}\r\n"
+            f"Content-Type: application/json\r\n{framing_header}\r\n\r\n"
+        ).encode()
+        data = b"x" * 65536
+        if framing == "chunked":
+            data = b"10000\r\n" + data + b"\r\n"  # one framed 64 KiB chunk
+        sent, answer = bytes_sent_before_answer(port, head, HUNDRED_MB, data)
+    finally:
+        server.terminate()
+        server.wait(20)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b'"Payload too large' in answer or b"\r\n\r\n" in answer
+    # Refused within a few chunks of the limit, not after 100 MB.
+    assert sent < 8 * 1024 * 1024, sent
