@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from jobstatus_core import ConfigError, Record, checked_job_id
+from jobstatus_core import ConfigError, Record, StoreError, checked_job_id
+from jobstatus_core.errors import one_line_reason
 
 from . import jobfiles
 from .fsindex import JobIndex, ObserverFactory
@@ -118,7 +119,12 @@ class FileStore:
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
-        mtime = jobfiles.write_job(self.jobs_dir, record, job_id, at)
+        try:
+            mtime = jobfiles.write_job(self.jobs_dir, record, job_id, at)
+        except OSError as exc:
+            raise StoreError(
+                f"could not write job {job_id}: {one_line_reason(exc)}"
+            ) from exc
         if self.index is not None:
             self.index.wrote(job_id, mtime, record["job_status"])
 

@@ -1,0 +1,196 @@
+"""Faults in the store: the contract's error, one line, and recovery after."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from jobstatus_backends import jobfiles
+from jobstatus_backends.filesystem import FileStore
+from jobstatus_backends.sqlite import SQLiteStore
+from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, StoreError
+
+from .helpers import API_KEY, service_for, wait_for
+
+JSON = {"content-type": "application/json", "x-api-key": API_KEY}
+
+
+def ask(url: str, job_id: str | None = None) -> httpx.Response:
+    if job_id is None:
+        return httpx.post(
+            url + JOBS_STATUS_PATH, json={"since_seconds": 1e9}, headers=JSON
+        )
+    return httpx.post(url + JOB_STATUS_PATH, json={"job_id": job_id}, headers=JSON)
+
+
+@pytest.fixture
+def file_store(tmp_path: Path) -> Any:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore(tmp_path, reconcile_interval=0.2)
+    store.put({"job_id": "a", "job_status": "done"})
+    yield store
+    store.close()
+
+
+@pytest.mark.filesystem
+def test_permission_denied_is_500_then_recovers(
+    file_store: FileStore,
+    serve_service: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = serve_service(service_for(file_store))
+    real_open = os.open
+
+    def denied(path: Any, flags: int, *args: Any) -> int:
+        if str(path).endswith("a.json"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(jobfiles.os, "open", denied)
+    failed = ask(url, "a")
+    assert failed.status_code == 500
+    assert (
+        failed.json()["message"] == "Failed to retrieve job status: Permission denied"
+    )
+    assert ask(url).status_code == 200  # the listing does not fail for it
+    monkeypatch.undo()
+    assert ask(url, "a").status_code == 200
+
+
+@pytest.mark.filesystem
+def test_disk_full_on_write_keeps_the_old_record(
+    file_store: FileStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(jobfiles.os, "fsync", full)
+    with pytest.raises(
+        StoreError, match="could not write job a: No space left on device"
+    ):
+        file_store.put({"job_id": "a", "job_status": "overwritten"})
+    monkeypatch.undo()
+    assert file_store.get("a") == {"job_id": "a", "job_status": "done"}
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == [
+        "a.json"
+    ]  # no temp left
+
+
+@pytest.mark.filesystem
+def test_jobs_directory_replaced_by_a_file(
+    file_store: FileStore, tmp_path: Path, serve_service: Callable[..., str]
+) -> None:
+    url = serve_service(service_for(file_store))
+    shutil.rmtree(tmp_path / "jobs")
+    (tmp_path / "jobs").write_text("not a directory")
+    listing = ask(url)
+    assert (
+        listing.status_code == 404
+        and listing.json()["message"] == "Jobs directory not found"
+    )
+    assert ask(url, "a").status_code == 404
+    (tmp_path / "jobs").unlink()
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "b.json").write_text('{"job_id": "b", "job_status": "back"}')
+    wait_for(lambda: ask(url).json()["response"] == {"b": "back"}, 5)
+
+
+@pytest.mark.filesystem
+def test_observer_dying_while_serving(
+    file_store: FileStore, tmp_path: Path, serve_service: Callable[..., str]
+) -> None:
+    url = serve_service(service_for(file_store))
+    assert file_store.index is not None
+    observer = file_store.index._observer
+    assert observer is not None
+    observer.stop()
+    observer.join()
+    (tmp_path / "jobs" / "c.json").write_text('{"job_id": "c", "job_status": "new"}')
+    wait_for(lambda: ask(url).json()["response"] == {"a": "done", "c": "new"}, 5)
+
+
+@pytest.mark.filesystem
+def test_index_failing_falls_back_to_a_scan(
+    file_store: FileStore,
+    serve_service: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = serve_service(service_for(file_store))
+    assert file_store.index is not None
+
+    def broken(cutoff: float) -> Any:
+        raise RuntimeError("index corrupted")
+
+    monkeypatch.setattr(file_store.index, "since", broken)
+    response = ask(url)
+    assert response.status_code == 200 and response.json()["response"] == {"a": "done"}
+
+
+class CorruptConnection:
+    """Stands in for a connection to a corrupted file (SQLite caches pages,
+    so scribbling on the file under an open connection is not seen at once)."""
+
+    def execute(self, *args: Any) -> Any:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+
+@pytest.mark.sqlite
+def test_corrupted_sqlite_is_500_then_recovers(
+    tmp_path: Path, serve_service: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    store.put({"job_id": "a", "job_status": "done"})
+    url = serve_service(service_for(store))
+    monkeypatch.setattr(store, "_conn", CorruptConnection())
+    for job_id, what in (("a", "job status"), (None, "job statuses")):
+        failed = ask(url, job_id)
+        assert failed.status_code == 500
+        assert failed.json()["message"] == (
+            f"Failed to retrieve {what}: SQLite error: database disk image is malformed"
+        )
+    monkeypatch.undo()
+    assert ask(url).json()["response"] == {"a": "done"}
+    store.close()
+
+
+@pytest.mark.sqlite
+def test_reads_go_on_while_another_process_holds_the_write_lock(
+    tmp_path: Path, serve_service: Callable[..., str]
+) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path, busy_timeout=0.05)
+    store.put({"job_id": "a", "job_status": "done"})
+    url = serve_service(service_for(store))
+    ready, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        ready.set()
+        release.wait(10)
+        conn.execute("ROLLBACK")
+        conn.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    ready.wait()
+    try:
+        assert ask(url, "a").status_code == 200  # WAL: readers never wait for writers
+        assert ask(url).status_code == 200
+        with pytest.raises(StoreError, match="database is locked"):
+            store.put({"job_id": "b", "job_status": "done"})
+    finally:
+        release.set()
+        holder.join()
+    store.put({"job_id": "b", "job_status": "done"})
+    assert ask(url, "b").status_code == 200
+    store.close()
