@@ -1,6 +1,7 @@
 """Load with writers: `jobstatus serve` on each store, driven from other processes.
 
-Run by hand (not a test):  python bench/load.py [--seconds 10] [--readers 2] [--writers 2]
+Run by hand (not a test):
+    python bench/load.py [--seconds 10] [--readers 2] [--writers 2]
 
 For each store (SQLite, the file store) and each interface (asgi, wsgi), it
 starts `jobstatus serve` on a loopback port, then for a bounded time:
@@ -187,21 +188,32 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="jobstatus-load-") as tmp:
         (Path(tmp) / "storage").mkdir()
-        stores = {"sqlite": f"sqlite://{tmp}/jobs.db", "file": f"file://{tmp}/storage"}
+        stores = {
+            "sqlite": f"sqlite://{tmp}/jobs.db",
+            "file": f"file://{tmp}/storage",
+        }
         for name, url in stores.items():
             for interface in args.interfaces.split(","):
                 print(f"{name} / {interface} ...", file=sys.stderr, flush=True)
                 rows.append((name, interface, run(url, interface, args, tmp)))
     print()
     print(
-        "| store | interface | requests | req/s | p50 | p99 | errors | jobs written | lost |"
+        "| store | interface | requests | req/s | p50 | p99 | errors | written | lost |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, interface, r in rows:
-        print(
-            f"| {name} | {interface} | {r['requests']:,.0f} | {r['rps']:,.0f} | {r['p50_ms']:.2f} ms"
-            f" | {r['p99_ms']:.2f} ms | {r['errors']:.0f} | {r['jobs']:.0f} | {r['lost']:.0f} |"
-        )
+        cells = [
+            name,
+            interface,
+            f"{r['requests']:,.0f}",
+            f"{r['rps']:,.0f}",
+            f"{r['p50_ms']:.2f} ms",
+            f"{r['p99_ms']:.2f} ms",
+            f"{r['errors']:.0f}",
+            f"{r['jobs']:.0f}",
+            f"{r['lost']:.0f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
     failed = any(r["errors"] or r["lost"] for _, _, r in rows)
     sys.exit(1 if failed else 0)
 
