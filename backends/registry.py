@@ -6,7 +6,7 @@ app that uses ``memory://`` never imports sqlite-utils or watchdog.
 
 from __future__ import annotations
 
-from jobstatus_core import Registry, Store
+from jobstatus_core import ConfigError, Registry, Store
 
 
 def _memory(url: str) -> Store:
@@ -27,12 +27,25 @@ def _sqlite(url: str) -> Store:
     return SQLiteStore.from_url(url)
 
 
+def _redis(url: str) -> Store:
+    try:
+        from .redis import RedisStore
+    except ImportError:
+        raise ConfigError(
+            "the Redis store needs redis-py: pip install 'jobstatus[redis]'"
+        ) from None
+
+    return RedisStore.from_url(url)
+
+
 def default_registry() -> Registry:
     """A new registry holding the built-in stores; add your own to it."""
     registry = Registry()
     registry.register("memory", _memory)
     registry.register("sqlite", _sqlite)
     registry.register("file", _file)
+    registry.register("redis", _redis)
+    registry.register("rediss", _redis)
     return registry
 
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,13 @@ from .helpers import (
     API_KEY,
     IN_PROCESS_STORES,
     OWN_ENV_MARKERS,
+    REDIS_MISSING,
     STORES,
     AppSwitch,
     Clock,
     LiveServer,
     LiveWSGIServer,
+    RedisServer,
     WSGISwitch,
     service_for,
     store_url_for,
@@ -51,7 +55,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ]
 )
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return url_of(request, tmp_path)
+
+
+def url_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "redis":
+        # One server for the session; a prefix of its own keeps tests apart.
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return f"{server.url}?prefix=t-{uuid.uuid4().hex[:12]}:"
     return store_url_for(request.param, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    try:
+        server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    except FileNotFoundError:
+        if os.environ.get("CI"):
+            pytest.fail(REDIS_MISSING)
+        pytest.skip(REDIS_MISSING)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(
@@ -63,7 +87,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 )
 def shared_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A store URL that a second process can open too."""
-    return store_url_for(request.param, tmp_path)
+    return url_of(request, tmp_path)
 
 
 @pytest.fixture

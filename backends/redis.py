@@ -1,0 +1,141 @@
+"""``redis://host:port/db``: one Redis shared by several jobstatus instances.
+
+Keys, under a prefix (``jobstatus:`` unless ``?prefix=`` says otherwise):
+
+- ``<prefix>job:<job_id>``: the whole record, as JSON;
+- ``<prefix>updated``: a sorted set, job_id scored by "last written", so a
+  listing is one ``ZRANGEBYSCORE`` — O(log n + matches);
+- ``<prefix>status``: a hash job_id -> job_status (JSON), so a listing never
+  parses whole records.
+
+A put writes all three in one MULTI/EXEC, so record and index never disagree.
+Redis unreachable or timing out raises ``StoreUnavailable`` (answered 503);
+the connection pool reconnects by itself once Redis is back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+
+from jobstatus_core import (
+    ConfigError,
+    Record,
+    StoreError,
+    StoreUnavailable,
+    checked_job_id,
+)
+from jobstatus_core.registry import redact
+
+DEFAULT_PREFIX = "jobstatus:"
+# A status endpoint must answer quickly, even "unavailable": fail fast.
+DEFAULT_TIMEOUT_SECONDS = 1.0
+
+T = TypeVar("T")
+
+
+class RedisStore:
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.prefix = prefix
+        self._updated = prefix + "updated"
+        self._status = prefix + "status"
+        try:
+            self._client = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                health_check_interval=30,
+                decode_responses=True,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"store URL {redact(url)!r}: {exc}") from None
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        """``redis://[:password@]host:port/db[?prefix=app:][&timeout=SECONDS]``.
+
+        Other query options are redis-py's own (``rediss://`` for TLS too).
+        """
+        parts = urlsplit(url)
+        options = dict(parse_qsl(parts.query))
+        prefix = options.pop("prefix", DEFAULT_PREFIX)
+        try:
+            timeout = float(options.pop("timeout", DEFAULT_TIMEOUT_SECONDS))
+        except ValueError:
+            timeout = -1.0
+        if not 0 < timeout < float("inf"):
+            raise ConfigError(f"store URL {redact(url)!r}: timeout must be seconds > 0")
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ConfigError(
+                f"store URL {redact(url)!r}: the database must be a number"
+            )
+        rest = urlunsplit(parts._replace(query=urlencode(options)))
+        return cls(rest, prefix=prefix, timeout=timeout)
+
+    def _key(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def get(self, job_id: str) -> Record | None:
+        raw = self._run(lambda: self._client.get(self._key(job_id)))
+        return None if raw is None else json.loads(raw)  # type: ignore[no-any-return]
+
+    def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
+        job_ids = self._run(
+            lambda: self._client.zrangebyscore(self._updated, cutoff, "+inf")
+        )
+        if not job_ids:
+            return []
+        statuses = self._run(lambda: self._client.hmget(self._status, job_ids))
+        # A job deleted between the two calls has no status left: leave it out.
+        return [
+            (job_id, json.loads(status))
+            for job_id, status in zip(job_ids, statuses, strict=True)
+            if status is not None
+        ]
+
+    def jobs(self) -> list[tuple[str, float]]:
+        pairs = self._run(
+            lambda: self._client.zrange(self._updated, 0, -1, withscores=True)
+        )
+        return [(job_id, float(score)) for job_id, score in pairs]
+
+    def exists(self) -> bool:
+        return True
+
+    def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
+        job_id = checked_job_id(record)
+        data = json.dumps(record, allow_nan=False)
+        status = json.dumps(record["job_status"], allow_nan=False)
+        stamp = time.time() if at is None else at
+
+        def write() -> None:
+            with self._client.pipeline(transaction=True) as tx:
+                tx.set(self._key(job_id), data)
+                tx.zadd(self._updated, {job_id: stamp})
+                tx.hset(self._status, job_id, status)
+                tx.execute()
+
+        self._run(write)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _run(self, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc

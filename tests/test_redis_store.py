@@ -1,0 +1,273 @@
+"""What only the Redis store promises: sharing, prefixes, outages."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from jobstatus_backends.redis import RedisStore
+from jobstatus_core import ConfigError, StoreUnavailable
+
+from .helpers import REDIS_MISSING, RedisServer, free_port, wait_for
+
+pytestmark = pytest.mark.redis
+
+JSON = {"content-type": "application/json", "x-api-key": "k"}
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, to stop and start."""
+    try:
+        server = RedisServer(tmp_path).start()
+    except FileNotFoundError:
+        if os.environ.get("CI"):
+            pytest.fail(REDIS_MISSING)
+        pytest.skip(REDIS_MISSING)
+    yield server
+    server.stop()
+
+
+def test_layout_and_atomic_put(redis_server: RedisServer) -> None:
+    import redis
+
+    store = RedisStore.from_url(redis_server.url + "?prefix=layout:")
+    store.put({"job_id": "a", "job_status": "done", "n": 1}, at=42.5)
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    assert raw.get("layout:job:a") == '{"job_id": "a", "job_status": "done", "n": 1}'
+    assert raw.zscore("layout:updated", "a") == 42.5
+    assert raw.hget("layout:status", "a") == '"done"'
+    raw.close()
+    store.close()
+
+
+def test_prefixes_keep_apps_apart(redis_server: RedisServer) -> None:
+    one = RedisStore.from_url(redis_server.url + "?prefix=app1:")
+    two = RedisStore.from_url(redis_server.url + "?prefix=app2:")
+    one.put({"job_id": "a", "job_status": "one"}, at=1.0)
+    two.put({"job_id": "a", "job_status": "two"}, at=1.0)
+    assert dict(one.changed_since(0)) == {"a": "one"}
+    assert dict(two.changed_since(0)) == {"a": "two"}
+    one.close()
+    two.close()
+
+
+def test_unreachable_is_unavailable_quickly() -> None:
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        store.get("a")
+    assert time.monotonic() - started < 1.0
+    store.close()
+
+
+def test_a_redis_that_never_answers_times_out() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0?timeout=0.2")
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="Timeout"):
+            store.changed_since(0)
+        assert time.monotonic() - started < 2.0
+        store.close()
+
+
+def test_service_resumes_when_redis_returns(own_redis: RedisServer) -> None:
+    store = RedisStore.from_url(own_redis.url)
+    store.put({"job_id": "a", "job_status": "done"}, at=1.0)
+    own_redis.stop()
+    with pytest.raises(StoreUnavailable):
+        store.get("a")
+    own_redis.start()
+    wait_for(lambda: _readable(store), 5)
+    assert store.get("a") == {"job_id": "a", "job_status": "done"}  # persisted
+    store.close()
+
+
+def _readable(store: RedisStore) -> bool:
+    try:
+        store.get("a")
+    except StoreUnavailable:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("redis://127.0.0.1:6379/0?timeout=0", "timeout"),
+        ("redis://127.0.0.1:6379/0?timeout=soon", "timeout"),
+        ("redis://:hunter2@127.0.0.1:6379/notadb", "***"),
+    ],
+)
+def test_bad_urls_are_config_errors_without_passwords(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RedisStore.from_url(url)
+    assert message in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_missing_redis_py_names_the_extra(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "from jobstatus_adapters.cli import main\n"
+        "sys.exit(main(['list', '--store', 'redis://127.0.0.1:1/0']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "pip install 'jobstatus[redis]'" in result.stderr
+
+
+class Instance:
+    def __init__(self, store_url: str, cwd: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "API_KEY": "k", "JOBSTATUS_STORE": store_url}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jobstatus_adapters.cli",
+                "serve",
+                "--port",
+                str(self.port),
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._up, 20)
+
+    def _up(self) -> bool:
+        try:
+            httpx.post(self.url, timeout=1)
+        except httpx.TransportError:
+            return False
+        return True
+
+    def ask(self, job_id: str | None = None) -> httpx.Response:
+        if job_id is None:
+            return httpx.post(
+                self.url + "/v1/toolkit/jobs/status", json={}, headers=JSON, timeout=10
+            )
+        return httpx.post(
+            self.url + "/v1/toolkit/job/status",
+            json={"job_id": job_id},
+            headers=JSON,
+            timeout=10,
+        )
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)
+
+
+def test_two_instances_one_redis(own_redis: RedisServer, tmp_path: Path) -> None:
+    url = own_redis.url + "?prefix=shared:"
+    first, second = Instance(url, tmp_path), Instance(url, tmp_path)
+    try:
+        record = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jobstatus_adapters.cli",
+                "record",
+                "render-9",
+                "done",
+                "--store",
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert record.returncode == 0, record.stderr
+        for instance in (first, second):
+            assert instance.ask("render-9").json()["response"]["job_status"] == "done"
+            assert instance.ask().json()["response"] == {"render-9": "done"}
+
+        own_redis.stop()
+        started = time.monotonic()
+        for instance in (first, second):
+            for answer in (instance.ask("render-9"), instance.ask()):
+                assert answer.status_code == 503
+                assert answer.json()["message"] == "Job store unavailable"
+        assert time.monotonic() - started < 8  # four answers, each quick
+
+        own_redis.start()
+        for instance in (first, second):
+            wait_for(lambda i=instance: i.ask().status_code == 200, 10)
+            assert instance.ask("render-9").json()["response"]["job_status"] == "done"
+            assert instance.ask().json()["response"] == {"render-9": "done"}
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_concurrent_puts_keep_record_and_index_in_step(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore.from_url(redis_server.url + "?prefix=race:")
+
+    def writer(n: int) -> None:
+        for i in range(100):
+            store.put(
+                {"job_id": "same", "job_status": f"w{n}-{i}"}, at=float(n * 1000 + i)
+            )
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    record = store.get("same")
+    assert record is not None
+    ((_, status),) = store.changed_since(0)
+    ((_, at),) = store.jobs()
+    # Whichever put was last, all three keys carry that same put.
+    assert status == record["job_status"]
+    n, i = status[1:].split("-")
+    assert at == float(int(n) * 1000 + int(i))
+    store.close()
+
+
+def test_migrate_a_toolkit_store_into_redis(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    for i in range(30):
+        path = tmp_path / "jobs" / f"tk-{i}.json"
+        path.write_text(f'{{"job_id": "tk-{i}", "job_status": "done", "i": {i}}}')
+        os.utime(path, (7_000.0 + i, 7_000.0 + i))
+    target = redis_server.url + "?prefix=migrated:"
+    command = [
+        sys.executable,
+        "-m",
+        "jobstatus_adapters.cli",
+        "migrate",
+        f"file://{tmp_path}",
+        target,
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "copied 30, skipped 0, failed 0"
+    again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert again.stdout.strip() == "copied 0, skipped 30, failed 0"
+    store = RedisStore.from_url(target)
+    assert dict(store.jobs())["tk-7"] == 7_007.0
+    assert store.get("tk-7") == {"job_id": "tk-7", "job_status": "done", "i": 7}
+    assert len(store.changed_since(7_020.0)) == 10
+    store.close()
