@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -89,15 +89,23 @@ class RedisStore:
 
     def get(self, job_id: str) -> Record | None:
         raw = self._run(lambda: self._client.get(self._key(job_id)))
-        return None if raw is None else json.loads(raw)  # type: ignore[no-any-return]
+        return None if raw is None else cast(Record, json.loads(raw))
 
     def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
-        job_ids = self._run(
-            lambda: self._client.zrangebyscore(self._updated, cutoff, "+inf")
+        # decode_responses=True: Redis answers str, which redis-py's types
+        # cannot know; hence the casts.
+        job_ids = cast(
+            list[str],
+            self._run(
+                lambda: self._client.zrangebyscore(self._updated, cutoff, "+inf")
+            ),
         )
         if not job_ids:
             return []
-        statuses = self._run(lambda: self._client.hmget(self._status, job_ids))
+        statuses = cast(
+            list[str | None],
+            self._run(lambda: self._client.hmget(self._status, job_ids)),
+        )
         # A job deleted between the two calls has no status left: leave it out.
         return [
             (job_id, json.loads(status))
@@ -106,8 +114,11 @@ class RedisStore:
         ]
 
     def jobs(self) -> list[tuple[str, float]]:
-        pairs = self._run(
-            lambda: self._client.zrange(self._updated, 0, -1, withscores=True)
+        pairs = cast(
+            list[tuple[str, float]],
+            self._run(
+                lambda: self._client.zrange(self._updated, 0, -1, withscores=True)
+            ),
         )
         return [(job_id, float(score)) for job_id, score in pairs]
 

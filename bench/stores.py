@@ -9,7 +9,9 @@ over 30 days, 1% of them within the last 10 minutes, then measures in one run:
   - the filesystem store with its watchdog index,
   - a per-request scan doing what the Toolkit does (list the directory, stat
     every file, parse the matches),
-  - the SQLite store;
+  - the SQLite store,
+  - the Redis store (when redis-server is installed), filled by
+    ``jobstatus migrate file:///… redis://…``, whose time is a column too;
 - the index's build time and its memory per job.
 
 Machines are shared and noisy: medians of repeated runs, and ratios measured
@@ -23,7 +25,10 @@ import gc
 import json
 import os
 import random
+import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jobstatus_backends import store_from_url
 from jobstatus_backends.filesystem import FileStore
 from jobstatus_backends.sqlite import SQLiteStore
 
@@ -143,6 +149,43 @@ def index_memory_per_job(root: Path, n: int) -> float:
     return (after - before) / n
 
 
+def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str] | None:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print("redis-server not found: the Redis columns stay empty", file=sys.stderr)
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            directory,
+            "--save",
+            "",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def timed_migrate(src: str, dst: str) -> float:
+    """`jobstatus migrate SRC DST` as a user runs it, start-up included."""
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "jobstatus_adapters.cli", "migrate", src, dst],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - start
+
+
 def run(n: int, repeat: int) -> dict[str, float]:
     now = time.time()
     jobs = plan_jobs(n, now)
@@ -156,41 +199,55 @@ def run(n: int, repeat: int) -> dict[str, float]:
         start = time.perf_counter()
         fs = FileStore(root, reconcile_interval=3600)
         build_s = time.perf_counter() - start
-        sqlite = SQLiteStore(Path(tmp) / "jobs.db")
+        stores: dict[str, Any] = {"sqlite": SQLiteStore(Path(tmp) / "jobs.db")}
+        redis_server = start_redis(tmp)
+        migrate_s = float("nan")
+        if redis_server is not None:
+            migrate_s = timed_migrate(f"file://{root}?index=off", redis_server[1])
+            stores["redis"] = store_from_url(redis_server[1])
 
         def window() -> float:
             return time.time() - WINDOW
 
         expected = toolkit_listing(jobs_dir, WINDOW)
         assert dict(fs.changed_since(window())) == expected
-        assert dict(sqlite.changed_since(window())) == expected
+        for store in stores.values():
+            assert dict(store.changed_since(window())) == expected
         rng = random.Random(1)
         sample = [rng.choice(ids) for _ in range(200)]
 
+        def per_get_us(get: Callable[[str], Any]) -> float:
+            total_ms = median_ms(lambda: [get(j) for j in sample], repeat)
+            return total_ms * 1000 / len(sample)
+
+        def listing_ms(store: Any) -> float:
+            return median_ms(lambda: list(store.changed_since(window())), repeat * 4)
+
         result = {
             "matches": float(len(expected)),
-            "list_index_ms": median_ms(lambda: fs.changed_since(window()), repeat * 4),
+            "list_index_ms": listing_ms(fs),
             "list_scan_ms": median_ms(
                 lambda: toolkit_listing(jobs_dir, WINDOW), repeat
             ),
-            "list_sqlite_ms": median_ms(
-                lambda: list(sqlite.changed_since(window())), repeat * 4
-            ),
-            "get_fs_us": median_ms(lambda: [fs.get(j) for j in sample], repeat)
-            * 1000
-            / len(sample),
-            "get_toolkit_us": median_ms(
-                lambda: [toolkit_get(jobs_dir, j) for j in sample], repeat
-            )
-            * 1000
-            / len(sample),
-            "get_sqlite_us": median_ms(lambda: [sqlite.get(j) for j in sample], repeat)
-            * 1000
-            / len(sample),
+            "get_fs_us": per_get_us(fs.get),
+            "get_toolkit_us": per_get_us(lambda j: toolkit_get(jobs_dir, j)),
             "build_s": build_s,
+            "migrate_s": migrate_s,
         }
+        for name in ("sqlite", "redis"):
+            store = stores.get(name)
+            result[f"list_{name}_ms"] = (
+                float("nan") if store is None else listing_ms(store)
+            )
+            result[f"get_{name}_us"] = (
+                float("nan") if store is None else per_get_us(store.get)
+            )
         fs.close()
-        sqlite.close()
+        for store in stores.values():
+            store.close()
+        if redis_server is not None:
+            redis_server[0].terminate()
+            redis_server[0].wait()
         result["bytes_per_job"] = index_memory_per_job(root, n)
     return result
 
@@ -222,6 +279,9 @@ def print_table(rows: list[tuple[int, dict[str, float]]]) -> None:
         ("get: file store", lambda n, r: f"{r['get_fs_us']:.0f} µs"),
         ("get: Toolkit", lambda n, r: f"{r['get_toolkit_us']:.0f} µs"),
         ("get: SQLite", lambda n, r: f"{r['get_sqlite_us']:.0f} µs"),
+        ("list: Redis", lambda n, r: f"{r['list_redis_ms']:.2f} ms"),
+        ("get: Redis", lambda n, r: f"{r['get_redis_us']:.0f} µs"),
+        ("migrate file → Redis", lambda n, r: f"{r['migrate_s']:.1f} s"),
         ("index build", lambda n, r: f"{r['build_s']:.2f} s"),
         ("index memory", lambda n, r: f"{r['bytes_per_job']:.0f} B/job"),
     ]
