@@ -46,10 +46,16 @@ class RedisStore:
         *,
         prefix: str = DEFAULT_PREFIX,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        client: redis.Redis | None = None,
     ) -> None:
+        """Give ``client`` to use a connection made elsewhere (Sentinel's
+        ``master_for(...)``, say); ``url`` and ``timeout`` are then unused."""
         self.prefix = prefix
         self._updated = prefix + "updated"
         self._status = prefix + "status"
+        if client is not None:
+            self._client = client
+            return
         try:
             self._client = redis.Redis.from_url(
                 url,

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def test_readme_test_command_is_what_ci_runs() -> None:
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_python_examples_parse(doc: Path) -> None:
     for block in blocks(doc, "python"):
-        ast.parse(block.strip() if block.startswith(" ") else block)
+        ast.parse(textwrap.dedent(block))  # blocks inside list items are indented
 
 
 def test_embedding_snippets_are_the_tested_examples() -> None:

@@ -271,3 +271,13 @@ def test_migrate_a_toolkit_store_into_redis(
     assert store.get("tk-7") == {"job_id": "tk-7", "job_status": "done", "i": 7}
     assert len(store.changed_since(7_020.0)) == 10
     store.close()
+
+
+def test_a_client_made_elsewhere(redis_server: RedisServer) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    store = RedisStore(prefix="given:", client=client)
+    store.put({"job_id": "a", "job_status": "done"}, at=3.0)
+    assert store.changed_since(3.0) == [("a", "done")]
+    store.close()
