@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from jobstatus_core import ConfigError, Record, StoreError, checked_job_id
+from jobstatus_core import ConfigError, Record, StoreError, checked_job_id, jsontext
 from jobstatus_core.errors import one_line_reason
 
 from . import jobfiles
@@ -95,6 +95,14 @@ class FileStore:
             except Exception:
                 logger.exception("the job index failed; scanning instead")
         return self._scan_since(cutoff)
+
+    def changed_since_json(self, cutoff: float) -> str:
+        if self.index is not None:
+            try:
+                return self.index.since_json(cutoff)
+            except Exception:
+                logger.exception("the job index failed; scanning instead")
+        return jsontext.encode(dict(self._scan_since(cutoff)))
 
     def _scan_since(self, cutoff: float) -> list[tuple[str, Any]]:
         """What the Toolkit does: list, stat every file, read the matches."""

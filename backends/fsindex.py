@@ -31,6 +31,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from jobstatus_core import jsontext
+
 from . import jobfiles
 from .timeindex import TimeIndex
 
@@ -112,6 +114,11 @@ class JobIndex:
         with self._lock:
             self._refresh()
             return list(self._index.since(cutoff))
+
+    def since_json(self, cutoff: float) -> str:
+        with self._lock:
+            self._refresh()
+            return jsontext.join_members(self._index.members_since(cutoff))
 
     def __len__(self) -> int:
         return len(self._index)

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from jobstatus_core import Record, checked_job_id
+from jobstatus_core import Record, checked_job_id, jsontext
 
 from .timeindex import TimeIndex
 
 
 class MemoryStore:
+    #: Calls never wait on I/O: adapters may run them on the event loop.
+    blocking = False
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # Records are kept as JSON text: a get returns a fresh copy, and a
@@ -35,6 +37,10 @@ class MemoryStore:
         with self._lock:
             return list(self._index.since(cutoff))
 
+    def changed_since_json(self, cutoff: float) -> str:
+        with self._lock:
+            return jsontext.join_members(self._index.members_since(cutoff))
+
     def jobs(self) -> list[tuple[str, float]]:
         with self._lock:
             return self._index.times()
@@ -48,7 +54,7 @@ class MemoryStore:
         stamp = time.time() if at is None else at
         with self._lock:
             self._records[job_id] = text
-            self._index.set(job_id, stamp, copy.deepcopy(record["job_status"]))
+            self._index.set(job_id, stamp, record["job_status"])
 
     def close(self) -> None:
         pass

@@ -29,6 +29,7 @@ from jobstatus_core import (
     StoreError,
     StoreUnavailable,
     checked_job_id,
+    jsontext,
 )
 from jobstatus_core.registry import redact
 
@@ -98,6 +99,13 @@ class RedisStore:
         return None if raw is None else cast(Record, json.loads(raw))
 
     def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
+        return [
+            (job_id, json.loads(status))
+            for job_id, status in self._statuses_since(cutoff)
+        ]
+
+    def _statuses_since(self, cutoff: float) -> list[tuple[str, str]]:
+        """(job_id, status JSON text) of jobs last written at or after cutoff."""
         # decode_responses=True: Redis answers str, which redis-py's types
         # cannot know; hence the casts.
         job_ids = cast(
@@ -114,10 +122,15 @@ class RedisStore:
         )
         # A job deleted between the two calls has no status left: leave it out.
         return [
-            (job_id, json.loads(status))
+            (job_id, status)
             for job_id, status in zip(job_ids, statuses, strict=True)
             if status is not None
         ]
+
+    def changed_since_json(self, cutoff: float) -> str:
+        return jsontext.join_members(
+            f'"{job_id}":{status}' for job_id, status in self._statuses_since(cutoff)
+        )
 
     def jobs(self) -> list[tuple[str, float]]:
         pairs = cast(
@@ -134,7 +147,8 @@ class RedisStore:
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
         data = json.dumps(record, allow_nan=False)
-        status = json.dumps(record["job_status"], allow_nan=False)
+        # The answers' own encoding: listings join this text as it is.
+        status = jsontext.encode(record["job_status"])
         stamp = time.time() if at is None else at
 
         def write() -> None:

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 
 import sqlite_utils
 
-from jobstatus_core import ConfigError, Record, StoreError, checked_job_id
+from jobstatus_core import ConfigError, Record, StoreError, checked_job_id, jsontext
 
 # How long a statement waits for another process's lock (SQLite's busy
 # timeout), and then how often it is tried again: 5.35 s at most in all.
@@ -137,6 +137,13 @@ class SQLiteStore:
         for job_id, status in rows:
             yield job_id, json.loads(status)
 
+    def changed_since_json(self, cutoff: float) -> str:
+        rows = self._run(
+            lambda: self._conn.execute(CHANGED_SINCE_SQL, (cutoff,)).fetchall()
+        )
+        # job_status is stored as jsontext.encode wrote it: joined, not re-encoded.
+        return jsontext.join_members(f'"{job_id}":{status}' for job_id, status in rows)
+
     def jobs(self) -> list[tuple[str, float]]:
         return self._run(
             lambda: self._conn.execute("SELECT job_id, updated_at FROM jobs").fetchall()
@@ -149,7 +156,9 @@ class SQLiteStore:
         job_id = checked_job_id(record)
         row = (
             job_id,
-            json.dumps(record["job_status"], allow_nan=False),
+            # The answers' own encoding: listings join this text as it is.
+            # (NaN is refused with the whole record, just below.)
+            jsontext.encode(record["job_status"]),
             time.time() if at is None else at,
             json.dumps(record, allow_nan=False),
         )
@@ -191,6 +200,21 @@ def _create_jobs_table(db: sqlite_utils.Database) -> None:
     jobs.create_index(["updated_at"], index_name="jobs_updated_at", if_not_exists=True)
 
 
+def _compact_statuses(db: sqlite_utils.Database) -> None:
+    # Version 1 stored job_status with json.dumps' default spacing; listings
+    # now join the stored text into answers, so it must be their encoding.
+    rows = db.execute(
+        "SELECT job_id, job_status FROM jobs WHERE job_status IS NOT NULL"
+    ).fetchall()
+    db.conn.executemany(
+        "UPDATE jobs SET job_status = ? WHERE job_id = ?",
+        [(jsontext.encode(json.loads(status)), job_id) for job_id, status in rows],
+    )
+
+
 #: MIGRATIONS[v] takes a database from schema version v to v + 1.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_create_jobs_table,)
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _create_jobs_table,
+    _compact_statuses,
+)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -2,7 +2,9 @@
 
 ``since(cutoff)`` costs O(log n + matches). Most writes are "now", which land
 at the end of the ordered list, so keeping it sorted is cheap in practice.
-Not thread-safe on its own: owners guard it with their lock.
+Each status is kept as its JSON member text (``"job_id":"done"``), so a
+listing's answer is joined, not encoded. Not thread-safe on its own: owners
+guard it with their lock.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from bisect import bisect_left, insort
 from collections.abc import Iterator
 from typing import Any
 
+from jobstatus_core import jsontext
+
 _ABSENT = object()
 
 
@@ -18,9 +22,9 @@ class TimeIndex:
     __slots__ = ("_entries", "_order")
 
     def __init__(self) -> None:
-        # job_id -> (last written, status); status is _ABSENT for records
+        # job_id -> (last written, member text); the text is None for records
         # without a job_status field, which listings leave out.
-        self._entries: dict[str, tuple[float, Any]] = {}
+        self._entries: dict[str, tuple[float, str | None]] = {}
         self._order: list[tuple[float, str]] = []
 
     def __len__(self) -> int:
@@ -30,13 +34,14 @@ class TimeIndex:
         return job_id in self._entries
 
     def set(self, job_id: str, at: float, status: Any = _ABSENT) -> None:
+        text = None if status is _ABSENT else jsontext.member(job_id, status)
         old = self._entries.get(job_id)
         if old is not None:
             if old[0] == at:
-                self._entries[job_id] = (at, status)
+                self._entries[job_id] = (at, text)
                 return
             self._remove_order(old[0], job_id)
-        self._entries[job_id] = (at, status)
+        self._entries[job_id] = (at, text)
         insort(self._order, (at, job_id))
 
     def discard(self, job_id: str) -> None:
@@ -48,14 +53,20 @@ class TimeIndex:
         entry = self._entries.get(job_id)
         return None if entry is None else entry[0]
 
-    def since(self, cutoff: float) -> Iterator[tuple[str, Any]]:
-        order = self._order
+    def members_since(self, cutoff: float) -> list[str]:
+        """The member texts of jobs last written at or after ``cutoff``."""
         entries = self._entries
-        for i in range(bisect_left(order, (cutoff, "")), len(order)):
-            job_id = order[i][1]
-            status = entries[job_id][1]
-            if status is not _ABSENT:
-                yield job_id, status
+        start = bisect_left(self._order, (cutoff, ""))
+        texts = [entries[job_id][1] for _, job_id in self._order[start:]]
+        return [text for text in texts if text is not None]
+
+    def since(self, cutoff: float) -> Iterator[tuple[str, Any]]:
+        entries = self._entries
+        start = bisect_left(self._order, (cutoff, ""))
+        for _, job_id in self._order[start:]:
+            text = entries[job_id][1]
+            if text is not None:
+                yield job_id, jsontext.status_of(job_id, text)
 
     def job_ids(self) -> list[str]:
         return list(self._entries)

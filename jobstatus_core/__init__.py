@@ -5,6 +5,7 @@ Pure logic: no file, network, clock or framework import.
 
 from __future__ import annotations
 
+from . import jsontext
 from .auth import API_KEY_HEADER, ApiKeyAuth
 from .config import Settings
 from .envelope import Host
@@ -16,7 +17,7 @@ from .errors import (
     StoreError,
     StoreUnavailable,
 )
-from .protocol import Enumerable, Store, checked_job_id
+from .protocol import Enumerable, ListsAsJSON, Store, checked_job_id
 from .registry import Registry
 from .service import JOB_STATUS_PATH, JOBS_STATUS_PATH, Reply, StatusService
 from .types import Auth, Headers, Record
@@ -37,6 +38,7 @@ __all__ = [
     "Host",
     "InvalidRecord",
     "JobStatusError",
+    "ListsAsJSON",
     "Record",
     "Registry",
     "Reply",
@@ -48,4 +50,5 @@ __all__ = [
     "__version__",
     "checked_job_id",
     "is_valid_job_id",
+    "jsontext",
 ]

@@ -51,6 +51,17 @@ class Enumerable(Protocol):
         """``(job_id, last written)`` of every job, records without a status too."""
 
 
+@runtime_checkable
+class ListsAsJSON(Protocol):
+    """A store that keeps its listing pre-encoded; the built-in stores all do.
+
+    ``jobs/status`` then joins text instead of encoding a thousand statuses.
+    """
+
+    def changed_since_json(self, cutoff: float) -> str:
+        """``jsontext.encode(dict(changed_since(cutoff)))``, byte for byte."""
+
+
 def checked_job_id(record: Mapping[str, Any]) -> str:
     """The job id of a record about to be put; raises ``InvalidRecord``."""
     if not isinstance(record, Mapping):

@@ -6,13 +6,12 @@ call this; everything the contract decides is decided here, once.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors
+from . import errors, jsontext
 from .envelope import Host, envelope
 from .errors import ApiError, StoreUnavailable
 from .protocol import Store
@@ -68,6 +67,10 @@ class StatusService:
         self.default_since = default_since
         self.max_body = max_body
         self.logger = logger or logging.getLogger("jobstatus")
+        # Optional: a store that keeps its listing pre-encoded (ListsAsJSON).
+        self._changed_since_json: Callable[[float], str] | None = getattr(
+            store, "changed_since_json", None
+        )
 
     def check_request(self, method: str, headers: Headers) -> None:
         """What can be refused before the body is read; raises ``ApiError``."""
@@ -111,7 +114,7 @@ class StatusService:
             request_id = request_id_of(payload)
             since = since_seconds_of(payload, self.default_since)
             try:
-                statuses = self._statuses_since(cutoff(self.clock(), since))
+                listing = self._listing_json(cutoff(self.clock(), since))
             except ApiError:
                 raise
             except Exception as exc:
@@ -119,7 +122,7 @@ class StatusService:
         except ApiError as err:
             return self.error(endpoint, err, started, request_id)
         return self._reply(
-            endpoint, 200, request_id, None, statuses, "success", started
+            endpoint, 200, request_id, None, None, "success", started, listing
         )
 
     def error(
@@ -137,10 +140,13 @@ class StatusService:
             return Reply(reply.status, reply.headers + err.headers, reply.body)
         return reply
 
-    def _statuses_since(self, since: float) -> dict[str, Any]:
+    def _listing_json(self, since: float) -> str:
+        """The listing as JSON text: pre-encoded by the store when it can."""
         if not self.store.exists():
             raise errors.jobs_directory_not_found()
-        return dict(self.store.changed_since(since))
+        if self._changed_since_json is not None:
+            return self._changed_since_json(since)
+        return jsontext.encode(dict(self.store.changed_since(since)))
 
     def _store_error(self, what: str, exc: Exception) -> ApiError:
         if isinstance(exc, StoreUnavailable):
@@ -160,7 +166,9 @@ class StatusService:
         response: Any,
         message: str,
         started: float,
+        response_json: str | None = None,
     ) -> Reply:
+        """The reply; ``response_json``, when given, is the response as JSON text."""
         body = envelope(
             host=self.host,
             endpoint=endpoint,
@@ -171,6 +179,9 @@ class StatusService:
             message=message,
             elapsed=self.timer() - started,
         )
-        # ensure_ascii keeps lone surrogates from a client's JSON encodable.
-        encoded = json.dumps(body, separators=(",", ":")).encode("ascii")
-        return Reply(code, JSON_HEADERS, encoded)
+        text = jsontext.encode(body)
+        if response_json is not None:
+            # Safe as a plain replace: inside any JSON string a quote is
+            # escaped, so '"response":null' can only be the key itself.
+            text = text.replace('"response":null', '"response":' + response_json, 1)
+        return Reply(code, JSON_HEADERS, text.encode("ascii"))

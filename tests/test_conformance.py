@@ -220,3 +220,34 @@ def test_a_second_process_writing_while_one_reads(
     wait_for(complete, 5.0)  # the filesystem index: within the observer's latency
     assert store.get("p-299") == {"job_id": "p-299", "job_status": "done", "i": 299}
     store.close()
+
+
+def test_pre_encoded_listing_is_the_encoded_listing(store: Store) -> None:
+    """A store's JSON listing must be byte for byte what encoding would make."""
+    from jobstatus_core import ListsAsJSON, jsontext
+
+    statuses: list[object] = [
+        "done",
+        "naïve ☃ 日本 🎬",
+        'quote " and \\ backslash',
+        "\u2028\x00\x1f",
+        {"stage": 2, "of": [3, 4.5, None, True]},
+        1e16,
+        1e-7,
+        -0.0,
+        12345678901234567890,
+        None,
+        [],
+    ]
+    for i, status in enumerate(statuses):
+        store.put(record(f"s{i}", status), at=100.0 + i)  # type: ignore[arg-type]
+    store.put(record("old"), at=1.0)
+    if not isinstance(store, ListsAsJSON):
+        # Optional: the example third-party store leaves it out on purpose, so
+        # the HTTP suite covers the service encoding changed_since itself.
+        assert type(store).__module__.endswith("plugin_store")
+        return
+    for cutoff in (0.0, 100.0, 105.5, 1e9):
+        assert store.changed_since_json(cutoff) == jsontext.encode(
+            dict(store.changed_since(cutoff))
+        )

@@ -131,6 +131,7 @@ def test_index_failing_falls_back_to_a_scan(
         raise RuntimeError("index corrupted")
 
     monkeypatch.setattr(file_store.index, "since", broken)
+    monkeypatch.setattr(file_store.index, "since_json", broken)
     response = ask(url)
     assert response.status_code == 200 and response.json()["response"] == {"a": "done"}
 

@@ -129,3 +129,27 @@ def test_version_zero_file_is_migrated_forward(tmp_path: Path) -> None:
     assert {"jobs", "unrelated"} <= tables
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+def test_version_1_statuses_are_compacted(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "jobs.db")
+    conn.execute(
+        "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, job_status TEXT,"
+        " updated_at FLOAT NOT NULL, record TEXT NOT NULL)"
+    )
+    conn.execute(
+        "INSERT INTO jobs VALUES (?, ?, ?, ?)",
+        (
+            "a",
+            '{"stage": [1, 2]}',
+            5.0,
+            '{"job_id": "a", "job_status": {"stage": [1, 2]}}',
+        ),
+    )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(tmp_path / "jobs.db")
+    assert store.changed_since_json(0) == '{"a":{"stage":[1,2]}}'
+    assert dict(store.changed_since(0)) == {"a": {"stage": [1, 2]}}
+    store.close()
