@@ -5,8 +5,11 @@ Keys, under a prefix (``jobstatus:`` unless ``?prefix=`` says otherwise):
 - ``<prefix>job:<job_id>``: the whole record, as JSON;
 - ``<prefix>updated``: a sorted set, job_id scored by "last written", so a
   listing is one ``ZRANGEBYSCORE`` — O(log n + matches);
-- ``<prefix>status``: a hash job_id -> job_status (JSON), so a listing never
-  parses whole records.
+- ``<prefix>status``: a hash job_id -> job_status (JSON text), so a listing
+  never parses whole records.
+
+A listing is one Lua script: the range, the statuses, and the answer's JSON
+text joined inside Redis, in one round trip.
 
 A put writes all three in one MULTI/EXEC, so record and index never disagree.
 Redis unreachable or timing out raises ``StoreUnavailable`` (answered 503);
@@ -34,6 +37,19 @@ from jobstatus_core import (
 from jobstatus_core.registry import redact
 
 DEFAULT_PREFIX = "jobstatus:"
+
+# KEYS: the sorted set, the status hash; ARGV: the cutoff. Returns the
+# listing's JSON text. Job ids need no escaping (see jsontext.member).
+LISTING_SCRIPT = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+local parts = {}
+for _, id in ipairs(ids) do
+  local status = redis.call('HGET', KEYS[2], id)
+  if status then parts[#parts + 1] = '"' .. id .. '":' .. status end
+end
+return '{' .. table.concat(parts, ',') .. '}'
+"""
+
 # A status endpoint must answer quickly, even "unavailable": fail fast.
 DEFAULT_TIMEOUT_SECONDS = 1.0
 
@@ -56,17 +72,9 @@ class RedisStore:
         self._status = prefix + "status"
         if client is not None:
             self._client = client
-            return
-        try:
-            self._client = redis.Redis.from_url(
-                url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                health_check_interval=30,
-                decode_responses=True,
-            )
-        except ValueError as exc:
-            raise ConfigError(f"store URL {redact(url)!r}: {exc}") from None
+        else:
+            self._client = _connect(url, timeout)
+        self._listing = self._client.register_script(LISTING_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -99,38 +107,17 @@ class RedisStore:
         return None if raw is None else cast(Record, json.loads(raw))
 
     def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
-        return [
-            (job_id, json.loads(status))
-            for job_id, status in self._statuses_since(cutoff)
-        ]
-
-    def _statuses_since(self, cutoff: float) -> list[tuple[str, str]]:
-        """(job_id, status JSON text) of jobs last written at or after cutoff."""
-        # decode_responses=True: Redis answers str, which redis-py's types
-        # cannot know; hence the casts.
-        job_ids = cast(
-            list[str],
-            self._run(
-                lambda: self._client.zrangebyscore(self._updated, cutoff, "+inf")
-            ),
-        )
-        if not job_ids:
-            return []
-        statuses = cast(
-            list[str | None],
-            self._run(lambda: self._client.hmget(self._status, job_ids)),
-        )
-        # A job deleted between the two calls has no status left: leave it out.
-        return [
-            (job_id, status)
-            for job_id, status in zip(job_ids, statuses, strict=True)
-            if status is not None
-        ]
+        return list(json.loads(self.changed_since_json(cutoff)).items())
 
     def changed_since_json(self, cutoff: float) -> str:
-        return jsontext.join_members(
-            f'"{job_id}":{status}' for job_id, status in self._statuses_since(cutoff)
+        # One round trip: Redis walks the sorted set and joins the stored
+        # status texts itself, as jsontext.join_members would.
+        text = self._run(
+            lambda: self._listing(
+                keys=[self._updated, self._status], args=[repr(cutoff)]
+            )
         )
+        return cast(str, text)
 
     def jobs(self) -> list[tuple[str, float]]:
         pairs = cast(
@@ -170,3 +157,16 @@ class RedisStore:
             raise StoreUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
         except redis.RedisError as exc:
             raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def _connect(url: str, timeout: float) -> redis.Redis:
+    try:
+        return redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=30,
+            decode_responses=True,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"store URL {redact(url)!r}: {exc}") from None
