@@ -7,6 +7,7 @@ then every listing scans the directory, as the Toolkit does.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -89,12 +90,7 @@ class FileStore:
         return None if found is None else found[0]
 
     def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
-        if self.index is not None:
-            try:
-                return self.index.since(cutoff)
-            except Exception:
-                logger.exception("the job index failed; scanning instead")
-        return self._scan_since(cutoff)
+        return list(json.loads(self.changed_since_json(cutoff)).items())
 
     def changed_since_json(self, cutoff: float) -> str:
         if self.index is not None:

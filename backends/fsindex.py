@@ -110,11 +110,6 @@ class JobIndex:
 
     # -- queries and writes -------------------------------------------------
 
-    def since(self, cutoff: float) -> list[tuple[str, Any]]:
-        with self._lock:
-            self._refresh()
-            return list(self._index.since(cutoff))
-
     def since_json(self, cutoff: float) -> str:
         with self._lock:
             self._refresh()

@@ -31,6 +31,14 @@ CHANGED_SINCE_SQL = (
     " WHERE updated_at >= ? AND job_status IS NOT NULL"
 )
 
+# The listing's JSON text, joined by SQLite from the covering index: job_status
+# is stored as jsontext.encode wrote it, and valid job ids need no escaping,
+# so this is jsontext.join_members of the same rows, in the same order.
+LISTING_JSON_SQL = (
+    "SELECT '{' || coalesce(group_concat('\"' || job_id || '\":' || job_status, ','),"
+    " '') || '}' FROM (" + CHANGED_SINCE_SQL + ")"
+)
+
 # One statement, so a put is atomic without an explicit transaction. Not
 # sqlite-utils' upsert: after a failed first call it can fall back to an
 # INSERT OR IGNORE + UPDATE pair that silently drops rows of this NOT NULL
@@ -138,11 +146,10 @@ class SQLiteStore:
             yield job_id, json.loads(status)
 
     def changed_since_json(self, cutoff: float) -> str:
-        rows = self._run(
-            lambda: self._conn.execute(CHANGED_SINCE_SQL, (cutoff,)).fetchall()
+        row = self._run(
+            lambda: self._conn.execute(LISTING_JSON_SQL, (cutoff,)).fetchone()
         )
-        # job_status is stored as jsontext.encode wrote it: joined, not re-encoded.
-        return jsontext.join_members(f'"{job_id}":{status}' for job_id, status in rows)
+        return str(row[0])
 
     def jobs(self) -> list[tuple[str, float]]:
         return self._run(

@@ -130,7 +130,6 @@ def test_index_failing_falls_back_to_a_scan(
     def broken(cutoff: float) -> Any:
         raise RuntimeError("index corrupted")
 
-    monkeypatch.setattr(file_store.index, "since", broken)
     monkeypatch.setattr(file_store.index, "since_json", broken)
     response = ask(url)
     assert response.status_code == 200 and response.json()["response"] == {"a": "done"}
