@@ -19,6 +19,7 @@ from jobstatus_core.errors import one_line_reason
 
 from . import jobfiles
 from .fsindex import JobIndex, ObserverFactory
+from .urloptions import seconds_option
 
 logger = logging.getLogger("jobstatus.filesystem")
 
@@ -59,12 +60,7 @@ class FileStore:
         index = options.get("index", "on").lower()
         if index not in ("on", "off"):
             raise ConfigError(f"store URL {url!r}: index must be on or off")
-        try:
-            reconcile = float(options.get("reconcile", DEFAULT_RECONCILE_SECONDS))
-        except ValueError:
-            reconcile = -1.0
-        if not 0 < reconcile < float("inf"):
-            raise ConfigError(f"store URL {url!r}: reconcile must be seconds > 0")
+        reconcile = seconds_option(url, options, "reconcile", DEFAULT_RECONCILE_SECONDS)
         return cls(
             unquote(parts.path), index=index == "on", reconcile_interval=reconcile
         )

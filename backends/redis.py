@@ -36,6 +36,8 @@ from jobstatus_core import (
 )
 from jobstatus_core.registry import redact
 
+from .urloptions import seconds_option
+
 DEFAULT_PREFIX = "jobstatus:"
 
 # KEYS: the sorted set, the status hash; ARGV: the cutoff. Returns the
@@ -85,12 +87,8 @@ class RedisStore:
         parts = urlsplit(url)
         options = dict(parse_qsl(parts.query))
         prefix = options.pop("prefix", DEFAULT_PREFIX)
-        try:
-            timeout = float(options.pop("timeout", DEFAULT_TIMEOUT_SECONDS))
-        except ValueError:
-            timeout = -1.0
-        if not 0 < timeout < float("inf"):
-            raise ConfigError(f"store URL {redact(url)!r}: timeout must be seconds > 0")
+        timeout = seconds_option(url, options, "timeout", DEFAULT_TIMEOUT_SECONDS)
+        options.pop("timeout", None)
         db = parts.path.strip("/")
         if db and not db.isdigit():
             raise ConfigError(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -21,7 +20,6 @@ from .helpers import (
     API_KEY,
     IN_PROCESS_STORES,
     OWN_ENV_MARKERS,
-    REDIS_MISSING,
     STORES,
     AppSwitch,
     Clock,
@@ -30,6 +28,7 @@ from .helpers import (
     RedisServer,
     WSGISwitch,
     service_for,
+    start_redis,
     store_url_for,
 )
 from .plugin_store import DbmStore
@@ -68,12 +67,7 @@ def url_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    try:
-        server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    except FileNotFoundError:
-        if os.environ.get("CI"):
-            pytest.fail(REDIS_MISSING)
-        pytest.skip(REDIS_MISSING)
+    server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
 

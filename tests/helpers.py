@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -203,3 +207,68 @@ REDIS_MISSING = (
     "redis-server not found: install it (apt-get install redis-server) to run "
     "the Redis store's tests; .ci/run installs it, and in CI they never skip"
 )
+
+
+SETTINGS_ENV = (
+    "JOBSTATUS_STORE",
+    "LOCAL_STORAGE_PATH",
+    "API_KEY",
+    "JOBSTATUS_API_KEYS",
+    "JOBSTATUS_DEFAULT_SINCE",
+    "JOBSTATUS_MAX_BODY",
+    "BUILD_NUMBER",
+)
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without jobstatus settings, plus ``settings``."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS_ENV}
+    return {**env, **settings}
+
+
+class ServeProcess:
+    """``jobstatus serve`` as a user runs it: a real process on a free port."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jobstatus_adapters.cli",
+                "serve",
+                "--port",
+                str(self.port),
+                *args,
+            ],
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for(self._answering, 30)
+
+    def _answering(self) -> bool:
+        assert self.process.poll() is None, self.process.communicate()
+        try:
+            httpx.post(self.url + "/v1/toolkit/jobs/status", timeout=1)
+        except httpx.TransportError:
+            return False
+        return True
+
+    def stop(self) -> tuple[str, str]:
+        """Stop it; its stdout and stderr."""
+        self.process.terminate()
+        return self.process.communicate(timeout=30)
+
+
+def start_redis(directory: Path) -> RedisServer:
+    """A redis-server of the caller's own; skips without one (fails in CI)."""
+    try:
+        return RedisServer(directory).start()
+    except FileNotFoundError:
+        if os.environ.get("CI"):
+            pytest.fail(REDIS_MISSING)
+        pytest.skip(REDIS_MISSING)

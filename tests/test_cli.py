@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .helpers import free_port
+from .helpers import ServeProcess, clean_env
 
 # Most commands here run on the default store, an SQLite file.
 
@@ -26,24 +24,11 @@ def jobstatus(
     return subprocess.run(
         [sys.executable, "-m", "jobstatus_adapters.cli", *args],
         cwd=cwd,
-        env={**clean_env(), **(env or {})},
+        env=clean_env(**(env or {})),
         capture_output=True,
         text=True,
         timeout=60,
     )
-
-
-def clean_env() -> dict[str, str]:
-    drop = {
-        "JOBSTATUS_STORE",
-        "LOCAL_STORAGE_PATH",
-        "API_KEY",
-        "JOBSTATUS_API_KEYS",
-        "JOBSTATUS_DEFAULT_SINCE",
-        "JOBSTATUS_MAX_BODY",
-        "BUILD_NUMBER",
-    }
-    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
 @pytest.mark.sqlite
@@ -92,50 +77,15 @@ def test_record_refuses_bad_ids(tmp_path: Path) -> None:
     assert result.returncode == 1 and "job_id" in result.stderr
 
 
-class Server:
-    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jobstatus_adapters.cli",
-                "serve",
-                "--port",
-                str(self.port),
-            ],
-            cwd=cwd,
-            env={**clean_env(), **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 20
-        while True:
-            assert self.process.poll() is None, self.process.communicate()
-            try:
-                httpx.post(self.url + "/v1/toolkit/jobs/status", timeout=1)
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> tuple[str, str]:
-        self.process.terminate()
-        return self.process.communicate(timeout=20)
-
-
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path, {"API_KEY": "e2e-key"})
+def server(tmp_path: Path) -> Iterator[ServeProcess]:
+    running = ServeProcess(tmp_path, clean_env(API_KEY="e2e-key"))
     yield running
     running.stop()
 
 
 @pytest.mark.sqlite
-def test_serve_answers_what_record_wrote(server: Server, tmp_path: Path) -> None:
+def test_serve_answers_what_record_wrote(server: ServeProcess, tmp_path: Path) -> None:
     assert (
         jobstatus(
             "record",
@@ -197,7 +147,7 @@ def test_serve_answers_what_record_wrote(server: Server, tmp_path: Path) -> None
     ],
 )
 def test_hostile_input_against_the_real_server(
-    server: Server,
+    server: ServeProcess,
     path: str,
     raw: bytes,
     headers: dict[str, str],
@@ -214,7 +164,7 @@ def test_hostile_input_against_the_real_server(
 
 
 @pytest.mark.sqlite
-def test_get_against_the_real_server_is_405(server: Server) -> None:
+def test_get_against_the_real_server_is_405(server: ServeProcess) -> None:
     response = httpx.get(
         server.url + "/v1/toolkit/job/status", headers={"x-api-key": "e2e-key"}
     )
@@ -223,7 +173,7 @@ def test_get_against_the_real_server_is_405(server: Server) -> None:
 
 @pytest.mark.sqlite
 def test_serve_without_a_key_prints_one_once(tmp_path: Path) -> None:
-    running = Server(tmp_path, {})
+    running = ServeProcess(tmp_path, clean_env())
     try:
         response = httpx.post(
             running.url + "/v1/toolkit/jobs/status", content=b"{}", headers=JSON
@@ -243,7 +193,9 @@ def test_local_storage_path_alone_serves_toolkit_files(tmp_path: Path) -> None:
     (storage / "jobs").mkdir(parents=True)
     record = {"job_id": "tk-1", "job_status": "done", "response": {"code": 200}}
     (storage / "jobs" / "tk-1.json").write_text(json.dumps(record))
-    running = Server(tmp_path, {"LOCAL_STORAGE_PATH": "storage", "API_KEY": "k"})
+    running = ServeProcess(
+        tmp_path, clean_env(LOCAL_STORAGE_PATH="storage", API_KEY="k")
+    )
     try:
         headers = {"x-api-key": "k", **JSON}
         one = httpx.post(

@@ -17,7 +17,14 @@ import pytest
 from jobstatus_backends.redis import RedisStore
 from jobstatus_core import ConfigError, StoreUnavailable
 
-from .helpers import REDIS_MISSING, RedisServer, free_port, wait_for
+from .helpers import (
+    RedisServer,
+    ServeProcess,
+    clean_env,
+    free_port,
+    start_redis,
+    wait_for,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -27,12 +34,7 @@ JSON = {"content-type": "application/json", "x-api-key": "k"}
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of this test's own, to stop and start."""
-    try:
-        server = RedisServer(tmp_path).start()
-    except FileNotFoundError:
-        if os.environ.get("CI"):
-            pytest.fail(REDIS_MISSING)
-        pytest.skip(REDIS_MISSING)
+    server = start_redis(tmp_path)
     yield server
     server.stop()
 
@@ -130,54 +132,21 @@ def test_missing_redis_py_names_the_extra(tmp_path: Path) -> None:
     assert "pip install 'jobstatus[redis]'" in result.stderr
 
 
-class Instance:
-    def __init__(self, store_url: str, cwd: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "API_KEY": "k", "JOBSTATUS_STORE": store_url}
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jobstatus_adapters.cli",
-                "serve",
-                "--port",
-                str(self.port),
-            ],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._up, 20)
-
-    def _up(self) -> bool:
-        try:
-            httpx.post(self.url, timeout=1)
-        except httpx.TransportError:
-            return False
-        return True
-
-    def ask(self, job_id: str | None = None) -> httpx.Response:
-        if job_id is None:
-            return httpx.post(
-                self.url + "/v1/toolkit/jobs/status", json={}, headers=JSON, timeout=10
-            )
+def ask(server: ServeProcess, job_id: str | None = None) -> httpx.Response:
+    if job_id is None:
         return httpx.post(
-            self.url + "/v1/toolkit/job/status",
-            json={"job_id": job_id},
-            headers=JSON,
-            timeout=10,
+            server.url + "/v1/toolkit/jobs/status", json={}, headers=JSON, timeout=10
         )
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(20)
+    body = {"job_id": job_id}
+    return httpx.post(
+        server.url + "/v1/toolkit/job/status", json=body, headers=JSON, timeout=10
+    )
 
 
 def test_two_instances_one_redis(own_redis: RedisServer, tmp_path: Path) -> None:
     url = own_redis.url + "?prefix=shared:"
-    first, second = Instance(url, tmp_path), Instance(url, tmp_path)
+    env = clean_env(API_KEY="k", JOBSTATUS_STORE=url)
+    first, second = ServeProcess(tmp_path, env), ServeProcess(tmp_path, env)
     try:
         record = subprocess.run(
             [
@@ -196,22 +165,22 @@ def test_two_instances_one_redis(own_redis: RedisServer, tmp_path: Path) -> None
         )
         assert record.returncode == 0, record.stderr
         for instance in (first, second):
-            assert instance.ask("render-9").json()["response"]["job_status"] == "done"
-            assert instance.ask().json()["response"] == {"render-9": "done"}
+            assert ask(instance, "render-9").json()["response"]["job_status"] == "done"
+            assert ask(instance).json()["response"] == {"render-9": "done"}
 
         own_redis.stop()
         started = time.monotonic()
         for instance in (first, second):
-            for answer in (instance.ask("render-9"), instance.ask()):
+            for answer in (ask(instance, "render-9"), ask(instance)):
                 assert answer.status_code == 503
                 assert answer.json()["message"] == "Job store unavailable"
         assert time.monotonic() - started < 8  # four answers, each quick
 
         own_redis.start()
         for instance in (first, second):
-            wait_for(lambda i=instance: i.ask().status_code == 200, 10)
-            assert instance.ask("render-9").json()["response"]["job_status"] == "done"
-            assert instance.ask().json()["response"] == {"render-9": "done"}
+            wait_for(lambda i=instance: ask(i).status_code == 200, 10)
+            assert ask(instance, "render-9").json()["response"]["job_status"] == "done"
+            assert ask(instance).json()["response"] == {"render-9": "done"}
     finally:
         first.stop()
         second.stop()
