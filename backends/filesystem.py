@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from jobstatus_core import ConfigError, Record, StoreError, checked_job_id, jsontext
 from jobstatus_core.errors import one_line_reason
+from jobstatus_core.window import in_window
 
 from . import jobfiles
 from .fsindex import JobIndex, ObserverFactory
@@ -100,12 +101,12 @@ class FileStore:
         """What the Toolkit does: list, stat every file, read the matches."""
         matches = []
         for job_id, mtime in jobfiles.scan(self.jobs_dir):
-            if mtime >= cutoff:
+            if in_window(mtime, cutoff):
                 try:
                     found = jobfiles.read_status(self.jobs_dir, job_id)
                 except jobfiles.Unreadable:
                     continue
-                if found is not None and found[2] and found[0] >= cutoff:
+                if found is not None and found[2] and in_window(found[0], cutoff):
                     matches.append((job_id, found[1]))
         return matches
 

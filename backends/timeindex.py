@@ -34,9 +34,6 @@ class TimeIndex:
     def __len__(self) -> int:
         return len(self._times)
 
-    def __contains__(self, job_id: object) -> bool:
-        return job_id in self._times
-
     def set(self, job_id: str, at: float, status: Any = _ABSENT) -> None:
         text = None if status is _ABSENT else jsontext.member(job_id, status)
         self.discard(job_id)
