@@ -20,6 +20,7 @@ from jobstatus_core import (
     Store,
     StoreError,
 )
+from jobstatus_core.errors import one_line_reason
 from jobstatus_core.registry import redact
 from jobstatus_core.window import cutoff
 
@@ -42,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except (StoreError, InvalidRecord) as exc:
         print(f"jobstatus: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"jobstatus: error: {one_line_reason(exc)}", file=sys.stderr)
         return 1
     finally:
         for store in stores:
@@ -130,6 +134,9 @@ def _get(args: argparse.Namespace, settings: Settings, store: Store) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    if not store.exists():
+        print("jobstatus: the store is missing (no jobs directory)", file=sys.stderr)
+        return 1
     since = settings.default_since if args.since is None else args.since
     statuses = dict(store.changed_since(cutoff(time.time(), since)))
     print(json.dumps(statuses, indent=2))

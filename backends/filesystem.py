@@ -99,8 +99,12 @@ class FileStore:
 
     def _scan_since(self, cutoff: float) -> list[tuple[str, Any]]:
         """What the Toolkit does: list, stat every file, read the matches."""
-        matches = []
-        for job_id, mtime in jobfiles.scan(self.jobs_dir):
+        matches: list[tuple[str, Any]] = []
+        try:
+            listing = list(jobfiles.scan(self.jobs_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            return matches  # no jobs directory (now): nothing is there
+        for job_id, mtime in listing:
             if in_window(mtime, cutoff):
                 try:
                     found = jobfiles.read_status(self.jobs_dir, job_id)

@@ -211,3 +211,11 @@ def test_local_storage_path_alone_serves_toolkit_files(tmp_path: Path) -> None:
     finally:
         out, _ = running.stop()
     assert f"file://{storage}" in out
+
+
+@pytest.mark.filesystem
+def test_list_on_a_missing_jobs_directory_says_so(tmp_path: Path) -> None:
+    for url in (f"file://{tmp_path}", f"file://{tmp_path}?index=off"):
+        result = jobstatus("list", "--store", url, cwd=tmp_path)
+        assert result.returncode == 1
+        assert result.stderr == "jobstatus: the store is missing (no jobs directory)\n"
