@@ -60,7 +60,11 @@ def _store_urls(args: argparse.Namespace, settings: Settings) -> list[tuple[str,
 
 
 def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    from . import wsgi_server
     from .service import make_service
+
+    if args.interface == "wsgi":
+        wsgi_server.require_gunicorn()  # before a key is printed for nothing
 
     keys = settings.api_keys
     if not keys:
@@ -86,7 +90,6 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         flush=True,
     )
     if args.interface == "wsgi":
-        from . import wsgi_server
         from .wsgi import WSGIApp
 
         # The store opened here proved the settings; each worker opens its own.

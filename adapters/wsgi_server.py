@@ -13,6 +13,18 @@ from .wsgi import WSGIApp
 THREADS = 8
 
 
+def require_gunicorn() -> Any:
+    """gunicorn's application base, or the one-line fix when it is missing."""
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError:
+        raise ConfigError(
+            "--interface wsgi needs gunicorn: pip install gunicorn"
+            " (the package's 'wsgi' extra)"
+        ) from None
+    return BaseApplication
+
+
 def run(
     open_store: Callable[[], Store],
     build_app: Callable[[Store], WSGIApp],
@@ -23,12 +35,7 @@ def run(
 ) -> None:
     """Serve until stopped. Stores are opened in each worker, after the fork:
     neither watchdog's threads nor an SQLite connection survive a fork."""
-    try:
-        from gunicorn.app.base import BaseApplication
-    except ImportError:
-        raise ConfigError(
-            "--interface wsgi needs gunicorn: pip install 'jobstatus[wsgi]'"
-        ) from None
+    base = require_gunicorn()
 
     stores: list[Store] = []
 
@@ -41,7 +48,7 @@ def run(
         for store in stores:
             store.close()
 
-    class Server(BaseApplication):  # type: ignore[misc]
+    class Server(base):  # type: ignore[misc, valid-type]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{host}:{port}")
             self.cfg.set("workers", workers)

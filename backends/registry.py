@@ -32,7 +32,8 @@ def _redis(url: str) -> Store:
         from .redis import RedisStore
     except ImportError:
         raise ConfigError(
-            "the Redis store needs redis-py: pip install 'jobstatus[redis]'"
+            "the Redis store needs redis-py: pip install 'redis[hiredis]'"
+            " (the package's 'redis' extra)"
         ) from None
 
     return RedisStore.from_url(url)

@@ -219,3 +219,27 @@ def test_list_on_a_missing_jobs_directory_says_so(tmp_path: Path) -> None:
         result = jobstatus("list", "--store", url, cwd=tmp_path)
         assert result.returncode == 1
         assert result.stderr == "jobstatus: the store is missing (no jobs directory)\n"
+
+
+@pytest.mark.sqlite
+def test_wsgi_without_gunicorn_names_the_fix_before_anything_else(
+    tmp_path: Path,
+) -> None:
+    code = (
+        "import sys; sys.modules['gunicorn'] = None\n"
+        "from jobstatus_adapters.cli import main\n"
+        "sys.exit(main(['serve', '--interface', 'wsgi']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""  # no key printed for a server that never starts
+    assert result.stderr == (
+        "jobstatus: error: --interface wsgi needs gunicorn: pip install gunicorn"
+        " (the package's 'wsgi' extra)\n"
+    )

@@ -129,7 +129,7 @@ def test_missing_redis_py_names_the_extra(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
     )
     assert result.returncode == 2
-    assert "pip install 'jobstatus[redis]'" in result.stderr
+    assert "pip install 'redis[hiredis]'" in result.stderr
 
 
 def ask(server: ServeProcess, job_id: str | None = None) -> httpx.Response:
