@@ -23,7 +23,6 @@ import argparse
 import multiprocessing
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,18 +31,13 @@ import time
 from pathlib import Path
 
 import httpx
+from serving import start_server
 
 KEY = "load-key"
 JOB = "/v1/toolkit/job/status"
 JOBS = "/v1/toolkit/jobs/status"
 JOBS_PER_WRITER = 200
 MAX_REQUESTS_PER_READER = 200_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def writer(url: str, n: int, seconds: float) -> dict[str, str]:
@@ -88,45 +82,32 @@ def reader(base: str, seconds: float, writers: int) -> tuple[list[float], int, i
     return latencies, errors, len(latencies)
 
 
-def start_server(
+def start_jobstatus(
     url: str, interface: str, cwd: str
 ) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "API_KEY": KEY}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobstatus_adapters.cli",
-            "serve",
-            "--store",
-            url,
-            "--port",
-            str(port),
-            "--interface",
-            interface,
-        ],
+    return start_server(
+        lambda port: (
+            [
+                "-m",
+                "jobstatus_adapters.cli",
+                "serve",
+                "--store",
+                url,
+                "--port",
+                str(port),
+                "--interface",
+                interface,
+            ]
+        ),
         cwd=cwd,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        env={**os.environ, "API_KEY": KEY},
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.post(base + JOBS, timeout=1)
-            return process, base
-        except httpx.TransportError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("the server did not start") from None
-            time.sleep(0.1)
 
 
 def run(
     url: str, interface: str, args: argparse.Namespace, cwd: str
 ) -> dict[str, float]:
-    process, base = start_server(url, interface, cwd)
+    process, base = start_jobstatus(url, interface, cwd)
     try:
         with multiprocessing.get_context("spawn").Pool(
             args.readers + args.writers

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from serving import start_server  # noqa: E402
 from stores import build_files, build_sqlite, plan_jobs, start_redis, timed_migrate  # noqa: E402
 
 KEY = "bench-key"
@@ -41,33 +41,11 @@ JOB = "/v1/toolkit/job/status"
 JOBS = "/v1/toolkit/jobs/status"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(HERE / "apps.py"),
-            *[a.replace("PORT", str(port)) for a in args],
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            httpx.post(base + "/", timeout=1)
-            return process, base
-        except httpx.TransportError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"server {args} did not start") from None
-            time.sleep(0.2)
+    def argv(port: int) -> list[str]:
+        return [str(HERE / "apps.py"), *[a.replace("PORT", str(port)) for a in args]]
+
+    return start_server(argv)
 
 
 def wrk(
