@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import stat
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -125,9 +124,7 @@ def read_status(jobs_dir: str, job_id: str) -> tuple[float, Any, bool] | None:
     record, mtime = found
     if "job_status" not in record:
         return mtime, None, False
-    status = record["job_status"]
-    # Many jobs share a handful of statuses: keep one copy of each string.
-    return mtime, sys.intern(status) if isinstance(status, str) else status, True
+    return mtime, record["job_status"], True
 
 
 def write_job(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from jobstatus_backends.sqlite import SQLiteStore
 
-from .helpers import free_port
+from .helpers import free_port, wait_for
 
 pytestmark = pytest.mark.hosts
 
@@ -51,15 +50,16 @@ def host(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, 
         stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def answering() -> bool:
         assert process.poll() is None, process.communicate()[1].decode()
         try:
             httpx.get(url + "/hello", timeout=1)
-            break
         except httpx.TransportError:
-            assert time.monotonic() < deadline, "the host did not start"
-            time.sleep(0.1)
+            return False
+        return True
+
+    wait_for(answering, 30)
     yield name, url
     process.terminate()
     _, err = process.communicate(timeout=30)
