@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
@@ -13,6 +12,7 @@ from starlette.types import Receive, Scope, Send
 from jobstatus_core import ApiError, Reply, StatusService
 from jobstatus_core.errors import route_not_found
 
+from .offload import StoreThreads
 from .routing import endpoint_paths
 
 Answer = Callable[[str, bytes, float], Reply]
@@ -21,9 +21,10 @@ Answer = Callable[[str, bytes, float], Reply]
 def status_routes(service: StatusService, prefix: str = "") -> list[BaseRoute]:
     """The two endpoints as routes, under ``prefix`` (e.g. ``"/jobs-api"``)."""
     job_path, jobs_path = endpoint_paths(prefix)
+    threads = StoreThreads()
     return [
-        Route(job_path, _Endpoint(service, service.job_status)),
-        Route(jobs_path, _Endpoint(service, service.jobs_status)),
+        Route(job_path, _Endpoint(service, service.job_status, threads)),
+        Route(jobs_path, _Endpoint(service, service.jobs_status, threads)),
     ]
 
 
@@ -32,7 +33,7 @@ def create_app(service: StatusService, prefix: str = "") -> Starlette:
 
     Every other path answers ``404 Not found`` in the envelope too.
     """
-    not_found = Route("/{path:path}", _Endpoint(service, None))
+    not_found = Route("/{path:path}", _Endpoint(service, None, None))
     return Starlette(routes=[*status_routes(service, prefix), not_found])
 
 
@@ -46,13 +47,19 @@ class _Endpoint:
     and their set-up was a measurable part of it.
     """
 
-    def __init__(self, service: StatusService, answer: Answer | None) -> None:
+    def __init__(
+        self,
+        service: StatusService,
+        answer: Answer | None,
+        threads: StoreThreads | None,
+    ) -> None:
         self.service = service
         self.answer = answer
         # Store calls block (disk, sockets): keep them off the event loop,
         # unless the store says it never waits (memory://), where the thread
         # hop would cost more than the call.
-        self.blocking = getattr(service.store, "blocking", True)
+        blocking = getattr(service.store, "blocking", True)
+        self.threads = threads if blocking else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         service = self.service
@@ -68,8 +75,9 @@ class _Endpoint:
             return
         except _Disconnected:
             return
-        if self.blocking:
-            reply = await run_in_threadpool(self.answer, path, body, started)
+        if self.threads is not None:
+            answer = self.answer
+            reply = await self.threads.run(lambda: answer(path, body, started))
         else:
             reply = self.answer(path, body, started)
         await _send(send, reply)

@@ -1,0 +1,116 @@
+"""Blocking store calls off the event loop, one thread hop per loop iteration."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+T = TypeVar("T")
+
+_Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Batch = list[_Call]
+
+THREAD_NAME = "jobstatus-store"
+
+
+class StoreThreads:
+    """Runs blocking calls on a few worker threads, batched per loop iteration.
+
+    A thread hop per call (anyio's ``to_thread.run_sync``) wakes a worker and
+    then the loop once per request; with many polls in flight those wake-ups,
+    not a 20 µs SQLite read, are most of a request's cost. Here every call
+    that reaches :meth:`run` during one iteration of the loop travels to a
+    worker in one batch, and the batch's results come back in one callback:
+    one hop each way, however many requests share it.
+
+    Up to ``max_workers`` batches run at once, so one slow call (a cold disk,
+    a Redis timeout) holds up only the calls of its own batch. Workers left
+    idle for ``idle_seconds`` exit. Outside asyncio (trio), calls go to
+    anyio's thread pool one by one.
+    """
+
+    def __init__(self, max_workers: int = 8, idle_seconds: float = 10.0) -> None:
+        self._batches: queue.SimpleQueue[_Batch] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._workers = 0
+        self._busy = 0
+        self._max_workers = max_workers
+        self._idle_seconds = idle_seconds
+        # The batch being gathered, per thread: one running loop per thread.
+        self._gathering = threading.local()
+
+    async def run(self, call: Callable[[], T]) -> T:
+        """``call()`` on a worker thread; its result or exception here."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return await anyio.to_thread.run_sync(call)
+        future: asyncio.Future[T] = loop.create_future()
+        batch: _Batch | None = getattr(self._gathering, "batch", None)
+        if batch is None:
+            batch = self._gathering.batch = []
+            loop.call_soon(self._send_batch)
+        batch.append((call, future))
+        return await future
+
+    def _send_batch(self) -> None:
+        batch: _Batch = self._gathering.batch
+        self._gathering.batch = None
+        with self._lock:
+            # Put and count under one lock: a worker that is about to exit
+            # for idleness checks the queue under it too, so no batch is
+            # left without a worker.
+            self._batches.put(batch)
+            idle = self._workers - self._busy
+            start = self._batches.qsize() > idle and self._workers < self._max_workers
+            if start:
+                self._workers += 1
+        if start:
+            threading.Thread(target=self._work, name=THREAD_NAME, daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            try:
+                batch = self._batches.get(timeout=self._idle_seconds)
+            except queue.Empty:
+                with self._lock:
+                    if self._batches.empty():
+                        self._workers -= 1
+                        return
+                continue
+            with self._lock:
+                self._busy += 1
+            try:
+                _run_batch(batch)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+
+
+def _run_batch(batch: _Batch) -> None:
+    outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+    for call, future in batch:
+        try:
+            outcomes.append((future, True, call()))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            outcomes.append((future, False, exc))
+    loop = batch[0][1].get_loop()
+    try:
+        loop.call_soon_threadsafe(_settle, outcomes)
+    except RuntimeError:
+        pass  # the loop closed while the batch ran: nobody is waiting
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in outcomes:
+        if future.cancelled():
+            continue  # the request went away; its answer has no reader
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
