@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable
@@ -97,13 +98,12 @@ def _run_batch(batch: _Batch) -> None:
     for call, future in batch:
         try:
             outcomes.append((future, True, call()))
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+        except BaseException as exc:  # handed to the awaiting task, as raised
             outcomes.append((future, False, exc))
     loop = batch[0][1].get_loop()
-    try:
+    # A loop closed while the batch ran has nobody waiting on it.
+    with contextlib.suppress(RuntimeError):
         loop.call_soon_threadsafe(_settle, outcomes)
-    except RuntimeError:
-        pass  # the loop closed while the batch ran: nobody is waiting
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:

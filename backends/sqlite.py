@@ -21,6 +21,8 @@ import sqlite_utils
 
 from jobstatus_core import ConfigError, Record, StoreError, checked_job_id, jsontext
 
+from .listingcache import ListingCache
+
 # How long a statement waits for another process's lock (SQLite's busy
 # timeout), and then how often it is tried again: 5.35 s at most in all.
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -34,9 +36,12 @@ CHANGED_SINCE_SQL = (
 # The listing's JSON text, joined by SQLite from the covering index: job_status
 # is stored as jsontext.encode wrote it, and valid job ids need no escaping,
 # so this is jsontext.join_members of the same rows, in the same order.
+# The second column, the oldest time listed, tells how long the text stays
+# the answer (see ListingCache).
 LISTING_JSON_SQL = (
     "SELECT '{' || coalesce(group_concat('\"' || job_id || '\":' || job_status, ','),"
-    " '') || '}' FROM (" + CHANGED_SINCE_SQL + ")"
+    " '') || '}', min(updated_at) FROM (SELECT job_id, job_status, updated_at"
+    " FROM jobs WHERE updated_at >= ? AND job_status IS NOT NULL)"
 )
 
 # One statement, so a put is atomic without an explicit transaction. Not
@@ -81,6 +86,7 @@ class SQLiteStore:
         # One connection shared by the server's threads, guarded by a lock:
         # sqlite3 objects are not safe to use from two threads at once.
         self._lock = threading.Lock()
+        self._listings = ListingCache()
         try:
             conn = sqlite3.connect(
                 str(self.path),
@@ -146,10 +152,18 @@ class SQLiteStore:
             yield job_id, json.loads(status)
 
     def changed_since_json(self, cutoff: float) -> str:
-        row = self._run(
-            lambda: self._conn.execute(LISTING_JSON_SQL, (cutoff,)).fetchone()
-        )
-        return str(row[0])
+        return self._run(lambda: self._listing_json(cutoff))
+
+    def _listing_json(self, cutoff: float) -> str:
+        # data_version moves with every other connection's commit (other
+        # processes included), total_changes with this connection's own.
+        (data_version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        version = (data_version, self._conn.total_changes)
+        text = self._listings.get(version, cutoff)
+        if text is None:
+            text, oldest = self._conn.execute(LISTING_JSON_SQL, (cutoff,)).fetchone()
+            self._listings.put(version, cutoff, oldest, text)
+        return text
 
     def jobs(self) -> list[tuple[str, float]]:
         return self._run(

@@ -180,14 +180,17 @@ def no_leaked_threads() -> Iterator[None]:
     yield
 
     def leaked() -> list[threading.Thread]:
-        # Idle thread-pool workers belong to anyio and outlive any one test.
+        # Idle thread-pool workers (anyio's, trio's, and the Starlette
+        # adapter's store threads) outlive any one test; they exit on their own.
         return [
             t
             for t in threading.enumerate()
             if t not in before
             and t.is_alive()
             and t.name not in before_names
-            and not t.name.startswith(("AnyIO worker", "waitress-"))
+            and not t.name.startswith(
+                ("AnyIO worker", "Trio thread", "waitress-", "jobstatus-store")
+            )
         ]
 
     deadline = time.monotonic() + 2.0

@@ -11,6 +11,7 @@ import pytest
 
 from jobstatus_backends.sqlite import (
     CHANGED_SINCE_SQL,
+    LISTING_JSON_SQL,
     SCHEMA_VERSION,
     SQLiteStore,
     path_from_url,
@@ -30,11 +31,11 @@ def test_schema_wal_and_version(tmp_path: Path) -> None:
     columns = {row[1]: row for row in conn.execute("PRAGMA table_info(jobs)")}
     assert set(columns) == {"job_id", "job_status", "updated_at", "record"}
     assert columns["job_id"][5] == 1  # the primary key
-    plan = " ".join(
-        str(row)
-        for row in conn.execute("EXPLAIN QUERY PLAN " + CHANGED_SINCE_SQL, (0,))
-    )
-    assert "COVERING INDEX jobs_updated_at" in plan
+    for sql in (CHANGED_SINCE_SQL, LISTING_JSON_SQL):
+        plan = " ".join(
+            str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, (0,))
+        )
+        assert "COVERING INDEX jobs_updated_at" in plan
     conn.close()
 
 
@@ -152,4 +153,43 @@ def test_version_1_statuses_are_compacted(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "jobs.db")
     assert store.changed_since_json(0) == '{"a":{"stage":[1,2]}}'
     assert dict(store.changed_since(0)) == {"a": {"stage": [1, 2]}}
+    store.close()
+
+
+def test_a_kept_listing_is_never_stale(tmp_path: Path) -> None:
+    """Listings are reused only while exact: every change shows at once."""
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path)
+    other = SQLiteStore(path)  # another server process, say
+    for n, at in enumerate((100.0, 200.0, 300.0)):
+        store.put({"job_id": f"j{n}", "job_status": "queued"}, at=at)
+    assert store.changed_since_json(150.0) == '{"j1":"queued","j2":"queued"}'
+    # later cutoffs: the same text while the oldest listed job is in...
+    assert store.changed_since_json(200.0) == '{"j1":"queued","j2":"queued"}'
+    # ...not once it has left the window
+    assert store.changed_since_json(200.5) == '{"j2":"queued"}'
+    # an earlier cutoff than any kept listing reaches further back
+    assert store.changed_since_json(50.0) == (
+        '{"j0":"queued","j1":"queued","j2":"queued"}'
+    )
+    # this store's own write
+    store.put({"job_id": "j2", "job_status": "done"}, at=300.0)
+    assert store.changed_since_json(150.0) == '{"j1":"queued","j2":"done"}'
+    # another store's write, and a plain SQLite connection's
+    other.put({"job_id": "j1", "job_status": "done"}, at=200.0)
+    assert store.changed_since_json(150.0) == '{"j1":"done","j2":"done"}'
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DELETE FROM jobs WHERE job_id = 'j1'")
+    conn.close()
+    assert store.changed_since_json(150.0) == '{"j2":"done"}'
+    other.close()
+    store.close()
+
+
+def test_an_empty_listing_is_kept_until_a_write(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    assert store.changed_since_json(10.0) == "{}"
+    assert store.changed_since_json(20.0) == "{}"
+    store.put({"job_id": "late", "job_status": "done"}, at=30.0)
+    assert store.changed_since_json(20.0) == '{"late":"done"}'
     store.close()

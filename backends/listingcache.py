@@ -1,0 +1,60 @@
+"""Listings kept for as long as they are still the exact answer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from typing import NamedTuple
+
+
+class _Listing(NamedTuple):
+    cutoff: float
+    oldest: float
+    text: str
+
+
+class ListingCache:
+    """A store's last few listings, each reused while it is still exact.
+
+    A listing for cutoff ``c`` holds the jobs last written at or after ``c``.
+    Asked again with a later cutoff ``c2``, it is still the same listing if
+    the store has not changed since (same ``version``) and none of its jobs
+    was written before ``c2`` — so a poll answered from here is byte for byte
+    what the store would have said. Status endpoints are polled far more
+    often than jobs change, and the oldest job of a 10-minute window leaves
+    it about once a second, so most polls are answered here.
+
+    ``size`` listings are kept, for clients polling with different windows.
+    Not thread-safe on its own: owners guard it with their lock.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self._size = size
+        self._version: Hashable = None
+        self._listings: list[_Listing] = []
+
+    def get(self, version: Hashable, cutoff: float) -> str | None:
+        if version != self._version:
+            self._version = version
+            self._listings.clear()
+            return None
+        for listing in self._listings:
+            if listing.cutoff <= cutoff <= listing.oldest:
+                return listing.text
+        return None
+
+    def put(
+        self, version: Hashable, cutoff: float, oldest: float | None, text: str
+    ) -> None:
+        """Remember ``text``, the listing for ``cutoff`` at ``version``.
+
+        ``oldest`` is the earliest "last written" time among its jobs, None
+        when it lists none (then it stays exact for every later cutoff).
+        """
+        if version != self._version:
+            self._version = version
+            self._listings.clear()
+        self._listings.append(
+            _Listing(cutoff, math.inf if oldest is None else oldest, text)
+        )
+        del self._listings[: -self._size]

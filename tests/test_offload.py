@@ -1,0 +1,123 @@
+"""The Starlette adapter's store threads: batching, errors, idleness, trio."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import anyio
+import pytest
+import trio  # noqa: F401 - the backend anyio runs below
+
+from jobstatus_adapters.offload import THREAD_NAME, StoreThreads
+
+pytestmark = pytest.mark.core
+
+
+def store_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+def test_calls_of_one_loop_iteration_share_one_hop() -> None:
+    threads = StoreThreads()
+    seen: list[tuple[int, int]] = []  # (call, worker thread)
+    gate = threading.Event()
+
+    def call(n: int) -> int:
+        gate.wait(5)
+        seen.append((n, threading.get_ident()))
+        return n * n
+
+    async def main() -> list[int]:
+        tasks = [
+            asyncio.ensure_future(threads.run(lambda n=n: call(n))) for n in range(20)
+        ]
+        await asyncio.sleep(0)  # the tasks all reach run() in this iteration
+        gate.set()
+        return list(await asyncio.gather(*tasks))
+
+    assert asyncio.run(main()) == [n * n for n in range(20)]
+    assert [n for n, _ in seen] == list(range(20)), "one batch, in order"
+    assert len({worker for _, worker in seen}) == 1
+    assert threading.get_ident() not in {worker for _, worker in seen}
+
+
+def test_an_error_reaches_only_its_own_caller() -> None:
+    threads = StoreThreads()
+
+    def fail() -> int:
+        raise KeyError("boom")
+
+    async def main() -> list[object]:
+        return await asyncio.gather(
+            threads.run(lambda: 1),
+            threads.run(fail),
+            threads.run(lambda: 3),
+            return_exceptions=True,
+        )
+
+    first, error, third = asyncio.run(main())
+    assert (first, third) == (1, 3)
+    assert isinstance(error, KeyError)
+
+
+def test_a_slow_batch_does_not_hold_up_the_next() -> None:
+    threads = StoreThreads(max_workers=2)
+    release = threading.Event()
+
+    async def main() -> float:
+        slow = asyncio.ensure_future(threads.run(lambda: release.wait(5)))
+        await asyncio.sleep(0.05)  # the slow batch is on its worker
+        started = time.monotonic()
+        assert await threads.run(lambda: "fast") == "fast"
+        took = time.monotonic() - started
+        release.set()
+        assert await slow is True
+        return took
+
+    assert asyncio.run(main()) < 2.0, "the second batch waited for the first"
+
+
+def test_a_cancelled_caller_leaves_the_others_their_answers() -> None:
+    threads = StoreThreads()
+    gate = threading.Event()
+
+    async def main() -> int:
+        gone = asyncio.ensure_future(threads.run(lambda: gate.wait(5)))
+        kept = asyncio.ensure_future(threads.run(lambda: 7))
+        await asyncio.sleep(0)
+        gone.cancel()
+        gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        return await kept
+
+    assert asyncio.run(main()) == 7
+
+
+def test_idle_workers_exit() -> None:
+    threads = StoreThreads(idle_seconds=0.1)
+    before = len(store_threads())
+
+    async def main() -> int:
+        return await threads.run(lambda: 1)
+
+    assert asyncio.run(main()) == 1
+    deadline = time.monotonic() + 5
+    while len(store_threads()) > before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(store_threads()) == before
+    # and a new call starts a worker again
+    assert asyncio.run(main()) == 1
+
+
+def test_trio_uses_anyio_threads() -> None:
+    threads = StoreThreads()
+
+    async def main() -> str:
+        return await threads.run(lambda: threading.current_thread().name)
+
+    name = anyio.run(main, backend="trio")
+    assert name != threading.current_thread().name
+    assert name != THREAD_NAME
