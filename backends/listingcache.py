@@ -33,7 +33,13 @@ class ListingCache:
         self._version: Hashable = None
         self._listings: list[_Listing] = []
 
+    @property
+    def version(self) -> Hashable:
+        """The version of the store the kept listings were read at."""
+        return self._version
+
     def get(self, version: Hashable, cutoff: float) -> str | None:
+        """The listing for ``cutoff``, if one is kept and exact at ``version``."""
         if version != self._version:
             self._version = version
             self._listings.clear()

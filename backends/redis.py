@@ -6,12 +6,16 @@ Keys, under a prefix (``jobstatus:`` unless ``?prefix=`` says otherwise):
 - ``<prefix>updated``: a sorted set, job_id scored by "last written", so a
   listing is one ``ZRANGEBYSCORE`` — O(log n + matches);
 - ``<prefix>status``: a hash job_id -> job_status (JSON text), so a listing
-  never parses whole records.
+  never parses whole records;
+- ``<prefix>version``: a counter every put increments.
 
 A listing is one Lua script: the range, the statuses, and the answer's JSON
-text joined inside Redis, in one round trip.
+text joined inside Redis, in one round trip. Each instance keeps its last
+listings (see ``ListingCache``); the script answers "unchanged" instead of
+the text while the version has not moved and the kept listing still covers
+the window.
 
-A put writes all three in one MULTI/EXEC, so record and index never disagree.
+A put writes all four in one MULTI/EXEC, so record and index never disagree.
 Redis unreachable or timing out raises ``StoreUnavailable`` (answered 503);
 the connection pool reconnects by itself once Redis is back.
 """
@@ -19,6 +23,7 @@ the connection pool reconnects by itself once Redis is back.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
@@ -36,20 +41,30 @@ from jobstatus_core import (
 )
 from jobstatus_core.registry import redact
 
+from .listingcache import ListingCache
 from .urloptions import seconds_option
 
 DEFAULT_PREFIX = "jobstatus:"
 
-# KEYS: the sorted set, the status hash; ARGV: the cutoff. Returns the
-# listing's JSON text. Job ids need no escaping (see jsontext.member).
+# KEYS: the sorted set, the status hash, the version counter; ARGV: the
+# cutoff, and the version at which the caller keeps a listing exact for this
+# cutoff ('' if it keeps none). Returns {version} when that listing is still
+# the answer, else {version, the listing's JSON text, its oldest score or
+# nil}. Job ids need no escaping (see jsontext.member).
 LISTING_SCRIPT = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+local version = redis.call('GET', KEYS[3]) or '0'
+if version == ARGV[2] then return {version} end
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES')
 local parts = {}
-for _, id in ipairs(ids) do
-  local status = redis.call('HGET', KEYS[2], id)
-  if status then parts[#parts + 1] = '"' .. id .. '":' .. status end
+local oldest = false
+for i = 1, #ids, 2 do
+  local status = redis.call('HGET', KEYS[2], ids[i])
+  if status then
+    parts[#parts + 1] = '"' .. ids[i] .. '":' .. status
+    if not oldest then oldest = ids[i + 1] end
+  end
 end
-return '{' .. table.concat(parts, ',') .. '}'
+return {version, '{' .. table.concat(parts, ',') .. '}', oldest}
 """
 
 # A status endpoint must answer quickly, even "unavailable": fail fast.
@@ -72,6 +87,9 @@ class RedisStore:
         self.prefix = prefix
         self._updated = prefix + "updated"
         self._status = prefix + "status"
+        self._version = prefix + "version"
+        self._listings = ListingCache()
+        self._listings_lock = threading.Lock()
         if client is not None:
             self._client = client
         else:
@@ -109,12 +127,24 @@ class RedisStore:
 
     def changed_since_json(self, cutoff: float) -> str:
         # One round trip: Redis walks the sorted set and joins the stored
-        # status texts itself, as jsontext.join_members would.
-        text = self._run(
+        # status texts itself, as jsontext.join_members would -- or, when a
+        # kept listing is still exact, answers only that it is.
+        with self._listings_lock:
+            known = self._listings.version
+            kept = self._listings.get(known, cutoff)
+        reply = self._run(
             lambda: self._listing(
-                keys=[self._updated, self._status], args=[repr(cutoff)]
+                keys=[self._updated, self._status, self._version],
+                args=[repr(cutoff), "" if kept is None else str(known)],
             )
         )
+        if kept is not None and len(reply) == 1:
+            return kept
+        version, text, oldest = reply
+        with self._listings_lock:
+            self._listings.put(
+                version, cutoff, None if oldest is None else float(oldest), text
+            )
         return cast(str, text)
 
     def jobs(self) -> list[tuple[str, float]]:
@@ -141,6 +171,7 @@ class RedisStore:
                 tx.set(self._key(job_id), data)
                 tx.zadd(self._updated, {job_id: stamp})
                 tx.hset(self._status, job_id, status)
+                tx.incr(self._version)
                 tx.execute()
 
         self._run(write)

@@ -48,8 +48,39 @@ def test_layout_and_atomic_put(redis_server: RedisServer) -> None:
     assert raw.get("layout:job:a") == '{"job_id": "a", "job_status": "done", "n": 1}'
     assert raw.zscore("layout:updated", "a") == 42.5
     assert raw.hget("layout:status", "a") == '"done"'
+    assert raw.get("layout:version") == "1"
     raw.close()
     store.close()
+
+
+def test_a_kept_listing_is_never_stale(redis_server: RedisServer) -> None:
+    """Listings are reused only while exact: every put shows at once."""
+    import redis
+
+    one = RedisStore.from_url(redis_server.url + "?prefix=kept:")
+    two = RedisStore.from_url(redis_server.url + "?prefix=kept:")  # another machine
+    for n, at in enumerate((100.0, 200.0, 300.0)):
+        one.put({"job_id": f"j{n}", "job_status": "queued"}, at=at)
+    assert one.changed_since_json(150.0) == '{"j1":"queued","j2":"queued"}'
+    assert one.changed_since_json(200.0) == '{"j1":"queued","j2":"queued"}'
+    assert one.changed_since_json(200.5) == '{"j2":"queued"}'
+    assert one.changed_since_json(50.0) == (
+        '{"j0":"queued","j1":"queued","j2":"queued"}'
+    )
+    two.put({"job_id": "j1", "job_status": "done"}, at=200.0)
+    assert one.changed_since_json(150.0) == '{"j1":"done","j2":"queued"}'
+    one.put({"job_id": "j2", "job_status": "done"}, at=300.0)
+    assert one.changed_since_json(150.0) == '{"j1":"done","j2":"done"}'
+    # The kept text is what answers: a write behind the store's back (not
+    # counted in <prefix>version) is not seen until the next put.
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    raw.hset("kept:status", "j2", '"edited"')
+    assert one.changed_since_json(150.0) == '{"j1":"done","j2":"done"}'
+    two.put({"job_id": "j0", "job_status": "done"}, at=100.0)
+    assert one.changed_since_json(150.0) == '{"j1":"done","j2":"edited"}'
+    raw.close()
+    one.close()
+    two.close()
 
 
 def test_prefixes_keep_apps_apart(redis_server: RedisServer) -> None:

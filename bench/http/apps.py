@@ -1,10 +1,13 @@
 """The servers that bench/http/run.py measures, one per process.
 
     python bench/http/apps.py floor SIZE PORT
+    python bench/http/apps.py wsgi-floor SIZE PORT
     python bench/http/apps.py jobstatus STORE_URL PORT asgi|wsgi FILL
 
 ``floor``: a bare Starlette endpoint on the same uvicorn that parses the JSON
 body and returns a fixed body of SIZE bytes — the framework's floor.
+``wsgi-floor``: the same as a bare WSGI function, under the gunicorn set-up
+that ``jobstatus serve --interface wsgi`` uses — the WSGI server's floor.
 ``jobstatus``: the real app on a store prepared by run.py (``memory://`` is
 filled here, in the serving process, from the same job plan).
 """
@@ -22,6 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 KEY = "bench-key"
 
 
+def fixed_body(size: int) -> bytes:
+    return json.dumps({"pad": "x" * max(0, size - 10)}).encode()[:size]
+
+
 def floor(size: int, port: int) -> None:
     import uvicorn
     from starlette.applications import Starlette
@@ -29,7 +36,7 @@ def floor(size: int, port: int) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
-    body = json.dumps({"pad": "x" * max(0, size - 10)}).encode()[:size]
+    body = fixed_body(size)
 
     async def endpoint(request: Request) -> Response:
         json.loads(await request.body())
@@ -37,6 +44,22 @@ def floor(size: int, port: int) -> None:
 
     app = Starlette(routes=[Route("/floor", endpoint, methods=["POST"])])
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def wsgi_floor(size: int, port: int) -> None:
+    from jobstatus_adapters import wsgi_server
+    from jobstatus_backends.memory import MemoryStore
+
+    body = fixed_body(size)
+    headers = [("content-type", "application/json"), ("content-length", str(size))]
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        json.loads(environ["wsgi.input"].read(length))
+        start_response("200 OK", headers)
+        return [body]
+
+    wsgi_server.run(MemoryStore, lambda _: app, host="127.0.0.1", port=port)  # type: ignore[arg-type, return-value]
 
 
 def open_store(url: str, fill: int) -> Any:
@@ -83,5 +106,7 @@ def jobstatus(url: str, port: int, interface: str, fill: int) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "floor":
         floor(int(sys.argv[2]), int(sys.argv[3]))
+    elif sys.argv[1] == "wsgi-floor":
+        wsgi_floor(int(sys.argv[2]), int(sys.argv[3]))
     else:
         jobstatus(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))

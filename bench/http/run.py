@@ -1,7 +1,7 @@
 """HTTP benchmark: jobstatus against the framework's floor, in one run.
 
 Run by hand (not a test; needs wrk: apt-get install wrk):
-    python bench/http/run.py [--jobs 100000] [--seconds 5] [--connections 16]
+    python bench/http/run.py [--jobs 100000] [--seconds 3] [--connections 16]
 
 On loopback, wrk (another process) drives, in turn:
 
@@ -12,8 +12,9 @@ On loopback, wrk (another process) drives, in turn:
   N jobs) on every store, through the Starlette adapter on uvicorn and the
   WSGI adapter on gunicorn.
 
-It prints requests/s, p50 and p99, each as a ratio to the matching floor.
-Each figure is the median of --repeat runs.
+It prints requests/s, p50 and p99, and requests/s as a ratio to the floor
+serving a body of the same size. Each target run comes right after a run of
+its floor; figures are medians of --repeat such pairs.
 """
 
 from __future__ import annotations
@@ -91,20 +92,42 @@ def wrk(
     }
 
 
-def measure(
-    base: str, path: str, body: str, args: argparse.Namespace, workdir: str
-) -> dict[str, float]:
-    runs = [
-        wrk(base + path, body, args.seconds, args.connections, workdir)
+FLOORS = {"asgi": "floor", "wsgi": "wsgi-floor"}
+
+
+def paired(
+    target: str, floors: list[str], body: str, args: argparse.Namespace, workdir: str
+) -> list[list[dict[str, float]]]:
+    """--repeat rounds: a run of each floor, then one of the target.
+
+    The machine's load drifts over a run of several minutes; a ratio of runs
+    a few seconds apart is steadier than one of two far-apart medians.
+    Returns the runs of each floor, then the target's.
+    """
+    rounds = [
+        [
+            wrk(url, body, args.seconds, args.connections, workdir)
+            for url in (*floors, target)
+        ]
         for _ in range(args.repeat)
     ]
+    return [list(runs) for runs in zip(*rounds, strict=True)]
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def ratio(target: list[dict[str, float]], floor: list[dict[str, float]]) -> float:
+    return statistics.median(
+        t["rps"] / f["rps"] for t, f in zip(target, floor, strict=True)
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=100_000)
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stores", default="memory,sqlite,file,redis")
@@ -112,6 +135,19 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
+
+    processes: list[subprocess.Popen[bytes]] = []
+    # (kind, label) -> (body size, URL); kind is "floor" or "wsgi-floor".
+    floors: dict[tuple[str, str], tuple[int, str]] = {}
+    floor_runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    rows: list[tuple[str, dict[str, float], float, float | None]] = []
+
+    def floor_url(kind: str, label: str, size: int) -> str:
+        if (kind, label) not in floors:
+            process, base = start([kind, str(size), "PORT"])
+            processes.append(process)
+            floors[kind, label] = (size, base + "/floor")
+        return floors[kind, label][1]
 
     with tempfile.TemporaryDirectory(prefix="jobstatus-http-") as tmp:
         jobs = plan_jobs(args.jobs, time.time())
@@ -123,20 +159,15 @@ def main() -> None:
             "sqlite": f"sqlite://{tmp}/jobs.db",
             "file": f"file://{tmp}/storage",
         }
-        redis = start_redis(tmp) if "redis" in args.stores else None
-        if redis is not None:
-            timed_migrate(f"file://{tmp}/storage?index=off", redis[1])
-            urls["redis"] = redis[1]
-        one_body = f'{{"job_id": "{known}"}}'
-        many_body = '{"since_seconds": 600}'
-
-        rows: list[tuple[str, str, dict[str, float]]] = []
-        sizes: dict[str, int] = {}
         try:
+            if "redis" in args.stores:
+                redis_process, urls["redis"] = start_redis(tmp)
+                processes.append(redis_process)
+                timed_migrate(f"file://{tmp}/storage?index=off", urls["redis"])
+            one_body = f'{{"job_id": "{known}"}}'
+            many_body = '{"since_seconds": 600}'
             for interface in args.interfaces.split(","):
                 for name in args.stores.split(","):
-                    if name not in urls:
-                        continue
                     print(f"{name} / {interface} ...", file=sys.stderr, flush=True)
                     process, base = start(
                         ["jobstatus", urls[name], "PORT", interface, str(args.jobs)]
@@ -150,48 +181,60 @@ def main() -> None:
                                 base + path, content=body, headers={"x-api-key": KEY}
                             )
                             assert answer.status_code == 200, answer.text[:200]
-                            sizes[label] = len(answer.content)
+                            # All floors of a label serve the size first seen.
+                            size = len(answer.content)
+                            kinds = sorted({"floor", FLOORS[interface]})
+                            floor_urls = [floor_url(k, label, size) for k in kinds]
+                            *runs, target = paired(
+                                base + path, floor_urls, body, args, tmp
+                            )
+                            by_kind = dict(zip(kinds, runs, strict=True))
+                            for kind, kind_runs in by_kind.items():
+                                floor_runs.setdefault((kind, label), []).extend(
+                                    kind_runs
+                                )
+                            own = by_kind.get("wsgi-floor")
                             rows.append(
                                 (
                                     f"{label} · {name} · {interface}",
-                                    label,
-                                    measure(base, path, body, args, tmp),
+                                    median_of(target),
+                                    ratio(target, by_kind["floor"]),
+                                    None if own is None else ratio(target, own),
                                 )
                             )
                     finally:
                         process.terminate()
                         process.wait(30)
-            floors: dict[str, dict[str, float]] = {}
-            for label, size in sizes.items():
-                print(f"floor ({size} B) ...", file=sys.stderr, flush=True)
-                process, base = start(["floor", str(size), "PORT"])
-                try:
-                    floors[label] = measure(base, "/floor", many_body, args, tmp)
-                finally:
-                    process.terminate()
-                    process.wait(30)
         finally:
-            if redis is not None:
-                redis[0].terminate()
-                redis[0].wait()
+            for process in processes:
+                process.terminate()
+                process.wait(30)
 
     print()
     print(
-        f"{args.jobs:,} jobs; wrk -t1 -c{args.connections} -d{args.seconds:g}s,"
-        f" median of {args.repeat}"
+        f"{args.jobs:,} jobs; wrk -t1 -c{args.connections} -d{args.seconds:g}s;"
+        f" each target run right after runs of its floors; medians of"
+        f" {args.repeat} rounds"
     )
     print()
-    print("| target | req/s | vs floor | p50 | p99 | errors |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| target | req/s | vs floor | vs gunicorn floor | p50 | p99 | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    names = {"floor": "floor", "wsgi-floor": "gunicorn floor"}
     floor_rows = [
-        (f"floor, {size:,} B body", label, floors[label])
-        for label, size in sizes.items()
+        (
+            f"{names[kind]}, {size:,} B body",
+            median_of(floor_runs[kind, label]),
+            None,
+            None,
+        )
+        for (kind, label), (size, _) in sorted(floors.items())
     ]
-    for name, label, r in floor_rows + rows:
+    for name, r, vs_floor, vs_own in floor_rows + rows:
         cells = [
             name,
             f"{r['rps']:,.0f}",
-            f"{r['rps'] / floors[label]['rps']:.2f}",
+            "—" if vs_floor is None else f"{vs_floor:.2f}",
+            "—" if vs_own is None else f"{vs_own:.2f}",
             f"{r['p50']:.2f} ms",
             f"{r['p99']:.2f} ms",
             f"{r['errors']:.0f}",
