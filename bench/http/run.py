@@ -12,14 +12,18 @@ On loopback, wrk (another process) drives, in turn:
   N jobs) on every store, through the Starlette adapter on uvicorn and the
   WSGI adapter on gunicorn.
 
-It prints requests/s, p50 and p99, and requests/s as a ratio to the floor
-serving a body of the same size. Each target run comes right after a run of
-its floor; figures are medians of --repeat such pairs.
+It prints requests/s (also as a ratio to the floor serving a body of the
+same size), the server's CPU time per request (its own and its children's,
+from /proc: steadier than requests/s on a shared machine), p50 and p99.
+Each target run comes right after runs of its floors; figures are medians of
+--repeat such rounds. WSGI rows are also compared with a bare WSGI app under
+the same gunicorn set-up.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -49,9 +53,33 @@ def start(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
     return start_server(argv)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its descendants (gunicorn's
+    worker is the master's child), from /proc."""
+    stats: dict[int, tuple[int, float]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        # after the name: state ppid ... utime(12) stime(13), in clock ticks
+        stats[int(stat.parent.name)] = (
+            int(fields[1]),
+            int(fields[11]) + int(fields[12]),
+        )
+    tree, total = {pid}, 0.0
+    for _ in range(3):  # deep enough for a master, its worker and threads
+        tree |= {child for child, (parent, _) in stats.items() if parent in tree}
+    for member in tree:
+        if member in stats:
+            total += stats[member][1]
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(
-    url: str, body: str, seconds: float, connections: int, workdir: str
+    url: str, pid: int, body: str, seconds: float, connections: int, workdir: str
 ) -> dict[str, float]:
+    """One wrk run; also the server's CPU time per request it answered."""
     script = Path(workdir) / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -59,6 +87,7 @@ def wrk(
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["x-api-key"] = "{KEY}"\n'
     )
+    cpu_before = cpu_seconds(pid)
     out = subprocess.run(
         [
             "wrk",
@@ -74,6 +103,7 @@ def wrk(
         text=True,
         check=True,
     ).stdout
+    cpu = cpu_seconds(pid) - cpu_before
 
     def ms(label: str) -> float:
         value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)", out, re.M).groups()  # type: ignore[union-attr]
@@ -83,8 +113,10 @@ def wrk(
     socket_errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
     )
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "cpu_us": cpu / max(requests, 1) * 1e6,
         "p50": ms("50%"),
         "p99": ms("99%"),
         "errors": float(errors.group(1) if errors else 0)
@@ -95,8 +127,15 @@ def wrk(
 FLOORS = {"asgi": "floor", "wsgi": "wsgi-floor"}
 
 
+Server = tuple[str, int]  # URL, pid
+
+
 def paired(
-    target: str, floors: list[str], body: str, args: argparse.Namespace, workdir: str
+    target: Server,
+    floors: list[Server],
+    body: str,
+    args: argparse.Namespace,
+    workdir: str,
 ) -> list[list[dict[str, float]]]:
     """--repeat rounds: a run of each floor, then one of the target.
 
@@ -106,8 +145,8 @@ def paired(
     """
     rounds = [
         [
-            wrk(url, body, args.seconds, args.connections, workdir)
-            for url in (*floors, target)
+            wrk(url, pid, body, args.seconds, args.connections, workdir)
+            for url, pid in (*floors, target)
         ]
         for _ in range(args.repeat)
     ]
@@ -118,9 +157,11 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
-def ratio(target: list[dict[str, float]], floor: list[dict[str, float]]) -> float:
+def ratio(
+    target: list[dict[str, float]], floor: list[dict[str, float]], key: str = "rps"
+) -> float:
     return statistics.median(
-        t["rps"] / f["rps"] for t, f in zip(target, floor, strict=True)
+        t[key] / f[key] for t, f in zip(target, floor, strict=True)
     )
 
 
@@ -137,16 +178,18 @@ def main() -> None:
         sys.exit("wrk not found: apt-get install wrk")
 
     processes: list[subprocess.Popen[bytes]] = []
-    # (kind, label) -> (body size, URL); kind is "floor" or "wsgi-floor".
-    floors: dict[tuple[str, str], tuple[int, str]] = {}
+    # (kind, label) -> (body size, server); kind is "floor" or "wsgi-floor".
+    floors: dict[tuple[str, str], tuple[int, Server]] = {}
     floor_runs: dict[tuple[str, str], list[dict[str, float]]] = {}
-    rows: list[tuple[str, dict[str, float], float, float | None]] = []
+    # name, medians, requests/s vs floor, vs gunicorn floor, and CPU/request vs
+    # the floor of its own server (gunicorn's for WSGI rows)
+    rows: list[tuple[str, dict[str, float], float, float | None, float]] = []
 
-    def floor_url(kind: str, label: str, size: int) -> str:
+    def floor_server(kind: str, label: str, size: int) -> Server:
         if (kind, label) not in floors:
             process, base = start([kind, str(size), "PORT"])
             processes.append(process)
-            floors[kind, label] = (size, base + "/floor")
+            floors[kind, label] = (size, (base + "/floor", process.pid))
         return floors[kind, label][1]
 
     with tempfile.TemporaryDirectory(prefix="jobstatus-http-") as tmp:
@@ -184,9 +227,9 @@ def main() -> None:
                             # All floors of a label serve the size first seen.
                             size = len(answer.content)
                             kinds = sorted({"floor", FLOORS[interface]})
-                            floor_urls = [floor_url(k, label, size) for k in kinds]
+                            servers = [floor_server(k, label, size) for k in kinds]
                             *runs, target = paired(
-                                base + path, floor_urls, body, args, tmp
+                                (base + path, process.pid), servers, body, args, tmp
                             )
                             by_kind = dict(zip(kinds, runs, strict=True))
                             for kind, kind_runs in by_kind.items():
@@ -200,6 +243,7 @@ def main() -> None:
                                     median_of(target),
                                     ratio(target, by_kind["floor"]),
                                     None if own is None else ratio(target, own),
+                                    ratio(target, own or by_kind["floor"], "cpu_us"),
                                 )
                             )
                     finally:
@@ -217,8 +261,11 @@ def main() -> None:
         f" {args.repeat} rounds"
     )
     print()
-    print("| target | req/s | vs floor | vs gunicorn floor | p50 | p99 | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print(
+        "| target | req/s | vs floor | vs gunicorn floor | CPU/req | CPU vs its floor"
+        " | p50 | p99 | errors |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     names = {"floor": "floor", "wsgi-floor": "gunicorn floor"}
     floor_rows = [
         (
@@ -226,15 +273,18 @@ def main() -> None:
             median_of(floor_runs[kind, label]),
             None,
             None,
+            None,
         )
         for (kind, label), (size, _) in sorted(floors.items())
     ]
-    for name, r, vs_floor, vs_own in floor_rows + rows:
+    for name, r, vs_floor, vs_own, cpu_ratio in floor_rows + rows:
         cells = [
             name,
             f"{r['rps']:,.0f}",
             "—" if vs_floor is None else f"{vs_floor:.2f}",
             "—" if vs_own is None else f"{vs_own:.2f}",
+            f"{r['cpu_us']:.0f} µs",
+            "—" if cpu_ratio is None else f"{cpu_ratio:.2f}x",
             f"{r['p50']:.2f} ms",
             f"{r['p99']:.2f} ms",
             f"{r['errors']:.0f}",
