@@ -31,8 +31,6 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from jobstatus_core import jsontext
-
 from . import jobfiles
 from .timeindex import TimeIndex
 
@@ -113,7 +111,7 @@ class JobIndex:
     def since_json(self, cutoff: float) -> str:
         with self._lock:
             self._refresh()
-            return jsontext.join_members(self._index.members_since(cutoff))
+            return self._index.since_json(cutoff)
 
     def __len__(self) -> int:
         return len(self._index)

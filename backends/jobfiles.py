@@ -81,10 +81,16 @@ def _read_regular_file(path: str) -> tuple[bytes, float] | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        return b"".join(chunks), info.st_mtime
+        # One read of the size fstat saw, plus a byte: a regular file reads
+        # short only at its end, so this is usually the only read. (Each
+        # syscall hands the GIL to the event loop and back.)
+        data = os.read(fd, info.st_size + 1)
+        if len(data) > info.st_size:  # it grew since: read on to its end
+            chunks = [data]
+            while chunk := os.read(fd, 1 << 16):
+                chunks.append(chunk)
+            data = b"".join(chunks)
+        return data, info.st_mtime
     finally:
         os.close(fd)
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from jobstatus_core import Record, checked_job_id, jsontext
+from jobstatus_core import Record, checked_job_id
 
 from .timeindex import TimeIndex
 
@@ -39,7 +39,7 @@ class MemoryStore:
 
     def changed_since_json(self, cutoff: float) -> str:
         with self._lock:
-            return jsontext.join_members(self._index.members_since(cutoff))
+            return self._index.since_json(cutoff)
 
     def jobs(self) -> list[tuple[str, float]]:
         with self._lock:

@@ -373,3 +373,26 @@ def test_serving_never_opens_a_file_outside_the_jobs_directory(
     store.close()
     assert opened, "the audit hook saw no open at all"
     assert all(path.startswith(jobs) for path in opened), opened
+
+
+def test_a_file_that_grew_after_its_stat_is_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobstatus_backends import jobfiles
+
+    (tmp_path / "jobs").mkdir()
+    record = {"job_id": "big", "job_status": "done", "log": "x" * 200_000}
+    (tmp_path / "jobs" / "big.json").write_text(json.dumps(record))
+    real_fstat = os.fstat
+
+    def fstat_seen_early(fd: int) -> os.stat_result:
+        # Fault: the size as it was before the writer's last 199,990 bytes.
+        info = real_fstat(fd)
+        fields = list(info[:10])
+        fields[6] = 10
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(jobfiles.os, "fstat", fstat_seen_early)
+    store = FileStore(tmp_path, index=False)
+    assert store.get("big") == record
+    store.close()
