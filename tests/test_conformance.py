@@ -251,3 +251,50 @@ def test_pre_encoded_listing_is_the_encoded_listing(store: Store) -> None:
         assert store.changed_since_json(cutoff) == jsontext.encode(
             dict(store.changed_since(cutoff))
         )
+
+
+def listing(store: Store, cutoff: float) -> dict[str, object]:
+    """The listing as ``jobs/status`` reads it (its JSON text, where kept)."""
+    import json
+
+    from jobstatus_core import ListsAsJSON
+
+    if isinstance(store, ListsAsJSON):
+        return dict(json.loads(store.changed_since_json(cutoff)))
+    return dict(store.changed_since(cutoff))
+
+
+def test_listings_follow_the_window_and_every_write(store: Store) -> None:
+    """Stores may keep listings (ListingCache), but never answer a stale one."""
+    for n, at in enumerate((100.0, 200.0, 300.0)):
+        store.put(record(f"j{n}", "queued"), at=at)
+    both = {"j1": "queued", "j2": "queued"}
+    assert listing(store, 150.0) == both
+    assert listing(store, 200.0) == both  # the oldest listed is still in
+    assert listing(store, 200.5) == {"j2": "queued"}  # not any more
+    assert listing(store, 50.0) == {"j0": "queued", **both}
+    store.put(record("j2", "done"), at=300.0)
+    assert listing(store, 150.0) == {"j1": "queued", "j2": "done"}
+    store.put(record("j0", "late"), at=400.0)
+    assert listing(store, 150.0) == {"j0": "late", "j1": "queued", "j2": "done"}
+
+
+def test_a_listing_shows_another_instances_write(shared_store_url: str) -> None:
+    """Two instances of one store (two servers, say): no kept listing hides
+    the other's write."""
+    from jobstatus_backends import store_from_url
+
+    from .helpers import wait_for
+
+    one, two = store_from_url(shared_store_url), store_from_url(shared_store_url)
+    for n, at in enumerate((100.0, 200.0, 300.0)):
+        one.put(record(f"j{n}", "queued"), at=at)
+    assert listing(one, 150.0) == {"j1": "queued", "j2": "queued"}
+    two.put(record("j1", "done"), at=200.0)
+
+    def seen() -> bool:
+        return listing(one, 150.0) == {"j1": "done", "j2": "queued"}
+
+    wait_for(seen, 5.0)  # the filesystem index: within the observer's latency
+    two.close()
+    one.close()

@@ -19,7 +19,8 @@ def store_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == THREAD_NAME]
 
 
-def test_calls_of_one_loop_iteration_share_one_hop() -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_calls_of_one_loop_iteration_share_one_hop(loop: str) -> None:
     threads = StoreThreads()
     seen: list[tuple[int, int]] = []  # (call, worker thread)
     gate = threading.Event()
@@ -37,7 +38,13 @@ def test_calls_of_one_loop_iteration_share_one_hop() -> None:
         gate.set()
         return list(await asyncio.gather(*tasks))
 
-    assert asyncio.run(main()) == [n * n for n in range(20)]
+    if loop == "uvloop":
+        import uvloop
+
+        answers = uvloop.run(main())
+    else:
+        answers = asyncio.run(main())
+    assert answers == [n * n for n in range(20)]
     assert [n for n, _ in seen] == list(range(20)), "one batch, in order"
     assert len({worker for _, worker in seen}) == 1
     assert threading.get_ident() not in {worker for _, worker in seen}
