@@ -140,8 +140,16 @@ class LiveServer:
     def __init__(self, app: ASGIApp) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The plain asyncio loop, as `pip install jobstatus` serves; uvloop
+        # (in the test extra) is covered by the store-thread tests and by
+        # `jobstatus serve`, whose uvicorn picks it when installed.
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            loop="asyncio",
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn")
