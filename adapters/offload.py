@@ -42,7 +42,8 @@ class StoreThreads:
         self._busy = 0
         self._max_workers = max_workers
         self._idle_seconds = idle_seconds
-        # The batch being gathered, per thread: one running loop per thread.
+        # (loop, the batch it is gathering), per thread: a thread runs one
+        # loop at a time.
         self._gathering = threading.local()
 
     async def run(self, call: Callable[[], T]) -> T:
@@ -52,16 +53,24 @@ class StoreThreads:
         except RuntimeError:
             return await anyio.to_thread.run_sync(call)
         future: asyncio.Future[T] = loop.create_future()
-        batch: _Batch | None = getattr(self._gathering, "batch", None)
-        if batch is None:
-            batch = self._gathering.batch = []
-            loop.call_soon(self._send_batch)
+        gathering: tuple[asyncio.AbstractEventLoop, _Batch] | None = getattr(
+            self._gathering, "batch", None
+        )
+        # Checked against the running loop: a loop that stopped before
+        # sending its batch must not leave the next loop of this thread
+        # adding calls to a batch nobody will send.
+        if gathering is not None and gathering[0] is loop:
+            batch = gathering[1]
+        else:
+            batch = []
+            self._gathering.batch = (loop, batch)
+            loop.call_soon(self._send_batch, batch)
         batch.append((call, future))
         return await future
 
-    def _send_batch(self) -> None:
-        batch: _Batch = self._gathering.batch
-        self._gathering.batch = None
+    def _send_batch(self, batch: _Batch) -> None:
+        if getattr(self._gathering, "batch", (None, None))[1] is batch:
+            self._gathering.batch = None
         with self._lock:
             # Put and count under one lock: a worker that is about to exit
             # for idleness checks the queue under it too, so no batch is

@@ -103,6 +103,21 @@ def test_a_cancelled_caller_leaves_the_others_their_answers() -> None:
     assert asyncio.run(main()) == 7
 
 
+def test_a_loop_that_stopped_mid_batch_leaves_no_stale_batch() -> None:
+    threads = StoreThreads()
+    dead = asyncio.new_event_loop()
+    abandoned = dead.create_task(threads.run(lambda: 1))
+    dead.call_soon(dead.stop)  # after the task's first step, before the send
+    dead.run_forever()
+    dead.close()
+    assert not abandoned.done()  # its batch was never sent
+
+    async def main() -> int:
+        return await asyncio.wait_for(threads.run(lambda: 2), 5)
+
+    assert asyncio.run(main()) == 2  # the next loop of this thread is served
+
+
 def test_idle_workers_exit() -> None:
     threads = StoreThreads(idle_seconds=0.1)
     before = len(store_threads())
