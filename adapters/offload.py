@@ -54,7 +54,7 @@ class StoreThreads:
             return await anyio.to_thread.run_sync(call)
         future: asyncio.Future[T] = loop.create_future()
         gathering: tuple[asyncio.AbstractEventLoop, _Batch] | None = getattr(
-            self._gathering, "batch", None
+            self._gathering, "current", None
         )
         # Checked against the running loop: a loop that stopped before
         # sending its batch must not leave the next loop of this thread
@@ -63,14 +63,14 @@ class StoreThreads:
             batch = gathering[1]
         else:
             batch = []
-            self._gathering.batch = (loop, batch)
+            self._gathering.current = (loop, batch)
             loop.call_soon(self._send_batch, batch)
         batch.append((call, future))
         return await future
 
     def _send_batch(self, batch: _Batch) -> None:
-        if getattr(self._gathering, "batch", (None, None))[1] is batch:
-            self._gathering.batch = None
+        if getattr(self._gathering, "current", (None, None))[1] is batch:
+            self._gathering.current = None
         with self._lock:
             # Put and count under one lock: a worker that is about to exit
             # for idleness checks the queue under it too, so no batch is

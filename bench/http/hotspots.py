@@ -27,7 +27,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from run import JOB, JOBS, KEY, start  # noqa: E402
+from run import JOB, JOBS, post_script, start  # noqa: E402
 from stores import build_files, build_sqlite, plan_jobs, start_redis, timed_migrate  # noqa: E402
 
 RATE = 200  # samples per second per thread
@@ -96,12 +96,7 @@ def main() -> None:
             else (JOBS, '{"since_seconds": 600}')
         )
         server, base = start(["jobstatus", url, "PORT", "asgi", str(args.jobs)])
-        script = Path(tmp) / "post.lua"
-        script.write_text(
-            f'wrk.method = "POST"\nwrk.body = {body!r}\n'
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.headers["x-api-key"] = "{KEY}"\n'
-        )
+        script = post_script(tmp, body)
         raw = Path(tmp) / "profile.txt"
         try:
             wrk = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds + 3:g}s"]

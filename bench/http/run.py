@@ -68,7 +68,9 @@ def cpu_seconds(pid: int) -> float:
             int(fields[11]) + int(fields[12]),
         )
     tree, total = {pid}, 0.0
-    for _ in range(3):  # deep enough for a master, its worker and threads
+    # A process's stat counts all its threads; children are their own
+    # entries: two levels reach gunicorn's worker, a third to be safe.
+    for _ in range(3):
         tree |= {child for child, (parent, _) in stats.items() if parent in tree}
     for member in tree:
         if member in stats:
@@ -76,10 +78,8 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(
-    url: str, pid: int, body: str, seconds: float, connections: int, workdir: str
-) -> dict[str, float]:
-    """One wrk run; also the server's CPU time per request it answered."""
+def post_script(workdir: str, body: str) -> Path:
+    """A wrk script POSTing ``body`` as JSON with the benchmark's API key."""
     script = Path(workdir) / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -87,6 +87,14 @@ def wrk(
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["x-api-key"] = "{KEY}"\n'
     )
+    return script
+
+
+def wrk(
+    url: str, pid: int, body: str, seconds: float, connections: int, workdir: str
+) -> dict[str, float]:
+    """One wrk run; also the server's CPU time per request it answered."""
+    script = post_script(workdir, body)
     cpu_before = cpu_seconds(pid)
     out = subprocess.run(
         [
