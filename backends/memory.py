@@ -5,56 +5,113 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jobstatus_core import Record, checked_job_id
+from jobstatus_core import Inline, Mark, Query, Row, StoreBase, Window, checked_job_id
+from jobstatus_core import jsontext
 
+from .changelog import ChangeLog
 from .timeindex import TimeIndex
 
 
-class MemoryStore:
-    #: Calls never wait on I/O: adapters may run them on the event loop.
-    blocking = False
-
+class MemoryStore(StoreBase, Inline):
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # Records are kept as JSON text: a get returns a fresh copy, and a
+        # Records are kept as JSON text: a read returns a fresh copy, and a
         # record that is not JSON is refused at put time, as elsewhere.
         self._records: dict[str, str] = {}
         self._index = TimeIndex()
+        self._log = ChangeLog()
+        # One life of this store's data: a new store never repeats a mark.
+        self._epoch = uuid.uuid4().hex[:12]
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
         return cls()
 
-    def get(self, job_id: str) -> Record | None:
+    def read(self, job_id: str) -> Row | None:
         with self._lock:
-            text = self._records.get(job_id)
-        return None if text is None else json.loads(text)
+            return self._with_record(self._log.get(job_id))
 
-    def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
+    def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
         with self._lock:
-            return list(self._index.since(cutoff))
+            rows = {}
+            for job_id in job_ids:
+                row = self._with_record(self._log.get(job_id))
+                if row is not None:
+                    rows[job_id] = row
+            return rows
 
-    def changed_since_json(self, cutoff: float) -> str:
+    def window(self, cutoff: float) -> Window:
         with self._lock:
-            return self._index.since_json(cutoff)
+            return self._index.window(cutoff)
+
+    def page(self, query: Query) -> list[Row]:
+        with self._lock:
+            rows = self._log.page(query)
+            if not query.records:
+                return rows
+            return [row for row in map(self._with_record, rows) if row is not None]
+
+    def counts(
+        self, statuses: frozenset[str] | None, cutoff: float | None
+    ) -> dict[str, int]:
+        with self._lock:
+            if cutoff is None:
+                return self._log.counts(statuses, None)
+            return self._log.counts_of(self._index.ids_since(cutoff), statuses, cutoff)
+
+    def mark(self) -> Mark:
+        with self._lock:
+            return Mark(self._epoch, self._log.head)
 
     def jobs(self) -> list[tuple[str, float]]:
         with self._lock:
             return self._index.times()
 
-    def exists(self) -> bool:
-        return True
-
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
         text = json.dumps(record, allow_nan=False)
-        stamp = time.time() if at is None else at
         with self._lock:
-            self._records[job_id] = text
-            self._index.set(job_id, stamp, record["job_status"])
+            self._write(job_id, record, text, at)
+
+    def swap(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> bool:
+        job_id = checked_job_id(record)
+        text = json.dumps(record, allow_nan=False)
+        with self._lock:
+            current = self._log.get(job_id)
+            if (None if current is None else current.version) != expected:
+                return False
+            self._write(job_id, record, text, at)
+            return True
 
     def close(self) -> None:
         pass
+
+    def _write(
+        self, job_id: str, record: Mapping[str, Any], text: str, at: float | None
+    ) -> None:
+        stamp = time.time() if at is None else at
+        position = self._log.next_position()
+        status = record["job_status"]
+        self._records[job_id] = text
+        self._index.set(job_id, stamp, status)
+        self._log.set(
+            Row(job_id, jsontext.encode(status), stamp, f"{self._epoch}-{position:x}", position)
+        )
+
+    def _with_record(self, row: Row | None) -> Row | None:
+        if row is None:
+            return None
+        record = json.loads(self._records[row.job_id])
+        return Row(
+            row.job_id, row.status, row.updated_at, row.version, row.position, record
+        )

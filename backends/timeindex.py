@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from jobstatus_core import jsontext
+from jobstatus_core.rows import Window
 
 from .listingcache import ListingCache
 
@@ -93,3 +94,17 @@ class TimeIndex:
         self._times.clear()
         self._order.clear()
         self._texts.clear()
+
+    def window(self, cutoff: float) -> Window:
+        """The Toolkit listing of jobs last written at or after ``cutoff``."""
+        start = bisect_left(self._order, (cutoff,))
+        members = [member for member in self._texts[start:] if member is not None]
+        # The first entry in the window, listed or not: no listed job is
+        # older, so the listing stays exact at least that long.
+        oldest = self._order[start][0] if start < len(self._order) else None
+        return Window(members, oldest)
+
+    def ids_since(self, cutoff: float) -> Iterator[str]:
+        start = bisect_left(self._order, (cutoff,))
+        for i in range(start, len(self._order)):
+            yield self._order[i][1]

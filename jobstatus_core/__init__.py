@@ -17,7 +17,9 @@ from .errors import (
     StoreError,
     StoreUnavailable,
 )
-from .protocol import Enumerable, ListsAsJSON, Store, checked_job_id
+from .protocol import Enumerable, Inline, Presence, Store, checked_job_id
+from .rows import Mark, Query, Row, Window
+from .storebase import StoreBase
 from .registry import Registry
 from .service import JOB_STATUS_PATH, JOBS_STATUS_PATH, Reply, StatusService
 from .types import Auth, Headers, Record
@@ -34,11 +36,17 @@ __all__ = [
     "Auth",
     "ConfigError",
     "Enumerable",
+    "Inline",
+    "Mark",
+    "Presence",
+    "Query",
+    "Row",
+    "StoreBase",
+    "Window",
     "Headers",
     "Host",
     "InvalidRecord",
     "JobStatusError",
-    "ListsAsJSON",
     "Record",
     "Registry",
     "Reply",

@@ -1,25 +1,41 @@
-"""The store protocol: what a backend implements."""
+"""The store protocol: what a backend implements, and what it may add.
+
+``Store`` is required. The optional capabilities are protocols of their own,
+checked with ``isinstance`` once, when a service is built (see
+``capabilities``); a store wrapper made with ``wrapping.wrap`` keeps exactly
+the capabilities of the store it wraps.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import InvalidRecord
+from .rows import Mark, Query, Row, Window
 from .types import Record
 from .validation import JOB_ID_RULE, is_valid_job_id
 
 
 @runtime_checkable
 class Store(Protocol):
-    """A place job records live. Sync, small, the same for every backend.
+    """A place job records live. Sync, and the same for every backend.
 
     "Last written" is the time a record was last put, or for stores shared with
-    other writers, the time the store observed (a file's mtime).
+    other writers, the time the store observed (a file's mtime). Every change
+    takes the next position in one store-wide change order.
+    ``jobstatus_core.storebase.StoreBase`` derives ``get``, ``read_many`` and
+    ``changed_since`` from the rest.
     """
 
     def get(self, job_id: str) -> Record | None:
         """The stored record, verbatim, or None."""
+
+    def read(self, job_id: str) -> Row | None:
+        """The job's row with its record, or None."""
+
+    def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
+        """Rows with records of those of ``job_ids`` that exist."""
 
     def changed_since(self, cutoff: float) -> Iterable[tuple[str, Any]]:
         """``(job_id, job_status)`` of records last written at or after ``cutoff``.
@@ -27,8 +43,19 @@ class Store(Protocol):
         Records without a ``job_status`` field are left out.
         """
 
-    def exists(self) -> bool:
-        """Whether the store is there at all (filesystem: the jobs directory)."""
+    def window(self, cutoff: float) -> Window:
+        """The Toolkit listing of jobs last written at or after ``cutoff``."""
+
+    def page(self, query: Query) -> list[Row]:
+        """Up to ``query.limit`` matching rows after ``query.after``, in change order."""
+
+    def counts(
+        self, statuses: frozenset[str] | None, cutoff: float | None
+    ) -> dict[str, int]:
+        """Jobs by status JSON text, for the filter of ``page`` (no position)."""
+
+    def mark(self) -> Mark:
+        """Where the change order stands now."""
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         """Write a whole record; "last written" becomes ``at`` or now.
@@ -36,8 +63,32 @@ class Store(Protocol):
         A reader never sees a half-written record.
         """
 
+    def swap(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> bool:
+        """Write ``record`` only if its job's version is still ``expected``.
+
+        ``expected=None``: only if the job does not exist. One atomic step
+        against every other writer of the store; False when it did not apply.
+        """
+
     def close(self) -> None:
         """Release connections and threads. Idempotent."""
+
+
+@runtime_checkable
+class Presence(Protocol):
+    """A store that can be missing while the service runs (files: ``jobs/``).
+
+    ``jobs/status`` then answers ``404 Jobs directory not found``.
+    """
+
+    def exists(self) -> bool:
+        """Whether the store is there at all."""
 
 
 @runtime_checkable
@@ -51,15 +102,13 @@ class Enumerable(Protocol):
         """``(job_id, last written)`` of every job, records without a status too."""
 
 
-@runtime_checkable
-class ListsAsJSON(Protocol):
-    """A store that keeps its listing pre-encoded; the built-in stores all do.
+class Inline:
+    """Declares a store whose calls never wait on I/O (``memory://``).
 
-    ``jobs/status`` then joins text instead of encoding a thousand statuses.
+    A nominal marker, not a protocol: the Starlette adapter calls such a store
+    on the event loop instead of a worker thread, which would cost more than
+    the call.
     """
-
-    def changed_since_json(self, cutoff: float) -> str:
-        """``jsontext.encode(dict(changed_since(cutoff)))``, byte for byte."""
 
 
 def checked_job_id(record: Mapping[str, Any]) -> str:

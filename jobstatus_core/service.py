@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from . import errors, jsontext
+from . import cursor, errors, jsontext
 from .envelope import Host, envelope
-from .errors import ApiError, StoreUnavailable
-from .protocol import Store
+from .errors import ApiError, ConfigError, StoreUnavailable
+from .listing import Listings
+from .protocol import Presence, Store
+from .requests import Request
 from .types import Auth, Headers, RequestId
 from .validation import (
     is_json_media_type,
@@ -29,6 +31,8 @@ JOB_STATUS_PATH = "/v1/toolkit/job/status"
 JOBS_STATUS_PATH = "/v1/toolkit/jobs/status"
 
 JSON_HEADERS = (("content-type", "application/json"),)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,17 @@ class StatusService:
         default_since: float = 600.0,
         max_body: int = 65536,
         logger: logging.Logger | None = None,
+        secret: bytes = b"",
     ) -> None:
+        if not isinstance(store, Store):
+            missing = sorted(
+                name
+                for name in dir(Store)
+                if not name.startswith("_") and not hasattr(store, name)
+            )
+            raise ConfigError(
+                f"{type(store).__name__} is not a store: it lacks {', '.join(missing)}"
+            )
         self.store = store
         self.auth = auth
         self.host = host
@@ -67,10 +81,10 @@ class StatusService:
         self.default_since = default_since
         self.max_body = max_body
         self.logger = logger or logging.getLogger("jobstatus")
-        # Optional: a store that keeps its listing pre-encoded (ListsAsJSON).
-        self._changed_since_json: Callable[[float], str] | None = getattr(
-            store, "changed_since_json", None
-        )
+        #: Signs cursors; instances sharing a store share it.
+        self.secret = secret
+        self.listings = Listings(store, timer=timer)
+        self._presence = store if isinstance(store, Presence) else None
 
     def check_request(self, method: str, headers: Headers) -> None:
         """What can be refused before the body is read; raises ``ApiError``."""
@@ -142,11 +156,60 @@ class StatusService:
 
     def _listing_json(self, since: float) -> str:
         """The listing as JSON text: pre-encoded by the store when it can."""
-        if not self.store.exists():
+        if self._presence is not None and not self._presence.exists():
             raise errors.jobs_directory_not_found()
-        if self._changed_since_json is not None:
-            return self._changed_since_json(since)
-        return jsontext.encode(dict(self.store.changed_since(since)))
+        return self.listings.json(since)
+
+    # -- helpers of the handlers of the other endpoints -------------------
+
+    def store_call(self, what: str, call: Callable[[], T]) -> T:
+        """``call()``; a store failure becomes the contract's error."""
+        try:
+            return call()
+        except ApiError:
+            raise
+        except Exception as exc:
+            raise self._store_error(what, exc) from None
+
+    def success(
+        self,
+        request: Request,
+        response: Any,
+        *,
+        request_id: RequestId = None,
+        job_id: str | None = None,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> Reply:
+        reply = self._reply(
+            request.endpoint,
+            200,
+            request_id,
+            job_id,
+            response,
+            "success",
+            request.started,
+        )
+        return Reply(200, reply.headers + headers, reply.body) if headers else reply
+
+    def fail(
+        self,
+        request: Request,
+        err: ApiError,
+        *,
+        request_id: RequestId = None,
+        job_id: str | None = None,
+    ) -> Reply:
+        return self.error(request.endpoint, err, request.started, request_id, job_id)
+
+    @staticmethod
+    def not_modified(headers: tuple[tuple[str, str], ...]) -> Reply:
+        return Reply(304, headers, b"")
+
+    def encode_cursor(self, position: cursor.Cursor, digest: str) -> str:
+        return cursor.encode(position, digest, self.secret)
+
+    def decode_cursor(self, text: str, digest: str) -> cursor.Cursor:
+        return cursor.decode(text, digest, self.secret)
 
     def _store_error(self, what: str, exc: Exception) -> ApiError:
         if isinstance(exc, StoreUnavailable):

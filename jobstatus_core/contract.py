@@ -1,0 +1,183 @@
+"""The contract as data: every endpoint, once, for both adapters to route by.
+
+Each ``Operation`` names its method, path, parameters, body and answers, and
+the handler that serves it. The adapters loop over ``OPERATIONS`` through a
+``Router``; the OpenAPI document is generated from the same table.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import reading
+
+if TYPE_CHECKING:
+    from .requests import Request
+    from .service import Reply, StatusService
+
+Handler = Callable[["StatusService", "Request"], "Reply"]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    description: str
+    schema: dict[str, Any]
+    where: str = "query"
+    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    name: str
+    method: str
+    #: Under the mount prefix; ``{name}`` is a path parameter (one segment).
+    path: str
+    summary: str
+    handler: Handler
+    params: tuple[Param, ...] = ()
+    #: Reads a JSON body (the Content-Type and size rules apply).
+    reads_body: bool = False
+    #: Status codes it may answer besides 200, 401 and the store's 500/503.
+    answers: tuple[int, ...] = ()
+
+
+def _job_status(service: StatusService, request: Request) -> Reply:
+    return service.job_status(request)
+
+
+def _jobs_status(service: StatusService, request: Request) -> Reply:
+    return service.jobs_status(request)
+
+
+JOB_ID_PARAM = Param(
+    "job_id",
+    "1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.'",
+    {"type": "string"},
+    where="path",
+    required=True,
+)
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "toolkit_job_status",
+        "POST",
+        "/v1/toolkit/job/status",
+        "One job's record (the Toolkit API's endpoint)",
+        _job_status,
+        reads_body=True,
+        answers=(400, 404, 405, 413, 415),
+    ),
+    Operation(
+        "toolkit_jobs_status",
+        "POST",
+        "/v1/toolkit/jobs/status",
+        "Statuses of jobs written recently (the Toolkit API's endpoint)",
+        _jobs_status,
+        reads_body=True,
+        answers=(400, 404, 405, 413, 415),
+    ),
+    Operation(
+        "get_job",
+        "GET",
+        "/v1/job/{job_id}",
+        "One job's record, with ETag and Last-Modified",
+        reading.get_job,
+        params=(JOB_ID_PARAM,),
+        answers=(304, 400, 404, 405),
+    ),
+    Operation(
+        "list_jobs",
+        "GET",
+        "/v1/jobs",
+        "Jobs in change order: filter, page, count",
+        reading.list_jobs,
+        params=(
+            Param(
+                "status",
+                "Only these statuses (repeatable, or comma-separated)",
+                {"type": "array", "items": {"type": "string"}},
+            ),
+            Param(
+                "since_seconds",
+                "Only jobs written within this many seconds",
+                {"type": "number", "minimum": 0},
+            ),
+            Param(
+                "limit",
+                "Jobs per page",
+                {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            ),
+            Param("cursor", "From an earlier answer", {"type": "string"}),
+            Param("counts", "Add counts by status", {"type": "boolean"}),
+            Param(
+                "include",
+                "record: add each job's whole record",
+                {"type": "string", "enum": ["record"]},
+            ),
+        ),
+        answers=(400, 405, 410),
+    ),
+    Operation(
+        "batch_jobs",
+        "POST",
+        "/v1/jobs/batch",
+        "Many jobs by id",
+        reading.batch,
+        reads_body=True,
+        answers=(400, 405, 413, 415),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    operation: Operation
+    path_params: dict[str, str]
+
+
+class Router:
+    """Finds the operation of a method and path, under a mount prefix."""
+
+    def __init__(
+        self, operations: Sequence[Operation] = OPERATIONS, prefix: str = ""
+    ) -> None:
+        self.prefix = normalized_prefix(prefix)
+        self._routes: list[tuple[re.Pattern[str], dict[str, Operation]]] = []
+        by_path: dict[str, dict[str, Operation]] = {}
+        for operation in operations:
+            by_path.setdefault(operation.path, {})[operation.method] = operation
+        for path, methods in by_path.items():
+            self._routes.append((_compile(self.prefix + path), methods))
+
+    def match(self, method: str, path: str) -> Match | tuple[str, ...] | None:
+        """The match; or the allowed methods when only the method is wrong;
+        or None when no operation has this path."""
+        for pattern, methods in self._routes:
+            found = pattern.fullmatch(path)
+            if found is None:
+                continue
+            operation = methods.get(method)
+            if operation is None:
+                return tuple(methods)
+            return Match(operation, found.groupdict())
+        return None
+
+
+def normalized_prefix(prefix: str) -> str:
+    prefix = prefix.rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        prefix = "/" + prefix
+    return prefix
+
+
+def _compile(template: str) -> re.Pattern[str]:
+    parts = re.split(r"\{(\w+)\}", template)
+    pattern = "".join(
+        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)"
+        for i, part in enumerate(parts)
+    )
+    return re.compile(pattern)

@@ -1,0 +1,22 @@
+"""A request as the core sees it: what an adapter read off the wire."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .types import Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    #: The path as the client sent it, mount prefix included (the envelope's
+    #: ``endpoint``).
+    endpoint: str
+    method: str
+    headers: Headers
+    body: bytes = b""
+    query: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    path_params: Mapping[str, str] = field(default_factory=dict)
+    #: The service's timer when the request arrived.
+    started: float = 0.0

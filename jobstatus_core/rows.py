@@ -1,0 +1,75 @@
+"""What stores hand the core: rows of jobs, listing windows, page queries.
+
+A row carries everything an answer needs besides the record itself: the
+status as JSON text (so listings join text instead of encoding values), when
+the job was last written, its version (the ETag) and its place in the store's
+change order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .types import Record
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One job as a store holds it."""
+
+    job_id: str
+    #: ``job_status`` as JSON text (``jsontext.encode``); None when the record
+    #: has no ``job_status`` field.
+    status: str | None
+    #: "Last written", epoch seconds.
+    updated_at: float
+    #: Opaque; changes with every change of this job.
+    version: str
+    #: The job's last change in the store-wide change order.
+    position: int
+    #: The whole record, when the query asked for it.
+    record: Record | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Where a store's change order stands.
+
+    ``epoch`` names one life of the store's data: it never repeats after the
+    data is lost or replaced (a flushed Redis, a restored SQLite file), so a
+    mark, or a cursor, from before such a reset is never mistaken for one
+    after it. ``head`` is the position of the latest change.
+    """
+
+    epoch: str
+    head: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """The Toolkit listing of ``jobs/status``, as a store returns it.
+
+    ``members`` are ``"job_id":status`` texts (``jsontext.member``), jobs
+    without a status left out, ordered by (last written, job_id); ``oldest``
+    is the earliest "last written" among them (None when there are none),
+    which tells how long the listing stays exact as the window moves.
+    """
+
+    members: Sequence[str]
+    oldest: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A page of jobs in change order: ``GET /v1/jobs``."""
+
+    #: Status JSON texts to match exactly; None matches every status.
+    statuses: frozenset[str] | None = None
+    #: Only jobs last written at or after this epoch time.
+    cutoff: float | None = None
+    #: Only jobs whose last change comes after this position.
+    after: int = 0
+    limit: int = 100
+    #: Fill ``Row.record``.
+    records: bool = False

@@ -1,0 +1,40 @@
+"""A base class for stores: the protocol's derivable calls, derived once."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from .rows import Row, Window
+from .types import Record
+
+
+class StoreBase:
+    """Derives ``get``, ``read_many`` and ``changed_since`` from ``read`` and
+    ``window``. Optional: a store may implement the whole protocol itself, and
+    overrides ``read_many`` when it can read many jobs in one round trip."""
+
+    def read(self, job_id: str) -> Row | None:
+        raise NotImplementedError
+
+    def window(self, cutoff: float) -> Window:
+        raise NotImplementedError
+
+    def get(self, job_id: str) -> Record | None:
+        row = self.read(job_id)
+        return None if row is None else row.record
+
+    def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
+        rows = {}
+        for job_id in job_ids:
+            row = self.read(job_id)
+            if row is not None:
+                rows[job_id] = row
+        return rows
+
+    def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
+        listing: dict[str, Any] = json.loads(
+            "{" + ",".join(self.window(cutoff).members) + "}"
+        )
+        return list(listing.items())
