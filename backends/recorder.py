@@ -1,0 +1,188 @@
+"""The recording API (SPEC §13): job states written by the code that runs jobs.
+
+``Recorder(store_or_url)`` turns each call into one atomic change: it reads
+the job, applies the rules of ``jobstatus_core.recording``, and writes with
+``Store.swap`` — which applies only if nobody wrote the job in between; if
+somebody did, it reads again. Out-of-order calls change nothing and return
+False.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+from jobstatus_core import Store, StoreError
+from jobstatus_core.recording import DEFAULT_TERMINAL, Change, apply, check_fields
+
+from .registry import store_from_url
+
+#: Tries of one change against concurrent writers of the same job.
+MAX_TRIES = 100
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Recorder:
+    """Records job states in a store (an object, or a URL to open)."""
+
+    def __init__(
+        self,
+        store: Store | str,
+        *,
+        clock: Callable[[], float] = time.time,
+        terminal: Collection[str] = DEFAULT_TERMINAL,
+        traceback: bool = False,
+    ) -> None:
+        self._owned = isinstance(store, str)
+        self.store: Store = store_from_url(store) if isinstance(store, str) else store
+        self.clock = clock
+        self.terminal = frozenset(terminal)
+        #: Whether ``failed`` with an exception records its traceback too.
+        self.traceback = traceback
+
+    def queued(self, job_id: str, *, attempt: int | None = None, **fields: Any) -> bool:
+        check_fields(fields)
+        return self.change(Change(job_id, "queued", fields, attempt))
+
+    def running(
+        self, job_id: str, *, attempt: int | None = None, **fields: Any
+    ) -> bool:
+        check_fields(fields)
+        return self.change(Change(job_id, "running", fields, attempt))
+
+    def progress(
+        self,
+        job_id: str,
+        done: float,
+        total: float | None = None,
+        message: str | None = None,
+        *,
+        attempt: int | None = None,
+    ) -> bool:
+        progress = {"done": done, "total": total, "message": message}
+        return self.change(Change(job_id, "progress", attempt=attempt, progress=progress))
+
+    def done(
+        self, job_id: str, response: Any = None, *, attempt: int | None = None
+    ) -> bool:
+        return self.change(Change(job_id, "done", attempt=attempt, response=response))
+
+    def failed(
+        self, job_id: str, error: BaseException | str, *, attempt: int | None = None
+    ) -> bool:
+        return self.change(
+            Change(job_id, "failed", attempt=attempt, error=self._error(error))
+        )
+
+    def cancelled(self, job_id: str, *, attempt: int | None = None) -> bool:
+        return self.change(Change(job_id, "cancelled", attempt=attempt))
+
+    def meta(self, job_id: str, **patch: Any) -> bool:
+        return self.change(Change(job_id, "meta", patch))
+
+    @contextmanager
+    def track(self, job_id: str, **fields: Any) -> Iterator[None]:
+        """``running`` on entry; ``done`` on a clean exit, or ``failed`` with
+        the exception (re-raised). As a decorator: ``@recorder.tracked(id)``."""
+        self.running(job_id, **fields)
+        try:
+            yield
+        except BaseException as exc:
+            self.failed(job_id, exc)
+            raise
+        self.done(job_id)
+
+    def tracked(
+        self, job_id: str, **fields: Any
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """``track`` as a decorator; the function's return value is the response."""
+
+        def decorate(function: Callable[P, R]) -> Callable[P, R]:
+            @functools.wraps(function)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                self.running(job_id, **fields)
+                try:
+                    result = function(*args, **kwargs)
+                except BaseException as exc:
+                    self.failed(job_id, exc)
+                    raise
+                self.done(job_id, result)
+                return result
+
+            return wrapper
+
+        return decorate
+
+    def change(self, change: Change) -> bool:
+        """Apply one change atomically; False when it was out of order."""
+        for _ in range(MAX_TRIES):
+            row = self.store.read(change.job_id)
+            current = None if row is None else row.record
+            new = apply(current, change, self.clock(), self.terminal)
+            if new is None:
+                return False
+            expected = None if row is None else row.version
+            if self.store.swap(new, expected=expected):
+                return True
+        raise StoreError(
+            f"job {change.job_id}: changed by other writers {MAX_TRIES} times in a row"
+        )
+
+    def close(self) -> None:
+        """Close the store if this recorder opened it from a URL."""
+        if self._owned:
+            self.store.close()
+
+    def _error(self, error: BaseException | str) -> Mapping[str, Any]:
+        if isinstance(error, str):
+            return {"type": "Error", "message": error}
+        found: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+        if self.traceback:
+            import traceback
+
+            found["traceback"] = "".join(traceback.format_exception(error))
+        return found
+
+
+class AsyncRecorder:
+    """``Recorder`` for async code: each call runs in a worker thread."""
+
+    def __init__(self, store: Store | str, **options: Any) -> None:
+        self.sync = Recorder(store, **options)
+
+    async def queued(self, job_id: str, **fields: Any) -> bool:
+        return await asyncio.to_thread(self.sync.queued, job_id, **fields)
+
+    async def running(self, job_id: str, **fields: Any) -> bool:
+        return await asyncio.to_thread(self.sync.running, job_id, **fields)
+
+    async def progress(
+        self,
+        job_id: str,
+        done: float,
+        total: float | None = None,
+        message: str | None = None,
+    ) -> bool:
+        return await asyncio.to_thread(self.sync.progress, job_id, done, total, message)
+
+    async def done(self, job_id: str, response: Any = None) -> bool:
+        return await asyncio.to_thread(self.sync.done, job_id, response)
+
+    async def failed(self, job_id: str, error: BaseException | str) -> bool:
+        return await asyncio.to_thread(self.sync.failed, job_id, error)
+
+    async def cancelled(self, job_id: str) -> bool:
+        return await asyncio.to_thread(self.sync.cancelled, job_id)
+
+    async def meta(self, job_id: str, **patch: Any) -> bool:
+        return await asyncio.to_thread(self.sync.meta, job_id, **patch)
+
+    def close(self) -> None:
+        self.sync.close()
+
