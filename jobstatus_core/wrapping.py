@@ -1,0 +1,94 @@
+"""Store wrappers that keep the wrapped store's capabilities.
+
+A wrapper (metrics, tracing, a test's counting store) subclasses
+``StoreWrapper`` and overrides the calls it wraps; ``wrap`` builds it with
+exactly the optional capabilities of the store inside — a wrapper around the
+file store still answers ``404 Jobs directory not found``, one around the
+memory store still runs on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from .protocol import Enumerable, Inline, Presence, Store
+from .rows import Mark, Query, Row, Window
+from .types import Record
+
+W = TypeVar("W", bound="StoreWrapper")
+
+
+class StoreWrapper:
+    """Forwards every call of the protocol to ``inner``."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+
+    def get(self, job_id: str) -> Record | None:
+        return self.inner.get(job_id)
+
+    def read(self, job_id: str) -> Row | None:
+        return self.inner.read(job_id)
+
+    def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
+        return self.inner.read_many(job_ids)
+
+    def changed_since(self, cutoff: float) -> Iterable[tuple[str, Any]]:
+        return self.inner.changed_since(cutoff)
+
+    def window(self, cutoff: float) -> Window:
+        return self.inner.window(cutoff)
+
+    def page(self, query: Query) -> list[Row]:
+        return self.inner.page(query)
+
+    def counts(
+        self, statuses: frozenset[str] | None, cutoff: float | None
+    ) -> dict[str, int]:
+        return self.inner.counts(statuses, cutoff)
+
+    def mark(self) -> Mark:
+        return self.inner.mark()
+
+    def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
+        self.inner.put(record, at=at)
+
+    def swap(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> bool:
+        return self.inner.swap(record, expected=expected, at=at)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _ForwardsPresence(StoreWrapper):
+    def exists(self) -> bool:
+        assert isinstance(self.inner, Presence)
+        return self.inner.exists()
+
+
+class _ForwardsJobs(StoreWrapper):
+    def jobs(self) -> Iterable[tuple[str, float]]:
+        assert isinstance(self.inner, Enumerable)
+        return self.inner.jobs()
+
+
+def wrap(inner: Store, wrapper: type[W], *args: Any, **kwargs: Any) -> W:
+    """``wrapper(inner, *args, **kwargs)``, declaring ``inner``'s capabilities."""
+    bases: list[type] = [wrapper]
+    if isinstance(inner, Presence):
+        bases.append(_ForwardsPresence)
+    if isinstance(inner, Enumerable):
+        bases.append(_ForwardsJobs)
+    if isinstance(inner, Inline):
+        bases.append(Inline)
+    kind = wrapper if len(bases) == 1 else type(wrapper.__name__, tuple(bases), {})
+    made = kind(inner, *args, **kwargs)
+    assert isinstance(made, wrapper)
+    return made

@@ -1,0 +1,107 @@
+"""The recording rules (SPEC §13) as a pure function, and the wrapper."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from jobstatus_core import InvalidRecord, Presence
+from jobstatus_core.protocol import Inline
+from jobstatus_core.recording import Change, apply, check_fields
+from jobstatus_core.wrapping import StoreWrapper, wrap
+
+STAGE = {"queued": 0, "running": 1, "done": 2, "failed": 2, "cancelled": 2}
+
+
+def test_a_new_job_starts_at_attempt_one_with_toolkit_fields() -> None:
+    record = apply(None, Change("j", "queued", {"task": "t"}), now=5.0)
+    assert record == {
+        "job_id": "j",
+        "job_status": "queued",
+        "response": None,
+        "attempt": 1,
+        "created_at": 5.0,
+        "task": "t",
+    }
+
+
+def test_meta_on_an_unknown_job_is_ignored() -> None:
+    assert apply(None, Change("j", "meta", {"a": 1}), now=1.0) is None
+
+
+def test_failed_keeps_type_and_message() -> None:
+    running = apply(None, Change("j", "running"), now=1.0)
+    failed = apply(
+        running, Change("j", "failed", error={"type": "E", "message": "m"}), 2.0
+    )
+    assert failed is not None
+    assert failed["error"] == {"type": "E", "message": "m"}
+    assert failed["finished_at"] == 2.0 and failed["started_at"] == 1.0
+
+
+def test_unknown_fields_are_kept() -> None:
+    current = {"job_id": "j", "job_status": "running", "custom": [1], "attempt": 1}
+    done = apply(current, Change("j", "done", response={"ok": True}), now=3.0)
+    assert done is not None and done["custom"] == [1]
+
+
+def test_reserved_fields_are_refused() -> None:
+    with pytest.raises(InvalidRecord):
+        check_fields({"job_status": "x"})
+    with pytest.raises(InvalidRecord):
+        apply(None, Change("j", "queued", attempt=0), now=1.0)
+
+
+changes = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["queued", "running", "progress", "done", "failed", "cancelled", "meta"]
+        ),
+        st.one_of(st.none(), st.integers(1, 3)),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(changes)
+def test_a_job_never_moves_backwards(sequence: list[tuple[Any, int | None]]) -> None:
+    record: dict[str, Any] | None = None
+    for i, (kind, attempt) in enumerate(sequence):
+        before = record
+        after = apply(before, Change("j", kind, {}, attempt), now=float(i))
+        if after is None:
+            continue
+        record = after
+        if before is None:
+            continue
+        assert after["attempt"] >= before["attempt"]
+        if after["attempt"] == before["attempt"] and kind != "meta":
+            old, new = before["job_status"], after["job_status"]
+            assert STAGE[new] >= STAGE[old]
+            assert STAGE[old] < 2, "a terminal status of an attempt never changes"
+
+
+class Counting(StoreWrapper):
+    calls = 0
+
+    def mark(self) -> Any:
+        Counting.calls += 1
+        return super().mark()
+
+
+@pytest.mark.filesystem
+def test_a_wrapper_keeps_the_capabilities_of_what_it_wraps(tmp_path: Any) -> None:
+    from jobstatus_backends import store_from_url
+
+    memory = wrap(store_from_url("memory://"), Counting)
+    assert isinstance(memory, Inline) and not isinstance(memory, Presence)
+    memory.mark()
+    assert Counting.calls == 1
+    files = wrap(store_from_url(f"file://{tmp_path}?index=off"), Counting)
+    assert isinstance(files, Presence) and not isinstance(files, Inline)
+    assert files.exists() is False
+    files.close()
