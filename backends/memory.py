@@ -9,8 +9,16 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jobstatus_core import Inline, Mark, Query, Row, StoreBase, Window, checked_job_id
-from jobstatus_core import jsontext
+from jobstatus_core import (
+    Inline,
+    Mark,
+    Query,
+    Row,
+    StoreBase,
+    Window,
+    checked_job_id,
+    jsontext,
+)
 
 from .changelog import ChangeLog
 from .timeindex import TimeIndex
@@ -105,7 +113,13 @@ class MemoryStore(StoreBase, Inline):
         self._records[job_id] = text
         self._index.set(job_id, stamp, status)
         self._log.set(
-            Row(job_id, jsontext.encode(status), stamp, f"{self._epoch}-{position:x}", position)
+            Row(
+                job_id,
+                jsontext.encode(status),
+                stamp,
+                f"{self._epoch}-{position:x}",
+                position,
+            )
         )
 
     def _with_record(self, row: Row | None) -> Row | None:

@@ -66,7 +66,9 @@ class Recorder:
         attempt: int | None = None,
     ) -> bool:
         progress = {"done": done, "total": total, "message": message}
-        return self.change(Change(job_id, "progress", attempt=attempt, progress=progress))
+        return self.change(
+            Change(job_id, "progress", attempt=attempt, progress=progress)
+        )
 
     def done(
         self, job_id: str, response: Any = None, *, attempt: int | None = None
@@ -185,4 +187,3 @@ class AsyncRecorder:
 
     def close(self) -> None:
         self.sync.close()
-

@@ -18,10 +18,10 @@ from .errors import (
     StoreUnavailable,
 )
 from .protocol import Enumerable, Inline, Presence, Store, checked_job_id
-from .rows import Mark, Query, Row, Window
-from .storebase import StoreBase
 from .registry import Registry
+from .rows import Mark, Query, Row, Window
 from .service import JOB_STATUS_PATH, JOBS_STATUS_PATH, Reply, StatusService
+from .storebase import StoreBase
 from .types import Auth, Headers, Record
 from .validation import is_valid_job_id
 
@@ -36,25 +36,25 @@ __all__ = [
     "Auth",
     "ConfigError",
     "Enumerable",
+    "Headers",
+    "Host",
     "Inline",
+    "InvalidRecord",
+    "JobStatusError",
     "Mark",
     "Presence",
     "Query",
-    "Row",
-    "StoreBase",
-    "Window",
-    "Headers",
-    "Host",
-    "InvalidRecord",
-    "JobStatusError",
     "Record",
     "Registry",
     "Reply",
+    "Row",
     "Settings",
     "StatusService",
     "Store",
+    "StoreBase",
     "StoreError",
     "StoreUnavailable",
+    "Window",
     "__version__",
     "checked_job_id",
     "is_valid_job_id",

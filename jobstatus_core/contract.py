@@ -46,11 +46,11 @@ class Operation:
 
 
 def _job_status(service: StatusService, request: Request) -> Reply:
-    return service.job_status(request)
+    return service.job_status(request.endpoint, request.body, request.started)
 
 
 def _jobs_status(service: StatusService, request: Request) -> Reply:
-    return service.jobs_status(request)
+    return service.jobs_status(request.endpoint, request.body, request.started)
 
 
 JOB_ID_PARAM = Param(

@@ -36,8 +36,9 @@ def filter_digest(statuses: frozenset[str] | None, since: float | None) -> str:
 
 def encode(cursor: Cursor, digest: str, secret: bytes) -> str:
     payload = _b64(
-        json.dumps([cursor.position, cursor.epoch, digest], separators=(",", ":"))
-        .encode()
+        json.dumps(
+            [cursor.position, cursor.epoch, digest], separators=(",", ":")
+        ).encode()
     )
     return f"{payload}.{_b64(_sign(payload, secret))}"
 

@@ -66,10 +66,14 @@ def limit(query: Query) -> int:
     if raw is None or raw == "":
         return DEFAULT_LIMIT
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 6:
-        raise invalid_parameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+        raise invalid_parameter(
+            "limit", f"must be a whole number from 1 to {MAX_LIMIT}"
+        )
     value = int(raw)
     if not 1 <= value <= MAX_LIMIT:
-        raise invalid_parameter("limit", f"must be a whole number from 1 to {MAX_LIMIT}")
+        raise invalid_parameter(
+            "limit", f"must be a whole number from 1 to {MAX_LIMIT}"
+        )
     return value
 
 

@@ -47,7 +47,7 @@ class Store(Protocol):
         """The Toolkit listing of jobs last written at or after ``cutoff``."""
 
     def page(self, query: Query) -> list[Row]:
-        """Up to ``query.limit`` matching rows after ``query.after``, in change order."""
+        """Up to ``query.limit`` rows after ``query.after``, in change order."""
 
     def counts(
         self, statuses: frozenset[str] | None, cutoff: float | None

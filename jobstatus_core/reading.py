@@ -59,9 +59,7 @@ def list_jobs(service: StatusService, request: Request) -> Reply:
         after = 0 if resume is None else resume.position
         rows = service.store_call(
             "job statuses",
-            lambda: store.page(
-                Query(statuses, cutoff, after, limit + 1, with_records)
-            ),
+            lambda: store.page(Query(statuses, cutoff, after, limit + 1, with_records)),
         )
         counts = (
             service.store_call("job statuses", lambda: store.counts(statuses, cutoff))
