@@ -104,10 +104,6 @@ def test_put_refuses_non_json_values(store: Store) -> None:
     assert store.get("job-1") is None
 
 
-def test_exists(store: Store) -> None:
-    assert store.exists() is True
-
-
 def test_10000_jobs(store: Store) -> None:
     for i in range(10_000):
         store.put(record(f"job-{i}", "done" if i % 2 else "running"), at=float(i))
