@@ -7,15 +7,19 @@ Keys, under a prefix (``jobstatus:`` unless ``?prefix=`` says otherwise):
   listing is one ``ZRANGEBYSCORE`` — O(log n + matches);
 - ``<prefix>status``: a hash job_id -> job_status (JSON text), so a listing
   never parses whole records;
-- ``<prefix>version``: a counter every put increments.
+- ``<prefix>version``: a counter every put increments;
+- ``<prefix>epoch``: a random value the first put sets, so that the keys of
+  another life of the store (after a ``FLUSHDB``, a restart without
+  persistence) never pass for this one's.
 
 A listing is one Lua script: the range, the statuses, and the answer's JSON
 text joined inside Redis, in one round trip. Each instance keeps its last
 listings (see ``ListingCache``); the script answers "unchanged" instead of
-the text while the version has not moved and the kept listing still covers
-the window.
+the text while the version -- the server's run id, the epoch and the
+counter, which no reset, restart or failover repeats -- has not moved and
+the kept listing still covers the window.
 
-A put writes all four in one MULTI/EXEC, so record and index never disagree.
+A put writes all five in one MULTI/EXEC, so record and index never disagree.
 Redis unreachable or timing out raises ``StoreUnavailable`` (answered 503);
 the connection pool reconnects by itself once Redis is back.
 """
@@ -23,6 +27,7 @@ the connection pool reconnects by itself once Redis is back.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,19 +46,29 @@ from jobstatus_core import (
 )
 from jobstatus_core.registry import redact
 
+from . import storedjson
 from .listingcache import ListingCache
 from .urloptions import seconds_option
 
 DEFAULT_PREFIX = "jobstatus:"
 
-# KEYS: the sorted set, the status hash, the version counter; ARGV: the
-# cutoff, and the version at which the caller keeps a listing exact for this
-# cutoff ('' if it keeps none). Returns {version} when that listing is still
-# the answer, else {version, the listing's JSON text, its oldest score or
-# nil}. Job ids need no escaping (see jsontext.member).
+# KEYS: the sorted set, the status hash, the version counter, the epoch;
+# ARGV: the cutoff, and the version at which the caller keeps a listing exact
+# for this cutoff ('' if it keeps none). Returns {version} when that listing
+# is still the answer, else {version, the listing's JSON text, its oldest
+# score or nil}; the version is '' while the store has no epoch (nothing put
+# since it was emptied), and then nothing is kept. The run id changes with
+# every start of a server, so a restart or a failover to a replica that had
+# not seen the last puts cannot repeat a version. Job ids and statuses are
+# joined as they are: the caller checks the text (see _checked).
 LISTING_SCRIPT = """
-local version = redis.call('GET', KEYS[3]) or '0'
-if version == ARGV[2] then return {version} end
+local epoch = redis.call('GET', KEYS[4])
+local version = ''
+if epoch then
+  local server = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  version = server .. ':' .. epoch .. ':' .. (redis.call('GET', KEYS[3]) or '0')
+  if version == ARGV[2] then return {version} end
+end
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES')
 local parts = {}
 local oldest = false
@@ -65,6 +80,21 @@ for i = 1, #ids, 2 do
   end
 end
 return {version, '{' .. table.concat(parts, ',') .. '}', oldest}
+"""
+
+# KEYS: the sorted set, the status hash; ARGV: the cutoff. Returns job ids
+# and their raw statuses, alternately, for a listing built outside Redis.
+PAIRS_SCRIPT = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+local pairs = {}
+for i = 1, #ids do
+  local status = redis.call('HGET', KEYS[2], ids[i])
+  if status then
+    pairs[#pairs + 1] = ids[i]
+    pairs[#pairs + 1] = status
+  end
+end
+return pairs
 """
 
 # A status endpoint must answer quickly, even "unavailable": fail fast.
@@ -88,6 +118,7 @@ class RedisStore:
         self._updated = prefix + "updated"
         self._status = prefix + "status"
         self._version = prefix + "version"
+        self._epoch = prefix + "epoch"
         self._listings = ListingCache()
         self._listings_lock = threading.Lock()
         if client is not None:
@@ -95,6 +126,7 @@ class RedisStore:
         else:
             self._client = _connect(url, timeout)
         self._listing = self._client.register_script(LISTING_SCRIPT)
+        self._pairs = self._client.register_script(PAIRS_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -120,7 +152,7 @@ class RedisStore:
 
     def get(self, job_id: str) -> Record | None:
         raw = self._run(lambda: self._client.get(self._key(job_id)))
-        return None if raw is None else cast(Record, json.loads(raw))
+        return None if raw is None else storedjson.record(job_id, cast(str, raw))
 
     def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
         return list(json.loads(self.changed_since_json(cutoff)).items())
@@ -134,18 +166,39 @@ class RedisStore:
             kept = self._listings.get(known, cutoff)
         reply = self._run(
             lambda: self._listing(
-                keys=[self._updated, self._status, self._version],
+                keys=[self._updated, self._status, self._version, self._epoch],
                 args=[repr(cutoff), "" if kept is None else str(known)],
             )
         )
         if kept is not None and len(reply) == 1:
             return kept
         version, text, oldest = reply
-        with self._listings_lock:
-            self._listings.put(
-                version, cutoff, None if oldest is None else float(oldest), text
+        text = self._checked(cutoff, text)
+        if version:
+            with self._listings_lock:
+                self._listings.put(
+                    version, cutoff, None if oldest is None else float(oldest), text
+                )
+        return text
+
+    def _checked(self, cutoff: float, text: str) -> str:
+        """The joined listing ``text`` if it is strict JSON, else the listing
+        rebuilt from the raw statuses, each read by ``storedjson.status``:
+        a status edited by hand into bare text lists as that text."""
+        try:
+            storedjson.loads(text)
+        except (ValueError, RecursionError):
+            flat = cast(
+                list[str],
+                self._run(
+                    lambda: self._pairs(
+                        keys=[self._updated, self._status], args=[repr(cutoff)]
+                    )
+                ),
             )
-        return cast(str, text)
+            statuses = zip(flat[::2], map(storedjson.status, flat[1::2]), strict=True)
+            return jsontext.encode(dict(statuses))
+        return storedjson.ascii_only(text)
 
     def jobs(self) -> list[tuple[str, float]]:
         pairs = cast(
@@ -165,6 +218,7 @@ class RedisStore:
         # The answers' own encoding: listings join this text as it is.
         status = jsontext.encode(record["job_status"])
         stamp = time.time() if at is None else at
+        epoch = secrets.token_hex(8)
 
         def write() -> None:
             with self._client.pipeline(transaction=True) as tx:
@@ -172,6 +226,7 @@ class RedisStore:
                 tx.zadd(self._updated, {job_id: stamp})
                 tx.hset(self._status, job_id, status)
                 tx.incr(self._version)
+                tx.set(self._epoch, epoch, nx=True)
                 tx.execute()
 
         self._run(write)
@@ -196,6 +251,8 @@ def _connect(url: str, timeout: float) -> redis.Redis:
             socket_connect_timeout=timeout,
             health_check_interval=30,
             decode_responses=True,
+            # Bytes that are not UTF-8 (a key edited by hand) read as U+FFFD.
+            encoding_errors="replace",
         )
     except ValueError as exc:
         raise ConfigError(f"store URL {redact(url)!r}: {exc}") from None

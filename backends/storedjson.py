@@ -31,9 +31,13 @@ def _finite(text: str) -> float:
     return value
 
 
+# Built once: json.loads with hooks builds a decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
+
+
 def loads(text: str) -> Any:
     """``text`` parsed as strict JSON: no NaN, no Infinity, no overflow."""
-    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+    return _DECODER.decode(text)
 
 
 def status(text: str) -> Any:
