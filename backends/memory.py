@@ -11,6 +11,7 @@ from typing import Any
 from jobstatus_core import Record, checked_job_id
 
 from .timeindex import TimeIndex
+from .urloptions import parse_store_url
 
 
 class MemoryStore:
@@ -26,6 +27,10 @@ class MemoryStore:
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
+        """``memory://``: nothing after it."""
+        parsed = parse_store_url(url)
+        if parsed.netloc or parsed.path:
+            raise parsed.fail("memory:// takes no host and no path")
         return cls()
 
     def get(self, job_id: str) -> Record | None:
