@@ -17,6 +17,8 @@ from .urloptions import parse_store_url
 class MemoryStore:
     #: Calls never wait on I/O: adapters may run them on the event loop.
     blocking = False
+    #: A dict and a lock: a forked child has its own copy.
+    survives_fork = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

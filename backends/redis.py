@@ -73,6 +73,9 @@ T = TypeVar("T")
 
 
 class RedisStore:
+    #: redis-py's pool notices the new pid and reconnects in a forked child.
+    survives_fork = True
+
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",

@@ -17,7 +17,14 @@ from .errors import (
     StoreError,
     StoreUnavailable,
 )
-from .protocol import Checkable, Enumerable, ListsAsJSON, Store, checked_job_id
+from .protocol import (
+    Checkable,
+    Enumerable,
+    ForkSafe,
+    ListsAsJSON,
+    Store,
+    checked_job_id,
+)
 from .registry import Registry
 from .service import JOB_STATUS_PATH, JOBS_STATUS_PATH, Reply, StatusService
 from .types import Auth, Headers, Record
@@ -35,6 +42,7 @@ __all__ = [
     "Checkable",
     "ConfigError",
     "Enumerable",
+    "ForkSafe",
     "Headers",
     "Host",
     "InvalidRecord",

@@ -73,6 +73,16 @@ class Checkable(Protocol):
         """Raise ``ConfigError`` (a wrong setting) or ``StoreError``."""
 
 
+@runtime_checkable
+class ForkSafe(Protocol):
+    """A store that keeps working in a child process after ``os.fork()``
+    (memory, Redis). Others (file: observer threads; SQLite: a connection)
+    must be opened after the fork; a service built before one refuses to
+    use them in the child (see ``jobstatus_adapters.service``)."""
+
+    survives_fork: bool
+
+
 def checked_job_id(record: Mapping[str, Any]) -> str:
     """The job id of a record about to be put; raises ``InvalidRecord``."""
     if not isinstance(record, Mapping):
