@@ -25,9 +25,7 @@ from jobstatus_core.registry import redact
 from .helpers import ServeProcess, clean_env, free_port, wait_for
 
 
-def jobstatus(
-    *args: str, cwd: Path, **env: str
-) -> subprocess.CompletedProcess[str]:
+def jobstatus(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "jobstatus_adapters.cli", *args],
         cwd=cwd,
@@ -174,9 +172,9 @@ def redis_with_password(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     if binary is None:
         pytest.skip("redis-server not found")
     port = free_port()
+    options = ["--bind", "127.0.0.1", "--save", "", "--requirepass", "right-pass"]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        + ["--requirepass", "right-pass"],
+        [binary, "--port", str(port), *options],
         cwd=tmp_path_factory.mktemp("redis-auth"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
