@@ -123,8 +123,9 @@ def parse_store_url(url: str) -> StoreURL:
         pairs = [] if not parts.query else [(parts.query, "")]
     for name, raw in pairs:
         if name not in allowed:
-            known = ", ".join(sorted(allowed)) or "none"
-            raise parsed.fail(f"unknown option {name!r} (known: {known})")
+            known = ", ".join(sorted(allowed))
+            takes = f"known: {known}" if known else f"{scheme}:// takes none"
+            raise parsed.fail(f"unknown option {name!r} ({takes})")
         if name in parsed.options:
             raise parsed.fail(f"option {name!r} given twice")
         try:
