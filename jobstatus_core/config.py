@@ -6,7 +6,6 @@ import math
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import quote
 
 from .auth import key_problem
 from .errors import ConfigError
@@ -55,9 +54,25 @@ def store_url_setting(environ: Mapping[str, str], *, cwd: str) -> tuple[str, str
     if storage:
         # Quoted: a '%41', '#' or '?' in the path is part of the path.
         path = posixpath.normpath(posixpath.join(cwd, storage))
-        return "LOCAL_STORAGE_PATH", "file://" + quote(path)
+        return "LOCAL_STORAGE_PATH", "file://" + quote_path(path)
     path = posixpath.join(cwd, DEFAULT_SQLITE_NAME)
-    return "the default store", "sqlite://" + quote(path)
+    return "the default store", "sqlite://" + quote_path(path)
+
+
+#: Characters a URL path carries as they are; every other is percent-encoded.
+_PATH_SAFE = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/"
+)
+
+
+def quote_path(path: str) -> str:
+    """``path`` fit for a URL: a '%', '#' or '?' in it stays part of it."""
+    return "".join(
+        char
+        if char in _PATH_SAFE
+        else "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogateescape"))
+        for char in path
+    )
 
 
 def api_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
