@@ -106,10 +106,6 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         wsgi_server.require_gunicorn()  # before a key is printed for nothing
         if args.access_log:
             raise ConfigError("--access-log: only with --interface asgi")
-    if args.workers < 1:
-        raise ConfigError(
-            f"--workers: expected a whole number >= 1, got {args.workers}"
-        )
     args.port = listen.port_number(args.port)
     listen.check_address(args.host, args.port)
     log_config = logging_config(args.log_level, access_log=args.access_log)
