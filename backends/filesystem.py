@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
 from jobstatus_core import ConfigError, Record, StoreError, checked_job_id, jsontext
 from jobstatus_core.errors import one_line_reason
@@ -20,7 +20,7 @@ from jobstatus_core.window import in_window
 
 from . import jobfiles
 from .fsindex import JobIndex, ObserverFactory
-from .urloptions import seconds_option
+from .urloptions import parse_store_url
 
 logger = logging.getLogger("jobstatus.filesystem")
 
@@ -49,21 +49,15 @@ class FileStore:
     @classmethod
     def from_url(cls, url: str) -> FileStore:
         """``file:///abs/path[?index=off][&reconcile=SECONDS]``."""
-        parts = urlsplit(url)
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ConfigError(f"store URL {url!r}: use file:///absolute/path")
-        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        unknown = set(options) - {"index", "reconcile"}
-        if unknown:
-            raise ConfigError(
-                f"store URL {url!r}: unknown option {sorted(unknown)[0]!r}"
-            )
-        index = options.get("index", "on").lower()
-        if index not in ("on", "off"):
-            raise ConfigError(f"store URL {url!r}: index must be on or off")
-        reconcile = seconds_option(url, options, "reconcile", DEFAULT_RECONCILE_SECONDS)
+        parsed = parse_store_url(url)
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
+            raise parsed.fail("use file:///absolute/path")
         return cls(
-            unquote(parts.path), index=index == "on", reconcile_interval=reconcile
+            unquote(parsed.path),
+            index=parsed.options.get("index", True),
+            reconcile_interval=parsed.options.get(
+                "reconcile", DEFAULT_RECONCILE_SECONDS
+            ),
         )
 
     def _start_index(
@@ -121,6 +115,20 @@ class FileStore:
 
     def exists(self) -> bool:
         return os.path.isdir(self.jobs_dir)
+
+    def check(self) -> None:
+        """A ``jobs`` entry that is there must be a directory this process can
+        list; a missing one is allowed (the Toolkit creates it later)."""
+        try:
+            with os.scandir(self.jobs_dir):
+                pass
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            reason = one_line_reason(exc)
+            raise ConfigError(
+                f"file store: {self.jobs_dir!r} cannot be listed: {reason}"
+            ) from None
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)

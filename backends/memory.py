@@ -11,11 +11,14 @@ from typing import Any
 from jobstatus_core import Record, checked_job_id
 
 from .timeindex import TimeIndex
+from .urloptions import parse_store_url
 
 
 class MemoryStore:
     #: Calls never wait on I/O: adapters may run them on the event loop.
     blocking = False
+    #: A dict and a lock: a forked child has its own copy.
+    survives_fork = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -26,6 +29,10 @@ class MemoryStore:
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
+        """``memory://``: nothing after it."""
+        parsed = parse_store_url(url)
+        if parsed.netloc or parsed.path:
+            raise parsed.fail("memory:// takes no host and no path")
         return cls()
 
     def get(self, job_id: str) -> Record | None:

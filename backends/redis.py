@@ -32,7 +32,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
@@ -48,7 +47,7 @@ from jobstatus_core.registry import redact
 
 from . import storedjson
 from .listingcache import ListingCache
-from .urloptions import seconds_option
+from .urloptions import parse_store_url
 
 DEFAULT_PREFIX = "jobstatus:"
 
@@ -104,6 +103,9 @@ T = TypeVar("T")
 
 
 class RedisStore:
+    #: redis-py's pool notices the new pid and reconnects in a forked child.
+    survives_fork = True
+
     def __init__(
         self,
         url: str = "redis://127.0.0.1:6379/0",
@@ -111,9 +113,11 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         client: redis.Redis | None = None,
+        **connection: Any,
     ) -> None:
         """Give ``client`` to use a connection made elsewhere (Sentinel's
-        ``master_for(...)``, say); ``url`` and ``timeout`` are then unused."""
+        ``master_for(...)``, say); ``url``, ``timeout`` and ``connection``
+        (redis-py's own arguments) are then unused."""
         self.prefix = prefix
         self._updated = prefix + "updated"
         self._status = prefix + "status"
@@ -124,28 +128,26 @@ class RedisStore:
         if client is not None:
             self._client = client
         else:
-            self._client = _connect(url, timeout)
+            self._client = _connect(url, timeout, connection)
         self._listing = self._client.register_script(LISTING_SCRIPT)
         self._pairs = self._client.register_script(PAIRS_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
-        """``redis://[:password@]host:port/db[?prefix=app:][&timeout=SECONDS]``.
+        """``redis://[[user]:password@]host:port/db[?prefix=app:][&timeout=S]``.
 
-        Other query options are redis-py's own (``rediss://`` for TLS too).
+        The options are those ``urloptions.OPTIONS`` declares (``rediss://``,
+        TLS, adds the certificate ones); any other is refused.
         """
-        parts = urlsplit(url)
-        options = dict(parse_qsl(parts.query))
-        prefix = options.pop("prefix", DEFAULT_PREFIX)
-        timeout = seconds_option(url, options, "timeout", DEFAULT_TIMEOUT_SECONDS)
-        options.pop("timeout", None)
-        db = parts.path.strip("/")
+        parsed = parse_store_url(url)
+        db = parsed.path.strip("/")
         if db and not db.isdigit():
-            raise ConfigError(
-                f"store URL {redact(url)!r}: the database must be a number"
-            )
-        rest = urlunsplit(parts._replace(query=urlencode(options)))
-        return cls(rest, prefix=prefix, timeout=timeout)
+            raise parsed.fail("the database must be a number")
+        options = dict(parsed.options)
+        prefix = options.pop("prefix", DEFAULT_PREFIX)
+        timeout = options.pop("timeout", DEFAULT_TIMEOUT_SECONDS)
+        # The rest are redis-py's own, checked already: given as arguments.
+        return cls(url.split("?", 1)[0], prefix=prefix, timeout=timeout, **options)
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -212,6 +214,19 @@ class RedisStore:
     def exists(self) -> bool:
         return True
 
+    def check(self) -> None:
+        """One PING: a wrong password or address stops the start."""
+        try:
+            self._client.ping()
+        except redis.AuthenticationError:
+            raise ConfigError("Redis authentication failed (wrong password?)") from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise ConfigError(f"Redis unreachable: {type(exc).__name__}") from None
+        except redis.RedisError as exc:
+            raise ConfigError(
+                f"Redis error: {str(exc).splitlines()[0][:200]}"
+            ) from None
+
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
         data = json.dumps(record, allow_nan=False)
@@ -243,10 +258,11 @@ class RedisStore:
             raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
 
 
-def _connect(url: str, timeout: float) -> redis.Redis:
+def _connect(url: str, timeout: float, connection: dict[str, Any]) -> redis.Redis:
     try:
         return redis.Redis.from_url(
             url,
+            **connection,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             health_check_interval=30,

@@ -28,6 +28,7 @@ from jobstatus_core import ConfigError, Record, StoreError, checked_job_id, json
 
 from . import storedjson
 from .listingcache import ListingCache
+from .urloptions import parse_store_url
 
 #: ``PRAGMA application_id`` of the files jobstatus creates ("jbst").
 APPLICATION_ID = int.from_bytes(b"jbst", "big")
@@ -76,18 +77,12 @@ T = TypeVar("T")
 
 def path_from_url(url: str) -> Path:
     """``sqlite:///abs/path.db`` (absolute) or ``sqlite:relative.db``."""
-    rest = url.split(":", 1)[1]
-    if rest.startswith("///"):
-        raw = "/" + rest[3:]
-    elif rest.startswith("//"):
-        raise ConfigError(
-            f"store URL {url!r}: use sqlite:///absolute/path.db or sqlite:relative.db"
-        )
-    else:
-        raw = rest
-    raw = unquote(raw.split("?", 1)[0])
+    parsed = parse_store_url(url)
+    if parsed.netloc:
+        raise parsed.fail("use sqlite:///absolute/path.db or sqlite:relative.db")
+    raw = unquote(parsed.path)
     if not raw.strip("/"):
-        raise ConfigError(f"store URL {url!r}: no database file named")
+        raise parsed.fail("no database file named")
     return Path(raw)
 
 

@@ -17,7 +17,14 @@ from .errors import (
     StoreError,
     StoreUnavailable,
 )
-from .protocol import Enumerable, ListsAsJSON, Store, checked_job_id
+from .protocol import (
+    Checkable,
+    Enumerable,
+    ForkSafe,
+    ListsAsJSON,
+    Store,
+    checked_job_id,
+)
 from .registry import Registry
 from .service import JOB_STATUS_PATH, JOBS_STATUS_PATH, Reply, StatusService
 from .types import Auth, Headers, Record
@@ -32,8 +39,10 @@ __all__ = [
     "ApiError",
     "ApiKeyAuth",
     "Auth",
+    "Checkable",
     "ConfigError",
     "Enumerable",
+    "ForkSafe",
     "Headers",
     "Host",
     "InvalidRecord",
