@@ -64,7 +64,7 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     from .service import make_service
 
     if args.interface == "wsgi":
-        wsgi_server.require_gunicorn()  # before a key is printed for nothing
+        wsgi_server.require_server()  # before a key is printed for nothing
 
     keys = settings.api_keys
     if not keys:
