@@ -75,25 +75,20 @@ def status_of(job_id: str, member_text: str) -> Any:
 def checked_object(text: str) -> str:
     """A store's pre-encoded listing, fit to send; raises ``StoreError``.
 
-    Stores owe ``encode``'s own text (see docs/writing-a-store.md), but a
-    shared store may hold text that other writers, or older versions, wrote.
-    A full parse of every listing would cost what pre-encoding saves, so the
-    check is cheap: text that is ASCII, an object's braces, and holds no
-    ``NaN``/``Infinity`` token passes as it is. Anything else is parsed and
-    written again by ``encode``, or refused when it does not parse.
+    Stores owe ``encode``'s own text (docs/writing-a-store.md), but a shared
+    store may hold text that other writers, or older versions, wrote. Text
+    that is not a JSON object is refused; JSON that is not strict ASCII
+    (``NaN``, ``Infinity``, raw non-ASCII characters) is written again.
     """
-    if (
-        text.isascii()
-        and text.startswith("{")
-        and text.endswith("}")
-        and "NaN" not in text
-        and "Infinity" not in text
-    ):
-        return text
+    non_finite: list[str] = []
+
+    def as_null(token: str) -> None:
+        non_finite.append(token)
+
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=as_null)
     except (ValueError, RecursionError):
         raise StoreError("the store's listing is not valid JSON") from None
     if not isinstance(value, dict):
         raise StoreError("the store's listing is not a JSON object")
-    return encode(value)
+    return text if text.isascii() and not non_finite else encode(value)

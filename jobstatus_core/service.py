@@ -73,6 +73,9 @@ class StatusService:
         self._changed_since_json: Callable[[float], str] | None = getattr(
             store, "changed_since_json", None
         )
+        # Listing texts already checked (see _checked_listing). A race between
+        # threads only checks a text twice: a tuple is swapped whole.
+        self._checked_listings: tuple[str, ...] = ()
 
     def check_request(self, method: str, headers: Headers) -> None:
         """What can be refused before the body is read; raises ``ApiError``.
@@ -162,8 +165,20 @@ class StatusService:
         if not self.store.exists():
             raise errors.jobs_directory_not_found()
         if self._changed_since_json is not None:
-            return jsontext.checked_object(self._changed_since_json(since))
+            return self._checked_listing(self._changed_since_json(since))
         return jsontext.encode(dict(self.store.changed_since(since)))
+
+    def _checked_listing(self, text: str) -> str:
+        """A store's listing text, checked once: a kept listing is the same
+        object poll after poll, and a full parse costs what pre-encoding saves
+        (about 0.2 ms for 1,000 jobs)."""
+        if any(text is known for known in self._checked_listings):
+            return text
+        checked = jsontext.checked_object(text)
+        if checked is text:
+            # One slot per window a store keeps listings for (ListingCache).
+            self._checked_listings = (text, *self._checked_listings[:3])
+        return checked
 
     def _store_error(self, what: str, exc: Exception) -> ApiError:
         if isinstance(exc, StoreUnavailable):
