@@ -509,3 +509,58 @@ def test_non_finite_numbers_in_job_files_answer_strict_json(
         "response": {"progress": None, "size": None, "ok": None},
     }
     assert strict_json(many.content)["response"] == {"ok": "done", "odd": None}
+
+
+SLOW_CLIENTS = 200
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_slow_header_clients_do_not_stop_the_server(
+    tmp_path: Path, interface: str
+) -> None:
+    server = ServeProcess(
+        tmp_path,
+        clean_env(API_KEY=API_KEY, JOBSTATUS_STORE="memory://"),
+        "--interface",
+        interface,
+    )
+    slow: list[socket.socket] = []
+    try:
+        # Each sends its request line and a header, then a header a round:
+        # a request that never ends, as slowloris sends them.
+        for _ in range(SLOW_CLIENTS):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(f"POST {JOBS_STATUS_PATH} HTTP/1.1\r\nHost: x\r\n".encode())
+            slow.append(sock)
+        for round in range(2):
+            for sock in slow:
+                sock.sendall(f"x-slow-{round}: 1\r\n".encode())
+            response = httpx.post(
+                server.url + JOBS_STATUS_PATH,
+                headers={"x-api-key": API_KEY},
+                timeout=2.0,
+            )
+            assert response.status_code == 200
+    finally:
+        for sock in slow:
+            sock.close()
+        server.stop()
+
+
+def test_wsgi_refusals_of_the_server_itself_are_the_envelope(tmp_path: Path) -> None:
+    server = ServeProcess(
+        tmp_path,
+        clean_env(API_KEY=API_KEY, JOBSTATUS_STORE="memory://"),
+        "--interface",
+        "wsgi",
+    )
+    try:
+        bad_length = raw_post(JOBS_STATUS_PATH, f"x-api-key: {API_KEY}").replace(
+            b"Content-Length: 2", b"Content-Length: \xb2"
+        )
+        answer = envelope_from(*exchange(server.port, bad_length))
+    finally:
+        server.stop()
+    assert answer["code"] == 400
+    assert answer["endpoint"] == JOBS_STATUS_PATH
+    assert answer["message"].startswith("Bad Request")
