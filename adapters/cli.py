@@ -103,7 +103,7 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     from .logconfig import logging_config
 
     if args.interface == "wsgi":
-        wsgi_server.require_gunicorn()  # before a key is printed for nothing
+        wsgi_server.require_server()  # before a key is printed for nothing
         if args.access_log:
             raise ConfigError("--access-log: only with --interface asgi")
     args.port = listen.port_number(args.port)
@@ -333,7 +333,7 @@ def _parser() -> argparse.ArgumentParser:
         "--interface",
         choices=("asgi", "wsgi"),
         default="asgi",
-        help="asgi: Starlette on uvicorn; wsgi: the WSGI app on gunicorn"
+        help="asgi: Starlette on uvicorn; wsgi: the WSGI app on waitress"
         " (default: %(default)s)",
     )
     serve.add_argument(

@@ -231,11 +231,11 @@ def test_list_on_a_missing_jobs_directory_says_so(tmp_path: Path) -> None:
 
 
 @pytest.mark.sqlite
-def test_wsgi_without_gunicorn_names_the_fix_before_anything_else(
+def test_wsgi_without_waitress_names_the_fix_before_anything_else(
     tmp_path: Path,
 ) -> None:
     code = (
-        "import sys; sys.modules['gunicorn'] = None\n"
+        "import sys; sys.modules['waitress'] = None\n"
         "from jobstatus_adapters.cli import main\n"
         "sys.exit(main(['serve', '--interface', 'wsgi']))"
     )
@@ -249,7 +249,7 @@ def test_wsgi_without_gunicorn_names_the_fix_before_anything_else(
     assert result.returncode == 2
     assert result.stdout == ""  # no key printed for a server that never starts
     assert result.stderr == (
-        "jobstatus: error: --interface wsgi needs gunicorn: pip install gunicorn"
+        "jobstatus: error: --interface wsgi needs waitress: pip install waitress"
         " (the package's 'wsgi' extra)\n"
     )
 
