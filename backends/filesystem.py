@@ -34,6 +34,7 @@ class FileStore:
         *,
         index: bool = True,
         reconcile_interval: float = DEFAULT_RECONCILE_SECONDS,
+        max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
         observer_factory: ObserverFactory | None = None,
     ) -> None:
         self.root = os.path.abspath(root)
@@ -42,13 +43,16 @@ class FileStore:
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise ConfigError(f"file store: {self.root!r} is not readable")
         self.jobs_dir = os.path.join(self.root, "jobs")
+        self.max_file_size = max_file_size
+        # Listings made by scanning (no index, or the index failed).
+        self._scan_reads = jobfiles.ListingReads(self.jobs_dir, max_file_size)
         self.index: JobIndex | None = None
         if index:
             self.index = self._start_index(reconcile_interval, observer_factory)
 
     @classmethod
     def from_url(cls, url: str) -> FileStore:
-        """``file:///abs/path[?index=off][&reconcile=SECONDS]``."""
+        """``file:///abs/path[?index=off][&reconcile=SECONDS][&max_file_size=BYTES]``."""
         parsed = parse_store_url(url)
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
             raise parsed.fail("use file:///absolute/path")
@@ -58,12 +62,18 @@ class FileStore:
             reconcile_interval=parsed.options.get(
                 "reconcile", DEFAULT_RECONCILE_SECONDS
             ),
+            max_file_size=parsed.options.get(
+                "max_file_size", jobfiles.DEFAULT_MAX_FILE_SIZE
+            ),
         )
 
     def _start_index(
         self, reconcile_interval: float, observer_factory: ObserverFactory | None
     ) -> JobIndex | None:
-        options: dict[str, Any] = {"reconcile_interval": reconcile_interval}
+        options: dict[str, Any] = {
+            "reconcile_interval": reconcile_interval,
+            "max_file_size": self.max_file_size,
+        }
         if observer_factory is not None:
             options["observer_factory"] = observer_factory
         index = JobIndex(self.root, **options)
@@ -77,7 +87,7 @@ class FileStore:
         return index
 
     def get(self, job_id: str) -> Record | None:
-        found = jobfiles.read_job(self.jobs_dir, job_id)
+        found = jobfiles.read_job(self.jobs_dir, job_id, self.max_file_size)
         return None if found is None else found[0]
 
     def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
@@ -98,20 +108,23 @@ class FileStore:
             listing = list(jobfiles.scan(self.jobs_dir))
         except (FileNotFoundError, NotADirectoryError):
             return matches  # no jobs directory (now): nothing is there
-        for job_id, mtime in listing:
-            if in_window(mtime, cutoff):
-                try:
-                    found = jobfiles.read_status(self.jobs_dir, job_id)
-                except jobfiles.Unreadable:
+        for job_id, info in listing:
+            if in_window(info.st_mtime, cutoff):
+                found = self._scan_reads.read(job_id, info)
+                if found is None or not in_window(found.mtime, cutoff):
                     continue
-                if found is not None and found[2] and in_window(found[0], cutoff):
-                    matches.append((job_id, found[1]))
+                status, has_status = jobfiles.status_of(found.record)
+                if has_status:
+                    matches.append((job_id, status))
+        self._scan_reads.keep_only({job_id for job_id, _ in listing})
         return matches
 
     def jobs(self) -> list[tuple[str, float]]:
         if not self.exists():
             return []
-        return list(jobfiles.scan(self.jobs_dir))
+        return [
+            (job_id, info.st_mtime) for job_id, info in jobfiles.scan(self.jobs_dir)
+        ]
 
     def exists(self) -> bool:
         return os.path.isdir(self.jobs_dir)

@@ -42,6 +42,12 @@ def whole_number(text: str) -> int:
     return int(text)
 
 
+def byte_count(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise ValueError("must be a whole number of bytes > 0")
+    return int(text)
+
+
 def true_false(text: str) -> bool:
     if text.lower() not in ("true", "false"):
         raise ValueError("must be true or false")
@@ -73,7 +79,7 @@ _REDIS: dict[str, OptionParser] = {
 OPTIONS: dict[str, dict[str, OptionParser]] = {
     "memory": {},
     "sqlite": {},
-    "file": {"index": on_off, "reconcile": seconds},
+    "file": {"index": on_off, "reconcile": seconds, "max_file_size": byte_count},
     "redis": _REDIS,
     "rediss": {
         **_REDIS,

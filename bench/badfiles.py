@@ -9,6 +9,7 @@ in one run:
 
 - the index's start (one scan, every file read once);
 - the first listing after it;
+- the process's peak memory (a file read whole shows there);
 - one reconcile round with nothing changed (the directory compared with the
   index, what happens every 30 s while serving), and a listing made while
   that round runs.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import threading
 import time
@@ -68,24 +70,23 @@ def main() -> None:
         print(f"first listing:     {seconds(started)} ({listed} jobs)")
         # Nothing changed since the start: a round should read nothing.
         index = store.index
-        done = threading.Event()
 
         def reconcile() -> None:
             started = time.perf_counter()
-            with index._lock:
-                index._refresh()
-                index._rescan(full=False)
+            index.reconcile()
             print(f"reconcile round:   {seconds(started)}")
-            done.set()
 
         worker = threading.Thread(target=reconcile)
         worker.start()
-        time.sleep(0.05)  # the round has the lock now
+        time.sleep(0.05)  # the round holds the index's lock now, if it lasts
         started = time.perf_counter()
         store.changed_since(0)
-        print(f"listing meanwhile: {seconds(started)}")
+        meanwhile = seconds(started)
         worker.join()
+        print(f"listing meanwhile: {meanwhile}")
         store.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory:       {peak:.0f} MB")
 
 
 if __name__ == "__main__":
