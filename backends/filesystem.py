@@ -116,7 +116,7 @@ class FileStore:
                 status, has_status = jobfiles.status_of(found.record)
                 if has_status:
                     matches.append((job_id, status))
-        self._scan_reads.keep_only({job_id for job_id, _ in listing})
+        self._scan_reads.keep_only(job_id for job_id, _ in listing)
         return matches
 
     def jobs(self) -> list[tuple[str, float]]:

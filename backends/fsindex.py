@@ -6,9 +6,9 @@ read per job, not one per event. Watchdog drops inotify queue overflows
 silently, so a reconciler thread also compares the index with the directory
 every ``reconcile_interval`` seconds and restarts a dead observer.
 
-Watchdog does not follow symlinks: the root and the jobs directory are watched
-at the paths they resolve to, and each reconcile round checks that they still
-resolve there (a link may be pointed elsewhere meanwhile).
+Watchdog watches a symlink itself, not where it leads: the root and the jobs
+directory are watched at the paths they resolve to, and each reconcile round
+checks that they still resolve there (a link may be pointed elsewhere since).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import stat
 import tempfile
 import threading
 import time
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from jobstatus_core import Record, StoreError, is_valid_job_id
@@ -53,12 +53,12 @@ class BadFile(Exception):
     """A job file that is there but is not a job record now.
 
     ``reason`` is one line without a path; ``fingerprint`` is the file as it
-    was when it failed (None when it could not even be opened); ``final`` says
-    that reading it again cannot help until it changes (too large).
+    was when it failed; ``final`` says that reading it again cannot help until
+    it changes (too large).
     """
 
     def __init__(
-        self, reason: str, fingerprint: Fingerprint | None, *, final: bool = False
+        self, reason: str, fingerprint: Fingerprint, *, final: bool = False
     ) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -79,12 +79,8 @@ def job_id_of(name: str) -> str | None:
     return job_id if is_valid_job_id(job_id) else None
 
 
-def too_large(job_id: str, max_size: int, fingerprint: Fingerprint) -> BadFile:
-    return BadFile(
-        f"the file of job {job_id} is larger than {max_size} bytes",
-        fingerprint,
-        final=True,
-    )
+def too_large(job_id: str, max_size: int) -> str:
+    return f"the file of job {job_id} is larger than {max_size} bytes"
 
 
 def read_once(
@@ -115,10 +111,10 @@ def read_once(
             return None
         fingerprint = fingerprint_of(info)
         if info.st_size > max_size:
-            raise too_large(job_id, max_size, fingerprint)
+            raise BadFile(too_large(job_id, max_size), fingerprint, final=True)
         data = _read_to_end(fd, info.st_size, max_size)
         if data is None:
-            raise too_large(job_id, max_size, fingerprint)
+            raise BadFile(too_large(job_id, max_size), fingerprint, final=True)
     finally:
         os.close(fd)
     try:
@@ -159,16 +155,17 @@ def read_job(
     after short waits. Raises ``UnreadableRecord`` when it never parses or is
     too large. Sleeps: never call it holding a lock others wait on.
     """
-    for delay in (*RETRY_DELAYS_SECONDS, None):
+    delays = iter(RETRY_DELAYS_SECONDS)
+    while True:
         try:
             found = read_once(jobs_dir, job_id, max_size)
         except BadFile as exc:
-            if exc.final or delay is None:
+            delay = None if exc.final else next(delays, None)
+            if delay is None:
                 raise UnreadableRecord(exc.reason) from None
             time.sleep(delay)
             continue
         return None if found is None else (found.record, found.mtime)
-    raise AssertionError("unreachable")  # the last delay is None
 
 
 class ListingReads:
@@ -189,21 +186,24 @@ class ListingReads:
     def read(self, job_id: str, seen: os.stat_result | None = None) -> JobFile | None:
         """The job file now; None when it is absent or not a job record.
 
-        ``seen`` is the file's ``lstat`` from a directory listing, when there
-        is one: a file it shows too large is skipped without being opened.
+        ``seen`` is the file's ``lstat`` from a directory listing: a file it
+        shows unchanged since it failed is not read again, and one it shows
+        too large is skipped unopened. Without it (an event said the file was
+        written) the file is read: a same-size rewrite within one clock tick
+        leaves the fingerprint as it was.
         """
-        fingerprint = None if seen is None else fingerprint_of(seen)
-        if job_id in self._failed:
-            if fingerprint is None:
-                fingerprint = _fingerprint(self.jobs_dir, job_id)
-            if fingerprint is not None and self._failed.get(job_id) == fingerprint:
+        fingerprint = None
+        if seen is not None:
+            fingerprint = fingerprint_of(seen)
+            if self._failed.get(job_id) == fingerprint:
                 return None  # as it was when it failed
+            if seen.st_size > self.max_size:
+                self._failed_now(job_id, too_large(job_id, self.max_size), fingerprint)
+                return None
         try:
-            if seen is not None and seen.st_size > self.max_size:
-                raise too_large(job_id, self.max_size, fingerprint_of(seen))
             found = read_once(self.jobs_dir, job_id, self.max_size)
         except BadFile as exc:
-            self._failed_now(job_id, exc.reason, exc.fingerprint or fingerprint)
+            self._failed_now(job_id, exc.reason, exc.fingerprint)
             return None
         except OSError as exc:
             reason = f"the file of job {job_id}: {exc.strerror}"
@@ -214,10 +214,13 @@ class ListingReads:
                 self._failed.pop(job_id, None)
         return found
 
-    def keep_only(self, job_ids: Container[str]) -> None:
+    def keep_only(self, job_ids: Iterable[str]) -> None:
         """Forget the failures of files that are gone."""
+        if not self._failed:
+            return
+        present = set(job_ids)
         with self._lock:
-            for job_id in [j for j in self._failed if j not in job_ids]:
+            for job_id in [j for j in self._failed if j not in present]:
                 del self._failed[job_id]
 
     def _failed_now(
@@ -247,15 +250,6 @@ def scan(jobs_dir: str) -> Iterator[tuple[str, os.stat_result]]:
             except FileNotFoundError:  # removed since it was listed
                 continue
             yield job_id, info
-
-
-def _fingerprint(jobs_dir: str, job_id: str) -> Fingerprint | None:
-    """The job file's fingerprint now; None when it is not there."""
-    try:
-        info = os.lstat(os.path.join(jobs_dir, job_id + SUFFIX))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return fingerprint_of(info)
 
 
 def status_of(record: Record) -> tuple[Any, bool]:
