@@ -14,7 +14,7 @@ import pytest
 
 from jobstatus_backends import jobfiles
 from jobstatus_backends.filesystem import FileStore
-from jobstatus_core import ConfigError, StoreError
+from jobstatus_core import ConfigError, StoreError, jsontext
 
 from .helpers import wait_for
 
@@ -336,3 +336,40 @@ def test_a_file_that_grows_past_the_limit_while_read_is_skipped(
             store.get("growing")
     finally:
         store.close()
+
+
+# -- non-finite numbers -------------------------------------------------------
+
+
+def test_non_finite_numbers_list_and_get_as_the_core_encodes_them(
+    make_store: Callable[..., FileStore], tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    texts = {
+        "nan": '{"job_id": "nan", "job_status": NaN, "response": {"p": [NaN]}}',
+        "inf": '{"job_id": "inf", "job_status": Infinity}',
+        "huge": '{"job_id": "huge", "job_status": -1e999, "response": 1e999}',
+    }
+    for job_id, text in texts.items():
+        (jobs / f"{job_id}.json").write_text(text)
+    store = make_store()
+    held = {job_id: json.loads(text) for job_id, text in texts.items()}
+
+    def strict(text: str) -> Any:
+        def refuse(token: str) -> None:
+            raise AssertionError(f"{token} in an answer")
+
+        return json.loads(text, parse_constant=refuse)
+
+    listed = strict(store.changed_since_json(0))  # in the store's order
+    assert listed == strict(
+        jsontext.encode(
+            {job_id: record["job_status"] for job_id, record in held.items()}
+        )
+    )
+    assert listed == {"nan": None, "inf": None, "huge": None}
+    for job_id, record in held.items():
+        got = jsontext.encode(store.get(job_id))
+        assert got == jsontext.encode(record)
+        strict(got)
