@@ -14,7 +14,7 @@ from typing import Any
 from . import errors, jsontext
 from .auth import API_KEY_HEADER
 from .envelope import Host, envelope
-from .errors import ApiError, StoreUnavailable
+from .errors import ApiError, StoreError, StoreUnavailable
 from .protocol import Store
 from .types import Auth, Headers, RequestId
 from .validation import (
@@ -186,7 +186,14 @@ class StatusService:
                 "job store unavailable: %s", errors.one_line_reason(exc)
             )
             return errors.store_unavailable()
-        self.logger.error("reading %s failed", what, exc_info=exc)
+        if isinstance(exc, StoreError):
+            # A reason the store wrote for people (a half-written job file):
+            # one line; a traceback per poll would bury the log.
+            self.logger.error(
+                "reading %s failed: %s", what, errors.one_line_reason(exc)
+            )
+        else:
+            self.logger.error("reading %s failed", what, exc_info=exc)
         return errors.store_failed(what, exc)
 
     def _reply(

@@ -570,7 +570,7 @@ class FailingStore:
     ],
 )
 def test_store_failure_is_500_with_one_line_reason(
-    serve_service: Any, exc: Exception, reason: str
+    serve_service: Any, exc: Exception, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     from .helpers import service_for
 
@@ -594,6 +594,11 @@ def test_store_failure_is_500_with_one_line_reason(
             and "/secret" not in body["message"]
             and "/srv" not in body["message"]
         )
+    # A reason a store wrote for people is logged as one line; anything
+    # unexpected keeps its traceback for the operator.
+    logged = [r for r in caplog.records if r.name == "jobstatus"]
+    assert len(logged) == 2
+    assert all((r.exc_info is None) == isinstance(exc, StoreError) for r in logged)
 
 
 @pytest.mark.core
