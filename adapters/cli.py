@@ -3,40 +3,75 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import logging
+import logging.config
 import os
 import secrets
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobstatus_backends import store_from_url
 from jobstatus_core import (
+    Checkable,
     ConfigError,
+    Enumerable,
     InvalidRecord,
     Settings,
     StatusService,
     Store,
     StoreError,
 )
+from jobstatus_core import __version__ as version
 from jobstatus_core.errors import one_line_reason
 from jobstatus_core.registry import redact
 from jobstatus_core.window import cutoff
 
+from . import listen
+from .logconfig import LEVELS
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+
 EXIT_USAGE = 2
+#: 128 + SIGINT, what shells report for a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+logger = logging.getLogger("jobstatus.serve")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        # Ctrl-C: whatever was being written has been cleaned up on the way.
+        print("jobstatus: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `jobstatus list | head`: the reader has all it wanted. Later
+        # writes (the interpreter's own flush at exit) go nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     stores: list[Store] = []
     try:
         settings = Settings.from_environ(os.environ, cwd=os.getcwd())
         for setting, url in _store_urls(args, settings):
             try:
-                stores.append(store_from_url(url))
+                store = store_from_url(url)
+                stores.append(store)
+                if isinstance(store, Checkable):
+                    store.check()
             except ConfigError as exc:
                 raise ConfigError(f"{setting}: {exc}") from None
+            except StoreError as exc:
+                raise ConfigError(f"{setting}: {redact(url)!r}: {exc}") from None
         return int(args.run(args, settings, *stores))
     except ConfigError as exc:
         print(f"jobstatus: error: {exc}", file=sys.stderr)
@@ -45,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"jobstatus: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
+        if isinstance(exc, BrokenPipeError):
+            raise
         print(f"jobstatus: error: {one_line_reason(exc)}", file=sys.stderr)
         return 1
     finally:
@@ -56,15 +93,23 @@ def _store_urls(args: argparse.Namespace, settings: Settings) -> list[tuple[str,
     """The stores a command uses, each with the setting that named it."""
     if args.command == "migrate":
         return [("SRC_URL", args.src), ("DST_URL", args.dst)]
-    return [("JOBSTATUS_STORE / --store", args.store or settings.store_url)]
+    if args.store:
+        return [("--store", args.store)]
+    return [(settings.store_setting, settings.store_url)]
 
 
 def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     from . import wsgi_server
-    from .service import make_service
+    from .logconfig import logging_config
 
     if args.interface == "wsgi":
-        wsgi_server.require_gunicorn()  # before a key is printed for nothing
+        wsgi_server.require_server()  # before a key is printed for nothing
+        if args.access_log:
+            raise ConfigError("--access-log: only with --interface asgi")
+    args.port = listen.port_number(args.port)
+    listen.check_address(args.host, args.port)
+    log_config = logging_config(args.log_level, access_log=args.access_log)
+    logging.config.dictConfig(log_config)
 
     keys = settings.api_keys
     if not keys:
@@ -73,21 +118,15 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         print(
             f"jobstatus: no API key configured; this run's key: {keys[0]}", flush=True
         )
-
-    def build_service(store: Store) -> StatusService:
-        return make_service(
-            store,
-            api_keys=keys,
-            build_number=settings.build_number,
-            default_since=settings.default_since,
-            max_body=settings.max_body,
-        )
-
     url = args.store or settings.store_url
-    print(
-        f"jobstatus: serving {redact(url)} on http://{args.host}:{args.port}"
-        f" ({args.interface})",
-        flush=True,
+    logger.info(
+        "serving %s on http://%s:%s (%s, %d worker%s)",
+        redact(url),
+        args.host,
+        args.port,
+        args.interface,
+        args.workers,
+        "" if args.workers == 1 else "s",
     )
     if args.interface == "wsgi":
         from .wsgi import WSGIApp
@@ -96,9 +135,10 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         store.close()
         wsgi_server.run(
             lambda: store_from_url(url),
-            lambda opened: WSGIApp(build_service(opened)),
+            lambda opened: WSGIApp(build_service(opened, settings, keys)),
             host=args.host,
             port=args.port,
+            workers=args.workers,
         )
         return 0
 
@@ -106,13 +146,47 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
 
     from .starlette import create_app
 
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_config": log_config,
+        "access_log": args.access_log,
+    }
+    if args.workers == 1:
+        uvicorn.run(create_app(build_service(store, settings, keys)), **options)
+        return 0
+    # Workers are new processes: they read the store and the keys of this
+    # run from the environment, as `app_from_environ` does.
+    store.close()
+    os.environ["JOBSTATUS_STORE"] = url
+    os.environ["JOBSTATUS_API_KEYS"] = ",".join(keys)
     uvicorn.run(
-        create_app(build_service(store)),
-        host=args.host,
-        port=args.port,
-        log_level="warning",
+        f"{__name__}:app_from_environ", factory=True, workers=args.workers, **options
     )
     return 0
+
+
+def build_service(
+    store: Store, settings: Settings, keys: tuple[str, ...]
+) -> StatusService:
+    from .service import make_service
+
+    return make_service(
+        store,
+        api_keys=keys,
+        build_number=settings.build_number,
+        default_since=settings.default_since,
+        max_body=settings.max_body,
+    )
+
+
+def app_from_environ() -> Starlette:
+    """The app a uvicorn worker of `jobstatus serve --workers N` serves."""
+    from .starlette import create_app
+
+    settings = Settings.from_environ(os.environ, cwd=os.getcwd())
+    store = store_from_url(settings.store_url)
+    return create_app(build_service(store, settings, settings.api_keys))
 
 
 def _record(args: argparse.Namespace, settings: Settings, store: Store) -> int:
@@ -142,14 +216,51 @@ def _list(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         return 1
     since = settings.default_since if args.since is None else args.since
     statuses = dict(store.changed_since(cutoff(time.time(), since)))
-    print(json.dumps(statuses, indent=2))
+    if args.json:
+        print(json.dumps(statuses, indent=2))
+        return 0
+    written = (
+        {job_id: at for job_id, at in store.jobs() if job_id in statuses}
+        if isinstance(store, Enumerable)
+        else {}
+    )
+    rows = [
+        (job_id, _shown(status), _when(written.get(job_id)))
+        for job_id, status in statuses.items()
+    ]
+    # Newest first: `jobstatus list | head` shows what just happened.
+    rows.sort(key=lambda row: (row[2], row[0]), reverse=True)
+    print(table(("JOB ID", "STATUS", "LAST WRITTEN (UTC)"), rows))
     return 0
+
+
+def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [
+        max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)
+    ]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) for cell, width in zip(row, widths, strict=True)
+        ).rstrip()
+        for row in (header, *rows)
+    )
+
+
+def _shown(status: Any) -> str:
+    return status if isinstance(status, str) else json.dumps(status)
+
+
+def _when(at: float | None) -> str:
+    if at is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _migrate(
     args: argparse.Namespace, settings: Settings, src: Store, dst: Store
 ) -> int:
-    from jobstatus_backends.migrate import copy_jobs
+    from jobstatus_backends.migrate import DestinationFailed, copy_jobs
 
     show = sys.stderr.isatty()
 
@@ -158,7 +269,13 @@ def _migrate(
             bar = "#" * (30 * done // total)
             print(f"\r[{bar:<30}] {done}/{total}", end="", file=sys.stderr, flush=True)
 
-    report = copy_jobs(src, dst, progress if show else None)
+    try:
+        report = copy_jobs(src, dst, progress if show else None)
+    except DestinationFailed as exc:
+        if show:
+            print(file=sys.stderr)
+        print(f"jobstatus: error: {exc}", file=sys.stderr)
+        return 1
     if show:
         print(file=sys.stderr)
     for job_id, reason in report.failed:
@@ -177,36 +294,74 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _whole(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1: {text!r}")
+    return int(text)
+
+
+STORE_HELP = (
+    "store URL (default: $JOBSTATUS_STORE, else file://$LOCAL_STORAGE_PATH, "
+    "else sqlite:///<working dir>/jobstatus.db)"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobstatus", description="Serve and inspect job statuses."
     )
+    parser.add_argument("--version", action="version", version=f"jobstatus {version}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help)
-        sub.add_argument(
-            "--store",
-            help="store URL (default: JOBSTATUS_STORE, else LOCAL_STORAGE_PATH, "
-            "else ./jobstatus.db)",
-        )
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("--store", metavar="URL", help=STORE_HELP)
         return sub
 
     serve = command("serve", "serve the two status endpoints over HTTP")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--port",
+        default="8080",
+        help="port to listen on, 1-65535 (default: %(default)s)",
+    )
     serve.add_argument(
         "--interface",
         choices=("asgi", "wsgi"),
         default="asgi",
-        help="asgi: Starlette on uvicorn (default); wsgi: the WSGI app on gunicorn",
+        help="asgi: Starlette on uvicorn; wsgi: the WSGI app on waitress"
+        " (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_whole,
+        default=1,
+        metavar="N",
+        help="server processes, each with its own store (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info",
+        help="log lines on stderr from this level up (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action="store_true",
+        help="log every request, asgi only (default: off)",
     )
     serve.set_defaults(run=_serve)
 
     record = command("record", "write a job record")
     record.add_argument("job_id")
     record.add_argument("status")
-    record.add_argument("--response", help="the job's response, as JSON")
+    record.add_argument(
+        "--response", metavar="JSON", help="the job's response (default: null)"
+    )
     record.set_defaults(run=_record)
 
     get = command("get", "print one job's record")
@@ -214,14 +369,26 @@ def _parser() -> argparse.ArgumentParser:
     get.set_defaults(run=_get)
 
     listing = command("list", "print the status of every job changed recently")
-    listing.add_argument("--since", type=_seconds, help="seconds to look back")
+    listing.add_argument(
+        "--since",
+        type=_seconds,
+        metavar="SECONDS",
+        help="seconds to look back (default: $JOBSTATUS_DEFAULT_SINCE, else 600)",
+    )
+    listing.add_argument(
+        "--json",
+        action="store_true",
+        help="print a JSON object job_id -> status, for scripts (default: a table)",
+    )
     listing.set_defaults(run=_list)
 
     migrate = commands.add_parser(
-        "migrate", help="copy every job from one store to another"
+        "migrate",
+        help="copy every job from one store to another",
+        description="copy every job from one store to another",
     )
-    migrate.add_argument("src", metavar="SRC_URL")
-    migrate.add_argument("dst", metavar="DST_URL")
+    migrate.add_argument("src", metavar="SRC_URL", help="the store to copy from")
+    migrate.add_argument("dst", metavar="DST_URL", help="the store to copy into")
     migrate.set_defaults(run=_migrate)
     return parser
 

@@ -5,13 +5,26 @@ Both adapters take the service this returns, so their knobs are the same.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from jobstatus_core import ApiKeyAuth, Auth, ConfigError, Host, StatusService, Store
+from jobstatus_core import (
+    ApiKeyAuth,
+    Auth,
+    ConfigError,
+    ForkSafe,
+    Host,
+    Record,
+    StatusService,
+    Store,
+    StoreError,
+)
 from jobstatus_core import __version__ as version
 from jobstatus_core.config import DEFAULT_MAX_BODY, DEFAULT_SINCE_SECONDS
 
@@ -56,7 +69,7 @@ def make_service(
         )
     else:
         checker = auth
-    return StatusService(
+    service = StatusService(
         store,
         auth=checker,
         host=Host(
@@ -72,3 +85,60 @@ def make_service(
         max_body=max_body,
         logger=logger,
     )
+    _services.add(service)
+    return service
+
+
+#: Every service built here, so that a forked child can fix its own.
+_services: weakref.WeakSet[StatusService] = weakref.WeakSet()
+
+OPENED_BEFORE_FORK = (
+    "the store was opened before this process forked (gunicorn --preload?):"
+    " open it in each worker"
+)
+
+
+class OpenedBeforeFork:
+    """Stands in, in a forked child, for a store that does not survive a fork.
+
+    The file store's observer threads do not exist in the child and an
+    SQLite connection must not cross a fork: every call fails with a reason
+    that says how to fix it, instead of answering stale or corrupt data.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.original = store
+
+    def _refuse(self) -> StoreError:
+        return StoreError(OPENED_BEFORE_FORK)
+
+    def get(self, job_id: str) -> Record | None:
+        raise self._refuse()
+
+    def changed_since(self, cutoff: float) -> Iterable[tuple[str, Any]]:
+        raise self._refuse()
+
+    def exists(self) -> bool:
+        raise self._refuse()
+
+    def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
+        raise self._refuse()
+
+    def close(self) -> None:
+        # The original's threads and connection belong to the parent.
+        pass
+
+
+def _after_fork_in_child() -> None:
+    pid = os.getpid()
+    for service in list(_services):
+        # The envelope's pid is the process that answers, not the one that
+        # built the service.
+        service.host = dataclasses.replace(service.host, pid=pid)
+        if not isinstance(service.store, ForkSafe | OpenedBeforeFork):
+            # Refused on use, not here: a child forked for other work (a
+            # multiprocessing pool) never serves and should stay quiet.
+            service.store = OpenedBeforeFork(service.store)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

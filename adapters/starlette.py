@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from starlette.applications import Starlette
-from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from jobstatus_core import ApiError, Reply, StatusService
+from jobstatus_core import ApiError, Inline, Reply, StatusService
 from jobstatus_core.errors import route_not_found
 
 from .offload import StoreThreads
-from .routing import endpoint_paths
+from .routing import endpoint_paths, origin_path
 
 Answer = Callable[[str, bytes, float], Reply]
 
@@ -31,10 +31,37 @@ def status_routes(service: StatusService, prefix: str = "") -> list[BaseRoute]:
 def create_app(service: StatusService, prefix: str = "") -> Starlette:
     """A standalone app serving only the two endpoints.
 
-    Every other path answers ``404 Not found`` in the envelope too.
+    Every other path answers ``404 Not found`` in the envelope too, and an
+    absolute-form target (``POST http://host/v1/...``) is routed by its path.
     """
     not_found = Route("/{path:path}", _Endpoint(service, None, None))
-    return Starlette(routes=[*status_routes(service, prefix), not_found])
+    return Starlette(
+        routes=[*status_routes(service, prefix), not_found],
+        middleware=[Middleware(_OriginForm, service=service)],
+    )
+
+
+class _OriginForm:
+    """Routes a request target by its path, whatever form it came in.
+
+    uvicorn's h11 protocol hands an absolute-form target
+    (``http://host/v1/...``, which RFC 9112 §3.2.2 says servers accept)
+    through whole as the path, and ``*`` (``OPTIONS * HTTP/1.1``) as is;
+    Starlette's router would answer both in plain text.
+    """
+
+    def __init__(self, app: ASGIApp, service: StatusService) -> None:
+        self.app = app
+        self.not_found = _Endpoint(service, None, None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/"):
+            path = origin_path(scope["path"])
+            if path is None:
+                await self.not_found(scope, receive, send)
+                return
+            scope = {**scope, "path": path, "raw_path": path.encode("latin-1")}
+        await self.app(scope, receive, send)
 
 
 class _Endpoint:
@@ -58,8 +85,7 @@ class _Endpoint:
         # Store calls block (disk, sockets): keep them off the event loop,
         # unless the store says it never waits (memory://), where the thread
         # hop would cost more than the call.
-        blocking = getattr(service.store, "blocking", True)
-        self.threads = threads if blocking else None
+        self.threads = None if isinstance(service.store, Inline) else threads
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         service = self.service
@@ -68,8 +94,10 @@ class _Endpoint:
         try:
             if self.answer is None:
                 raise route_not_found()
-            service.check_request(scope["method"], Headers(scope=scope))
+            headers = _headers(scope)
+            service.check_request(scope["method"], headers)
             body = await _read_body(receive, service)
+            service.check_body(headers, body)
         except ApiError as err:
             await _send(send, service.error(path, err, started))
             return
@@ -81,6 +109,17 @@ class _Endpoint:
         else:
             reply = self.answer(path, body, started)
         await _send(send, reply)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    """Request headers by (lower-case) name; a field sent twice is joined by
+    ", ", as WSGI servers join it, so both adapters see the same."""
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers
 
 
 class _Disconnected(Exception):

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 
 from jobstatus_core import ApiError, Reply, StatusService
 from jobstatus_core.errors import route_not_found
+from jobstatus_core.validation import content_length
 
-from .routing import endpoint_paths
+from .routing import endpoint_paths, origin_path
 
 Environ = dict[str, Any]
 ExcInfo = Any
@@ -58,17 +59,22 @@ class WSGIApp:
     ) -> Iterable[bytes]:
         service = self.service
         started = service.timer()
-        path = environ.get("PATH_INFO", "") or "/"
-        answer = self._answers.get(path)
+        target = environ.get("PATH_INFO", "") or "/"
+        # Servers that pass an absolute-form target whole (wsgiref) are read
+        # by its path; "*" (OPTIONS *) names no endpoint.
+        path = origin_path(target)
+        answer = None if path is None else self._answers.get(path)
         if answer is None and self.fallback is not None:
             return self.fallback(environ, start_response)
         # Mounted under a dispatcher, the client's path is SCRIPT_NAME + PATH_INFO.
-        endpoint = environ.get("SCRIPT_NAME", "") + path
+        endpoint = environ.get("SCRIPT_NAME", "") + (path or target)
         try:
             if answer is None:
                 raise route_not_found()
-            service.check_request(environ.get("REQUEST_METHOD", ""), _headers(environ))
-            body = _read_body(environ, service)
+            headers = _headers(environ)
+            service.check_request(environ.get("REQUEST_METHOD", ""), headers)
+            body = _read_body(environ, headers, service)
+            service.check_body(headers, body)
         except ApiError as err:
             return _respond(service.error(endpoint, err, started), start_response)
         return _respond(answer(endpoint, body, started), start_response)
@@ -87,15 +93,17 @@ def _headers(environ: Environ) -> dict[str, str]:
     return headers
 
 
-def _read_body(environ: Environ, service: StatusService) -> bytes:
+def _read_body(
+    environ: Environ, headers: dict[str, str], service: StatusService
+) -> bytes:
     """The body, refused as soon as it grows past the limit: never buffered whole."""
     stream = environ.get("wsgi.input")
-    length = environ.get("CONTENT_LENGTH", "")
     if stream is None:
         return b""
-    if length.isdigit():
-        # check_request has refused a declared length over the limit already.
-        remaining = int(length)
+    # check_request has refused a bad length, or one over the limit, already.
+    length = content_length(headers)
+    if length is not None:
+        remaining = length
     elif environ.get("wsgi.input_terminated"):
         # A chunked upload the server ends for us: read up to one past the limit.
         remaining = service.max_body + 1

@@ -5,6 +5,10 @@ read by the next listing (or by the reconciler), so a burst of writes costs one
 read per job, not one per event. Watchdog drops inotify queue overflows
 silently, so a reconciler thread also compares the index with the directory
 every ``reconcile_interval`` seconds and restarts a dead observer.
+
+Watchdog watches a symlink itself, not where it leads: the root and the jobs
+directory are watched at the paths they resolve to, and each reconcile round
+checks that they still resolve there (a link may be pointed elsewhere since).
 """
 
 from __future__ import annotations
@@ -72,11 +76,13 @@ class JobIndex:
         root: str,
         *,
         reconcile_interval: float = 30.0,
+        max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
         observer_factory: ObserverFactory = Observer,
     ) -> None:
         self.root = root
         self.jobs_dir = os.path.join(root, "jobs")
         self.reconcile_interval = reconcile_interval
+        self._reads = jobfiles.ListingReads(self.jobs_dir, max_file_size)
         self._observer_factory = observer_factory
         self._lock = threading.Lock()  # guards the index and the watch state
         self._index = TimeIndex()
@@ -84,6 +90,10 @@ class JobIndex:
         self._pending: set[str] = set()
         self._recheck_dir = True
         self._jobs_watch: ObservedWatch | None = None
+        # The paths the root and the jobs directory resolved to when watched:
+        # events name files by these.
+        self._watched_root: str | None = None
+        self._watched_jobs: str | None = None
         self._observer: BaseObserver | None = None
         self._stop = threading.Event()
         self._reconciler = threading.Thread(
@@ -108,6 +118,14 @@ class JobIndex:
 
     # -- queries and writes -------------------------------------------------
 
+    def reconcile(self) -> None:
+        """One round of what the reconciler thread does every interval."""
+        with self._lock:
+            self._follow_links()
+            self._refresh()
+            if self._jobs_watch is not None:
+                self._rescan(full=False)
+
     def since_json(self, cutoff: float) -> str:
         with self._lock:
             self._refresh()
@@ -129,12 +147,14 @@ class JobIndex:
     def _saw(self, path: str) -> None:
         # Dispatcher thread; never takes self._lock, so it never waits on a read.
         parent, name = os.path.split(path)
-        if parent == self.jobs_dir:
+        if parent == self._watched_jobs:
             job_id = jobfiles.job_id_of(name)
             if job_id is not None:
                 with self._pending_lock:
                     self._pending.add(job_id)
-        elif path == self.jobs_dir:
+        elif path == self._watched_jobs or (
+            parent == self._watched_root and name == "jobs"
+        ):
             self._recheck_dir = True
 
     def _refresh(self) -> None:
@@ -153,17 +173,18 @@ class JobIndex:
         for job_id in pending:
             self._reread(job_id)
 
-    def _reread(self, job_id: str) -> None:
-        try:
-            found = jobfiles.read_status(self.jobs_dir, job_id)
-        except jobfiles.Unreadable:
-            return  # keep what was known; the writer's next event rereads it
+    def _reread(self, job_id: str, seen: os.stat_result | None = None) -> None:
+        # A file that is not a job record now (half-written, broken, too
+        # large) is left out, as job/status answers 500 for it.
+        found = self._reads.read(job_id, seen)
         if found is None:
             self._index.discard(job_id)
-        elif found[2]:
-            self._index.set(job_id, found[0], found[1])
+            return
+        status, has_status = jobfiles.status_of(found.record)
+        if has_status:
+            self._index.set(job_id, found.mtime, status)
         else:
-            self._index.set(job_id, found[0])
+            self._index.set(job_id, found.mtime)
 
     def _sync_jobs_dir(self) -> None:
         """Watch the jobs directory if it is there, and rebuild from a scan."""
@@ -172,15 +193,28 @@ class JobIndex:
         assert observer is not None
         if self._jobs_watch is not None:
             _unschedule(observer, self._jobs_watch)
-            self._jobs_watch = None
+            self._jobs_watch = self._watched_jobs = None
         self._index.clear()
-        if not os.path.isdir(self.jobs_dir):
+        target = os.path.realpath(self.jobs_dir)
+        if not os.path.isdir(target):
             return
         # Watch first, then scan: a change during the scan is read again later.
+        self._watched_jobs = target
         self._jobs_watch = observer.schedule(
-            _Recorder(self), self.jobs_dir, event_filter=EVENTS
+            _Recorder(self), target, event_filter=EVENTS
         )
         self._rescan(full=True)
+
+    def _follow_links(self) -> None:
+        """Watch where the root and the jobs directory lead now."""
+        if os.path.realpath(self.root) != self._watched_root:
+            logger.info("the store's root leads elsewhere now; watching there")
+            self._stop_observer()
+            self._start_observer()
+            self._recheck_dir = True
+        target = os.path.realpath(self.jobs_dir)
+        if (target if os.path.isdir(target) else None) != self._watched_jobs:
+            self._recheck_dir = True
 
     def _rescan(self, *, full: bool) -> None:
         """Compare the directory with the index; reread what differs."""
@@ -189,23 +223,26 @@ class JobIndex:
         except (FileNotFoundError, NotADirectoryError):
             self._recheck_dir = True
             return
-        for job_id, mtime in on_disk.items():
-            if full or self._index.last_written(job_id) != mtime:
-                self._reread(job_id)
+        for job_id, info in on_disk.items():
+            if full or self._index.last_written(job_id) != info.st_mtime:
+                self._reread(job_id, info)
         for job_id in self._index.job_ids():
             if job_id not in on_disk:
                 self._index.discard(job_id)
+        self._reads.keep_only(on_disk)
 
     def _start_observer(self) -> None:
         observer = self._observer_factory()
         observer.name = "jobstatus-observer"
         # The root is watched for the jobs directory appearing or vanishing.
-        observer.schedule(_Recorder(self), self.root, event_filter=EVENTS)
+        self._watched_root = os.path.realpath(self.root)
+        observer.schedule(_Recorder(self), self._watched_root, event_filter=EVENTS)
         observer.start()
         self._observer = observer
 
     def _stop_observer(self) -> None:
         observer, self._observer, self._jobs_watch = self._observer, None, None
+        self._watched_jobs = None
         if observer is not None:
             observer.stop()
             if observer.is_alive():
@@ -215,10 +252,7 @@ class JobIndex:
         # Not holding the lock between rounds: queries go on meanwhile.
         while not self._stop.wait(self.reconcile_interval):
             try:
-                with self._lock:
-                    self._refresh()
-                    if self._jobs_watch is not None:
-                        self._rescan(full=False)
+                self.reconcile()
             except Exception:
                 logger.exception("reconciling the job index failed; will retry")
 

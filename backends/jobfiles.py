@@ -13,27 +13,62 @@ import logging
 import os
 import stat
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
 
 from jobstatus_core import Record, StoreError, is_valid_job_id
 
 SUFFIX = ".json"
+#: Larger job files are skipped by their size, unread. A Toolkit record is a
+#: few KB; a 3 GB file (sparse, say) would otherwise be read whole.
+DEFAULT_MAX_FILE_SIZE = 4 << 20
 # A writer that rewrites a file in place (as the Toolkit does) is usually done
-# within milliseconds: a half-written file is read again after these waits
-# (150 ms in all) before it counts as unreadable.
+# within milliseconds: for one request, a half-written file is read again
+# after these waits (150 ms in all) before it counts as unreadable.
 RETRY_DELAYS_SECONDS = (0.01, 0.02, 0.04, 0.08)
 
 logger = logging.getLogger("jobstatus.filesystem")
 
 
 class UnreadableRecord(StoreError):
-    """A job file that did not parse as a JSON object, even on a second read."""
+    """A job file that is not a job record, even when read again."""
 
 
-class Unreadable(Exception):
-    """A job file that is there but cannot be read now (already logged)."""
+class Fingerprint(NamedTuple):
+    """What moves when a file changes (ctime moves on chmod and utime too)."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+def fingerprint_of(info: os.stat_result) -> Fingerprint:
+    return Fingerprint(info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+class BadFile(Exception):
+    """A job file that is there but is not a job record now.
+
+    ``reason`` is one line without a path; ``fingerprint`` is the file as it
+    was when it failed; ``final`` says that reading it again cannot help until
+    it changes (too large).
+    """
+
+    def __init__(
+        self, reason: str, fingerprint: Fingerprint, *, final: bool = False
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.fingerprint = fingerprint
+        self.final = final
+
+
+class JobFile(NamedTuple):
+    record: Record
+    mtime: float
 
 
 def job_id_of(name: str) -> str | None:
@@ -44,35 +79,28 @@ def job_id_of(name: str) -> str | None:
     return job_id if is_valid_job_id(job_id) else None
 
 
-def read_job(jobs_dir: str, job_id: str) -> tuple[Record, float] | None:
-    """The record and its mtime; None when there is no such regular file.
+def too_large(job_id: str, max_size: int) -> str:
+    return f"the file of job {job_id} is larger than {max_size} bytes"
 
-    Raises ``UnreadableRecord`` when the file never parses, however often read.
+
+def read_once(
+    jobs_dir: str, job_id: str, max_size: int = DEFAULT_MAX_FILE_SIZE
+) -> JobFile | None:
+    """The record and its mtime, from one read; None when there is no such
+    regular file. Never waits: listings and the index read this way.
+
+    Raises ``BadFile`` when the file is larger than ``max_size`` (unread) or
+    is not a JSON object, and ``OSError`` when it cannot be read.
     """
     if not is_valid_job_id(job_id):
         return None
-    path = os.path.join(jobs_dir, job_id + SUFFIX)
-    for delay in (*RETRY_DELAYS_SECONDS, None):
-        loaded = _read_regular_file(path)
-        if loaded is None:
-            return None
-        data, mtime = loaded
-        try:
-            value = json.loads(data)
-        except (ValueError, RecursionError):
-            value = None
-        if isinstance(value, dict):
-            return value, mtime
-        if delay is not None:
-            time.sleep(delay)
-    raise UnreadableRecord(f"the file of job {job_id} is not a JSON object")
-
-
-def _read_regular_file(path: str) -> tuple[bytes, float] | None:
     try:
         # O_NOFOLLOW: a symlink named like a job file is not followed out of
         # the jobs directory. O_NONBLOCK: a FIFO cannot hang the reader.
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(
+            os.path.join(jobs_dir, job_id + SUFFIX),
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+        )
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.ENXIO):
             return None
@@ -81,22 +109,135 @@ def _read_regular_file(path: str) -> tuple[bytes, float] | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             return None
-        # One read of the size fstat saw, plus a byte: a regular file reads
-        # short only at its end, so this is usually the only read. (Each
-        # syscall hands the GIL to the event loop and back.)
-        data = os.read(fd, info.st_size + 1)
-        if len(data) > info.st_size:  # it grew since: read on to its end
-            chunks = [data]
-            while chunk := os.read(fd, 1 << 16):
-                chunks.append(chunk)
-            data = b"".join(chunks)
-        return data, info.st_mtime
+        fingerprint = fingerprint_of(info)
+        if info.st_size > max_size:
+            raise BadFile(too_large(job_id, max_size), fingerprint, final=True)
+        data = _read_to_end(fd, info.st_size, max_size)
+        if data is None:
+            raise BadFile(too_large(job_id, max_size), fingerprint, final=True)
     finally:
         os.close(fd)
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        raise BadFile(f"the file of job {job_id} is not a JSON object", fingerprint)
+    return JobFile(value, info.st_mtime)
 
 
-def scan(jobs_dir: str) -> Iterator[tuple[str, float]]:
-    """``(job_id, mtime)`` of every job file, from one directory listing."""
+def _read_to_end(fd: int, size: int, max_size: int) -> bytes | None:
+    """The file's bytes, or None when there are more than ``max_size``."""
+    # One read of the size fstat saw, plus a byte: a regular file reads short
+    # only at its end, so this is usually the only read. (Each syscall hands
+    # the GIL to the event loop and back.)
+    data = os.read(fd, size + 1)
+    if len(data) == size:
+        return data
+    # It grew or shrank since, or the read was cut short (Linux reads at most
+    # 0x7ffff000 bytes per call): read on to the end, never past the limit.
+    chunks, total = [data], len(data)
+    while total <= max_size:
+        chunk = os.read(fd, min(max(size + 1 - total, 1 << 16), max_size + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return None if total > max_size else b"".join(chunks)
+
+
+def read_job(
+    jobs_dir: str, job_id: str, max_size: int = DEFAULT_MAX_FILE_SIZE
+) -> tuple[Record, float] | None:
+    """The record and its mtime, for one request; None when absent.
+
+    A file that does not parse is taken for one being written, and read again
+    after short waits. Raises ``UnreadableRecord`` when it never parses or is
+    too large. Sleeps: never call it holding a lock others wait on.
+    """
+    delays = iter(RETRY_DELAYS_SECONDS)
+    while True:
+        try:
+            found = read_once(jobs_dir, job_id, max_size)
+        except BadFile as exc:
+            delay = None if exc.final else next(delays, None)
+            if delay is None:
+                raise UnreadableRecord(exc.reason) from None
+            time.sleep(delay)
+            continue
+        return None if found is None else (found.record, found.mtime)
+
+
+class ListingReads:
+    """Job files read for listings (by the index, or by a scan): once each,
+    never waiting, and leaving out what is not a job record now.
+
+    A file that failed is remembered by its fingerprint, and neither read nor
+    logged again until it changes: a file that stays broken costs a ``stat``
+    per reconcile round, not a read and a log line. Thread-safe.
+    """
+
+    def __init__(self, jobs_dir: str, max_size: int = DEFAULT_MAX_FILE_SIZE) -> None:
+        self.jobs_dir = jobs_dir
+        self.max_size = max_size
+        self._lock = threading.Lock()
+        self._failed: dict[str, Fingerprint] = {}
+
+    def read(self, job_id: str, seen: os.stat_result | None = None) -> JobFile | None:
+        """The job file now; None when it is absent or not a job record.
+
+        ``seen`` is the file's ``lstat`` from a directory listing: a file it
+        shows unchanged since it failed is not read again, and one it shows
+        too large is skipped unopened. Without it (an event said the file was
+        written) the file is read: a same-size rewrite within one clock tick
+        leaves the fingerprint as it was.
+        """
+        fingerprint = None
+        if seen is not None:
+            fingerprint = fingerprint_of(seen)
+            if self._failed.get(job_id) == fingerprint:
+                return None  # as it was when it failed
+            if seen.st_size > self.max_size:
+                self._failed_now(job_id, too_large(job_id, self.max_size), fingerprint)
+                return None
+        try:
+            found = read_once(self.jobs_dir, job_id, self.max_size)
+        except BadFile as exc:
+            self._failed_now(job_id, exc.reason, exc.fingerprint)
+            return None
+        except OSError as exc:
+            reason = f"the file of job {job_id}: {exc.strerror}"
+            self._failed_now(job_id, reason, fingerprint)
+            return None
+        if job_id in self._failed:
+            with self._lock:
+                self._failed.pop(job_id, None)
+        return found
+
+    def keep_only(self, job_ids: Iterable[str]) -> None:
+        """Forget the failures of files that are gone."""
+        if not self._failed:
+            return
+        present = set(job_ids)
+        with self._lock:
+            for job_id in [j for j in self._failed if j not in present]:
+                del self._failed[job_id]
+
+    def _failed_now(
+        self, job_id: str, reason: str, fingerprint: Fingerprint | None
+    ) -> None:
+        # A failure whose file state is unknown cannot be told apart from the
+        # file's next change: it is logged, not remembered.
+        with self._lock:
+            if fingerprint is not None:
+                if self._failed.get(job_id) == fingerprint:
+                    return  # logged already
+                self._failed[job_id] = fingerprint
+        logger.warning("skipping job file: %s", reason)
+
+
+def scan(jobs_dir: str) -> Iterator[tuple[str, os.stat_result]]:
+    """``(job_id, lstat)`` of every job file, from one directory listing."""
     with os.scandir(jobs_dir) as entries:
         for entry in entries:
             job_id = job_id_of(entry.name)
@@ -105,32 +246,17 @@ def scan(jobs_dir: str) -> Iterator[tuple[str, float]]:
             try:
                 if not entry.is_file(follow_symlinks=False):
                     continue
-                mtime = entry.stat(follow_symlinks=False).st_mtime
+                info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # removed since it was listed
                 continue
-            yield job_id, mtime
+            yield job_id, info
 
 
-def read_status(jobs_dir: str, job_id: str) -> tuple[float, Any, bool] | None:
-    """``(mtime, job_status, has_status)`` of a job file; None when absent.
-
-    Raises ``Unreadable`` for a file that cannot be read: listings skip it (one
-    bad file never fails a listing), and the index keeps what it knew.
-    """
-    try:
-        found = read_job(jobs_dir, job_id)
-    except UnreadableRecord as exc:
-        logger.warning("skipping job file: %s", exc)
-        raise Unreadable from None
-    except OSError as exc:
-        logger.warning("skipping job file of %s: %s", job_id, exc.strerror)
-        raise Unreadable from None
-    if found is None:
-        return None
-    record, mtime = found
+def status_of(record: Record) -> tuple[Any, bool]:
+    """``(job_status, has_status)``: records without one are left out of listings."""
     if "job_status" not in record:
-        return mtime, None, False
-    return mtime, record["job_status"], True
+        return None, False
+    return record["job_status"], True
 
 
 def write_job(

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+import time
+from collections.abc import Callable, Hashable
 from typing import NamedTuple
+
+#: The longest a kept listing is reused, in seconds, even when the store's
+#: version says nothing changed: a change that bypasses the version (a key
+#: edited by hand in Redis) shows within this bound.
+MAX_AGE_SECONDS = 1.0
 
 
 class _Listing(NamedTuple):
     cutoff: float
     oldest: float
     text: str
+    kept_at: float
 
 
 class ListingCache:
@@ -24,12 +31,25 @@ class ListingCache:
     often than jobs change, and the oldest job of a 10-minute window leaves
     it about once a second, so most polls are answered here.
 
+    A version must never repeat for another state of the store (a counter
+    that restarts after a reset would): stores build theirs from something a
+    reset renews. And a listing is reused for at most ``max_age`` seconds of
+    ``clock``, whatever its version says.
+
     ``size`` listings are kept, for clients polling with different windows.
     Not thread-safe on its own: owners guard it with their lock.
     """
 
-    def __init__(self, size: int = 4) -> None:
+    def __init__(
+        self,
+        size: int = 4,
+        *,
+        max_age: float = MAX_AGE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._size = size
+        self._max_age = max_age
+        self._clock = clock
         self._version: Hashable = None
         self._listings: list[_Listing] = []
 
@@ -44,8 +64,10 @@ class ListingCache:
             self._version = version
             self._listings.clear()
             return None
+        fresh_since = self._clock() - self._max_age
         for listing in self._listings:
-            if listing.cutoff <= cutoff <= listing.oldest:
+            exact = listing.cutoff <= cutoff <= listing.oldest
+            if exact and listing.kept_at >= fresh_since:
                 return listing.text
         return None
 
@@ -61,6 +83,8 @@ class ListingCache:
             self._version = version
             self._listings.clear()
         self._listings.append(
-            _Listing(cutoff, math.inf if oldest is None else oldest, text)
+            _Listing(
+                cutoff, math.inf if oldest is None else oldest, text, self._clock()
+            )
         )
         del self._listings[: -self._size]

@@ -22,9 +22,13 @@ from jobstatus_core import (
 
 from .changelog import ChangeLog
 from .timeindex import TimeIndex
+from .urloptions import parse_store_url
 
 
 class MemoryStore(StoreBase, Inline):
+    #: A dict and a lock: a forked child has its own copy.
+    survives_fork = True
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # Records are kept as JSON text: a read returns a fresh copy, and a
@@ -37,6 +41,10 @@ class MemoryStore(StoreBase, Inline):
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
+        """``memory://``: nothing after it."""
+        parsed = parse_store_url(url)
+        if parsed.netloc or parsed.path:
+            raise parsed.fail("memory:// takes no host and no path")
         return cls()
 
     def read(self, job_id: str) -> Row | None:

@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from jobstatus_core import ConfigError, Enumerable, Store
+from jobstatus_core import ConfigError, Enumerable, InvalidRecord, JobStatusError, Store
 from jobstatus_core.errors import one_line_reason
 
 # File mtimes round-trip through floats: times this close are the same time.
 SAME_TIME_SECONDS = 1e-3
 
 Progress = Callable[[int, int], None]
+
+
+class DestinationFailed(JobStatusError):
+    """Writing to the destination failed: the copy stops, as every later job
+    would fail the same way. What was copied stays; running again resumes."""
 
 
 @dataclass
@@ -32,8 +37,10 @@ def copy_jobs(
     """Copy every job of ``src`` into ``dst``.
 
     Idempotent: a job that ``dst`` already holds, identical and with the same
-    "last written" time, is skipped. A job that cannot be read or written is
-    reported in ``failed`` with a one-line reason, never silently dropped.
+    "last written" time, is skipped. A job that cannot be read, or that the
+    destination refuses as a record, is reported in ``failed`` with a one-line
+    reason, never silently dropped. A destination that fails otherwise (disk
+    full, unreachable) raises ``DestinationFailed``.
     """
     if not isinstance(src, Enumerable):
         raise ConfigError("the source store cannot list its jobs")
@@ -50,6 +57,11 @@ def copy_jobs(
                 continue
             if record.get("job_id") != job_id:
                 raise ValueError(f"the record names job {record.get('job_id')!r}")
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, ValueError) else one_line_reason(exc)
+            report.failed.append((job_id, reason))
+            continue
+        try:
             there = present.get(job_id)
             if (
                 there is not None
@@ -59,9 +71,13 @@ def copy_jobs(
                 report.skipped += 1
                 continue
             dst.put(record, at=at)
-        except Exception as exc:
-            reason = str(exc) if isinstance(exc, ValueError) else one_line_reason(exc)
-            report.failed.append((job_id, reason))
+        except InvalidRecord as exc:
+            report.failed.append((job_id, str(exc)))
             continue
+        except Exception as exc:
+            raise DestinationFailed(
+                f"the destination failed writing {job_id}: {one_line_reason(exc)}"
+                f" ({report.copied} copied before it; run again to resume)"
+            ) from exc
         report.copied += 1
     return report

@@ -1,22 +1,141 @@
-"""Options in store URLs' query strings, checked the same way for every store."""
+"""Store URLs, parsed one way for every store.
+
+Each scheme declares the query options it takes, each with its parser, in
+``OPTIONS``; anything else in a URL is refused at start, with a message that
+never shows a secret. A third-party store declares its own with ``declare``.
+"""
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from jobstatus_core import ConfigError
 from jobstatus_core.registry import redact
 
+#: Turns an option's text into its value; raises ``ValueError`` with the rule.
+OptionParser = Callable[[str], Any]
 
-def seconds_option(
-    url: str, options: dict[str, str], name: str, default: float
-) -> float:
-    """``options[name]`` as a finite number of seconds > 0, else ``default``."""
-    raw = options.get(name)
-    if raw is None:
-        return default
+
+def seconds(text: str) -> float:
     try:
-        seconds = float(raw)
+        value = float(text)
     except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise ConfigError(f"store URL {redact(url)!r}: {name} must be seconds > 0")
-    return seconds
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise ValueError("must be seconds > 0")
+    return value
+
+
+def on_off(text: str) -> bool:
+    if text.lower() not in ("on", "off"):
+        raise ValueError("must be on or off")
+    return text.lower() == "on"
+
+
+def whole_number(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError("must be a whole number >= 0")
+    return int(text)
+
+
+def byte_count(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise ValueError("must be a whole number of bytes > 0")
+    return int(text)
+
+
+def true_false(text: str) -> bool:
+    if text.lower() not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return text.lower() == "true"
+
+
+def cert_reqs(text: str) -> str:
+    if text not in ("none", "optional", "required"):
+        raise ValueError("must be none, optional or required")
+    return text
+
+
+def text(value: str) -> str:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
+
+
+_REDIS: dict[str, OptionParser] = {
+    "prefix": text,
+    "timeout": seconds,
+    "db": whole_number,
+    "username": text,
+    "password": text,
+    "max_connections": whole_number,
+}
+
+#: scheme -> {option: parser}. Options not listed here are refused.
+OPTIONS: dict[str, dict[str, OptionParser]] = {
+    "memory": {},
+    "sqlite": {},
+    "file": {"index": on_off, "reconcile": seconds, "max_file_size": byte_count},
+    "redis": _REDIS,
+    "rediss": {
+        **_REDIS,
+        "ssl_cert_reqs": cert_reqs,
+        "ssl_ca_certs": text,
+        "ssl_certfile": text,
+        "ssl_keyfile": text,
+        "ssl_check_hostname": true_false,
+    },
+}
+
+
+def declare(scheme: str, options: Mapping[str, OptionParser]) -> None:
+    """Declare the options of a store's scheme (a third-party store's, say)."""
+    OPTIONS[scheme.lower()] = dict(options)
+
+
+@dataclass(frozen=True)
+class StoreURL:
+    """A store URL taken apart; ``options`` hold parsed values."""
+
+    url: str
+    scheme: str
+    netloc: str
+    #: Still percent-encoded, as in the URL.
+    path: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def fail(self, reason: str) -> ConfigError:
+        return ConfigError(f"store URL {redact(self.url)!r}: {reason}")
+
+
+def parse_store_url(url: str) -> StoreURL:
+    """Split ``url`` and check its options against its scheme's declaration."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in OPTIONS:
+        raise ConfigError(f"store URL {redact(url)!r}: no options declared")
+    parsed = StoreURL(url, scheme, parts.netloc, parts.path)
+    if parts.fragment or url.endswith("#"):
+        # A '#' in a path silently cuts it short: another directory or file.
+        raise parsed.fail("a '#' must be written %23")
+    allowed = OPTIONS[scheme]
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        pairs = [] if not parts.query else [(parts.query, "")]
+    for name, raw in pairs:
+        if name not in allowed:
+            known = ", ".join(sorted(allowed))
+            takes = f"known: {known}" if known else f"{scheme}:// takes none"
+            raise parsed.fail(f"unknown option {name!r} ({takes})")
+        if name in parsed.options:
+            raise parsed.fail(f"option {name!r} given twice")
+        try:
+            parsed.options[name] = allowed[name](raw)
+        except ValueError as exc:
+            raise parsed.fail(f"{name} {exc}") from None
+    return parsed

@@ -17,9 +17,7 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.http import HttpRequest, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from jobstatus_adapters import make_service  # noqa: E402
-from jobstatus_adapters.wsgi import WSGIApp  # noqa: E402
-from jobstatus_backends import store_from_url  # noqa: E402
+from jobstatus import WSGIApp, make_service, open_store  # noqa: E402
 
 
 def hello(request: HttpRequest) -> JsonResponse:
@@ -29,7 +27,7 @@ def hello(request: HttpRequest) -> JsonResponse:
 urlpatterns = [path("hello", hello)]
 
 service = make_service(
-    store_from_url(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db")),
+    open_store(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db")),
     api_keys=[os.environ["API_KEY"]],
 )
 # In a real project this goes in wsgi.py, around get_wsgi_application().

@@ -10,11 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.routing import Mount
 
-from jobstatus_adapters import make_service
-from jobstatus_adapters.starlette import status_routes
-from jobstatus_backends import store_from_url
+from jobstatus import make_service, open_store, status_routes
 
-store = store_from_url(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db"))
+store = open_store(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db"))
 service = make_service(store, api_keys=[os.environ["API_KEY"]])
 
 

@@ -7,9 +7,7 @@ import os
 
 from flask import Flask
 
-from jobstatus_adapters import make_service
-from jobstatus_adapters.wsgi import WSGIApp
-from jobstatus_backends import store_from_url
+from jobstatus import WSGIApp, make_service, open_store
 
 app = Flask(__name__)
 
@@ -20,7 +18,7 @@ def hello() -> dict[str, str]:
 
 
 service = make_service(
-    store_from_url(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db")),
+    open_store(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db")),
     api_keys=[os.environ["API_KEY"]],
 )
 # The two endpoints answer under /jobs-api; every other path stays Flask's.

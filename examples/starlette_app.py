@@ -8,15 +8,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from jobstatus_adapters import make_service
-from jobstatus_adapters.starlette import status_routes
-from jobstatus_backends import store_from_url
+from jobstatus import make_service, open_store, status_routes
 
-store = store_from_url(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db"))
+store = open_store(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db"))
 service = make_service(store, api_keys=[os.environ["API_KEY"]])
 
 
@@ -34,6 +34,15 @@ app = Starlette(
     routes=[
         Route("/hello", hello),
         Mount("/jobs-api", routes=status_routes(service)),
+    ],
+    middleware=[
+        # Browsers on another origin may poll; the key travels in a header.
+        Middleware(
+            CORSMiddleware,
+            allow_origins=["https://app.example.com"],
+            allow_methods=["POST"],
+            allow_headers=["x-api-key", "content-type"],
+        )
     ],
     lifespan=lifespan,
 )

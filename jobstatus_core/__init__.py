@@ -17,7 +17,15 @@ from .errors import (
     StoreError,
     StoreUnavailable,
 )
-from .protocol import Enumerable, Inline, Presence, Store, checked_job_id
+from .protocol import (
+    Checkable,
+    Enumerable,
+    ForkSafe,
+    Inline,
+    Presence,
+    Store,
+    checked_job_id,
+)
 from .registry import Registry
 from .rows import Mark, Query, Row, Window
 from .service import JOB_STATUS_PATH, JOBS_STATUS_PATH, Reply, StatusService
@@ -34,8 +42,10 @@ __all__ = [
     "ApiError",
     "ApiKeyAuth",
     "Auth",
+    "Checkable",
     "ConfigError",
     "Enumerable",
+    "ForkSafe",
     "Headers",
     "Host",
     "Inline",

@@ -11,6 +11,19 @@ from .types import Headers
 API_KEY_HEADER = "x-api-key"
 
 
+def key_problem(key: str) -> str | None:
+    """Why ``key`` can never authenticate over HTTP, or None. Never shows it.
+
+    Header values reach the app as latin-1 text, so a non-ASCII key typed as
+    UTF-8 arrives as other characters; servers strip spaces around a value.
+    """
+    if not all(" " <= char <= "~" for char in key):
+        return "a key must be printable ASCII (no accents, no control characters)"
+    if key != key.strip():
+        return "a key must not begin or end with a space"
+    return None
+
+
 class ApiKeyAuth:
     """Accepts a request whose ``x-api-key`` header equals one of the keys.
 
@@ -19,17 +32,22 @@ class ApiKeyAuth:
     """
 
     def __init__(self, keys: Iterable[str]) -> None:
-        self._keys = tuple(key.encode("utf-8") for key in keys)
-        if not self._keys or not all(self._keys):
+        given = tuple(keys)
+        if not given or not all(given):
             raise ConfigError("API keys: at least one non-empty key is required")
+        for key in given:
+            problem = key_problem(key)
+            if problem:
+                raise ConfigError(f"API keys: {problem}")
+        self._keys = tuple(key.encode("ascii") for key in given)
 
     def __call__(self, headers: Headers) -> bool:
         given = headers.get(API_KEY_HEADER)
         if given is None:
             return False
-        # Header values arrive as latin-1 text; surrogateescape keeps any
-        # undecodable byte comparable instead of raising.
-        candidate = given.encode("utf-8", "surrogateescape")
+        # Header values arrive as latin-1 text: a byte above 0x7f is never
+        # part of a key (keys are ASCII), and encoding it must not raise.
+        candidate = given.encode("latin-1", "replace")
         matched = False
         for key in self._keys:
             matched |= hmac.compare_digest(candidate, key)

@@ -7,6 +7,7 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .auth import key_problem
 from .errors import ConfigError
 
 DEFAULT_SINCE_SECONDS = 600.0
@@ -18,6 +19,8 @@ DEFAULT_SQLITE_NAME = "jobstatus.db"
 class Settings:
     store_url: str
     api_keys: tuple[str, ...]
+    #: The setting the store URL came from, named in its errors.
+    store_setting: str = "JOBSTATUS_STORE"
     default_since: float = DEFAULT_SINCE_SECONDS
     max_body: int = DEFAULT_MAX_BODY
     #: None: the package version.
@@ -29,8 +32,10 @@ class Settings:
 
         ``cwd`` anchors relative paths: the core does no file-system calls.
         """
+        store_setting, store_url = store_url_setting(environ, cwd=cwd)
         return cls(
-            store_url=default_store_url(environ, cwd=cwd),
+            store_url=store_url,
+            store_setting=store_setting,
             api_keys=api_keys(environ),
             default_since=_number(
                 environ, "JOBSTATUS_DEFAULT_SINCE", DEFAULT_SINCE_SECONDS
@@ -40,24 +45,49 @@ class Settings:
         )
 
 
-def default_store_url(environ: Mapping[str, str], *, cwd: str) -> str:
+def store_url_setting(environ: Mapping[str, str], *, cwd: str) -> tuple[str, str]:
+    """The store URL, and the name of the setting it came from."""
     explicit = environ.get("JOBSTATUS_STORE", "").strip()
     if explicit:
-        return explicit
+        return "JOBSTATUS_STORE", explicit
     storage = environ.get("LOCAL_STORAGE_PATH", "").strip()
     if storage:
-        return "file://" + posixpath.normpath(posixpath.join(cwd, storage))
-    return "sqlite://" + posixpath.join(cwd, DEFAULT_SQLITE_NAME)
+        # Quoted: a '%41', '#' or '?' in the path is part of the path.
+        path = posixpath.normpath(posixpath.join(cwd, storage))
+        return "LOCAL_STORAGE_PATH", "file://" + quote_path(path)
+    path = posixpath.join(cwd, DEFAULT_SQLITE_NAME)
+    return "the default store", "sqlite://" + quote_path(path)
+
+
+#: Characters a URL path carries as they are; every other is percent-encoded.
+_PATH_SAFE = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/"
+)
+
+
+def quote_path(path: str) -> str:
+    """``path`` fit for a URL: a '%', '#' or '?' in it stays part of it."""
+    return "".join(
+        char
+        if char in _PATH_SAFE
+        else "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "surrogateescape"))
+        for char in path
+    )
 
 
 def api_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
     keys: list[str] = []
-    single = environ.get("API_KEY", "").strip()
-    if single:
-        keys.append(single)
-    for key in environ.get("JOBSTATUS_API_KEYS", "").split(","):
-        if key.strip() and key.strip() not in keys:
-            keys.append(key.strip())
+    given = [("API_KEY", environ.get("API_KEY", ""))] + [
+        ("JOBSTATUS_API_KEYS", key)
+        for key in environ.get("JOBSTATUS_API_KEYS", "").split(",")
+    ]
+    for name, raw in given:
+        key = raw.strip()
+        problem = key_problem(key)
+        if problem:
+            raise ConfigError(f"{name}: {problem}")
+        if key and key not in keys:
+            keys.append(key)
     return tuple(keys)
 
 

@@ -55,8 +55,13 @@ def unsupported_media_type(content_type: str) -> ApiError:
     # Only the media type is echoed: parameters are client noise.
     media_type = content_type.split(";", 1)[0].strip()[:100]
     return ApiError(
-        415, f"Unsupported media type: {media_type!r}; send application/json"
+        415,
+        f"Unsupported media type: {media_type!r}; send Content-Type: application/json",
     )
+
+
+def invalid_content_length() -> ApiError:
+    return ApiError(400, "Invalid Content-Length: expected ASCII digits")
 
 
 def method_not_allowed(method: str) -> ApiError:

@@ -1,5 +1,9 @@
 """The one JSON encoding of every answer, and listings pre-encoded by stores.
 
+Every answer is strict JSON (RFC 8259) in ASCII: no ``NaN`` or ``Infinity``
+token, which browsers' ``JSON.parse`` refuses along with the whole answer,
+and no character that needs an encoding other than ASCII to be sent.
+
 A listing of 1,000 jobs is most of a ``jobs/status`` answer; stores that keep
 each job's ``"job_id":status`` member already encoded (``member``) let the
 answer be joined instead of encoded, byte for byte what ``encode`` would make.
@@ -8,16 +12,45 @@ answer be joined instead of encoded, byte for byte what ``encode`` would make.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from typing import Any
 
-# Compact, ASCII-only (lone surrogates from a client stay encodable), and
-# built once: json.dumps with separators= builds an encoder on every call.
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
+from .errors import StoreError
+
+# Compact, ASCII-only (lone surrogates from a client stay encodable), strict,
+# and built once: json.dumps with separators= builds an encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def encode(value: Any) -> str:
-    return _ENCODER.encode(value)
+    """``value`` as strict JSON; non-finite numbers become ``null``.
+
+    A job file may hold ``NaN``, ``Infinity`` or ``1e999`` (Python's parser
+    reads them as floats); they are written ``null``, as JavaScript's
+    ``JSON.stringify`` writes them.
+    """
+    try:
+        return _ENCODER.encode(value)
+    except ValueError:  # a non-finite float: the rare case pays for a copy
+        return _ENCODER.encode(_finite(value))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_finite_key(key): _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _finite_key(key: Any) -> Any:
+    # A key is a name, not a number: keep the name JavaScript would print.
+    if isinstance(key, float) and not math.isfinite(key):
+        return "NaN" if math.isnan(key) else ("Infinity" if key > 0 else "-Infinity")
+    return key
 
 
 def member(job_id: str, status: Any) -> str:
@@ -26,7 +59,7 @@ def member(job_id: str, status: Any) -> str:
     Valid job ids are plain ASCII without quotes or backslashes, so quoting
     them needs no escaping.
     """
-    return f'"{job_id}":{_ENCODER.encode(status)}'
+    return f'"{job_id}":{encode(status)}'
 
 
 def join_members(members: Iterable[str]) -> str:
@@ -37,3 +70,25 @@ def join_members(members: Iterable[str]) -> str:
 def status_of(job_id: str, member_text: str) -> Any:
     """The status a ``member`` text holds."""
     return json.loads(member_text[len(job_id) + 3 :])
+
+
+def checked_object(text: str) -> str:
+    """A store's pre-encoded listing, fit to send; raises ``StoreError``.
+
+    Stores owe ``encode``'s own text (docs/writing-a-store.md), but a shared
+    store may hold text that other writers, or older versions, wrote. Text
+    that is not a JSON object is refused; JSON that is not strict ASCII
+    (``NaN``, ``Infinity``, raw non-ASCII characters) is written again.
+    """
+    non_finite: list[str] = []
+
+    def as_null(token: str) -> None:
+        non_finite.append(token)
+
+    try:
+        value = json.loads(text, parse_constant=as_null)
+    except (ValueError, RecursionError):
+        raise StoreError("the store's listing is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise StoreError("the store's listing is not a JSON object")
+    return text if text.isascii() and not non_finite else encode(value)

@@ -111,6 +111,27 @@ class Inline:
     """
 
 
+@runtime_checkable
+class Checkable(Protocol):
+    """A store that can prove, at start, that it will serve: the built-in
+    network and file stores can. ``jobstatus serve`` calls it before it says
+    it is serving, so a wrong password or an unreadable directory stops the
+    start instead of failing every request."""
+
+    def check(self) -> None:
+        """Raise ``ConfigError`` (a wrong setting) or ``StoreError``."""
+
+
+@runtime_checkable
+class ForkSafe(Protocol):
+    """A store that keeps working in a child process after ``os.fork()``
+    (memory, Redis). Others (file: observer threads; SQLite: a connection)
+    must be opened after the fork; a service built before one refuses to
+    use them in the child (see ``jobstatus_adapters.service``)."""
+
+    survives_fork: bool
+
+
 def checked_job_id(record: Mapping[str, Any]) -> str:
     """The job id of a record about to be put; raises ``InvalidRecord``."""
     if not isinstance(record, Mapping):

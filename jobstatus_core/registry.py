@@ -6,6 +6,7 @@ sees exactly which stores exist and may add its own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from .errors import ConfigError
@@ -37,14 +38,34 @@ class Registry:
         return factory(url)
 
 
+#: Query options whose value is a secret, whatever the store: password=,
+#: secret=, token=, api_key=, auth=, credentials= ...
+_SECRET_OPTION = re.compile(r"pass|pwd|secret|token|key|auth|cred", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL without a password, fit for messages and logs."""
+    """The URL without any secret, fit for messages and logs.
+
+    Hides the password of the userinfo (the whole userinfo when it is one
+    word: some services take a token there) and the value of every query
+    option named like a secret. When in doubt it hides too much, never too
+    little.
+    """
     scheme, sep, rest = url.partition("://")
+    head = scheme + sep
     if not sep:
-        return url
-    authority, slash, path = rest.partition("/")
-    userinfo, at, hostport = authority.rpartition("@")
-    if not at:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{hostport}{slash}{path}"
+        head, rest = "", url
+    elif not rest.startswith("/") and "@" in rest:
+        # The userinfo ends at the last '@': a password may hold an
+        # unencoded '/', '?' or '#'.
+        userinfo, _, rest = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        head += f"{user}:***@" if colon else "***@"
+    path, question, query = rest.partition("?")
+    pairs = []
+    for pair in query.split("&") if question else ():
+        name, equals, value = pair.partition("=")
+        if equals and value and _SECRET_OPTION.search(name):
+            value = "***"
+        pairs.append(name + equals + value)
+    return head + path + question + "&".join(pairs)

@@ -44,6 +44,10 @@ class Mark:
 
     epoch: str
     head: int
+    #: Which server answered, where a store can tell (Redis' run id): a
+    #: failover to a replica that lags behind can repeat a head, never this.
+    #: Kept listings compare it; cursors do not (the data is the same).
+    server: str = ""
 
 
 @dataclass(frozen=True, slots=True)

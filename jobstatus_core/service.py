@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import cursor, errors, jsontext
+from .auth import API_KEY_HEADER
 from .envelope import Host, envelope
-from .errors import ApiError, ConfigError, StoreUnavailable
+from .errors import ApiError, ConfigError, StoreError, StoreUnavailable
 from .listing import Listings
 from .protocol import Presence, Store
 from .requests import Request
 from .types import Auth, Headers, RequestId
 from .validation import (
+    content_length,
     is_json_media_type,
     job_id_of,
     parse_body,
@@ -85,19 +87,37 @@ class StatusService:
         self.secret = secret
         self.listings = Listings(store, timer=timer)
         self._presence = store if isinstance(store, Presence) else None
+        # Listing texts already checked (see _checked_listing). A race between
+        # threads only checks a text twice: a tuple is swapped whole.
+        self._checked_listings: tuple[str, ...] = ()
 
     def check_request(self, method: str, headers: Headers) -> None:
-        """What can be refused before the body is read; raises ``ApiError``."""
+        """What can be refused before the body is read; raises ``ApiError``.
+
+        ``headers`` holds a field sent twice as one value joined by commas,
+        as WSGI servers pass it (RFC 9110 §5.3).
+        """
         if method != "POST":
             raise errors.method_not_allowed(method)
-        if self.auth is not None and not self.auth(headers):
+        if self.auth is not None and (
+            # Two x-api-key fields arrive joined by a comma: which one counts
+            # would depend on the server, so neither does.
+            "," in headers.get(API_KEY_HEADER, "") or not self.auth(headers)
+        ):
             raise errors.unauthorized()
-        content_type = headers.get("content-type", "")
-        if content_type.strip() and not is_json_media_type(content_type):
-            raise errors.unsupported_media_type(content_type)
-        length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body:
+        length = content_length(headers)
+        if length is not None and length > self.max_body:
             raise self.too_large()
+
+    def check_body(self, headers: Headers, body: bytes) -> None:
+        """What is refused once the body is read; raises ``ApiError``.
+
+        An empty body is the default window whatever its Content-Type: some
+        clients label a body they do not send ``text/plain``.
+        """
+        content_type = headers.get("content-type", "")
+        if body and content_type.strip() and not is_json_media_type(content_type):
+            raise errors.unsupported_media_type(content_type)
 
     def too_large(self) -> ApiError:
         return errors.payload_too_large(self.max_body)
@@ -158,7 +178,7 @@ class StatusService:
         """The listing as JSON text: pre-encoded by the store when it can."""
         if self._presence is not None and not self._presence.exists():
             raise errors.jobs_directory_not_found()
-        return self.listings.json(since)
+        return self._checked_listing(self.listings.json(since))
 
     # -- helpers of the handlers of the other endpoints -------------------
 
@@ -211,13 +231,32 @@ class StatusService:
     def decode_cursor(self, text: str, digest: str) -> cursor.Cursor:
         return cursor.decode(text, digest, self.secret)
 
+    def _checked_listing(self, text: str) -> str:
+        """A store's listing text, checked once: a kept listing is the same
+        object poll after poll, and a full parse costs what pre-encoding saves
+        (about 0.2 ms for 1,000 jobs)."""
+        if any(text is known for known in self._checked_listings):
+            return text
+        checked = jsontext.checked_object(text)
+        if checked is text:
+            # One slot per window a store keeps listings for (ListingCache).
+            self._checked_listings = (text, *self._checked_listings[:3])
+        return checked
+
     def _store_error(self, what: str, exc: Exception) -> ApiError:
         if isinstance(exc, StoreUnavailable):
             self.logger.warning(
                 "job store unavailable: %s", errors.one_line_reason(exc)
             )
             return errors.store_unavailable()
-        self.logger.error("reading %s failed", what, exc_info=exc)
+        if isinstance(exc, StoreError):
+            # A reason the store wrote for people (a half-written job file):
+            # one line; a traceback per poll would bury the log.
+            self.logger.error(
+                "reading %s failed: %s", what, errors.one_line_reason(exc)
+            )
+        else:
+            self.logger.error("reading %s failed", what, exc_info=exc)
         return errors.store_failed(what, exc)
 
     def _reply(
@@ -247,4 +286,6 @@ class StatusService:
             # Safe as a plain replace: inside any JSON string a quote is
             # escaped, so '"response":null' can only be the key itself.
             text = text.replace('"response":null', '"response":' + response_json, 1)
+        # ASCII by construction: jsontext escapes every other character, and
+        # a store's listing is checked (or written again) by checked_object.
         return Reply(code, JSON_HEADERS, text.encode("ascii"))

@@ -7,8 +7,8 @@ import math
 import re
 from typing import Any
 
-from .errors import invalid_json, invalid_payload
-from .types import RequestId
+from .errors import invalid_content_length, invalid_json, invalid_payload
+from .types import Headers, RequestId
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 JOB_ID_RULE = "1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
@@ -25,6 +25,20 @@ def is_json_media_type(content_type: str) -> bool:
         return True
     kind, slash, subtype = media_type.partition("/")
     return bool(kind) and slash == "/" and subtype.endswith("+json")
+
+
+def content_length(headers: Headers) -> int | None:
+    """The declared body length, or None; raises ``ApiError`` (400) when bad.
+
+    ASCII digits only: ``str.isdigit`` also accepts ``²`` and ``٣``, which
+    ``int`` then refuses or reads as a number no client meant.
+    """
+    value = headers.get("content-length", "")
+    if not value:
+        return None
+    if not (value.isascii() and value.isdigit()):
+        raise invalid_content_length()
+    return int(value)
 
 
 def parse_body(body: bytes) -> dict[str, Any]:

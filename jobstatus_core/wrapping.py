@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from .protocol import Enumerable, Inline, Presence, Store
+from .protocol import Checkable, Enumerable, ForkSafe, Inline, Presence, Store
 from .rows import Mark, Query, Row, Window
 from .types import Record
 
@@ -79,6 +79,19 @@ class _ForwardsJobs(StoreWrapper):
         return self.inner.jobs()
 
 
+class _ForwardsCheck(StoreWrapper):
+    def check(self) -> None:
+        assert isinstance(self.inner, Checkable)
+        self.inner.check()
+
+
+class _ForwardsForkSafety(StoreWrapper):
+    @property
+    def survives_fork(self) -> bool:
+        assert isinstance(self.inner, ForkSafe)
+        return self.inner.survives_fork
+
+
 def wrap(inner: Store, wrapper: type[W], *args: Any, **kwargs: Any) -> W:
     """``wrapper(inner, *args, **kwargs)``, declaring ``inner``'s capabilities."""
     bases: list[type] = [wrapper]
@@ -86,6 +99,10 @@ def wrap(inner: Store, wrapper: type[W], *args: Any, **kwargs: Any) -> W:
         bases.append(_ForwardsPresence)
     if isinstance(inner, Enumerable):
         bases.append(_ForwardsJobs)
+    if isinstance(inner, Checkable):
+        bases.append(_ForwardsCheck)
+    if isinstance(inner, ForkSafe):
+        bases.append(_ForwardsForkSafety)
     if isinstance(inner, Inline):
         bases.append(Inline)
     kind = wrapper if len(bases) == 1 else type(wrapper.__name__, tuple(bases), {})

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +21,7 @@ from jobstatus_adapters.wsgi import WSGIApp
 from jobstatus_backends import store_from_url
 from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ConfigError
 
-from .helpers import API_KEY, service_for
+from .helpers import API_KEY, free_port, service_for, wait_for
 
 pytestmark = pytest.mark.memory
 
@@ -184,3 +187,41 @@ def test_logger_gets_store_failures_without_the_key(
         for r in caplog.records
     )
     assert API_KEY not in caplog.text
+
+
+def test_wsgi_server_forks_workers_that_open_their_own_store() -> None:
+    port = free_port()
+    code = (
+        "from jobstatus_adapters import wsgi_server\n"
+        "from jobstatus_adapters.service import make_service\n"
+        "from jobstatus_adapters.wsgi import WSGIApp\n"
+        "from jobstatus_backends.memory import MemoryStore\n"
+        "wsgi_server.run(MemoryStore, lambda store: WSGIApp(make_service(store,"
+        f" api_keys=[{API_KEY!r}])), host='127.0.0.1', port={port}, workers=2)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}{JOBS_STATUS_PATH}"
+
+    def answering() -> bool:
+        assert parent.poll() is None, parent.communicate()
+        try:
+            return httpx.post(url, headers={"x-api-key": API_KEY}).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(answering, 30)
+        pids = {
+            httpx.post(url, headers={"x-api-key": API_KEY}).json()["pid"]
+            for _ in range(20)
+        }
+    finally:
+        parent.terminate()
+        _, stderr = parent.communicate(timeout=30)
+    assert parent.returncode == 0, stderr
+    # Served by workers (each built its service, and store, after the fork)...
+    assert pids and parent.pid not in pids
+    # ...which the parent stopped and reaped before it exited.
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

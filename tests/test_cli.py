@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import json
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from jobstatus_adapters.cli import _parser
+from jobstatus_backends.sqlite import SQLiteStore
+from jobstatus_core import __version__
 
 from .helpers import ServeProcess, clean_env
 
@@ -45,7 +53,8 @@ def test_record_get_list_on_the_default_store(tmp_path: Path) -> None:
         "job_status": "done",
         "response": {"url": "x"},
     }
-    assert json.loads(jobstatus("list", cwd=tmp_path).stdout) == {"job-1": "done"}
+    listed = jobstatus("list", "--json", cwd=tmp_path)
+    assert json.loads(listed.stdout) == {"job-1": "done"}
     missing = jobstatus("get", "nope", cwd=tmp_path)
     assert missing.returncode == 1 and "not found" in missing.stderr
 
@@ -54,8 +63,8 @@ def test_record_get_list_on_the_default_store(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, env, names",
     [
-        (["list"], {"JOBSTATUS_STORE": "ftp://x"}, "JOBSTATUS_STORE"),
-        (["list", "--store", "nope://"], {}, "--store"),
+        (["list"], {"JOBSTATUS_STORE": "ftp://x"}, "JOBSTATUS_STORE: "),
+        (["list", "--store", "nope://"], {}, "--store: "),
         (["list"], {"JOBSTATUS_MAX_BODY": "big"}, "JOBSTATUS_MAX_BODY"),
         (["list"], {"JOBSTATUS_DEFAULT_SINCE": "-5"}, "JOBSTATUS_DEFAULT_SINCE"),
         (["list", "--store", "sqlite:///no/such/dir/jobs.db"], {}, "does not exist"),
@@ -209,8 +218,8 @@ def test_local_storage_path_alone_serves_toolkit_files(tmp_path: Path) -> None:
         )
         assert many.json()["response"] == {"tk-1": "done"}
     finally:
-        out, _ = running.stop()
-    assert f"file://{storage}" in out
+        _, err = running.stop()
+    assert f"serving file://{storage}" in err
 
 
 @pytest.mark.filesystem
@@ -222,11 +231,11 @@ def test_list_on_a_missing_jobs_directory_says_so(tmp_path: Path) -> None:
 
 
 @pytest.mark.sqlite
-def test_wsgi_without_gunicorn_names_the_fix_before_anything_else(
+def test_wsgi_without_waitress_names_the_fix_before_anything_else(
     tmp_path: Path,
 ) -> None:
     code = (
-        "import sys; sys.modules['gunicorn'] = None\n"
+        "import sys; sys.modules['waitress'] = None\n"
         "from jobstatus_adapters.cli import main\n"
         "sys.exit(main(['serve', '--interface', 'wsgi']))"
     )
@@ -240,6 +249,130 @@ def test_wsgi_without_gunicorn_names_the_fix_before_anything_else(
     assert result.returncode == 2
     assert result.stdout == ""  # no key printed for a server that never starts
     assert result.stderr == (
-        "jobstatus: error: --interface wsgi needs gunicorn: pip install gunicorn"
+        "jobstatus: error: --interface wsgi needs waitress: pip install waitress"
         " (the package's 'wsgi' extra)\n"
     )
+
+
+@pytest.mark.sqlite
+def test_list_prints_a_table_newest_first(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobstatus.db")
+    now = time.time()
+    store.put({"job_id": "old", "job_status": "done"}, at=now - 60)
+    store.put({"job_id": "new-one", "job_status": {"odd": 1}}, at=now - 1)
+    store.close()
+    lines = jobstatus("list", cwd=tmp_path).stdout.splitlines()
+    assert lines[0].split() == ["JOB", "ID", "STATUS", "LAST", "WRITTEN", "(UTC)"]
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["new-one", '{"odd":'],
+        ["old", "done"],
+    ]
+    stamp = datetime.datetime.fromtimestamp(now - 60, datetime.timezone.utc)
+    assert lines[2].endswith(stamp.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+@pytest.mark.sqlite
+def test_list_into_head_ends_quietly(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobstatus.db")
+    for i in range(5000):  # more than a pipe holds
+        store.put({"job_id": f"job-{i}", "job_status": "done"})
+    store.close()
+    for flag in ("", "--json"):
+        result = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"'{sys.executable}' -m jobstatus_adapters.cli list"
+                f" {flag} | head -n 2; exit ${{PIPESTATUS[0]}}",
+            ],
+            cwd=tmp_path,
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.stderr == "" and result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == 2
+
+
+@pytest.mark.core
+def test_version_and_usage_errors(tmp_path: Path) -> None:
+    version = jobstatus("--version", cwd=tmp_path)
+    assert version.returncode == 0
+    assert version.stdout.strip() == f"jobstatus {__version__}"
+    for args in ([], ["nope"], ["list", "--since", "x"], ["serve", "--workers", "0"]):
+        result = jobstatus(*args, cwd=tmp_path)
+        assert result.returncode == 2, args
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.core
+def test_every_option_shows_its_default() -> None:
+    parser = _parser()
+    (commands,) = [
+        action
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ]
+    for name, sub in commands.choices.items():
+        for action in sub._actions:
+            if action.option_strings and action.dest != "help":
+                assert "default" in (action.help or ""), (name, action.dest)
+    store = commands.choices["serve"].format_help()
+    assert "JOBSTATUS_STORE" in store and "LOCAL_STORAGE_PATH" in store
+
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+: ")
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("access_log", [False, True])
+def test_log_lines_have_time_and_level(tmp_path: Path, access_log: bool) -> None:
+    args = ["--access-log"] if access_log else []
+    running = ServeProcess(tmp_path, clean_env(API_KEY="k"), *args)
+    try:
+        httpx.post(running.url + "/v1/toolkit/jobs/status", headers={"x-api-key": "k"})
+    finally:
+        _, err = running.stop()
+    lines = err.splitlines()
+    assert lines and all(LOG_LINE.match(line) for line in lines), err
+    assert any("INFO jobstatus.serve: serving sqlite://" in line for line in lines)
+    logged = [line for line in lines if "POST /v1/toolkit/jobs/status" in line]
+    assert bool(logged) == access_log, err
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_workers_answer_with_their_own_pid(tmp_path: Path, interface: str) -> None:
+    running = ServeProcess(
+        tmp_path,
+        clean_env(API_KEY="k"),
+        "--workers",
+        "2",
+        "--interface",
+        interface,
+    )
+    try:
+        pids = {
+            httpx.post(
+                running.url + "/v1/toolkit/jobs/status", headers={"x-api-key": "k"}
+            ).json()["pid"]
+            for _ in range(20)
+        }
+        workers = set(children(running.process.pid))
+    finally:
+        running.stop()
+    assert pids and pids <= workers, (pids, workers)
+
+
+def children(pid: int) -> list[int]:
+    """Every process whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found

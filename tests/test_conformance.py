@@ -73,7 +73,9 @@ def test_put_without_at_stamps_now(store: Store) -> None:
 
     before = time.time()
     store.put(record("job-1"))
-    assert dict(store.changed_since(before - 0.001)) == {"job-1": "done"}
+    # A file's mtime comes from the kernel's coarse clock: up to a tick
+    # (a few ms) before time.time() said it was.
+    assert dict(store.changed_since(before - 0.01)) == {"job-1": "done"}
     assert dict(store.changed_since(time.time() + 60)) == {}
 
 
@@ -102,10 +104,6 @@ def test_put_refuses_non_json_values(store: Store) -> None:
     with pytest.raises(ValueError):
         store.put(record("job-1", ratio=float("nan")))
     assert store.get("job-1") is None
-
-
-def test_exists(store: Store) -> None:
-    assert store.exists() is True
 
 
 def test_10000_jobs(store: Store) -> None:

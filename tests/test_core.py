@@ -9,10 +9,18 @@ import sys
 import pytest
 
 import jobstatus_core
-from jobstatus_core import ApiKeyAuth, ConfigError, Registry, Settings
+from jobstatus_core import (
+    ApiKeyAuth,
+    ConfigError,
+    Registry,
+    Settings,
+    StoreError,
+    jsontext,
+)
 from jobstatus_core.errors import ApiError, one_line_reason
 from jobstatus_core.registry import redact
 from jobstatus_core.validation import (
+    content_length,
     is_json_media_type,
     is_valid_job_id,
     parse_body,
@@ -275,3 +283,59 @@ def test_one_line_reason_hides_paths_and_tracebacks() -> None:
         == "No such file or directory"
     )
     assert one_line_reason(ValueError("/secret/path")) == "ValueError"
+
+
+def refuse_constant(token: str) -> object:
+    raise AssertionError(f"{token} is not JSON")
+
+
+def test_jsontext_writes_non_finite_numbers_as_null() -> None:
+    nan, inf = float("nan"), float("inf")
+    record = {"job_id": "j", "job_status": nan, "response": {"v": [inf, -inf, 1.5]}}
+    text = jsontext.encode(record)
+    assert text == '{"job_id":"j","job_status":null,"response":{"v":[null,null,1.5]}}'
+    assert jsontext.encode({nan: 1, inf: 2}) == '{"NaN":1,"Infinity":2}'
+    assert jsontext.member("j", nan) == '"j":null'
+    json.loads(text, parse_constant=refuse_constant)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"a":"done"}', '{"a":"done"}'),
+        ("{}", "{}"),
+        # Valid, but not what jsontext writes: written again, ASCII and strict.
+        ('{"a":"fertig \u2713"}', r'{"a":"fertig \u2713"}'),
+        ('{"a":"\ud800"}', r'{"a":"\ud800"}'),
+        ('{"a":NaN,"b":-Infinity}', '{"a":null,"b":null}'),
+        ('{"NaN-job":"done"}', '{"NaN-job":"done"}'),
+    ],
+)
+def test_checked_object_passes_or_rewrites_store_text(text: str, expected: str) -> None:
+    checked = jsontext.checked_object(text)
+    assert checked == expected
+    json.loads(checked, parse_constant=refuse_constant)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"a":', "", '{"a":done}', "[1]", "[NaN]", "{'a': 'done'}", '{"a":NaN', "{\x01}"],
+)
+def test_checked_object_refuses_what_does_not_parse(text: str) -> None:
+    with pytest.raises(StoreError, match="listing is not"):
+        jsontext.checked_object(text)
+
+
+@pytest.mark.parametrize(
+    "value", ["\u00b2", "\u0663", "\uff11", "+1", "1_0", "0x10", "-1", "1.0"]
+)
+def test_content_length_is_ascii_digits(value: str) -> None:
+    with pytest.raises(ApiError, match="Invalid Content-Length") as info:
+        content_length({"content-length": value})
+    assert info.value.status == 400
+
+
+def test_content_length_absent_or_digits() -> None:
+    assert content_length({}) is None
+    assert content_length({"content-length": "0"}) == 0
+    assert content_length({"content-length": "65536"}) == 65536

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from jobstatus_backends.sqlite import SQLiteStore
+
 from .helpers import free_port, wait_for
 
 pytestmark = pytest.mark.sqlite  # the quick start runs on the default store
@@ -110,23 +112,31 @@ def test_python_examples_parse(doc: Path) -> None:
         ast.parse(textwrap.dedent(block))  # blocks inside list items are indented
 
 
-def test_embedding_snippets_are_the_tested_examples() -> None:
-    examples = "\n".join(p.read_text() for p in (ROOT / "examples").glob("*.py"))
-    snippets = blocks(ROOT / "docs" / "embedding.md", "python")[1:]
-    assert len(snippets) == 4
-    for snippet in snippets:
-        assert snippet.rstrip("\n") in examples, snippet
+def test_embedding_hosts_are_the_tested_examples() -> None:
+    # Whole files, so that what a reader copies is what a real server runs.
+    examples = {p.read_text() for p in (ROOT / "examples").glob("*.py")}
+    hosts = blocks(ROOT / "docs" / "embedding.md", "python")[2:]
+    assert len(hosts) == len(examples) == 4
+    assert set(hosts) == examples
 
 
-def test_embedding_knobs_example_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("index", [0, 1], ids=["knobs", "recording"])
+def test_embedding_snippets_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: int
 ) -> None:
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
-    exec(blocks(ROOT / "docs" / "embedding.md", "python")[0], namespace)
-    service = namespace["service"]
-    assert service.host.queue_id == "workers-eu-1"  # type: ignore[attr-defined]
-    service.store.close()  # type: ignore[attr-defined]
+    exec(blocks(ROOT / "docs" / "embedding.md", "python")[index], namespace)
+    if index == 0:
+        service = namespace["service"]
+        assert service.host.queue_id == "workers-eu-1"  # type: ignore[attr-defined]
+        service.store.close()  # type: ignore[attr-defined]
+    else:
+        store = SQLiteStore(tmp_path / "jobs.db")
+        assert store.get("render-7")["response"] == {  # type: ignore[index]
+            "file_url": "https://example.com/render-7.mp4"
+        }
+        store.close()
 
 
 def test_configuration_error_examples_are_what_the_command_prints(
@@ -139,11 +149,18 @@ def test_configuration_error_examples_are_what_the_command_prints(
     cases = [
         {"JOBSTATUS_MAX_BODY": "64k"},
         {"JOBSTATUS_STORE": "ftp://x"},
-        {"JOBSTATUS_STORE": "file:///srv/nope"},
+        {"LOCAL_STORAGE_PATH": "/srv/nope"},
+        {"JOBSTATUS_STORE": "sqlite:jobs.db?journal=wal"},
+        {"API_KEY": "clé"},
     ]
     assert len(documented) == len(cases)
     for line, extra in zip(documented, cases, strict=True):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("JOBSTATUS_")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("JOBSTATUS_")
+            and k not in ("API_KEY", "LOCAL_STORAGE_PATH")
+        }
         result = subprocess.run(
             [sys.executable, "-m", "jobstatus_adapters.cli", "list"],
             cwd=tmp_path,

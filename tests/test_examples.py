@@ -94,3 +94,19 @@ def test_host_route_and_status_endpoints_side_by_side(host: tuple[str, str]) -> 
     assert (
         httpx.post(url + "/v1/toolkit/job/status", headers=headers).status_code == 404
     )
+
+
+@pytest.mark.parametrize("host", ["starlette"], indirect=True)
+def test_cross_origin_preflight(host: tuple[str, str]) -> None:
+    _, url = host
+    answer = httpx.options(
+        url + "/jobs-api/v1/toolkit/jobs/status",
+        headers={
+            "origin": "https://app.example.com",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "x-api-key, content-type",
+        },
+    )
+    assert answer.status_code == 200
+    assert answer.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "x-api-key" in answer.headers["access-control-allow-headers"]

@@ -57,7 +57,7 @@ def post(
 def envelope_of(response: httpx.Response) -> dict[str, Any]:
     """Checks what every answer shares and returns its body."""
     assert response.headers["content-type"] == "application/json"
-    body = response.json()
+    body = strict_json(response.content)
     assert body["code"] == response.status_code
     error_keys = {"error"} if response.status_code != 200 else set()
     assert set(body) == ENVELOPE_KEYS | error_keys
@@ -67,6 +67,15 @@ def envelope_of(response: httpx.Response) -> dict[str, Any]:
     text = response.text
     assert "Traceback" not in text and API_KEY not in text
     return body  # type: ignore[no-any-return]
+
+
+def strict_json(raw: bytes) -> Any:
+    """``raw`` parsed as a browser would: UTF-8, no NaN or Infinity token."""
+
+    def refuse(token: str) -> Any:
+        raise AssertionError(f"{token} is not JSON: browsers refuse the answer")
+
+    return json.loads(raw.decode("utf-8"), parse_constant=refuse)
 
 
 def assert_error(
@@ -440,8 +449,33 @@ def test_body_at_the_limit_is_read(client: httpx.Client) -> None:
     ],
 )
 def test_non_json_content_type_is_415(client: httpx.Client, content_type: str) -> None:
-    assert_error(
+    body = assert_error(
         post(client, JOBS_STATUS_PATH, {}, headers={"content-type": content_type}),
+        415,
+        "Unsupported media type",
+    )
+    assert body["message"].endswith("; send Content-Type: application/json")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "json"]
+)
+def test_empty_body_is_the_default_whatever_its_content_type(
+    client: httpx.Client, store: Store, clock: Clock, content_type: str
+) -> None:
+    # wsgiref's and Django's test clients label an empty body text/plain.
+    store.put({"job_id": "recent", "job_status": "running"}, at=clock.now - 1)
+    headers = {"content-type": content_type}
+    listing = post(client, JOBS_STATUS_PATH, raw=b"", headers=headers)
+    assert envelope_of(listing)["response"] == {"recent": "running"}
+    assert_error(
+        post(client, JOB_STATUS_PATH, raw=b"", headers=headers),
+        400,
+        "Invalid payload: job_id is required",
+    )
+    # One byte is a body: its type is checked.
+    assert_error(
+        post(client, JOBS_STATUS_PATH, raw=b" ", headers=headers),
         415,
         "Unsupported media type",
     )
@@ -536,7 +570,7 @@ class FailingStore:
     ],
 )
 def test_store_failure_is_500_with_one_line_reason(
-    serve_service: Any, exc: Exception, reason: str
+    serve_service: Any, exc: Exception, reason: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     from .helpers import service_for
 
@@ -560,6 +594,11 @@ def test_store_failure_is_500_with_one_line_reason(
             and "/secret" not in body["message"]
             and "/srv" not in body["message"]
         )
+    # A reason a store wrote for people is logged as one line; anything
+    # unexpected keeps its traceback for the operator.
+    logged = [r for r in caplog.records if r.name == "jobstatus"]
+    assert len(logged) == 2
+    assert all((r.exc_info is None) == isinstance(exc, StoreError) for r in logged)
 
 
 @pytest.mark.core
@@ -577,3 +616,55 @@ def test_unreachable_store_is_503(serve_service: Any) -> None:
                 http.post(path, content=raw), 503, "Job store unavailable"
             )
             assert body["message"] == "Job store unavailable"
+
+
+class ListingStore(FailingStore):
+    """A plug-in store that keeps its listing pre-encoded, as ``text``."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(RuntimeError("unused"))
+        self.text = text
+
+    def changed_since_json(self, cutoff: float) -> str:
+        return self.text
+
+
+@pytest.mark.core
+@pytest.mark.parametrize(
+    "text, listing",
+    [
+        ('{"a":"fertig \u2713"}', {"a": "fertig \u2713"}),
+        ('{"a":"\ud800"}', {"a": "\ud800"}),
+        ('{"a":NaN,"b":Infinity,"c":[-Infinity]}', {"a": None, "b": None, "c": [None]}),
+        # Valid JSON (beyond a double's range, JSON.parse reads Infinity).
+        ('{"a":"done","b":{"n":1e999}}', {"a": "done", "b": {"n": float("inf")}}),
+    ],
+)
+def test_store_listing_text_is_sent_as_strict_json(
+    serve_service: Any, text: str, listing: dict[str, Any]
+) -> None:
+    from .helpers import service_for
+
+    url = serve_service(service_for(ListingStore(text)))  # type: ignore[arg-type]
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+        for _ in range(2):  # checked once, then known
+            body = envelope_of(http.post(JOBS_STATUS_PATH))
+            assert body["code"] == 200
+            assert body["response"] == listing
+
+
+@pytest.mark.core
+@pytest.mark.parametrize(
+    "text", ['{"a":', '{"a":done}', "{'a': 'done'}", "[]", "", '{"a":"\x00"}']
+)
+def test_store_listing_that_is_not_json_is_500(serve_service: Any, text: str) -> None:
+    from .helpers import service_for
+
+    url = serve_service(service_for(ListingStore(text)))  # type: ignore[arg-type]
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+        body = assert_error(
+            http.post(JOBS_STATUS_PATH), 500, "Failed to retrieve job statuses: "
+        )
+    assert body["message"].startswith(
+        "Failed to retrieve job statuses: the store's listing is not"
+    )

@@ -10,6 +10,8 @@ from jobstatus_backends.listingcache import ListingCache
 from jobstatus_backends.timeindex import TimeIndex
 from jobstatus_core import jsontext
 
+from .helpers import Clock
+
 pytestmark = pytest.mark.memory
 
 times = st.integers(0, 20).map(float)
@@ -72,3 +74,13 @@ def test_cache_keeps_a_listing_only_while_exact() -> None:
     assert cache.get(2, 30.0) is None  # the store changed: nothing is kept
     assert cache.version == 2
     assert cache.get(2, 20.0) is None
+
+
+def test_a_kept_listing_is_reused_for_at_most_max_age() -> None:
+    clock = Clock(100.0)
+    cache = ListingCache(max_age=1.0, clock=clock)
+    cache.put(1, 10.0, None, "{}")
+    clock.now = 101.0
+    assert cache.get(1, 10.0) == "{}"  # a second old: still reused
+    clock.now = 101.001
+    assert cache.get(1, 10.0) is None  # older: read again, whatever the version

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from jobstatus_adapters.cli import main
 from jobstatus_backends import store_from_url
 from jobstatus_backends.migrate import copy_jobs
 from jobstatus_core import Enumerable, Store
 
-from .helpers import store_url_for
+from .helpers import store_url_for, wait_for
 
 pytestmark = pytest.mark.sqlite  # and the file store, as source or target
 
@@ -123,3 +126,71 @@ def test_cli_prints_a_summary_and_fails_on_failures(tmp_path: Path) -> None:
     dst = store_from_url(f"sqlite://{db}")
     assert times(dst)["t3"] == 5_003.0
     dst.close()
+
+
+def file_source(tmp_path: Path, n: int) -> Path:
+    root = tmp_path / "src"
+    (root / "jobs").mkdir(parents=True)
+    for i in range(n):
+        record = {"job_id": f"m{i}", "job_status": "done"}
+        (root / "jobs" / f"m{i}.json").write_text(json.dumps(record))
+    return root
+
+
+def temp_files(root: Path) -> list[Path]:
+    return [path for path in root.rglob("*") if path.name.endswith(".tmp")]
+
+
+def test_ctrl_c_leaves_no_temp_file_and_no_traceback(tmp_path: Path) -> None:
+    src = file_source(tmp_path, 3000)
+    dst = tmp_path / "dst"
+    (dst / "jobs").mkdir(parents=True)
+    urls = [f"file://{src}?index=off", f"file://{dst}?index=off"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobstatus_adapters.cli", "migrate", *urls],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: len(list((dst / "jobs").iterdir())) > 20, 30)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert err == "jobstatus: interrupted\n" and out == ""
+    assert temp_files(dst) == []
+
+
+@pytest.mark.parametrize("fault", ["interrupt", "disk-full"])
+def test_a_write_stopped_halfway_leaves_no_temp_file(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fault: str,
+) -> None:
+    src = file_source(tmp_path, 30)
+    dst = tmp_path / "dst"
+    (dst / "jobs").mkdir(parents=True)
+    writes = 0
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:
+        # Injected fault: the tenth write stops after its temp file exists.
+        nonlocal writes
+        writes += 1
+        if writes == 10:
+            if fault == "interrupt":
+                raise KeyboardInterrupt
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    code = main(["migrate", f"file://{src}?index=off", f"file://{dst}?index=off"])
+    out, err = capsys.readouterr()
+    assert temp_files(dst) == []
+    assert len(list((dst / "jobs").iterdir())) == 9
+    if fault == "interrupt":
+        assert (code, err) == (130, "jobstatus: interrupted\n")
+    else:
+        assert code == 1 and out == ""
+        assert err.count("\n") == 1 and "No space left on device" in err
+        assert "9 copied before it; run again to resume" in err

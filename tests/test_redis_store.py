@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import httpx
 import pytest
 
 from jobstatus_backends.redis import RedisStore
-from jobstatus_core import ConfigError, StoreUnavailable
+from jobstatus_core import ConfigError, StoreError, StoreUnavailable
 
 from .helpers import (
     RedisServer,
@@ -39,7 +41,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def test_layout_and_atomic_put(redis_server: RedisServer) -> None:
+def test_layout(redis_server: RedisServer) -> None:
     import redis
 
     store = RedisStore.from_url(redis_server.url + "?prefix=layout:")
@@ -49,14 +51,16 @@ def test_layout_and_atomic_put(redis_server: RedisServer) -> None:
     assert raw.zscore("layout:updated", "a") == 42.5
     assert raw.hget("layout:status", "a") == '"done"'
     assert raw.get("layout:version") == "1"
+    epoch = raw.get("layout:epoch")
+    store.put({"job_id": "b", "job_status": "done"}, at=43.0)
+    assert raw.get("layout:epoch") == epoch and len(epoch) == 16  # set once
     raw.close()
     store.close()
 
 
-def test_kept_listings_trust_the_version_counter(redis_server: RedisServer) -> None:
-    """A kept listing (see the conformance suite) is confirmed by
-    ``<prefix>version``: a write behind the store's back is not counted, and
-    shows only after the next put."""
+def test_a_hand_edit_shows_within_a_second(redis_server: RedisServer) -> None:
+    """A key changed by hand does not move the version: a kept listing is
+    reused for at most a second (ListingCache), so the edit shows then."""
     import redis
 
     store = RedisStore.from_url(redis_server.url + "?prefix=kept:")
@@ -64,10 +68,101 @@ def test_kept_listings_trust_the_version_counter(redis_server: RedisServer) -> N
     assert store.changed_since_json(50.0) == '{"a":"queued"}'
     raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
     raw.hset("kept:status", "a", '"edited"')
-    assert store.changed_since_json(50.0) == '{"a":"queued"}'
-    store.put({"job_id": "b", "job_status": "queued"}, at=200.0)
-    assert store.changed_since_json(50.0) == '{"a":"edited","b":"queued"}'
+    wait_for(lambda: store.changed_since_json(50.0) == '{"a":"edited"}', 2.0)
     raw.close()
+    store.close()
+
+
+def two_instances(url: str) -> tuple[RedisStore, RedisStore]:
+    """Two instances of one store, the first with a listing kept."""
+    first, second = RedisStore.from_url(url), RedisStore.from_url(url)
+    for job_id in ("old-1", "old-2", "old-3"):
+        first.put({"job_id": job_id, "job_status": "done"}, at=100.0)
+    for store in (first, second):
+        assert store.changed_since_json(0) == (
+            '{"old-1":"done","old-2":"done","old-3":"done"}'
+        )
+    return first, second
+
+
+def test_a_flushed_redis_is_never_answered_from_a_kept_listing(
+    redis_server: RedisServer,
+) -> None:
+    """The version counter restarts after FLUSHDB and reaches the same number
+    again; the epoch the first put after it chooses tells them apart."""
+    import redis
+
+    url = redis_server.url.replace("/0", "/3") + "?prefix=flushed:"
+    first, second = two_instances(url)
+    raw = redis.Redis.from_url(redis_server.url.replace("/0", "/3"))
+    raw.flushdb()
+    raw.close()
+    assert first.changed_since_json(0) == "{}"
+    for job_id in ("new-1", "new-2", "new-3"):  # the counter is at 3 again
+        second.put({"job_id": job_id, "job_status": "queued"}, at=200.0)
+    expected = '{"new-1":"queued","new-2":"queued","new-3":"queued"}'
+    assert first.changed_since_json(0) == expected
+    assert second.changed_since_json(0) == expected
+    first.close()
+    second.close()
+
+
+def test_a_restarted_redis_without_persistence_is_never_answered_from_a_kept_listing(
+    own_redis: RedisServer,
+) -> None:
+    first, second = two_instances(own_redis.url)
+    own_redis.stop()
+    for path in own_redis.directory.iterdir():  # no AOF, no dump: an empty start
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    own_redis.start()
+    wait_for(lambda: _readable(second), 5)
+    for job_id in ("new-1", "new-2", "new-3"):
+        second.put({"job_id": job_id, "job_status": "queued"}, at=200.0)
+    expected = '{"new-1":"queued","new-2":"queued","new-3":"queued"}'
+    assert first.changed_since_json(0) == expected
+    first.close()
+    second.close()
+
+
+def test_hand_edited_values_list_as_valid_json(redis_server: RedisServer) -> None:
+    import redis
+
+    store = RedisStore.from_url(redis_server.url + "?prefix=foreign:")
+    store.put({"job_id": "ours", "job_status": "done"}, at=1.0)
+    raw = redis.Redis.from_url(redis_server.url)
+    edits = {
+        "bare": "done",
+        "accented": '"café ✓ 🎬"',
+        "bare-accented": "é",
+        "nan": "NaN",
+        "half": '{"a": ',
+        'quote"d': '"x"',
+        "spaced": '{"a": [1, 2]}',
+        "bytes": b"\xff\xfe",
+    }
+    for n, (job_id, status) in enumerate(edits.items()):
+        raw.zadd("foreign:updated", {job_id: 2.0 + n})
+        raw.hset("foreign:status", job_id, status)
+    raw.set("foreign:job:ours", "not json")
+    raw.close()
+    text = store.changed_since_json(0)
+    assert text.isascii()
+    assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
+        "ours": "done",
+        "bare": "done",
+        "accented": "café ✓ 🎬",
+        "bare-accented": "é",
+        "nan": "NaN",
+        "half": '{"a": ',
+        'quote"d': "x",
+        "spaced": {"a": [1, 2]},
+        "bytes": "\ufffd\ufffd",
+    }
+    with pytest.raises(StoreError, match="the record of job ours is not a JSON"):
+        store.get("ours")
     store.close()
 
 

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import logging
 import os
 import socket
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from jobstatus_adapters.starlette import create_app
+from jobstatus_adapters.wsgi import WSGIApp
 from jobstatus_backends.filesystem import FileStore
-from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ApiKeyAuth
+from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ApiKeyAuth, StatusService
 
 from .helpers import API_KEY, ServeProcess, clean_env, service_for
+from .test_http_contract import strict_json
 
 pytestmark = pytest.mark.filesystem
 
@@ -291,3 +296,271 @@ def test_100_mb_body_is_refused_without_being_read(
     assert b"content-type: application/json" in answer.lower()
     # Refused within a few chunks of the limit, not after 100 MB.
     assert sent < 8 * 1024 * 1024, sent
+
+
+# --- HTTP edges: what reaches the adapters from the wire ---------------------
+
+
+def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send one raw request (it asks to close); the status, headers and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    fields = (line.split(":", 1) for line in lines)
+    headers = {name.strip().lower(): value.strip() for name, value in fields}
+    return int(status_line.split()[1]), headers, body
+
+
+def envelope_from(status: int, headers: dict[str, str], body: bytes) -> Any:
+    assert headers["content-type"] == "application/json", (status, body[:200])
+    answer = strict_json(body)
+    assert answer["code"] == status
+    return answer
+
+
+@contextlib.contextmanager
+def wsgiref_server(app: Any) -> Iterator[int]:
+    """The standard library's WSGI server: it hands the app what it got."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, name="test-wsgiref")
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.fixture(params=["asgi", "waitress", "wsgiref"])
+def serve_port(
+    request: pytest.FixtureRequest,
+    serve: Callable[[Any], str],
+    serve_wsgi: Callable[[Any], str],
+) -> Iterator[Callable[[StatusService], int]]:
+    """Serve a service on a real server of each kind; returns its port."""
+    with contextlib.ExitStack() as stack:
+
+        def start(service: StatusService) -> int:
+            if request.param == "asgi":
+                url = serve(create_app(service))
+            elif request.param == "waitress":
+                url = serve_wsgi(WSGIApp(service))
+            else:
+                return stack.enter_context(wsgiref_server(WSGIApp(service)))
+            return int(url.rsplit(":", 1)[1])
+
+        yield start
+
+
+def raw_post(path: str, *fields: str, body: bytes = b"{}") -> bytes:
+    head = "".join(f"{field}\r\n" for field in fields)
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"{head}\r\n"
+    ).encode() + body
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [(API_KEY, API_KEY), (API_KEY, "wrong"), ("wrong", API_KEY), (API_KEY, "")],
+)
+def test_a_repeated_api_key_is_401_on_every_adapter(
+    store_root: Path, serve_port: Callable[[StatusService], int], keys: tuple[str, str]
+) -> None:
+    store = FileStore(store_root, index=False)
+    try:
+        port = serve_port(service_for(store))
+        one = exchange(port, raw_post(JOBS_STATUS_PATH, f"x-api-key: {API_KEY}"))
+        assert envelope_from(*one)["code"] == 200
+        two = exchange(
+            port, raw_post(JOBS_STATUS_PATH, *(f"X-Api-Key: {key}" for key in keys))
+        )
+        assert envelope_from(*two)["message"] == "Unauthorized"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    "target, code, endpoint",
+    [
+        ("*", 404, "*"),
+        (f"http://x{JOBS_STATUS_PATH}", 200, JOBS_STATUS_PATH),
+        (f"http://x:8080{JOBS_STATUS_PATH}?a=1", 200, JOBS_STATUS_PATH),
+        ("http://x/elsewhere", 404, "/elsewhere"),
+    ],
+)
+@pytest.mark.parametrize("method", ["POST", "OPTIONS"])
+def test_asterisk_and_absolute_form_targets_answer_the_envelope(
+    store_root: Path,
+    serve_port: Callable[[StatusService], int],
+    target: str,
+    code: int,
+    endpoint: str,
+    method: str,
+) -> None:
+    store = FileStore(store_root, index=False)
+    try:
+        port = serve_port(service_for(store))
+        request = raw_post(target, f"x-api-key: {API_KEY}").replace(
+            b"POST", method.encode(), 1
+        )
+        answer = envelope_from(*exchange(port, request))
+    finally:
+        store.close()
+    if method != "POST" and code == 200:
+        code = 405  # an endpoint reached by its absolute form: its own rules
+    assert answer["code"] == code, answer
+    assert answer["endpoint"] == endpoint
+
+
+def test_content_length_of_other_digits_is_400_not_500(
+    store_root: Path, serve_port: Callable[[StatusService], int]
+) -> None:
+    # "\xb2" is "²" in Latin-1, as servers decode headers: str.isdigit() says
+    # yes, int() says no.
+    store = FileStore(store_root, index=False)
+    try:
+        port = serve_port(service_for(store))
+        request = raw_post(JOBS_STATUS_PATH, f"x-api-key: {API_KEY}").replace(
+            b"Content-Length: 2", b"Content-Length: \xb2"
+        )
+        status, headers, body = exchange(port, request)
+    finally:
+        store.close()
+    assert status == 400, body[:200]
+    if headers.get("content-type") == "application/json":
+        assert strict_json(body)["message"] == (
+            "Invalid Content-Length: expected ASCII digits"
+        )
+    else:  # uvicorn and waitress refuse it before any app runs
+        assert b"Traceback" not in body
+
+
+def test_the_asgi_adapter_takes_content_length_as_ascii_digits(
+    store_root: Path,
+) -> None:
+    # uvicorn refuses such a header itself; other ASGI servers may pass it on.
+    store = FileStore(store_root, index=False)
+    app = create_app(service_for(store))
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": JOBS_STATUS_PATH,
+        "raw_path": JOBS_STATUS_PATH.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"x-api-key", API_KEY.encode()), (b"content-length", b"\xb2")],
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+    }
+    try:
+        asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    finally:
+        store.close()
+    assert sent[0]["status"] == 400
+    answer = strict_json(sent[1]["body"])
+    assert answer["message"] == "Invalid Content-Length: expected ASCII digits"
+
+
+@pytest.mark.parametrize("index", [True, False], ids=["index", "scan"])
+def test_non_finite_numbers_in_job_files_answer_strict_json(
+    store_root: Path, serve_service: Callable[..., str], index: bool
+) -> None:
+    # Python's parser reads NaN, Infinity and 1e999 in a job file as floats.
+    (store_root / "jobs" / "odd.json").write_text(
+        '{"job_id": "odd", "job_status": NaN,'
+        ' "response": {"progress": Infinity, "size": 1e999, "ok": -Infinity}}'
+    )
+    store = FileStore(store_root, index=index)
+    try:
+        url = serve_service(service_for(store))
+        with httpx.Client(base_url=url, headers=JSON) as http:
+            one = http.post(JOB_STATUS_PATH, json={"job_id": "odd"})
+            many = http.post(JOBS_STATUS_PATH, json={})
+    finally:
+        store.close()
+    record = strict_json(one.content)["response"]
+    assert record == {
+        "job_id": "odd",
+        "job_status": None,
+        "response": {"progress": None, "size": None, "ok": None},
+    }
+    assert strict_json(many.content)["response"] == {"ok": "done", "odd": None}
+
+
+SLOW_CLIENTS = 200
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_slow_header_clients_do_not_stop_the_server(
+    tmp_path: Path, interface: str
+) -> None:
+    server = ServeProcess(
+        tmp_path,
+        clean_env(API_KEY=API_KEY, JOBSTATUS_STORE="memory://"),
+        "--interface",
+        interface,
+    )
+    slow: list[socket.socket] = []
+    try:
+        # Each sends its request line and a header, then a header a round:
+        # a request that never ends, as slowloris sends them.
+        for _ in range(SLOW_CLIENTS):
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.sendall(f"POST {JOBS_STATUS_PATH} HTTP/1.1\r\nHost: x\r\n".encode())
+            slow.append(sock)
+        for round in range(2):
+            for sock in slow:
+                sock.sendall(f"x-slow-{round}: 1\r\n".encode())
+            response = httpx.post(
+                server.url + JOBS_STATUS_PATH,
+                headers={"x-api-key": API_KEY},
+                timeout=2.0,
+            )
+            assert response.status_code == 200
+    finally:
+        for sock in slow:
+            sock.close()
+        server.stop()
+
+
+def test_wsgi_refusals_of_the_server_itself_are_the_envelope(tmp_path: Path) -> None:
+    server = ServeProcess(
+        tmp_path,
+        clean_env(API_KEY=API_KEY, JOBSTATUS_STORE="memory://"),
+        "--interface",
+        "wsgi",
+    )
+    try:
+        bad_length = raw_post(JOBS_STATUS_PATH, f"x-api-key: {API_KEY}").replace(
+            b"Content-Length: 2", b"Content-Length: \xb2"
+        )
+        answer = envelope_from(*exchange(server.port, bad_length))
+    finally:
+        server.stop()
+    assert answer["code"] == 400
+    assert answer["endpoint"] == JOBS_STATUS_PATH
+    assert answer["message"].startswith("Bad Request")

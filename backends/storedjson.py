@@ -1,0 +1,67 @@
+"""JSON texts read back from stores that other programs may write too.
+
+A store's own writes are ``jsontext``'s compact ASCII JSON; a row or key
+written by another program (or by hand) may be bare text, hold non-ASCII
+characters or ``NaN``. What such a value becomes is decided here, once for
+every store: a status that is not strict JSON is that text, as a JSON
+string; a record that is not a JSON object is an error naming the job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from jobstatus_core import Record, StoreError
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # 1e999: valid JSON text, but no answer could carry the float.
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+# Built once: json.loads with hooks builds a decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
+
+
+def loads(text: str) -> Any:
+    """``text`` parsed as strict JSON: no NaN, no Infinity, no overflow."""
+    return _DECODER.decode(text)
+
+
+def status(text: str) -> Any:
+    """A stored status: its JSON value, or the text itself if it is not JSON."""
+    try:
+        return loads(text)
+    except (ValueError, RecursionError):
+        return text
+
+
+def record(job_id: str, text: str) -> Record:
+    """A stored record, which must be a JSON object."""
+    try:
+        value = loads(text)
+    except (ValueError, RecursionError):
+        value = None
+    if not isinstance(value, dict):
+        raise StoreError(f"the record of job {job_id} is not a JSON object")
+    return value
+
+
+def ascii_only(text: str) -> str:
+    """Valid JSON ``text`` with every non-ASCII character escaped, as
+    ``jsontext.encode`` writes them (they can only occur inside strings)."""
+    if text.isascii():
+        return text
+    return _NON_ASCII.sub(lambda match: json.dumps(match.group())[1:-1], text)

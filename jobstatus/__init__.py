@@ -1,0 +1,85 @@
+"""jobstatus: job-status endpoints over HTTP for any Python web app.
+
+The one import a host needs::
+
+    from jobstatus import open_store, make_service, status_routes, WSGIApp
+
+Everything here is also importable from where it lives (``jobstatus_core``,
+``jobstatus_backends``, ``jobstatus_adapters``); this package only gathers
+the public names. Importing it imports Starlette (a dependency), not uvicorn,
+gunicorn, redis-py or watchdog: those load when used.
+"""
+
+from __future__ import annotations
+
+from jobstatus_adapters.service import make_service
+from jobstatus_adapters.starlette import create_app, status_routes
+from jobstatus_adapters.wsgi import WSGIApp
+from jobstatus_backends import default_registry, registry
+from jobstatus_backends import store_from_url as open_store
+from jobstatus_backends.recorder import AsyncRecorder, Recorder
+from jobstatus_core import (
+    ApiKeyAuth,
+    Auth,
+    Checkable,
+    ConfigError,
+    Enumerable,
+    ForkSafe,
+    Headers,
+    InvalidRecord,
+    JobStatusError,
+    Inline,
+    Mark,
+    Presence,
+    Query,
+    Record,
+    Registry,
+    Settings,
+    StatusService,
+    Store,
+    StoreBase,
+    StoreError,
+    StoreUnavailable,
+    Window,
+    __version__,
+)
+from jobstatus_core.rows import Row
+from jobstatus_core.wrapping import StoreWrapper, wrap
+
+__all__ = [
+    "ApiKeyAuth",
+    "AsyncRecorder",
+    "Auth",
+    "Checkable",
+    "ConfigError",
+    "Enumerable",
+    "ForkSafe",
+    "Headers",
+    "InvalidRecord",
+    "JobStatusError",
+    "Inline",
+    "Mark",
+    "Presence",
+    "Query",
+    "Record",
+    "Recorder",
+    "Registry",
+    "Row",
+    "Settings",
+    "StatusService",
+    "Store",
+    "StoreBase",
+    "StoreError",
+    "StoreUnavailable",
+    "StoreWrapper",
+    "WSGIApp",
+    "Window",
+    "__version__",
+    "create_app",
+    "default_registry",
+    "make_service",
+    "open_store",
+    "registry",
+    "status_routes",
+    "wrap",
+]

@@ -1,0 +1,375 @@
+"""The file store's index: symlinked layouts, bad files, oversized files."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobstatus_backends import jobfiles
+from jobstatus_backends.filesystem import FileStore
+from jobstatus_core import ConfigError, StoreError, jsontext
+
+from .helpers import wait_for
+
+pytestmark = pytest.mark.filesystem
+
+# Events, not the reconciler, must bring a new file in: the round never comes
+# during a test, and a file written by another process shows within this.
+EVENT_LATENCY = 2.0
+NEVER = 3600.0
+
+
+def write_job_file(jobs: Path, job_id: str, status: Any, **extra: Any) -> None:
+    """Write a job file in place, as the Toolkit does (not atomically)."""
+    record = {"job_id": job_id, "job_status": status, **extra}
+    (jobs / f"{job_id}.json").write_text(json.dumps(record))
+
+
+def listing(store: FileStore) -> dict[str, Any]:
+    return dict(store.changed_since(0))
+
+
+@pytest.fixture
+def opened() -> Iterator[list[str]]:
+    """Every path the process opens from here on, seen by an audit hook.
+
+    Audit hooks cannot be removed: the hook stays, and stops recording when
+    the test ends.
+    """
+    paths: list[str] = []
+    recording = [True]
+
+    def audit(event: str, args: tuple[Any, ...]) -> None:
+        if recording[0] and event == "open" and isinstance(args[0], str):
+            paths.append(args[0])
+
+    sys.addaudithook(audit)
+    yield paths
+    recording[0] = False
+
+
+def opens_of(paths: list[str], name: str) -> int:
+    return sum(1 for path in paths if os.path.basename(path) == name)
+
+
+# -- symlinks -----------------------------------------------------------------
+
+
+def test_jobs_directory_that_is_a_symlink_is_watched(tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    root = tmp_path / "storage"
+    root.mkdir()
+    (root / "jobs").symlink_to(target)
+    store = FileStore(root, reconcile_interval=NEVER)
+    try:
+        write_job_file(target, "linked", "done")
+        wait_for(lambda: listing(store) == {"linked": "done"}, EVENT_LATENCY)
+    finally:
+        store.close()
+
+
+def test_root_that_is_a_symlink_sees_jobs_created_after_start(tmp_path: Path) -> None:
+    target = tmp_path / "storage"
+    target.mkdir()
+    root = tmp_path / "LOCAL_STORAGE_PATH"
+    root.symlink_to(target)
+    store = FileStore(root, reconcile_interval=NEVER)
+    try:
+        assert listing(store) == {}
+        (target / "jobs").mkdir()
+        write_job_file(target / "jobs", "late", "queued")
+        wait_for(lambda: listing(store) == {"late": "queued"}, EVENT_LATENCY)
+        write_job_file(target / "jobs", "later", "done")
+        wait_for(
+            lambda: listing(store) == {"late": "queued", "later": "done"},
+            EVENT_LATENCY,
+        )
+    finally:
+        store.close()
+
+
+def test_a_retargeted_root_link_is_followed_at_the_next_reconcile(
+    tmp_path: Path,
+) -> None:
+    for name, job_id in (("old", "from-old"), ("new", "from-new")):
+        (tmp_path / name / "jobs").mkdir(parents=True)
+        write_job_file(tmp_path / name / "jobs", job_id, "done")
+    root = tmp_path / "LOCAL_STORAGE_PATH"
+    root.symlink_to(tmp_path / "old")
+    store = FileStore(root, reconcile_interval=NEVER)
+    try:
+        assert listing(store) == {"from-old": "done"}
+        # Retargeted as `ln -sfn` does it: a new link renamed over the old.
+        (tmp_path / "link.tmp").symlink_to(tmp_path / "new")
+        os.replace(tmp_path / "link.tmp", root)
+        assert store.index is not None
+        store.index.reconcile()
+        assert listing(store) == {"from-new": "done"}
+        # ... and the new target's events are watched from then on.
+        write_job_file(tmp_path / "new" / "jobs", "next", "queued")
+        wait_for(
+            lambda: listing(store) == {"from-new": "done", "next": "queued"},
+            EVENT_LATENCY,
+        )
+    finally:
+        store.close()
+
+
+def test_a_retargeted_jobs_link_is_followed(tmp_path: Path) -> None:
+    for name, job_id in (("old", "from-old"), ("new", "from-new")):
+        (tmp_path / name).mkdir()
+        write_job_file(tmp_path / name, job_id, "done")
+    root = tmp_path / "storage"
+    root.mkdir()
+    (root / "jobs").symlink_to(tmp_path / "old")
+    store = FileStore(root, reconcile_interval=NEVER)
+    try:
+        assert listing(store) == {"from-old": "done"}
+        (root / "jobs.tmp").symlink_to(tmp_path / "new")
+        os.replace(root / "jobs.tmp", root / "jobs")
+        wait_for(lambda: listing(store) == {"from-new": "done"}, EVENT_LATENCY)
+        write_job_file(tmp_path / "new", "next", "queued")
+        wait_for(
+            lambda: listing(store) == {"from-new": "done", "next": "queued"},
+            EVENT_LATENCY,
+        )
+    finally:
+        store.close()
+
+
+# -- bad files ----------------------------------------------------------------
+
+
+@pytest.fixture(params=["index", "scan"])
+def make_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., FileStore]]:
+    stores: list[FileStore] = []
+
+    def make(**options: Any) -> FileStore:
+        store = FileStore(
+            tmp_path,
+            index=request.param == "index",
+            reconcile_interval=NEVER,
+            **options,
+        )
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def reconcile(store: FileStore) -> None:
+    """One round of what the index does every ``reconcile`` seconds."""
+    if store.index is not None:
+        store.index.reconcile()
+
+
+def test_a_bad_file_is_read_and_logged_once_per_change(
+    make_store: Callable[..., FileStore],
+    tmp_path: Path,
+    opened: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for i in range(20):
+        (jobs / f"empty-{i}.json").touch()
+    write_job_file(jobs, "good", "done")
+    caplog.set_level(logging.WARNING, "jobstatus.filesystem")
+    opened.clear()  # the files' writing opened them
+    store = make_store()
+    for _ in range(3):
+        assert listing(store) == {"good": "done"}
+        reconcile(store)
+    # One read each (no retry), one line each (no traceback), whatever the
+    # number of listings and reconcile rounds.
+    assert [opens_of(opened, f"empty-{i}.json") for i in range(20)] == [1] * 20
+    lines = [r for r in caplog.records if "empty-" in r.getMessage()]
+    assert len(lines) == 20 and not any(r.exc_info for r in lines)
+    # A change is read again (the writer's events may each cause a read)
+    # and logged once: still broken. Then whole.
+    (jobs / "empty-0.json").write_text('{"job_id": "empty-0", "job_st')
+    wait_for(
+        lambda: bool(listing(store)) and opens_of(opened, "empty-0.json") >= 3,
+        EVENT_LATENCY,
+    )
+    for _ in range(3):
+        reconcile(store)
+        assert listing(store) == {"good": "done"}
+    assert len([r for r in caplog.records if "empty-0 " in r.getMessage()]) == 2
+    write_job_file(jobs, "empty-0", "fixed")
+    wait_for(
+        lambda: listing(store) == {"good": "done", "empty-0": "fixed"}, EVENT_LATENCY
+    )
+
+
+def test_a_file_that_turns_unparseable_is_left_out_and_a_500(
+    make_store: Callable[..., FileStore], tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    write_job_file(jobs, "flip", "running")
+    write_job_file(jobs, "steady", "done")
+    store = make_store()
+    assert listing(store) == {"flip": "running", "steady": "done"}
+    # Rewritten in place, and caught half-way: not a record now.
+    (jobs / "flip.json").write_text('{"job_id": "flip", "job_st')
+    wait_for(lambda: listing(store) == {"steady": "done"}, EVENT_LATENCY)
+    with pytest.raises(
+        StoreError, match=r"^the file of job flip is not a JSON object$"
+    ):
+        store.get("flip")
+    write_job_file(jobs, "flip", "done")
+    wait_for(
+        lambda: listing(store) == {"flip": "done", "steady": "done"}, EVENT_LATENCY
+    )
+    assert store.get("flip") == {"job_id": "flip", "job_status": "done"}
+
+
+# -- file size ----------------------------------------------------------------
+
+
+def make_sparse(path: Path, size: int) -> None:
+    with path.open("wb") as file:
+        file.truncate(size)
+
+
+def test_a_file_over_the_limit_is_skipped_unread(
+    make_store: Callable[..., FileStore],
+    tmp_path: Path,
+    opened: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    make_sparse(jobs / "huge.json", 64 << 20)
+    write_job_file(jobs, "good", "done")
+    caplog.set_level(logging.WARNING, "jobstatus.filesystem")
+    opened.clear()  # the files' writing opened them
+    store = make_store()
+    for _ in range(3):
+        assert listing(store) == {"good": "done"}
+        reconcile(store)
+    assert opens_of(opened, "huge.json") == 0  # its size, from the listing, sufficed
+    lines = [r.getMessage() for r in caplog.records if "huge" in r.getMessage()]
+    assert lines == [
+        f"skipping job file: the file of job huge is larger than {4 << 20} bytes"
+    ]
+    with pytest.raises(
+        StoreError, match=f"^the file of job huge is larger than {4 << 20} bytes$"
+    ):
+        store.get("huge")
+
+
+def test_the_limit_is_a_store_url_option(tmp_path: Path) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    write_job_file(jobs, "big", "done", log="x" * 5_000)
+    write_job_file(jobs, "small", "done")
+    for url, expected in (
+        (f"file://{tmp_path}?max_file_size=1000", {"small": "done"}),
+        (f"file://{tmp_path}?max_file_size=10000", {"big": "done", "small": "done"}),
+        (f"file://{tmp_path}?index=off&max_file_size=1000", {"small": "done"}),
+    ):
+        store = FileStore.from_url(url)
+        try:
+            assert listing(store) == expected
+        finally:
+            store.close()
+    for bad in ("0", "-1", "1.5", "4MiB"):
+        with pytest.raises(ConfigError, match="max_file_size"):
+            FileStore.from_url(f"file://{tmp_path}?max_file_size={bad}")
+
+
+def test_a_short_read_is_read_on_to_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Linux reads at most 0x7ffff000 bytes per call: a file over 2 GiB reads
+    # short though nothing is wrong. The same, scaled down: 4 KiB per call.
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    write_job_file(jobs, "long", "done", log="x" * 200_000)
+    real_read = os.read
+
+    def capped(fd: int, size: int) -> bytes:
+        return real_read(fd, min(size, 4096))
+
+    monkeypatch.setattr(jobfiles.os, "read", capped)
+    store = FileStore(tmp_path, index=False)
+    try:
+        found = store.get("long")
+        assert found is not None and len(found["log"]) == 200_000
+        assert listing(store) == {"long": "done"}
+    finally:
+        store.close()
+
+
+def test_a_file_that_grows_past_the_limit_while_read_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    write_job_file(jobs, "growing", "done", log="x" * 10_000)
+    real_fstat = os.fstat
+
+    def fstat_seen_early(fd: int) -> os.stat_result:
+        # Fault: the size as it was before the writer's last 9,990 bytes.
+        fields = list(real_fstat(fd)[:10])
+        fields[6] = 100
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(jobfiles.os, "fstat", fstat_seen_early)
+    store = FileStore(tmp_path, index=False, max_file_size=1000)
+    try:
+        with pytest.raises(StoreError, match="larger than 1000 bytes"):
+            store.get("growing")
+    finally:
+        store.close()
+
+
+# -- non-finite numbers -------------------------------------------------------
+
+
+def test_non_finite_numbers_list_and_get_as_the_core_encodes_them(
+    make_store: Callable[..., FileStore], tmp_path: Path
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    texts = {
+        "nan": '{"job_id": "nan", "job_status": NaN, "response": {"p": [NaN]}}',
+        "inf": '{"job_id": "inf", "job_status": Infinity}',
+        "huge": '{"job_id": "huge", "job_status": -1e999, "response": 1e999}',
+    }
+    for job_id, text in texts.items():
+        (jobs / f"{job_id}.json").write_text(text)
+    store = make_store()
+    held = {job_id: json.loads(text) for job_id, text in texts.items()}
+
+    def strict(text: str) -> Any:
+        def refuse(token: str) -> None:
+            raise AssertionError(f"{token} in an answer")
+
+        return json.loads(text, parse_constant=refuse)
+
+    listed = strict(store.changed_since_json(0))  # in the store's order
+    assert listed == strict(
+        jsontext.encode(
+            {job_id: record["job_status"] for job_id, record in held.items()}
+        )
+    )
+    assert listed == {"nan": None, "inf": None, "huge": None}
+    for job_id, record in held.items():
+        got = jsontext.encode(store.get(job_id))
+        assert got == jsontext.encode(record)
+        strict(got)
