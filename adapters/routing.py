@@ -1,22 +1,12 @@
-"""Where the endpoints live, shared by both adapters."""
+"""Request targets, read the same way by both adapters."""
 
 from __future__ import annotations
 
 import re
 
-from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH
-
 # scheme "://" authority, then the path (RFC 3986 §3); the query is not part
 # of a WSGI PATH_INFO or an ASGI path.
 _ABSOLUTE_FORM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*(?P<path>[^?#]*)")
-
-
-def endpoint_paths(prefix: str = "") -> tuple[str, str]:
-    """The paths of ``job/status`` and ``jobs/status`` under a host's prefix."""
-    prefix = prefix.rstrip("/")
-    if prefix and not prefix.startswith("/"):
-        prefix = "/" + prefix
-    return prefix + JOB_STATUS_PATH, prefix + JOBS_STATUS_PATH
 
 
 def origin_path(target: str) -> str | None:

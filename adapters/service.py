@@ -6,12 +6,13 @@ Both adapters take the service this returns, so their knobs are the same.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from jobstatus_core import (
@@ -20,13 +21,13 @@ from jobstatus_core import (
     ConfigError,
     ForkSafe,
     Host,
-    Record,
     StatusService,
     Store,
     StoreError,
 )
 from jobstatus_core import __version__ as version
 from jobstatus_core.config import DEFAULT_MAX_BODY, DEFAULT_SINCE_SECONDS
+from jobstatus_core.wrapping import StoreWrapper, wrap
 
 
 class _Unset:
@@ -52,11 +53,14 @@ def make_service(
     default_since: float = DEFAULT_SINCE_SECONDS,
     max_body: int = DEFAULT_MAX_BODY,
     logger: logging.Logger | None = None,
+    secret: str | None = None,
 ) -> StatusService:
     """The service behind both adapters.
 
     Give ``api_keys``, or your own ``auth`` callable, or ``auth=None`` to serve
     without authentication (say so explicitly: there is no silent default).
+    ``secret`` signs cursors (``JOBSTATUS_TOKEN_SECRET``); instances sharing a
+    store must share it. Unset, it is derived from the API keys.
     """
     keys = tuple(api_keys)
     if keys and not isinstance(auth, _Unset):
@@ -84,9 +88,20 @@ def make_service(
         default_since=default_since,
         max_body=max_body,
         logger=logger,
+        secret=signing_secret(secret, keys),
     )
     _services.add(service)
     return service
+
+
+def signing_secret(secret: str | None, api_keys: Iterable[str]) -> bytes:
+    """The key that signs cursors: the one given, or one derived from the API
+    keys (so instances configured alike agree without another setting).
+    Without either, a fixed key: cursors still catch accidental edits."""
+    if secret:
+        return secret.encode()
+    material = "\n".join(sorted(api_keys))
+    return hashlib.sha256(b"jobstatus signing key\n" + material.encode()).digest()
 
 
 #: Every service built here, so that a forked child can fix its own.
@@ -98,7 +113,7 @@ OPENED_BEFORE_FORK = (
 )
 
 
-class OpenedBeforeFork:
+class OpenedBeforeFork(StoreWrapper):
     """Stands in, in a forked child, for a store that does not survive a fork.
 
     The file store's observer threads do not exist in the child and an
@@ -106,23 +121,11 @@ class OpenedBeforeFork:
     that says how to fix it, instead of answering stale or corrupt data.
     """
 
-    def __init__(self, store: Store) -> None:
-        self.original = store
+    def _refuse(self, *args: object, **kwargs: object) -> Any:
+        raise StoreError(OPENED_BEFORE_FORK)
 
-    def _refuse(self) -> StoreError:
-        return StoreError(OPENED_BEFORE_FORK)
-
-    def get(self, job_id: str) -> Record | None:
-        raise self._refuse()
-
-    def changed_since(self, cutoff: float) -> Iterable[tuple[str, Any]]:
-        raise self._refuse()
-
-    def exists(self) -> bool:
-        raise self._refuse()
-
-    def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
-        raise self._refuse()
+    get = read = read_many = changed_since = window = page = _refuse
+    counts = mark = put = swap = exists = _refuse
 
     def close(self) -> None:
         # The original's threads and connection belong to the parent.
@@ -138,7 +141,7 @@ def _after_fork_in_child() -> None:
         if not isinstance(service.store, ForkSafe | OpenedBeforeFork):
             # Refused on use, not here: a child forked for other work (a
             # multiprocessing pool) never serves and should stay quiet.
-            service.store = OpenedBeforeFork(service.store)
+            service.replace_store(wrap(service.store, OpenedBeforeFork))
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

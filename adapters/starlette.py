@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -10,31 +10,35 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobstatus_core import ApiError, Inline, Reply, StatusService
-from jobstatus_core.errors import route_not_found
+from jobstatus_core.contract import OPERATIONS, Operation, normalized_prefix
+from jobstatus_core.errors import method_not_allowed, route_not_found
+from jobstatus_core.requests import Request
 
 from .offload import StoreThreads
-from .routing import endpoint_paths, origin_path
-
-Answer = Callable[[str, bytes, float], Reply]
+from .routing import origin_path
 
 
 def status_routes(service: StatusService, prefix: str = "") -> list[BaseRoute]:
-    """The two endpoints as routes, under ``prefix`` (e.g. ``"/jobs-api"``)."""
-    job_path, jobs_path = endpoint_paths(prefix)
+    """Every endpoint of the contract, as routes under ``prefix`` (e.g.
+    ``"/jobs-api"``): one route per path of the contract table."""
+    prefix = normalized_prefix(prefix)
     threads = StoreThreads()
+    by_path: dict[str, dict[str, Operation]] = {}
+    for operation in OPERATIONS:
+        by_path.setdefault(operation.path, {})[operation.method] = operation
     return [
-        Route(job_path, _Endpoint(service, service.job_status, threads)),
-        Route(jobs_path, _Endpoint(service, service.jobs_status, threads)),
+        Route(prefix + path, _Endpoint(service, methods, threads))
+        for path, methods in by_path.items()
     ]
 
 
 def create_app(service: StatusService, prefix: str = "") -> Starlette:
-    """A standalone app serving only the two endpoints.
+    """A standalone app serving only the endpoints of the contract.
 
     Every other path answers ``404 Not found`` in the envelope too, and an
     absolute-form target (``POST http://host/v1/...``) is routed by its path.
     """
-    not_found = Route("/{path:path}", _Endpoint(service, None, None))
+    not_found = Route("/{path:path}", _Endpoint(service, {}, None))
     return Starlette(
         routes=[*status_routes(service, prefix), not_found],
         middleware=[Middleware(_OriginForm, service=service)],
@@ -52,7 +56,7 @@ class _OriginForm:
 
     def __init__(self, app: ASGIApp, service: StatusService) -> None:
         self.app = app
-        self.not_found = _Endpoint(service, None, None)
+        self.not_found = _Endpoint(service, {}, None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not scope["path"].startswith("/"):
@@ -77,11 +81,13 @@ class _Endpoint:
     def __init__(
         self,
         service: StatusService,
-        answer: Answer | None,
+        methods: dict[str, Operation],
         threads: StoreThreads | None,
     ) -> None:
         self.service = service
-        self.answer = answer
+        #: The operations of this path by method; none: the catch-all 404.
+        self.methods = methods
+        self.allowed = tuple(methods)
         # Store calls block (disk, sockets): keep them off the event loop,
         # unless the store says it never waits (memory://), where the thread
         # hop would cost more than the call.
@@ -91,23 +97,37 @@ class _Endpoint:
         service = self.service
         started = service.timer()
         path = scope["path"]
+        method = scope["method"]
         try:
-            if self.answer is None:
+            if not self.methods:
                 raise route_not_found()
+            operation = self.methods.get(method)
+            if operation is None:
+                raise method_not_allowed(method, self.allowed)
             headers = _headers(scope)
-            service.check_request(scope["method"], headers)
-            body = await _read_body(receive, service)
-            service.check_body(headers, body)
+            service.check_request(operation, headers)
+            body = b""
+            if operation.reads_body:
+                body = await _read_body(receive, service)
+                service.check_body(headers, body)
         except ApiError as err:
             await _send(send, service.error(path, err, started))
             return
         except _Disconnected:
             return
+        request = Request(
+            path,
+            method,
+            headers,
+            body,
+            parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True),
+            scope.get("path_params", {}),
+            started,
+        )
         if self.threads is not None:
-            answer = self.answer
-            reply = await self.threads.run(lambda: answer(path, body, started))
+            reply = await self.threads.run(lambda: service.handle(operation, request))
         else:
-            reply = self.answer(path, body, started)
+            reply = service.handle(operation, request)
         await _send(send, reply)
 
 

@@ -1,8 +1,8 @@
 """WSGI (PEP 3333) adapter, on the standard library alone.
 
-``WSGIApp(service)`` serves the two endpoints; give it the host's own WSGI app
-as ``fallback`` and every other path goes there, which is how a Flask or
-Django app mounts them next to its own routes.
+``WSGIApp(service)`` serves every endpoint of the contract table; give it the
+host's own WSGI app as ``fallback`` and every other path goes there, which is
+how a Flask or Django app mounts them next to its own routes.
 """
 
 from __future__ import annotations
@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
 from typing import Any, Protocol
+from urllib.parse import parse_qs
 
 from jobstatus_core import ApiError, Reply, StatusService
-from jobstatus_core.errors import route_not_found
+from jobstatus_core.contract import OPERATIONS, Match, Router
+from jobstatus_core.errors import method_not_allowed, route_not_found
+from jobstatus_core.requests import Request
 from jobstatus_core.validation import content_length
 
-from .routing import endpoint_paths, origin_path
+from .routing import origin_path
 
 Environ = dict[str, Any]
 ExcInfo = Any
@@ -45,14 +48,7 @@ class WSGIApp:
     ) -> None:
         self.service = service
         self.fallback = fallback
-        self._answers = {
-            path: answer
-            for path, answer in zip(
-                endpoint_paths(prefix),
-                (service.job_status, service.jobs_status),
-                strict=True,
-            )
-        }
+        self.router = Router(OPERATIONS, prefix)
 
     def __call__(
         self, environ: Environ, start_response: StartResponse
@@ -60,24 +56,39 @@ class WSGIApp:
         service = self.service
         started = service.timer()
         target = environ.get("PATH_INFO", "") or "/"
+        method = environ.get("REQUEST_METHOD", "")
         # Servers that pass an absolute-form target whole (wsgiref) are read
         # by its path; "*" (OPTIONS *) names no endpoint.
         path = origin_path(target)
-        answer = None if path is None else self._answers.get(path)
-        if answer is None and self.fallback is not None:
+        found = None if path is None else self.router.match(method, path)
+        if found is None and self.fallback is not None:
             return self.fallback(environ, start_response)
         # Mounted under a dispatcher, the client's path is SCRIPT_NAME + PATH_INFO.
         endpoint = environ.get("SCRIPT_NAME", "") + (path or target)
         try:
-            if answer is None:
+            if found is None:
                 raise route_not_found()
+            if not isinstance(found, Match):
+                raise method_not_allowed(method, found)
+            operation = found.operation
             headers = _headers(environ)
-            service.check_request(environ.get("REQUEST_METHOD", ""), headers)
-            body = _read_body(environ, headers, service)
-            service.check_body(headers, body)
+            service.check_request(operation, headers)
+            body = b""
+            if operation.reads_body:
+                body = _read_body(environ, headers, service)
+                service.check_body(headers, body)
         except ApiError as err:
             return _respond(service.error(endpoint, err, started), start_response)
-        return _respond(answer(endpoint, body, started), start_response)
+        request = Request(
+            endpoint,
+            method,
+            headers,
+            body,
+            parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
+            found.path_params,
+            started,
+        )
+        return _respond(service.handle(operation, request), start_response)
 
 
 def _headers(environ: Environ) -> dict[str, str]:

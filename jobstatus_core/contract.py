@@ -46,11 +46,11 @@ class Operation:
 
 
 def _job_status(service: StatusService, request: Request) -> Reply:
-    return service.job_status(request.endpoint, request.body, request.started)
+    return service.job_status(request)
 
 
 def _jobs_status(service: StatusService, request: Request) -> Reply:
-    return service.jobs_status(request.endpoint, request.body, request.started)
+    return service.jobs_status(request)
 
 
 JOB_ID_PARAM = Param(

@@ -64,9 +64,12 @@ def invalid_content_length() -> ApiError:
     return ApiError(400, "Invalid Content-Length: expected ASCII digits")
 
 
-def method_not_allowed(method: str) -> ApiError:
+def method_not_allowed(method: str, allowed: tuple[str, ...] = ("POST",)) -> ApiError:
+    methods = ", ".join(allowed)
     return ApiError(
-        405, f"Method not allowed: {method[:20]}; use POST", (("allow", "POST"),)
+        405,
+        f"Method not allowed: {method[:20]}; use {' or '.join(allowed)}",
+        (("allow", methods),),
     )
 
 

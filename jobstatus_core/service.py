@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import cursor, errors, jsontext
 from .auth import API_KEY_HEADER
@@ -18,6 +18,9 @@ from .errors import ApiError, ConfigError, StoreError, StoreUnavailable
 from .listing import Listings
 from .protocol import Presence, Store
 from .requests import Request
+
+if TYPE_CHECKING:
+    from .contract import Operation
 from .types import Auth, Headers, RequestId
 from .validation import (
     content_length,
@@ -91,23 +94,28 @@ class StatusService:
         # threads only checks a text twice: a tuple is swapped whole.
         self._checked_listings: tuple[str, ...] = ()
 
-    def check_request(self, method: str, headers: Headers) -> None:
-        """What can be refused before the body is read; raises ``ApiError``.
+    def replace_store(self, store: Store) -> None:
+        """Serve from ``store`` from now on (a forked child's stand-in)."""
+        self.store = store
+        self.listings = Listings(store, timer=self.timer)
+        self._presence = store if isinstance(store, Presence) else None
 
-        ``headers`` holds a field sent twice as one value joined by commas,
-        as WSGI servers pass it (RFC 9110 §5.3).
-        """
-        if method != "POST":
-            raise errors.method_not_allowed(method)
+    def handle(self, operation: Operation, request: Request) -> Reply:
+        """Answer ``request`` with ``operation``'s handler."""
+        return operation.handler(self, request)
+
+    def check_request(self, operation: Operation, headers: Headers) -> None:
+        """What can be refused before the body is read; raises ``ApiError``."""
         if self.auth is not None and (
             # Two x-api-key fields arrive joined by a comma: which one counts
             # would depend on the server, so neither does.
             "," in headers.get(API_KEY_HEADER, "") or not self.auth(headers)
         ):
             raise errors.unauthorized()
-        length = content_length(headers)
-        if length is not None and length > self.max_body:
-            raise self.too_large()
+        if operation.reads_body:
+            length = content_length(headers)
+            if length is not None and length > self.max_body:
+                raise self.too_large()
 
     def check_body(self, headers: Headers, body: bytes) -> None:
         """What is refused once the body is read; raises ``ApiError``.
@@ -122,11 +130,13 @@ class StatusService:
     def too_large(self) -> ApiError:
         return errors.payload_too_large(self.max_body)
 
-    def job_status(self, endpoint: str, body: bytes, started: float) -> Reply:
+    def job_status(self, request: Request) -> Reply:
+        """``POST /v1/toolkit/job/status``."""
+        endpoint, started = request.endpoint, request.started
         request_id: RequestId = None
         job_id: str | None = None
         try:
-            payload = parse_body(body)
+            payload = parse_body(request.body)
             request_id = request_id_of(payload)
             job_id = job_id_of(payload)
             try:
@@ -141,10 +151,12 @@ class StatusService:
             endpoint, 200, request_id, job_id, record, "success", started
         )
 
-    def jobs_status(self, endpoint: str, body: bytes, started: float) -> Reply:
+    def jobs_status(self, request: Request) -> Reply:
+        """``POST /v1/toolkit/jobs/status``."""
+        endpoint, started = request.endpoint, request.started
         request_id: RequestId = None
         try:
-            payload = parse_body(body)
+            payload = parse_body(request.body)
             request_id = request_id_of(payload)
             since = since_seconds_of(payload, self.default_since)
             try:

@@ -13,11 +13,15 @@ import pytest
 from jobstatus_core import (
     JOB_STATUS_PATH,
     JOBS_STATUS_PATH,
+    Mark,
     Store,
+    StoreBase,
     StoreError,
     StoreUnavailable,
+    Window,
 )
 from jobstatus_core import __version__ as version
+from jobstatus_core.wrapping import StoreWrapper, wrap
 
 from .helpers import API_KEY, Clock
 
@@ -156,30 +160,38 @@ BAD_JOB_IDS: list[Any] = [
 ]
 
 
-class CountingStore:
-    """Wraps a real store and counts the calls that reach it."""
+class CountingStore(StoreWrapper):
+    """Wraps a real store and counts the reads that reach it."""
 
-    def __init__(self, inner: Store) -> None:
-        self.inner = inner
-        self.calls = 0
+    calls = 0
 
     def get(self, job_id: str) -> Any:
         self.calls += 1
-        return self.inner.get(job_id)
+        return super().get(job_id)
 
-    def changed_since(self, cutoff: float) -> Any:
+    def read(self, job_id: str) -> Any:
         self.calls += 1
-        return self.inner.changed_since(cutoff)
+        return super().read(job_id)
 
-    def exists(self) -> bool:
+    def read_many(self, job_ids: Any) -> Any:
         self.calls += 1
-        return self.inner.exists()
+        return super().read_many(job_ids)
 
-    def put(self, record: Any, *, at: float | None = None) -> None:
-        self.inner.put(record, at=at)
+    def window(self, cutoff: float) -> Any:
+        self.calls += 1
+        return super().window(cutoff)
 
-    def close(self) -> None:
-        self.inner.close()
+    def page(self, query: Any) -> Any:
+        self.calls += 1
+        return super().page(query)
+
+    def counts(self, statuses: Any, cutoff: Any) -> Any:
+        self.calls += 1
+        return super().counts(statuses, cutoff)
+
+    def mark(self) -> Any:
+        self.calls += 1
+        return super().mark()
 
 
 @pytest.fixture
@@ -188,7 +200,7 @@ def counted(
 ) -> Iterator[tuple[httpx.Client, CountingStore]]:
     from .helpers import service_for
 
-    counting = CountingStore(store)
+    counting = wrap(store, CountingStore)
     url = serve_service(service_for(counting))  # type: ignore[arg-type]
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
         yield http, counting
@@ -529,20 +541,31 @@ def test_head_is_405_without_body(client: httpx.Client) -> None:
 # --- store failures ---------------------------------------------------------
 
 
-class FailingStore:
+class FailingStore(StoreBase):
+    """A store every read of which raises ``exc``."""
+
     def __init__(self, exc: Exception) -> None:
         self.exc = exc
 
-    def get(self, job_id: str) -> Any:
+    def read(self, job_id: str) -> Any:
         raise self.exc
 
-    def changed_since(self, cutoff: float) -> Any:
+    def window(self, cutoff: float) -> Any:
         raise self.exc
 
-    def exists(self) -> bool:
-        return True
+    def page(self, query: Any) -> Any:
+        raise self.exc
+
+    def counts(self, statuses: Any, cutoff: Any) -> Any:
+        raise self.exc
+
+    def mark(self) -> Mark:
+        raise self.exc
 
     def put(self, record: Any, *, at: float | None = None) -> None:
+        raise self.exc
+
+    def swap(self, record: Any, *, expected: Any, at: Any = None) -> bool:
         raise self.exc
 
     def close(self) -> None:
@@ -619,33 +642,39 @@ def test_unreachable_store_is_503(serve_service: Any) -> None:
 
 
 class ListingStore(FailingStore):
-    """A plug-in store that keeps its listing pre-encoded, as ``text``."""
+    """A plug-in store whose listing members are ``members``, as given."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, members: list[str]) -> None:
         super().__init__(RuntimeError("unused"))
-        self.text = text
+        self.members = members
 
-    def changed_since_json(self, cutoff: float) -> str:
-        return self.text
+    def mark(self) -> Mark:
+        return Mark("fixed", 1)
+
+    def window(self, cutoff: float) -> Window:
+        return Window(self.members, None)
 
 
 @pytest.mark.core
 @pytest.mark.parametrize(
-    "text, listing",
+    "members, listing",
     [
-        ('{"a":"fertig \u2713"}', {"a": "fertig \u2713"}),
-        ('{"a":"\ud800"}', {"a": "\ud800"}),
-        ('{"a":NaN,"b":Infinity,"c":[-Infinity]}', {"a": None, "b": None, "c": [None]}),
+        (['"a":"fertig \u2713"'], {"a": "fertig \u2713"}),
+        (['"a":"\ud800"'], {"a": "\ud800"}),
+        (
+            ['"a":NaN', '"b":Infinity', '"c":[-Infinity]'],
+            {"a": None, "b": None, "c": [None]},
+        ),
         # Valid JSON (beyond a double's range, JSON.parse reads Infinity).
-        ('{"a":"done","b":{"n":1e999}}', {"a": "done", "b": {"n": float("inf")}}),
+        (['"a":"done"', '"b":{"n":1e999}'], {"a": "done", "b": {"n": float("inf")}}),
     ],
 )
 def test_store_listing_text_is_sent_as_strict_json(
-    serve_service: Any, text: str, listing: dict[str, Any]
+    serve_service: Any, members: list[str], listing: dict[str, Any]
 ) -> None:
     from .helpers import service_for
 
-    url = serve_service(service_for(ListingStore(text)))  # type: ignore[arg-type]
+    url = serve_service(service_for(ListingStore(members)))  # type: ignore[arg-type]
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
         for _ in range(2):  # checked once, then known
             body = envelope_of(http.post(JOBS_STATUS_PATH))
@@ -655,12 +684,15 @@ def test_store_listing_text_is_sent_as_strict_json(
 
 @pytest.mark.core
 @pytest.mark.parametrize(
-    "text", ['{"a":', '{"a":done}', "{'a': 'done'}", "[]", "", '{"a":"\x00"}']
+    "members",
+    [['"a":'], ['"a":done'], ["'a': 'done'"], ['"a"'], ['"a":1,'], ['"a":"\x00"']],
 )
-def test_store_listing_that_is_not_json_is_500(serve_service: Any, text: str) -> None:
+def test_store_listing_that_is_not_json_is_500(
+    serve_service: Any, members: list[str]
+) -> None:
     from .helpers import service_for
 
-    url = serve_service(service_for(ListingStore(text)))  # type: ignore[arg-type]
+    url = serve_service(service_for(ListingStore(members)))  # type: ignore[arg-type]
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
         body = assert_error(
             http.post(JOBS_STATUS_PATH), 500, "Failed to retrieve job statuses: "
