@@ -1,0 +1,249 @@
+"""The reading endpoints of SPEC §9 on every store, through both adapters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from jobstatus_backends import store_from_url
+from jobstatus_core import Store
+
+from .helpers import API_KEY, Clock, service_for
+from .test_http_contract import assert_error, envelope_of
+
+NOW = Clock().now
+
+
+def put(
+    store: Store, job_id: str, status: Any = "done", at: float = NOW, **extra: Any
+) -> dict[str, Any]:
+    record = {"job_id": job_id, "job_status": status, "response": None, **extra}
+    store.put(record, at=at)
+    return record
+
+
+# --- GET /v1/job/{job_id} ---------------------------------------------------
+
+
+def test_get_job_answers_the_record_with_etag(
+    client: httpx.Client, store: Store
+) -> None:
+    record = put(store, "job-1", response={"file_url": "https://x/y.mp4"})
+    response = client.get("/v1/job/job-1")
+    body = envelope_of(response)
+    assert response.status_code == 200
+    assert body["response"] == record and body["job_id"] == "job-1"
+    etag = response.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"') and len(etag) > 2
+    assert response.headers["last-modified"].endswith("GMT")
+    again = client.get("/v1/job/job-1", headers={"if-none-match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == etag
+    weak = client.get("/v1/job/job-1", headers={"if-none-match": f'W/{etag}, "x"'})
+    assert weak.status_code == 304
+    put(store, "job-1", "failed")
+    changed = client.get("/v1/job/job-1", headers={"if-none-match": etag})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert envelope_of(changed)["response"]["job_status"] == "failed"
+
+
+def test_get_job_errors(client: httpx.Client) -> None:
+    assert_error(client.get("/v1/job/nope"), 404, "Job not found")
+    assert_error(client.get("/v1/job/.hidden"), 400, "Invalid parameter: job_id")
+    assert_error(client.get("/v1/job/" + "x" * 129), 400, "Invalid parameter: job_id")
+    refused = client.post("/v1/job/abc")
+    assert_error(refused, 405, "Method not allowed: POST; use GET")
+    assert refused.headers["allow"] == "GET"
+    assert_error(httpx.get(f"{client.base_url}/v1/job/abc"), 401, "Unauthorized")
+
+
+# --- GET /v1/jobs -------------------------------------------------------------
+
+
+def page_all(client: httpx.Client, **params: Any) -> tuple[list[dict[str, Any]], str]:
+    jobs: list[dict[str, Any]] = []
+    cursor = params.pop("cursor", None)
+    while True:
+        query = dict(params)
+        if cursor:
+            query["cursor"] = cursor
+        body = envelope_of(client.get("/v1/jobs", params=query))
+        assert body["code"] == 200, body
+        response = body["response"]
+        jobs += response["jobs"]
+        cursor = response["cursor"]
+        if not response["has_more"]:
+            return jobs, cursor
+
+
+def test_list_pages_in_change_order_and_resumes(
+    client: httpx.Client, store: Store
+) -> None:
+    for i in range(12):
+        put(store, f"j{i:02}", "done" if i % 3 else "failed", at=NOW - 100 + i)
+    jobs, cursor = page_all(client, limit=5)
+    assert [job["job_id"] for job in jobs] == [f"j{i:02}" for i in range(12)]
+    assert set(jobs[0]) == {"job_id", "job_status", "updated_at", "version"}
+    assert jobs[0]["updated_at"] == NOW - 100
+    again, cursor = page_all(client, cursor=cursor)
+    assert again == []
+    put(store, "j03", "running", at=NOW)
+    put(store, "new", "queued", at=NOW)
+    changed, _ = page_all(client, cursor=cursor)
+    assert [(j["job_id"], j["job_status"]) for j in changed] == [
+        ("j03", "running"),
+        ("new", "queued"),
+    ]
+
+
+def test_list_filters_counts_and_records(client: httpx.Client, store: Store) -> None:
+    put(store, "a", "done", at=NOW - 1000)
+    put(store, "b", "failed", at=NOW - 10)
+    put(store, "c", "done", at=NOW - 5)
+    put(store, "d", "running", at=NOW - 1)
+    done, _ = page_all(client, status="done")
+    assert [job["job_id"] for job in done] == ["a", "c"]
+    both, _ = page_all(client, status=["done", "running"])
+    assert [job["job_id"] for job in both] == ["a", "c", "d"]
+    comma, _ = page_all(client, status="done,failed")
+    assert [job["job_id"] for job in comma] == ["a", "b", "c"]
+    recent, _ = page_all(client, since_seconds=60)
+    assert [job["job_id"] for job in recent] == ["b", "c", "d"]
+    body = envelope_of(client.get("/v1/jobs", params={"counts": "true", "limit": 1}))
+    assert body["response"]["counts"] == {"done": 2, "failed": 1, "running": 1}
+    assert body["response"]["has_more"] is True
+    windowed = envelope_of(
+        client.get(
+            "/v1/jobs", params={"counts": "1", "since_seconds": 60, "status": "done"}
+        )
+    )
+    assert windowed["response"]["counts"] == {"done": 1}
+    with_records = envelope_of(
+        client.get("/v1/jobs", params={"include": "record", "status": "running"})
+    )
+    (item,) = with_records["response"]["jobs"]
+    assert item["record"] == {"job_id": "d", "job_status": "running", "response": None}
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"limit": "0"}, "Invalid parameter: limit"),
+        ({"limit": "1001"}, "Invalid parameter: limit"),
+        ({"limit": "ten"}, "Invalid parameter: limit"),
+        ({"limit": "-1"}, "Invalid parameter: limit"),
+        ({"since_seconds": "-1"}, "Invalid parameter: since_seconds"),
+        ({"since_seconds": "nan"}, "Invalid parameter: since_seconds"),
+        ({"since_seconds": "inf"}, "Invalid parameter: since_seconds"),
+        ({"since_seconds": "soon"}, "Invalid parameter: since_seconds"),
+        ({"counts": "maybe"}, "Invalid parameter: counts"),
+        ({"include": "everything"}, "Invalid parameter: include"),
+        ({"cursor": "abc"}, "Invalid cursor"),
+        ({"cursor": "a.b"}, "Invalid cursor"),
+        ({"cursor": "\u00e9.\u00e9"}, "Invalid cursor"),
+        ({"cursor": "x" * 600}, "Invalid cursor"),
+    ],
+)
+def test_list_bad_parameters_are_400(
+    client: httpx.Client, params: dict[str, str], message: str
+) -> None:
+    assert_error(client.get("/v1/jobs", params=params), 400, message)
+
+
+def test_cursors_are_tamper_evident_and_bound_to_their_filter(
+    client: httpx.Client, store: Store
+) -> None:
+    put(store, "a")
+    cursor = envelope_of(client.get("/v1/jobs", params={"status": "done"}))["response"][
+        "cursor"
+    ]
+    payload, signature = cursor.split(".")
+    forged = payload[:-1] + ("A" if payload[-1] != "A" else "B") + "." + signature
+    assert_error(
+        client.get("/v1/jobs", params={"status": "done", "cursor": forged}),
+        400,
+        "Invalid cursor",
+    )
+    assert_error(
+        client.get("/v1/jobs", params={"status": "failed", "cursor": cursor}),
+        400,
+        "Invalid cursor: made for another filter",
+    )
+    assert_error(
+        client.get("/v1/jobs", params={"cursor": cursor}),
+        400,
+        "Invalid cursor: made for another filter",
+    )
+    ok = client.get("/v1/jobs", params={"status": "done", "cursor": cursor})
+    assert envelope_of(ok)["code"] == 200
+
+
+@pytest.mark.memory
+def test_a_cursor_of_another_life_of_the_store_is_410(serve_service: Any) -> None:
+    first, second = store_from_url("memory://"), store_from_url("memory://")
+    first.put({"job_id": "a", "job_status": "done"})
+    url = serve_service(service_for(first))
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+        cursor = envelope_of(http.get("/v1/jobs"))["response"]["cursor"]
+    url = serve_service(service_for(second))
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+        assert_error(
+            http.get("/v1/jobs", params={"cursor": cursor}), 410, "Cursor expired"
+        )
+
+
+# --- POST /v1/jobs/batch --------------------------------------------------------
+
+
+def test_batch_answers_found_and_unknown(client: httpx.Client, store: Store) -> None:
+    a = put(store, "a")
+    b = put(store, "b", "running")
+    body = envelope_of(
+        client.post("/v1/jobs/batch", json={"job_ids": ["b", "zz", "a", "b"], "id": 7})
+    )
+    assert body["code"] == 200 and body["id"] == 7
+    assert body["response"] == {
+        "jobs": {"b": b, "a": a},
+        "expired": {},
+        "unknown": ["zz"],
+    }
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({}, "Invalid payload: job_ids is required"),
+        ({"job_ids": "a"}, "Invalid payload: job_ids must be an array"),
+        ({"job_ids": []}, "Invalid payload: job_ids must hold 1 to 1000"),
+        ({"job_ids": ["a"] * 1001}, "Invalid payload: job_ids must hold 1 to 1000"),
+        ({"job_ids": ["a", "b", "../x"]}, "Invalid payload: job_ids[2] must be"),
+        ({"job_ids": ["a", 5]}, "Invalid payload: job_ids[1] must be"),
+        ([], "Invalid payload: expected a JSON object"),
+    ],
+)
+def test_batch_bad_payloads_are_400(
+    client: httpx.Client, payload: Any, message: str
+) -> None:
+    assert_error(client.post("/v1/jobs/batch", json=payload), 400, message)
+
+
+def test_batch_refuses_what_the_body_rules_refuse(client: httpx.Client) -> None:
+    assert_error(
+        client.post(
+            "/v1/jobs/batch", content=b"{", headers={"content-type": "application/json"}
+        ),
+        400,
+        "Invalid JSON",
+    )
+    assert_error(
+        client.post(
+            "/v1/jobs/batch",
+            content=b"job_ids=a",
+            headers={"content-type": "text/plain"},
+        ),
+        415,
+        "Unsupported media type",
+    )
+    assert_error(client.get("/v1/jobs/batch"), 405, "Method not allowed: GET; use POST")
