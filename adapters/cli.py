@@ -197,7 +197,31 @@ def _record(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         except ValueError as exc:
             print(f"jobstatus: error: --response is not JSON: {exc}", file=sys.stderr)
             return EXIT_USAGE
-    store.put({"job_id": args.job_id, "job_status": args.status, "response": response})
+    from jobstatus_backends.recorder import Recorder
+
+    recorder = Recorder(store)
+    job_id, status, attempt = args.job_id, args.status, args.attempt
+    if status == "queued":
+        applied = recorder.queued(job_id, attempt=attempt)
+    elif status == "running":
+        applied = recorder.running(job_id, attempt=attempt)
+    elif status == "done":
+        applied = recorder.done(job_id, response, attempt=attempt)
+    elif status == "failed":
+        applied = recorder.failed(job_id, args.error or "failed", attempt=attempt)
+    elif status == "cancelled":
+        applied = recorder.cancelled(job_id, attempt=attempt)
+    else:
+        # Not a state the recorder knows: the whole record, as given.
+        store.put({"job_id": job_id, "job_status": status, "response": response})
+        return 0
+    if not applied:
+        print(
+            f"jobstatus: job {job_id!r} is past {status!r}: not recorded"
+            " (out of order; a retry takes --attempt)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -356,11 +380,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.set_defaults(run=_serve)
 
-    record = command("record", "write a job record")
+    record = command(
+        "record",
+        "record a job's state (queued, running, done, failed, cancelled: in"
+        " order, as the recording API does; any other status: the whole record)",
+    )
     record.add_argument("job_id")
     record.add_argument("status")
     record.add_argument(
         "--response", metavar="JSON", help="the job's response (default: null)"
+    )
+    record.add_argument(
+        "--error",
+        metavar="TEXT",
+        help="with failed: the error message (default: 'failed')",
+    )
+    record.add_argument(
+        "--attempt",
+        type=int,
+        metavar="N",
+        help="the attempt this state belongs to (default: the job's current one;"
+        " a higher one starts a retry)",
     )
     record.set_defaults(run=_record)
 

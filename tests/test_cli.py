@@ -376,3 +376,26 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+@pytest.mark.sqlite
+def test_record_follows_the_recording_rules(tmp_path: Path) -> None:
+    def record(*args: str) -> subprocess.CompletedProcess[str]:
+        return jobstatus("record", "job", *args, cwd=tmp_path)
+
+    assert record("running").returncode == 0
+    assert record("done", "--response", '{"url": "x"}').returncode == 0
+    late = record("running")
+    assert late.returncode == 1 and "out of order" in late.stderr
+    assert record("queued", "--attempt", "2").returncode == 0
+    assert record("failed", "--error", "disk full").returncode == 0
+    shown = json.loads(jobstatus("get", "job", cwd=tmp_path).stdout)
+    assert shown["job_status"] == "failed" and shown["attempt"] == 2
+    assert shown["error"] == {"type": "Error", "message": "disk full"}
+    assert shown["response"] is None  # the first attempt's response went with it
+    assert record("odd-status").returncode == 0
+    assert json.loads(jobstatus("get", "job", cwd=tmp_path).stdout) == {
+        "job_id": "job",
+        "job_status": "odd-status",
+        "response": None,
+    }
