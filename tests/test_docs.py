@@ -78,7 +78,9 @@ def runnable_lines(path: Path) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/getting-started.md"])
+@pytest.mark.parametrize(
+    "doc", ["README.md", "docs/getting-started.md", "docs/api.md"]
+)
 def test_shell_examples_work_against_the_quick_start_server(
     doc: str, quick_start_server: tuple[int, dict[str, str]], tmp_path: Path
 ) -> None:
