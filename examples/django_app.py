@@ -17,18 +17,27 @@ from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.http import HttpRequest, JsonResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
-from jobstatus import WSGIApp, make_service, open_store  # noqa: E402
+from jobstatus import Recorder, WSGIApp, make_service, open_store  # noqa: E402
+
+
+store = open_store(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db"))
+service = make_service(store, api_keys=[os.environ["API_KEY"]])
+recorder = Recorder(store)
 
 
 def hello(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"hello": "from django"})
 
 
-urlpatterns = [path("hello", hello)]
+def render(request: HttpRequest, job_id: str) -> JsonResponse:
+    # A real app hands the work to its queue; each state is one line.
+    recorder.queued(job_id, task="render")
+    recorder.running(job_id)
+    recorder.done(job_id, {"file_url": f"https://example.com/{job_id}.mp4"})
+    return JsonResponse({"job_id": job_id}, status=202)
 
-service = make_service(
-    open_store(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db")),
-    api_keys=[os.environ["API_KEY"]],
-)
+
+urlpatterns = [path("hello", hello), path("render/<str:job_id>", render)]
+
 # In a real project this goes in wsgi.py, around get_wsgi_application().
 application = WSGIApp(service, prefix="/jobs-api", fallback=get_wsgi_application())

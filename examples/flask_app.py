@@ -7,7 +7,7 @@ import os
 
 from flask import Flask
 
-from jobstatus import WSGIApp, make_service, open_store
+from jobstatus import Recorder, WSGIApp, make_service, open_store
 
 app = Flask(__name__)
 
@@ -17,10 +17,20 @@ def hello() -> dict[str, str]:
     return {"hello": "from flask"}
 
 
-service = make_service(
-    open_store(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db")),
-    api_keys=[os.environ["API_KEY"]],
-)
+store = open_store(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db"))
+service = make_service(store, api_keys=[os.environ["API_KEY"]])
+recorder = Recorder(store)
+
+
+@app.post("/render/<job_id>")
+def render(job_id: str) -> tuple[dict[str, str], int]:
+    # A real app hands the work to its queue; each state is one line.
+    recorder.queued(job_id, task="render")
+    recorder.running(job_id)
+    recorder.done(job_id, {"file_url": f"https://example.com/{job_id}.mp4"})
+    return {"job_id": job_id}, 202
+
+
 # The two endpoints answer under /jobs-api; every other path stays Flask's.
 app.wsgi_app = WSGIApp(service, prefix="/jobs-api", fallback=app.wsgi_app)  # type: ignore[method-assign]
 

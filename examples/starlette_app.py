@@ -14,14 +14,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
-from jobstatus import make_service, open_store, status_routes
+from jobstatus import AsyncRecorder, make_service, open_store, status_routes
 
 store = open_store(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db"))
 service = make_service(store, api_keys=[os.environ["API_KEY"]])
+recorder = AsyncRecorder(store)
 
 
 async def hello(request: Request) -> JSONResponse:
     return JSONResponse({"hello": "from starlette"})
+
+
+async def render(request: Request) -> JSONResponse:
+    # A real app hands the work to its queue; each state is one line.
+    job_id = request.path_params["job_id"]
+    await recorder.queued(job_id, task="render")
+    await recorder.running(job_id)
+    await recorder.done(job_id, {"file_url": f"https://example.com/{job_id}.mp4"})
+    return JSONResponse({"job_id": job_id}, status_code=202)
 
 
 @asynccontextmanager
@@ -33,6 +43,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 app = Starlette(
     routes=[
         Route("/hello", hello),
+        Route("/render/{job_id}", render, methods=["POST"]),
         Mount("/jobs-api", routes=status_routes(service)),
     ],
     middleware=[
@@ -40,7 +51,7 @@ app = Starlette(
         Middleware(
             CORSMiddleware,
             allow_origins=["https://app.example.com"],
-            allow_methods=["POST"],
+            allow_methods=["GET", "POST"],
             allow_headers=["x-api-key", "content-type"],
         )
     ],

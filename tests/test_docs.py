@@ -78,9 +78,7 @@ def runnable_lines(path: Path) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize(
-    "doc", ["README.md", "docs/getting-started.md", "docs/api.md"]
-)
+@pytest.mark.parametrize("doc", ["README.md", "docs/getting-started.md", "docs/api.md"])
 def test_shell_examples_work_against_the_quick_start_server(
     doc: str, quick_start_server: tuple[int, dict[str, str]], tmp_path: Path
 ) -> None:

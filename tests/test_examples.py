@@ -110,3 +110,15 @@ def test_cross_origin_preflight(host: tuple[str, str]) -> None:
     assert answer.status_code == 200
     assert answer.headers["access-control-allow-origin"] == "https://app.example.com"
     assert "x-api-key" in answer.headers["access-control-allow-headers"]
+
+
+def test_host_records_jobs_through_the_recorder(host: tuple[str, str]) -> None:
+    name, url = host
+    assert httpx.post(url + f"/render/from-{name}").status_code == 202
+    answer = httpx.get(
+        url + f"/jobs-api/v1/job/from-{name}", headers={"x-api-key": KEY}
+    ).json()
+    record = answer["response"]
+    assert record["job_status"] == "done" and record["task"] == "render"
+    assert record["response"] == {"file_url": f"https://example.com/from-{name}.mp4"}
+    assert record["created_at"] <= record["started_at"] <= record["finished_at"]
