@@ -19,7 +19,6 @@ from django.urls import path  # noqa: E402
 
 from jobstatus import Recorder, WSGIApp, make_service, open_store  # noqa: E402
 
-
 store = open_store(os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db"))
 service = make_service(store, api_keys=[os.environ["API_KEY"]])
 recorder = Recorder(store)
