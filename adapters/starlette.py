@@ -11,7 +11,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobstatus_core import ApiError, Inline, Reply, StatusService
 from jobstatus_core.contract import OPERATIONS, Operation, normalized_prefix
-from jobstatus_core.errors import method_not_allowed, route_not_found
+from jobstatus_core.problems import method_not_allowed, route_not_found
 from jobstatus_core.requests import Request
 
 from .offload import StoreThreads

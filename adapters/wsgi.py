@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 from jobstatus_core import ApiError, Reply, StatusService
 from jobstatus_core.contract import OPERATIONS, Match, Router
-from jobstatus_core.errors import method_not_allowed, route_not_found
+from jobstatus_core.problems import method_not_allowed, route_not_found
 from jobstatus_core.requests import Request
 from jobstatus_core.validation import content_length
 

@@ -10,13 +10,13 @@ from .auth import API_KEY_HEADER, ApiKeyAuth
 from .config import Settings
 from .envelope import Host
 from .errors import (
-    ApiError,
     ConfigError,
     InvalidRecord,
     JobStatusError,
     StoreError,
     StoreUnavailable,
 )
+from .problems import ApiError
 from .protocol import (
     Checkable,
     Enumerable,

@@ -14,7 +14,7 @@ import hmac
 import json
 from dataclasses import dataclass
 
-from .errors import ApiError
+from .problems import ApiError
 
 _SIGNATURE_BYTES = 16
 

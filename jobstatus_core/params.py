@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 from . import jsontext
-from .errors import ApiError
+from .problems import ApiError
 
 Query = Mapping[str, Sequence[str]]
 

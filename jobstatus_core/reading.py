@@ -6,8 +6,8 @@ import json
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from . import cursor, errors, params
-from .errors import ApiError, invalid_payload
+from . import cursor, params, problems
+from .problems import ApiError, invalid_payload
 from .requests import Request
 from .rows import Query, Row
 from .validation import JOB_ID_RULE, is_valid_job_id, parse_body, request_id_of
@@ -27,7 +27,7 @@ def get_job(service: StatusService, request: Request) -> Reply:
     try:
         row = service.store_call("job status", lambda: service.store.read(job_id))
         if row is None:
-            raise errors.job_not_found()
+            raise problems.job_not_found()
     except ApiError as err:
         return service.fail(request, err, job_id=job_id)
     etag = f'"{row.version}"'

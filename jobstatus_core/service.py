@@ -11,11 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import cursor, errors, jsontext
+from . import cursor, errors, jsontext, problems
 from .auth import API_KEY_HEADER
 from .envelope import Host, envelope
-from .errors import ApiError, ConfigError, StoreError, StoreUnavailable
+from .errors import ConfigError, StoreError, StoreUnavailable
 from .listing import Listings
+from .problems import ApiError
 from .protocol import Presence, Store
 from .requests import Request
 
@@ -111,7 +112,7 @@ class StatusService:
             # would depend on the server, so neither does.
             "," in headers.get(API_KEY_HEADER, "") or not self.auth(headers)
         ):
-            raise errors.unauthorized()
+            raise problems.unauthorized()
         if operation.reads_body:
             length = content_length(headers)
             if length is not None and length > self.max_body:
@@ -125,10 +126,10 @@ class StatusService:
         """
         content_type = headers.get("content-type", "")
         if body and content_type.strip() and not is_json_media_type(content_type):
-            raise errors.unsupported_media_type(content_type)
+            raise problems.unsupported_media_type(content_type)
 
     def too_large(self) -> ApiError:
-        return errors.payload_too_large(self.max_body)
+        return problems.payload_too_large(self.max_body)
 
     def job_status(self, request: Request) -> Reply:
         """``POST /v1/toolkit/job/status``."""
@@ -144,7 +145,7 @@ class StatusService:
             except Exception as exc:
                 raise self._store_error("job status", exc) from None
             if record is None:
-                raise errors.job_not_found()
+                raise problems.job_not_found()
         except ApiError as err:
             return self.error(endpoint, err, started, request_id, job_id)
         return self._reply(
@@ -189,7 +190,7 @@ class StatusService:
     def _listing_json(self, since: float) -> str:
         """The listing as JSON text: pre-encoded by the store when it can."""
         if self._presence is not None and not self._presence.exists():
-            raise errors.jobs_directory_not_found()
+            raise problems.jobs_directory_not_found()
         return self._checked_listing(self.listings.json(since))
 
     # -- helpers of the handlers of the other endpoints -------------------
@@ -260,7 +261,7 @@ class StatusService:
             self.logger.warning(
                 "job store unavailable: %s", errors.one_line_reason(exc)
             )
-            return errors.store_unavailable()
+            return problems.store_unavailable()
         if isinstance(exc, StoreError):
             # A reason the store wrote for people (a half-written job file):
             # one line; a traceback per poll would bury the log.
@@ -269,7 +270,7 @@ class StatusService:
             )
         else:
             self.logger.error("reading %s failed", what, exc_info=exc)
-        return errors.store_failed(what, exc)
+        return problems.store_failed(what, exc)
 
     def _reply(
         self,

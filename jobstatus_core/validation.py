@@ -7,7 +7,7 @@ import math
 import re
 from typing import Any
 
-from .errors import invalid_content_length, invalid_json, invalid_payload
+from .problems import invalid_content_length, invalid_json, invalid_payload
 from .types import Headers, RequestId
 
 JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")

@@ -17,7 +17,8 @@ from jobstatus_core import (
     StoreError,
     jsontext,
 )
-from jobstatus_core.errors import ApiError, one_line_reason
+from jobstatus_core.errors import one_line_reason
+from jobstatus_core.problems import ApiError
 from jobstatus_core.registry import redact
 from jobstatus_core.validation import (
     content_length,
