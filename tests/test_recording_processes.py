@@ -1,0 +1,140 @@
+"""Several writers record random, partly out-of-order changes into one store
+while a reader pages through ``GET /v1/jobs`` with cursors (SPEC §9, §13).
+
+Writers are processes where the store can be shared between processes, and
+threads for the stores that live in one process (memory, the dbm plug-in).
+Afterwards: the reader's view, applied in order, equals the store; no
+applied change lost a field; every record is what the rules allow.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import threading
+from typing import Any
+
+import httpx
+
+from jobstatus_backends.recorder import Recorder
+from jobstatus_core import Store
+
+from .helpers import IN_PROCESS_STORES
+
+JOBS = [f"job-{i}" for i in range(6)]
+WRITERS = 3
+CHANGES = 40
+TERMINAL = {"done", "failed", "cancelled"}
+
+Applied = list[tuple[str, str, int | None, str | None, bool]]
+
+
+def write(url: str, seed: int, store: Store | None = None) -> Applied:
+    """Random changes; returns (job, kind, attempt, meta key, applied) of each."""
+    rng = random.Random(seed)
+    recorder = Recorder(store if store is not None else url)
+    applied: Applied = []
+    for i in range(CHANGES):
+        job_id = rng.choice(JOBS)
+        kind = rng.choice(
+            [
+                "queued",
+                "running",
+                "progress",
+                "done",
+                "failed",
+                "cancelled",
+                "meta",
+                "meta",
+            ]
+        )
+        attempt = rng.choice([None, None, None, 1, 2, 3])
+        key = None
+        if kind == "meta":
+            key = f"w{seed}-{i}"
+            ok = recorder.meta(job_id, **{key: i})
+        elif kind == "progress":
+            ok = recorder.progress(job_id, i, CHANGES, attempt=attempt)
+        elif kind == "done":
+            ok = recorder.done(job_id, {"by": seed, "i": i}, attempt=attempt)
+        elif kind == "failed":
+            ok = recorder.failed(job_id, RuntimeError(f"{seed}-{i}"), attempt=attempt)
+        else:
+            ok = getattr(recorder, kind)(job_id, attempt=attempt)
+        applied.append((job_id, kind, attempt, key, ok))
+    if store is None:
+        recorder.close()
+    return applied
+
+
+def _write(args: tuple[str, int]) -> Applied:
+    return write(*args)
+
+
+def test_writers_and_a_paging_reader_agree(
+    store: Store, store_url: str, client: httpx.Client, request: Any
+) -> None:
+    kind = request.node.callspec.params["store_url"]
+    seen: dict[str, str] = {}  # job -> version, applying pages in order
+    cursor: list[str] = [""]
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def read_pages() -> None:
+        while True:
+            stopping = stop.is_set()
+            params = {"limit": "3", **({"cursor": cursor[0]} if cursor[0] else {})}
+            body = client.get("/v1/jobs", params=params).json()
+            if body["code"] != 200:
+                errors.append(body["message"])
+                return
+            for job in body["response"]["jobs"]:
+                seen[job["job_id"]] = job["version"]
+            cursor[0] = body["response"]["cursor"]
+            if stopping and not body["response"]["has_more"]:
+                return
+
+    reader = threading.Thread(target=read_pages)
+    reader.start()
+    if kind in IN_PROCESS_STORES:
+        results: list[Applied] = []
+        threads = [
+            threading.Thread(
+                target=lambda s=s: results.append(write(store_url, s, store))
+            )
+            for s in range(WRITERS)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    else:
+        with multiprocessing.get_context("spawn").Pool(WRITERS) as pool:
+            results = pool.map(_write, [(store_url, s) for s in range(WRITERS)])
+    stop.set()
+    reader.join(60)
+    assert not errors, errors
+
+    rows = store.read_many(JOBS)
+    # The reader's view, applied in change order, is the store's state.
+    assert seen == {job_id: row.version for job_id, row in rows.items()}
+    for job_id, row in rows.items():
+        record = row.record
+        assert record is not None
+        mine = [r for result in results for r in result if r[0] == job_id and r[4]]
+        attempts = [
+            a for _, kind_, a, _, _ in mine if a is not None and kind_ != "meta"
+        ]
+        assert record["attempt"] >= max(attempts, default=1)
+        # No applied meta patch is lost, whatever raced with it.
+        for _, kind_, _, key, _ in mine:
+            if kind_ == "meta":
+                assert key in record["meta"], (job_id, key)
+        status = record["job_status"]
+        assert status in {"queued", "running", *TERMINAL}
+        if status in TERMINAL:
+            assert "finished_at" in record
+        if status == "done":
+            assert set(record["response"]) == {"by", "i"}
+        if status == "failed":
+            assert record["error"]["type"] == "RuntimeError"
