@@ -105,7 +105,10 @@ class _Endpoint:
             if operation is None:
                 raise method_not_allowed(method, self.allowed)
             headers = _headers(scope)
-            service.check_request(operation, headers)
+            query = parse_qs(
+                scope["query_string"].decode("latin-1"), keep_blank_values=True
+            )
+            grant = service.check_request(operation, headers, query)
             body = b""
             if operation.reads_body:
                 body = await _read_body(receive, service)
@@ -120,9 +123,10 @@ class _Endpoint:
             method,
             headers,
             body,
-            parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True),
+            query,
             scope.get("path_params", {}),
             started,
+            grant,
         )
         if self.threads is not None:
             reply = await self.threads.run(lambda: service.handle(operation, request))

@@ -72,7 +72,8 @@ class WSGIApp:
                 raise method_not_allowed(method, found)
             operation = found.operation
             headers = _headers(environ)
-            service.check_request(operation, headers)
+            query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+            grant = service.check_request(operation, headers, query)
             body = b""
             if operation.reads_body:
                 body = _read_body(environ, headers, service)
@@ -84,9 +85,10 @@ class WSGIApp:
             method,
             headers,
             body,
-            parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True),
+            query,
             found.path_params,
             started,
+            grant,
         )
         return _respond(service.handle(operation, request), start_response)
 

@@ -43,6 +43,8 @@ class Operation:
     reads_body: bool = False
     #: Status codes it may answer besides 200, 401 and the store's 500/503.
     answers: tuple[int, ...] = ()
+    #: Takes a scoped read token instead of the API key (SPEC §12).
+    tokens: bool = False
 
 
 def _job_status(service: StatusService, request: Request) -> Reply:
@@ -87,7 +89,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "One job's record, with ETag and Last-Modified",
         reading.get_job,
         params=(JOB_ID_PARAM,),
-        answers=(304, 400, 404, 405),
+        answers=(304, 400, 403, 404, 405),
+        tokens=True,
     ),
     Operation(
         "list_jobs",
@@ -120,6 +123,7 @@ OPERATIONS: tuple[Operation, ...] = (
             ),
         ),
         answers=(400, 405, 410),
+        tokens=True,
     ),
     Operation(
         "batch_jobs",
@@ -127,6 +131,15 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/jobs/batch",
         "Many jobs by id",
         reading.batch,
+        reads_body=True,
+        answers=(400, 405, 413, 415),
+    ),
+    Operation(
+        "issue_token",
+        "POST",
+        "/v1/tokens",
+        "A scoped read token for a browser (API key only)",
+        reading.issue_token,
         reads_body=True,
         answers=(400, 405, 413, 415),
     ),

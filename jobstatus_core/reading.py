@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from . import cursor, params, problems
+from . import cursor, params, problems, tokens
 from .problems import ApiError, invalid_payload
 from .requests import Request
 from .rows import Query, Row
@@ -24,6 +25,8 @@ def get_job(service: StatusService, request: Request) -> Reply:
         return service.fail(
             request, ApiError(400, f"Invalid parameter: job_id must be {JOB_ID_RULE}")
         )
+    if not request.grant.allows(job_id):
+        return service.fail(request, tokens.forbidden(), job_id=job_id)
     try:
         row = service.store_call("job status", lambda: service.store.read(job_id))
         if row is None:
@@ -57,15 +60,22 @@ def list_jobs(service: StatusService, request: Request) -> Reply:
             raise cursor.cursor_expired()
         cutoff = None if since is None else service.clock() - since
         after = 0 if resume is None else resume.position
-        rows = service.store_call(
-            "job statuses",
-            lambda: store.page(Query(statuses, cutoff, after, limit + 1, with_records)),
-        )
-        counts = (
-            service.store_call("job statuses", lambda: store.counts(statuses, cutoff))
-            if with_counts
-            else None
-        )
+        wanted = Query(statuses, cutoff, after, limit + 1, with_records)
+        granted = request.grant.job_ids
+        counts: dict[str, int] | None = None
+        if granted is not None:
+            rows, counts = service.store_call(
+                "job statuses",
+                lambda: _narrowed(
+                    store.read_many(sorted(granted)), wanted, with_counts
+                ),
+            )
+        else:
+            rows = service.store_call("job statuses", lambda: store.page(wanted))
+            if with_counts:
+                counts = service.store_call(
+                    "job statuses", lambda: store.counts(statuses, cutoff)
+                )
     except ApiError as err:
         return service.fail(request, err)
     has_more = len(rows) > limit
@@ -115,6 +125,31 @@ def job_ids_of(payload: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(job_ids))
 
 
+def _narrowed(
+    found: dict[str, Row], query: Query, with_counts: bool
+) -> tuple[list[Row], dict[str, int] | None]:
+    """A page and counts over a token's jobs alone: at most 1,000 rows, so
+    they are read by id and ordered here rather than walked in the store."""
+    matching = [
+        row
+        for row in found.values()
+        if row.status is not None
+        and (query.statuses is None or row.status in query.statuses)
+        and (query.cutoff is None or row.updated_at >= query.cutoff)
+    ]
+    counts: dict[str, int] | None = None
+    if with_counts:
+        counts = {}
+        for row in matching:
+            assert row.status is not None
+            counts[row.status] = counts.get(row.status, 0) + 1
+    matching.sort(key=lambda row: row.position)
+    page = [row for row in matching if row.position > query.after][: query.limit]
+    if not query.records:
+        page = [replace(row, record=None) for row in page]
+    return page, counts
+
+
 def _item(row: Row, with_record: bool) -> dict[str, Any]:
     item: dict[str, Any] = {
         "job_id": row.job_id,
@@ -141,3 +176,43 @@ def _matches(if_none_match: str | None, etag: str) -> bool:
         if tag == "*" or tag.removeprefix("W/") == etag:
             return True
     return False
+
+
+def issue_token(service: StatusService, request: Request) -> Reply:
+    """``POST /v1/tokens``: a scoped read token for a browser (SPEC §12)."""
+    request_id = None
+    try:
+        payload = parse_body(request.body)
+        request_id = request_id_of(payload)
+        everything = payload.get("all")
+        if everything is not None and not isinstance(everything, bool):
+            raise invalid_payload("all must be true or false")
+        if everything:
+            if "job_ids" in payload:
+                raise invalid_payload("give job_ids or all, not both")
+            job_ids: list[str] | None = None
+        else:
+            if "job_ids" not in payload:
+                raise invalid_payload("job_ids or all is required")
+            job_ids = job_ids_of(payload)
+        ttl = ttl_of(payload)
+    except ApiError as err:
+        return service.fail(request, err, request_id=request_id)
+    expires_at = service.clock() + ttl
+    token = tokens.issue(job_ids, expires_at, service.secret)
+    return service.success(
+        request, {"token": token, "expires_at": expires_at}, request_id=request_id
+    )
+
+
+def ttl_of(payload: dict[str, Any]) -> float:
+    value = payload.get("ttl_seconds")
+    if value is None:
+        return float(tokens.DEFAULT_TTL_SECONDS)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise invalid_payload("ttl_seconds must be a number")
+    if not 0 < value <= tokens.MAX_TTL_SECONDS:
+        raise invalid_payload(
+            f"ttl_seconds must be > 0 and at most {tokens.MAX_TTL_SECONDS}"
+        )
+    return float(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .tokens import EVERYTHING, Grant
 from .types import Headers
 
 
@@ -20,3 +21,5 @@ class Request:
     path_params: Mapping[str, str] = field(default_factory=dict)
     #: The service's timer when the request arrived.
     started: float = 0.0
+    #: What it may read: every job, or a scoped token's.
+    grant: Grant = EVERYTHING

@@ -7,11 +7,11 @@ call this; everything the contract decides is decided here, once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import cursor, errors, jsontext, problems
+from . import cursor, errors, jsontext, problems, tokens
 from .auth import API_KEY_HEADER
 from .envelope import Host, envelope
 from .errors import ConfigError, StoreError, StoreUnavailable
@@ -19,6 +19,7 @@ from .listing import Listings
 from .problems import ApiError
 from .protocol import Presence, Store
 from .requests import Request
+from .tokens import Grant
 
 if TYPE_CHECKING:
     from .contract import Operation
@@ -105,18 +106,33 @@ class StatusService:
         """Answer ``request`` with ``operation``'s handler."""
         return operation.handler(self, request)
 
-    def check_request(self, operation: Operation, headers: Headers) -> None:
-        """What can be refused before the body is read; raises ``ApiError``."""
-        if self.auth is not None and (
+    def check_request(
+        self,
+        operation: Operation,
+        headers: Headers,
+        query: Mapping[str, Sequence[str]] | None = None,
+    ) -> Grant:
+        """What can be refused before the body is read; raises ``ApiError``.
+
+        Returns what the request may read: everything (the API key), or the
+        jobs of a scoped token, where the operation takes tokens.
+        """
+        token = _token_of(headers, query) if operation.tokens else None
+        if token is not None:
+            grant = tokens.verify(token, self.secret, self.clock())
+        elif self.auth is not None and (
             # Two x-api-key fields arrive joined by a comma: which one counts
             # would depend on the server, so neither does.
             "," in headers.get(API_KEY_HEADER, "") or not self.auth(headers)
         ):
             raise problems.unauthorized()
+        else:
+            grant = tokens.EVERYTHING
         if operation.reads_body:
             length = content_length(headers)
             if length is not None and length > self.max_body:
                 raise self.too_large()
+        return grant
 
     def check_body(self, headers: Headers, body: bytes) -> None:
         """What is refused once the body is read; raises ``ApiError``.
@@ -302,3 +318,15 @@ class StatusService:
         # ASCII by construction: jsontext escapes every other character, and
         # a store's listing is checked (or written again) by checked_object.
         return Reply(code, JSON_HEADERS, text.encode("ascii"))
+
+
+def _token_of(
+    headers: Headers, query: Mapping[str, Sequence[str]] | None
+) -> str | None:
+    """A scoped token, from ``Authorization: Bearer`` or ``?token=`` (what an
+    EventSource can send)."""
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    given = (query or {}).get("token")
+    return given[0] if given else None

@@ -1,0 +1,116 @@
+"""Scoped read tokens (SPEC §12) on every store, through both adapters."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import httpx
+import pytest
+
+from jobstatus_core import Store
+
+from .helpers import API_KEY, Clock
+from .test_http_contract import assert_error, envelope_of
+
+NOW = Clock().now
+
+
+def token_for(client: httpx.Client, **payload: Any) -> dict[str, Any]:
+    body = envelope_of(client.post("/v1/tokens", json=payload))
+    assert body["code"] == 200, body
+    return body["response"]  # type: ignore[no-any-return]
+
+
+def anonymous(client: httpx.Client) -> httpx.Client:
+    return httpx.Client(base_url=client.base_url)
+
+
+def test_a_token_reads_its_jobs_only(
+    client: httpx.Client, store: Store, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for job_id, status in (("a", "done"), ("b", "running"), ("c", "failed")):
+        store.put({"job_id": job_id, "job_status": status}, at=NOW)
+    granted = token_for(client, job_ids=["a", "c"], ttl_seconds=60)
+    assert granted["expires_at"] == clock.now + 60
+    token = granted["token"]
+    bearer = {"authorization": f"Bearer {token}"}
+    with anonymous(client) as browser:
+        assert envelope_of(browser.get("/v1/job/a", headers=bearer))["code"] == 200
+        via_query = browser.get("/v1/job/c", params={"token": token})
+        assert envelope_of(via_query)["response"]["job_status"] == "failed"
+        assert_error(browser.get("/v1/job/b", headers=bearer), 403, "Forbidden")
+        listed = envelope_of(
+            browser.get("/v1/jobs", params={"counts": "true"}, headers=bearer)
+        )["response"]
+        assert [job["job_id"] for job in listed["jobs"]] == ["a", "c"]
+        assert listed["counts"] == {"done": 1, "failed": 1}
+        done = envelope_of(
+            browser.get("/v1/jobs", params={"status": "done", "token": token})
+        )["response"]
+        assert [job["job_id"] for job in done["jobs"]] == ["a"]
+        # Tokens read; they do not write, mint tokens or use the Toolkit routes.
+        for refused in (
+            browser.post("/v1/tokens", json={"all": True}, headers=bearer),
+            browser.post("/v1/jobs/batch", json={"job_ids": ["a"]}, headers=bearer),
+            browser.post(
+                "/v1/toolkit/job/status", json={"job_id": "a"}, headers=bearer
+            ),
+        ):
+            assert_error(refused, 401, "Unauthorized")
+        clock.now += 61
+        assert_error(browser.get("/v1/job/a", headers=bearer), 401, "Unauthorized")
+    # The server's own loggers never write a token (the test's HTTP client,
+    # logging its URLs at DEBUG, is not the server).
+    served = [
+        record
+        for record in caplog.records
+        if record.name.split(".")[0] in ("jobstatus", "uvicorn", "waitress")
+    ]
+    assert not any(token in record.getMessage() for record in served)
+
+
+def test_an_all_token_reads_every_job(client: httpx.Client, store: Store) -> None:
+    store.put({"job_id": "x", "job_status": "done"}, at=NOW)
+    token = token_for(client, all=True)["token"]
+    with anonymous(client) as browser:
+        got = browser.get("/v1/job/x", headers={"authorization": f"Bearer {token}"})
+        assert envelope_of(got)["code"] == 200
+
+
+def test_altered_and_foreign_tokens_are_401(client: httpx.Client) -> None:
+    token = token_for(client, job_ids=["a"])["token"]
+    prefix, payload, signature = token.split(".")
+    forged = f"{prefix}.{payload[:-2]}AA.{signature}"
+    with anonymous(client) as browser:
+        for bad in (forged, token[:-3], "jst1.x.y", "nonsense", token + "x"):
+            assert_error(
+                browser.get("/v1/job/a", headers={"authorization": f"Bearer {bad}"}),
+                401,
+                "Unauthorized",
+            )
+        # An API key is never taken from a query string.
+        assert_error(
+            browser.get("/v1/job/a", params={"api_key": API_KEY, "x-api-key": API_KEY}),
+            401,
+            "Unauthorized",
+        )
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({}, "Invalid payload: job_ids or all is required"),
+        ({"all": "yes"}, "Invalid payload: all must be true or false"),
+        ({"all": True, "job_ids": ["a"]}, "Invalid payload: give job_ids or all"),
+        ({"job_ids": ["../x"]}, "Invalid payload: job_ids[0]"),
+        ({"all": True, "ttl_seconds": 0}, "Invalid payload: ttl_seconds"),
+        ({"all": True, "ttl_seconds": 86_401}, "Invalid payload: ttl_seconds"),
+        ({"all": True, "ttl_seconds": "1"}, "Invalid payload: ttl_seconds"),
+    ],
+)
+def test_bad_token_requests_are_400(
+    client: httpx.Client, payload: dict[str, Any], message: str
+) -> None:
+    assert_error(client.post("/v1/tokens", json=payload), 400, message)
