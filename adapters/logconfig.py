@@ -6,19 +6,45 @@ every line a server prints has the same shape, in every worker.
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+# A scoped token may travel as ?token= (an EventSource cannot set headers),
+# and a client may put a key where it should not: neither reaches a log.
+_SECRET_IN_QUERY = re.compile(r"([?&](?:token|api_key|x-api-key)=)[^&\s\"]*", re.I)
+
+
+class RedactSecrets(logging.Filter):
+    """Blanks query-string secrets in a record (access log lines carry paths)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SECRET_IN_QUERY.sub(r"\1***", arg) if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = _SECRET_IN_QUERY.sub(r"\1***", record.msg)
+        return True
+
+
 def logging_config(level: str, *, access_log: bool) -> dict[str, Any]:
     upper = level.upper()
-    handler = {"class": "logging.StreamHandler", "formatter": "plain"}
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "plain",
+        "filters": ["secrets"],
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"plain": {"format": FORMAT}},
+        "filters": {"secrets": {"()": RedactSecrets}},
         "handlers": {"stderr": {**handler, "stream": "ext://sys.stderr"}},
         "loggers": {
             "jobstatus": {"handlers": ["stderr"], "level": upper, "propagate": False},

@@ -114,3 +114,27 @@ def test_bad_token_requests_are_400(
     client: httpx.Client, payload: dict[str, Any], message: str
 ) -> None:
     assert_error(client.post("/v1/tokens", json=payload), 400, message)
+
+
+@pytest.mark.core
+def test_access_log_lines_never_carry_a_token() -> None:
+    from jobstatus_adapters.logconfig import RedactSecrets
+
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        (
+            "127.0.0.1:5",
+            "GET",
+            "/v1/jobs?status=done&token=jst1.abc.def&x=1",
+            "1.1",
+            200,
+        ),
+        None,
+    )
+    assert RedactSecrets().filter(record)
+    line = record.getMessage()
+    assert "jst1.abc.def" not in line and "token=***&x=1" in line
