@@ -2,7 +2,10 @@
 
 It keeps jobs in a ``dbm`` file and knows nothing of jobstatus' own stores:
 it exists to prove that a store registered by URL scheme passes the same
-conformance and HTTP suites as the built-in ones (see docs/writing-a-store.md).
+conformance kit and HTTP suites as the built-in ones (see
+docs/writing-a-store.md). It is small rather than fast: every listing, page
+and count reads the whole file. ``dbm.dumb`` is not safe to share between
+processes, so one process opens a file at a time.
 """
 
 from __future__ import annotations
@@ -11,54 +14,147 @@ import dbm.dumb
 import json
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from jobstatus_core import Record, checked_job_id
+from jobstatus_core import Mark, Query, Row, StoreBase, Window, checked_job_id, jsontext
+
+# Job ids never start with a dot, so these keys cannot be a job's.
+_EPOCH = b".epoch"
+_HEAD = b".head"
 
 
-class DbmStore:
+class DbmStore(StoreBase):
     def __init__(self, path: str) -> None:
         self._lock = threading.Lock()
         self._db = dbm.dumb.open(path, "c")  # noqa: SIM115 - open for the store's life
+        if _EPOCH not in self._db:
+            # A new file is a new life of the data: marks and cursors of an
+            # earlier file at this path never match it.
+            self._db[_EPOCH] = uuid.uuid4().hex[:12]
+            self._db[_HEAD] = "0"
+        self._epoch = self._db[_EPOCH].decode()
 
     @classmethod
     def from_url(cls, url: str) -> DbmStore:
         return cls(urlsplit(url).path)
 
-    def _entries(self) -> Iterator[tuple[str, float, Record]]:
-        for key in self._db:
-            entry = json.loads(self._db[key])
-            yield key.decode(), entry["at"], entry["record"]
+    # -- reading ---------------------------------------------------------------
 
-    def get(self, job_id: str) -> Record | None:
+    def read(self, job_id: str) -> Row | None:
         with self._lock:
             raw = self._db.get(job_id.encode())
-        return None if raw is None else json.loads(raw)["record"]  # type: ignore[no-any-return]
+        return None if raw is None else self._row(job_id, json.loads(raw), True)
 
-    def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
+    def window(self, cutoff: float) -> Window:
+        rows = sorted(
+            (row.updated_at, row.job_id, row.status)
+            for row in self._rows()
+            if row.status is not None and row.updated_at >= cutoff
+        )
+        members = [f'"{job_id}":{status}' for _, job_id, status in rows]
+        return Window(members, rows[0][0] if rows else None)
+
+    def page(self, query: Query) -> list[Row]:
+        found = sorted(
+            (row for row in self._rows(query.records) if _matches(row, query)),
+            key=lambda row: row.position,
+        )
+        return found[: query.limit]
+
+    def counts(
+        self, statuses: frozenset[str] | None, cutoff: float | None
+    ) -> dict[str, int]:
+        query = Query(statuses=statuses, cutoff=cutoff)
+        found = Counter(row.status for row in self._rows() if _matches(row, query))
+        return {status: n for status, n in found.items() if status is not None}
+
+    def mark(self) -> Mark:
         with self._lock:
-            return [
-                (job_id, record["job_status"])
-                for job_id, at, record in self._entries()
-                if at >= cutoff and "job_status" in record
-            ]
+            return Mark(self._epoch, int(self._db[_HEAD]))
 
     def jobs(self) -> list[tuple[str, float]]:
-        with self._lock:
-            return [(job_id, at) for job_id, at, _ in self._entries()]
+        return [(row.job_id, row.updated_at) for row in self._rows()]
 
-    def exists(self) -> bool:
-        return True
+    # -- writing ---------------------------------------------------------------
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
-        entry = {"at": time.time() if at is None else at, "record": record}
-        data = json.dumps(entry, allow_nan=False)
         with self._lock:
-            self._db[job_id.encode()] = data
+            self._write(job_id, record, at)
+
+    def swap(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> bool:
+        job_id = checked_job_id(record)
+        # The lock makes read-compare-write one step for every writer, since
+        # only this process writes the file.
+        with self._lock:
+            raw = self._db.get(job_id.encode())
+            current = None if raw is None else self._version(json.loads(raw))
+            if current != expected:
+                return False
+            self._write(job_id, record, at)
+            return True
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    # -- the file --------------------------------------------------------------
+
+    def _write(self, job_id: str, record: Mapping[str, Any], at: float | None) -> None:
+        position = int(self._db[_HEAD]) + 1
+        entry = {
+            "at": time.time() if at is None else at,
+            "position": position,
+            "record": record,
+        }
+        # Encoded before anything is written: a record that is not JSON
+        # (NaN, say) raises ValueError and leaves the store as it was.
+        data = json.dumps(entry, allow_nan=False)
+        self._db[job_id.encode()] = data
+        self._db[_HEAD] = str(position)
+
+    def _rows(self, records: bool = False) -> Iterator[Row]:
+        with self._lock:
+            entries = [
+                (key.decode(), self._db[key])
+                for key in self._db
+                if not key.startswith(b".")
+            ]
+        for job_id, raw in entries:
+            yield self._row(job_id, json.loads(raw), records)
+
+    def _row(self, job_id: str, entry: dict[str, Any], records: bool) -> Row:
+        record = entry["record"]
+        status = (
+            jsontext.encode(record["job_status"]) if "job_status" in record else None
+        )
+        return Row(
+            job_id,
+            status,
+            entry["at"],
+            self._version(entry),
+            entry["position"],
+            record if records else None,
+        )
+
+    def _version(self, entry: dict[str, Any]) -> str:
+        return f"{self._epoch}-{entry['position']}"
+
+
+def _matches(row: Row, query: Query) -> bool:
+    return (
+        row.status is not None
+        and row.position > query.after
+        and (query.statuses is None or row.status in query.statuses)
+        and (query.cutoff is None or row.updated_at >= query.cutoff)
+    )

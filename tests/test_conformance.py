@@ -1,4 +1,7 @@
-"""The conformance suite: every store means the same by every call (SPEC §5).
+"""The Part I conformance suite: every store means the same by ``get``,
+``changed_since`` and ``put`` (SPEC §5), and by the listing ``jobs/status``
+sends. The v2 calls (rows, pages, counts, marks, swap) are the kit's:
+``jobstatus_backends.conformance``, run by tests/test_protocol.py.
 
 Parametrised over every store in ``helpers.STORES`` (the ``store`` fixture),
 one pytest marker per store, so ``pytest -m sqlite`` runs it on SQLite alone.
@@ -11,6 +14,7 @@ import threading
 import pytest
 
 from jobstatus_core import InvalidRecord, Store
+from jobstatus_core.listing import Listings
 
 
 def record(job_id: str, status: str = "done", **extra: object) -> dict[str, object]:
@@ -220,9 +224,10 @@ def test_a_second_process_writing_while_one_reads(
     store.close()
 
 
-def test_pre_encoded_listing_is_the_encoded_listing(store: Store) -> None:
-    """A store's JSON listing must be byte for byte what encoding would make."""
-    from jobstatus_core import ListsAsJSON, jsontext
+def test_window_members_are_the_encoded_listing(store: Store) -> None:
+    """The listing ``jobs/status`` sends is byte for byte what encoding the
+    statuses as they were put would make (SPEC §2), for any JSON status."""
+    from jobstatus_core import jsontext
 
     statuses: list[object] = [
         "done",
@@ -237,47 +242,48 @@ def test_pre_encoded_listing_is_the_encoded_listing(store: Store) -> None:
         None,
         [],
     ]
+    store.put(record("old"), at=1.0)
     for i, status in enumerate(statuses):
         store.put(record(f"s{i}", status), at=100.0 + i)  # type: ignore[arg-type]
-    store.put(record("old"), at=1.0)
-    if not isinstance(store, ListsAsJSON):
-        # Optional: the example third-party store leaves it out on purpose, so
-        # the HTTP suite covers the service encoding changed_since itself.
-        assert type(store).__module__.endswith("plugin_store")
-        return
+    put = {"old": "done", **{f"s{i}": s for i, s in enumerate(statuses)}}
+    times = {"old": 1.0, **{f"s{i}": 100.0 + i for i in range(len(statuses))}}
     for cutoff in (0.0, 100.0, 105.5, 1e9):
-        assert store.changed_since_json(cutoff) == jsontext.encode(
-            dict(store.changed_since(cutoff))
-        )
+        expected = {job: s for job, s in put.items() if times[job] >= cutoff}
+        members = store.window(cutoff).members
+        assert jsontext.join_members(members) == jsontext.encode(expected)
 
 
-def listing(store: Store, cutoff: float) -> dict[str, object]:
-    """The listing as ``jobs/status`` reads it (its JSON text, where kept)."""
+def listing(listings: Listings, cutoff: float) -> dict[str, object]:
+    """The listing as ``jobs/status`` reads it: the core's kept text."""
     import json
 
-    from jobstatus_core import ListsAsJSON
-
-    if isinstance(store, ListsAsJSON):
-        return dict(json.loads(store.changed_since_json(cutoff)))
-    return dict(store.changed_since(cutoff))
+    return dict(json.loads(listings.json(cutoff)))
 
 
-def test_listings_follow_the_window_and_every_write(store: Store) -> None:
-    """Stores may keep listings (ListingCache), but never answer a stale one."""
+def kept(store: Store) -> Listings:
+    # A clock that never moves: a kept listing is only ever dropped because
+    # the store's mark moved or the window passed its oldest job, never
+    # because it aged out.
+    return Listings(store, timer=lambda: 0.0)
+
+
+def test_kept_listings_follow_the_window_and_every_write(store: Store) -> None:
+    """Listings are kept between polls, but never answer a stale one."""
+    listings = kept(store)
     for n, at in enumerate((100.0, 200.0, 300.0)):
         store.put(record(f"j{n}", "queued"), at=at)
     both = {"j1": "queued", "j2": "queued"}
-    assert listing(store, 150.0) == both
-    assert listing(store, 200.0) == both  # the oldest listed is still in
-    assert listing(store, 200.5) == {"j2": "queued"}  # not any more
-    assert listing(store, 50.0) == {"j0": "queued", **both}
+    assert listing(listings, 150.0) == both
+    assert listing(listings, 200.0) == both  # the oldest listed is still in
+    assert listing(listings, 200.5) == {"j2": "queued"}  # not any more
+    assert listing(listings, 50.0) == {"j0": "queued", **both}
     store.put(record("j2", "done"), at=300.0)
-    assert listing(store, 150.0) == {"j1": "queued", "j2": "done"}
+    assert listing(listings, 150.0) == {"j1": "queued", "j2": "done"}
     store.put(record("j0", "late"), at=400.0)
-    assert listing(store, 150.0) == {"j0": "late", "j1": "queued", "j2": "done"}
+    assert listing(listings, 150.0) == {"j0": "late", "j1": "queued", "j2": "done"}
 
 
-def test_a_listing_shows_another_instances_write(shared_store_url: str) -> None:
+def test_a_kept_listing_shows_another_instances_write(shared_store_url: str) -> None:
     """Two instances of one store (two servers, say): no kept listing hides
     the other's write."""
     from jobstatus_backends import store_from_url
@@ -285,13 +291,14 @@ def test_a_listing_shows_another_instances_write(shared_store_url: str) -> None:
     from .helpers import wait_for
 
     one, two = store_from_url(shared_store_url), store_from_url(shared_store_url)
+    listings = kept(one)
     for n, at in enumerate((100.0, 200.0, 300.0)):
         one.put(record(f"j{n}", "queued"), at=at)
-    assert listing(one, 150.0) == {"j1": "queued", "j2": "queued"}
+    assert listing(listings, 150.0) == {"j1": "queued", "j2": "queued"}
     two.put(record("j1", "done"), at=200.0)
 
     def seen() -> bool:
-        return listing(one, 150.0) == {"j1": "done", "j2": "queued"}
+        return listing(listings, 150.0) == {"j1": "done", "j2": "queued"}
 
     wait_for(seen, 5.0)  # the filesystem index: within the observer's latency
     two.close()

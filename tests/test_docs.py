@@ -11,6 +11,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,3 +171,45 @@ def test_configuration_error_examples_are_what_the_command_prints(
         )
         assert result.returncode == 2
         assert result.stderr.strip() == line
+
+
+def writing_a_store_block(needle: str) -> str:
+    (block,) = [
+        block
+        for block in blocks(ROOT / "docs" / "writing-a-store.md", "python")
+        if needle in block
+    ]
+    return block
+
+
+def test_writing_a_store_kit_snippet_passes_on_the_dbm_store(tmp_path: Path) -> None:
+    """The page's pytest module, unchanged, run as a third party would: its
+    ``mystore`` module is the example dbm store."""
+    from jobstatus_backends.conformance import StoreConformance
+
+    (tmp_path / "mystore.py").write_text(
+        "from tests.plugin_store import DbmStore as MyStore\n"
+    )
+    (tmp_path / "test_mystore.py").write_text(writing_a_store_block("StoreConformance"))
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    promises = [name for name in dir(StoreConformance) if name.startswith("test_")]
+    assert f"{len(promises)} passed" in result.stdout
+
+
+def test_writing_a_store_wrapper_snippet_keeps_capabilities() -> None:
+    from jobstatus_core import Enumerable, Inline
+
+    namespace: dict[str, Any] = {}
+    exec(writing_a_store_block("StoreWrapper"), namespace)
+    store = namespace["store"]
+    assert store.read("nope") is None and store.reads == 1
+    assert isinstance(store, Inline) and isinstance(store, Enumerable)
+    store.close()
