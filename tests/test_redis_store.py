@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from jobstatus_backends.recorder import Recorder
 from jobstatus_backends.redis import RedisStore
-from jobstatus_core import ConfigError, Mark, StoreError, StoreUnavailable
+from jobstatus_core import ConfigError, Mark, Query, StoreError, StoreUnavailable
 from jobstatus_core.listing import MAX_AGE_SECONDS, Listings
 
 from .helpers import (
@@ -426,3 +427,102 @@ def test_a_client_made_elsewhere(redis_server: RedisServer) -> None:
     store.put({"job_id": "a", "job_status": "done"}, at=3.0)
     assert store.changed_since(3.0) == [("a", "done")]
     store.close()
+
+
+def write_previous_layout(url: str, prefix: str, jobs: dict[str, float]) -> None:
+    """Keys as the previous version wrote them: record, updated, status, the
+    counter and the epoch, without change sets or counts."""
+    import redis
+
+    raw = redis.Redis.from_url(url, decode_responses=True)
+    for job_id, at in jobs.items():
+        status = "done" if at < 3 else "running"
+        with raw.pipeline(transaction=True) as tx:
+            tx.set(f"{prefix}job:{job_id}", json.dumps(record(job_id, status)))
+            tx.zadd(f"{prefix}updated", {job_id: at})
+            tx.hset(f"{prefix}status", job_id, json.dumps(status))
+            tx.incr(f"{prefix}version")
+            tx.set(f"{prefix}epoch", "0123456789abcdef", nx=True)
+            tx.execute()
+    raw.close()
+
+
+def record(job_id: str, status: str) -> dict[str, str]:
+    return {"job_id": job_id, "job_status": status}
+
+
+def test_the_previous_layout_is_indexed_on_first_use(
+    redis_server: RedisServer,
+) -> None:
+    jobs = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+    write_previous_layout(redis_server.url, "old:", jobs)
+    store = RedisStore.from_url(redis_server.url + "?prefix=old:")
+    other = RedisStore.from_url(redis_server.url + "?prefix=old:")
+    done, running = '"done"', '"running"'
+    assert store.counts(None, None) == {done: 2, running: 2}
+    assert [row.job_id for row in store.page(Query())] == ["a", "b", "c", "d"]
+    done_page = store.page(Query(statuses=frozenset({done})))
+    assert [row.job_id for row in done_page] == ["a", "b"]
+    assert other.counts(None, None) == {done: 2, running: 2}  # counted once
+    row = store.read("c")
+    assert row is not None and row.position > 4  # after the old counter's puts
+    assert Recorder(store).done("c")
+    assert other.counts(None, None) == {done: 3, running: 1}
+    assert dict(store.changed_since(0)) == {
+        "a": "done",
+        "b": "done",
+        "c": "done",
+        "d": "running",
+    }
+    assert store.mark().epoch == "0123456789abcdef"  # the same life
+    store.close()
+    other.close()
+
+
+def test_a_page_walks_in_bounded_steps(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page skipping most of what it walks (a cutoff) is several short
+    scripts, not one long one that holds Redis: each walks PAGE_BUDGET."""
+    from jobstatus_backends import redis as redis_store
+
+    monkeypatch.setattr(redis_store, "PAGE_BUDGET", 3)
+    store = RedisStore.from_url(redis_server.url + "?prefix=budget:")
+    for i in range(10):
+        store.put(record(f"old-{i}", "done"), at=1.0)
+    store.put(record("new", "done"), at=50.0)
+    store.put(record("newer", "failed"), at=60.0)
+    rows = store.page(Query(cutoff=10.0, limit=5, records=True))
+    assert [(row.job_id, row.record) for row in rows] == [
+        ("new", record("new", "done")),
+        ("newer", record("newer", "failed")),
+    ]
+    both = frozenset({'"done"', '"failed"'})
+    rows = store.page(Query(statuses=both, cutoff=10.0, limit=1))
+    assert [row.job_id for row in rows] == ["new"]
+    store.close()
+
+
+def test_swaps_from_two_instances_lose_no_update(redis_server: RedisServer) -> None:
+    url = redis_server.url + "?prefix=swaps:"
+    stores = [RedisStore.from_url(url) for _ in range(2)]
+    stores[0].put({"job_id": "n", "job_status": "running", "count": 0}, at=1.0)
+
+    def bump(store: RedisStore) -> None:
+        for _ in range(50):
+            while True:
+                row = store.read("n")
+                assert row is not None and row.record is not None
+                new = dict(row.record, count=row.record["count"] + 1)
+                if store.swap(new, expected=row.version):
+                    break
+
+    threads = [threading.Thread(target=bump, args=(s,)) for s in stores * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stores[1].get("n") == {"job_id": "n", "job_status": "running", "count": 200}
+    assert stores[0].counts(None, None) == {'"running"': 1}
+    for store in stores:
+        store.close()
