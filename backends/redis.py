@@ -38,6 +38,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import redis
@@ -436,24 +437,20 @@ class RedisStore(StoreBase):
         rows: list[Row] = []
         after = query.after
         while sets and len(rows) < query.limit:
+            args: list[str | int] = [
+                self._updated,
+                self._status,
+                self._epoch,
+                self._jobs,
+                after,
+                query.limit - len(rows),
+                cutoff,
+                "1" if query.records else "",
+                PAGE_BUDGET,
+            ]
             reply = cast(
                 list[Any],
-                self._run(
-                    lambda after=after: self._page_script(
-                        keys=sets,
-                        args=[
-                            self._updated,
-                            self._status,
-                            self._epoch,
-                            self._jobs,
-                            after,
-                            query.limit - len(rows),
-                            cutoff,
-                            "1" if query.records else "",
-                            PAGE_BUDGET,
-                        ],
-                    )
-                ),
+                self._run(partial(self._page_script, keys=sets, args=args)),
             )
             epoch, exhausted, after = reply[0], reply[1], int(reply[2])
             found = reply[3:]
@@ -614,9 +611,7 @@ class RedisStore(StoreBase):
         if client.get(self._layout) == LAYOUT:
             return
         for _ in range(UPGRADE_PASSES):
-            if cast(int, client.zcard(self._changes)) >= cast(
-                int, client.zcard(self._updated)
-            ):
+            if client.zcard(self._changes) >= client.zcard(self._updated):
                 break
             start = 0
             while True:
