@@ -3,97 +3,278 @@
 Keys, under a prefix (``jobstatus:`` unless ``?prefix=`` says otherwise):
 
 - ``<prefix>job:<job_id>``: the whole record, as JSON;
-- ``<prefix>updated``: a sorted set, job_id scored by "last written", so a
-  listing is one ``ZRANGEBYSCORE`` — O(log n + matches);
-- ``<prefix>status``: a hash job_id -> job_status (JSON text), so a listing
-  never parses whole records;
-- ``<prefix>version``: a counter every put increments;
-- ``<prefix>epoch``: a random value the first put sets, so that the keys of
-  another life of the store (after a ``FLUSHDB``, a restart without
-  persistence) never pass for this one's.
+- ``<prefix>updated``: a sorted set, job_id scored by "last written": the
+  Toolkit window is one ``ZRANGEBYSCORE``, O(log n + matches);
+- ``<prefix>status``: a hash job_id -> job_status (JSON text), so listings
+  never parse whole records;
+- ``<prefix>changes``: a sorted set, job_id scored by its position (its last
+  change in the change order): pages walk it;
+- ``<prefix>changes:<sha1 of the status text>``: the same, one set per
+  status: pages with a status filter walk only theirs;
+- ``<prefix>counts``: a hash status text -> number of jobs (kept counts);
+- ``<prefix>version``: the change counter: every write takes the next
+  position from it, and the mark's head is its value;
+- ``<prefix>epoch``: a random value the first write sets, so that the keys
+  of another life of the store (after a ``FLUSHDB``, a restart without
+  persistence) never pass for this one's. A job's version is
+  ``<epoch>-<position>``: unique across lives.
+- ``<prefix>layout``: ``2`` once the change sets cover every job.
 
-A listing is one Lua script: the range, the statuses, and the answer's JSON
-text joined inside Redis, in one round trip. Each instance keeps its last
-listings (see ``ListingCache``); the script answers "unchanged" instead of
-the text while the version -- the server's run id, the epoch and the
-counter, which no reset, restart or failover repeats -- has not moved and
-the kept listing still covers the window.
-
-A put writes all five in one MULTI/EXEC, so record and index never disagree.
-Redis unreachable or timing out raises ``StoreUnavailable`` (answered 503);
-the connection pool reconnects by itself once Redis is back.
+Every write (``put``, ``swap``) is one Lua script maintaining all of them,
+so record and indexes never disagree, across any number of instances; a
+swap compares the job's version inside it. Reads are one script each, so a
+row's version is always that of its record. Keys written by the previous
+layout (no change sets, no counts) are indexed the first time an instance
+uses the store (``_upgrade``). Redis unreachable or timing out raises
+``StoreUnavailable`` (answered 503); the connection pool reconnects by
+itself once Redis is back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar, cast
 
 import redis
 
 from jobstatus_core import (
     ConfigError,
+    Mark,
+    Query,
     Record,
+    Row,
+    StoreBase,
     StoreError,
     StoreUnavailable,
+    Window,
     checked_job_id,
     jsontext,
 )
 from jobstatus_core.registry import redact
 
 from . import storedjson
-from .listingcache import ListingCache
 from .urloptions import parse_store_url
 
 DEFAULT_PREFIX = "jobstatus:"
 
-# KEYS: the sorted set, the status hash, the version counter, the epoch;
-# ARGV: the cutoff, and the version at which the caller keeps a listing exact
-# for this cutoff ('' if it keeps none). Returns {version} when that listing
-# is still the answer, else {version, the listing's JSON text, its oldest
-# score or nil}; the version is '' while the store has no epoch (nothing put
-# since it was emptied), and then nothing is kept. The run id changes with
-# every start of a server, so a restart or a failover to a replica that had
-# not seen the last puts cannot repeat a version. Job ids and statuses are
-# joined as they are: the caller checks the text (see _checked).
-LISTING_SCRIPT = """
-local epoch = redis.call('GET', KEYS[4])
-local version = ''
-if epoch then
-  local server = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  version = server .. ':' .. epoch .. ':' .. (redis.call('GET', KEYS[3]) or '0')
-  if version == ARGV[2] then return {version} end
+#: The value of ``<prefix>layout`` once every job is in the change sets.
+LAYOUT = "2"
+
+#: Entries a page script walks at most per call, so that a page filtering
+#: out most of what it walks never blocks Redis for long: the caller calls
+#: again from where it stopped.
+PAGE_BUDGET = 10_000
+
+#: Jobs of the previous layout indexed per script call.
+UPGRADE_BATCH = 1_000
+#: Walks over ``updated`` at most: writers of the previous version still
+#: running add jobs without positions, and must not keep an upgrade going.
+UPGRADE_PASSES = 3
+
+# KEYS: the record, updated, status, changes, counts, the counter, the epoch.
+# ARGV: job id, record text, status text, "last written", a new epoch (used
+# if the store has none), the prefix of the status sets, the mode ('put',
+# 'absent': only if the job does not exist, 'at': only at version ARGV[8]),
+# the expected version. Returns the job's new position, or 0 when the
+# condition did not hold. Counts and status sets are only moved for a job
+# already in the change order: one of the previous layout, not yet indexed,
+# was never counted.
+WRITE_SCRIPT = """
+local epoch = redis.call('GET', KEYS[7])
+local id = ARGV[1]
+local old_position = redis.call('ZSCORE', KEYS[4], id)
+if ARGV[7] ~= 'put' then
+  local exists = redis.call('EXISTS', KEYS[1]) == 1
+  if ARGV[7] == 'absent' then
+    if exists then return 0 end
+  else
+    if not exists then return 0 end
+    local current = (epoch or '') .. '-' ..
+      string.format('%d', tonumber(old_position or '0'))
+    if current ~= ARGV[8] then return 0 end
+  end
 end
+if not epoch then redis.call('SET', KEYS[7], ARGV[5]) end
+if old_position then
+  local old = redis.call('HGET', KEYS[3], id)
+  if old then
+    redis.call('ZREM', ARGV[6] .. redis.sha1hex(old), id)
+    if redis.call('HINCRBY', KEYS[5], old, -1) <= 0 then
+      redis.call('HDEL', KEYS[5], old)
+    end
+  end
+end
+local position = redis.call('INCR', KEYS[6])
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[4], id)
+redis.call('HSET', KEYS[3], id, ARGV[3])
+redis.call('ZADD', KEYS[4], position, id)
+redis.call('ZADD', ARGV[6] .. redis.sha1hex(ARGV[3]), position, id)
+redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
+return position
+"""
+
+# KEYS: updated, status, changes, epoch; ARGV: the record key prefix, then
+# job ids. Returns the epoch ('' before the first write), then for each id:
+# its record (nil if none), status, "last written" and position.
+READ_SCRIPT = """
+local out = {redis.call('GET', KEYS[4]) or ''}
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  out[#out + 1] = redis.call('GET', ARGV[1] .. id)
+  out[#out + 1] = redis.call('HGET', KEYS[2], id)
+  out[#out + 1] = redis.call('ZSCORE', KEYS[1], id)
+  out[#out + 1] = redis.call('ZSCORE', KEYS[3], id)
+end
+return out
+"""
+
+# KEYS: the epoch, the counter; ARGV: a new epoch, set if the store has
+# none (an empty store's mark already names the life its writes will have).
+# Returns epoch, head and the server's run id, which changes with every start
+# of a server: a failover to a replica that had not seen the last writes
+# cannot repeat a mark.
+MARK_SCRIPT = """
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+end
+local server = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+return {epoch, redis.call('GET', KEYS[2]) or '0', server}
+"""
+
+# KEYS: updated, status; ARGV: the cutoff. Returns the oldest listed score
+# ('' when none is listed) and the '"job_id":status' members, in time order;
+# jobs without a status are left out. Ids and statuses are joined as they
+# are: the caller checks the text (see RedisStore._members).
+WINDOW_SCRIPT = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES')
-local parts = {}
-local oldest = false
+local out = {''}
 for i = 1, #ids, 2 do
   local status = redis.call('HGET', KEYS[2], ids[i])
   if status then
-    parts[#parts + 1] = '"' .. ids[i] .. '":' .. status
-    if not oldest then oldest = ids[i + 1] end
+    if #out == 1 then out[1] = ids[i + 1] end
+    out[#out + 1] = '"' .. ids[i] .. '":' .. status
   end
 end
-return {version, '{' .. table.concat(parts, ',') .. '}', oldest}
+return out
 """
 
-# KEYS: the sorted set, the status hash; ARGV: the cutoff. Returns job ids
-# and their raw statuses, alternately, for a listing built outside Redis.
+# KEYS: updated, status; ARGV: the cutoff. Job ids and their raw statuses,
+# alternately: the window built outside Redis, for hand-edited values.
 PAIRS_SCRIPT = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
-local pairs = {}
+local out = {}
 for i = 1, #ids do
   local status = redis.call('HGET', KEYS[2], ids[i])
   if status then
-    pairs[#pairs + 1] = ids[i]
-    pairs[#pairs + 1] = status
+    out[#out + 1] = ids[i]
+    out[#out + 1] = status
   end
 end
-return pairs
+return out
+"""
+
+# KEYS: updated, status; ARGV: the cutoff. Statuses and their number of jobs
+# in the window, alternately.
+COUNTS_SCRIPT = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+local counts = {}
+for i = 1, #ids do
+  local status = redis.call('HGET', KEYS[2], ids[i])
+  if status then counts[status] = (counts[status] or 0) + 1 end
+end
+local out = {}
+for status, n in pairs(counts) do
+  out[#out + 1] = status
+  out[#out + 1] = n
+end
+return out
+"""
+
+# KEYS: the change sets to walk, merged by position (each job is in one).
+# ARGV: updated, status, epoch, the record key prefix, after, limit, cutoff
+# ('' for none), '1' to add records, the most entries to walk. Returns the
+# epoch, 1 when the sets are exhausted, the last position walked, then for
+# each row: id, status, "last written", position, and its record if asked.
+PAGE_SCRIPT = """
+local limit = tonumber(ARGV[6])
+local budget = tonumber(ARGV[9])
+local cutoff = tonumber(ARGV[7])
+local batch = math.max(limit, 64)
+local heads = {}
+for i = 1, #KEYS do
+  heads[i] = {buf = {}, at = 1, from = tonumber(ARGV[5]), done = false}
+end
+local function peek(i)
+  local h = heads[i]
+  if h.at > #h.buf then
+    if h.done then return nil end
+    h.buf = redis.call('ZRANGEBYSCORE', KEYS[i],
+      '(' .. string.format('%d', h.from), '+inf', 'WITHSCORES', 'LIMIT', 0, batch)
+    h.at = 1
+    if #h.buf < 2 * batch then h.done = true end
+    if #h.buf == 0 then return nil end
+    h.from = tonumber(h.buf[#h.buf])
+  end
+  return tonumber(h.buf[h.at + 1])
+end
+local out = {redis.call('GET', ARGV[3]) or '', 0, ARGV[5]}
+local found, walked = 0, 0
+while found < limit and walked < budget do
+  local best, best_at = nil, nil
+  for i = 1, #KEYS do
+    local at = peek(i)
+    if at and (not best_at or at < best_at) then best, best_at = i, at end
+  end
+  if not best then out[2] = 1; break end
+  local h = heads[best]
+  local id = h.buf[h.at]
+  h.at = h.at + 2
+  walked = walked + 1
+  out[3] = string.format('%d', best_at)
+  local score = redis.call('ZSCORE', ARGV[1], id)
+  local status = redis.call('HGET', ARGV[2], id)
+  if status and score and (not cutoff or tonumber(score) >= cutoff) then
+    found = found + 1
+    out[#out + 1] = id
+    out[#out + 1] = status
+    out[#out + 1] = score
+    out[#out + 1] = best_at
+    if ARGV[8] == '1' then out[#out + 1] = redis.call('GET', ARGV[4] .. id) end
+  end
+end
+return out
+"""
+
+# KEYS: changes, status, counts, the counter; ARGV: the prefix of the status
+# sets, then job ids of the previous layout. Gives each a position, its
+# status set and its count; a job already in the change order (indexed, or
+# written since) is left as it is, so running it twice, or from two
+# instances at once, counts nothing twice.
+UPGRADE_SCRIPT = """
+local done = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  if not redis.call('ZSCORE', KEYS[1], id) then
+    local position = redis.call('INCR', KEYS[4])
+    redis.call('ZADD', KEYS[1], position, id)
+    local status = redis.call('HGET', KEYS[2], id)
+    if status then
+      redis.call('ZADD', ARGV[1] .. redis.sha1hex(status), position, id)
+      redis.call('HINCRBY', KEYS[3], status, 1)
+    end
+    done = done + 1
+  end
+end
+return done
 """
 
 # A status endpoint must answer quickly, even "unavailable": fail fast.
@@ -102,7 +283,7 @@ DEFAULT_TIMEOUT_SECONDS = 1.0
 T = TypeVar("T")
 
 
-class RedisStore:
+class RedisStore(StoreBase):
     #: redis-py's pool notices the new pid and reconnects in a forked child.
     survives_fork = True
 
@@ -121,16 +302,29 @@ class RedisStore:
         self.prefix = prefix
         self._updated = prefix + "updated"
         self._status = prefix + "status"
-        self._version = prefix + "version"
+        self._changes = prefix + "changes"
+        self._status_sets = prefix + "changes:"
+        self._counts = prefix + "counts"
+        self._counter = prefix + "version"
         self._epoch = prefix + "epoch"
-        self._listings = ListingCache()
-        self._listings_lock = threading.Lock()
+        self._layout = prefix + "layout"
+        self._jobs = prefix + "job:"
+        # Whether this instance has seen the layout complete (see _upgrade).
+        self._upgraded = False
+        self._upgrade_lock = threading.Lock()
         if client is not None:
             self._client = client
         else:
             self._client = _connect(url, timeout, connection)
-        self._listing = self._client.register_script(LISTING_SCRIPT)
-        self._pairs = self._client.register_script(PAIRS_SCRIPT)
+        register = self._client.register_script
+        self._write_script = register(WRITE_SCRIPT)
+        self._read_script = register(READ_SCRIPT)
+        self._mark_script = register(MARK_SCRIPT)
+        self._window_script = register(WINDOW_SCRIPT)
+        self._pairs_script = register(PAIRS_SCRIPT)
+        self._counts_script = register(COUNTS_SCRIPT)
+        self._page_script = register(PAGE_SCRIPT)
+        self._upgrade_script = register(UPGRADE_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -150,57 +344,175 @@ class RedisStore:
         return cls(url.split("?", 1)[0], prefix=prefix, timeout=timeout, **options)
 
     def _key(self, job_id: str) -> str:
-        return f"{self.prefix}job:{job_id}"
+        return self._jobs + job_id
+
+    def _status_set(self, status: str) -> str:
+        # Named by a digest: a status text may be long, or hold anything.
+        return self._status_sets + hashlib.sha1(status.encode()).hexdigest()
+
+    # -- reading -------------------------------------------------------------
 
     def get(self, job_id: str) -> Record | None:
+        # One GET: the record alone needs no row.
         raw = self._run(lambda: self._client.get(self._key(job_id)))
         return None if raw is None else storedjson.record(job_id, cast(str, raw))
 
-    def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
-        return list(json.loads(self.changed_since_json(cutoff)).items())
+    def read(self, job_id: str) -> Row | None:
+        return self.read_many([job_id]).get(job_id)
 
-    def changed_since_json(self, cutoff: float) -> str:
-        # One round trip: Redis walks the sorted set and joins the stored
-        # status texts itself, as jsontext.join_members would -- or, when a
-        # kept listing is still exact, answers only that it is.
-        with self._listings_lock:
-            known = self._listings.version
-            kept = self._listings.get(known, cutoff)
-        reply = self._run(
-            lambda: self._listing(
-                keys=[self._updated, self._status, self._version, self._epoch],
-                args=[repr(cutoff), "" if kept is None else str(known)],
-            )
-        )
-        if kept is not None and len(reply) == 1:
-            return kept
-        version, text, oldest = reply
-        text = self._checked(cutoff, text)
-        if version:
-            with self._listings_lock:
-                self._listings.put(
-                    version, cutoff, None if oldest is None else float(oldest), text
+    def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
+        self._upgrade()
+        ids = list(dict.fromkeys(job_ids))
+        reply = cast(
+            list[Any],
+            self._run(
+                lambda: self._read_script(
+                    keys=[self._updated, self._status, self._changes, self._epoch],
+                    args=[self._jobs, *ids],
                 )
-        return text
+            ),
+        )
+        epoch = cast(str, reply[0])
+        rows = {}
+        for n, job_id in enumerate(ids):
+            text, status, updated, position = reply[1 + 4 * n : 5 + 4 * n]
+            if text is None:
+                continue
+            at = int(float(position)) if position is not None else 0
+            rows[job_id] = Row(
+                job_id,
+                status,
+                0.0 if updated is None else float(updated),
+                f"{epoch}-{at}",
+                at,
+                storedjson.record(job_id, text),
+            )
+        return rows
 
-    def _checked(self, cutoff: float, text: str) -> str:
-        """The joined listing ``text`` if it is strict JSON, else the listing
-        rebuilt from the raw statuses, each read by ``storedjson.status``:
-        a status edited by hand into bare text lists as that text."""
+    def window(self, cutoff: float) -> Window:
+        reply = cast(
+            list[str],
+            self._run(
+                lambda: self._window_script(
+                    keys=[self._updated, self._status], args=[repr(cutoff)]
+                )
+            ),
+        )
+        oldest = float(reply[0]) if reply[0] else None
+        return Window(self._members(cutoff, reply[1:]), oldest)
+
+    def _members(self, cutoff: float, members: list[str]) -> list[str]:
+        """``members`` if they join into strict JSON, else the members built
+        again from the raw ids and statuses, each status read by
+        ``storedjson.status``: a status edited by hand into bare text lists
+        as that text, an id with a quote is escaped."""
+        text = jsontext.join_members(members)
         try:
             storedjson.loads(text)
         except (ValueError, RecursionError):
             flat = cast(
                 list[str],
                 self._run(
-                    lambda: self._pairs(
+                    lambda: self._pairs_script(
                         keys=[self._updated, self._status], args=[repr(cutoff)]
                     )
                 ),
             )
-            statuses = zip(flat[::2], map(storedjson.status, flat[1::2]), strict=True)
-            return jsontext.encode(dict(statuses))
-        return storedjson.ascii_only(text)
+            return [
+                jsontext.encode(job_id) + ":" + jsontext.encode(storedjson.status(raw))
+                for job_id, raw in zip(flat[::2], flat[1::2], strict=True)
+            ]
+        if text.isascii():
+            return members
+        return [storedjson.ascii_only(member) for member in members]
+
+    def page(self, query: Query) -> list[Row]:
+        self._upgrade()
+        if query.statuses is None:
+            sets = [self._changes]
+        else:
+            sets = [self._status_set(status) for status in sorted(query.statuses)]
+        cutoff = "" if query.cutoff is None else repr(query.cutoff)
+        width = 5 if query.records else 4
+        rows: list[Row] = []
+        after = query.after
+        while sets and len(rows) < query.limit:
+            args: list[str | int] = [
+                self._updated,
+                self._status,
+                self._epoch,
+                self._jobs,
+                after,
+                query.limit - len(rows),
+                cutoff,
+                "1" if query.records else "",
+                PAGE_BUDGET,
+            ]
+            reply = cast(
+                list[Any],
+                self._run(partial(self._page_script, keys=sets, args=args)),
+            )
+            epoch, exhausted, after = reply[0], reply[1], int(reply[2])
+            found = reply[3:]
+            for n in range(0, len(found), width):
+                job_id, status, updated, position = found[n : n + 4]
+                record = (
+                    storedjson.record(job_id, found[n + 4])
+                    if query.records and found[n + 4] is not None
+                    else None
+                )
+                rows.append(
+                    Row(
+                        job_id,
+                        status,
+                        float(updated),
+                        f"{epoch}-{position}",
+                        int(position),
+                        record,
+                    )
+                )
+            if exhausted:
+                break
+        return rows
+
+    def counts(
+        self, statuses: frozenset[str] | None, cutoff: float | None
+    ) -> dict[str, int]:
+        if cutoff is None:
+            # Kept: one hash, whatever the number of jobs.
+            self._upgrade()
+            kept = cast(
+                dict[str, str], self._run(lambda: self._client.hgetall(self._counts))
+            )
+            found = {status: int(n) for status, n in kept.items()}
+        else:
+            flat = cast(
+                list[Any],
+                self._run(
+                    lambda: self._counts_script(
+                        keys=[self._updated, self._status], args=[repr(cutoff)]
+                    )
+                ),
+            )
+            found = {
+                status: int(n) for status, n in zip(flat[::2], flat[1::2], strict=True)
+            }
+        return {
+            status: n
+            for status, n in found.items()
+            if n > 0 and (statuses is None or status in statuses)
+        }
+
+    def mark(self) -> Mark:
+        epoch, head, server = cast(
+            list[str],
+            self._run(
+                lambda: self._mark_script(
+                    keys=[self._epoch, self._counter], args=[secrets.token_hex(8)]
+                )
+            ),
+        )
+        return Mark(epoch, int(head), server)
 
     def jobs(self) -> list[tuple[str, float]]:
         pairs = cast(
@@ -210,9 +522,6 @@ class RedisStore:
             ),
         )
         return [(job_id, float(score)) for job_id, score in pairs]
-
-    def exists(self) -> bool:
-        return True
 
     def check(self) -> None:
         """One PING: a wrong password or address stops the start."""
@@ -227,24 +536,97 @@ class RedisStore:
                 f"Redis error: {str(exc).splitlines()[0][:200]}"
             ) from None
 
+    # -- writing -------------------------------------------------------------
+
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
+        self._write(record, "put", "", at)
+
+    def swap(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> bool:
+        if expected is None:
+            return self._write(record, "absent", "", at)
+        return self._write(record, "at", expected, at)
+
+    def _write(
+        self, record: Mapping[str, Any], mode: str, expected: str, at: float | None
+    ) -> bool:
         job_id = checked_job_id(record)
         data = json.dumps(record, allow_nan=False)
         # The answers' own encoding: listings join this text as it is.
         status = jsontext.encode(record["job_status"])
         stamp = time.time() if at is None else at
-        epoch = secrets.token_hex(8)
+        self._upgrade()
+        position = self._run(
+            lambda: self._write_script(
+                keys=[
+                    self._key(job_id),
+                    self._updated,
+                    self._status,
+                    self._changes,
+                    self._counts,
+                    self._counter,
+                    self._epoch,
+                ],
+                args=[
+                    job_id,
+                    data,
+                    status,
+                    repr(stamp),
+                    secrets.token_hex(8),
+                    self._status_sets,
+                    mode,
+                    expected,
+                ],
+            )
+        )
+        return bool(position)
 
-        def write() -> None:
-            with self._client.pipeline(transaction=True) as tx:
-                tx.set(self._key(job_id), data)
-                tx.zadd(self._updated, {job_id: stamp})
-                tx.hset(self._status, job_id, status)
-                tx.incr(self._version)
-                tx.set(self._epoch, epoch, nx=True)
-                tx.execute()
+    # -- the previous layout ---------------------------------------------------
 
-        self._run(write)
+    def _upgrade(self) -> None:
+        """Index the jobs of the previous layout (no change sets, no counts),
+        once per instance; a store already complete costs one GET.
+
+        Each batch is one script that skips jobs already indexed, so two
+        instances upgrading at once, or writing meanwhile, count nothing
+        twice, and a batch cut short by an outage is resumed by the next
+        call. Jobs written meanwhile may shift the walk by rank: the walk
+        is repeated until every job of ``updated`` has a position.
+        """
+        if self._upgraded:
+            return
+        with self._upgrade_lock:
+            if self._upgraded:
+                return
+            self._run(self._upgrade_all)
+            self._upgraded = True
+
+    def _upgrade_all(self) -> None:
+        client = self._client
+        if client.get(self._layout) == LAYOUT:
+            return
+        for _ in range(UPGRADE_PASSES):
+            if client.zcard(self._changes) >= client.zcard(self._updated):
+                break
+            start = 0
+            while True:
+                ids = cast(
+                    list[str],
+                    client.zrange(self._updated, start, start + UPGRADE_BATCH - 1),
+                )
+                if not ids:
+                    break
+                self._upgrade_script(
+                    keys=[self._changes, self._status, self._counts, self._counter],
+                    args=[self._status_sets, *ids],
+                )
+                start += len(ids)
+        client.set(self._layout, LAYOUT)
 
     def close(self) -> None:
         self._client.close()

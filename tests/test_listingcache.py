@@ -1,4 +1,6 @@
-"""Kept listings are exact: the same text a fresh listing would give."""
+"""Kept listings (``jobstatus_core.listing.Listings``) are exact: the same
+text a fresh listing would give, dropped on a mark change, at most
+``MAX_AGE_SECONDS`` old; and the time index lists what a fresh reading would."""
 
 from __future__ import annotations
 
@@ -6,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobstatus_backends.listingcache import ListingCache
+from jobstatus_backends.memory import MemoryStore
 from jobstatus_backends.timeindex import TimeIndex
-from jobstatus_core import jsontext
+from jobstatus_core import Mark, Window, jsontext
+from jobstatus_core.listing import MAX_AGE_SECONDS, Listings
 
 from .helpers import Clock
 
@@ -60,27 +63,104 @@ def test_time_index_listings_match_a_fresh_reading(script: list[tuple]) -> None:
             assert index.since_json(cutoff) == expected
 
 
-def test_cache_keeps_a_listing_only_while_exact() -> None:
-    cache = ListingCache(size=2)
-    cache.put(1, 10.0, 15.0, "A")
-    assert cache.get(1, 10.0) == "A"
-    assert cache.get(1, 15.0) == "A"  # the oldest listed job is still in
-    assert cache.get(1, 15.5) is None  # it has left
-    assert cache.get(1, 9.0) is None  # an earlier start may reach more jobs
-    cache.put(1, 20.0, None, "{}")
-    assert cache.get(1, 1e9) == "{}"  # nothing listed: exact for any later start
-    cache.put(1, 30.0, 31.0, "C")  # the third: the first ("A") goes
-    assert cache.get(1, 12.0) is None
-    assert cache.get(2, 30.0) is None  # the store changed: nothing is kept
-    assert cache.version == 2
-    assert cache.get(2, 20.0) is None
+class ControlledStore(MemoryStore):
+    """A store whose mark and window the test sets, counting window calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marked = Mark("e1", 1)
+        self.members: list[str] = []
+        self.oldest: float | None = None
+        self.windows = 0
+
+    def mark(self) -> Mark:
+        return self.marked
+
+    def window(self, cutoff: float) -> Window:
+        self.windows += 1
+        return Window(list(self.members), self.oldest)
+
+
+def test_a_listing_is_kept_only_while_exact() -> None:
+    store = ControlledStore()
+    listings = Listings(store, timer=Clock(0.0), size=2)
+    store.members, store.oldest = ['"a":"done"'], 15.0
+    assert listings.json(10.0) == '{"a":"done"}'
+    store.members = ['"changed":1']  # what the store would say now
+    assert listings.json(10.0) == '{"a":"done"}'
+    assert listings.json(15.0) == '{"a":"done"}'  # the oldest listed is still in
+    assert store.windows == 1
+    assert listings.json(15.5) == '{"changed":1}'  # it has left: read again
+    assert listings.json(9.0) == '{"changed":1}'  # earlier may reach more jobs
+    assert store.windows == 3
+
+
+def test_an_empty_listing_is_exact_for_any_later_cutoff() -> None:
+    store = ControlledStore()
+    listings = Listings(store, timer=Clock(0.0))
+    assert listings.json(20.0) == "{}"
+    store.members = ['"late":1']
+    assert listings.json(1e9) == "{}"
+    assert store.windows == 1
+
+
+def test_a_moved_mark_drops_every_kept_listing() -> None:
+    store = ControlledStore()
+    listings = Listings(store, timer=Clock(0.0))
+    store.members, store.oldest = ['"a":"done"'], 100.0
+    assert listings.json(10.0) == '{"a":"done"}'
+    for n, moved in enumerate(
+        (
+            Mark("e1", 2),  # a change
+            Mark("e2", 2),  # another life of the data, at the same head
+            Mark("e2", 2, server="replica"),  # another server, same head
+        )
+    ):
+        store.marked = moved
+        store.members = [f'"a":{n}']
+        assert listings.json(10.0) == f'{{"a":{n}}}'
+    assert store.windows == 4
+
+
+def test_only_the_last_size_listings_are_kept() -> None:
+    store = ControlledStore()
+    listings = Listings(store, timer=Clock(0.0), size=2)
+    for cutoff in (10.0, 20.0, 30.0):
+        store.oldest = cutoff
+        listings.json(cutoff)
+    assert store.windows == 3
+    listings.json(30.0)
+    listings.json(20.0)
+    assert store.windows == 3
+    listings.json(10.0)  # the first: dropped for the third
+    assert store.windows == 4
 
 
 def test_a_kept_listing_is_reused_for_at_most_max_age() -> None:
-    clock = Clock(100.0)
-    cache = ListingCache(max_age=1.0, clock=clock)
-    cache.put(1, 10.0, None, "{}")
-    clock.now = 101.0
-    assert cache.get(1, 10.0) == "{}"  # a second old: still reused
-    clock.now = 101.001
-    assert cache.get(1, 10.0) is None  # older: read again, whatever the version
+    store = ControlledStore()
+    timer = Clock(100.0)
+    listings = Listings(store, timer=timer)
+    assert listings.json(10.0) == "{}"
+    store.members = ['"edited":"by hand"']  # a change the mark does not show
+    timer.now = 100.0 + MAX_AGE_SECONDS
+    assert listings.json(10.0) == "{}"  # a second old: still reused
+    timer.now = 100.001 + MAX_AGE_SECONDS
+    assert listings.json(10.0) == '{"edited":"by hand"}'  # older: read again
+
+
+def test_a_listing_read_while_the_mark_moved_is_not_kept() -> None:
+    """The mark is read before the window: a window read after a change
+    that the mark missed is not kept under the older mark."""
+    store = ControlledStore()
+    listings = Listings(store, timer=Clock(0.0))
+    window = store.window
+
+    def moving(cutoff: float) -> Window:
+        store.marked = Mark("e1", 2)  # a change lands between mark and window
+        return window(cutoff)
+
+    store.window = moving  # type: ignore[method-assign]
+    assert listings.json(0.0) == "{}"
+    store.window = window  # type: ignore[method-assign]
+    store.members = ['"a":"new"']
+    assert listings.json(0.0) == '{"a":"new"}'

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -16,10 +17,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from jobstatus_backends.recorder import Recorder
 from jobstatus_backends.redis import RedisStore
-from jobstatus_core import ConfigError, StoreError, StoreUnavailable
+from jobstatus_core import ConfigError, Mark, Query, StoreError, StoreUnavailable
+from jobstatus_core.listing import MAX_AGE_SECONDS, Listings
 
 from .helpers import (
+    Clock,
     RedisServer,
     ServeProcess,
     clean_env,
@@ -51,66 +55,109 @@ def test_layout(redis_server: RedisServer) -> None:
     assert raw.zscore("layout:updated", "a") == 42.5
     assert raw.hget("layout:status", "a") == '"done"'
     assert raw.get("layout:version") == "1"
+    assert raw.zscore("layout:changes", "a") == 1
+    done = "layout:changes:" + hashlib.sha1(b'"done"').hexdigest()
+    assert raw.zscore(done, "a") == 1
+    assert raw.hgetall("layout:counts") == {'"done"': "1"}
     epoch = raw.get("layout:epoch")
     store.put({"job_id": "b", "job_status": "done"}, at=43.0)
+    store.put({"job_id": "a", "job_status": "failed"}, at=44.0)
     assert raw.get("layout:epoch") == epoch and len(epoch) == 16  # set once
+    assert raw.zrange(done, 0, -1) == ["b"]  # a left its old status set
+    assert raw.hgetall("layout:counts") == {'"done"': "1", '"failed"': "1"}
+    row = store.read("a")
+    assert row is not None and row.version == f"{epoch}-3" and row.position == 3
+    assert store.mark() == Mark(epoch, 3, raw.info("server")["run_id"])
     raw.close()
     store.close()
+
+
+def kept(store: RedisStore, timer: Clock) -> Listings:
+    """The kept Toolkit listing a service keeps over ``store``."""
+    return Listings(store, timer=timer)
 
 
 def test_a_hand_edit_shows_within_a_second(redis_server: RedisServer) -> None:
-    """A key changed by hand does not move the version: a kept listing is
-    reused for at most a second (ListingCache), so the edit shows then."""
+    """A key changed by hand does not move the mark: a kept listing is reused
+    for at most a second (Listings.MAX_AGE_SECONDS), so the edit shows then."""
     import redis
 
     store = RedisStore.from_url(redis_server.url + "?prefix=kept:")
+    timer = Clock(0.0)
+    listings = kept(store, timer)
     store.put({"job_id": "a", "job_status": "queued"}, at=100.0)
-    assert store.changed_since_json(50.0) == '{"a":"queued"}'
+    assert listings.json(50.0) == '{"a":"queued"}'
     raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
     raw.hset("kept:status", "a", '"edited"')
-    wait_for(lambda: store.changed_since_json(50.0) == '{"a":"edited"}', 2.0)
+    assert listings.json(50.0) == '{"a":"queued"}'  # kept: the mark is the same
+    timer.now = MAX_AGE_SECONDS + 0.001
+    assert listings.json(50.0) == '{"a":"edited"}'
     raw.close()
     store.close()
 
 
-def two_instances(url: str) -> tuple[RedisStore, RedisStore]:
+def two_instances(url: str, timer: Clock) -> tuple[Listings, RedisStore, RedisStore]:
     """Two instances of one store, the first with a listing kept."""
     first, second = RedisStore.from_url(url), RedisStore.from_url(url)
     for job_id in ("old-1", "old-2", "old-3"):
         first.put({"job_id": job_id, "job_status": "done"}, at=100.0)
-    for store in (first, second):
-        assert store.changed_since_json(0) == (
-            '{"old-1":"done","old-2":"done","old-3":"done"}'
-        )
-    return first, second
+    listings = kept(first, timer)
+    assert listings.json(0) == '{"old-1":"done","old-2":"done","old-3":"done"}'
+    return listings, first, second
 
 
 def test_a_flushed_redis_is_never_answered_from_a_kept_listing(
     redis_server: RedisServer,
 ) -> None:
-    """The version counter restarts after FLUSHDB and reaches the same number
-    again; the epoch the first put after it chooses tells them apart."""
+    """The change counter restarts after FLUSHDB and reaches the same head
+    again; the new epoch tells the marks apart. The timer never moves: the
+    1 s bound is not what saves it."""
     import redis
 
     url = redis_server.url.replace("/0", "/3") + "?prefix=flushed:"
-    first, second = two_instances(url)
+    listings, first, second = two_instances(url, Clock(0.0))
+    before = first.mark()
     raw = redis.Redis.from_url(redis_server.url.replace("/0", "/3"))
     raw.flushdb()
     raw.close()
-    assert first.changed_since_json(0) == "{}"
+    assert listings.json(0) == "{}"
     for job_id in ("new-1", "new-2", "new-3"):  # the counter is at 3 again
         second.put({"job_id": job_id, "job_status": "queued"}, at=200.0)
+    assert first.mark().head == before.head and first.mark() != before
     expected = '{"new-1":"queued","new-2":"queued","new-3":"queued"}'
-    assert first.changed_since_json(0) == expected
-    assert second.changed_since_json(0) == expected
+    assert listings.json(0) == expected
+    assert kept(second, Clock(0.0)).json(0) == expected
     first.close()
     second.close()
+
+
+def test_a_version_of_a_flushed_redis_never_matches_again(
+    redis_server: RedisServer,
+) -> None:
+    """Versions are epoch and position: a swap at a version read before a
+    FLUSHDB fails on the job written again at the same position after it."""
+    import redis
+
+    url = redis_server.url.replace("/0", "/4") + "?prefix=versions:"
+    store = RedisStore.from_url(url)
+    store.put({"job_id": "a", "job_status": "queued"}, at=1.0)
+    row = store.read("a")
+    assert row is not None
+    raw = redis.Redis.from_url(redis_server.url.replace("/0", "/4"))
+    raw.flushdb()
+    raw.close()
+    store.put({"job_id": "a", "job_status": "queued"}, at=1.0)
+    again = store.read("a")
+    assert again is not None and again.position == row.position
+    assert again.version != row.version
+    assert not store.swap({"job_id": "a", "job_status": "done"}, expected=row.version)
+    store.close()
 
 
 def test_a_restarted_redis_without_persistence_is_never_answered_from_a_kept_listing(
     own_redis: RedisServer,
 ) -> None:
-    first, second = two_instances(own_redis.url)
+    listings, first, second = two_instances(own_redis.url, Clock(0.0))
     own_redis.stop()
     for path in own_redis.directory.iterdir():  # no AOF, no dump: an empty start
         if path.is_dir():
@@ -122,7 +169,7 @@ def test_a_restarted_redis_without_persistence_is_never_answered_from_a_kept_lis
     for job_id in ("new-1", "new-2", "new-3"):
         second.put({"job_id": job_id, "job_status": "queued"}, at=200.0)
     expected = '{"new-1":"queued","new-2":"queued","new-3":"queued"}'
-    assert first.changed_since_json(0) == expected
+    assert listings.json(0) == expected
     first.close()
     second.close()
 
@@ -148,7 +195,7 @@ def test_hand_edited_values_list_as_valid_json(redis_server: RedisServer) -> Non
         raw.hset("foreign:status", job_id, status)
     raw.set("foreign:job:ours", "not json")
     raw.close()
-    text = store.changed_since_json(0)
+    text = Listings(store, timer=Clock(0.0)).json(0)
     assert text.isascii()
     assert json.loads(text, parse_constant=lambda name: pytest.fail(name)) == {
         "ours": "done",
@@ -163,6 +210,22 @@ def test_hand_edited_values_list_as_valid_json(redis_server: RedisServer) -> Non
     }
     with pytest.raises(StoreError, match="the record of job ours is not a JSON"):
         store.get("ours")
+    store.close()
+
+
+def test_only_non_ascii_is_escaped(redis_server: RedisServer) -> None:
+    """Valid JSON holding non-ASCII keeps its members, each escaped."""
+    import redis
+
+    store = RedisStore.from_url(redis_server.url + "?prefix=accents:")
+    store.put({"job_id": "a", "job_status": "done"}, at=1.0)
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.zadd("accents:updated", {"b": 2.0})
+    raw.hset("accents:status", "b", '"café"')
+    raw.close()
+    window = store.window(0)
+    assert list(window.members) == ['"a":"done"', '"b":"caf\\u00e9"']
+    assert window.oldest == 1.0
     store.close()
 
 
@@ -364,3 +427,102 @@ def test_a_client_made_elsewhere(redis_server: RedisServer) -> None:
     store.put({"job_id": "a", "job_status": "done"}, at=3.0)
     assert store.changed_since(3.0) == [("a", "done")]
     store.close()
+
+
+def write_previous_layout(url: str, prefix: str, jobs: dict[str, float]) -> None:
+    """Keys as the previous version wrote them: record, updated, status, the
+    counter and the epoch, without change sets or counts."""
+    import redis
+
+    raw = redis.Redis.from_url(url, decode_responses=True)
+    for job_id, at in jobs.items():
+        status = "done" if at < 3 else "running"
+        with raw.pipeline(transaction=True) as tx:
+            tx.set(f"{prefix}job:{job_id}", json.dumps(record(job_id, status)))
+            tx.zadd(f"{prefix}updated", {job_id: at})
+            tx.hset(f"{prefix}status", job_id, json.dumps(status))
+            tx.incr(f"{prefix}version")
+            tx.set(f"{prefix}epoch", "0123456789abcdef", nx=True)
+            tx.execute()
+    raw.close()
+
+
+def record(job_id: str, status: str) -> dict[str, str]:
+    return {"job_id": job_id, "job_status": status}
+
+
+def test_the_previous_layout_is_indexed_on_first_use(
+    redis_server: RedisServer,
+) -> None:
+    jobs = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+    write_previous_layout(redis_server.url, "old:", jobs)
+    store = RedisStore.from_url(redis_server.url + "?prefix=old:")
+    other = RedisStore.from_url(redis_server.url + "?prefix=old:")
+    done, running = '"done"', '"running"'
+    assert store.counts(None, None) == {done: 2, running: 2}
+    assert [row.job_id for row in store.page(Query())] == ["a", "b", "c", "d"]
+    done_page = store.page(Query(statuses=frozenset({done})))
+    assert [row.job_id for row in done_page] == ["a", "b"]
+    assert other.counts(None, None) == {done: 2, running: 2}  # counted once
+    row = store.read("c")
+    assert row is not None and row.position > 4  # after the old counter's puts
+    assert Recorder(store).done("c")
+    assert other.counts(None, None) == {done: 3, running: 1}
+    assert dict(store.changed_since(0)) == {
+        "a": "done",
+        "b": "done",
+        "c": "done",
+        "d": "running",
+    }
+    assert store.mark().epoch == "0123456789abcdef"  # the same life
+    store.close()
+    other.close()
+
+
+def test_a_page_walks_in_bounded_steps(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page skipping most of what it walks (a cutoff) is several short
+    scripts, not one long one that holds Redis: each walks PAGE_BUDGET."""
+    from jobstatus_backends import redis as redis_store
+
+    monkeypatch.setattr(redis_store, "PAGE_BUDGET", 3)
+    store = RedisStore.from_url(redis_server.url + "?prefix=budget:")
+    for i in range(10):
+        store.put(record(f"old-{i}", "done"), at=1.0)
+    store.put(record("new", "done"), at=50.0)
+    store.put(record("newer", "failed"), at=60.0)
+    rows = store.page(Query(cutoff=10.0, limit=5, records=True))
+    assert [(row.job_id, row.record) for row in rows] == [
+        ("new", record("new", "done")),
+        ("newer", record("newer", "failed")),
+    ]
+    both = frozenset({'"done"', '"failed"'})
+    rows = store.page(Query(statuses=both, cutoff=10.0, limit=1))
+    assert [row.job_id for row in rows] == ["new"]
+    store.close()
+
+
+def test_swaps_from_two_instances_lose_no_update(redis_server: RedisServer) -> None:
+    url = redis_server.url + "?prefix=swaps:"
+    stores = [RedisStore.from_url(url) for _ in range(2)]
+    stores[0].put({"job_id": "n", "job_status": "running", "count": 0}, at=1.0)
+
+    def bump(store: RedisStore) -> None:
+        for _ in range(50):
+            while True:
+                row = store.read("n")
+                assert row is not None and row.record is not None
+                new = dict(row.record, count=row.record["count"] + 1)
+                if store.swap(new, expected=row.version):
+                    break
+
+    threads = [threading.Thread(target=bump, args=(s,)) for s in stores * 2]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stores[1].get("n") == {"job_id": "n", "job_status": "running", "count": 200}
+    assert stores[0].counts(None, None) == {'"running"': 1}
+    for store in stores:
+        store.close()
