@@ -20,6 +20,7 @@ from jobstatus_core import (
     ConfigError,
     Enumerable,
     InvalidRecord,
+    Presence,
     Settings,
     StatusService,
     Store,
@@ -235,7 +236,7 @@ def _get(args: argparse.Namespace, settings: Settings, store: Store) -> int:
 
 
 def _list(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    if not store.exists():
+    if isinstance(store, Presence) and not store.exists():
         print("jobstatus: the store is missing (no jobs directory)", file=sys.stderr)
         return 1
     since = settings.default_since if args.since is None else args.since
