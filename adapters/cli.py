@@ -178,6 +178,11 @@ def build_service(
         build_number=settings.build_number,
         default_since=settings.default_since,
         max_body=settings.max_body,
+        secret=settings.token_secret,
+        max_wait=settings.max_wait,
+        max_waiters=settings.max_waiters,
+        max_streams=settings.max_streams,
+        terminal=settings.terminal,
     )
 
 

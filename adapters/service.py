@@ -26,7 +26,14 @@ from jobstatus_core import (
     StoreError,
 )
 from jobstatus_core import __version__ as version
-from jobstatus_core.config import DEFAULT_MAX_BODY, DEFAULT_SINCE_SECONDS
+from jobstatus_core.config import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_MAX_STREAMS,
+    DEFAULT_MAX_WAIT,
+    DEFAULT_MAX_WAITERS,
+    DEFAULT_SINCE_SECONDS,
+    DEFAULT_TERMINAL,
+)
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
 
@@ -54,6 +61,10 @@ def make_service(
     max_body: int = DEFAULT_MAX_BODY,
     logger: logging.Logger | None = None,
     secret: str | None = None,
+    max_wait: float = DEFAULT_MAX_WAIT,
+    max_waiters: int = DEFAULT_MAX_WAITERS,
+    max_streams: int = DEFAULT_MAX_STREAMS,
+    terminal: Iterable[str] = DEFAULT_TERMINAL,
 ) -> StatusService:
     """The service behind both adapters.
 
@@ -89,6 +100,10 @@ def make_service(
         max_body=max_body,
         logger=logger,
         secret=signing_secret(secret, keys),
+        max_wait=max_wait,
+        max_waiters=max_waiters,
+        max_streams=max_streams,
+        terminal=terminal,
     )
     _services.add(service)
     return service

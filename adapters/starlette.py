@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -13,7 +15,9 @@ from jobstatus_core import ApiError, Inline, Reply, StatusService
 from jobstatus_core.contract import OPERATIONS, Operation, normalized_prefix
 from jobstatus_core.problems import method_not_allowed, route_not_found
 from jobstatus_core.requests import Request
+from jobstatus_core.waiting import Waiting, finish
 
+from .changes import changes_for
 from .offload import StoreThreads
 from .routing import origin_path
 
@@ -128,11 +132,57 @@ class _Endpoint:
             started,
             grant,
         )
-        if self.threads is not None:
-            reply = await self.threads.run(lambda: service.handle(operation, request))
+        answer = await self._call(operation, request)
+        if isinstance(answer, Waiting):
+            try:
+                reply = await self._wait(operation, request, answer, receive)
+            except ApiError as err:
+                reply = service.error(path, err, started)
+            except _Disconnected:
+                return
         else:
-            reply = service.handle(operation, request)
+            reply = answer
         await _send(send, reply)
+
+    async def _call(self, operation: Operation, request: Request) -> Reply | Waiting:
+        service = self.service
+        if self.threads is not None:
+            return await self.threads.run(lambda: service.handle(operation, request))
+        return service.handle(operation, request)
+
+    async def _wait(
+        self,
+        operation: Operation,
+        request: Request,
+        answer: Reply | Waiting,
+        receive: Receive,
+    ) -> Reply:
+        """Ask again after each change until the handler answers; a client
+        that goes away frees its place at once."""
+        service = self.service
+        hub = changes_for(service)
+        with hub.waiter(service.max_waiters, "waiters"):
+            gone = asyncio.ensure_future(_disconnect(receive))
+            try:
+                while isinstance(answer, Waiting):
+                    generation = hub.generation
+                    woken = asyncio.ensure_future(
+                        hub.wait(generation, answer.deadline - service.timer())
+                    )
+                    await asyncio.wait(
+                        {woken, gone}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if gone.done():
+                        woken.cancel()
+                        raise _Disconnected
+                    if hub.closing or service.timer() >= answer.deadline:
+                        answer = finish(answer)
+                    answer = await self._call(
+                        operation, replace(request, waiting=answer)
+                    )
+            finally:
+                gone.cancel()
+        return answer
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -148,6 +198,12 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 class _Disconnected(Exception):
     """The client went away before its body was read: nobody to answer."""
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns when the client goes away (its body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _read_body(receive: Receive, service: StatusService) -> bytes:

@@ -13,6 +13,10 @@ from .errors import ConfigError
 DEFAULT_SINCE_SECONDS = 600.0
 DEFAULT_MAX_BODY = 65536
 DEFAULT_SQLITE_NAME = "jobstatus.db"
+DEFAULT_MAX_WAIT = 60.0
+DEFAULT_MAX_WAITERS = 1000
+DEFAULT_MAX_STREAMS = 1000
+DEFAULT_TERMINAL = ("done", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,12 @@ class Settings:
     max_body: int = DEFAULT_MAX_BODY
     #: None: the package version.
     build_number: str | None = None
+    #: Signs cursors and scoped tokens; None: derived from the API keys.
+    token_secret: str | None = None
+    max_wait: float = DEFAULT_MAX_WAIT
+    max_waiters: int = DEFAULT_MAX_WAITERS
+    max_streams: int = DEFAULT_MAX_STREAMS
+    terminal: tuple[str, ...] = DEFAULT_TERMINAL
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, cwd: str) -> Settings:
@@ -42,6 +52,15 @@ class Settings:
             ),
             max_body=_whole_number(environ, "JOBSTATUS_MAX_BODY", DEFAULT_MAX_BODY),
             build_number=environ.get("BUILD_NUMBER") or None,
+            token_secret=environ.get("JOBSTATUS_TOKEN_SECRET", "").strip() or None,
+            max_wait=_positive(environ, "JOBSTATUS_MAX_WAIT", DEFAULT_MAX_WAIT),
+            max_waiters=_whole_number(
+                environ, "JOBSTATUS_MAX_WAITERS", DEFAULT_MAX_WAITERS
+            ),
+            max_streams=_whole_number(
+                environ, "JOBSTATUS_MAX_STREAMS", DEFAULT_MAX_STREAMS
+            ),
+            terminal=_names(environ, "JOBSTATUS_TERMINAL", DEFAULT_TERMINAL),
         )
 
 
@@ -117,3 +136,24 @@ def _whole_number(environ: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise ConfigError(f"{name}: expected a whole number >= 1, got {raw!r}")
     return value
+
+
+def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(environ, name, default)
+    if value <= 0:
+        raise ConfigError(f"{name}: expected a number of seconds > 0, got {value!r}")
+    return value
+
+
+def _names(
+    environ: Mapping[str, str], name: str, default: tuple[str, ...]
+) -> tuple[str, ...]:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    names = tuple(
+        dict.fromkeys(part.strip() for part in raw.split(",") if part.strip())
+    )
+    if not names:
+        raise ConfigError(f"{name}: expected comma-separated statuses, got {raw!r}")
+    return names

@@ -12,13 +12,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import reading
+from . import reading, waiting
 
 if TYPE_CHECKING:
     from .requests import Request
     from .service import Reply, StatusService
+    from .waiting import Waiting
 
-Handler = Callable[["StatusService", "Request"], "Reply"]
+Handler = Callable[["StatusService", "Request"], "Reply | Waiting"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,8 @@ class Operation:
     answers: tuple[int, ...] = ()
     #: Takes a scoped read token instead of the API key (SPEC §12).
     tokens: bool = False
+    #: May answer ``Waiting``: the adapter calls it again after a change.
+    waits: bool = False
 
 
 def _job_status(service: StatusService, request: Request) -> Reply:
@@ -87,10 +90,25 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET",
         "/v1/job/{job_id}",
         "One job's record, with ETag and Last-Modified",
-        reading.get_job,
-        params=(JOB_ID_PARAM,),
+        waiting.get_job_waiting,
+        params=(
+            JOB_ID_PARAM,
+            Param(
+                "wait",
+                "Wait up to this many seconds for the condition (at most"
+                " JOBSTATUS_MAX_WAIT)",
+                {"type": "number", "exclusiveMinimum": 0},
+            ),
+            Param(
+                "until",
+                "finished: a terminal status; changed: another version than after",
+                {"type": "string", "enum": ["finished", "changed"]},
+            ),
+            Param("after", "The version to wait past", {"type": "string"}),
+        ),
         answers=(304, 400, 403, 404, 405),
         tokens=True,
+        waits=True,
     ),
     Operation(
         "list_jobs",
@@ -133,6 +151,17 @@ OPERATIONS: tuple[Operation, ...] = (
         reading.batch,
         reads_body=True,
         answers=(400, 405, 413, 415),
+    ),
+    Operation(
+        "wait_jobs",
+        "POST",
+        "/v1/jobs/wait",
+        "Wait until any of many jobs finishes or changes",
+        waiting.wait_many,
+        reads_body=True,
+        answers=(400, 403, 405, 410, 413, 415),
+        tokens=True,
+        waits=True,
     ),
     Operation(
         "issue_token",

@@ -8,7 +8,7 @@ the capabilities of the store it wraps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import InvalidRecord
@@ -100,6 +100,17 @@ class Enumerable(Protocol):
 
     def jobs(self) -> Iterable[tuple[str, float]]:
         """``(job_id, last written)`` of every job, records without a status too."""
+
+
+@runtime_checkable
+class Notifying(Protocol):
+    """A store that says when it may have changed — through any instance
+    sharing it — so waits and event streams wake at once instead of polling
+    its mark."""
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (from any thread, without blocking it) after each
+        change the store sees; returns a function that stops the calls."""
 
 
 class Inline:

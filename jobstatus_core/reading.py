@@ -33,12 +33,8 @@ def get_job(service: StatusService, request: Request) -> Reply:
             raise problems.job_not_found()
     except ApiError as err:
         return service.fail(request, err, job_id=job_id)
-    etag = f'"{row.version}"'
-    headers = (
-        ("etag", etag),
-        ("last-modified", formatdate(row.updated_at, usegmt=True)),
-    )
-    if _matches(request.headers.get("if-none-match"), etag):
+    headers = etag_headers(row)
+    if _matches(request.headers.get("if-none-match"), headers[0][1]):
         return service.not_modified(headers)
     return service.success(request, row.record, job_id=job_id, headers=headers)
 
@@ -148,6 +144,14 @@ def _narrowed(
     if not query.records:
         page = [replace(row, record=None) for row in page]
     return page, counts
+
+
+def etag_headers(row: Row) -> tuple[tuple[str, str], ...]:
+    """``ETag`` (first) and ``Last-Modified`` of a job's answer."""
+    return (
+        ("etag", f'"{row.version}"'),
+        ("last-modified", formatdate(row.updated_at, usegmt=True)),
+    )
 
 
 def _item(row: Row, with_record: bool) -> dict[str, Any]:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .tokens import EVERYTHING, Grant
 from .types import Headers
+
+if TYPE_CHECKING:
+    from .waiting import Waiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +27,5 @@ class Request:
     started: float = 0.0
     #: What it may read: every job, or a scoped token's.
     grant: Grant = EVERYTHING
+    #: A wait under way: what the handler returned last time (SPEC §10).
+    waiting: Waiting | None = None

@@ -7,7 +7,7 @@ call this; everything the contract decides is decided here, once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,6 +23,7 @@ from .tokens import Grant
 
 if TYPE_CHECKING:
     from .contract import Operation
+    from .waiting import Waiting
 from .types import Auth, Headers, RequestId
 from .validation import (
     content_length,
@@ -69,6 +70,10 @@ class StatusService:
         max_body: int = 65536,
         logger: logging.Logger | None = None,
         secret: bytes = b"",
+        max_wait: float = 60.0,
+        max_waiters: int = 1000,
+        max_streams: int = 1000,
+        terminal: Iterable[str] = ("done", "failed", "cancelled"),
     ) -> None:
         if not isinstance(store, Store):
             missing = sorted(
@@ -88,8 +93,14 @@ class StatusService:
         self.default_since = default_since
         self.max_body = max_body
         self.logger = logger or logging.getLogger("jobstatus")
-        #: Signs cursors; instances sharing a store share it.
+        #: Signs cursors and tokens; instances sharing a store share it.
         self.secret = secret
+        #: Waiting and streams (SPEC §10, §11): the longest wait, how many
+        #: waiters and streams one process holds, and what "finished" means.
+        self.max_wait = max_wait
+        self.max_waiters = max_waiters
+        self.max_streams = max_streams
+        self.terminal = frozenset(terminal)
         self.listings = Listings(store, timer=timer)
         self._presence = store if isinstance(store, Presence) else None
         # Listing texts already checked (see _checked_listing). A race between
@@ -102,8 +113,9 @@ class StatusService:
         self.listings = Listings(store, timer=self.timer)
         self._presence = store if isinstance(store, Presence) else None
 
-    def handle(self, operation: Operation, request: Request) -> Reply:
-        """Answer ``request`` with ``operation``'s handler."""
+    def handle(self, operation: Operation, request: Request) -> Reply | Waiting:
+        """Answer ``request`` with ``operation``'s handler; ``Waiting`` (only
+        from operations that wait) asks to be called again after a change."""
         return operation.handler(self, request)
 
     def check_request(
@@ -228,6 +240,7 @@ class StatusService:
         request_id: RequestId = None,
         job_id: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
+        extra: Mapping[str, Any] | None = None,
     ) -> Reply:
         reply = self._reply(
             request.endpoint,
@@ -237,6 +250,7 @@ class StatusService:
             response,
             "success",
             request.started,
+            extra=extra,
         )
         return Reply(200, reply.headers + headers, reply.body) if headers else reply
 
@@ -247,8 +261,23 @@ class StatusService:
         *,
         request_id: RequestId = None,
         job_id: str | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Reply:
-        return self.error(request.endpoint, err, request.started, request_id, job_id)
+        if extra is None:
+            return self.error(
+                request.endpoint, err, request.started, request_id, job_id
+            )
+        reply = self._reply(
+            request.endpoint,
+            err.status,
+            request_id,
+            job_id,
+            None,
+            err.message,
+            request.started,
+            extra=extra,
+        )
+        return Reply(reply.status, reply.headers + err.headers, reply.body)
 
     @staticmethod
     def not_modified(headers: tuple[tuple[str, str], ...]) -> Reply:
@@ -298,8 +327,11 @@ class StatusService:
         message: str,
         started: float,
         response_json: str | None = None,
+        *,
+        extra: Mapping[str, Any] | None = None,
     ) -> Reply:
-        """The reply; ``response_json``, when given, is the response as JSON text."""
+        """The reply; ``response_json``, when given, is the response as JSON text;
+        ``extra``: keys an endpoint adds to the envelope (``waited``)."""
         body = envelope(
             host=self.host,
             endpoint=endpoint,
@@ -310,6 +342,8 @@ class StatusService:
             message=message,
             elapsed=self.timer() - started,
         )
+        if extra:
+            body.update(extra)
         text = jsontext.encode(body)
         if response_json is not None:
             # Safe as a plain replace: inside any JSON string a quote is
