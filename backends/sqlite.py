@@ -304,6 +304,11 @@ class SQLiteStore(StoreBase):
             lambda: self._conn.execute("SELECT job_id, updated_at FROM jobs").fetchall()
         )
 
+    def exists(self) -> bool:
+        # Always: the file is created with the store. Kept for callers that
+        # ask every store (``jobstatus list``).
+        return True
+
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         values = _values(record, at)
         self._run(lambda: self._conn.execute(PUT_SQL, values))
@@ -355,9 +360,7 @@ class SQLiteStore(StoreBase):
         raise AssertionError("unreachable")
 
 
-def _values(
-    record: Mapping[str, Any], at: float | None
-) -> tuple[str, str, float, str]:
+def _values(record: Mapping[str, Any], at: float | None) -> tuple[str, str, float, str]:
     """The columns a write stores: job_id, job_status, updated_at, record."""
     job_id = checked_job_id(record)
     return (
@@ -578,8 +581,7 @@ def _change_order(db: sqlite_utils.Database) -> None:
         " WHERE jobs.rowid = ranked.id"
     )
     conn.execute(
-        "INSERT INTO jobstatus_meta (id, epoch, head)"
-        " SELECT 1, ?, count(*) FROM jobs",
+        "INSERT INTO jobstatus_meta (id, epoch, head) SELECT 1, ?, count(*) FROM jobs",
         (_new_epoch(),),
     )
     conn.execute(

@@ -388,8 +388,7 @@ def write_rows(path: Path, rows: list[tuple[object, object, float, str]]) -> Non
     """Rows put in the store's table by another program, bypassing the store."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.executemany(
-        "INSERT INTO jobs (job_id, job_status, updated_at, record)"
-        " VALUES (?, ?, ?, ?)",
+        "INSERT INTO jobs (job_id, job_status, updated_at, record) VALUES (?, ?, ?, ?)",
         rows,
     )
     conn.close()
@@ -462,12 +461,14 @@ def version_3_file(path: Path) -> None:
         " [updated_at] FLOAT NOT NULL, [record] TEXT NOT NULL)"
     )
     conn.execute(
-        "CREATE INDEX [jobs_updated_at] ON [jobs] ([updated_at], [job_id], [job_status])"
+        "CREATE INDEX jobs_updated_at ON jobs (updated_at, job_id, job_status)"
     )
     rows = [("c", '"done"', 30.0), ("a", '"done"', 10.0), ("b", '"failed"', 20.0)]
     for job_id, status, at in rows:
         record = json.dumps({"job_id": job_id, "job_status": json.loads(status)})
-        conn.execute("INSERT INTO jobs VALUES (?, ?, ?, ?)", (job_id, status, at, record))
+        conn.execute(
+            "INSERT INTO jobs VALUES (?, ?, ?, ?)", (job_id, status, at, record)
+        )
     conn.execute("INSERT INTO jobs VALUES ('x', NULL, 40.0, '{\"job_id\": \"x\"}')")
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute("PRAGMA user_version = 3")
