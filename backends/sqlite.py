@@ -100,8 +100,11 @@ KEPT_COUNTS_SQL = (
     f"SELECT {STATUS_JSON}, n FROM (SELECT status AS job_status, n FROM job_counts"
     " WHERE n > 0)"
 )
+# Named index: left to itself, SQLite walks jobs_status_position whole to
+# group without sorting (12.6 ms at 100,000 jobs for a 10-minute window).
 WINDOW_COUNTS_SQL = (
-    f"SELECT {STATUS_JSON}, count(*) FROM jobs WHERE updated_at >= ?"
+    f"SELECT {STATUS_JSON}, count(*) FROM jobs INDEXED BY jobs_updated_at"
+    " WHERE updated_at >= ?"
     " AND job_status IS NOT NULL AND job_id IS NOT NULL GROUP BY job_status"
 )
 

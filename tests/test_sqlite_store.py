@@ -21,6 +21,7 @@ from jobstatus_backends.sqlite import (
     PAGE_SQL,
     ROW_COLUMNS,
     SCHEMA_VERSION,
+    WINDOW_COUNTS_SQL,
     WINDOW_SQL,
     SQLiteStore,
     path_from_url,
@@ -68,9 +69,11 @@ def test_every_read_walks_an_index(tmp_path: Path) -> None:
     walk = plan(conn, by_status, (0, '"done"', 0.0, 100))
     assert "INDEX jobs_status_position (job_status=? AND position>?)" in walk
     assert "TEMP B-TREE" not in walk
-    # Counts read the kept table, not the jobs.
+    # Counts read the kept table, not the jobs; in a window, the index range.
     counts = plan(conn, KEPT_COUNTS_SQL, ())
     assert "job_counts" in counts and "jobs " not in counts + " "
+    in_window = plan(conn, WINDOW_COUNTS_SQL, (0.0,))
+    assert "COVERING INDEX jobs_updated_at (updated_at>?)" in in_window
     conn.close()
 
 
