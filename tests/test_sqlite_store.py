@@ -14,15 +14,21 @@ from pathlib import Path
 
 import pytest
 
+from jobstatus_backends.recorder import Recorder
 from jobstatus_backends.sqlite import (
     APPLICATION_ID,
-    CHANGED_SINCE_SQL,
-    LISTING_JSON_SQL,
+    KEPT_COUNTS_SQL,
+    PAGE_SQL,
+    ROW_COLUMNS,
     SCHEMA_VERSION,
+    WINDOW_COUNTS_SQL,
+    WINDOW_SQL,
     SQLiteStore,
     path_from_url,
 )
 from jobstatus_core import ConfigError, StoreError, jsontext
+from jobstatus_core.listing import Listings
+from jobstatus_core.rows import Query
 
 pytestmark = pytest.mark.sqlite
 
@@ -36,13 +42,38 @@ def test_schema_wal_and_version(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     columns = {row[1]: row for row in conn.execute("PRAGMA table_info(jobs)")}
-    assert set(columns) == {"job_id", "job_status", "updated_at", "record"}
+    assert set(columns) == {"job_id", "job_status", "updated_at", "record", "position"}
     assert columns["job_id"][5] == 1  # the primary key
-    for sql in (CHANGED_SINCE_SQL, LISTING_JSON_SQL):
-        plan = " ".join(
-            str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, (0,))
-        )
-        assert "COVERING INDEX jobs_updated_at" in plan
+    conn.close()
+
+
+def plan(conn: sqlite3.Connection, sql: str, params: tuple[object, ...]) -> str:
+    rows = conn.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+    return " | ".join(str(row[3]) for row in rows)
+
+
+def test_every_read_walks_an_index(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    store.put({"job_id": "j", "job_status": "done"}, at=5.0)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "jobs.db")
+    # The Toolkit listing never visits the table, nor sorts.
+    listing = plan(conn, WINDOW_SQL, (0,))
+    assert "COVERING INDEX jobs_updated_at" in listing and "TEMP" not in listing
+    # A page walks the change order from the cursor and stops at the limit.
+    page = PAGE_SQL.format(columns=ROW_COLUMNS, where="")
+    assert "INDEX jobs_position (position>?)" in plan(conn, page, (0, 100))
+    by_status = PAGE_SQL.format(
+        columns=ROW_COLUMNS, where=" AND job_status = ? AND updated_at >= ?"
+    )
+    walk = plan(conn, by_status, (0, '"done"', 0.0, 100))
+    assert "INDEX jobs_status_position (job_status=? AND position>?)" in walk
+    assert "TEMP B-TREE" not in walk
+    # Counts read the kept table, not the jobs; in a window, the index range.
+    counts = plan(conn, KEPT_COUNTS_SQL, ())
+    assert "job_counts" in counts and "jobs " not in counts + " "
+    in_window = plan(conn, WINDOW_COUNTS_SQL, (0.0,))
+    assert "COVERING INDEX jobs_updated_at (updated_at>?)" in in_window
     conn.close()
 
 
@@ -205,7 +236,8 @@ def test_a_read_only_database_is_read_as_it_is(read_only_dir: Path) -> None:
     protect(read_only_dir)
     before = (read_only_dir / "jobs.db").read_bytes()
     reader = SQLiteStore(read_only_dir / "jobs.db")
-    assert reader.changed_since_json(0) == '{"a":"done"}'
+    assert list(reader.window(0).members) == ['"a":"done"']
+    assert reader.mark().head == 1
     assert reader.get("a") == {"job_id": "a", "job_status": "done"}
     with pytest.raises(StoreError, match="readonly"):
         reader.put({"job_id": "b", "job_status": "done"})
@@ -245,39 +277,52 @@ class Statements:
 
     def listings(self) -> int:
         """How many listings were read from the table since the last call."""
-        count = sum("group_concat" in sql for sql in self.seen)
+        count = sum("ORDER BY updated_at" in sql for sql in self.seen)
         self.seen.clear()
         return count
+
+
+def listings_of(store: SQLiteStore) -> Listings:
+    """The kept listings of a service over ``store``, at a clock standing still."""
+    return Listings(store, timer=lambda: 1000.0)
 
 
 def test_a_kept_listing_sees_a_plain_sqlite_write(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     store = SQLiteStore(path)
+    listings = listings_of(store)
     statements = Statements(store)
     store.put({"job_id": "a", "job_status": "done"}, at=100.0)
     store.put({"job_id": "b", "job_status": "done"}, at=200.0)
-    assert store.changed_since_json(150.0) == '{"b":"done"}'
-    assert store.changed_since_json(150.0) == '{"b":"done"}'
+    assert listings.json(150.0) == '{"b":"done"}'
+    assert listings.json(150.0) == '{"b":"done"}'
     assert statements.listings() == 1  # the second was the kept one
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("UPDATE jobs SET job_status = '\"redone\"' WHERE job_id = 'b'")
     conn.close()
-    assert store.changed_since_json(150.0) == '{"b":"redone"}'
+    # The write took a position (a trigger), so the mark moved at once.
+    assert listings.json(150.0) == '{"b":"redone"}'
     assert statements.listings() == 1
     store.close()
 
 
 def test_an_empty_listing_is_kept_until_a_write(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "jobs.db")
+    listings = listings_of(store)
     statements = Statements(store)
-    assert store.changed_since_json(10.0) == "{}"
-    assert store.changed_since_json(20.0) == "{}"
-    assert store.changed_since_json(1e9) == "{}"
+    assert listings.json(10.0) == "{}"
+    assert listings.json(20.0) == "{}"
+    assert listings.json(1e9) == "{}"
     assert statements.listings() == 1  # read once, kept for every later start
     store.put({"job_id": "late", "job_status": "done"}, at=30.0)
-    assert store.changed_since_json(20.0) == '{"late":"done"}'
+    assert listings.json(20.0) == '{"late":"done"}'
     assert statements.listings() == 1
     store.close()
+
+
+def listed(store: SQLiteStore, cutoff: float = 0.0) -> str:
+    """The Toolkit listing's JSON text, as the core joins it."""
+    return jsontext.join_members(store.window(cutoff).members)
 
 
 def other_store(path: Path, *job_ids: str) -> None:
@@ -292,14 +337,15 @@ def test_a_file_replaced_while_serving_is_reopened(tmp_path: Path) -> None:
     """A restore from backup: another database renamed over the store's."""
     path = tmp_path / "jobs.db"
     store = SQLiteStore(path)
+    listings = listings_of(store)
     for n in range(3):
         store.put({"job_id": f"old-{n}", "job_status": "done"}, at=100.0 + n)
-    assert store.changed_since_json(0) == (
-        '{"old-0":"done","old-1":"done","old-2":"done"}'
-    )
+    assert listings.json(0) == '{"old-0":"done","old-1":"done","old-2":"done"}'
+    before = store.mark()
     other_store(tmp_path / "backup.db", "new")
     os.replace(tmp_path / "backup.db", path)
-    assert store.changed_since_json(0) == '{"new":"restored"}'  # not kept, not mixed
+    assert listings.json(0) == '{"new":"restored"}'  # not kept, not mixed
+    assert store.mark().epoch != before.epoch  # so cursors of the old file expire
     assert store.get("old-0") is None
     assert store.get("new") == {"job_id": "new", "job_status": "restored"}
     store.put({"job_id": "after", "job_status": "done"}, at=600.0)
@@ -313,13 +359,13 @@ def test_a_deleted_and_recreated_file_is_reopened(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
     store = SQLiteStore(path)
     store.put({"job_id": "old", "job_status": "done"}, at=100.0)
-    assert store.changed_since_json(0) == '{"old":"done"}'
+    assert listed(store) == '{"old":"done"}'
     for name in ("jobs.db", "jobs.db-wal", "jobs.db-shm"):
         (tmp_path / name).unlink(missing_ok=True)
     with pytest.raises(StoreError, match=r"the database file jobs\.db is gone"):
-        store.changed_since_json(0)
+        store.window(0)
     other_store(path, "new")
-    assert store.changed_since_json(0) == '{"new":"restored"}'
+    assert listed(store) == '{"new":"restored"}'
     assert store.get("old") is None
     store.close()
 
@@ -336,7 +382,7 @@ def test_a_foreign_file_in_the_stores_place_is_an_error_not_a_change(
     os.replace(tmp_path / "app.db", path)
     before = hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(StoreError, match="not a jobstatus database"):
-        store.changed_since_json(0)
+        store.window(0)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
     store.close()
 
@@ -344,7 +390,10 @@ def test_a_foreign_file_in_the_stores_place_is_an_error_not_a_change(
 def write_rows(path: Path, rows: list[tuple[object, object, float, str]]) -> None:
     """Rows put in the store's table by another program, bypassing the store."""
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.executemany("INSERT INTO jobs VALUES (?, ?, ?, ?)", rows)
+    conn.executemany(
+        "INSERT INTO jobs (job_id, job_status, updated_at, record) VALUES (?, ?, ?, ?)",
+        rows,
+    )
     conn.close()
 
 
@@ -365,10 +414,10 @@ def test_foreign_statuses_list_as_valid_json(tmp_path: Path) -> None:
             ("bytes", b"\xff\xfe", 9.0, "{}"),
         ],
     )
-    text = store.changed_since_json(0)
+    text = listed(store)
     assert text.isascii()
-    listed = json.loads(text, parse_constant=lambda name: pytest.fail(name))
-    assert listed == {
+    listing = json.loads(text, parse_constant=lambda name: pytest.fail(name))
+    assert listing == {
         "ours": "done",
         "bare": "done",
         "accented": "café ✓ 🎬",
@@ -379,8 +428,19 @@ def test_foreign_statuses_list_as_valid_json(tmp_path: Path) -> None:
         "spaced": {"a": [1, 2]},
         "bytes": "\ufffd\ufffd",
     }
-    assert dict(store.changed_since(0)) == listed
-    assert json.loads(jsontext.encode(dict(store.changed_since(0)))) == listed
+    assert dict(store.changed_since(0)) == listing
+    assert json.loads(jsontext.encode(dict(store.changed_since(0)))) == listing
+    # Rows and counts carry the same statuses as JSON texts, in ASCII.
+    rows = store.page(Query(limit=100))
+    assert {row.job_id: json.loads(row.status or "") for row in rows} == listing
+    assert all(row.status is not None and row.status.isascii() for row in rows)
+    counts = store.counts(None, None)
+    assert store.counts(None, 0.0) == counts
+    by_value = {jsontext.encode(json.loads(status)): n for status, n in counts.items()}
+    assert by_value == {
+        jsontext.encode(value): 2 if value == "done" else 1  # ours and the bare one
+        for value in listing.values()
+    }
     store.close()
 
 
@@ -391,4 +451,152 @@ def test_a_foreign_record_is_a_one_line_error(tmp_path: Path) -> None:
     for job_id in ("bare", "list"):
         with pytest.raises(StoreError, match=f"the record of job {job_id} is not"):
             store.get(job_id)
+    store.close()
+
+
+def version_3_file(path: Path) -> None:
+    """A database as jobstatus wrote it at schema version 3, before the
+    change order: jobs written at 30, 10 and 20, one without a status."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(
+        "CREATE TABLE [jobs] ([job_id] TEXT PRIMARY KEY, [job_status] TEXT,"
+        " [updated_at] FLOAT NOT NULL, [record] TEXT NOT NULL)"
+    )
+    conn.execute(
+        "CREATE INDEX jobs_updated_at ON jobs (updated_at, job_id, job_status)"
+    )
+    rows = [("c", '"done"', 30.0), ("a", '"done"', 10.0), ("b", '"failed"', 20.0)]
+    for job_id, status, at in rows:
+        record = json.dumps({"job_id": job_id, "job_status": json.loads(status)})
+        conn.execute(
+            "INSERT INTO jobs VALUES (?, ?, ?, ?)", (job_id, status, at, record)
+        )
+    conn.execute("INSERT INTO jobs VALUES ('x', NULL, 40.0, '{\"job_id\": \"x\"}')")
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+
+
+def test_a_version_3_file_gets_the_change_order(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    version_3_file(path)
+    store = SQLiteStore(path)
+    # The jobs there take positions in the order they were last written.
+    assert [row.job_id for row in store.page(Query(limit=10))] == ["a", "b", "c"]
+    assert store.mark().head == 4  # x too, though no page lists it
+    assert store.counts(None, None) == {'"done"': 2, '"failed"': 1}
+    assert listed(store) == '{"a":"done","b":"failed","c":"done"}'
+    store.put({"job_id": "a", "job_status": "failed"}, at=50.0)
+    assert [row.job_id for row in store.page(Query(after=4, limit=10))] == ["a"]
+    assert store.counts(None, None) == {'"done"': 1, '"failed"': 2}
+    epoch = store.mark().epoch
+    store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+    again = SQLiteStore(path)  # migrated once: the same life of the data
+    assert again.mark().epoch == epoch
+    again.close()
+
+
+def test_writes_by_other_programs_take_positions_and_counts(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path)
+    store.put({"job_id": "a", "job_status": "done"}, at=1.0)
+    store.put({"job_id": "b", "job_status": "done"}, at=2.0)
+    seen = store.page(Query(limit=10))
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE jobs SET job_status = '\"failed\"' WHERE job_id = 'a'")
+    conn.execute(
+        "INSERT INTO jobs (job_id, job_status, updated_at, record)"
+        " VALUES ('c', '\"queued\"', 3.0, '{}')"
+    )
+    head = store.mark().head
+    conn.execute("DELETE FROM jobs WHERE job_id = 'b'")
+    conn.close()
+    resumed = store.page(Query(after=seen[-1].position, limit=10))
+    assert [(row.job_id, row.status) for row in resumed] == [
+        ("a", '"failed"'),
+        ("c", '"queued"'),
+    ]
+    assert store.mark().head == head + 1  # the deletion moved the mark too
+    assert store.counts(None, None) == {'"failed"': 1, '"queued"': 1}
+    store.close()
+
+
+def test_a_copy_put_in_place_is_a_new_life_of_the_data(tmp_path: Path) -> None:
+    """A backup copied back repeats earlier positions: its cursors must expire."""
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path)
+    store.put({"job_id": "a", "job_status": "done"}, at=1.0)
+    store.close()  # the WAL is folded in: the file alone is the database
+    backup = tmp_path / "backup.db"
+    backup.write_bytes(path.read_bytes())
+    store = SQLiteStore(path)
+    before = store.mark()
+    store.put({"job_id": "b", "job_status": "done"}, at=2.0)
+    os.replace(backup, path)  # the copy, restored
+    after = store.mark()
+    assert after.epoch != before.epoch and after.head == before.head
+    row = store.read("a")
+    assert row is not None and row.version.startswith(after.epoch)
+    store.close()
+    renamed = tmp_path / "moved.db"
+    os.replace(path, renamed)  # a file moved, not copied, keeps its life
+    moved = SQLiteStore(renamed)
+    assert moved.mark() == after
+    moved.close()
+
+
+def test_a_version_of_another_life_never_swaps(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path)
+    store.put({"job_id": "a", "job_status": "queued"}, at=1.0)
+    row = store.read("a")
+    assert row is not None
+    position = row.version.rpartition("-")[2]
+    for stale in (f"000000000000-{position}", position, "nonsense", ""):
+        assert not store.swap({"job_id": "a", "job_status": "x"}, expected=stale)
+    assert store.swap({"job_id": "a", "job_status": "running"}, expected=row.version)
+    store.close()
+
+
+def test_connections_share_one_change_order(tmp_path: Path) -> None:
+    """Two stores on one file (two processes, as SQLite sees them): every
+    change gets its own position, and no recorded change is lost."""
+    path = tmp_path / "jobs.db"
+    stores = [SQLiteStore(path), SQLiteStore(path)]
+
+    def record(store: SQLiteStore, tag: str) -> None:
+        recorder = Recorder(store)
+        for i in range(20):
+            recorder.queued(f"{tag}-{i}")
+            recorder.progress("shared", i)
+            recorder.done(f"{tag}-{i}", i)
+
+    threads = [
+        threading.Thread(target=record, args=(store, f"s{n}"))
+        for n, store in enumerate(stores)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    one, two = stores
+    assert one.mark() == two.mark()
+    rows = one.page(Query(limit=1000))
+    assert len(rows) == 41  # each job once, at its last change
+    positions = [row.position for row in rows]
+    assert positions == sorted(set(positions))
+    assert one.mark().head == 2 * 20 * 3  # one position per change
+    assert one.counts(None, None) == {'"done"': 40, '"running"': 1}
+    for store in stores:
+        store.close()
+
+
+def test_commits_are_synced_at_checkpoints(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    # NORMAL (1): no fsync per commit; see docs/stores.md.
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
     store.close()
