@@ -307,11 +307,6 @@ class SQLiteStore(StoreBase):
             lambda: self._conn.execute("SELECT job_id, updated_at FROM jobs").fetchall()
         )
 
-    def exists(self) -> bool:
-        # Always: the file is created with the store. Kept for callers that
-        # ask every store (``jobstatus list``).
-        return True
-
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         values = _values(record, at)
         self._run(lambda: self._conn.execute(PUT_SQL, values))
