@@ -9,14 +9,27 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 LEVELS = ("debug", "info", "warning", "error")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 # A scoped token may travel as ?token= (an EventSource cannot set headers),
-# and a client may put a key where it should not: neither reaches a log.
-_SECRET_IN_QUERY = re.compile(r"([?&](?:token|api_key|x-api-key)=)[^&\s\"]*", re.I)
+# and a client may put a key where it should not: neither reaches a log,
+# however its name is spelled (%74oken is token once decoded).
+_QUERY = re.compile(r"\?[^\s\"#]*")
+SECRET_PARAMETERS = frozenset({"token", "api_key", "x-api-key"})
+
+
+def _redact_query(match: re.Match[str]) -> str:
+    parts = []
+    for part in match.group(0)[1:].split("&"):
+        name, eq, _ = part.partition("=")
+        if eq and unquote_plus(name).lower() in SECRET_PARAMETERS:
+            part = f"{name}=***"
+        parts.append(part)
+    return "?" + "&".join(parts)
 
 
 class RedactSecrets(logging.Filter):
@@ -25,11 +38,11 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                _SECRET_IN_QUERY.sub(r"\1***", arg) if isinstance(arg, str) else arg
+                _QUERY.sub(_redact_query, arg) if isinstance(arg, str) else arg
                 for arg in record.args
             )
         if isinstance(record.msg, str):
-            record.msg = _SECRET_IN_QUERY.sub(r"\1***", record.msg)
+            record.msg = _QUERY.sub(_redact_query, record.msg)
         return True
 
 

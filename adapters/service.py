@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import logging
 import os
+import secrets
 import time
 import uuid
 import weakref
@@ -110,12 +111,17 @@ def make_service(
 
 
 def signing_secret(secret: str | None, api_keys: Iterable[str]) -> bytes:
-    """The key that signs cursors: the one given, or one derived from the API
-    keys (so instances configured alike agree without another setting).
-    Without either, a fixed key: cursors still catch accidental edits."""
+    """The key that signs cursors and tokens: the one given, or one derived
+    from the API keys (so instances configured alike agree without another
+    setting). With neither — a host's own ``auth``, or none — a random key
+    for this process: never a key anyone could know. Instances that share a
+    store then need ``JOBSTATUS_TOKEN_SECRET`` to accept each other's."""
     if secret:
         return secret.encode()
-    material = "\n".join(sorted(api_keys))
+    keys = sorted(api_keys)
+    if not keys:
+        return secrets.token_bytes(32)
+    material = "\n".join(keys)
     return hashlib.sha256(b"jobstatus signing key\n" + material.encode()).digest()
 
 

@@ -8,16 +8,19 @@ how a Flask or Django app mounts them next to its own routes.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from jobstatus_core import ApiError, Reply, StatusService
-from jobstatus_core.contract import OPERATIONS, Match, Router
+from jobstatus_core.contract import OPERATIONS, Match, Operation, Router
 from jobstatus_core.problems import method_not_allowed, route_not_found
 from jobstatus_core.requests import Request
 from jobstatus_core.validation import content_length
+from jobstatus_core.waiting import Waiting, finish
 
+from .changes import changes_for
 from .routing import origin_path
 
 Environ = dict[str, Any]
@@ -37,6 +40,8 @@ class StartResponse(Protocol):
 WSGIApplication = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 READ_CHUNK = 1 << 16
+#: Waits a WSGI app holds at once by default: each holds a server thread.
+DEFAULT_WSGI_WAITERS = 16
 
 
 class WSGIApp:
@@ -45,9 +50,14 @@ class WSGIApp:
         service: StatusService,
         prefix: str = "",
         fallback: WSGIApplication | None = None,
+        *,
+        max_waiters: int = DEFAULT_WSGI_WAITERS,
     ) -> None:
         self.service = service
         self.fallback = fallback
+        #: Each wait holds a server thread: at most this many at once (and
+        #: never more than the service's own bound).
+        self.max_waiters = min(max_waiters, service.max_waiters)
         self.router = Router(OPERATIONS, prefix)
 
     def __call__(
@@ -90,7 +100,28 @@ class WSGIApp:
             started,
             grant,
         )
-        return _respond(service.handle(operation, request), start_response)
+        answer = service.handle(operation, request)
+        if isinstance(answer, Waiting):
+            try:
+                answer = self._wait(operation, request, answer)
+            except ApiError as err:
+                answer = service.error(endpoint, err, started)
+        return _respond(answer, start_response)
+
+    def _wait(self, operation: Operation, request: Request, answer: Waiting) -> Reply:
+        """Ask again after each change: a thread each, so bounded by
+        ``max_waiters`` (keep it below the server's thread count)."""
+        service = self.service
+        hub = changes_for(service)
+        result: Reply | Waiting = answer
+        with hub.waiter(self.max_waiters, "waiters"):
+            while isinstance(result, Waiting):
+                generation = hub.generation
+                hub.wait_blocking(generation, result.deadline - service.timer())
+                if hub.closing or service.timer() >= result.deadline:
+                    result = finish(result)
+                result = service.handle(operation, replace(request, waiting=result))
+        return result
 
 
 def _headers(environ: Environ) -> dict[str, str]:

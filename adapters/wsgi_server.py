@@ -22,10 +22,12 @@ from typing import Any
 
 from jobstatus_core import ApiError, ConfigError, Store
 
-from .wsgi import WSGIApp
+from .wsgi import DEFAULT_WSGI_WAITERS, WSGIApp
 
 #: Threads per worker: status requests are short and mostly wait on I/O.
-THREADS = 8
+#: Threads per worker: requests served at once, plus one per wait the WSGI
+#: app may hold (each wait holds its thread until it is answered).
+THREADS = 8 + DEFAULT_WSGI_WAITERS
 #: Open connections per worker; slow clients past it wait to be accepted.
 CONNECTION_LIMIT = 10_000
 #: File descriptors kept for what is not a client connection: the store's

@@ -24,7 +24,9 @@ import json
 import threading
 from typing import Any
 
-from jobstatus_core import Row, Store, jsontext
+import pytest
+
+from jobstatus_core import InvalidRecord, Row, Store, jsontext
 from jobstatus_core.rows import Query
 
 from .recorder import Recorder
@@ -188,6 +190,14 @@ class StoreConformance:
         for thread in threads:
             thread.join()
         assert store.get("n") == _record("n", "running", count=100)
+
+    def test_a_time_no_date_can_say_is_refused(self, store: Store) -> None:
+        for at in (float("nan"), float("inf"), -1.0, 1.7e12):
+            with pytest.raises(InvalidRecord):
+                store.put(_record("a"), at=at)
+            with pytest.raises(InvalidRecord):
+                store.swap(_record("a"), expected=None, at=at)
+        assert store.read("a") is None
 
     # -- the recording rules, through the store ------------------------------
 

@@ -6,7 +6,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from jobstatus_core import (
@@ -16,6 +16,7 @@ from jobstatus_core import (
     Row,
     StoreBase,
     Window,
+    checked_at,
     checked_job_id,
     jsontext,
 )
@@ -38,6 +39,7 @@ class MemoryStore(StoreBase, Inline):
         self._log = ChangeLog()
         # One life of this store's data: a new store never repeats a mark.
         self._epoch = uuid.uuid4().hex[:12]
+        self._subscribers: list[Callable[[], None]] = []
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -89,9 +91,13 @@ class MemoryStore(StoreBase, Inline):
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
+        at = checked_at(at)
         text = json.dumps(record, allow_nan=False)
         with self._lock:
             self._write(job_id, record, text, at)
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            callback()
 
     def swap(
         self,
@@ -101,13 +107,28 @@ class MemoryStore(StoreBase, Inline):
         at: float | None = None,
     ) -> bool:
         job_id = checked_job_id(record)
+        at = checked_at(at)
         text = json.dumps(record, allow_nan=False)
         with self._lock:
             current = self._log.get(job_id)
             if (None if current is None else current.version) != expected:
                 return False
             self._write(job_id, record, text, at)
-            return True
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            callback()
+        return True
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
 
     def close(self) -> None:
         pass

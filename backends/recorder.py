@@ -11,12 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
+import json
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+)
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from jobstatus_core import Store, StoreError
+from jobstatus_core import InvalidRecord, Store, StoreError
 from jobstatus_core.recording import DEFAULT_TERMINAL, Change, apply, check_fields
 
 from .registry import store_from_url
@@ -86,6 +95,12 @@ class Recorder:
         return self.change(Change(job_id, "cancelled", attempt=attempt))
 
     def meta(self, job_id: str, **patch: Any) -> bool:
+        """Merge ``patch`` into the job's ``meta``, at any stage of its
+        current attempt (``attempt`` is not a meta key: it is refused)."""
+        if "attempt" in patch:
+            raise InvalidRecord(
+                "meta patches the current attempt; attempt is not a key"
+            )
         return self.change(Change(job_id, "meta", patch))
 
     @contextmanager
@@ -103,9 +118,15 @@ class Recorder:
     def tracked(
         self, job_id: str, **fields: Any
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-        """``track`` as a decorator; the function's return value is the response."""
+        """``track`` as a decorator; the function's return value is the response.
+        (An ``async def`` takes ``AsyncRecorder.tracked``.)"""
 
         def decorate(function: Callable[P, R]) -> Callable[P, R]:
+            if inspect.iscoroutinefunction(function):
+                raise TypeError(
+                    f"{function.__name__} is async: use AsyncRecorder.tracked"
+                )
+
             @functools.wraps(function)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
                 self.running(job_id, **fields)
@@ -129,6 +150,10 @@ class Recorder:
             new = apply(current, change, self.clock(), self.terminal)
             if new is None:
                 return False
+            try:
+                json.dumps(new, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise InvalidRecord(f"job {change.job_id}: not JSON: {exc}") from None
             expected = None if row is None else row.version
             if self.store.swap(new, expected=expected):
                 return True
@@ -153,16 +178,25 @@ class Recorder:
 
 
 class AsyncRecorder:
-    """``Recorder`` for async code: each call runs in a worker thread."""
+    """``Recorder`` for async code: the same calls, awaited; each runs in a
+    worker thread, so the event loop never waits on the store."""
 
     def __init__(self, store: Store | str, **options: Any) -> None:
         self.sync = Recorder(store, **options)
 
-    async def queued(self, job_id: str, **fields: Any) -> bool:
-        return await asyncio.to_thread(self.sync.queued, job_id, **fields)
+    async def queued(
+        self, job_id: str, *, attempt: int | None = None, **fields: Any
+    ) -> bool:
+        return await asyncio.to_thread(
+            functools.partial(self.sync.queued, job_id, attempt=attempt, **fields)
+        )
 
-    async def running(self, job_id: str, **fields: Any) -> bool:
-        return await asyncio.to_thread(self.sync.running, job_id, **fields)
+    async def running(
+        self, job_id: str, *, attempt: int | None = None, **fields: Any
+    ) -> bool:
+        return await asyncio.to_thread(
+            functools.partial(self.sync.running, job_id, attempt=attempt, **fields)
+        )
 
     async def progress(
         self,
@@ -170,20 +204,70 @@ class AsyncRecorder:
         done: float,
         total: float | None = None,
         message: str | None = None,
+        *,
+        attempt: int | None = None,
     ) -> bool:
-        return await asyncio.to_thread(self.sync.progress, job_id, done, total, message)
+        return await asyncio.to_thread(
+            functools.partial(
+                self.sync.progress, job_id, done, total, message, attempt=attempt
+            )
+        )
 
-    async def done(self, job_id: str, response: Any = None) -> bool:
-        return await asyncio.to_thread(self.sync.done, job_id, response)
+    async def done(
+        self, job_id: str, response: Any = None, *, attempt: int | None = None
+    ) -> bool:
+        return await asyncio.to_thread(
+            functools.partial(self.sync.done, job_id, response, attempt=attempt)
+        )
 
-    async def failed(self, job_id: str, error: BaseException | str) -> bool:
-        return await asyncio.to_thread(self.sync.failed, job_id, error)
+    async def failed(
+        self, job_id: str, error: BaseException | str, *, attempt: int | None = None
+    ) -> bool:
+        return await asyncio.to_thread(
+            functools.partial(self.sync.failed, job_id, error, attempt=attempt)
+        )
 
-    async def cancelled(self, job_id: str) -> bool:
-        return await asyncio.to_thread(self.sync.cancelled, job_id)
+    async def cancelled(self, job_id: str, *, attempt: int | None = None) -> bool:
+        return await asyncio.to_thread(
+            functools.partial(self.sync.cancelled, job_id, attempt=attempt)
+        )
 
     async def meta(self, job_id: str, **patch: Any) -> bool:
-        return await asyncio.to_thread(self.sync.meta, job_id, **patch)
+        return await asyncio.to_thread(
+            functools.partial(self.sync.meta, job_id, **patch)
+        )
+
+    @asynccontextmanager
+    async def track(self, job_id: str, **fields: Any) -> AsyncIterator[None]:
+        """``running`` on entry; ``done`` on a clean exit, or ``failed``."""
+        await self.running(job_id, **fields)
+        try:
+            yield
+        except BaseException as exc:
+            await self.failed(job_id, exc)
+            raise
+        await self.done(job_id)
+
+    def tracked(
+        self, job_id: str, **fields: Any
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        """``track`` as a decorator of an ``async def``; its result is the response."""
+
+        def decorate(function: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+            @functools.wraps(function)
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                await self.running(job_id, **fields)
+                try:
+                    result = await function(*args, **kwargs)
+                except BaseException as exc:
+                    await self.failed(job_id, exc)
+                    raise
+                await self.done(job_id, result)
+                return result
+
+            return wrapper
+
+        return decorate
 
     def close(self) -> None:
         self.sync.close()

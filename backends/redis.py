@@ -53,6 +53,7 @@ from jobstatus_core import (
     StoreError,
     StoreUnavailable,
     Window,
+    checked_at,
     checked_job_id,
     jsontext,
 )
@@ -556,6 +557,7 @@ class RedisStore(StoreBase):
         self, record: Mapping[str, Any], mode: str, expected: str, at: float | None
     ) -> bool:
         job_id = checked_job_id(record)
+        at = checked_at(at)
         data = json.dumps(record, allow_nan=False)
         # The answers' own encoding: listings join this text as it is.
         status = jsontext.encode(record["job_status"])

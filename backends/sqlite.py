@@ -39,6 +39,7 @@ from jobstatus_core import (
     StoreBase,
     StoreError,
     Window,
+    checked_at,
     checked_job_id,
     jsontext,
 )
@@ -361,6 +362,7 @@ class SQLiteStore(StoreBase):
 def _values(record: Mapping[str, Any], at: float | None) -> tuple[str, str, float, str]:
     """The columns a write stores: job_id, job_status, updated_at, record."""
     job_id = checked_job_id(record)
+    at = checked_at(at)
     return (
         job_id,
         # The answers' own encoding: listings join this text as it is.

@@ -24,6 +24,7 @@ from .protocol import (
     Inline,
     Presence,
     Store,
+    checked_at,
     checked_job_id,
 )
 from .registry import Registry
@@ -66,6 +67,7 @@ __all__ = [
     "StoreUnavailable",
     "Window",
     "__version__",
+    "checked_at",
     "checked_job_id",
     "is_valid_job_id",
     "jsontext",

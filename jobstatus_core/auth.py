@@ -21,6 +21,10 @@ def key_problem(key: str) -> str | None:
         return "a key must be printable ASCII (no accents, no control characters)"
     if key != key.strip():
         return "a key must not begin or end with a space"
+    if "," in key:
+        # Two x-api-key fields arrive joined by ", ", so a comma in one is
+        # refused on every request: such a key could never match.
+        return "a key must not hold a comma"
     return None
 
 

@@ -56,6 +56,16 @@ def decode(text: str, digest: str, secret: bytes) -> Cursor:
         raise invalid_cursor() from None
     if not hmac.compare_digest(given, _sign(payload, secret)):
         raise invalid_cursor()
+    if not (
+        isinstance(fields, list)
+        and len(fields) == 3
+        and isinstance(fields[0], int)
+        and not isinstance(fields[0], bool)
+        and fields[0] >= 0
+        and isinstance(fields[1], str)
+        and isinstance(fields[2], str)
+    ):
+        raise invalid_cursor()
     position, epoch, bound = fields
     if bound != digest:
         raise ApiError(400, "Invalid cursor: made for another filter")

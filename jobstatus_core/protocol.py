@@ -154,3 +154,22 @@ def checked_job_id(record: Mapping[str, Any]) -> str:
         raise InvalidRecord("record job_status is required")
     assert isinstance(job_id, str)
     return job_id
+
+
+#: The last second of year 9999: a later "last written" is a mistake (a time
+#: in milliseconds), and no HTTP date can say it.
+LATEST_STAMP = 253_402_300_799.0
+
+
+def checked_at(at: float | None) -> float | None:
+    """``at`` of a put, checked: a finite time from 1970 to year 9999."""
+    if at is None:
+        return None
+    if isinstance(at, bool) or not isinstance(at, (int, float)):
+        raise InvalidRecord("at must be a number of seconds since the epoch")
+    if not 0 <= at <= LATEST_STAMP:
+        raise InvalidRecord(
+            f"at must be a finite time from 0 to {LATEST_STAMP:.0f} (seconds,"
+            " not milliseconds)"
+        )
+    return float(at)

@@ -147,11 +147,13 @@ def _narrowed(
 
 
 def etag_headers(row: Row) -> tuple[tuple[str, str], ...]:
-    """``ETag`` (first) and ``Last-Modified`` of a job's answer."""
-    return (
-        ("etag", f'"{row.version}"'),
-        ("last-modified", formatdate(row.updated_at, usegmt=True)),
-    )
+    """``ETag`` (first) and ``Last-Modified`` of a job's answer; the latter
+    left out for a time no HTTP date can say (a file's mtime far away)."""
+    etag = ("etag", f'"{row.version}"')
+    try:
+        return etag, ("last-modified", formatdate(row.updated_at, usegmt=True))
+    except (ValueError, OverflowError, OSError):
+        return (etag,)
 
 
 def _item(row: Row, with_record: bool) -> dict[str, Any]:

@@ -40,8 +40,9 @@ RESERVED = frozenset(
     }
 )
 
-#: What a new attempt keeps of the one before: who the job is, not how it went.
-KEPT_ACROSS_ATTEMPTS = ("task", "created_at", "meta", "queue_id")
+#: What a new attempt drops of the one before: how that attempt went. Every
+#: other field (the task, ``created_at``, ``meta``, a host's own fields) stays.
+PER_ATTEMPT = ("response", "error", "progress", "started_at", "finished_at")
 
 _STAGE = {"queued": 0, "running": 1, "progress": 1}
 
@@ -67,8 +68,12 @@ def apply(
     terminal: Collection[str] = DEFAULT_TERMINAL,
 ) -> Record | None:
     """The new record, or None when ``change`` is out of order."""
-    if change.attempt is not None and change.attempt < 1:
-        raise InvalidRecord("attempt must be >= 1")
+    if change.attempt is not None and (
+        isinstance(change.attempt, bool)
+        or not isinstance(change.attempt, int)
+        or change.attempt < 1
+    ):
+        raise InvalidRecord("attempt must be a whole number >= 1")
     if current is None:
         if change.kind == "meta":
             return None  # nothing to annotate yet: the job is unknown
@@ -84,8 +89,8 @@ def apply(
     if wanted > attempt:
         if change.kind == "meta":
             return None
-        fresh: Record = {"job_id": change.job_id, "job_status": None, "response": None}
-        fresh.update({k: record[k] for k in KEPT_ACROSS_ATTEMPTS if k in record})
+        fresh = {k: v for k, v in record.items() if k not in PER_ATTEMPT}
+        fresh["response"] = None
         fresh["attempt"] = wanted
         fresh.setdefault("created_at", now)
         return _advance(fresh, change, now)

@@ -59,7 +59,17 @@ def verify(token: str, secret: bytes, now: float) -> Grant:
         ids, expires_at = json.loads(_unb64(payload))
     except (ValueError, TypeError, binascii.Error):
         raise unauthorized() from None
-    if not isinstance(expires_at, (int, float)) or now >= expires_at:
+    # Signed by a holder of the secret, but checked all the same: a token is
+    # never the reason for a 500.
+    if ids is not None and not (
+        isinstance(ids, list) and all(isinstance(i, str) for i in ids)
+    ):
+        raise unauthorized()
+    if (
+        isinstance(expires_at, bool)
+        or not isinstance(expires_at, (int, float))
+        or not now < expires_at
+    ):
         raise unauthorized()
     return Grant(None if ids is None else frozenset(ids))
 

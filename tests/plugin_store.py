@@ -20,7 +20,16 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from jobstatus_core import Mark, Query, Row, StoreBase, Window, checked_job_id, jsontext
+from jobstatus_core import (
+    Mark,
+    Query,
+    Row,
+    StoreBase,
+    Window,
+    checked_at,
+    checked_job_id,
+    jsontext,
+)
 
 # Job ids never start with a dot, so these keys cannot be a job's.
 _EPOCH = b".epoch"
@@ -83,6 +92,7 @@ class DbmStore(StoreBase):
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
+        at = checked_at(at)
         with self._lock:
             self._write(job_id, record, at)
 
@@ -94,6 +104,7 @@ class DbmStore(StoreBase):
         at: float | None = None,
     ) -> bool:
         job_id = checked_job_id(record)
+        at = checked_at(at)
         # The lock makes read-compare-write one step for every writer, since
         # only this process writes the file.
         with self._lock:

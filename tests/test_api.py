@@ -247,3 +247,82 @@ def test_batch_refuses_what_the_body_rules_refuse(client: httpx.Client) -> None:
         "Unsupported media type",
     )
     assert_error(client.get("/v1/jobs/batch"), 405, "Method not allowed: GET; use POST")
+
+
+@pytest.mark.memory
+def test_forged_shapes_in_signed_cursors_and_tokens_are_refused(
+    serve_service: Any,
+) -> None:
+    import base64
+    import hashlib
+    import hmac
+    import json as jsonlib
+
+    from jobstatus_core import cursor as cursors
+    from jobstatus_core import tokens
+
+    store = store_from_url("memory://")
+    store.put({"job_id": "a", "job_status": "done"})
+    service = service_for(store)
+    url = serve_service(service)
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    def signed_cursor(fields: Any) -> str:
+        payload = b64(jsonlib.dumps(fields).encode())
+        signature = hmac.new(service.secret, payload.encode(), hashlib.sha256)
+        return f"{payload}.{b64(signature.digest()[:16])}"
+
+    def signed_token(fields: Any) -> str:
+        payload = b64(jsonlib.dumps(fields).encode())
+        signature = hmac.new(
+            service.secret, b"token\n" + payload.encode(), hashlib.sha256
+        )
+        return f"{tokens.PREFIX}.{payload}.{b64(signature.digest())}"
+
+    digest = cursors.filter_digest(None, None)
+    epoch = store.mark().epoch
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+        for fields in (
+            [1, epoch],
+            5,
+            ["1", epoch, digest],
+            [True, epoch, digest],
+            [-1, epoch, digest],
+        ):
+            answer = http.get("/v1/jobs", params={"cursor": signed_cursor(fields)})
+            assert_error(answer, 400, "Invalid cursor")
+    with httpx.Client(base_url=url) as browser:
+        for fields in ([5, 1e18], [[[1]], 1e18], [None, "later"], [None, True]):
+            bearer = {"authorization": f"Bearer {signed_token(fields)}"}
+            assert_error(browser.get("/v1/job/a", headers=bearer), 401, "Unauthorized")
+
+
+@pytest.mark.memory
+def test_a_host_with_its_own_auth_gets_a_secret_nobody_knows(
+    serve_service: Any,
+) -> None:
+    from jobstatus_adapters.service import make_service
+
+    first = make_service(store_from_url("memory://"), auth=lambda headers: False)
+    second = make_service(store_from_url("memory://"), auth=lambda headers: False)
+    assert first.secret != second.secret and len(first.secret) == 32
+
+
+def test_times_no_http_date_can_say_are_refused_and_never_crash(
+    client: httpx.Client, store: Store
+) -> None:
+    from jobstatus_core import InvalidRecord
+
+    for at in (1e12 * 1000, float("nan"), float("inf"), -5.0):
+        with pytest.raises(InvalidRecord):
+            store.put({"job_id": "t", "job_status": "done"}, at=at)
+    store.put({"job_id": "t", "job_status": "done"}, at=253_402_300_799.0)
+    answer = client.get("/v1/job/t")
+    assert envelope_of(answer)["code"] == 200 and "etag" in answer.headers
+
+
+def test_a_path_with_a_trailing_newline_is_no_route(client: httpx.Client) -> None:
+    for path in ("/v1/jobs%0A", "/v1/toolkit/jobs/status%0A"):
+        assert_error(client.request("GET", path), 404, "Not found")

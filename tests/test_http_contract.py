@@ -64,7 +64,9 @@ def envelope_of(response: httpx.Response) -> dict[str, Any]:
     body = strict_json(response.content)
     assert body["code"] == response.status_code
     error_keys = {"error"} if response.status_code != 200 else set()
-    assert set(body) == ENVELOPE_KEYS | error_keys
+    # An answer to a wait says how long it waited (SPEC §10).
+    waited = {"waited"} & set(body)
+    assert set(body) == ENVELOPE_KEYS | error_keys | waited
     if error_keys:
         assert body["error"] == body["message"]
         assert body["response"] is None

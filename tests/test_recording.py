@@ -105,3 +105,96 @@ def test_a_wrapper_keeps_the_capabilities_of_what_it_wraps(tmp_path: Any) -> Non
     assert isinstance(files, Presence) and not isinstance(files, Inline)
     assert files.exists() is False
     files.close()
+
+
+def test_a_retry_drops_only_how_the_last_attempt_went() -> None:
+    current = {
+        "job_id": "j",
+        "job_status": "failed",
+        "attempt": 1,
+        "task": "t",
+        "priority": 5,
+        "process_id": 9,
+        "meta": {"a": 1},
+        "created_at": 1.0,
+        "started_at": 2.0,
+        "finished_at": 3.0,
+        "error": {"type": "E", "message": "m"},
+        "progress": {"done": 1, "total": 2, "message": None},
+        "response": {"partial": True},
+    }
+    retried = apply(current, Change("j", "queued", attempt=2), now=4.0)
+    assert retried == {
+        "job_id": "j",
+        "job_status": "queued",
+        "attempt": 2,
+        "task": "t",
+        "priority": 5,
+        "process_id": 9,
+        "meta": {"a": 1},
+        "created_at": 1.0,
+        "response": None,
+    }
+
+
+@pytest.mark.parametrize("attempt", [True, 1.5, "2", 0, -1])
+def test_an_attempt_is_a_whole_number_from_one(attempt: Any) -> None:
+    with pytest.raises(InvalidRecord):
+        apply(None, Change("j", "queued", attempt=attempt), now=1.0)
+
+
+@pytest.mark.memory
+def test_recorder_refuses_what_it_cannot_store() -> None:
+    from jobstatus_backends import store_from_url
+    from jobstatus_backends.recorder import Recorder
+
+    recorder = Recorder(store_from_url("memory://"))
+    with pytest.raises(InvalidRecord):
+        recorder.queued("j", blob=object())
+    with pytest.raises(InvalidRecord):
+        recorder.queued("j", ratio=float("nan"))
+    assert recorder.queued("j")
+    with pytest.raises(InvalidRecord):
+        recorder.meta("j", attempt=2)
+
+    async def work() -> int:
+        return 1
+
+    with pytest.raises(TypeError, match=r"AsyncRecorder\.tracked"):
+        recorder.tracked("j")(work)
+
+
+@pytest.mark.memory
+def test_the_async_recorder_has_the_same_calls() -> None:
+    import asyncio
+
+    from jobstatus_backends import store_from_url
+    from jobstatus_backends.recorder import AsyncRecorder
+
+    store = store_from_url("memory://")
+    recorder = AsyncRecorder(store)
+
+    async def scenario() -> None:
+        assert await recorder.queued("a", task="t")
+        assert await recorder.progress("a", 1, 2, "half", attempt=1)
+        assert await recorder.done("a", {"ok": True}, attempt=1)
+        assert not await recorder.cancelled("a", attempt=1)
+        assert await recorder.failed("b", "boom", attempt=2)
+        async with recorder.track("c"):
+            pass
+
+        @recorder.tracked("d")
+        async def work() -> dict[str, int]:
+            return {"n": 1}
+
+        assert await work() == {"n": 1}
+        with pytest.raises(RuntimeError):
+            async with recorder.track("e"):
+                raise RuntimeError("no")
+
+    asyncio.run(scenario())
+    assert store.get("a") is not None and store.get("a")["response"] == {"ok": True}  # type: ignore[index]
+    assert store.get("b")["attempt"] == 2  # type: ignore[index]
+    assert store.get("c")["job_status"] == "done"  # type: ignore[index]
+    assert store.get("d")["response"] == {"n": 1}  # type: ignore[index]
+    assert store.get("e")["error"] == {"type": "RuntimeError", "message": "no"}  # type: ignore[index]

@@ -129,7 +129,7 @@ def test_access_log_lines_never_carry_a_token() -> None:
         (
             "127.0.0.1:5",
             "GET",
-            "/v1/jobs?status=done&token=jst1.abc.def&x=1",
+            "/v1/jobs?status=done&token=jst1.abc.def&x=1&%74oken=jst1.ghi&API_KEY=k",
             "1.1",
             200,
         ),
@@ -137,4 +137,5 @@ def test_access_log_lines_never_carry_a_token() -> None:
     )
     assert RedactSecrets().filter(record)
     line = record.getMessage()
-    assert "jst1.abc.def" not in line and "token=***&x=1" in line
+    assert "jst1" not in line and "=k" not in line
+    assert "?status=done&token=***&x=1&%74oken=***&API_KEY=***" in line

@@ -1,0 +1,200 @@
+"""Waiting instead of polling (SPEC §10) on every store, through both adapters."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from jobstatus_backends import store_from_url
+from jobstatus_core import Store
+
+from .helpers import API_KEY, Clock, service_for
+from .test_http_contract import assert_error, envelope_of
+
+NOW = Clock().now
+
+
+def later(seconds: float, action: Callable[[], object]) -> threading.Thread:
+    thread = threading.Timer(seconds, action)
+    thread.start()
+    return thread
+
+
+def put(store: Store, job_id: str, status: str) -> None:
+    store.put({"job_id": job_id, "job_status": status, "response": None}, at=NOW)
+
+
+def test_a_wait_answers_when_the_job_finishes(
+    client: httpx.Client, store: Store
+) -> None:
+    put(store, "j", "running")
+    writers = [
+        later(0.3, lambda: put(store, "j", "running")),
+        later(0.6, lambda: put(store, "j", "done")),
+    ]
+    started = time.monotonic()
+    body = envelope_of(client.get("/v1/job/j", params={"wait": 10}, timeout=15))
+    took = time.monotonic() - started
+    for writer in writers:
+        writer.join()
+    assert body["code"] == 200 and body["response"]["job_status"] == "done"
+    assert body["waited"]["met"] is True and 0.5 < body["waited"]["seconds"] < 5
+    assert 0.5 < took < 5
+
+
+def test_a_job_that_does_not_exist_yet_is_waited_for(
+    client: httpx.Client, store: Store
+) -> None:
+    writer = later(0.3, lambda: put(store, "new", "failed"))
+    body = envelope_of(client.get("/v1/job/new", params={"wait": 10}, timeout=15))
+    writer.join()
+    assert body["response"]["job_status"] == "failed" and body["waited"]["met"]
+
+
+def test_time_up_answers_the_state_as_it_is(client: httpx.Client, store: Store) -> None:
+    put(store, "slow", "running")
+    started = time.monotonic()
+    body = envelope_of(client.get("/v1/job/slow", params={"wait": 0.4}))
+    assert time.monotonic() - started >= 0.4
+    assert body["code"] == 200 and body["response"]["job_status"] == "running"
+    assert body["waited"]["met"] is False
+    missing = client.get("/v1/job/never", params={"wait": 0.2})
+    assert_error(missing, 404, "Job not found")
+    assert missing.json()["waited"]["met"] is False
+
+
+def test_until_changed_is_relative_to_arrival_or_after(
+    client: httpx.Client, store: Store
+) -> None:
+    put(store, "c", "queued")
+    first = client.get("/v1/job/c")
+    version = first.headers["etag"].strip('"')
+    writer = later(0.3, lambda: put(store, "c", "running"))
+    body = envelope_of(
+        client.get("/v1/job/c", params={"wait": 10, "until": "changed"}, timeout=15)
+    )
+    writer.join()
+    assert body["response"]["job_status"] == "running" and body["waited"]["met"]
+    # Already past the version given: no wait at all.
+    started = time.monotonic()
+    quick = envelope_of(
+        client.get(
+            "/v1/job/c", params={"wait": 10, "until": "changed", "after": version}
+        )
+    )
+    assert quick["waited"]["met"] and time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"wait": "0"}, "Invalid parameter: wait"),
+        ({"wait": "61"}, "Invalid parameter: wait"),
+        ({"wait": "soon"}, "Invalid parameter: wait"),
+        ({"wait": "nan"}, "Invalid parameter: wait"),
+        ({"wait": "1", "until": "later"}, "Invalid parameter: until"),
+    ],
+)
+def test_bad_wait_parameters_are_400(
+    client: httpx.Client, params: dict[str, str], message: str
+) -> None:
+    assert_error(client.get("/v1/job/x", params=params), 400, message)
+
+
+def test_wait_for_any_of_many(client: httpx.Client, store: Store) -> None:
+    for job_id in ("a", "b", "c"):
+        put(store, job_id, "running")
+    writer = later(0.3, lambda: put(store, "b", "done"))
+    body = envelope_of(
+        client.post(
+            "/v1/jobs/wait",
+            json={"job_ids": ["a", "b", "c"], "timeout": 10},
+            timeout=15,
+        )
+    )
+    writer.join()
+    response = body["response"]
+    assert (
+        set(response["jobs"]) == {"b"} and response["jobs"]["b"]["job_status"] == "done"
+    )
+    assert response["pending"] == ["a", "c"] and response["timed_out"] is False
+    # Changed since that answer's cursor: only what changes after it.
+    writer = later(0.3, lambda: put(store, "c", "queued"))
+    changed = envelope_of(
+        client.post(
+            "/v1/jobs/wait",
+            json={
+                "job_ids": ["a", "c"],
+                "until": "changed",
+                "after": response["cursor"],
+                "timeout": 10,
+            },
+            timeout=15,
+        )
+    )["response"]
+    writer.join()
+    assert set(changed["jobs"]) == {"c"} and changed["pending"] == ["a"]
+    timed_out = envelope_of(
+        client.post("/v1/jobs/wait", json={"job_ids": ["a"], "timeout": 0.3})
+    )["response"]
+    assert timed_out == {**timed_out, "jobs": {}, "pending": ["a"], "timed_out": True}
+
+
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        ({"job_ids": ["a"], "timeout": 0}, "Invalid payload: timeout"),
+        ({"job_ids": ["a"], "timeout": 61}, "Invalid payload: timeout"),
+        ({"job_ids": ["a"], "until": "soon"}, "Invalid payload: until"),
+        ({"job_ids": ["a"], "after": 5}, "Invalid payload: after"),
+        ({"job_ids": ["a"], "after": "x.y"}, "Invalid cursor"),
+        ({"job_ids": []}, "Invalid payload: job_ids"),
+    ],
+)
+def test_bad_waits_for_many_are_400(
+    client: httpx.Client, payload: dict[str, Any], message: str
+) -> None:
+    assert_error(client.post("/v1/jobs/wait", json=payload), 400, message)
+
+
+def test_a_token_waits_only_for_its_jobs(client: httpx.Client, store: Store) -> None:
+    put(store, "mine", "done")
+    token = client.post("/v1/tokens", json={"job_ids": ["mine"]}).json()["response"][
+        "token"
+    ]
+    bearer = {"authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=client.base_url, headers=bearer) as browser:
+        ok = envelope_of(browser.get("/v1/job/mine", params={"wait": 1}))
+        assert ok["waited"]["met"] is True
+        assert_error(browser.get("/v1/job/other", params={"wait": 1}), 403, "Forbidden")
+        assert_error(
+            browser.post("/v1/jobs/wait", json={"job_ids": ["mine", "other"]}),
+            403,
+            "Forbidden",
+        )
+
+
+@pytest.mark.memory
+def test_past_the_waiter_limit_is_503(serve_service: Any) -> None:
+    store = store_from_url("memory://")
+    put(store, "busy", "running")
+    url = serve_service(service_for(store, max_waiters=1))
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}, timeout=15) as http:
+        holder = threading.Thread(
+            target=lambda: http.get("/v1/job/busy", params={"wait": 1.5})
+        )
+        holder.start()
+        time.sleep(0.4)
+        refused = http.get("/v1/job/busy", params={"wait": 1})
+        holder.join()
+        assert_error(refused, 503, "Too many waiters")
+        assert refused.headers["retry-after"] == "1"
+        # The place is free again once the first wait has answered.
+        assert (
+            envelope_of(http.get("/v1/job/busy", params={"wait": 0.1}))["code"] == 200
+        )
