@@ -20,7 +20,7 @@ from jobstatus_adapters.starlette import create_app
 from jobstatus_backends.filesystem import FileStore
 from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ConfigError
 
-from .helpers import API_KEY, service_for, wait_for
+from .helpers import API_KEY, service_for, stat_with_size, wait_for
 
 pytestmark = pytest.mark.filesystem
 
@@ -387,10 +387,7 @@ def test_a_file_that_grew_after_its_stat_is_read_whole(
 
     def fstat_seen_early(fd: int) -> os.stat_result:
         # Fault: the size as it was before the writer's last 199,990 bytes.
-        info = real_fstat(fd)
-        fields = list(info[:10])
-        fields[6] = 10
-        return os.stat_result(fields)
+        return stat_with_size(real_fstat(fd), 10)
 
     monkeypatch.setattr(jobfiles.os, "fstat", fstat_seen_early)
     store = FileStore(tmp_path, index=False)
