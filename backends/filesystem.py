@@ -1,33 +1,52 @@
 """``file:///path``: the Toolkit's own layout, ``<path>/jobs/<job_id>.json``.
 
-"Last written" is the file's mtime. Listing is answered from a watchdog index
-(see ``fsindex``) unless the URL says ``?index=off`` or no observer can start;
-then every listing scans the directory, as the Toolkit does.
+"Last written" is the file's mtime. Listings, pages and counts are answered
+from a watchdog index (see ``fsindex``) unless the URL says ``?index=off`` or
+no observer can start; then every query scans the directory, as the Toolkit
+does (see ``jobtable.ScannedJobs``). Writes through the store take a lock
+file beside ``jobs/`` (docs/stores.md: what it means for other writers).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import fcntl
 import logging
 import os
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
-from jobstatus_core import ConfigError, Record, StoreError, checked_job_id, jsontext
+from jobstatus_core import (
+    ConfigError,
+    Mark,
+    Row,
+    StoreBase,
+    StoreError,
+    checked_job_id,
+    jsontext,
+)
 from jobstatus_core.errors import one_line_reason
-from jobstatus_core.window import in_window
+from jobstatus_core.rows import Query, Window
 
 from . import jobfiles
 from .fsindex import JobIndex, ObserverFactory
+from .jobtable import ScannedJobs
 from .urloptions import parse_store_url
 
 logger = logging.getLogger("jobstatus.filesystem")
 
 DEFAULT_RECONCILE_SECONDS = 30.0
+#: The file store's change order is made of ctimes, the same in every
+#: process: it has one life, whatever the process (docs/stores.md).
+EPOCH = "files"
+#: Beside ``jobs/``, never in it: ``jobs/`` is the Toolkit's.
+LOCK_PATH = os.path.join(".jobstatus", "lock")
+
+T = TypeVar("T")
 
 
-class FileStore:
+class FileStore(StoreBase):
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -44,8 +63,9 @@ class FileStore:
             raise ConfigError(f"file store: {self.root!r} is not readable")
         self.jobs_dir = os.path.join(self.root, "jobs")
         self.max_file_size = max_file_size
-        # Listings made by scanning (no index, or the index failed).
-        self._scan_reads = jobfiles.ListingReads(self.jobs_dir, max_file_size)
+        self.lock_path = os.path.join(self.root, LOCK_PATH)
+        # Queries answered by scanning (no index, or the index failed).
+        self._scan = ScannedJobs(self.jobs_dir, max_file_size)
         self.index: JobIndex | None = None
         if index:
             self.index = self._start_index(reconcile_interval, observer_factory)
@@ -86,38 +106,29 @@ class FileStore:
             return None
         return index
 
-    def get(self, job_id: str) -> Record | None:
+    def read(self, job_id: str) -> Row | None:
+        # One open, fstat and read: the version comes from the same fstat.
         found = jobfiles.read_job(self.jobs_dir, job_id, self.max_file_size)
-        return None if found is None else found[0]
+        if found is None:
+            return None
+        return self._row(job_id, found, self._observe(job_id, found))
 
-    def changed_since(self, cutoff: float) -> list[tuple[str, Any]]:
-        return list(json.loads(self.changed_since_json(cutoff)).items())
+    def window(self, cutoff: float) -> Window:
+        return self._query(lambda jobs: jobs.window(cutoff))
 
-    def changed_since_json(self, cutoff: float) -> str:
-        if self.index is not None:
-            try:
-                return self.index.since_json(cutoff)
-            except Exception:
-                logger.exception("the job index failed; scanning instead")
-        return jsontext.encode(dict(self._scan_since(cutoff)))
+    def page(self, query: Query) -> list[Row]:
+        rows = self._query(lambda jobs: jobs.page(query))
+        if not query.records:
+            return rows
+        return [row for row in map(self._with_record, rows) if row is not None]
 
-    def _scan_since(self, cutoff: float) -> list[tuple[str, Any]]:
-        """What the Toolkit does: list, stat every file, read the matches."""
-        matches: list[tuple[str, Any]] = []
-        try:
-            listing = list(jobfiles.scan(self.jobs_dir))
-        except (FileNotFoundError, NotADirectoryError):
-            return matches  # no jobs directory (now): nothing is there
-        for job_id, info in listing:
-            if in_window(info.st_mtime, cutoff):
-                found = self._scan_reads.read(job_id, info)
-                if found is None or not in_window(found.mtime, cutoff):
-                    continue
-                status, has_status = jobfiles.status_of(found.record)
-                if has_status:
-                    matches.append((job_id, status))
-        self._scan_reads.keep_only(job_id for job_id, _ in listing)
-        return matches
+    def counts(
+        self, statuses: frozenset[str] | None, cutoff: float | None
+    ) -> dict[str, int]:
+        return self._query(lambda jobs: jobs.counts(statuses, cutoff))
+
+    def mark(self) -> Mark:
+        return Mark(EPOCH, self._query(lambda jobs: jobs.head()))
 
     def jobs(self) -> list[tuple[str, float]]:
         if not self.exists():
@@ -145,16 +156,84 @@ class FileStore:
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
-        try:
-            mtime = jobfiles.write_job(self.jobs_dir, record, job_id, at)
-        except OSError as exc:
-            raise StoreError(
-                f"could not write job {job_id}: {one_line_reason(exc)}"
-            ) from exc
-        if self.index is not None:
-            self.index.wrote(job_id, mtime, record["job_status"])
+        with self._exclusive(job_id):
+            self._write(job_id, record, at)
+
+    def swap(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> bool:
+        job_id = checked_job_id(record)
+        with self._exclusive(job_id):
+            current = jobfiles.read_job(self.jobs_dir, job_id, self.max_file_size)
+            if (None if current is None else current.version) != expected:
+                return False
+            self._write(job_id, record, at)
+            return True
 
     def close(self) -> None:
         if self.index is not None:
             self.index.close()
             self.index = None
+
+    def _write(self, job_id: str, record: Mapping[str, Any], at: float | None) -> None:
+        try:
+            written = jobfiles.write_job(self.jobs_dir, record, job_id, at)
+        except OSError as exc:
+            raise StoreError(
+                f"could not write job {job_id}: {one_line_reason(exc)}"
+            ) from exc
+        self._observe(job_id, written)
+
+    @contextlib.contextmanager
+    def _exclusive(self, job_id: str) -> Iterator[None]:
+        """Hold the store's write lock: one writer through jobstatus at a
+        time, across threads and processes (each call opens its own file
+        description, so ``flock`` excludes threads of one process too)."""
+        try:
+            os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
+            fd = os.open(
+                self.lock_path,
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o644,
+            )
+        except OSError as exc:
+            raise StoreError(
+                f"could not write job {job_id}: the store's lock file: "
+                f"{one_line_reason(exc)}"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _observe(self, job_id: str, found: jobfiles.JobFile) -> int:
+        return self._query(lambda jobs: jobs.observe(job_id, found))
+
+    def _query(self, call: Callable[[JobIndex | ScannedJobs], T]) -> T:
+        if self.index is not None:
+            try:
+                return call(self.index)
+            except Exception:
+                logger.exception("the job index failed; scanning instead")
+        return call(self._scan)
+
+    def _with_record(self, row: Row) -> Row | None:
+        # A file that changed since it was indexed is answered as it is now,
+        # at its indexed place; the index places it again later (a repeat,
+        # never a skip). One that is gone or broken now is left out.
+        try:
+            found = jobfiles.read_once(self.jobs_dir, row.job_id, self.max_file_size)
+        except (jobfiles.BadFile, OSError):
+            return None
+        return None if found is None else self._row(row.job_id, found, row.position)
+
+    @staticmethod
+    def _row(job_id: str, found: jobfiles.JobFile, position: int) -> Row:
+        status, has_status = jobfiles.status_of(found.record)
+        text = jsontext.encode(status) if has_status else None
+        return Row(job_id, text, found.mtime, found.version, position, found.record)

@@ -1,4 +1,5 @@
-"""A watchdog-maintained index of the jobs directory: listing in O(log n + matches).
+"""A watchdog-maintained index of the jobs directory: listing in O(log n + matches),
+pages in change order and kept counts (the rows live in a ``JobTable``).
 
 The observer's handler only records which job changed; the changed files are
 read by the next listing (or by the reconciler), so a burst of writes costs one
@@ -18,7 +19,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -35,8 +35,11 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from jobstatus_core import Row
+from jobstatus_core.rows import Query, Window
+
 from . import jobfiles
-from .timeindex import TimeIndex
+from .jobtable import JobTable
 
 ObserverFactory = Callable[[], BaseObserver]
 
@@ -69,7 +72,7 @@ class _Recorder(FileSystemEventHandler):
 
 
 class JobIndex:
-    """job_id -> (mtime, status) for ``<root>/jobs``, kept current from events."""
+    """The rows of ``<root>/jobs``, kept current from events. Thread-safe."""
 
     def __init__(
         self,
@@ -82,10 +85,9 @@ class JobIndex:
         self.root = root
         self.jobs_dir = os.path.join(root, "jobs")
         self.reconcile_interval = reconcile_interval
-        self._reads = jobfiles.ListingReads(self.jobs_dir, max_file_size)
         self._observer_factory = observer_factory
-        self._lock = threading.Lock()  # guards the index and the watch state
-        self._index = TimeIndex()
+        self._lock = threading.Lock()  # guards the table and the watch state
+        self._table = JobTable(self.jobs_dir, max_file_size)
         self._pending_lock = threading.Lock()
         self._pending: set[str] = set()
         self._recheck_dir = True
@@ -126,21 +128,40 @@ class JobIndex:
             if self._jobs_watch is not None:
                 self._rescan(full=False)
 
-    def since_json(self, cutoff: float) -> str:
+    def window(self, cutoff: float) -> Window:
         with self._lock:
             self._refresh()
-            return self._index.since_json(cutoff)
+            return self._table.window(cutoff)
+
+    def page(self, query: Query) -> list[Row]:
+        with self._lock:
+            self._refresh()
+            return self._table.page(query)
+
+    def counts(
+        self, statuses: frozenset[str] | None, cutoff: float | None
+    ) -> dict[str, int]:
+        with self._lock:
+            self._refresh()
+            return self._table.counts(statuses, cutoff)
+
+    def head(self) -> int:
+        with self._lock:
+            self._refresh()
+            return self._table.head
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._table)
 
-    def wrote(self, job_id: str, mtime: float, status: Any) -> None:
-        """Read-your-writes: a put through the store is indexed at once."""
+    def observe(self, job_id: str, found: jobfiles.JobFile) -> int:
+        """A job file read or written through the store: indexed at once
+        (read-your-writes); returns its position."""
         with self._lock:
-            if self._jobs_watch is not None:
-                self._index.set(job_id, mtime, status)
-            else:  # the directory was just created by this write
+            if self._jobs_watch is None:
+                # The directory was just created by this write: the next
+                # query watches and scans it.
                 self._recheck_dir = True
+            return self._table.observe(job_id, found)
 
     # -- internals (called with self._lock held, unless said otherwise) -----
 
@@ -171,20 +192,7 @@ class JobIndex:
         with self._pending_lock:
             pending, self._pending = self._pending, set()
         for job_id in pending:
-            self._reread(job_id)
-
-    def _reread(self, job_id: str, seen: os.stat_result | None = None) -> None:
-        # A file that is not a job record now (half-written, broken, too
-        # large) is left out, as job/status answers 500 for it.
-        found = self._reads.read(job_id, seen)
-        if found is None:
-            self._index.discard(job_id)
-            return
-        status, has_status = jobfiles.status_of(found.record)
-        if has_status:
-            self._index.set(job_id, found.mtime, status)
-        else:
-            self._index.set(job_id, found.mtime)
+            self._table.reread(job_id)
 
     def _sync_jobs_dir(self) -> None:
         """Watch the jobs directory if it is there, and rebuild from a scan."""
@@ -194,7 +202,7 @@ class JobIndex:
         if self._jobs_watch is not None:
             _unschedule(observer, self._jobs_watch)
             self._jobs_watch = self._watched_jobs = None
-        self._index.clear()
+        self._table.clear()
         target = os.path.realpath(self.jobs_dir)
         if not os.path.isdir(target):
             return
@@ -217,19 +225,8 @@ class JobIndex:
             self._recheck_dir = True
 
     def _rescan(self, *, full: bool) -> None:
-        """Compare the directory with the index; reread what differs."""
-        try:
-            on_disk = dict(jobfiles.scan(self.jobs_dir))
-        except (FileNotFoundError, NotADirectoryError):
+        if not self._table.rescan(full=full):
             self._recheck_dir = True
-            return
-        for job_id, info in on_disk.items():
-            if full or self._index.last_written(job_id) != info.st_mtime:
-                self._reread(job_id, info)
-        for job_id in self._index.job_ids():
-            if job_id not in on_disk:
-                self._index.discard(job_id)
-        self._reads.keep_only(on_disk)
 
     def _start_observer(self) -> None:
         observer = self._observer_factory()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -67,8 +68,29 @@ class BadFile(Exception):
 
 
 class JobFile(NamedTuple):
+    """A job file as one ``fstat`` and one read saw it."""
+
     record: Record
     mtime: float
+    #: The job's version (its ETag): see ``version_of``.
+    version: str
+    #: When the file last changed, by the kernel's clock: where the index
+    #: places the change in the store's order.
+    ctime_ns: int
+    fingerprint: Fingerprint
+
+
+def version_of(info: os.stat_result, data: bytes) -> str:
+    """The version of a job file, the same in every process that reads it.
+
+    The inode and ctime move with every write through the store (a new file
+    renamed into place; a kernel clock no writer can set) and with most
+    others; the digest of the bytes makes a version that repeats (an inode
+    reused within one clock tick) name the same record, so a ``swap`` at it
+    loses nothing.
+    """
+    digest = hashlib.blake2b(data, digest_size=8).hexdigest()
+    return f"{info.st_ino:x}-{info.st_ctime_ns:x}-{digest}"
 
 
 def job_id_of(name: str) -> str | None:
@@ -123,7 +145,9 @@ def read_once(
         value = None
     if not isinstance(value, dict):
         raise BadFile(f"the file of job {job_id} is not a JSON object", fingerprint)
-    return JobFile(value, info.st_mtime)
+    return JobFile(
+        value, info.st_mtime, version_of(info, data), info.st_ctime_ns, fingerprint
+    )
 
 
 def _read_to_end(fd: int, size: int, max_size: int) -> bytes | None:
@@ -148,8 +172,8 @@ def _read_to_end(fd: int, size: int, max_size: int) -> bytes | None:
 
 def read_job(
     jobs_dir: str, job_id: str, max_size: int = DEFAULT_MAX_FILE_SIZE
-) -> tuple[Record, float] | None:
-    """The record and its mtime, for one request; None when absent.
+) -> JobFile | None:
+    """The job file, for one request; None when absent.
 
     A file that does not parse is taken for one being written, and read again
     after short waits. Raises ``UnreadableRecord`` when it never parses or is
@@ -165,7 +189,7 @@ def read_job(
                 raise UnreadableRecord(exc.reason) from None
             time.sleep(delay)
             continue
-        return None if found is None else (found.record, found.mtime)
+        return found
 
 
 class ListingReads:
@@ -261,12 +285,14 @@ def status_of(record: Record) -> tuple[Any, bool]:
 
 def write_job(
     jobs_dir: str, record: Mapping[str, Any], job_id: str, at: float | None
-) -> float:
-    """Write a whole record atomically; returns the file's mtime.
+) -> JobFile:
+    """Write a whole record atomically; returns the file as written.
 
     The record goes to a temp file in the same directory, is flushed to disk,
     and then renamed over the job file: a reader sees the old record or the new
-    one, never half of either.
+    one, never half of either. The file is stat'ed through its descriptor
+    after the rename (which moves its ctime), so the version returned is the
+    one readers see, whoever renames over it next.
     """
     data = json.dumps(record, allow_nan=False).encode("utf-8")
     os.makedirs(jobs_dir, exist_ok=True)
@@ -275,13 +301,19 @@ def write_job(
         with os.fdopen(fd, "wb") as file:
             file.write(data)
             file.flush()
+            if at is not None:
+                os.utime(file.fileno(), (at, at))
             os.fsync(file.fileno())
-        if at is not None:
-            os.utime(temp, (at, at))
-        mtime = os.stat(temp).st_mtime
-        os.replace(temp, os.path.join(jobs_dir, job_id + SUFFIX))
+            os.replace(temp, os.path.join(jobs_dir, job_id + SUFFIX))
+            info = os.fstat(file.fileno())
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    return mtime
+    return JobFile(
+        dict(record),
+        info.st_mtime,
+        version_of(info, data),
+        info.st_ctime_ns,
+        fingerprint_of(info),
+    )

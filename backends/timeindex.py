@@ -1,11 +1,11 @@
 """An in-memory index of job_id -> (last written, status), ordered by time.
 
-``since(cutoff)`` costs O(log n + matches). Most writes are "now", which land
+``window(cutoff)`` costs O(log n + matches). Most writes are "now", which land
 at the end of the ordered list, so keeping it sorted is cheap in practice.
 Each status is kept as its JSON member text (``"job_id":"done"``), so a
-listing's answer is joined, not encoded; ``since_json`` keeps its last
-listings while they stay exact (see ``ListingCache``). Not thread-safe on its
-own: owners guard it with their lock.
+listing's answer is joined, not encoded (the core keeps listings:
+``jobstatus_core.listing``). Not thread-safe on its own: owners guard it with
+their lock.
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ from typing import Any
 from jobstatus_core import jsontext
 from jobstatus_core.rows import Window
 
-from .listingcache import ListingCache
-
 _ABSENT = object()
 
 
 class TimeIndex:
-    __slots__ = ("_listings", "_order", "_texts", "_times", "_version")
+    __slots__ = ("_order", "_texts", "_times")
 
     def __init__(self) -> None:
         self._times: dict[str, float] = {}
@@ -34,9 +32,6 @@ class TimeIndex:
         # over 100,000 entries, was most of its cost.
         self._order: list[tuple[float, str]] = []
         self._texts: list[str | None] = []
-        # Moves with every change, so that a kept listing is known exact.
-        self._version = 0
-        self._listings = ListingCache()
 
     def __len__(self) -> int:
         return len(self._times)
@@ -44,7 +39,6 @@ class TimeIndex:
     def set(self, job_id: str, at: float, status: Any = _ABSENT) -> None:
         text = None if status is _ABSENT else jsontext.member(job_id, status)
         self.discard(job_id)
-        self._version += 1
         self._times[job_id] = at
         i = bisect_right(self._order, (at, job_id))
         self._order.insert(i, (at, job_id))
@@ -53,35 +47,12 @@ class TimeIndex:
     def discard(self, job_id: str) -> None:
         at = self._times.pop(job_id, None)
         if at is not None:
-            self._version += 1
             i = bisect_left(self._order, (at, job_id))
             del self._order[i]
             del self._texts[i]
 
     def last_written(self, job_id: str) -> float | None:
         return self._times.get(job_id)
-
-    def since_json(self, cutoff: float) -> str:
-        """The listing of jobs last written at or after ``cutoff``, as JSON text."""
-        text = self._listings.get(self._version, cutoff)
-        if text is None:
-            start = bisect_left(self._order, (cutoff,))
-            text = jsontext.join_members(
-                [member for member in self._texts[start:] if member is not None]
-            )
-            # The first entry in the window, listed or not: no listed job is
-            # older, so the kept text is exact at least that long.
-            oldest = self._order[start][0] if start < len(self._order) else None
-            self._listings.put(self._version, cutoff, oldest, text)
-        return text
-
-    def since(self, cutoff: float) -> Iterator[tuple[str, Any]]:
-        start = bisect_left(self._order, (cutoff,))
-        for (_, job_id), text in zip(
-            self._order[start:], self._texts[start:], strict=True
-        ):
-            if text is not None:
-                yield job_id, jsontext.status_of(job_id, text)
 
     def job_ids(self) -> list[str]:
         return list(self._times)
@@ -90,7 +61,6 @@ class TimeIndex:
         return list(self._times.items())
 
     def clear(self) -> None:
-        self._version += 1
         self._times.clear()
         self._order.clear()
         self._texts.clear()

@@ -280,3 +280,20 @@ def start_redis(directory: Path) -> RedisServer:
         if os.environ.get("CI"):
             pytest.fail(REDIS_MISSING)
         pytest.skip(REDIS_MISSING)
+
+
+def stat_with_size(info: os.stat_result, size: int) -> os.stat_result:
+    """``info`` as if the file had ``size`` bytes (to inject a racing writer)."""
+    fields = list(info[:10])
+    fields[6] = size
+    extra = (
+        "st_atime",
+        "st_mtime",
+        "st_ctime",
+        "st_atime_ns",
+        "st_mtime_ns",
+        "st_ctime_ns",
+        "st_blksize",
+        "st_blocks",
+    )
+    return os.stat_result(fields, {name: getattr(info, name) for name in extra})

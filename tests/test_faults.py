@@ -130,7 +130,7 @@ def test_index_failing_falls_back_to_a_scan(
     def broken(cutoff: float) -> Any:
         raise RuntimeError("index corrupted")
 
-    monkeypatch.setattr(file_store.index, "since_json", broken)
+    monkeypatch.setattr(file_store.index, "window", broken)
     response = ask(url)
     assert response.status_code == 200 and response.json()["response"] == {"a": "done"}
 

@@ -20,7 +20,7 @@ from jobstatus_adapters.starlette import create_app
 from jobstatus_backends.filesystem import FileStore
 from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ConfigError
 
-from .helpers import API_KEY, service_for, wait_for
+from .helpers import API_KEY, service_for, stat_with_size, wait_for
 
 pytestmark = pytest.mark.filesystem
 
@@ -387,12 +387,97 @@ def test_a_file_that_grew_after_its_stat_is_read_whole(
 
     def fstat_seen_early(fd: int) -> os.stat_result:
         # Fault: the size as it was before the writer's last 199,990 bytes.
-        info = real_fstat(fd)
-        fields = list(info[:10])
-        fields[6] = 10
-        return os.stat_result(fields)
+        return stat_with_size(real_fstat(fd), 10)
 
     monkeypatch.setattr(jobfiles.os, "fstat", fstat_seen_early)
     store = FileStore(tmp_path, index=False)
     assert store.get("big") == record
+    store.close()
+
+
+# -- the store protocol v2 ----------------------------------------------------
+
+SWAPPER = r"""
+import sys
+from jobstatus_backends.filesystem import FileStore
+
+store = FileStore(sys.argv[1], index=False)
+for _ in range(int(sys.argv[2])):
+    while True:
+        row = store.read("n")
+        new = dict(row.record, count=row.record["count"] + 1)
+        if store.swap(new, expected=row.version):
+            break
+store.close()
+"""
+
+
+def test_swaps_from_several_processes_lose_no_update(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore(tmp_path, index=False)
+    store.put({"job_id": "n", "job_status": "running", "count": 0})
+    workers = [
+        subprocess.Popen([sys.executable, "-c", SWAPPER, str(tmp_path), "40"])
+        for _ in range(4)
+    ]
+    for worker in workers:
+        assert worker.wait() == 0
+    assert store.get("n") == {"job_id": "n", "job_status": "running", "count": 160}
+    # The lock lives beside the Toolkit's directory, never in it.
+    assert (tmp_path / ".jobstatus" / "lock").is_file()
+    assert [p.name for p in (tmp_path / "jobs").iterdir()] == ["n.json"]
+    store.close()
+
+
+def test_every_instance_agrees_on_versions(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+    write_toolkit_file(tmp_path, "a", "running")
+    one, two = FileStore(tmp_path), FileStore(tmp_path, index=False)
+    try:
+        first, second = one.read("a"), two.read("a")
+        assert first is not None and second is not None
+        assert first.version == second.version
+        assert two.swap({"job_id": "a", "job_status": "done"}, expected=first.version)
+        assert not one.swap({"job_id": "a", "job_status": "x"}, expected=first.version)
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_cursor_of_an_earlier_process_resumes_without_a_skip(
+    tmp_path: Path,
+) -> None:
+    from jobstatus_core.rows import Query
+
+    (tmp_path / "jobs").mkdir()
+    earlier = FileStore(tmp_path)
+    for job_id in ("a", "b", "c"):
+        earlier.put({"job_id": job_id, "job_status": "done"})
+    cursor = earlier.page(Query(limit=10))[-1].position
+    earlier.close()
+    # Changed while no process watched: in place by another writer, and
+    # through the store.
+    write_toolkit_file(tmp_path, "a", "again")
+    (tmp_path / "jobs" / "d.json").write_text('{"job_id": "d", "job_status": "new"}')
+    for index in (True, False):
+        later = FileStore(tmp_path, index=index)
+        try:
+            resumed = later.page(Query(after=cursor, limit=10))
+        finally:
+            later.close()
+        assert {row.job_id for row in resumed} == {"a", "d"}
+
+
+def test_scanning_marks_move_on_every_change(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore(tmp_path, index=False)
+    marks = [store.mark()]
+    write_toolkit_file(tmp_path, "a", "queued")
+    marks.append(store.mark())
+    write_toolkit_file(tmp_path, "a", "done")
+    marks.append(store.mark())
+    (tmp_path / "jobs" / "a.json").unlink()
+    marks.append(store.mark())
+    assert [mark.head for mark in marks] == sorted({mark.head for mark in marks})
+    assert store.mark() == marks[-1]
     store.close()

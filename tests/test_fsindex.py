@@ -16,7 +16,7 @@ from jobstatus_backends import jobfiles
 from jobstatus_backends.filesystem import FileStore
 from jobstatus_core import ConfigError, StoreError, jsontext
 
-from .helpers import wait_for
+from .helpers import stat_with_size, wait_for
 
 pytestmark = pytest.mark.filesystem
 
@@ -325,9 +325,7 @@ def test_a_file_that_grows_past_the_limit_while_read_is_skipped(
 
     def fstat_seen_early(fd: int) -> os.stat_result:
         # Fault: the size as it was before the writer's last 9,990 bytes.
-        fields = list(real_fstat(fd)[:10])
-        fields[6] = 100
-        return os.stat_result(fields)
+        return stat_with_size(real_fstat(fd), 100)
 
     monkeypatch.setattr(jobfiles.os, "fstat", fstat_seen_early)
     store = FileStore(tmp_path, index=False, max_file_size=1000)
@@ -362,7 +360,8 @@ def test_non_finite_numbers_list_and_get_as_the_core_encodes_them(
 
         return json.loads(text, parse_constant=refuse)
 
-    listed = strict(store.changed_since_json(0))  # in the store's order
+    # The answer's text, in the store's order.
+    listed = strict(jsontext.join_members(store.window(0).members))
     assert listed == strict(
         jsontext.encode(
             {job_id: record["job_status"] for job_id, record in held.items()}

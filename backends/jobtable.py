@@ -1,0 +1,169 @@
+"""The jobs directory as the file store knows it: rows in change order.
+
+One ``JobTable`` per view of a jobs directory (the watchdog index, or the
+scanning fallback). It holds no records, only each job's row: its status
+text, mtime, version and position, in a ``TimeIndex`` (the Toolkit window)
+and a ``ChangeLog`` (pages and kept counts).
+
+Positions: a change the table observes takes ``max(head + 1, the file's
+ctime in ns)``, and a full scan observes files in ctime order. Positions
+only grow within a process, and a process started later places every change
+made after an earlier one's cursor past that cursor, because those changes
+have later ctimes (docs/stores.md: the caveats). Not thread-safe on its own:
+owners guard it with their lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+
+from jobstatus_core import Row, jsontext
+from jobstatus_core.rows import Query, Window
+
+from . import jobfiles
+from .changelog import ChangeLog
+from .timeindex import TimeIndex
+
+
+class JobTable:
+    def __init__(self, jobs_dir: str, max_file_size: int) -> None:
+        self.jobs_dir = jobs_dir
+        self.reads = jobfiles.ListingReads(jobs_dir, max_file_size)
+        self._times = TimeIndex()
+        self._log = ChangeLog()
+        # Each job file's lstat fingerprint when last read: a scan rereads
+        # only the files whose fingerprint moved.
+        self._seen: dict[str, jobfiles.Fingerprint] = {}
+
+    def __len__(self) -> int:
+        return len(self._log)
+
+    @property
+    def head(self) -> int:
+        return self._log.head
+
+    def reread(self, job_id: str, seen: os.stat_result | None = None) -> None:
+        """Read the job's file again (``seen``: its lstat from a listing)."""
+        # A file that is not a job record now (half-written, broken, too
+        # large) is left out, as job/status answers 500 for it.
+        found = self.reads.read(job_id, seen)
+        if found is None:
+            self.discard(job_id)
+            return
+        self.observe(job_id, found)
+
+    def observe(self, job_id: str, found: jobfiles.JobFile) -> int:
+        """Take in the job file as read; returns the job's position."""
+        self._seen[job_id] = found.fingerprint
+        current = self._log.get(job_id)
+        if current is not None and current.version == found.version:
+            return current.position
+        position = self._log.next_position(found.ctime_ns)
+        status, has_status = jobfiles.status_of(found.record)
+        if has_status:
+            self._times.set(job_id, found.mtime, status)
+        else:
+            self._times.set(job_id, found.mtime)
+        text = jsontext.encode(status) if has_status else None
+        self._log.set(Row(job_id, text, found.mtime, found.version, position))
+        return position
+
+    def discard(self, job_id: str) -> None:
+        self._seen.pop(job_id, None)
+        if self._log.discard(job_id) is not None:
+            self._times.discard(job_id)
+            self._log.next_position()  # a deletion moves the mark too
+
+    def clear(self) -> None:
+        """Forget every job (the directory is gone or leads elsewhere)."""
+        if len(self._log):
+            self._log.next_position()
+        self._log.clear()
+        self._times.clear()
+        self._seen.clear()
+
+    def rescan(self, *, full: bool) -> bool:
+        """Compare the directory with the table; reread what differs.
+
+        ``full`` rereads every file. False when there is no jobs directory.
+        """
+        try:
+            on_disk = dict(jobfiles.scan(self.jobs_dir))
+        except (FileNotFoundError, NotADirectoryError):
+            self.clear()
+            return False
+        changed = [
+            (info.st_ctime_ns, job_id, info)
+            for job_id, info in on_disk.items()
+            if full or self._seen.get(job_id) != jobfiles.fingerprint_of(info)
+        ]
+        # In ctime order: the order the changes were made in.
+        changed.sort(key=lambda entry: entry[:2])
+        for _, job_id, info in changed:
+            self.reread(job_id, info)
+        for job_id in [j for j in self._times.job_ids() if j not in on_disk]:
+            self.discard(job_id)
+        for job_id in [j for j in self._seen if j not in on_disk]:
+            del self._seen[job_id]
+        self.reads.keep_only(on_disk)
+        return True
+
+    # -- queries --------------------------------------------------------------
+
+    def window(self, cutoff: float) -> Window:
+        return self._times.window(cutoff)
+
+    def page(self, query: Query) -> list[Row]:
+        """Rows without records."""
+        return self._log.page(query)
+
+    def counts(
+        self, statuses: frozenset[str] | None, cutoff: float | None
+    ) -> dict[str, int]:
+        if cutoff is None:
+            return self._log.counts(statuses, None)
+        return self._log.counts_of(self._times.ids_since(cutoff), statuses, cutoff)
+
+    def job_ids(self) -> Iterable[str]:
+        return self._times.job_ids()
+
+
+class ScannedJobs:
+    """A ``JobTable`` brought up to date by a directory scan on every query:
+    the file store without an index (``?index=off``, or the index failed).
+
+    Each query lists and ``lstat``s every job file, as the Toolkit does, and
+    reads only the files that changed since the last query. Thread-safe.
+    """
+
+    def __init__(self, jobs_dir: str, max_file_size: int) -> None:
+        self._lock = threading.Lock()
+        self._table = JobTable(jobs_dir, max_file_size)
+
+    def window(self, cutoff: float) -> Window:
+        with self._lock:
+            self._table.rescan(full=False)
+            return self._table.window(cutoff)
+
+    def page(self, query: Query) -> list[Row]:
+        with self._lock:
+            self._table.rescan(full=False)
+            return self._table.page(query)
+
+    def counts(
+        self, statuses: frozenset[str] | None, cutoff: float | None
+    ) -> dict[str, int]:
+        with self._lock:
+            self._table.rescan(full=False)
+            return self._table.counts(statuses, cutoff)
+
+    def head(self) -> int:
+        with self._lock:
+            self._table.rescan(full=False)
+            return self._table.head
+
+    def observe(self, job_id: str, found: jobfiles.JobFile) -> int:
+        with self._lock:
+            return self._table.observe(job_id, found)
