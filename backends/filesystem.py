@@ -23,6 +23,7 @@ from jobstatus_core import (
     Row,
     StoreBase,
     StoreError,
+    checked_at,
     checked_job_id,
     jsontext,
 )
@@ -156,6 +157,7 @@ class FileStore(StoreBase):
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
+        at = checked_at(at)
         with self._exclusive(job_id):
             self._write(job_id, record, at)
 
@@ -167,6 +169,7 @@ class FileStore(StoreBase):
         at: float | None = None,
     ) -> bool:
         job_id = checked_job_id(record)
+        at = checked_at(at)
         with self._exclusive(job_id):
             current = jobfiles.read_job(self.jobs_dir, job_id, self.max_file_size)
             if (None if current is None else current.version) != expected:
