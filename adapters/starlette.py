@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from typing import TypeVar
 from urllib.parse import parse_qs
 
+from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobstatus_core import ApiError, Inline, Reply, StatusService
+from jobstatus_core import feed as feeds
 from jobstatus_core.contract import OPERATIONS, Operation, normalized_prefix
+from jobstatus_core.feed import Feed
 from jobstatus_core.problems import method_not_allowed, route_not_found
 from jobstatus_core.requests import Request
 from jobstatus_core.waiting import Waiting, finish
@@ -20,6 +26,10 @@ from jobstatus_core.waiting import Waiting, finish
 from .changes import changes_for
 from .offload import StoreThreads
 from .routing import origin_path
+
+T = TypeVar("T")
+#: A comment line this often keeps proxies from closing an idle stream.
+HEARTBEAT_SECONDS = 15.0
 
 
 def status_routes(service: StatusService, prefix: str = "") -> list[BaseRoute]:
@@ -135,6 +145,12 @@ class _Endpoint:
             grant,
         )
         answer = await self._call(operation, request)
+        if isinstance(answer, Feed):
+            try:
+                await self._stream(answer, scope, receive, send)
+            except ApiError as err:
+                await _send(send, service.error(path, err, started))
+            return
         if isinstance(answer, Waiting):
             try:
                 reply = await self._wait(operation, request, answer, receive)
@@ -146,11 +162,59 @@ class _Endpoint:
             reply = answer
         await _send(send, reply)
 
-    async def _call(self, operation: Operation, request: Request) -> Reply | Waiting:
+    async def _call(
+        self, operation: Operation, request: Request
+    ) -> Reply | Waiting | Feed:
         service = self.service
+        return await self._run(lambda: service.handle(operation, request))
+
+    async def _run(self, call: Callable[[], T]) -> T:
         if self.threads is not None:
-            return await self.threads.run(lambda: service.handle(operation, request))
-        return service.handle(operation, request)
+            return await self.threads.run(call)
+        return call()
+
+    async def _stream(
+        self, feed: Feed, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Server-sent events until the client goes, the server stops, or a
+        per-job stream's job ends. No thread is held between events."""
+        service = self.service
+        hub = changes_for(service)
+        with hub.waiter(service.max_streams, "open streams"):
+
+            async def events() -> AsyncIterator[ServerSentEvent]:
+                first = True
+                if feed.after is None:
+                    found, position, ended = await self._run(
+                        lambda: feeds.snapshot(service, feed)
+                    )
+                    for event in found:
+                        yield _sse(event, first)
+                        first = False
+                    if ended:
+                        return
+                else:
+                    position = feed.after
+                if first:
+                    yield ServerSentEvent(comment="ready", retry=feeds.RETRY_MS)
+                while not hub.closing:
+                    generation = hub.generation
+                    found, position, ended = await self._run(
+                        functools.partial(feeds.changes, service, feed, position)
+                    )
+                    for event in found:
+                        yield _sse(event, False)
+                    if ended:
+                        return
+                    if len(found) < feeds.BATCH:
+                        await hub.wait(generation, HEARTBEAT_SECONDS)
+
+            response = EventSourceResponse(
+                events(),
+                ping=HEARTBEAT_SECONDS,
+                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            )
+            await response(scope, receive, send)
 
     async def _wait(
         self,
@@ -179,9 +243,11 @@ class _Endpoint:
                         raise _Disconnected
                     if hub.closing or service.timer() >= answer.deadline:
                         answer = finish(answer)
-                    answer = await self._call(
+                    again = await self._call(
                         operation, replace(request, waiting=answer)
                     )
+                    assert not isinstance(again, Feed)  # a wait never streams
+                    answer = again
             finally:
                 gone.cancel()
         return answer
@@ -200,6 +266,15 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 class _Disconnected(Exception):
     """The client went away before its body was read: nobody to answer."""
+
+
+def _sse(event: feeds.Event, first: bool) -> ServerSentEvent:
+    return ServerSentEvent(
+        data=event.data,
+        event=event.event,
+        id=event.id,
+        retry=feeds.RETRY_MS if first else None,
+    )
 
 
 async def _disconnect(receive: Receive) -> None:

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs
 
 from jobstatus_core import ApiError, Reply, StatusService
 from jobstatus_core.contract import OPERATIONS, Match, Operation, Router
+from jobstatus_core.feed import Feed
 from jobstatus_core.problems import method_not_allowed, route_not_found
 from jobstatus_core.requests import Request
 from jobstatus_core.validation import content_length
@@ -81,6 +82,10 @@ class WSGIApp:
             if not isinstance(found, Match):
                 raise method_not_allowed(method, found)
             operation = found.operation
+            if operation.streams:
+                raise ApiError(
+                    501, "Not implemented: event streams need the ASGI adapter"
+                )
             headers = _headers(environ)
             query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
             grant = service.check_request(operation, headers, query)
@@ -101,6 +106,7 @@ class WSGIApp:
             grant,
         )
         answer = service.handle(operation, request)
+        assert not isinstance(answer, Feed)  # refused above: streams need ASGI
         if isinstance(answer, Waiting):
             try:
                 answer = self._wait(operation, request, answer)
@@ -120,7 +126,9 @@ class WSGIApp:
                 hub.wait_blocking(generation, result.deadline - service.timer())
                 if hub.closing or service.timer() >= result.deadline:
                     result = finish(result)
-                result = service.handle(operation, replace(request, waiting=result))
+                again = service.handle(operation, replace(request, waiting=result))
+                assert not isinstance(again, Feed)  # a wait never streams
+                result = again
         return result
 
 

@@ -12,14 +12,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import reading, waiting
+from . import feed, reading, waiting
 
 if TYPE_CHECKING:
+    from .feed import Feed
     from .requests import Request
     from .service import Reply, StatusService
     from .waiting import Waiting
 
-Handler = Callable[["StatusService", "Request"], "Reply | Waiting"]
+Handler = Callable[["StatusService", "Request"], "Reply | Waiting | Feed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,8 @@ class Operation:
     tokens: bool = False
     #: May answer ``Waiting``: the adapter calls it again after a change.
     waits: bool = False
+    #: Answers a ``Feed`` the adapter streams as server-sent events (ASGI only).
+    streams: bool = False
 
 
 def _job_status(service: StatusService, request: Request) -> Reply:
@@ -151,6 +154,49 @@ OPERATIONS: tuple[Operation, ...] = (
         reading.batch,
         reads_body=True,
         answers=(400, 405, 413, 415),
+    ),
+    Operation(
+        "job_events",
+        "GET",
+        "/v1/job/{job_id}/events",
+        "One job's state now and each change, as server-sent events; ends"
+        " after a terminal status",
+        feed.open_feed,
+        params=(
+            JOB_ID_PARAM,
+            Param("cursor", "Resume after this event id", {"type": "string"}),
+        ),
+        answers=(400, 403, 405, 410, 501, 503),
+        tokens=True,
+        streams=True,
+    ),
+    Operation(
+        "jobs_events",
+        "GET",
+        "/v1/jobs/events",
+        "The change feed: the window's jobs, then every change, as server-sent events",
+        feed.open_feed,
+        params=(
+            Param(
+                "status",
+                "Only these statuses (repeatable, or comma-separated)",
+                {"type": "array", "items": {"type": "string"}},
+            ),
+            Param(
+                "job_id",
+                "Only these jobs (repeatable, or comma-separated)",
+                {"type": "array", "items": {"type": "string"}},
+            ),
+            Param(
+                "since_seconds",
+                "The first snapshot's window (default 600)",
+                {"type": "number", "minimum": 0},
+            ),
+            Param("cursor", "Resume after this event id", {"type": "string"}),
+        ),
+        answers=(400, 403, 405, 410, 501, 503),
+        tokens=True,
+        streams=True,
     ),
     Operation(
         "wait_jobs",

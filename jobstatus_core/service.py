@@ -23,6 +23,7 @@ from .tokens import Grant
 
 if TYPE_CHECKING:
     from .contract import Operation
+    from .feed import Feed
     from .waiting import Waiting
 from .types import Auth, Headers, RequestId
 from .validation import (
@@ -113,7 +114,7 @@ class StatusService:
         self.listings = Listings(store, timer=self.timer)
         self._presence = store if isinstance(store, Presence) else None
 
-    def handle(self, operation: Operation, request: Request) -> Reply | Waiting:
+    def handle(self, operation: Operation, request: Request) -> Reply | Waiting | Feed:
         """Answer ``request`` with ``operation``'s handler; ``Waiting`` (only
         from operations that wait) asks to be called again after a change."""
         return operation.handler(self, request)
