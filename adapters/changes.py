@@ -85,8 +85,10 @@ class Changes:
         try:
             yield
         finally:
-            with self._lock:
+            with self._cond:
                 self._users -= 1
+                if not self._users:
+                    self._cond.notify_all()  # the watcher stops at once
 
     async def wait(self, generation: int, timeout: float) -> None:
         """Until the generation moves past ``generation``, or ``timeout``."""
