@@ -440,3 +440,35 @@ def test_content_length_absent_or_digits() -> None:
     assert content_length({}) is None
     assert content_length({"content-length": "0"}) == 0
     assert content_length({"content-length": "65536"}) == 65536
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("JOBSTATUS_MAX_WAIT", "0"),
+        ("JOBSTATUS_MAX_WAIT", "soon"),
+        ("JOBSTATUS_MAX_WAITERS", "0"),
+        ("JOBSTATUS_MAX_STREAMS", "1.5"),
+        ("JOBSTATUS_TERMINAL", " , "),
+    ],
+)
+def test_live_settings_are_checked_at_start(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_environ({name: value}, cwd="/")
+    assert str(info.value).startswith(name + ":")
+
+
+def test_live_settings_are_read() -> None:
+    settings = Settings.from_environ(
+        {
+            "JOBSTATUS_MAX_WAIT": "5",
+            "JOBSTATUS_MAX_WAITERS": "7",
+            "JOBSTATUS_MAX_STREAMS": "9",
+            "JOBSTATUS_TERMINAL": "done, archived",
+            "JOBSTATUS_TOKEN_SECRET": "s3cret",
+        },
+        cwd="/",
+    )
+    assert (settings.max_wait, settings.max_waiters, settings.max_streams) == (5, 7, 9)
+    assert settings.terminal == ("done", "archived")
+    assert settings.token_secret == "s3cret"
