@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -374,3 +377,55 @@ def test_the_async_client_makes_the_same_calls(
             await changes.aclose()
 
     asyncio.run(main())
+
+
+# -- the command ----------------------------------------------------------------
+
+
+def command(url: str, *args: str, key: str = API_KEY) -> subprocess.Popen[str]:
+    env = {**os.environ, "JOBSTATUS_URL": url, "API_KEY": key}
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobstatus_adapters.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_jobstatus_wait_exits_by_how_the_job_ended(url: str, store: Store) -> None:
+    put(store, "ok", "running")
+    put(store, "bad", "failed")
+    waiting = command(url, "wait", "ok", "--timeout", "30")
+    writer = later(0.3, lambda: put(store, "ok", "done"))
+    out, _ = waiting.communicate(timeout=60)
+    writer.join()
+    assert (waiting.returncode, out) == (0, "ok done\n")
+    failed = command(url, "wait", "bad")
+    assert failed.communicate(timeout=60)[0] == "bad failed\n"
+    assert failed.returncode == 1
+    put(store, "slow", "running")
+    slow = command(url, "wait", "slow", "--timeout", "0.2")
+    assert slow.communicate(timeout=60)[0] == "slow running\n"
+    assert slow.returncode == 2
+    refused = command(url, "wait", "ok", key="wrong")
+    assert "401 Unauthorized" in refused.communicate(timeout=60)[1]
+    assert refused.returncode == 3
+
+
+def test_jobstatus_watch_prints_a_line_per_change(
+    store: Store, serve: Callable[[ASGIApp], str]
+) -> None:
+    put(store, "a", "running")
+    put(store, "b", "queued")
+    url = serve(create_app(service_for(store)))
+    watching = command(url, "watch", "--status", "running,done")
+    try:
+        assert watching.stdout is not None
+        first = watching.stdout.readline().split()
+        put(store, "a", "done")
+        second = watching.stdout.readline().split()
+    finally:
+        watching.terminate()
+        watching.communicate(timeout=30)
+    assert first[2:] == ["a", "running"] and second[2:] == ["a", "done"]
