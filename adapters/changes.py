@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import threading
 import weakref
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ POLL_SECONDS = 0.1
 #: Where the store notifies, the mark is still read this often, in case a
 #: notification was lost (a dropped pub/sub connection).
 SAFETY_POLL_SECONDS = 1.0
+#: How often a waiting loop looks whether its server is stopping.
+SHUTDOWN_POLL_SECONDS = 0.25
 
 
 class Changes:
@@ -43,7 +46,10 @@ class Changes:
         self._cond = threading.Condition(self._lock)
         self._events: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self._users = 0
+        self._held: dict[str, int] = {}
         self._watcher: threading.Thread | None = None
+        self._shutdown_watched: set[asyncio.AbstractEventLoop] = set()
+        self._shutdown_tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe = (
             store.subscribe(self.notify) if isinstance(store, Notifying) else None
         )
@@ -74,8 +80,11 @@ class Changes:
     def waiter(self, limit: int, kind: str) -> Iterator[None]:
         """Hold one of ``limit`` places; past it, ``503`` with Retry-After."""
         with self._lock:
-            if self._users >= limit:
+            # Waiters and streams are bounded apart: one kind never takes
+            # the other's places.
+            if self._held.get(kind, 0) >= limit:
                 raise ApiError(503, f"Too many {kind}", (("retry-after", "1"),))
+            self._held[kind] = self._held.get(kind, 0) + 1
             self._users += 1
             if self._watcher is None or not self._watcher.is_alive():
                 self._watcher = threading.Thread(
@@ -85,12 +94,16 @@ class Changes:
         try:
             yield
         finally:
-            with self._lock:
+            with self._cond:
+                self._held[kind] -= 1
                 self._users -= 1
+                if not self._users:
+                    self._cond.notify_all()  # the watcher stops at once
 
     async def wait(self, generation: int, timeout: float) -> None:
         """Until the generation moves past ``generation``, or ``timeout``."""
         loop = asyncio.get_running_loop()
+        self._watch_shutdown(loop)
         deadline = loop.time() + timeout
         while True:
             with self._lock:
@@ -109,6 +122,29 @@ class Changes:
             self._cond.wait_for(
                 lambda: self.generation != generation or self.closing, timeout
             )
+
+    def _watch_shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        """While anybody waits on ``loop``, notice the server stopping: a
+        server drains its requests before the app hears of it, so waits and
+        streams are answered now rather than holding the shutdown up."""
+        with self._lock:
+            if loop in self._shutdown_watched:
+                return
+            self._shutdown_watched.add(loop)
+
+        async def watch() -> None:
+            try:
+                while self._users and not self.closing:
+                    if _server_stopping():
+                        self.close()
+                        return
+                    await asyncio.sleep(SHUTDOWN_POLL_SECONDS)
+            finally:
+                with self._lock:
+                    self._shutdown_watched.discard(loop)
+
+        self._shutdown_tasks.add(task := loop.create_task(watch()))
+        task.add_done_callback(self._shutdown_tasks.discard)
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
@@ -134,6 +170,14 @@ class Changes:
             last = mark if mark is not None else last
             with self._cond:
                 self._cond.wait(self.interval)
+
+
+def _server_stopping() -> bool:
+    """Whether the uvicorn server of this process was told to stop: its
+    SIGTERM handler is a method of the server (how sse-starlette finds it)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    return bool(getattr(server, "should_exit", False))
 
 
 _hubs: weakref.WeakKeyDictionary[StatusService, Changes] = weakref.WeakKeyDictionary()

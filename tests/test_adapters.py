@@ -65,7 +65,7 @@ def test_same_request_same_answer(
     serve: Callable[[ASGIApp], str], serve_wsgi: Callable[[Any], str]
 ) -> None:
     store = store_from_url("memory://")
-    store.put({"job_id": "a", "job_status": "done", "response": [1]}, at=1e12)
+    store.put({"job_id": "a", "job_status": "done", "response": [1]}, at=4e9)
     service = service_for(store)
     asgi_url = serve(create_app(service))
     wsgi_url = serve_wsgi(WSGIApp(service))

@@ -1,0 +1,258 @@
+"""The change feed (SPEC §11) on every store, over a real uvicorn server."""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from starlette.types import ASGIApp
+
+from jobstatus_adapters.starlette import create_app
+from jobstatus_adapters.wsgi import WSGIApp
+from jobstatus_backends import store_from_url
+from jobstatus_core import Store
+
+from .helpers import API_KEY, Clock, service_for
+from .test_http_contract import assert_error
+
+NOW = Clock().now
+Event = dict[str, Any]
+
+
+@contextmanager
+def stream(
+    url: str,
+    path: str,
+    params: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Iterator[queue.Queue[Event | None]]:
+    """Events of a stream as they arrive (None when it ends), read by a thread
+    over a raw socket, so that leaving the block hangs up at once (as a
+    browser tab closing would)."""
+    events: queue.Queue[Event | None] = queue.Queue()
+    stop = threading.Event()
+    target = httpx.URL(url + path, params=params or {})
+    sent = {"x-api-key": API_KEY} if headers is None else headers
+    sock = socket.create_connection((target.host, target.port or 80), timeout=10)
+    lines = "".join(f"{name}: {value}\r\n" for name, value in sent.items())
+    query = f"?{target.query.decode()}" if target.query else ""
+    request = f"GET {target.path}{query} HTTP/1.1\r\nHost: {target.host}\r\n"
+    sock.sendall(f"{request}{lines}\r\n".encode())
+    sock.settimeout(0.2)
+
+    def read() -> None:
+        raw = b""
+        try:
+            head = _until(sock, stop, b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            if status != 200:
+                body = _until(sock, stop, b"}")  # a JSON envelope, whole
+                events.put({"status": status, "body": body})
+                return
+            event: Event = {}
+            while not stop.is_set():
+                size_line = _until(sock, stop, b"\r\n")
+                size = int(size_line.strip() or b"0", 16)
+                if size == 0:
+                    return
+                raw += _exactly(sock, stop, size + 2)[:-2]
+                *complete, raw = raw.split(b"\n")
+                for line in (part.decode().rstrip("\r") for part in complete):
+                    if not line:
+                        if event:
+                            events.put(event)
+                        event = {}
+                    elif not line.startswith(":"):
+                        field, _, value = line.partition(":")
+                        event[field] = value.removeprefix(" ")
+        except (OSError, ValueError, _Stopped):
+            pass
+        finally:
+            events.put(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield events
+    finally:
+        stop.set()
+        reader.join(5)
+        sock.close()
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _until(sock: socket.socket, stop: threading.Event, end: bytes) -> bytes:
+    data = b""
+    while not data.endswith(end):
+        data += _exactly(sock, stop, 1)
+    return data
+
+
+def _exactly(sock: socket.socket, stop: threading.Event, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        if stop.is_set():
+            raise _Stopped
+        try:
+            chunk = sock.recv(size - len(data))
+        except TimeoutError:
+            continue
+        if not chunk:
+            raise _Stopped
+        data += chunk
+    return data
+
+
+def next_job(events: queue.Queue[Event | None], timeout: float = 5) -> Event:
+    while True:
+        event = events.get(timeout=timeout)
+        assert event is not None, "the stream ended"
+        if event.get("event") == "job":
+            return {**event, "data": json.loads(event["data"])}
+
+
+def put(store: Store, job_id: str, status: str, at: float = NOW) -> None:
+    store.put({"job_id": job_id, "job_status": status, "response": None}, at=at)
+
+
+@pytest.fixture
+def feed_url(store: Store, serve: Callable[[ASGIApp], str]) -> str:
+    clock = Clock(NOW)
+    return serve(create_app(service_for(store, clock)))
+
+
+def test_snapshot_then_every_change_then_resume(feed_url: str, store: Store) -> None:
+    put(store, "a", "running", NOW - 10)
+    put(store, "old", "done", NOW - 10_000)  # outside the 600 s window
+    put(store, "b", "queued", NOW - 5)
+    with stream(feed_url, "/v1/jobs/events") as events:
+        first, second = next_job(events), next_job(events)
+        assert [first["data"]["job_id"], second["data"]["job_id"]] == ["a", "b"]
+        assert first["retry"] == "2000"
+        put(store, "a", "done")
+        put(store, "c", "queued")
+        third, fourth = next_job(events), next_job(events)
+        assert (third["data"]["job_id"], third["data"]["job_status"]) == ("a", "done")
+        assert fourth["data"]["job_id"] == "c"
+        assert set(fourth["data"]) == {"job_id", "job_status", "updated_at", "version"}
+    # Resuming after the second event gives every later change, once each.
+    headers = {"x-api-key": API_KEY, "last-event-id": second["id"]}
+    with stream(feed_url, "/v1/jobs/events", headers=headers) as events:
+        resumed = [next_job(events)["data"]["job_id"] for _ in range(2)]
+        assert resumed == ["a", "c"]
+    with stream(feed_url, "/v1/jobs/events", params={"cursor": fourth["id"]}) as events:
+        put(store, "d", "queued")
+        assert next_job(events)["data"]["job_id"] == "d"
+
+
+def test_filters_by_status_and_job(feed_url: str, store: Store) -> None:
+    put(store, "a", "done")
+    put(store, "b", "failed")
+    put(store, "c", "done")
+    with stream(feed_url, "/v1/jobs/events", params={"status": "failed"}) as events:
+        assert next_job(events)["data"]["job_id"] == "b"
+        put(store, "a", "failed")
+        assert next_job(events)["data"]["job_id"] == "a"
+    with stream(feed_url, "/v1/jobs/events", params={"job_id": ["c", "zz"]}) as events:
+        assert next_job(events)["data"]["job_id"] == "c"
+        put(store, "b", "done")
+        put(store, "zz", "queued")
+        assert next_job(events)["data"]["job_id"] == "zz"
+
+
+def test_a_job_stream_ends_after_a_terminal_status(feed_url: str, store: Store) -> None:
+    put(store, "j", "running", NOW - 100_000)  # any age: it is the job's state
+    with stream(feed_url, "/v1/job/j/events") as events:
+        assert next_job(events)["data"]["job_status"] == "running"
+        put(store, "other", "done")
+        put(store, "j", "done")
+        assert next_job(events)["data"]["job_status"] == "done"
+        assert events.get(timeout=5) is None
+    with stream(feed_url, "/v1/job/later/events") as events:
+        put(store, "later", "failed")
+        assert next_job(events)["data"]["job_status"] == "failed"
+        assert events.get(timeout=5) is None
+
+
+@pytest.mark.parametrize(
+    "path, params, code, message",
+    [
+        (
+            "/v1/jobs/events",
+            {"since_seconds": "-1"},
+            400,
+            "Invalid parameter: since_seconds",
+        ),
+        ("/v1/jobs/events", {"job_id": "../x"}, 400, "Invalid parameter: job_id"),
+        ("/v1/jobs/events", {"cursor": "x.y"}, 400, "Invalid cursor"),
+        ("/v1/job/.x/events", {}, 400, "Invalid parameter: job_id"),
+    ],
+)
+def test_bad_feed_requests(
+    feed_url: str, path: str, params: dict[str, str], code: int, message: str
+) -> None:
+    response = httpx.get(feed_url + path, params=params, headers={"x-api-key": API_KEY})
+    assert_error(response, code, message)
+
+
+def test_a_token_narrows_the_feed(feed_url: str, store: Store) -> None:
+    put(store, "mine", "running")
+    put(store, "theirs", "running")
+    granted = httpx.post(
+        feed_url + "/v1/tokens",
+        json={"job_ids": ["mine"]},
+        headers={"x-api-key": API_KEY},
+    ).json()["response"]["token"]
+    with stream(
+        feed_url, "/v1/jobs/events", params={"token": granted}, headers={}
+    ) as events:
+        assert next_job(events)["data"]["job_id"] == "mine"
+        put(store, "theirs", "done")
+        put(store, "mine", "done")
+        assert next_job(events)["data"]["job_id"] == "mine"
+    refused = httpx.get(feed_url + "/v1/job/theirs/events", params={"token": granted})
+    assert_error(refused, 403, "Forbidden")
+
+
+@pytest.mark.memory
+def test_streams_are_bounded_and_freed(serve: Callable[[ASGIApp], str]) -> None:
+    store = store_from_url("memory://")
+    url = serve(create_app(service_for(store, max_streams=1)))
+    with stream(url, "/v1/jobs/events") as events:
+        put(store, "a", "queued")
+        assert next_job(events)["data"]["job_id"] == "a"
+        refused = httpx.get(url + "/v1/jobs/events", headers={"x-api-key": API_KEY})
+        assert_error(refused, 503, "Too many open streams")
+        assert refused.headers["retry-after"] == "1"
+    # The client went away: its place is free again (once the server has
+    # seen it go).
+    deadline = time.monotonic() + 5
+    while True:
+        with stream(url, "/v1/jobs/events") as events:
+            put(store, "b", "queued")
+            event = events.get(timeout=5)
+            if event is not None and "status" not in event:
+                break
+        assert time.monotonic() < deadline, "the place stayed taken"
+        time.sleep(0.2)
+
+
+@pytest.mark.memory
+def test_wsgi_answers_501_for_streams(serve_wsgi: Callable[[Any], str]) -> None:
+    url = serve_wsgi(WSGIApp(service_for(store_from_url("memory://"))))
+    for path in ("/v1/jobs/events", "/v1/job/a/events"):
+        response = httpx.get(url + path, headers={"x-api-key": API_KEY})
+        assert_error(
+            response, 501, "Not implemented: event streams need the ASGI adapter"
+        )
