@@ -533,10 +533,14 @@ def _parser() -> argparse.ArgumentParser:
         "--status",
         action="append",
         default=[],
-        help="only these statuses (repeat it, or separate by commas)",
+        help="only these statuses (repeat it, or separate by commas; default: every"
+        " status)",
     )
     watch.add_argument(
-        "--job-id", action="append", default=[], help="only this job (repeatable)"
+        "--job-id",
+        action="append",
+        default=[],
+        help="only this job (repeatable; default: every job)",
     )
     watch.add_argument(
         "--since",
