@@ -37,7 +37,17 @@ from .logconfig import LEVELS
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from .client import JobStatusClient
+
 EXIT_USAGE = 2
+#: `jobstatus wait`: the job failed or was cancelled; the time was up; the
+#: server could not be asked (refused, unreachable).
+EXIT_FAILED = 1
+EXIT_TIMED_OUT = 2
+EXIT_UNANSWERED = 3
+#: Commands that ask a server instead of opening a store.
+CLIENT_COMMANDS = ("wait", "watch")
+DEFAULT_URL = "http://127.0.0.1:8080"
 #: 128 + SIGINT, what shells report for a command stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130
 
@@ -60,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in CLIENT_COMMANDS:
+        return _ask(args)
     stores: list[Store] = []
     try:
         settings = Settings.from_environ(os.environ, cwd=os.getcwd())
@@ -314,6 +326,58 @@ def _migrate(
     return 1 if report.failed else 0
 
 
+def _ask(args: argparse.Namespace) -> int:
+    """``wait`` and ``watch``: the API of a running server, through the client."""
+    try:
+        from .client import ClientError, JobStatusClient
+    except ImportError as exc:
+        print(f"jobstatus: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    url = args.url or os.environ.get("JOBSTATUS_URL") or DEFAULT_URL
+    api_key = args.api_key or os.environ.get("API_KEY") or None
+    # A watch outlives server restarts; a wait gives up after the retries.
+    retries = None if args.command == "watch" else 3
+    try:
+        with JobStatusClient(url, api_key=api_key, retries=retries) as client:
+            return int(args.run(args, client))
+    except ClientError as exc:
+        print(f"jobstatus: error: {exc}", file=sys.stderr)
+        return EXIT_UNANSWERED
+
+
+def _wait(args: argparse.Namespace, client: JobStatusClient) -> int:
+    waited = client.wait(args.job_id, timeout=args.timeout)
+    record = waited.record
+    status = None if record is None else record.get("job_status")
+    print(f"{args.job_id} {'-' if status is None else _shown(status)}", flush=True)
+    if not waited.met:
+        return EXIT_TIMED_OUT
+    return 0 if status == "done" else EXIT_FAILED
+
+
+def _watch(args: argparse.Namespace, client: JobStatusClient) -> int:
+    statuses = [part for value in args.status for part in value.split(",") if part]
+    for change in client.watch(
+        status=statuses or None,
+        job_ids=args.job_id or None,
+        since_seconds=args.since,
+    ):
+        data = change.data
+        at = data.get("updated_at") if change.kind == "job" else data.get("expired_at")
+        line = f"{_when(at)}  {change.job_id}  {_shown(change.job_status)}"
+        if change.kind == "expired":
+            line += "  (expired)"
+        print(line, flush=True)
+    return 0
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0: {text!r}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -436,6 +500,55 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("src", metavar="SRC_URL", help="the store to copy from")
     migrate.add_argument("dst", metavar="DST_URL", help="the store to copy into")
     migrate.set_defaults(run=_migrate)
+
+    def remote(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument(
+            "--url",
+            help=f"the server's base URL (default: $JOBSTATUS_URL, else {DEFAULT_URL})",
+        )
+        sub.add_argument(
+            "--api-key",
+            metavar="KEY",
+            help="the API key (default: $API_KEY; the variable keeps it out of ps)",
+        )
+        return sub
+
+    wait = remote(
+        "wait",
+        "wait until a job finishes: exit 0 when done, 1 when failed or cancelled,"
+        " 2 when the time is up, 3 when the server cannot be asked",
+    )
+    wait.add_argument("job_id")
+    wait.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="give up after this long (default: wait as long as it takes)",
+    )
+    wait.set_defaults(run=_wait)
+
+    watch = remote("watch", "print each change of the jobs as it happens, a line each")
+    watch.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        help="only these statuses (repeat it, or separate by commas; default: every"
+        " status)",
+    )
+    watch.add_argument(
+        "--job-id",
+        action="append",
+        default=[],
+        help="only this job (repeatable; default: every job)",
+    )
+    watch.add_argument(
+        "--since",
+        type=_seconds,
+        metavar="SECONDS",
+        help="first print the jobs written this recently (default: 600)",
+    )
+    watch.set_defaults(run=_watch)
     return parser
 
 

@@ -6,10 +6,9 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qs
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
@@ -26,6 +25,11 @@ from jobstatus_core.waiting import Waiting, finish
 from .changes import changes_for
 from .offload import StoreThreads
 from .routing import origin_path
+
+if TYPE_CHECKING:
+    # sse-starlette imports uvicorn: loaded when a stream opens, so that
+    # `import jobstatus` loads no server.
+    from sse_starlette import ServerSentEvent
 
 T = TypeVar("T")
 #: A comment line this often keeps proxies from closing an idle stream.
@@ -181,6 +185,7 @@ class _Endpoint:
         service = self.service
         hub = changes_for(service)
         with hub.waiter(service.max_streams, "open streams"):
+            from sse_starlette import EventSourceResponse, ServerSentEvent
 
             async def events() -> AsyncIterator[ServerSentEvent]:
                 first = True
@@ -269,6 +274,8 @@ class _Disconnected(Exception):
 
 
 def _sse(event: feeds.Event, first: bool) -> ServerSentEvent:
+    from sse_starlette import ServerSentEvent
+
     return ServerSentEvent(
         data=event.data,
         event=event.event,

@@ -7,10 +7,14 @@ The one import a host needs::
 Everything here is also importable from where it lives (``jobstatus_core``,
 ``jobstatus_backends``, ``jobstatus_adapters``); this package only gathers
 the public names. Importing it imports Starlette (a dependency), not uvicorn,
-gunicorn, redis-py or watchdog: those load when used.
+gunicorn, redis-py, watchdog or httpx: those load when used. The client
+(``JobStatusClient``, ``AsyncJobStatusClient``) needs the ``client`` extra and
+loads on first use, so that a host without it can still import this package.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from jobstatus_adapters.service import make_service
 from jobstatus_adapters.starlette import create_app, status_routes
@@ -46,8 +50,15 @@ from jobstatus_core import (
 from jobstatus_core.rows import Row
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
+if TYPE_CHECKING:
+    from jobstatus_adapters.client import AsyncJobStatusClient, JobStatusClient
+
+#: Names that load on first use: their module needs an optional extra.
+_LAZY = ("AsyncJobStatusClient", "JobStatusClient")
+
 __all__ = [
     "ApiKeyAuth",
+    "AsyncJobStatusClient",
     "AsyncRecorder",
     "Auth",
     "Checkable",
@@ -57,6 +68,7 @@ __all__ = [
     "Headers",
     "Inline",
     "InvalidRecord",
+    "JobStatusClient",
     "JobStatusError",
     "Mark",
     "Presence",
@@ -83,3 +95,13 @@ __all__ = [
     "status_routes",
     "wrap",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # PEP 562: the client's module imports httpx, which only the client
+    # extra installs; without it, using a name fails with the pip line.
+    if name in _LAZY:
+        from jobstatus_adapters import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'jobstatus' has no attribute {name!r}")

@@ -16,7 +16,17 @@ def test_every_exported_name_is_there_and_public() -> None:
         assert hasattr(jobstatus, name), name
         assert not name.startswith("_") or name == "__version__", name
     public = {name for name in vars(jobstatus) if not name.startswith("_")}
-    assert public - {"annotations"} == set(jobstatus.__all__) - {"__version__"}
+    housekeeping = {"annotations", "TYPE_CHECKING"}
+    # The client's names load on first use (they need the client extra).
+    lazy = {"JobStatusClient", "AsyncJobStatusClient"}
+    assert (public - housekeeping) | lazy == set(jobstatus.__all__) - {"__version__"}
+
+
+def test_the_client_is_the_adapters_client() -> None:
+    from jobstatus_adapters import client
+
+    assert jobstatus.JobStatusClient is client.JobStatusClient
+    assert jobstatus.AsyncJobStatusClient is client.AsyncJobStatusClient
 
 
 def test_the_names_a_host_needs() -> None:
@@ -42,7 +52,7 @@ def test_importing_it_loads_no_server_and_no_store_client() -> None:
     code = (
         "import sys, jobstatus\n"
         "print(sorted(m for m in ('uvicorn', 'gunicorn', 'redis', 'watchdog',"
-        " 'sqlite_utils') if m in sys.modules))"
+        " 'sqlite_utils', 'httpx', 'httpx_sse') if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -1,0 +1,431 @@
+"""The Python client against real servers: every call, through both adapters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jobstatus_adapters.client import (
+    MAX_RETRY_AFTER,
+    AsyncJobStatusClient,
+    BadRequest,
+    Forbidden,
+    Gone,
+    JobStatusClient,
+    NotFound,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    _error,
+    retry_delay,
+)
+from jobstatus_adapters.starlette import create_app
+from jobstatus_backends import store_from_url
+from jobstatus_core import Store, StoreUnavailable
+from jobstatus_core.rows import Row
+from jobstatus_core.wrapping import StoreWrapper, wrap
+
+from .helpers import API_KEY, service_for
+
+pytestmark = pytest.mark.memory
+
+
+def later(seconds: float, action: Callable[[], object]) -> threading.Timer:
+    timer = threading.Timer(seconds, action)
+    timer.start()
+    return timer
+
+
+def put(store: Store, job_id: str, status: str, **fields: Any) -> None:
+    store.put({"job_id": job_id, "job_status": status, "response": None, **fields})
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    opened = store_from_url("memory://")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def url(store: Store, serve_service: Callable[..., str]) -> str:
+    return serve_service(service_for(store))
+
+
+@pytest.fixture
+def client(url: str) -> Iterator[JobStatusClient]:
+    with JobStatusClient(url, api_key=API_KEY, backoff=0.01) as opened:
+        yield opened
+
+
+# -- reading ------------------------------------------------------------------
+
+
+def test_get_answers_the_record_or_none(client: JobStatusClient, store: Store) -> None:
+    put(store, "a", "done", response={"file_url": "x"})
+    assert client.get("a") == {
+        "job_id": "a",
+        "job_status": "done",
+        "response": {"file_url": "x"},
+    }
+    assert client.get("nope") is None
+    with pytest.raises(ValueError, match="invalid job id"):
+        client.get("../etc/passwd")
+
+
+def test_errors_carry_their_kind_and_the_envelope_message(url: str) -> None:
+    with (
+        JobStatusClient(url, api_key="wrong") as stranger,
+        pytest.raises(Unauthorized) as refused,
+    ):
+        stranger.get("a")
+    assert refused.value.status == 401 and refused.value.message == "Unauthorized"
+    # A 404 that is not "Job not found" (a wrong base URL) is an error, not None.
+    with (
+        JobStatusClient(url + "/elsewhere", api_key=API_KEY) as lost,
+        pytest.raises(NotFound, match="Not found"),
+    ):
+        lost.get("a")
+
+
+def test_list_follows_the_cursor_over_every_page(
+    client: JobStatusClient, store: Store
+) -> None:
+    for i in range(7):
+        put(store, f"j{i}", "done" if i % 2 else "running")
+    listing = client.list(page_size=2, counts=True)
+    assert [job["job_id"] for job in listing] == [f"j{i}" for i in range(7)]
+    assert listing.counts == {"done": 3, "running": 4}
+    # Later, from the last cursor: only what changed since.
+    put(store, "j2", "done")
+    again = client.list(cursor=listing.cursor, include_records=True)
+    assert [(job["job_id"], job["record"]["job_status"]) for job in again] == [
+        ("j2", "done")
+    ]
+    done = client.list(status=["done"], page_size=1)
+    assert [job["job_id"] for job in done] == ["j1", "j3", "j5", "j2"]
+
+
+def test_batch_answers_found_and_unknown_over_1000_ids(
+    client: JobStatusClient, store: Store
+) -> None:
+    put(store, "a", "done")
+    ids = ["a", *(f"n{i}" for i in range(1200)), "a"]
+    result = client.batch(ids)
+    assert list(result["jobs"]) == ["a"] and result["expired"] == {}
+    assert len(result["unknown"]) == 1200
+
+
+def test_a_token_reads_only_its_jobs(
+    client: JobStatusClient, store: Store, url: str
+) -> None:
+    put(store, "mine", "done")
+    put(store, "theirs", "done")
+    grant = client.token(["mine"], ttl_seconds=60)
+    assert grant["token"].startswith("jst1.") and grant["expires_at"] > 0
+    with JobStatusClient(url, token=grant["token"]) as browser:
+        assert browser.get("mine") is not None
+        with pytest.raises(Forbidden):
+            browser.get("theirs")
+        assert [job["job_id"] for job in browser.list()] == ["mine"]
+    with pytest.raises(ValueError):
+        client.token(["a"], all=True)
+    assert client.token(all=True)["token"]
+
+
+# -- waiting ------------------------------------------------------------------
+
+
+def test_wait_loops_over_early_answers_until_the_job_finishes(
+    url: str, store: Store
+) -> None:
+    put(store, "j", "running")
+    # Each request holds at most 0.1 s: the job finishes several answers later.
+    with JobStatusClient(url, api_key=API_KEY, max_wait=0.1) as client:
+        writer = later(0.6, lambda: put(store, "j", "done"))
+        waited = client.wait("j", timeout=30)
+        writer.join()
+    assert waited.met and waited.record is not None
+    assert waited.record["job_status"] == "done"
+
+
+def test_wait_until_changed_keeps_the_version_of_its_start(
+    url: str, store: Store
+) -> None:
+    put(store, "c", "queued")
+    with JobStatusClient(url, api_key=API_KEY, max_wait=0.1) as client:
+        writer = later(0.5, lambda: put(store, "c", "running"))
+        waited = client.wait("c", until="changed", timeout=30)
+        writer.join()
+    assert waited.met and waited.record is not None
+    assert waited.record["job_status"] == "running"
+
+
+def test_wait_for_a_job_that_appears_and_one_that_never_does(
+    url: str, store: Store
+) -> None:
+    with JobStatusClient(url, api_key=API_KEY, max_wait=0.1) as client:
+        writer = later(0.4, lambda: put(store, "new", "failed"))
+        appeared = client.wait("new", until="changed", timeout=30)
+        writer.join()
+        assert appeared.met and appeared.record is not None
+        never = client.wait("never", timeout=0.3)
+        assert never == type(never)(None, False)
+        put(store, "slow", "running")
+        slow = client.wait("slow", timeout=0.3)
+        assert not slow.met and slow.record is not None
+
+
+def test_wait_for_many_until_all_or_any(url: str, store: Store) -> None:
+    put(store, "a", "running")
+    put(store, "b", "running")
+    with JobStatusClient(url, api_key=API_KEY, max_wait=0.1) as client:
+        writers = [
+            later(0.3, lambda: put(store, "a", "done")),
+            later(0.6, lambda: put(store, "b", "cancelled")),
+        ]
+        everything = client.wait(["a", "b"], timeout=30)
+        for writer in writers:
+            writer.join()
+        assert everything.met and everything.pending == []
+        assert {k: v["job_status"] for k, v in everything.jobs.items()} == {
+            "a": "done",
+            "b": "cancelled",
+        }
+        put(store, "c", "running")
+        put(store, "d", "queued")
+        writer = later(0.3, lambda: put(store, "d", "running"))
+        first = client.wait(["c", "d"], until="changed", return_when="any", timeout=30)
+        writer.join()
+        assert first.met and list(first.jobs) == ["d"] and first.pending == ["c"]
+
+
+# -- retries ------------------------------------------------------------------
+
+
+class FailingStore(StoreWrapper):
+    """A store that is unreachable for its first ``failures`` reads."""
+
+    def __init__(self, inner: Store, failures: int) -> None:
+        super().__init__(inner)
+        self.failures = failures
+        self.reads = 0
+
+    def read(self, job_id: str) -> Row | None:
+        self.reads += 1
+        if self.reads <= self.failures:
+            raise StoreUnavailable("connection refused")
+        return self.inner.read(job_id)
+
+
+def test_a_503_is_retried_until_the_store_answers(
+    store: Store, serve_service: Callable[..., str]
+) -> None:
+    put(store, "a", "done")
+    failing = wrap(store, FailingStore, 2)
+    url = serve_service(service_for(failing))
+    with JobStatusClient(url, api_key=API_KEY, retries=3, backoff=0.01) as client:
+        assert client.get("a") is not None
+    assert failing.reads == 3
+    failing.reads, failing.failures = 0, 5
+    with (
+        JobStatusClient(url, api_key=API_KEY, retries=2, backoff=0.01) as client,
+        pytest.raises(Unavailable, match="Job store unavailable"),
+    ):
+        client.get("a")
+    assert failing.reads == 3
+
+
+def test_an_unreachable_server_is_retried_then_unavailable() -> None:
+    # Port 9 (discard) on loopback: nothing listens, the connection is refused.
+    with (
+        JobStatusClient("http://127.0.0.1:9", retries=2, backoff=0.01) as client,
+        pytest.raises(Unavailable, match="cannot reach"),
+    ):
+        client.get("a")
+
+
+def test_retry_after_is_honoured_and_backoff_grows() -> None:
+    assert retry_delay(0, "3", 0.5) == 3.0
+    assert retry_delay(5, "100000", 0.5) == MAX_RETRY_AFTER
+    assert retry_delay(0, "Wed, 21 Oct 2015 07:28:00 GMT", 0.5) == 0.0
+    for attempt in range(4):
+        delay = retry_delay(attempt, None, 0.5)
+        assert 0.25 * 2**attempt <= delay <= 0.5 * 2**attempt
+    assert retry_delay(0, "soon", 0.5) <= 0.5
+
+
+def test_each_status_has_its_error_kind() -> None:
+    tombstone = {"job_id": "x", "job_status": "done", "expired_at": 1.0}
+    gone = _error(410, {"message": "Job expired", "response": tombstone}, "")
+    assert isinstance(gone, Gone) and gone.tombstone == tombstone
+    assert isinstance(_error(400, {"message": "Invalid cursor"}, ""), BadRequest)
+    assert isinstance(_error(500, None, "<html>boom</html>"), ServerError)
+    assert _error(502, None, "").message == "no message"
+
+
+# -- watching -----------------------------------------------------------------
+
+
+class DropAfter:
+    """Forwards to ``app``; its first event stream is cut after ``events``
+    events, as a proxy or a restarting server would cut it."""
+
+    def __init__(self, app: ASGIApp, events: int) -> None:
+        self.app = app
+        self.events = events
+        self.requests: list[dict[str, str]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {k.decode(): v.decode() for k, v in scope.get("headers", [])}
+        self.requests.append(headers)
+        if len(self.requests) > 1:
+            await self.app(scope, receive, send)
+            return
+        sent = 0
+
+        async def counting(message: Message) -> None:
+            nonlocal sent
+            await send(message)
+            sent += message.get("body", b"").count(b"event: job")
+            if sent >= self.events:
+                raise ConnectionAbortedError("cut")
+
+        # The server closes the connection of a response left unfinished.
+        with contextlib.suppress(Exception):
+            await self.app(scope, receive, counting)
+
+
+def test_watch_resumes_after_the_stream_is_cut(
+    store: Store, serve: Callable[[ASGIApp], str]
+) -> None:
+    for job_id in ("a", "b", "c"):
+        put(store, job_id, "running")
+    app = DropAfter(create_app(service_for(store)), events=2)
+    url = serve(app)
+    seen = []
+    with JobStatusClient(url, api_key=API_KEY, backoff=0.01) as client:
+        for change in client.watch():
+            seen.append((change.kind, change.job_id, change.job_status))
+            if change.job_id == "c":
+                put(store, "a", "done")
+            if len(seen) == 4:
+                break
+    assert seen == [
+        ("job", "a", "running"),
+        ("job", "b", "running"),
+        ("job", "c", "running"),
+        ("job", "a", "done"),
+    ]
+    assert len(app.requests) == 2
+    assert "last-event-id" not in app.requests[0]
+    assert app.requests[1]["last-event-id"]
+
+
+def test_watch_through_wsgi_says_streams_need_asgi(
+    store: Store, serve_wsgi: Callable[[Any], str]
+) -> None:
+    from jobstatus_adapters.wsgi import WSGIApp
+
+    url = serve_wsgi(WSGIApp(service_for(store)))
+    with (
+        JobStatusClient(url, api_key=API_KEY) as client,
+        pytest.raises(ServerError, match="event streams need the ASGI"),
+    ):
+        next(iter(client.watch()))
+
+
+# -- async --------------------------------------------------------------------
+
+
+def test_the_async_client_makes_the_same_calls(
+    store: Store, serve: Callable[[ASGIApp], str]
+) -> None:
+    for i in range(3):
+        put(store, f"j{i}", "running")
+    url = serve(create_app(service_for(store)))
+
+    async def main() -> None:
+        async with AsyncJobStatusClient(url, api_key=API_KEY, max_wait=0.1) as client:
+            assert (await client.get("j0")) is not None
+            assert (await client.get("nope")) is None
+            assert [job["job_id"] async for job in client.list(page_size=2)] == [
+                "j0",
+                "j1",
+                "j2",
+            ]
+            assert (await client.batch(["j1", "x"]))["unknown"] == ["x"]
+            assert (await client.token(all=True))["token"]
+            writer = later(0.3, lambda: put(store, "j1", "done"))
+            waited = await client.wait("j1", timeout=30)
+            writer.join()
+            assert waited.met
+            many = await client.wait(["j1", "j2"], return_when="any", timeout=30)
+            assert list(many.jobs) == ["j1"]
+            changes = client.watch(status="done")
+            first = await anext(changes)
+            assert (first.job_id, first.job_status) == ("j1", "done")
+            await changes.aclose()
+
+    asyncio.run(main())
+
+
+# -- the command ----------------------------------------------------------------
+
+
+def command(url: str, *args: str, key: str = API_KEY) -> subprocess.Popen[str]:
+    env = {**os.environ, "JOBSTATUS_URL": url, "API_KEY": key}
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobstatus_adapters.cli", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_jobstatus_wait_exits_by_how_the_job_ended(url: str, store: Store) -> None:
+    put(store, "ok", "running")
+    put(store, "bad", "failed")
+    waiting = command(url, "wait", "ok", "--timeout", "30")
+    writer = later(0.3, lambda: put(store, "ok", "done"))
+    out, _ = waiting.communicate(timeout=60)
+    writer.join()
+    assert (waiting.returncode, out) == (0, "ok done\n")
+    failed = command(url, "wait", "bad")
+    assert failed.communicate(timeout=60)[0] == "bad failed\n"
+    assert failed.returncode == 1
+    put(store, "slow", "running")
+    slow = command(url, "wait", "slow", "--timeout", "0.2")
+    assert slow.communicate(timeout=60)[0] == "slow running\n"
+    assert slow.returncode == 2
+    refused = command(url, "wait", "ok", key="wrong")
+    assert "401 Unauthorized" in refused.communicate(timeout=60)[1]
+    assert refused.returncode == 3
+
+
+def test_jobstatus_watch_prints_a_line_per_change(
+    store: Store, serve: Callable[[ASGIApp], str]
+) -> None:
+    put(store, "a", "running")
+    put(store, "b", "queued")
+    url = serve(create_app(service_for(store)))
+    watching = command(url, "watch", "--status", "running,done")
+    try:
+        assert watching.stdout is not None
+        first = watching.stdout.readline().split()
+        put(store, "a", "done")
+        second = watching.stdout.readline().split()
+    finally:
+        watching.terminate()
+        watching.communicate(timeout=30)
+    assert first[2:] == ["a", "running"] and second[2:] == ["a", "done"]
