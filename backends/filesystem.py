@@ -5,6 +5,12 @@ from a watchdog index (see ``fsindex``) unless the URL says ``?index=off`` or
 no observer can start; then every query scans the directory, as the Toolkit
 does (see ``jobtable.ScannedJobs``). Writes through the store take a lock
 file beside ``jobs/`` (docs/stores.md: what it means for other writers).
+
+``FileStore.from_url`` opens a ``WatchedFileStore`` — ``Notifying``: its
+index calls the subscribers when the observer sees ``jobs/`` change, and
+the store after its own writes — unless ``?index=off``: a store that only
+scans hears of nothing, so it is a plain ``FileStore``, whose mark the
+change hub polls.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -73,19 +80,25 @@ class FileStore(StoreBase):
 
     @classmethod
     def from_url(cls, url: str) -> FileStore:
-        """``file:///abs/path[?index=off][&reconcile=SECONDS][&max_file_size=BYTES]``."""
+        """``file:///abs/path[?index=off][&reconcile=SECONDS][&max_file_size=BYTES]``.
+
+        A ``WatchedFileStore``, or with ``index=off`` a ``FileStore`` that scans.
+        """
         parsed = parse_store_url(url)
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
             raise parsed.fail("use file:///absolute/path")
-        return cls(
-            unquote(parsed.path),
-            index=parsed.options.get("index", True),
+        root = unquote(parsed.path)
+        max_file_size = parsed.options.get(
+            "max_file_size", jobfiles.DEFAULT_MAX_FILE_SIZE
+        )
+        if not parsed.options.get("index", True):
+            return FileStore(root, index=False, max_file_size=max_file_size)
+        return WatchedFileStore(
+            root,
             reconcile_interval=parsed.options.get(
                 "reconcile", DEFAULT_RECONCILE_SECONDS
             ),
-            max_file_size=parsed.options.get(
-                "max_file_size", jobfiles.DEFAULT_MAX_FILE_SIZE
-            ),
+            max_file_size=max_file_size,
         )
 
     def _start_index(
@@ -97,7 +110,7 @@ class FileStore(StoreBase):
         }
         if observer_factory is not None:
             options["observer_factory"] = observer_factory
-        index = JobIndex(self.root, **options)
+        index = JobIndex(self.root, on_change=self._changed, **options)
         try:
             index.start()
         except Exception as exc:
@@ -190,6 +203,11 @@ class FileStore(StoreBase):
                 f"could not write job {job_id}: {one_line_reason(exc)}"
             ) from exc
         self._observe(job_id, written)
+        self._changed()
+
+    def _changed(self) -> None:
+        """``jobs/`` may have changed; any thread. Only a watched store has
+        anybody to tell."""
 
     @contextlib.contextmanager
     def _exclusive(self, job_id: str) -> Iterator[None]:
@@ -240,3 +258,56 @@ class FileStore(StoreBase):
         status, has_status = jobfiles.status_of(found.record)
         text = jsontext.encode(status) if has_status else None
         return Row(job_id, text, found.mtime, found.version, position, found.record)
+
+
+class WatchedFileStore(FileStore):
+    """The file store with its index, declared ``Notifying``: subscribers are
+    called when the observer sees a file in ``jobs/`` change (the Toolkit's
+    own writes included, within the observer's latency), when a reconcile
+    round finds what no event said, and after each write through the store.
+
+    Without an observer (none could start) it still answers by scanning and
+    calls subscribers after its own writes; the change hub's safety poll of
+    the mark then finds the others' within a second.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        *,
+        reconcile_interval: float = DEFAULT_RECONCILE_SECONDS,
+        max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
+        observer_factory: ObserverFactory | None = None,
+    ) -> None:
+        # Before the index starts: its first events may come at once.
+        self._subscribers: list[Callable[[], None]] = []
+        self._subscribers_lock = threading.Lock()
+        super().__init__(
+            root,
+            index=True,
+            reconcile_interval=reconcile_interval,
+            max_file_size=max_file_size,
+            observer_factory=observer_factory,
+        )
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._subscribers_lock:
+            self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._subscribers_lock:
+                if callback in self._subscribers:
+                    self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def _changed(self) -> None:
+        # Often watchdog's dispatcher thread: one failing subscriber must not
+        # stop the others, nor the observer.
+        with self._subscribers_lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback()
+            except Exception:
+                logger.exception("a change subscriber failed")

@@ -7,6 +7,11 @@ read per job, not one per event. Watchdog drops inotify queue overflows
 silently, so a reconciler thread also compares the index with the directory
 every ``reconcile_interval`` seconds and restarts a dead observer.
 
+The index says when ``jobs/`` may have changed by calling ``on_change``: from
+the dispatcher thread for each event about a job file or the directory, and
+from the reconciler when a round moved the table's head (missed events, a
+restarted observer). It is a hint to read again, never the change itself.
+
 Watchdog watches a symlink itself, not where it leads: the root and the jobs
 directory are watched at the paths they resolve to, and each reconcile round
 checks that they still resolve there (a link may be pointed elsewhere since).
@@ -42,6 +47,11 @@ from . import jobfiles
 from .jobtable import JobTable
 
 ObserverFactory = Callable[[], BaseObserver]
+
+
+def _nobody() -> None:
+    pass
+
 
 # Opened/closed-without-write events are left out: every read would cause one.
 EVENTS: list[type[FileSystemEvent]] = [
@@ -81,8 +91,10 @@ class JobIndex:
         reconcile_interval: float = 30.0,
         max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
         observer_factory: ObserverFactory = Observer,
+        on_change: Callable[[], None] = _nobody,
     ) -> None:
         self.root = root
+        self._on_change = on_change
         self.jobs_dir = os.path.join(root, "jobs")
         self.reconcile_interval = reconcile_interval
         self._observer_factory = observer_factory
@@ -97,6 +109,8 @@ class JobIndex:
         self._watched_root: str | None = None
         self._watched_jobs: str | None = None
         self._observer: BaseObserver | None = None
+        # The head the reconciler last announced (see reconcile).
+        self._announced = 0
         self._stop = threading.Event()
         self._reconciler = threading.Thread(
             target=self._reconcile_loop, name="jobstatus-reconciler", daemon=True
@@ -109,6 +123,7 @@ class JobIndex:
         with self._lock:
             self._start_observer()
             self._sync_jobs_dir()
+            self._announced = self._table.head
         self._reconciler.start()
 
     def close(self) -> None:
@@ -121,12 +136,23 @@ class JobIndex:
     # -- queries and writes -------------------------------------------------
 
     def reconcile(self) -> None:
-        """One round of what the reconciler thread does every interval."""
+        """One round of what the reconciler thread does every interval.
+
+        Announces a head that moved since the last round: changes that no
+        event announced (an overflow, a dead observer restarted by a query)
+        then wake waiters within one interval. Those an event announced are
+        announced again; a spare wake-up costs one read.
+        """
         with self._lock:
             self._follow_links()
             self._refresh()
             if self._jobs_watch is not None:
                 self._rescan(full=False)
+            head = self._table.head
+            moved = head != self._announced
+            self._announced = head
+        if moved:
+            self._on_change()
 
     def window(self, cutoff: float) -> Window:
         with self._lock:
@@ -170,13 +196,18 @@ class JobIndex:
         parent, name = os.path.split(path)
         if parent == self._watched_jobs:
             job_id = jobfiles.job_id_of(name)
-            if job_id is not None:
-                with self._pending_lock:
-                    self._pending.add(job_id)
+            if job_id is None:
+                return  # a temporary file, or not a job's
+            with self._pending_lock:
+                self._pending.add(job_id)
         elif path == self._watched_jobs or (
             parent == self._watched_root and name == "jobs"
         ):
             self._recheck_dir = True
+        else:
+            return
+        # Recorded first: whoever the call wakes reads the change.
+        self._on_change()
 
     def _refresh(self) -> None:
         observer = self._observer

@@ -28,12 +28,20 @@ layout (no change sets, no counts) are indexed the first time an instance
 uses the store (``_upgrade``). Redis unreachable or timing out raises
 ``StoreUnavailable`` (answered 503); the connection pool reconnects by
 itself once Redis is back.
+
+Every write script also PUBLISHes the new position on the channel
+``<prefix>changes`` (channels and keys are separate names in Redis), so the
+store is ``Notifying``: one listener thread per store object, while anybody
+subscribes, calls every subscriber for each message, and once more after
+each reconnection (a change made while it was away is then read again).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import secrets
 import threading
 import time
@@ -62,6 +70,8 @@ from jobstatus_core.registry import redact
 from . import storedjson
 from .urloptions import parse_store_url
 
+logger = logging.getLogger("jobstatus.redis")
+
 DEFAULT_PREFIX = "jobstatus:"
 
 #: The value of ``<prefix>layout`` once every job is in the change sets.
@@ -82,10 +92,11 @@ UPGRADE_PASSES = 3
 # ARGV: job id, record text, status text, "last written", a new epoch (used
 # if the store has none), the prefix of the status sets, the mode ('put',
 # 'absent': only if the job does not exist, 'at': only at version ARGV[8]),
-# the expected version. Returns the job's new position, or 0 when the
-# condition did not hold. Counts and status sets are only moved for a job
-# already in the change order: one of the previous layout, not yet indexed,
-# was never counted.
+# the expected version, the channel. Returns the job's new position, or 0
+# when the condition did not hold. The position is published on the channel
+# inside the script: a subscriber hears of exactly the writes that happened.
+# Counts and status sets are only moved for a job already in the change
+# order: one of the previous layout, not yet indexed, was never counted.
 WRITE_SCRIPT = """
 local epoch = redis.call('GET', KEYS[7])
 local id = ARGV[1]
@@ -118,6 +129,7 @@ redis.call('HSET', KEYS[3], id, ARGV[3])
 redis.call('ZADD', KEYS[4], position, id)
 redis.call('ZADD', ARGV[6] .. redis.sha1hex(ARGV[3]), position, id)
 redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
+redis.call('PUBLISH', ARGV[9], position)
 return position
 """
 
@@ -256,13 +268,13 @@ return out
 """
 
 # KEYS: changes, status, counts, the counter; ARGV: the prefix of the status
-# sets, then job ids of the previous layout. Gives each a position, its
+# sets, the channel, then job ids of the previous layout. Gives each a position, its
 # status set and its count; a job already in the change order (indexed, or
 # written since) is left as it is, so running it twice, or from two
 # instances at once, counts nothing twice.
 UPGRADE_SCRIPT = """
 local done = 0
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   local id = ARGV[i]
   if not redis.call('ZSCORE', KEYS[1], id) then
     local position = redis.call('INCR', KEYS[4])
@@ -275,11 +287,19 @@ for i = 2, #ARGV do
     done = done + 1
   end
 end
+if done > 0 then redis.call('PUBLISH', ARGV[2], redis.call('GET', KEYS[4])) end
 return done
 """
 
 # A status endpoint must answer quickly, even "unavailable": fail fast.
 DEFAULT_TIMEOUT_SECONDS = 1.0
+
+#: How long the listener waits for a message before it looks whether it
+#: should stop: the bound on how long ``close`` waits for it.
+LISTEN_SECONDS = 0.1
+#: The listener's wait before reconnecting doubles from the first to the last.
+RECONNECT_FIRST_SECONDS = 0.1
+RECONNECT_LAST_SECONDS = 5.0
 
 T = TypeVar("T")
 
@@ -310,6 +330,12 @@ class RedisStore(StoreBase):
         self._epoch = prefix + "epoch"
         self._layout = prefix + "layout"
         self._jobs = prefix + "job:"
+        # A channel, not a key: the same name as the change set is no clash.
+        self._channel = prefix + "changes"
+        self._timeout = timeout
+        self._subscribers: list[Callable[[], None]] = []
+        self._listener: _Listener | None = None
+        self._subscribe_lock = threading.Lock()
         # Whether this instance has seen the layout complete (see _upgrade).
         self._upgraded = False
         self._upgrade_lock = threading.Lock()
@@ -583,6 +609,7 @@ class RedisStore(StoreBase):
                     self._status_sets,
                     mode,
                     expected,
+                    self._channel,
                 ],
             )
         )
@@ -625,12 +652,61 @@ class RedisStore(StoreBase):
                     break
                 self._upgrade_script(
                     keys=[self._changes, self._status, self._counts, self._counter],
-                    args=[self._status_sets, *ids],
+                    args=[self._status_sets, self._channel, *ids],
                 )
                 start += len(ids)
         client.set(self._layout, LAYOUT)
 
+    # -- notifications ---------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` after each write through any instance sharing the
+        store (and once after the listener reconnects); the first subscriber
+        returns once the listener hears the channel, or after the timeout
+        when Redis is down (it keeps trying)."""
+        with self._subscribe_lock:
+            self._subscribers.append(callback)
+            listener = self._listener
+            # A listener of the parent process is not running in a child.
+            if listener is None or not listener.is_alive():
+                listener = self._listener = _Listener(
+                    self._client, self._channel, self._notify
+                )
+                listener.start()
+            else:
+                listener = None
+        if listener is not None:
+            listener.wait_listening(self._timeout)
+
+        def unsubscribe() -> None:
+            with self._subscribe_lock:
+                if callback not in self._subscribers:
+                    return
+                self._subscribers.remove(callback)
+                stopping = None
+                if not self._subscribers:
+                    stopping, self._listener = self._listener, None
+            if stopping is not None:
+                stopping.stop()
+
+        return unsubscribe
+
+    def _notify(self) -> None:
+        # The listener's thread: a failing subscriber must not stop the others.
+        with self._subscribe_lock:
+            subscribers = list(self._subscribers)
+        for callback in subscribers:
+            try:
+                callback()
+            except Exception:
+                logger.exception("a change subscriber failed")
+
     def close(self) -> None:
+        with self._subscribe_lock:
+            self._subscribers.clear()
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
         self._client.close()
 
     def _run(self, action: Callable[[], T]) -> T:
@@ -640,6 +716,81 @@ class RedisStore(StoreBase):
             raise StoreUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
         except redis.RedisError as exc:
             raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
+
+
+class _Listener:
+    """One pub/sub connection and the thread reading it.
+
+    Calls ``notify`` for each message on ``channel``, and once after every
+    subscription that follows a lost connection (redis-py's own silent
+    reconnect included: it subscribes again, and the confirmation is seen
+    here): a change made meanwhile was never published to it, and is read
+    again by whoever the call wakes.
+    """
+
+    def __init__(
+        self, client: redis.Redis, channel: str, notify: Callable[[], None]
+    ) -> None:
+        self._client = client
+        self._channel = channel
+        self._notify = notify
+        self._stopping = threading.Event()
+        self._listening = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="jobstatus-redis-listener", daemon=True
+        )
+        # redis-py leaves pubsub() unannotated; the object it makes is typed.
+        self._new_pubsub = cast(Callable[[], redis.client.PubSub], client.pubsub)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait_listening(self, timeout: float) -> None:
+        self._listening.wait(timeout)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        # From a subscriber (on this thread) it ends after the call returns.
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _run(self) -> None:
+        delay = RECONNECT_FIRST_SECONDS
+        # Only the very first subscription follows no gap: subscribe() waits
+        # for it before it returns.
+        first = True
+        while not self._stopping.is_set():
+            pubsub = self._new_pubsub()
+            try:
+                pubsub.subscribe(self._channel)
+                while not self._stopping.is_set():
+                    message = pubsub.get_message(timeout=LISTEN_SECONDS)
+                    if message is None:
+                        continue
+                    if message["type"] == "subscribe":
+                        # From now on every write is heard.
+                        self._listening.set()
+                        delay = RECONNECT_FIRST_SECONDS
+                        if first:
+                            first = False
+                            continue
+                        # Subscribed again: writes made meanwhile went unheard.
+                    self._notify()
+            except Exception as exc:
+                logger.warning(
+                    "Redis change listener: %s; reconnecting in %.1f s",
+                    type(exc).__name__,
+                    delay,
+                )
+                first = False
+                self._stopping.wait(delay)
+                delay = min(delay * 2, RECONNECT_LAST_SECONDS)
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
 
 
 def _connect(url: str, timeout: float, connection: dict[str, Any]) -> redis.Redis:

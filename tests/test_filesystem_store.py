@@ -17,8 +17,9 @@ import pytest
 from watchdog.observers.polling import PollingObserver
 
 from jobstatus_adapters.starlette import create_app
-from jobstatus_backends.filesystem import FileStore
+from jobstatus_backends.filesystem import FileStore, WatchedFileStore
 from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ConfigError
+from jobstatus_core.protocol import Notifying
 
 from .helpers import API_KEY, service_for, stat_with_size, wait_for
 
@@ -480,4 +481,74 @@ def test_scanning_marks_move_on_every_change(tmp_path: Path) -> None:
     marks.append(store.mark())
     assert [mark.head for mark in marks] == sorted({mark.head for mark in marks})
     assert store.mark() == marks[-1]
+    store.close()
+
+
+def test_a_file_written_by_another_process_calls_a_subscriber(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore.from_url(f"file://{tmp_path}")
+    assert isinstance(store, Notifying)
+    called = threading.Event()
+    store.subscribe(called.set)
+    # A plain open and write, as the Toolkit does; not through the store.
+    path = tmp_path / "jobs" / "from-elsewhere.json"
+    code = (
+        "import sys; f = open(sys.argv[1], 'w');"
+        ' f.write(\'{"job_id": "from-elsewhere", "job_status": "done"}\');'
+        " f.close()"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True)
+    assert called.wait(1.0)
+    assert listing(store) == {"from-elsewhere": "done"}
+    store.close()
+
+
+def test_writes_through_the_store_call_subscribers_and_unsubscribe_stops_them(
+    tmp_path: Path,
+) -> None:
+    store = FileStore.from_url(f"file://{tmp_path}")
+    assert isinstance(store, Notifying)
+    calls: list[int] = []
+    unsubscribe = store.subscribe(lambda: calls.append(1))
+    # Called before put returns: the directory does not even exist yet,
+    # so no observer event can be what calls it.
+    store.put({"job_id": "a", "job_status": "running"})
+    assert calls
+    unsubscribe()
+    unsubscribe()
+    seen = len(calls)
+    store.put({"job_id": "a", "job_status": "done"})
+    assert len(calls) == seen
+    store.close()
+
+
+def test_a_scanning_store_is_not_notifying(tmp_path: Path) -> None:
+    scanning = FileStore.from_url(f"file://{tmp_path}?index=off")
+    watched = FileStore.from_url(f"file://{tmp_path}")
+    # Declared by the type: the change hub polls the mark of the first.
+    assert not isinstance(scanning, Notifying) and type(scanning) is FileStore
+    assert isinstance(watched, Notifying) and isinstance(watched, WatchedFileStore)
+    indexed = FileStore(tmp_path)
+    assert not isinstance(indexed, Notifying)
+    for store in (scanning, watched, indexed):
+        store.close()
+
+
+def test_a_change_no_event_announced_is_announced_by_the_reconciler(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = WatchedFileStore(tmp_path, reconcile_interval=3600)
+    assert store.index is not None
+    # As when inotify overflows: the events are lost, the files are there.
+    store.index._observer.unschedule_all()  # type: ignore[union-attr]
+    calls: list[int] = []
+    store.subscribe(lambda: calls.append(1))
+    store.index.reconcile()
+    assert calls == []  # nothing moved: no wake-up
+    write_toolkit_file(tmp_path, "missed", "done")
+    store.index.reconcile()
+    assert calls == [1]
     store.close()

@@ -526,3 +526,133 @@ def test_swaps_from_two_instances_lose_no_update(redis_server: RedisServer) -> N
     assert stores[0].counts(None, None) == {'"running"': 1}
     for store in stores:
         store.close()
+
+
+class Heard:
+    """A subscriber that counts its calls and lets a test wait for the next."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._called = threading.Event()
+
+    def __call__(self) -> None:
+        with self._lock:
+            self.calls += 1
+        self._called.set()
+
+    def next_call(self, timeout: float) -> bool:
+        """Whether it is called within ``timeout`` from now (or already was
+        since the last ``next_call``)."""
+        called = self._called.wait(timeout)
+        self._called.clear()
+        return called
+
+
+def listeners() -> list[threading.Thread]:
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name == "jobstatus-redis-listener" and t.is_alive()
+    ]
+
+
+def test_a_write_through_one_instance_calls_a_subscriber_of_another(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url + "?prefix=notify:"
+    writer, reader = RedisStore.from_url(url), RedisStore.from_url(url)
+    other_app = RedisStore.from_url(redis_server.url + "?prefix=elsewhere:")
+    heard, unrelated = Heard(), Heard()
+    reader.subscribe(heard)
+    other_app.subscribe(unrelated)
+    writer.put({"job_id": "a", "job_status": "running"})
+    assert heard.next_call(1.0)
+    assert writer.swap({"job_id": "a", "job_status": "done"}, expected=None) is False
+    row = writer.read("a")
+    assert row is not None
+    assert writer.swap({"job_id": "a", "job_status": "done"}, expected=row.version)
+    assert heard.next_call(1.0)
+    # One message per write that applied; another prefix hears nothing.
+    assert heard.calls == 2 and unrelated.calls == 0
+    for store in (writer, reader, other_app):
+        store.close()
+
+
+def test_a_lost_listener_connection_reconnects_and_calls_again(
+    redis_server: RedisServer,
+) -> None:
+    import redis
+
+    url = redis_server.url + "?prefix=notify-kill:"
+    writer, reader = RedisStore.from_url(url), RedisStore.from_url(url)
+    heard = Heard()
+    reader.subscribe(heard)
+    raw = redis.Redis.from_url(redis_server.url)
+    assert raw.client_kill_filter(_type="pubsub") >= 1
+    # Nothing was written: this call says "read again, something may have
+    # changed while the connection was gone".
+    assert heard.next_call(5.0)
+    assert heard.calls == 1
+    writer.put({"job_id": "after", "job_status": "done"})
+    assert heard.next_call(1.0)
+    raw.close()
+    for store in (writer, reader):
+        store.close()
+
+
+def test_a_subscriber_made_while_redis_is_down_is_called_once_it_is_back(
+    own_redis: RedisServer,
+) -> None:
+    own_redis.stop()
+    store = RedisStore.from_url(own_redis.url)
+    heard = Heard()
+    store.subscribe(heard)  # returns after the timeout; the listener retries
+    own_redis.start()
+    assert heard.next_call(10.0)
+    store.put({"job_id": "a", "job_status": "done"})
+    assert heard.next_call(1.0)
+    store.close()
+
+
+def test_unsubscribe_stops_the_calls(redis_server: RedisServer) -> None:
+    url = redis_server.url + "?prefix=notify-off:"
+    writer, reader = RedisStore.from_url(url), RedisStore.from_url(url)
+    stays, leaves = Heard(), Heard()
+    reader.subscribe(stays)
+    stop_leaving = reader.subscribe(leaves)
+    assert len(listeners()) == 1  # one thread per store, not per subscriber
+    stop_leaving()
+    stop_leaving()  # twice is harmless
+    writer.put({"job_id": "a", "job_status": "done"})
+    assert stays.next_call(1.0)
+    assert leaves.calls == 0
+    for store in (writer, reader):
+        store.close()
+
+
+def test_the_last_unsubscribe_stops_the_listener(redis_server: RedisServer) -> None:
+    url = redis_server.url + "?prefix=notify-last:"
+    writer, reader = RedisStore.from_url(url), RedisStore.from_url(url)
+    stop = reader.subscribe(Heard())
+    assert len(listeners()) == 1
+    stop()
+    assert listeners() == []
+    # A new subscriber starts a new listener.
+    heard = Heard()
+    stop = reader.subscribe(heard)
+    writer.put({"job_id": "a", "job_status": "done"})
+    assert heard.next_call(1.0)
+    stop()
+    assert listeners() == []
+    for store in (writer, reader):
+        store.close()
+
+
+def test_close_stops_the_listener(redis_server: RedisServer) -> None:
+    store = RedisStore.from_url(redis_server.url + "?prefix=notify-close:")
+    store.subscribe(Heard())
+    store.subscribe(Heard())
+    assert len(listeners()) == 1
+    store.close()
+    assert listeners() == []
