@@ -9,10 +9,18 @@ memory store still runs on the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from .protocol import Checkable, Enumerable, ForkSafe, Inline, Presence, Store
+from .protocol import (
+    Checkable,
+    Enumerable,
+    ForkSafe,
+    Inline,
+    Notifying,
+    Presence,
+    Store,
+)
 from .rows import Mark, Query, Row, Window
 from .types import Record
 
@@ -79,6 +87,12 @@ class _ForwardsJobs(StoreWrapper):
         return self.inner.jobs()
 
 
+class _ForwardsNotifications(StoreWrapper):
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        assert isinstance(self.inner, Notifying)
+        return self.inner.subscribe(callback)
+
+
 class _ForwardsCheck(StoreWrapper):
     def check(self) -> None:
         assert isinstance(self.inner, Checkable)
@@ -99,6 +113,8 @@ def wrap(inner: Store, wrapper: type[W], *args: Any, **kwargs: Any) -> W:
         bases.append(_ForwardsPresence)
     if isinstance(inner, Enumerable):
         bases.append(_ForwardsJobs)
+    if isinstance(inner, Notifying):
+        bases.append(_ForwardsNotifications)
     if isinstance(inner, Checkable):
         bases.append(_ForwardsCheck)
     if isinstance(inner, ForkSafe):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobstatus_core import InvalidRecord, Presence
-from jobstatus_core.protocol import Inline
+from jobstatus_core.protocol import Inline, Notifying
 from jobstatus_core.recording import Change, apply, check_fields
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
@@ -99,6 +99,7 @@ def test_a_wrapper_keeps_the_capabilities_of_what_it_wraps(tmp_path: Any) -> Non
 
     memory = wrap(store_from_url("memory://"), Counting)
     assert isinstance(memory, Inline) and not isinstance(memory, Presence)
+    assert isinstance(memory, Notifying)
     memory.mark()
     assert Counting.calls == 1
     files = wrap(store_from_url(f"file://{tmp_path}?index=off"), Counting)
