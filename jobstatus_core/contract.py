@@ -50,6 +50,8 @@ class Operation:
     waits: bool = False
     #: JSON Schema of the request body, for the OpenAPI document.
     body: dict[str, Any] | None = None
+    #: An empty body is a request of its own (the Toolkit's default window).
+    body_optional: bool = False
     #: JSON Schema of the envelope's ``response`` on 200.
     response: dict[str, Any] | None = None
     #: False: served without the API key or a token (health, the document).
@@ -101,6 +103,7 @@ OPERATIONS: tuple[Operation, ...] = (
         reads_body=True,
         answers=(400, 404, 405, 413, 415),
         body=schemas.TOOLKIT_JOBS_BODY,
+        body_optional=True,
         response=schemas.TOOLKIT_LISTING,
     ),
     Operation(

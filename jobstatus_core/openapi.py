@@ -117,21 +117,30 @@ def serve(
 ) -> Reply:
     """``GET /v1/openapi.json``: the document itself, not in the envelope
     (tools read it as is), for the prefix the request came through."""
-    from . import __version__
     from .contract import normalized_prefix
     from .service import Reply
 
     own = next(op for op in operations if op.name == "openapi")
     prefix = normalized_prefix(request.endpoint[: -len(own.path)])
-    body = document(
+    body = service_document(service, operations, prefix)
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+    return Reply(200, (("content-type", "application/json"),), text.encode())
+
+
+def service_document(
+    service: StatusService, operations: Sequence[Operation], prefix: str = ""
+) -> dict[str, Any]:
+    """The document of ``service`` mounted under ``prefix``: what a host
+    merges into its own (docs/embedding.md)."""
+    from . import __version__
+
+    return document(
         operations,
         prefix=prefix,
         version=__version__,
         settings={"max_wait": service.max_wait},
         open_operations=service.open_operations,
     )
-    text = json.dumps(body, separators=(",", ":"), sort_keys=True)
-    return Reply(200, (("content-type", "application/json"),), text.encode())
 
 
 def _operation(operation: Operation, open_operations: frozenset[str]) -> Schema:
@@ -159,8 +168,7 @@ def _operation(operation: Operation, open_operations: frozenset[str]) -> Schema:
         item["parameters"] = parameters
     if operation.reads_body:
         item["requestBody"] = {
-            # The Toolkit's jobs/status takes an empty body for the default.
-            "required": bool((operation.body or {}).get("required")),
+            "required": not operation.body_optional,
             "content": {"application/json": {"schema": operation.body or {}}},
         }
     if not _authenticated(operation, open_operations):
