@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import logging
@@ -10,8 +11,9 @@ import logging.config
 import os
 import secrets
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from jobstatus_backends import store_from_url
@@ -32,7 +34,7 @@ from jobstatus_core.registry import redact
 from jobstatus_core.window import cutoff
 
 from . import listen
-from .logconfig import LEVELS
+from .logconfig import LEVELS, LOG_FORMATS
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -52,6 +54,9 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_INTERRUPTED = 130
 
 logger = logging.getLogger("jobstatus.serve")
+
+#: prometheus_client's multiprocess directory; read when it is first imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -112,6 +117,15 @@ def _store_urls(args: argparse.Namespace, settings: Settings) -> list[tuple[str,
 
 
 def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    # Before anything imports prometheus_client, which reads it once.
+    metrics_dir = _metrics_directory(args.workers)
+    with metrics_dir:
+        return _serve_with_metrics(args, settings, store)
+
+
+def _serve_with_metrics(
+    args: argparse.Namespace, settings: Settings, store: Store
+) -> int:
     from . import wsgi_server
     from .logconfig import logging_config
 
@@ -121,7 +135,9 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
             raise ConfigError("--access-log: only with --interface asgi")
     args.port = listen.port_number(args.port)
     listen.check_address(args.host, args.port)
-    log_config = logging_config(args.log_level, access_log=args.access_log)
+    log_config = logging_config(
+        args.log_level, access_log=args.access_log, log_format=args.log_format
+    )
     logging.config.dictConfig(log_config)
 
     keys = settings.api_keys
@@ -148,7 +164,10 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         store.close()
         wsgi_server.run(
             lambda: store_from_url(url),
-            lambda opened: WSGIApp(build_service(opened, settings, keys)),
+            lambda opened: WSGIApp(
+                build_service(opened, settings, keys),
+                cors_origins=settings.cors_origins,
+            ),
             host=args.host,
             port=args.port,
             workers=args.workers,
@@ -166,7 +185,10 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         "access_log": args.access_log,
     }
     if args.workers == 1:
-        uvicorn.run(create_app(build_service(store, settings, keys)), **options)
+        app = create_app(
+            build_service(store, settings, keys), cors_origins=settings.cors_origins
+        )
+        uvicorn.run(app, **options)
         return 0
     # Workers are new processes: they read the store and the keys of this
     # run from the environment, as `app_from_environ` does.
@@ -177,6 +199,22 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         f"{__name__}:app_from_environ", factory=True, workers=args.workers, **options
     )
     return 0
+
+
+@contextlib.contextmanager
+def _metrics_directory(workers: int) -> Iterator[None]:
+    """With several workers, a fresh directory where each writes its metrics
+    (prometheus_client's multiprocess mode), removed when serving stops: a
+    scrape of any worker then counts the requests of all of them."""
+    if workers == 1:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="jobstatus-metrics-") as directory:
+        os.environ[MULTIPROC_ENV] = directory
+        try:
+            yield
+        finally:
+            os.environ.pop(MULTIPROC_ENV, None)
 
 
 def build_service(
@@ -195,6 +233,7 @@ def build_service(
         max_waiters=settings.max_waiters,
         max_streams=settings.max_streams,
         terminal=settings.terminal,
+        metrics_auth=settings.metrics_auth,
     )
 
 
@@ -204,7 +243,10 @@ def app_from_environ() -> Starlette:
 
     settings = Settings.from_environ(os.environ, cwd=os.getcwd())
     store = store_from_url(settings.store_url)
-    return create_app(build_service(store, settings, settings.api_keys))
+    return create_app(
+        build_service(store, settings, settings.api_keys),
+        cors_origins=settings.cors_origins,
+    )
 
 
 def _record(args: argparse.Namespace, settings: Settings, store: Store) -> int:
@@ -442,6 +484,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=LEVELS,
         default="info",
         help="log lines on stderr from this level up (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text: one plain line per event; json: one JSON object per line"
+        " (time, level, logger, message) (default: %(default)s)",
     )
     serve.add_argument(
         "--access-log",

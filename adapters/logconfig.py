@@ -6,12 +6,15 @@ every line a server prints has the same shape, in every worker.
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import re
 from typing import Any
 from urllib.parse import unquote_plus
 
 LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -46,17 +49,37 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def logging_config(level: str, *, access_log: bool) -> dict[str, Any]:
+class JsonLines(logging.Formatter):
+    """One JSON object per line: time (UTC, ISO 8601), level, logger,
+    message, and the exception's traceback when there is one. Newlines in a
+    message stay inside its JSON string, so a line is always one record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        moment = datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+        line: dict[str, Any] = {
+            "time": moment.isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
+
+
+def logging_config(
+    level: str, *, access_log: bool, log_format: str = "text"
+) -> dict[str, Any]:
     upper = level.upper()
     handler = {
         "class": "logging.StreamHandler",
-        "formatter": "plain",
+        "formatter": log_format,
         "filters": ["secrets"],
     }
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"plain": {"format": FORMAT}},
+        "formatters": {"text": {"format": FORMAT}, "json": {"()": JsonLines}},
         "filters": {"secrets": {"()": RedactSecrets}},
         "handlers": {"stderr": {**handler, "stream": "ext://sys.stderr"}},
         "loggers": {

@@ -34,6 +34,7 @@ from jobstatus_core.config import (
     DEFAULT_MAX_WAITERS,
     DEFAULT_SINCE_SECONDS,
     DEFAULT_TERMINAL,
+    METRICS_AUTH,
 )
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
@@ -66,6 +67,7 @@ def make_service(
     max_waiters: int = DEFAULT_MAX_WAITERS,
     max_streams: int = DEFAULT_MAX_STREAMS,
     terminal: Iterable[str] = DEFAULT_TERMINAL,
+    metrics_auth: str = "key",
 ) -> StatusService:
     """The service behind both adapters.
 
@@ -73,7 +75,10 @@ def make_service(
     without authentication (say so explicitly: there is no silent default).
     ``secret`` signs cursors (``JOBSTATUS_TOKEN_SECRET``); instances sharing a
     store must share it. Unset, it is derived from the API keys.
+    ``metrics_auth="none"`` serves ``GET /metrics`` without the API key.
     """
+    if metrics_auth not in METRICS_AUTH:
+        raise ConfigError(f"metrics_auth: expected one of {', '.join(METRICS_AUTH)}")
     keys = tuple(api_keys)
     if keys and not isinstance(auth, _Unset):
         raise ConfigError("give api_keys or auth, not both")
@@ -105,6 +110,7 @@ def make_service(
         max_waiters=max_waiters,
         max_streams=max_streams,
         terminal=terminal,
+        open_operations=("metrics",) if metrics_auth == "none" else (),
     )
     _services.add(service)
     return service

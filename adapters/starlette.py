@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qs
@@ -16,13 +16,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobstatus_core import ApiError, Inline, Reply, StatusService
 from jobstatus_core import feed as feeds
-from jobstatus_core.contract import OPERATIONS, Operation, normalized_prefix
+from jobstatus_core.contract import OPERATIONS, Operation, Router, normalized_prefix
 from jobstatus_core.feed import Feed
 from jobstatus_core.problems import method_not_allowed, route_not_found
 from jobstatus_core.requests import Request
 from jobstatus_core.waiting import Waiting, finish
 
 from .changes import changes_for
+from .cors import asgi_middleware
+from .metrics import ASGIMetrics, Metrics
 from .offload import StoreThreads
 from .routing import origin_path
 
@@ -50,8 +52,11 @@ def status_routes(service: StatusService, prefix: str = "") -> list[BaseRoute]:
     ]
 
 
-def create_app(service: StatusService, prefix: str = "") -> Starlette:
-    """A standalone app serving only the endpoints of the contract.
+def create_app(
+    service: StatusService, prefix: str = "", *, cors_origins: Sequence[str] = ()
+) -> Starlette:
+    """A standalone app serving only the endpoints of the contract, with
+    ``GET /metrics`` counting its requests, and CORS for ``cors_origins``.
 
     Every other path answers ``404 Not found`` in the envelope too, and an
     absolute-form target (``POST http://host/v1/...``) is routed by its path.
@@ -59,7 +64,15 @@ def create_app(service: StatusService, prefix: str = "") -> Starlette:
     not_found = Route("/{path:path}", _Endpoint(service, {}, None))
     return Starlette(
         routes=[*status_routes(service, prefix), not_found],
-        middleware=[Middleware(_OriginForm, service=service)],
+        middleware=[
+            *asgi_middleware(cors_origins),
+            Middleware(_OriginForm, service=service),
+            Middleware(
+                ASGIMetrics,
+                metrics=Metrics(service),
+                router=Router(OPERATIONS, prefix),
+            ),
+        ],
     )
 
 

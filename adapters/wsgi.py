@@ -7,7 +7,7 @@ how a Flask or Django app mounts them next to its own routes.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -22,6 +22,8 @@ from jobstatus_core.validation import content_length
 from jobstatus_core.waiting import Waiting, finish
 
 from .changes import changes_for
+from .cors import WSGICors
+from .metrics import Metrics, WSGIMetrics
 from .routing import origin_path
 
 Environ = dict[str, Any]
@@ -53,6 +55,7 @@ class WSGIApp:
         fallback: WSGIApplication | None = None,
         *,
         max_waiters: int = DEFAULT_WSGI_WAITERS,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         self.service = service
         self.fallback = fallback
@@ -60,20 +63,33 @@ class WSGIApp:
         #: never more than the service's own bound).
         self.max_waiters = min(max_waiters, service.max_waiters)
         self.router = Router(OPERATIONS, prefix)
+        # Metrics and CORS wrap this app's own answers, never the fallback's.
+        own: WSGIApplication = WSGIMetrics(self._answer, Metrics(service), self.router)
+        self._own = WSGICors(own, cors_origins) if cors_origins else own
 
     def __call__(
+        self, environ: Environ, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        if self.fallback is not None and self._route(environ) is None:
+            return self.fallback(environ, start_response)
+        return self._own(environ, start_response)
+
+    def _route(self, environ: Environ) -> Match | tuple[str, ...] | None:
+        # Servers that pass an absolute-form target whole (wsgiref) are read
+        # by its path; "*" (OPTIONS *) names no endpoint.
+        path = origin_path(environ.get("PATH_INFO", "") or "/")
+        method = environ.get("REQUEST_METHOD", "")
+        return None if path is None else self.router.match(method, path)
+
+    def _answer(
         self, environ: Environ, start_response: StartResponse
     ) -> Iterable[bytes]:
         service = self.service
         started = service.timer()
         target = environ.get("PATH_INFO", "") or "/"
         method = environ.get("REQUEST_METHOD", "")
-        # Servers that pass an absolute-form target whole (wsgiref) are read
-        # by its path; "*" (OPTIONS *) names no endpoint.
         path = origin_path(target)
-        found = None if path is None else self.router.match(method, path)
-        if found is None and self.fallback is not None:
-            return self.fallback(environ, start_response)
+        found = self._route(environ)
         # Mounted under a dispatcher, the client's path is SCRIPT_NAME + PATH_INFO.
         endpoint = environ.get("SCRIPT_NAME", "") + (path or target)
         try:

@@ -17,6 +17,7 @@ DEFAULT_MAX_WAIT = 60.0
 DEFAULT_MAX_WAITERS = 1000
 DEFAULT_MAX_STREAMS = 1000
 DEFAULT_TERMINAL = ("done", "failed", "cancelled")
+METRICS_AUTH = ("key", "none")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,10 @@ class Settings:
     max_waiters: int = DEFAULT_MAX_WAITERS
     max_streams: int = DEFAULT_MAX_STREAMS
     terminal: tuple[str, ...] = DEFAULT_TERMINAL
+    #: Origins a browser may call from (CORS); none: CORS is off.
+    cors_origins: tuple[str, ...] = ()
+    #: ``key``: ``GET /metrics`` needs the API key; ``none``: open.
+    metrics_auth: str = "key"
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, cwd: str) -> Settings:
@@ -61,6 +66,8 @@ class Settings:
                 environ, "JOBSTATUS_MAX_STREAMS", DEFAULT_MAX_STREAMS
             ),
             terminal=_names(environ, "JOBSTATUS_TERMINAL", DEFAULT_TERMINAL),
+            cors_origins=cors_origins(environ),
+            metrics_auth=_choice(environ, "JOBSTATUS_METRICS_AUTH", METRICS_AUTH),
         )
 
 
@@ -157,3 +164,34 @@ def _names(
     if not names:
         raise ConfigError(f"{name}: expected comma-separated statuses, got {raw!r}")
     return names
+
+
+def cors_origins(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """``JOBSTATUS_CORS_ORIGINS``: whole origins, ``scheme://host[:port]``."""
+    name = "JOBSTATUS_CORS_ORIGINS"
+    origins = []
+    for part in environ.get(name, "").split(","):
+        origin = part.strip()
+        if not origin:
+            continue
+        scheme, sep, host = origin.partition("://")
+        if (
+            scheme not in ("http", "https")
+            or not sep
+            or not host
+            or any(char in host for char in "/?#*@ ")
+        ):
+            raise ConfigError(
+                f"{name}: expected origins like https://app.example.com, got {origin!r}"
+            )
+        origins.append(origin)
+    return tuple(dict.fromkeys(origins))
+
+
+def _choice(environ: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
+    return raw

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import feed, reading, waiting
+from . import feed, openapi, operating, reading, schemas, waiting
 
 if TYPE_CHECKING:
     from .feed import Feed
@@ -51,6 +51,18 @@ class Operation:
     waits: bool = False
     #: Answers a ``Feed`` the adapter streams as server-sent events (ASGI only).
     streams: bool = False
+    #: JSON Schema of the request body, for the OpenAPI document.
+    body: dict[str, Any] | None = None
+    #: An empty body is a request of its own (the Toolkit's default window).
+    body_optional: bool = False
+    #: JSON Schema of the envelope's ``response`` on 200.
+    response: dict[str, Any] | None = None
+    #: False: served without the API key or a token (health, the document).
+    authenticated: bool = True
+    #: Calls the store, so it may answer its 500 and 503.
+    reads_store: bool = True
+    #: The media type of a 200; anything but JSON is answered as is, no envelope.
+    media_type: str = "application/json"
 
 
 def _job_status(service: StatusService, request: Request) -> Reply:
@@ -61,10 +73,14 @@ def _jobs_status(service: StatusService, request: Request) -> Reply:
     return service.jobs_status(request)
 
 
+def _openapi(service: StatusService, request: Request) -> Reply:
+    return openapi.serve(service, request, OPERATIONS)
+
+
 JOB_ID_PARAM = Param(
     "job_id",
     "1-128 characters of A-Z a-z 0-9 . _ -, not starting with '.'",
-    {"type": "string"},
+    schemas.JOB_ID,
     where="path",
     required=True,
 )
@@ -78,6 +94,8 @@ OPERATIONS: tuple[Operation, ...] = (
         _job_status,
         reads_body=True,
         answers=(400, 404, 405, 413, 415),
+        body=schemas.TOOLKIT_JOB_BODY,
+        response=schemas.RECORD,
     ),
     Operation(
         "toolkit_jobs_status",
@@ -87,6 +105,9 @@ OPERATIONS: tuple[Operation, ...] = (
         _jobs_status,
         reads_body=True,
         answers=(400, 404, 405, 413, 415),
+        body=schemas.TOOLKIT_JOBS_BODY,
+        body_optional=True,
+        response=schemas.TOOLKIT_LISTING,
     ),
     Operation(
         "get_job",
@@ -100,18 +121,25 @@ OPERATIONS: tuple[Operation, ...] = (
                 "wait",
                 "Wait up to this many seconds for the condition (at most"
                 " JOBSTATUS_MAX_WAIT)",
-                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "number", "exclusiveMinimum": 0, "maximum": schemas.MAX_WAIT},
             ),
             Param(
                 "until",
                 "finished: a terminal status; changed: another version than after",
-                {"type": "string", "enum": ["finished", "changed"]},
+                schemas.UNTIL,
             ),
             Param("after", "The version to wait past", {"type": "string"}),
+            Param(
+                "if-none-match",
+                "An ETag of an earlier answer: 304 while it is current",
+                {"type": "string"},
+                where="header",
+            ),
         ),
         answers=(304, 400, 403, 404, 405),
         tokens=True,
         waits=True,
+        response=schemas.RECORD,
     ),
     Operation(
         "list_jobs",
@@ -145,6 +173,7 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
         answers=(400, 405, 410),
         tokens=True,
+        response=schemas.PAGE,
     ),
     Operation(
         "batch_jobs",
@@ -154,6 +183,8 @@ OPERATIONS: tuple[Operation, ...] = (
         reading.batch,
         reads_body=True,
         answers=(400, 405, 413, 415),
+        body=schemas.BATCH_BODY,
+        response=schemas.BATCH,
     ),
     Operation(
         "job_events",
@@ -208,6 +239,8 @@ OPERATIONS: tuple[Operation, ...] = (
         answers=(400, 403, 405, 410, 413, 415),
         tokens=True,
         waits=True,
+        body=schemas.WAIT_BODY,
+        response=schemas.WAITED,
     ),
     Operation(
         "issue_token",
@@ -217,6 +250,50 @@ OPERATIONS: tuple[Operation, ...] = (
         reading.issue_token,
         reads_body=True,
         answers=(400, 405, 413, 415),
+        body=schemas.TOKEN_BODY,
+        response=schemas.TOKEN,
+    ),
+    Operation(
+        "openapi",
+        "GET",
+        "/v1/openapi.json",
+        "This document: OpenAPI 3.1 of every operation",
+        _openapi,
+        answers=(405,),
+        authenticated=False,
+        reads_store=False,
+    ),
+    Operation(
+        "healthz",
+        "GET",
+        "/healthz",
+        "200 while the process serves (no store call)",
+        operating.healthz,
+        answers=(405,),
+        response=schemas.HEALTH,
+        authenticated=False,
+        reads_store=False,
+    ),
+    Operation(
+        "readyz",
+        "GET",
+        "/readyz",
+        "200 when the store answers, else 503 Job store unavailable",
+        operating.readyz,
+        answers=(405, 503),
+        response=schemas.HEALTH,
+        authenticated=False,
+        reads_store=False,
+    ),
+    Operation(
+        "metrics",
+        "GET",
+        "/metrics",
+        "Prometheus metrics (API key unless JOBSTATUS_METRICS_AUTH=none)",
+        operating.metrics,
+        answers=(404, 405),
+        reads_store=False,
+        media_type="text/plain; version=0.0.4; charset=utf-8",
     ),
 )
 

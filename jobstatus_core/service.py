@@ -75,6 +75,7 @@ class StatusService:
         max_waiters: int = 1000,
         max_streams: int = 1000,
         terminal: Iterable[str] = ("done", "failed", "cancelled"),
+        open_operations: Iterable[str] = (),
     ) -> None:
         if not isinstance(store, Store):
             missing = sorted(
@@ -103,6 +104,13 @@ class StatusService:
         self.max_streams = max_streams
         self.terminal = frozenset(terminal)
         self.listings = Listings(store, timer=timer)
+        #: Operations served without authentication besides those the table
+        #: marks so (``metrics`` under ``JOBSTATUS_METRICS_AUTH=none``).
+        self.open_operations = frozenset(open_operations)
+        #: ``GET /metrics``: (media type, text); an adapter installs it.
+        self.exposition: Callable[[], tuple[str, bytes]] | None = None
+        #: Called with each store failure (the metrics count them).
+        self.store_error_hooks: list[Callable[[Exception], None]] = []
         self._presence = store if isinstance(store, Presence) else None
         # Listing texts already checked (see _checked_listing). A race between
         # threads only checks a text twice: a tuple is swapped whole.
@@ -131,7 +139,9 @@ class StatusService:
         jobs of a scoped token, where the operation takes tokens.
         """
         token = _token_of(headers, query) if operation.tokens else None
-        if token is not None:
+        if not operation.authenticated or operation.name in self.open_operations:
+            grant = tokens.EVERYTHING
+        elif token is not None:
             grant = tokens.verify(token, self.secret, self.clock())
         elif self.auth is not None and (
             # Two x-api-key fields arrive joined by a comma: which one counts
@@ -302,7 +312,12 @@ class StatusService:
             self._checked_listings = (text, *self._checked_listings[:3])
         return checked
 
+    def note_store_error(self, exc: Exception) -> None:
+        for hook in self.store_error_hooks:
+            hook(exc)
+
     def _store_error(self, what: str, exc: Exception) -> ApiError:
+        self.note_store_error(exc)
         if isinstance(exc, StoreUnavailable):
             self.logger.warning(
                 "job store unavailable: %s", errors.one_line_reason(exc)

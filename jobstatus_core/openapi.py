@@ -1,0 +1,240 @@
+"""The OpenAPI 3.1 document, generated from the contract table.
+
+Nothing here lists an endpoint: every path, parameter, body and answer comes
+from an ``Operation`` row, so the document cannot drift from the routing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from .schemas import Schema, Setting
+
+if TYPE_CHECKING:
+    from .contract import Operation
+    from .requests import Request
+    from .service import Reply, StatusService
+
+OPENAPI_VERSION = "3.1.0"
+
+#: The envelope of SPEC §3, around every JSON answer.
+_ENVELOPE_FIELDS: Schema = {
+    "endpoint": {"type": "string"},
+    "code": {"type": "integer"},
+    "id": {"type": ["string", "number", "null"]},
+    "job_id": {"type": "string"},
+    "message": {"type": "string"},
+    "pid": {"type": "integer"},
+    "queue_id": {"type": ["integer", "string"]},
+    "queue_length": {"type": "integer"},
+    "run_time": {"type": "number"},
+    "queue_time": {"type": "number"},
+    "total_time": {"type": "number"},
+    "build_number": {"type": "string"},
+    "waited": {
+        "type": "object",
+        "required": ["seconds", "met"],
+        "properties": {"seconds": {"type": "number"}, "met": {"type": "boolean"}},
+    },
+}
+_REQUIRED = [
+    "endpoint",
+    "code",
+    "id",
+    "job_id",
+    "response",
+    "message",
+    "pid",
+    "queue_id",
+    "queue_length",
+    "run_time",
+    "queue_time",
+    "total_time",
+    "build_number",
+]
+
+SECURITY_SCHEMES: Schema = {
+    "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+    "bearerToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A scoped read token from POST /v1/tokens",
+    },
+    "queryToken": {
+        "type": "apiKey",
+        "in": "query",
+        "name": "token",
+        "description": "A scoped read token, for clients that cannot set headers",
+    },
+}
+
+
+def document(
+    operations: Sequence[Operation],
+    *,
+    prefix: str = "",
+    version: str,
+    settings: Mapping[str, Any],
+    open_operations: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``operations`` mounted under ``prefix``;
+    ``settings`` give the bounds that are settings (``max_wait``)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for operation in operations:
+        item = _operation(operation, open_operations)
+        paths.setdefault(prefix + operation.path, {})[operation.method.lower()] = item
+    resolved: dict[str, Any] = _resolved(
+        {
+            "openapi": OPENAPI_VERSION,
+            "info": {
+                "title": "jobstatus",
+                "version": version,
+                "description": "Job statuses over HTTP: the Toolkit API's two"
+                " endpoints and the jobstatus API.",
+            },
+            "paths": paths,
+            "components": {
+                "schemas": {
+                    "Envelope": _envelope({}),
+                    "ErrorEnvelope": {
+                        **_envelope({"type": "null"}),
+                        "required": [*_REQUIRED, "error"],
+                    },
+                },
+                "securitySchemes": SECURITY_SCHEMES,
+            },
+        },
+        settings,
+    )
+    return resolved
+
+
+def serve(
+    service: StatusService, request: Request, operations: Sequence[Operation]
+) -> Reply:
+    """``GET /v1/openapi.json``: the document itself, not in the envelope
+    (tools read it as is), for the prefix the request came through."""
+    from .contract import normalized_prefix
+    from .service import Reply
+
+    own = next(op for op in operations if op.name == "openapi")
+    prefix = normalized_prefix(request.endpoint[: -len(own.path)])
+    body = service_document(service, operations, prefix)
+    text = json.dumps(body, separators=(",", ":"), sort_keys=True)
+    return Reply(200, (("content-type", "application/json"),), text.encode())
+
+
+def service_document(
+    service: StatusService, operations: Sequence[Operation], prefix: str = ""
+) -> dict[str, Any]:
+    """The document of ``service`` mounted under ``prefix``: what a host
+    merges into its own (docs/embedding.md)."""
+    from . import __version__
+
+    return document(
+        operations,
+        prefix=prefix,
+        version=__version__,
+        settings={"max_wait": service.max_wait},
+        open_operations=service.open_operations,
+    )
+
+
+def _operation(operation: Operation, open_operations: frozenset[str]) -> Schema:
+    item: Schema = {
+        "operationId": operation.name,
+        "summary": operation.summary,
+        "responses": _responses(operation, open_operations),
+    }
+    parameters = [
+        {
+            "name": param.name,
+            "in": param.where,
+            "description": param.description,
+            "required": param.required or param.where == "path",
+            "schema": param.schema,
+            **(
+                {"style": "form", "explode": True}
+                if param.schema.get("type") == "array"
+                else {}
+            ),
+        }
+        for param in operation.params
+    ]
+    if parameters:
+        item["parameters"] = parameters
+    if operation.reads_body:
+        item["requestBody"] = {
+            "required": not operation.body_optional,
+            "content": {"application/json": {"schema": operation.body or {}}},
+        }
+    if not _authenticated(operation, open_operations):
+        item["security"] = []
+    elif operation.tokens:
+        item["security"] = [{"apiKey": []}, {"bearerToken": []}, {"queryToken": []}]
+    else:
+        item["security"] = [{"apiKey": []}]
+    return item
+
+
+def _responses(operation: Operation, open_operations: frozenset[str]) -> Schema:
+    if operation.name == "openapi":
+        ok: Schema = {"type": "object", "required": ["openapi", "paths"]}
+    elif operation.media_type != "application/json":
+        ok = {"type": "string"}
+    else:
+        ok = _envelope(operation.response or {})
+    media = operation.media_type.split(";", 1)[0]
+    responses: Schema = {
+        "200": {"description": "success", "content": {media: {"schema": ok}}}
+    }
+    codes = set(operation.answers)
+    if _authenticated(operation, open_operations):
+        codes.add(401)
+    if operation.reads_store:
+        codes.update((500, 503))
+    for code in sorted(codes):
+        if code == 304:
+            responses["304"] = {"description": "Not Modified: the ETag is current"}
+            continue
+        headers: Schema = {}
+        if code == 405:
+            headers["allow"] = {"schema": {"type": "string"}}
+        if code == 503:
+            headers["retry-after"] = {"schema": {"type": "string"}}
+        responses[str(code)] = {
+            "description": HTTPStatus(code).phrase,
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/ErrorEnvelope"}
+                }
+            },
+            **({"headers": headers} if headers else {}),
+        }
+    return responses
+
+
+def _authenticated(operation: Operation, open_operations: frozenset[str]) -> bool:
+    return operation.authenticated and operation.name not in open_operations
+
+
+def _envelope(response: Schema) -> Schema:
+    return {
+        "type": "object",
+        "required": _REQUIRED,
+        "properties": {**_ENVELOPE_FIELDS, "response": response},
+    }
+
+
+def _resolved(value: Any, settings: Mapping[str, Any]) -> Any:
+    """A copy of ``value`` with each ``Setting`` replaced by its value."""
+    if isinstance(value, Setting):
+        return settings[value.name]
+    if isinstance(value, dict):
+        return {key: _resolved(item, settings) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_resolved(item, settings) for item in value]
+    return value
