@@ -230,7 +230,9 @@ def test_streams_are_bounded_and_freed(serve: Callable[[ASGIApp], str]) -> None:
     store = store_from_url("memory://")
     url = serve(create_app(service_for(store, max_streams=1)))
     with stream(url, "/v1/jobs/events") as events:
-        put(store, "a", "queued")
+        # Now, not at the test clock's time: this service reads the real
+        # clock, and the job must be in the snapshot's window or after it.
+        put(store, "a", "queued", time.time())
         assert next_job(events)["data"]["job_id"] == "a"
         refused = httpx.get(url + "/v1/jobs/events", headers={"x-api-key": API_KEY})
         assert_error(refused, 503, "Too many open streams")
@@ -240,7 +242,7 @@ def test_streams_are_bounded_and_freed(serve: Callable[[ASGIApp], str]) -> None:
     deadline = time.monotonic() + 5
     while True:
         with stream(url, "/v1/jobs/events") as events:
-            put(store, "b", "queued")
+            put(store, "b", "queued", time.time())
             event = events.get(timeout=5)
             if event is not None and "status" not in event:
                 break
