@@ -84,8 +84,9 @@ ALLOWED_STDLIB = {
     "binascii",
     "hashlib",
     "hmac",
-    # HTTP dates of a time passed in
+    # HTTP dates of a time passed in; status phrases of the OpenAPI document
     "email.utils",
+    "http",
     "logging",
     # locks around the kept listings; the core starts no thread (below)
     "threading",
