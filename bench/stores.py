@@ -5,7 +5,8 @@ Run by hand (not a test):  python bench/stores.py [--sizes 1000,10000,100000]
 Each size builds one store of N jobs whose "last written" times are spread
 over 30 days, 1% of them within the last 10 minutes, then measures in one run:
 
-- listing with the default window (600 s: ``changed_since_json``, what
+- listing with the default window (600 s: the core's ``Listings.json`` over
+  the store's ``window``, what
   ``jobs/status`` asks of a store) read afresh, the same again answered by a
   kept listing (nothing written since), and ``get`` on
   - the filesystem store with its watchdog index,
@@ -43,6 +44,7 @@ from typing import Any
 from jobstatus_backends import store_from_url
 from jobstatus_backends.filesystem import FileStore
 from jobstatus_backends.sqlite import SQLiteStore
+from jobstatus_core.listing import Listings
 
 DAY = 86400.0
 WINDOW = 600.0
@@ -234,18 +236,19 @@ def run(n: int, repeat: int) -> dict[str, float]:
             # What jobs/status asks of a store: the listing's JSON text, read
             # afresh. Each call's window starts 1 ms before the last one's
             # (from a fixed start: the clock moves faster than that), so no
-            # kept listing (ListingCache) can answer it -- the cost of a poll
-            # after a write.
+            # kept listing can answer it -- the cost of a poll after a write.
+            listings = Listings(store, timer=time.monotonic)
             start = window()
             return median_ms(
-                lambda: store.changed_since_json(start - next(earlier) * 1e-3),
+                lambda: listings.json(start - next(earlier) * 1e-3),
                 repeat * 4,
             )
 
         def kept_ms(store: Any) -> float:
             # The same poll again, nothing written since: a kept listing.
-            store.changed_since_json(window())
-            return median_ms(lambda: store.changed_since_json(window()), repeat * 4)
+            listings = Listings(store, timer=time.monotonic)
+            listings.json(window())
+            return median_ms(lambda: listings.json(window()), repeat * 4)
 
         result = {
             "matches": float(len(expected)),
