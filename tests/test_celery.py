@@ -17,7 +17,7 @@ import pytest
 
 from jobstatus_backends.sqlite import SQLiteStore
 
-from .helpers import API_KEY, RedisServer, service_for, wait_for
+from .helpers import API_KEY, RedisServer, free_port, service_for, wait_for
 
 if TYPE_CHECKING:
     # Imported where used: only the celery tox env installs Celery.
@@ -246,3 +246,31 @@ def test_two_workers_run_tasks_at_once(
     gate.touch()
     pids = {reaches(store, job_id, "done")["response"] for job_id in jobs}
     assert len(pids) == 2
+
+
+def seven() -> int:
+    return 7
+
+
+def test_a_store_that_is_down_never_fails_a_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from celery import Celery
+
+    from jobstatus_adapters.celery import install
+
+    app = Celery("down", broker="memory://")
+    task = app.task(seven, name="down.seven")
+    # A Redis store on a port nobody listens on: every change fails.
+    recording = install(app, f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with caplog.at_level("WARNING", logger="jobstatus.queues"):
+            result = task.apply(task_id="down-1")
+        assert result.successful() and result.get() == 7
+        dropped = [
+            r for r in caplog.records if "not recorded after 3 tries" in r.message
+        ]
+        assert len(dropped) == 2  # running and done, each tried 3 times, then dropped
+    finally:
+        recording.uninstall()
+        app.close()
