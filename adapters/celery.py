@@ -1,0 +1,146 @@
+"""Celery: job states recorded from Celery's own signals.
+
+``install(app, store)`` in the module that builds the app (so the publishing
+processes and the workers both run it); the task id is the ``job_id``.
+Celery's ``retries`` counter is the attempt, so a late event of an earlier
+attempt never touches a retry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from celery import Celery, Task, current_task, signals
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "the Celery adapter needs Celery: pip install 'jobstatus[celery]'"
+    ) from exc
+
+from jobstatus_core import Store
+
+from .taskrecording import TaskRecorder, response_of
+
+__all__ = ["CeleryRecording", "install", "progress"]
+
+_installed: dict[int, CeleryRecording] = {}
+
+
+class CeleryRecording:
+    """The signal receivers of one app; ``uninstall()`` disconnects them."""
+
+    def __init__(self, app: Celery, store: Store | str) -> None:
+        self.app = app
+        self.recording = TaskRecorder(store)
+
+    # Publishing side: the message is in the broker (a publish that failed
+    # never becomes a job that looks queued).
+    def published(
+        self, sender: str | None = None, headers: Any = None, body: Any = None, **_: Any
+    ) -> None:
+        info = headers if isinstance(headers, dict) and "id" in headers else body
+        if not isinstance(info, dict) or not isinstance(info.get("id"), str):
+            return
+        job_id: str = info["id"]
+        attempt = _attempt(info.get("retries"))
+        task = sender or info.get("task")
+        self.recording.record(
+            job_id, lambda r: r.queued(job_id, attempt=attempt, task=task)
+        )
+
+    def prerun(self, sender: Task | None = None, task_id: str = "", **_: Any) -> None:
+        if sender is None or sender.app is not self.app:
+            return
+        attempt = _attempt(sender.request.retries)
+        name = sender.name
+        self.recording.record(
+            task_id, lambda r: r.running(task_id, attempt=attempt, task=name)
+        )
+
+    def succeeded(
+        self, sender: Task | None = None, result: Any = None, **_: Any
+    ) -> None:
+        if sender is None or sender.app is not self.app:
+            return
+        job_id = sender.request.id
+        attempt = _attempt(sender.request.retries)
+        response = response_of(result)
+        self.recording.record(
+            job_id, lambda r: r.done(job_id, response, attempt=attempt)
+        )
+
+    def failed(
+        self,
+        sender: Task | None = None,
+        task_id: str = "",
+        exception: BaseException | None = None,
+        **_: Any,
+    ) -> None:
+        if sender is None or sender.app is not self.app:
+            return
+        # Sent from the worker's main process when a pool child died
+        # (WorkerLostError): the request there is not the task's context.
+        retries = sender.request.retries if sender.request.id == task_id else None
+        attempt = None if retries is None else _attempt(retries)
+        error: BaseException | str = exception or "failed"
+        self.recording.record(
+            task_id, lambda r: r.failed(task_id, error, attempt=attempt)
+        )
+
+    def revoked(
+        self, sender: Task | None = None, request: Any = None, **_: Any
+    ) -> None:
+        if sender is None or sender.app is not self.app or request is None:
+            return
+        job_id = request.id
+        attempt = _attempt(getattr(request, "retries", None))
+        self.recording.record(job_id, lambda r: r.cancelled(job_id, attempt=attempt))
+
+    def connect(self) -> None:
+        signals.after_task_publish.connect(self.published, weak=False)
+        signals.task_prerun.connect(self.prerun, weak=False)
+        signals.task_success.connect(self.succeeded, weak=False)
+        signals.task_failure.connect(self.failed, weak=False)
+        signals.task_revoked.connect(self.revoked, weak=False)
+
+    def uninstall(self) -> None:
+        signals.after_task_publish.disconnect(self.published)
+        signals.task_prerun.disconnect(self.prerun)
+        signals.task_success.disconnect(self.succeeded)
+        signals.task_failure.disconnect(self.failed)
+        signals.task_revoked.disconnect(self.revoked)
+        _installed.pop(id(self.app), None)
+        self.recording.close()
+
+
+def install(app: Celery, store: Store | str) -> CeleryRecording:
+    """Record the states of ``app``'s tasks in ``store`` (a store or a URL)."""
+    found = _installed.get(id(app))
+    if found is not None:
+        found.uninstall()
+    recording = CeleryRecording(app, store)
+    recording.connect()
+    _installed[id(app)] = recording
+    return recording
+
+
+def progress(
+    done: float, total: float | None = None, message: str | None = None
+) -> bool:
+    """Record the running task's progress; whether it applied."""
+    task = current_task
+    if task is None or not task.request.id:
+        raise RuntimeError("progress() records the running task: call it in one")
+    recording = _installed.get(id(task.app))
+    if recording is None:
+        raise RuntimeError("jobstatus_adapters.celery.install(app, store) first")
+    job_id: str = task.request.id
+    attempt = _attempt(task.request.retries)
+    return recording.recording.record(
+        job_id,
+        lambda r: r.progress(job_id, done, total, message, attempt=attempt),
+    )
+
+
+def _attempt(retries: object) -> int:
+    return retries + 1 if isinstance(retries, int) and retries >= 0 else 1

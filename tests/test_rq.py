@@ -1,0 +1,214 @@
+"""RQ: states recorded by real ``rq worker -w RecordingWorker`` processes
+running examples/rq_app.py, through a real redis-server into an SQLite file,
+read back over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from jobstatus_backends.sqlite import SQLiteStore
+
+from .helpers import API_KEY, RedisServer, service_for, wait_for
+
+if TYPE_CHECKING:
+    # Imported where used: only the rq tox env installs RQ.
+    from rq import Queue
+
+pytestmark = pytest.mark.rq
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+class Workers:
+    """Real ``rq worker`` processes with the recording worker class."""
+
+    def __init__(self, redis_url: str, store_url: str, queue: str, cwd: Path) -> None:
+        self.env = {
+            **os.environ,
+            "RQ_REDIS_URL": redis_url,
+            "RQ_QUEUE": queue,
+            "JOBSTATUS_STORE": store_url,
+            "PYTHONPATH": str(EXAMPLES),
+        }
+        self.redis_url = redis_url
+        self.queue = queue
+        self.cwd = cwd
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        rq = Path(sys.executable).parent / "rq"
+        self.processes.append(
+            subprocess.Popen(
+                [
+                    str(rq),
+                    "worker",
+                    "-w",
+                    "jobstatus_adapters.rq.RecordingWorker",
+                    "--url",
+                    self.redis_url,
+                    "--quiet",
+                    self.queue,
+                ],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def setup(
+    redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Queue, str, Workers]]:
+    from redis import Redis
+    from rq import Queue
+
+    from jobstatus_adapters.rq import install
+
+    where = tmp_path_factory.mktemp("rq")
+    store_url = f"sqlite://{where / 'jobs.db'}"
+    name = f"q-{uuid.uuid4().hex[:8]}"
+    connection = Redis.from_url(redis_server.url)
+    queue = install(Queue(name, connection=connection), store_url)
+    workers = Workers(redis_server.url, store_url, name, where)
+    workers.start()
+    yield queue, store_url, workers
+    workers.stop()
+    connection.close()
+
+
+@pytest.fixture
+def store(setup: tuple[Queue, str, Workers]) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(setup[1].removeprefix("sqlite://"))
+    yield opened
+    opened.close()
+
+
+def send(queue: Queue, name: str, *args: Any, **options: Any) -> str:
+    return str(queue.enqueue(f"rq_app.{name}", *args, **options).id)
+
+
+def record_of(store: SQLiteStore, job_id: str) -> dict[str, Any]:
+    found = store.get(job_id)
+    assert found is not None, job_id
+    return found
+
+
+def reaches(store: SQLiteStore, job_id: str, status: str, timeout: float = 30) -> Any:
+    wait_for(lambda: (store.get(job_id) or {}).get("job_status") == status, timeout)
+    return record_of(store, job_id)
+
+
+def test_a_job_is_queued_running_then_done_through_the_endpoints(
+    setup: tuple[Queue, str, Workers],
+    store: SQLiteStore,
+    serve_service: Callable[..., str],
+) -> None:
+    url = serve_service(service_for(store))
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+        job_id = send(setup[0], "resize", 640, 480)
+        first = http.get(f"/v1/job/{job_id}").json()["response"]
+        assert first["task"] == "rq_app.resize"
+        assert first["job_status"] in ("queued", "running", "done")
+        answer = http.get(f"/v1/job/{job_id}", params={"wait": 30}, timeout=40)
+        record = answer.json()["response"]
+        assert record["job_status"] == "done"
+        assert record["response"] == {"width": 640, "height": 480}
+        assert record["progress"] == {"done": 3, "total": 3, "message": "step 3 of 3"}
+        assert record["attempt"] == 1
+        assert record["created_at"] <= record["started_at"] <= record["finished_at"]
+        toolkit = http.post("/v1/toolkit/job/status", json={"job_id": job_id})
+        assert toolkit.json()["response"]["job_status"] == "done"
+
+
+def test_a_failing_job_is_failed_with_its_exception(
+    setup: tuple[Queue, str, Workers], store: SQLiteStore
+) -> None:
+    job_id = send(setup[0], "explode", "no such file")
+    record = reaches(store, job_id, "failed")
+    assert record["error"] == {"type": "ValueError", "message": "no such file"}
+
+
+def test_retries_are_new_attempts_that_end_done(
+    setup: tuple[Queue, str, Workers], store: SQLiteStore, tmp_path: Path
+) -> None:
+    from rq import Retry
+
+    job_id = send(setup[0], "flaky", str(tmp_path / "runs"), 2, retry=Retry(max=3))
+    record = reaches(store, job_id, "done")
+    assert record["attempt"] == 3
+    assert record["response"] == 3
+    assert "error" not in record
+
+
+def test_a_non_json_return_value_is_recorded_as_its_repr(
+    setup: tuple[Queue, str, Workers], store: SQLiteStore
+) -> None:
+    job_id = send(setup[0], "stamp")
+    record = reaches(store, job_id, "done")
+    assert record["response"] == {
+        "repr": "datetime.date(2024, 5, 17)",
+        "type": "datetime.date",
+    }
+
+
+def test_stopping_a_running_job_cancels_it(
+    setup: tuple[Queue, str, Workers], store: SQLiteStore, tmp_path: Path
+) -> None:
+    from rq.command import send_stop_job_command
+
+    queue = setup[0]
+    gate = tmp_path / "gate"
+    job_id = send(queue, "hold", str(gate))
+    reaches(store, job_id, "running")
+    wait_for(lambda: Path(f"{gate}.pid").exists())
+    send_stop_job_command(queue.connection, job_id)
+    record = reaches(store, job_id, "cancelled")
+    assert record["finished_at"] >= record["started_at"]
+
+
+def test_a_work_horse_killed_mid_job_leaves_the_job_failed(
+    setup: tuple[Queue, str, Workers], store: SQLiteStore, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    job_id = send(setup[0], "hold", str(gate))
+    reaches(store, job_id, "running")
+    wait_for(lambda: Path(f"{gate}.pid").exists())
+    os.kill(int(Path(f"{gate}.pid").read_text()), signal.SIGKILL)
+    record = reaches(store, job_id, "failed")
+    assert "Work-horse terminated unexpectedly" in record["error"]["message"]
+
+
+def test_two_workers_run_jobs_at_once(
+    setup: tuple[Queue, str, Workers], store: SQLiteStore, tmp_path: Path
+) -> None:
+    queue, _, workers = setup
+    workers.start()
+    gate = tmp_path / "gate"
+    jobs = [send(queue, "hold", str(gate)) for _ in range(2)]
+    for job_id in jobs:  # both running at once: each worker holds one
+        reaches(store, job_id, "running", 60)
+    gate.touch()
+    pids = {reaches(store, job_id, "done")["response"] for job_id in jobs}
+    assert len(pids) == 2
