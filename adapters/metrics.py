@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from jobstatus_core import StatusService, StoreUnavailable
 from jobstatus_core.contract import Match, Router
+from jobstatus_core.protocol import Indexed
 
 from .routing import origin_path
 
@@ -121,6 +122,13 @@ class _JobCounts(Collector):
             value = json.loads(text)
             family.add_metric((value if isinstance(value, str) else text,), n)
         yield family
+        store = self.service.store
+        if isinstance(store, Indexed):
+            yield GaugeMetricFamily(
+                "jobstatus_index_jobs",
+                "Jobs held by the store's in-process index (the file store)",
+                value=store.indexed(),
+            )
 
     def describe(self) -> Iterable[Metric]:
         # Describing must not call the store (it runs at registration).

@@ -290,6 +290,10 @@ class WatchedFileStore(FileStore):
             observer_factory=observer_factory,
         )
 
+    def indexed(self) -> int:
+        index = self.index
+        return 0 if index is None else len(index)
+
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
         with self._subscribers_lock:
             self._subscribers.append(callback)

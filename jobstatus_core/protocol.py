@@ -113,6 +113,15 @@ class Notifying(Protocol):
         change the store sees; returns a function that stops the calls."""
 
 
+@runtime_checkable
+class Indexed(Protocol):
+    """A store that keeps an index of its jobs in the process (the file
+    store's): ``/metrics`` reports its size."""
+
+    def indexed(self) -> int:
+        """How many jobs the index holds now."""
+
+
 class Inline:
     """Declares a store whose calls never wait on I/O (``memory://``).
 

@@ -16,6 +16,7 @@ from .protocol import (
     Checkable,
     Enumerable,
     ForkSafe,
+    Indexed,
     Inline,
     Notifying,
     Presence,
@@ -93,6 +94,12 @@ class _ForwardsNotifications(StoreWrapper):
         return self.inner.subscribe(callback)
 
 
+class _ForwardsIndexSize(StoreWrapper):
+    def indexed(self) -> int:
+        assert isinstance(self.inner, Indexed)
+        return self.inner.indexed()
+
+
 class _ForwardsCheck(StoreWrapper):
     def check(self) -> None:
         assert isinstance(self.inner, Checkable)
@@ -115,6 +122,8 @@ def wrap(inner: Store, wrapper: type[W], *args: Any, **kwargs: Any) -> W:
         bases.append(_ForwardsJobs)
     if isinstance(inner, Notifying):
         bases.append(_ForwardsNotifications)
+    if isinstance(inner, Indexed):
+        bases.append(_ForwardsIndexSize)
     if isinstance(inner, Checkable):
         bases.append(_ForwardsCheck)
     if isinstance(inner, ForkSafe):

@@ -156,6 +156,28 @@ def test_metrics_need_the_key_unless_opened_and_count_requests(
 
 
 @both
+@pytest.mark.filesystem
+def test_metrics_report_the_file_index_size(
+    adapter: Callable[..., str], tmp_path: Any
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "t1.json").write_text('{"job_id": "t1", "job_status": "done"}')
+    store = store_from_url(f"file://{tmp_path}")
+    store.put({"job_id": "t2", "job_status": "running"})
+    url = adapter(service_for(store))
+    text = httpx.get(url + "/metrics", headers={"x-api-key": API_KEY}).text
+    assert "jobstatus_index_jobs 2.0" in text
+    store.close()
+    memory = store_from_url("memory://")
+    url = adapter(service_for(memory))
+    assert (
+        "jobstatus_index_jobs"
+        not in httpx.get(url + "/metrics", headers={"x-api-key": API_KEY}).text
+    )
+    memory.close()
+
+
+@both
 def test_cors_answers_listed_origins_only(adapter: Callable[..., str]) -> None:
     store = store_from_url("memory://")
     store.put({"job_id": "a", "job_status": "done"})
