@@ -20,6 +20,7 @@ INSTALL = "pip install 'jobstatus[dramatiq]'"
 
 try:
     import dramatiq
+    from dramatiq.broker import MessageProxy
     from dramatiq.middleware import Middleware, Retries
 except ImportError as exc:  # pragma: no cover - the extra is in the test env
     raise ImportError(f"recording Dramatiq jobs needs dramatiq: {INSTALL}") from exc
@@ -27,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - the extra is in the test env
 __all__ = ["JobStatusMiddleware", "install", "progress"]
 
 
-def attempt_of(message: dramatiq.Message[Any]) -> int:
+def attempt_of(message: dramatiq.Message[Any] | MessageProxy) -> int:
     # The Retries middleware counts the retries so far in the message's
     # options, and the count travels with the message: attempt = retries + 1.
     retries = message.options.get("retries", 0)
@@ -50,10 +51,12 @@ class JobStatusMiddleware(Middleware):
     def after_enqueue(
         self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int
     ) -> None:
-        self.recorder.queued(message.message_id, attempt_of(message), message.actor_name)
+        self.recorder.queued(
+            message.message_id, attempt_of(message), message.actor_name
+        )
 
     def before_process_message(
-        self, broker: dramatiq.Broker, message: dramatiq.Message[Any]
+        self, broker: dramatiq.Broker, message: MessageProxy
     ) -> None:
         attempt = attempt_of(message)
         enter_task(CurrentTask(self.recorder, message.message_id, attempt))
@@ -62,7 +65,7 @@ class JobStatusMiddleware(Middleware):
     def after_process_message(
         self,
         broker: dramatiq.Broker,
-        message: dramatiq.Message[Any],
+        message: MessageProxy,
         *,
         result: Any = None,
         exception: BaseException | None = None,
@@ -81,7 +84,7 @@ class JobStatusMiddleware(Middleware):
             self.recorder.failed(job_id, attempt, exception)
 
     def after_skip_message(
-        self, broker: dramatiq.Broker, message: dramatiq.Message[Any]
+        self, broker: dramatiq.Broker, message: MessageProxy
     ) -> None:
         leave_task()
         self.recorder.cancelled(message.message_id, attempt_of(message))

@@ -81,9 +81,9 @@ def install(huey: huey_module.Huey, store: Store | str) -> HueyHooks:
     huey.signal(signals.SIGNAL_ENQUEUED)(hooks.enqueued)
     huey.signal(signals.SIGNAL_EXECUTING)(hooks.executing)
     huey.signal(signals.SIGNAL_RETRYING)(hooks.retrying)
-    huey.signal(signals.SIGNAL_REVOKED, signals.SIGNAL_EXPIRED, signals.SIGNAL_CANCELED)(
-        hooks.cancelled
-    )
+    huey.signal(
+        signals.SIGNAL_REVOKED, signals.SIGNAL_EXPIRED, signals.SIGNAL_CANCELED
+    )(hooks.cancelled)
     huey.signal(signals.SIGNAL_INTERRUPTED)(hooks.interrupted)
     # SIGNAL_COMPLETE carries no return value; the post-execute hook does,
     # and runs before Huey decides on a retry (task.retries tells).

