@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 
 
 def task_env(redis_url: str, store_url: str, gates: Path) -> dict[str, str]:
@@ -26,12 +27,14 @@ def task_env(redis_url: str, store_url: str, gates: Path) -> dict[str, str]:
 class Worker:
     """A queue's own worker command, run as a process of its own."""
 
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str], log: Path, cwd: Path = ROOT
+    ) -> None:
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [sys.executable, *args],
-                cwd=ROOT,
+                cwd=cwd,
                 env={**os.environ, **env},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -61,3 +64,25 @@ def finished(http: httpx.Client, job_id: str) -> dict[str, Any]:
             record: dict[str, Any] = body["response"]
             return record
     raise AssertionError(f"job {job_id} did not finish: {body}")
+
+
+def run_example(
+    name: str,
+    send: list[str],
+    worker_args: list[str],
+    env: dict[str, str],
+    where: Path,
+) -> tuple[str, Worker]:
+    """Sends one task of examples/<name>.py as its docstring says (``send``
+    prints the job id), and starts the queue's worker on it."""
+    sent = subprocess.run(
+        [sys.executable, *send],
+        cwd=EXAMPLES,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    worker = Worker(worker_args, env, where / f"{name}.log", cwd=EXAMPLES)
+    return sent.stdout.strip(), worker

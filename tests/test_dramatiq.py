@@ -18,7 +18,7 @@ from jobstatus_backends import store_from_url
 from jobstatus_core import Store
 
 from .helpers import API_KEY, RedisServer, service_for, wait_for
-from .queue_workers import Worker, finished, task_env
+from .queue_workers import Worker, finished, run_example, task_env
 
 pytestmark = pytest.mark.dramatiq
 
@@ -137,3 +137,28 @@ def test_a_skipped_message_is_cancelled(
     record = finished(http, stale.message_id)
     assert record["job_status"] == "cancelled" and "response" in record
     assert record["response"] is None
+
+
+def test_the_example_app_records_its_task(
+    redis_server: RedisServer, tmp_path: Path, serve_service: Callable[..., str]
+) -> None:
+    store_url = f"sqlite://{tmp_path / 'jobs.db'}"
+    env = {"REDIS_URL": f"{redis_server.url[:-1]}8", "JOBSTATUS_STORE": store_url}
+    job_id, worker = run_example(
+        "dramatiq_app",
+        ["dramatiq_app.py"],
+        ["-m", "dramatiq", "dramatiq_app", "-p", "1", "-t", "1"],
+        env,
+        tmp_path,
+    )
+    store = store_from_url(store_url)
+    try:
+        url = serve_service(service_for(store))
+        with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+            record = finished(http, job_id)
+    finally:
+        worker.stop()
+        store.close()
+    assert record["job_status"] == "done" and record["task"] == "resize"
+    assert record["response"] == {"file_url": "https://example.com/640.png"}
+    assert record["progress"] == {"done": 3, "total": 3, "message": "resizing"}

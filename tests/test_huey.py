@@ -5,6 +5,7 @@ read back through the live endpoints."""
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,11 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from jobstatus_adapters.huey import progress
 from jobstatus_backends import store_from_url
 from jobstatus_core import Store
 
-from .helpers import API_KEY, RedisServer, service_for, wait_for
-from .queue_workers import Worker, finished, task_env
+from .helpers import API_KEY, RedisServer, free_port, service_for, wait_for
+from .queue_workers import Worker, finished, run_example, task_env
 
 pytestmark = pytest.mark.huey
 
@@ -135,3 +137,50 @@ def test_a_revoked_task_is_cancelled(
         (gates / f"{gate}-{i}").touch()
     record = finished(http, waiting.id)
     assert record["job_status"] == "cancelled" and record["response"] is None
+
+
+def test_a_store_that_is_down_never_fails_a_task(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from huey import MemoryHuey
+
+    from jobstatus_adapters.huey import install
+
+    app = MemoryHuey("down", immediate=True)
+    # Nobody listens on this port: every recording fails, after its tries.
+    install(app, f"redis://127.0.0.1:{free_port()}/0?timeout=0.2")
+
+    @app.task()
+    def double(n: int) -> int:
+        progress(1, 1)
+        return 2 * n
+
+    with caplog.at_level(logging.WARNING, logger="jobstatus.queues"):
+        assert double(21).get() == 42
+    dropped = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(dropped) == 4  # queued, running, progress, done
+
+
+def test_the_example_app_records_its_task(
+    redis_server: RedisServer, tmp_path: Path, serve_service: Callable[..., str]
+) -> None:
+    store_url = f"sqlite://{tmp_path / 'jobs.db'}"
+    env = {"REDIS_URL": f"{redis_server.url[:-1]}7", "JOBSTATUS_STORE": store_url}
+    job_id, worker = run_example(
+        "huey_app",
+        ["-c", "import huey_app; print(huey_app.resize(640).id)"],
+        ["-m", "huey.bin.huey_consumer", "huey_app.huey", "-d", "0.05", "-m", "0.1"],
+        env,
+        tmp_path,
+    )
+    store = store_from_url(store_url)
+    try:
+        url = serve_service(service_for(store))
+        with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+            record = finished(http, job_id)
+    finally:
+        worker.stop()
+        store.close()
+    assert record["job_status"] == "done" and record["task"] == "resize"
+    assert record["response"] == {"file_url": "https://example.com/640.png"}
+    assert record["progress"] == {"done": 3, "total": 3, "message": "resizing"}
