@@ -1,10 +1,10 @@
-"""What the job-queue adapters share: recording that never fails a task.
+"""What the job-queue adapters share: recording that never fails a task, the
+response rule, and the job that the current worker thread runs.
 
-A ``TaskRecorder`` records through a ``Recorder`` opened in the process that
-records (queue workers fork: an SQLite connection or a file observer must
-not cross a fork), retries a store that is down a bounded number of times,
-then drops the change with a warning. Order is the Recorder's business: a
-change that arrives late or twice is ignored by its rules.
+A queue adapter turns the queue's events into ``Recorder`` calls through a
+``TaskRecorder``. Recording is a side effect of running a task, never a
+reason for it to fail: a store that is down is tried a few times, then the
+event is dropped with a warning, and the task goes on.
 """
 
 from __future__ import annotations
@@ -15,92 +15,207 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from jobstatus_backends.recorder import Recorder
-from jobstatus_core import ConfigError, ForkSafe, Store, StoreError
+from jobstatus_core import ConfigError, ForkSafe, InvalidRecord, Store
 
 from .service import OPENED_BEFORE_FORK
 
 log = logging.getLogger("jobstatus.queues")
 
-#: Tries of one change while the store is down, and the pause after each.
+#: Tries of one event against a store that fails, and the first pause between
+#: them (doubled each time): a blip is ridden out, an outage costs a task
+#: well under a second per event.
 TRIES = 3
-PAUSE_SECONDS = 0.05
-#: How much of a non-JSON return value's repr is kept.
+FIRST_PAUSE = 0.05
+#: The longest ``repr`` kept of a response that is not JSON.
 REPR_LIMIT = 2000
 
 
 def response_of(value: Any) -> Any:
-    """A task's return value as a job's ``response``: JSON as it is, anything
-    else as ``{"repr": repr(value)[:2000], "type": "<qualified name>"}``."""
+    """A task's return value as a record's ``response``: JSON as is; anything
+    else as ``{"repr": repr(value)[:2000], "type": "<module>.<qualname>"}``."""
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
         kind = type(value)
-        name = kind.__qualname__
-        if kind.__module__ != "builtins":
-            name = f"{kind.__module__}.{name}"
-        return {"repr": repr(value)[:REPR_LIMIT], "type": name}
+        return {
+            "repr": repr(value)[:REPR_LIMIT],
+            "type": f"{kind.__module__}.{kind.__qualname__}",
+        }
     return value
 
 
 class TaskRecorder:
-    """Records job states for a queue adapter; never raises into a task."""
+    """A ``Recorder`` for queue events: each call returns whether it applied,
+    and a failing store is retried, then logged and dropped — never raised.
+
+    A store given as a URL is opened once per process, on first use, so a
+    worker that forks after importing the app gets a connection of its own.
+    """
 
     def __init__(
         self,
         store: Store | str,
         *,
         tries: int = TRIES,
-        pause: float = PAUSE_SECONDS,
+        pause: float = FIRST_PAUSE,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.store = store
+        self._url = store if isinstance(store, str) else None
         self.tries = tries
         self.pause = pause
-        self._pid = os.getpid()
-        self._recorders: dict[int, Recorder] = {}
+        self.sleep = sleep
         self._lock = threading.Lock()
+        self._opened: tuple[int, Recorder] | None = None
+        self._given = None if isinstance(store, str) else Recorder(store)
+        self._pid = os.getpid()
 
+    @property
     def recorder(self) -> Recorder:
-        """This process's recorder: a URL is opened once in each process."""
-        pid = os.getpid()
-        with self._lock:
-            found = self._recorders.get(pid)
-            if found is None:
-                usable = pid == self._pid or isinstance(self.store, str | ForkSafe)
-                if not usable:
-                    raise ConfigError(OPENED_BEFORE_FORK + " (pass a store URL)")
-                found = Recorder(self.store)
-                # A forked child's copy of the parent's recorders is the
-                # parent's: never close or reuse them here.
-                self._recorders = {pid: found}
-            return found
+        if self._url is None:
+            assert self._given is not None
+            if os.getpid() != self._pid and not isinstance(self._given.store, ForkSafe):
+                # A worker forked after the store was opened (Celery's
+                # prefork pool, RQ's work horse): its connection or observer
+                # threads are the parent's.
+                raise ConfigError(OPENED_BEFORE_FORK + " (pass a store URL)")
+            return self._given
+        opened = self._opened
+        if opened is None or opened[0] != os.getpid():
+            with self._lock:
+                opened = self._opened
+                if opened is None or opened[0] != os.getpid():
+                    opened = (os.getpid(), Recorder(self._url))
+                    self._opened = opened
+        return opened[1]
 
     def record(self, job_id: str, change: Callable[[Recorder], bool]) -> bool:
-        """Apply ``change`` for ``job_id``; False when it was out of order or
-        the store stayed down (logged), never an exception."""
+        """Apply ``change`` (a call of the ``Recorder``); whether it applied."""
+        return self._record(job_id, "state", change)
+
+    def queued(self, job_id: str, attempt: int | None, task: str) -> bool:
+        return self._record(
+            job_id, "queued", lambda r: r.queued(job_id, attempt=attempt, task=task)
+        )
+
+    def running(self, job_id: str, attempt: int | None) -> bool:
+        return self._record(
+            job_id, "running", lambda r: r.running(job_id, attempt=attempt)
+        )
+
+    def progress(
+        self,
+        job_id: str,
+        attempt: int | None,
+        done: float,
+        total: float | None,
+        message: str | None,
+    ) -> bool:
+        return self._record(
+            job_id,
+            "progress",
+            lambda r: r.progress(job_id, done, total, message, attempt=attempt),
+        )
+
+    def done(self, job_id: str, attempt: int | None, value: Any) -> bool:
+        response = response_of(value)
+        return self._record(
+            job_id, "done", lambda r: r.done(job_id, response, attempt=attempt)
+        )
+
+    def failed(
+        self, job_id: str, attempt: int | None, error: BaseException | str
+    ) -> bool:
+        return self._record(
+            job_id, "failed", lambda r: r.failed(job_id, error, attempt=attempt)
+        )
+
+    def cancelled(self, job_id: str, attempt: int | None) -> bool:
+        return self._record(
+            job_id, "cancelled", lambda r: r.cancelled(job_id, attempt=attempt)
+        )
+
+    def attempt_of(self, job_id: str) -> int:
+        """The job's current attempt as recorded (1 when unknown or unreadable)."""
+        try:
+            row = self.recorder.store.read(job_id)
+        except Exception as exc:
+            log.warning("job %s: attempt not read: %s", job_id, exc)
+            return 1
+        record = None if row is None else row.record
+        attempt = None if record is None else record.get("attempt")
+        if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 1:
+            return attempt
+        return 1
+
+    def close(self) -> None:
+        """Close a store this recorder opened from a URL (in this process)."""
+        opened = self._opened
+        if opened is not None and opened[0] == os.getpid():
+            opened[1].close()
+            self._opened = None
+
+    def _record(
+        self, job_id: str, event: str, call: Callable[[Recorder], bool]
+    ) -> bool:
+        pause = self.pause
         for attempt in range(1, self.tries + 1):
             try:
-                return change(self.recorder())
-            except StoreError as exc:
+                return call(self.recorder)
+            except InvalidRecord as exc:
+                # Not the store's fault: trying again writes the same thing.
+                log.warning("job %s: %s not recorded: %s", job_id, event, exc)
+                return False
+            except Exception as exc:
                 if attempt == self.tries:
                     log.warning(
-                        "job %s: state not recorded after %d tries: %s",
+                        "job %s: %s not recorded after %d tries, dropped: %s",
                         job_id,
-                        attempt,
+                        event,
+                        self.tries,
                         exc,
                     )
                     return False
-                time.sleep(self.pause * attempt)
-            except Exception:
-                log.exception("job %s: state not recorded", job_id)
-                return False
+                self.sleep(pause)
+                pause *= 2
         return False
 
-    def close(self) -> None:
-        """Close what this process opened."""
-        with self._lock:
-            found = self._recorders.pop(os.getpid(), None)
-        if found is not None:
-            found.close()
+
+@dataclass(frozen=True, slots=True)
+class CurrentTask:
+    recorder: TaskRecorder
+    job_id: str
+    attempt: int | None
+
+
+_current: ContextVar[CurrentTask | None] = ContextVar("jobstatus_task", default=None)
+
+
+def enter_task(task: CurrentTask) -> None:
+    """Mark ``task`` as the one this thread runs (until ``leave_task``)."""
+    _current.set(task)
+
+
+def leave_task() -> CurrentTask | None:
+    """Unmark the task this thread ran; returns it (None if there was none)."""
+    task = _current.get()
+    _current.set(None)
+    return task
+
+
+def progress(
+    done: float, total: float | None = None, message: str | None = None
+) -> bool:
+    """Record the progress of the task this thread runs; whether it applied.
+
+    Called outside a task it raises ``RuntimeError``; a store that is down is
+    logged, and the task goes on.
+    """
+    task = _current.get()
+    if task is None:
+        raise RuntimeError("progress() records the task it is called from: none runs")
+    return task.recorder.progress(task.job_id, task.attempt, done, total, message)

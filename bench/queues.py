@@ -1,6 +1,7 @@
 """Job-queue adapters: microseconds each adds to a no-op task.
 
-Run by hand (not a test):  python bench/queues.py [--tasks 300] [--queues celery,rq]
+Run by hand (not a test):
+    python bench/queues.py [--tasks 300] [--queues celery,rq,dramatiq,huey]
 
 Each queue runs the same no-op task N times without the adapter and with it
 installed on an SQLite file and on a Redis store, in this process:
@@ -11,6 +12,11 @@ installed on an SQLite file and on a Redis store, in this process:
 - RQ: ``enqueue`` on a real redis-server (``queued``), then a burst of
   ``rq.Worker`` or ``RecordingWorker`` (``running``, ``done``), forking a
   work horse per job as ``rq worker`` does.
+- Dramatiq: ``send`` on the in-memory ``StubBroker`` (``queued``), then a
+  ``dramatiq.Worker`` with one thread runs them (``running``, ``done``):
+  Dramatiq's own middleware chain, without a broker round trip.
+- Huey: a ``MemoryHuey`` in immediate mode: enqueueing runs the task at once
+  through Huey's own execute path (``queued``, ``running``, ``done``).
 
 The difference of the means is the adapter's cost: three recorder changes
 per task, plus, under RQ, opening the store in each work horse. Machines are
@@ -92,10 +98,57 @@ def bench_rq(tasks: int, stores: dict[str, str], redis_url: str) -> dict[str, fl
     return row
 
 
+def bench_dramatiq(tasks: int, stores: dict[str, str]) -> dict[str, float]:
+    import dramatiq
+    from dramatiq.brokers.stub import StubBroker
+
+    from jobstatus_adapters.dramatiq import install
+
+    def run(url: str | None) -> float:
+        broker = StubBroker()
+        if url is not None:
+            install(broker, url)
+        actor = dramatiq.actor(lambda: None, actor_name="noop", broker=broker)
+        worker = dramatiq.Worker(broker, worker_threads=1)
+        worker.start()
+        actor.send()  # opens the store
+        broker.join(actor.queue_name)
+        start = time.perf_counter()
+        for _ in range(tasks):
+            actor.send()
+        broker.join(actor.queue_name)
+        worker.join()
+        took = (time.perf_counter() - start) / tasks * 1e6
+        worker.stop()
+        broker.close()
+        return took
+
+    return {"none": run(None), **{name: run(url) for name, url in stores.items()}}
+
+
+def bench_huey(tasks: int, stores: dict[str, str]) -> dict[str, float]:
+    from huey import MemoryHuey
+
+    from jobstatus_adapters.huey import install
+
+    def run(url: str | None) -> float:
+        huey = MemoryHuey(f"bench-{uuid.uuid4().hex[:6]}", immediate=True)
+        if url is not None:
+            install(huey, url)
+        task = huey.task()(lambda: None)
+        task()  # opens the store
+        start = time.perf_counter()
+        for _ in range(tasks):
+            task()
+        return (time.perf_counter() - start) / tasks * 1e6
+
+    return {"none": run(None), **{name: run(url) for name, url in stores.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=300)
-    parser.add_argument("--queues", default="celery,rq")
+    parser.add_argument("--queues", default="celery,rq,dramatiq,huey")
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         sys.exit("redis-server not found: the RQ broker and the Redis store need it")
@@ -111,6 +164,10 @@ def main() -> None:
             rows["celery"] = bench_celery(args.tasks, stores)
         if "rq" in args.queues:
             rows["rq"] = bench_rq(args.tasks, stores, redis_url)
+        if "dramatiq" in args.queues:
+            rows["dramatiq"] = bench_dramatiq(args.tasks, stores)
+        if "huey" in args.queues:
+            rows["huey"] = bench_huey(args.tasks, stores)
     finally:
         server.terminate()
         server.wait(10)
