@@ -165,7 +165,9 @@ class Changes:
             except Exception as exc:
                 logger.warning("watching the store failed: %s", exc)
                 mark = None
-            if mark is not None and last is not None and mark != last:
+            # The first read notifies too: a waiter that read the store before
+            # this thread started may have missed a change since.
+            if mark is not None and mark != last:
                 self.notify()
             last = mark if mark is not None else last
             with self._cond:

@@ -161,6 +161,8 @@ class _Endpoint:
             started,
             grant,
         )
+        # Taken before the first read: a change after it wakes the wait.
+        generation = changes_for(service).generation if operation.waits else 0
         answer = await self._call(operation, request)
         if isinstance(answer, Feed):
             try:
@@ -170,7 +172,9 @@ class _Endpoint:
             return
         if isinstance(answer, Waiting):
             try:
-                reply = await self._wait(operation, request, answer, receive)
+                reply = await self._wait(
+                    operation, request, answer, receive, generation
+                )
             except ApiError as err:
                 reply = service.error(path, err, started)
             except _Disconnected:
@@ -240,16 +244,17 @@ class _Endpoint:
         request: Request,
         answer: Reply | Waiting,
         receive: Receive,
+        generation: int,
     ) -> Reply:
-        """Ask again after each change until the handler answers; a client
-        that goes away frees its place at once."""
+        """Ask again after each change (``generation``: the hub's when the
+        answer was read) until the handler answers; a client that goes away
+        frees its place at once."""
         service = self.service
         hub = changes_for(service)
         with hub.waiter(service.max_waiters, "waiters"):
             gone = asyncio.ensure_future(_disconnect(receive))
             try:
                 while isinstance(answer, Waiting):
-                    generation = hub.generation
                     woken = asyncio.ensure_future(
                         hub.wait(generation, answer.deadline - service.timer())
                     )
@@ -261,6 +266,7 @@ class _Endpoint:
                         raise _Disconnected
                     if hub.closing or service.timer() >= answer.deadline:
                         answer = finish(answer)
+                    generation = hub.generation
                     again = await self._call(
                         operation, replace(request, waiting=answer)
                     )

@@ -121,27 +121,32 @@ class WSGIApp:
             started,
             grant,
         )
+        # Taken before the first read: a change after it wakes the wait.
+        generation = changes_for(service).generation if operation.waits else 0
         answer = service.handle(operation, request)
         assert not isinstance(answer, Feed)  # refused above: streams need ASGI
         if isinstance(answer, Waiting):
             try:
-                answer = self._wait(operation, request, answer)
+                answer = self._wait(operation, request, answer, generation)
             except ApiError as err:
                 answer = service.error(endpoint, err, started)
         return _respond(answer, start_response)
 
-    def _wait(self, operation: Operation, request: Request, answer: Waiting) -> Reply:
-        """Ask again after each change: a thread each, so bounded by
-        ``max_waiters`` (keep it below the server's thread count)."""
+    def _wait(
+        self, operation: Operation, request: Request, answer: Waiting, generation: int
+    ) -> Reply:
+        """Ask again after each change (``generation``: the hub's when the
+        answer was read): a thread each, so bounded by ``max_waiters`` (keep
+        it below the server's thread count)."""
         service = self.service
         hub = changes_for(service)
         result: Reply | Waiting = answer
         with hub.waiter(self.max_waiters, "waiters"):
             while isinstance(result, Waiting):
-                generation = hub.generation
                 hub.wait_blocking(generation, result.deadline - service.timer())
                 if hub.closing or service.timer() >= result.deadline:
                     result = finish(result)
+                generation = hub.generation
                 again = service.handle(operation, replace(request, waiting=result))
                 assert not isinstance(again, Feed)  # a wait never streams
                 result = again

@@ -74,8 +74,7 @@ def server(tmp_path: Path) -> Iterator[tuple[ServeProcess, str]]:
     env = clean_env(API_KEY=KEY, JOBSTATUS_STORE=url)
     served = ServeProcess(tmp_path, env, "--log-level", "warning")
     yield served, url
-    if served.process.poll() is None:
-        served.stop()
+    served.stop()  # also closes its pipes when it has exited already
 
 
 def test_a_thousand_waiters_and_streams(server: tuple[ServeProcess, str]) -> None:
