@@ -127,7 +127,9 @@ class PostgresStore(StoreBase):
             check=psycopg_pool.ConnectionPool.check_connection,
             name=f"jobstatus-postgres-{self.channel}",
         )
-        self._pool.open(wait=False)
+        # Opened on first use: a store made and never used (a wrong password
+        # found by ``check``) starts no thread and makes no connection.
+        self._pool_open = False
         self._listener = _Listener(self._conninfo, self.channel, timeout)
         self._closed = False
 
@@ -209,9 +211,7 @@ class PostgresStore(StoreBase):
         return Mark(epoch, int(head), server)
 
     def jobs(self) -> list[tuple[str, float]]:
-        return [
-            (job_id, float(at)) for job_id, at in self._fetch(self._sql.jobs, ())
-        ]
+        return [(job_id, float(at)) for job_id, at in self._fetch(self._sql.jobs, ())]
 
     # -- writing -------------------------------------------------------------
 
@@ -265,9 +265,11 @@ class PostgresStore(StoreBase):
     def close(self) -> None:
         if self._closed:
             return
-        self._closed = True
+        with self._setup_lock:
+            self._closed = True
         self._listener.stop()
-        self._pool.close()
+        if self._pool_open:
+            self._pool.close()
 
     # -- plumbing --------------------------------------------------------------
 
@@ -286,9 +288,8 @@ class PostgresStore(StoreBase):
     def _run(self, action: Callable[[psycopg.Connection[Any]], T]) -> T:
         if not self._ready:
             self._setup()
-        with _translated():
-            with self._pool.connection() as conn:
-                return action(conn)
+        with _translated(), self._pool.connection() as conn:
+            return action(conn)
 
     def _setup(self) -> None:
         """Create or migrate the schema once per instance, under an advisory
@@ -296,6 +297,11 @@ class PostgresStore(StoreBase):
         with self._setup_lock:
             if self._ready:
                 return
+            if self._closed:
+                raise StoreError("PostgreSQL store: closed")
+            if not self._pool_open:
+                self._pool.open(wait=False)
+                self._pool_open = True
             with _translated(), self._pool.connection() as conn:
                 if self._schema_version(conn) != SCHEMA_VERSION:
                     with conn.transaction():
@@ -385,9 +391,7 @@ class _Statements:
             f"SELECT job_status, count(*) FROM {jobs}"
             " WHERE updated_at >= %s AND job_status IS NOT NULL GROUP BY job_status"
         )
-        self.mark = (
-            f"SELECT epoch, head, pg_postmaster_start_time()::text FROM {meta}"
-        )
+        self.mark = f"SELECT epoch, head, pg_postmaster_start_time()::text FROM {meta}"
         self.jobs = f"SELECT job_id, updated_at FROM {jobs}"
         # Every write first bumps the head: the meta row's lock, held until
         # commit, makes positions visible in the order they were given.
@@ -427,7 +431,7 @@ class _Statements:
             "SELECT p.* FROM unnest(%s::text[]) AS s(status) CROSS JOIN LATERAL"
             f" (SELECT {columns} FROM {self.jobs_table}"
             f" WHERE job_status = s.status AND position > %s{where}"
-            " ORDER BY position LIMIT %s) AS p ORDER BY p.position LIMIT %s"
+            " ORDER BY job_status, position LIMIT %s) AS p ORDER BY p.position LIMIT %s"
         )
 
 
@@ -541,7 +545,7 @@ class _Listener:
                 logger.exception("a change callback failed")
 
     def _listen(self) -> None:
-        delays = iter(())
+        delays: Iterator[float] = iter(())
         wake_r = self._wake_r
         while not self._stopping.is_set():
             try:
@@ -615,7 +619,7 @@ def _conninfo(url: str, timeout: float, libpq: Mapping[str, str]) -> str:
     timeouts that make an outage an answer instead of a hang."""
     milliseconds = str(max(1, int(timeout * 1000)))
     try:
-        return pg_conninfo.make_conninfo(
+        conninfo = pg_conninfo.make_conninfo(
             url,
             **{
                 "application_name": "jobstatus",
@@ -630,10 +634,15 @@ def _conninfo(url: str, timeout: float, libpq: Mapping[str, str]) -> str:
                 **libpq,
             },
         )
+        ports = pg_conninfo.conninfo_to_dict(conninfo).get("port") or ""
     except psycopg.ProgrammingError as exc:
         raise ConfigError(
             f"store URL {redact(url)!r}: {_one_line(exc).split(':')[0]}"
         ) from None
+    # libpq would only say so when connecting, request after request.
+    if not all(port.isdigit() for port in str(ports).split(",") if port):
+        raise ConfigError(f"store URL {redact(url)!r}: the port must be a number")
+    return conninfo
 
 
 def _lock_key(channel: str) -> int:
