@@ -172,20 +172,23 @@ class PostgresStore(StoreBase):
         return Window(members, found[0][2] if found else None)
 
     def page(self, query: Query) -> list[Row]:
+        statuses: list[str | None] = (
+            [None] if query.statuses is None else [*sorted(query.statuses)]
+        )
+        window = () if query.cutoff is None else (query.cutoff,)
+        params: list[Any] = []
+        for status in statuses:
+            params += [query.after, *(() if status is None else (status,))]
+            params += [*window, query.limit]
+        if query.statuses is not None:
+            if not statuses:
+                return []
+            params.append(query.limit)
         sql = self._sql.page(
-            by_status=query.statuses is not None,
+            statuses=0 if query.statuses is None else len(statuses),
             window=query.cutoff is not None,
             records=query.records,
         )
-        params: list[Any] = []
-        if query.statuses is not None:
-            params.append(sorted(query.statuses))
-        params.append(query.after)
-        if query.cutoff is not None:
-            params.append(query.cutoff)
-        params.append(query.limit)
-        if query.statuses is not None:
-            params.append(query.limit)
         found = self._fetch(sql, tuple(params))
         return [_row(values, with_record=query.records) for values in found]
 
@@ -416,23 +419,23 @@ class _Statements:
             " WHERE j.job_id = %s AND j.position = %s"
         )
 
-    def page(self, *, by_status: bool, window: bool, records: bool) -> str:
+    def page(self, *, statuses: int, window: bool, records: bool) -> str:
+        """A page of every status (``statuses=0``) or of that many statuses."""
         columns = self.columns + (", record" if records else "")
         where = " AND updated_at >= %s" if window else ""
-        if not by_status:
-            # Walks T_position from the cursor and stops at the limit.
-            return (
-                f"SELECT {columns} FROM {self.jobs_table} WHERE position > %s"
-                f" AND job_status IS NOT NULL{where} ORDER BY position LIMIT %s"
-            )
-        # One walk of T_status_position per status, merged by position: an
-        # IN list would sort every job of those statuses before the limit.
-        return (
-            "SELECT p.* FROM unnest(%s::text[]) AS s(status) CROSS JOIN LATERAL"
-            f" (SELECT {columns} FROM {self.jobs_table}"
-            f" WHERE job_status = s.status AND position > %s{where}"
-            " ORDER BY job_status, position LIMIT %s) AS p ORDER BY p.position LIMIT %s"
+        walk = (
+            f"SELECT {columns} FROM {self.jobs_table} WHERE position > %s"
+            f" AND job_status IS NOT NULL{where} ORDER BY position LIMIT %s"
         )
+        if not statuses:
+            # Walks T_position from the cursor and stops at the limit.
+            return walk
+        # One walk per status, merged by position (a Merge Append): each is
+        # planned with its status's own frequency, so a rare status walks
+        # T_status_position instead of every job after the cursor.
+        one = walk.replace("job_status IS NOT NULL", "job_status = %s")
+        walks = " UNION ALL ".join(f"({one})" for _ in range(statuses))
+        return f"SELECT * FROM ({walks}) AS p ORDER BY position LIMIT %s"
 
 
 def _create_tables(sql: _Statements) -> list[str]:
