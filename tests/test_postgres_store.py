@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,20 @@ def url(postgres_server: PostgresServer) -> str:
 
 
 @pytest.fixture
+def opened() -> Iterator[Callable[[str], PostgresStore]]:
+    """Opens stores that are closed after the test, whatever its outcome."""
+    stores: list[PostgresStore] = []
+
+    def open_store(url: str) -> PostgresStore:
+        stores.append(PostgresStore.from_url(url))
+        return stores[-1]
+
+    yield open_store
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A cluster of this test's own, to stop and start."""
     server, directory = start_postgres()
@@ -75,12 +89,12 @@ def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_its_own_schema_and_table_leave_the_hosts_alone(
-    postgres_server: PostgresServer,
+    opened: Callable[[str], PostgresStore], postgres_server: PostgresServer
 ) -> None:
     sql(postgres_server, "CREATE TABLE IF NOT EXISTS public.jobs (id int)")
     sql(postgres_server, "INSERT INTO public.jobs VALUES (7)")
     schema = f"app_{uuid.uuid4().hex[:8]}"
-    store = PostgresStore.from_url(f"{postgres_server.url}?schema={schema}&table=work")
+    store = opened(f"{postgres_server.url}?schema={schema}&table=work")
     store.put({"job_id": "a", "job_status": "done", "n": 1}, at=42.5)
     store.put({"job_id": "b", "job_status": "done"}, at=43.0)
     store.put({"job_id": "a", "job_status": "failed"}, at=44.0)
@@ -100,14 +114,15 @@ def test_its_own_schema_and_table_leave_the_hosts_alone(
     row = store.read("a")
     assert row is not None and row.version == f"{epoch}-3" and row.position == 3
     assert row.record == {"job_id": "a", "job_status": "failed"}
-    store.close()
 
 
-def test_a_foreign_table_is_refused_unchanged(postgres_server: PostgresServer) -> None:
+def test_a_foreign_table_is_refused_unchanged(
+    opened: Callable[[str], PostgresStore], postgres_server: PostgresServer
+) -> None:
     schema = f"host_{uuid.uuid4().hex[:8]}"
     sql(postgres_server, f"CREATE SCHEMA {schema}")
     sql(postgres_server, f"CREATE TABLE {schema}.jobs (id int)")
-    store = PostgresStore.from_url(f"{postgres_server.url}?schema={schema}")
+    store = opened(f"{postgres_server.url}?schema={schema}")
     with pytest.raises(ConfigError, match="not a jobstatus table"):
         store.check()
     assert sql(
@@ -115,11 +130,12 @@ def test_a_foreign_table_is_refused_unchanged(postgres_server: PostgresServer) -
         "SELECT count(*) FROM pg_tables WHERE schemaname = %s",
         schema,
     ) == [(1,)]
-    store.close()
 
 
-def test_instances_starting_at_once_create_the_schema_once(url: str) -> None:
-    stores = [PostgresStore.from_url(url) for _ in range(4)]
+def test_instances_starting_at_once_create_the_schema_once(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    stores = [opened(url) for _ in range(4)]
     failures: list[BaseException] = []
 
     def start(store: PostgresStore) -> None:
@@ -136,12 +152,12 @@ def test_instances_starting_at_once_create_the_schema_once(url: str) -> None:
     assert failures == []
     marks = {store.mark() for store in stores}
     assert len(marks) == 1  # one epoch: the table was created once
-    for store in stores:
-        store.close()
 
 
-def test_swaps_from_two_instances_lose_no_update(url: str) -> None:
-    first, second = PostgresStore.from_url(url), PostgresStore.from_url(url)
+def test_swaps_from_two_instances_lose_no_update(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    first, second = opened(url), opened(url)
     first.put({"job_id": "counter", "job_status": "running", "n": 0})
 
     def add(store: PostgresStore, times: int) -> None:
@@ -166,12 +182,12 @@ def test_swaps_from_two_instances_lose_no_update(url: str) -> None:
         "job_status": "running",
         "n": 200,
     }
-    first.close()
-    second.close()
 
 
-def test_recorders_on_two_instances_agree(url: str) -> None:
-    first, second = PostgresStore.from_url(url), PostgresStore.from_url(url)
+def test_recorders_on_two_instances_agree(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    first, second = opened(url), opened(url)
     Recorder(first).running("j1")
     Recorder(second).progress("j1", 3, 10)
     Recorder(first).done("j1", {"ok": True})
@@ -179,12 +195,12 @@ def test_recorders_on_two_instances_agree(url: str) -> None:
     assert record is not None
     assert record["job_status"] == "done" and record["response"] == {"ok": True}
     assert second.counts(None, None) == {'"done"': 1}
-    first.close()
-    second.close()
 
 
-def test_a_change_on_one_wakes_a_subscriber_of_the_other(url: str) -> None:
-    writer, listener = PostgresStore.from_url(url), PostgresStore.from_url(url)
+def test_a_change_on_one_wakes_a_subscriber_of_the_other(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    writer, listener = opened(url), opened(url)
     writer.check()
     woken = threading.Event()
     unsubscribe = listener.subscribe(woken.set)
@@ -196,12 +212,12 @@ def test_a_change_on_one_wakes_a_subscriber_of_the_other(url: str) -> None:
     unsubscribe()
     writer.put({"job_id": "a", "job_status": "queued"})
     assert not woken.is_set()
-    listener.close()
-    writer.close()
 
 
-def test_one_listening_connection_per_store(url: str) -> None:
-    store = PostgresStore.from_url(url)
+def test_one_listening_connection_per_store(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    store = opened(url)
     store.check()
     calls: list[int] = []
     stops = [store.subscribe(partial(calls.append, n)) for n in range(3)]
@@ -209,7 +225,6 @@ def test_one_listening_connection_per_store(url: str) -> None:
     assert listening == 1
     for stop in stops:
         stop()
-    store.close()
 
 
 def sql_count_listeners(store: PostgresStore) -> int:
@@ -225,37 +240,35 @@ def sql_count_listeners(store: PostgresStore) -> int:
     return int(row[0])
 
 
-def test_unreachable_is_unavailable_within_the_timeout() -> None:
-    store = PostgresStore.from_url(
-        f"postgresql://u:p@127.0.0.1:{free_port()}/db?timeout=0.3"
-    )
+def test_unreachable_is_unavailable_within_the_timeout(
+    opened: Callable[[str], PostgresStore],
+) -> None:
+    store = opened(f"postgresql://u:p@127.0.0.1:{free_port()}/db?timeout=0.3")
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
         store.get("a")
     assert time.monotonic() - started < 1.5
-    store.close()
 
 
-def test_a_server_that_never_answers_times_out() -> None:
+def test_a_server_that_never_answers_times_out(
+    opened: Callable[[str], PostgresStore],
+) -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        store = PostgresStore.from_url(
-            f"postgresql://u:p@127.0.0.1:{port}/db?timeout=0.3"
-        )
+        store = opened(f"postgresql://u:p@127.0.0.1:{port}/db?timeout=0.3")
         started = time.monotonic()
         with pytest.raises(StoreUnavailable):
             store.changed_since(0)
         assert time.monotonic() - started < 1.5
-        store.close()
 
 
 def test_a_stopped_server_is_503_then_answers_again(
-    own_postgres: PostgresServer, tmp_path: Path
+    opened: Callable[[str], PostgresStore], own_postgres: PostgresServer, tmp_path: Path
 ) -> None:
     url = fresh_url(own_postgres)
-    store = PostgresStore.from_url(url)
+    store = opened(url)
     store.put({"job_id": "render-9", "job_status": "done"})
     woken = threading.Event()
     unsubscribe = store.subscribe(woken.set)
@@ -279,7 +292,6 @@ def test_a_stopped_server_is_503_then_answers_again(
     finally:
         server.stop()
         unsubscribe()
-        store.close()
 
 
 def ask(server: ServeProcess, job_id: str | None = None) -> httpx.Response:
@@ -303,6 +315,7 @@ def ask(server: ServeProcess, job_id: str | None = None) -> httpx.Response:
     ],
 )
 def test_a_wrong_password_or_database_stops_serve_with_one_line(
+    opened: Callable[[str], PostgresStore],
     postgres_server: PostgresServer,
     tmp_path: Path,
     change: tuple[str, str],
@@ -310,7 +323,7 @@ def test_a_wrong_password_or_database_stops_serve_with_one_line(
 ) -> None:
     url = postgres_server.url.replace(*change)
     with pytest.raises(ConfigError, match=message):
-        PostgresStore.from_url(url).check()
+        opened(url).check()
     result = subprocess.run(
         [sys.executable, "-m", "jobstatus_adapters.cli", "serve", "--port", "0"],
         capture_output=True,
@@ -355,7 +368,9 @@ def test_missing_psycopg_names_the_extra(tmp_path: Path) -> None:
     assert "pip install 'psycopg[binary]' psycopg-pool" in result.stderr
 
 
-def test_migrate_to_and_from_postgres(url: str, tmp_path: Path) -> None:
+def test_migrate_to_and_from_postgres(
+    opened: Callable[[str], PostgresStore], url: str, tmp_path: Path
+) -> None:
     (tmp_path / "jobs").mkdir()
     for i in range(30):
         path = tmp_path / "jobs" / f"tk-{i}.json"
@@ -366,11 +381,10 @@ def test_migrate_to_and_from_postgres(url: str, tmp_path: Path) -> None:
     assert into.stdout.strip() == "copied 30, skipped 0, failed 0"
     again = cli(tmp_path, "migrate", f"file://{tmp_path}", url)
     assert again.stdout.strip() == "copied 0, skipped 30, failed 0"
-    store = PostgresStore.from_url(url)
+    store = opened(url)
     assert dict(store.jobs())["tk-7"] == 7_007.0
     assert store.get("tk-7") == {"job_id": "tk-7", "job_status": "done", "i": 7}
     assert len(store.changed_since(7_020.0)) == 10
-    store.close()
 
     out = cli(tmp_path, "migrate", url, f"sqlite://{tmp_path / 'out.db'}")
     assert out.returncode == 0, out.stderr
