@@ -122,9 +122,7 @@ class PostgresStore(StoreBase):
             max_size=max(1, max_connections),
             open=False,
             timeout=timeout,
-            # A connection broken by a restart is replaced before it is used,
-            # so the first request after an outage answers, not 503.
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=_check_idle,
             name=f"jobstatus-postgres-{self.channel}",
         )
         # Opened on first use: a store made and never used (a wrong password
@@ -581,6 +579,20 @@ class _Listener:
             # Also reads what the heartbeat left behind.
             if any(True for _ in conn.notifies(timeout=0)):
                 self._notify()
+
+
+def _check_idle(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check of a connection it is about to hand out.
+
+    A connection the server closed (a restart) has its end of file waiting:
+    readable while idle. Only then is it asked a round trip, which fails and
+    has the pool replace it, so the first request after an outage answers
+    instead of failing on a dead connection; a live idle one costs no round
+    trip (a check on every use doubled a read's time).
+    """
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        psycopg_pool.ConnectionPool.check_connection(conn)
 
 
 @contextlib.contextmanager
