@@ -39,6 +39,18 @@ def _redis(url: str) -> Store:
     return RedisStore.from_url(url)
 
 
+def _postgres(url: str) -> Store:
+    try:
+        from .postgres import PostgresStore
+    except ImportError:
+        raise ConfigError(
+            "the PostgreSQL store needs psycopg 3 and its pool: pip install"
+            " 'psycopg[binary]' psycopg-pool (the package's 'postgres' extra)"
+        ) from None
+
+    return PostgresStore.from_url(url)
+
+
 def default_registry() -> Registry:
     """A new registry holding the built-in stores; add your own to it."""
     registry = Registry()
@@ -47,6 +59,8 @@ def default_registry() -> Registry:
     registry.register("file", _file)
     registry.register("redis", _redis)
     registry.register("rediss", _redis)
+    registry.register("postgresql", _postgres)
+    registry.register("postgres", _postgres)
     return registry
 
 

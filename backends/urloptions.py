@@ -75,6 +75,20 @@ _REDIS: dict[str, OptionParser] = {
     "max_connections": whole_number,
 }
 
+_POSTGRES: dict[str, OptionParser] = {
+    "schema": text,
+    "table": text,
+    "timeout": seconds,
+    "max_connections": whole_number,
+    # libpq's own, passed on as they are.
+    "host": text,
+    "sslmode": text,
+    "sslrootcert": text,
+    "sslcert": text,
+    "sslkey": text,
+    "application_name": text,
+}
+
 #: scheme -> {option: parser}. Options not listed here are refused.
 OPTIONS: dict[str, dict[str, OptionParser]] = {
     "memory": {},
@@ -89,6 +103,8 @@ OPTIONS: dict[str, dict[str, OptionParser]] = {
         "ssl_keyfile": text,
         "ssl_check_hostname": true_false,
     },
+    "postgresql": _POSTGRES,
+    "postgres": _POSTGRES,
 }
 
 

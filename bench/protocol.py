@@ -3,7 +3,7 @@
 Run by hand (not a test):
 
     python bench/protocol.py [--sizes 100000,1000000]
-        [--stores memory,sqlite,file,redis]
+        [--stores memory,sqlite,file,redis,postgres]
 
 For each store and size: N jobs (statuses mixed, "last written" spread over
 30 days), then in one run, medians of repeated calls:
@@ -144,10 +144,42 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     return server, f"redis://127.0.0.1:{port}/0"
 
 
+def start_postgres(directory: Path) -> tuple[Callable[[], None], str]:
+    """A throwaway PostgreSQL cluster (trust auth, loopback); as root it runs
+    as the ``postgres`` user, since initdb refuses root."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not found:
+        raise FileNotFoundError("initdb")
+    bin_dir = found[-1].parent
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if prefix:
+        shutil.chown(directory, "postgres")
+    data, port = directory / "data", 6500 + os.getpid() % 500
+    initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", "bench"]
+    subprocess.run(
+        [*prefix, *initdb, "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    pg_ctl = [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data)]
+    # Durable as a default server is (fsync on): the figures are a real one's.
+    options = f"-p {port} -k {directory} -c listen_addresses=127.0.0.1"
+    subprocess.run(
+        [*pg_ctl, "-o", options, "-l", str(directory / "log"), "-w", "start"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+    def stop() -> None:
+        subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], stdout=subprocess.DEVNULL)
+
+    return stop, f"postgresql://bench@127.0.0.1:{port}/postgres"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="100000")
-    parser.add_argument("--stores", default="memory,sqlite,file,redis")
+    parser.add_argument("--stores", default="memory,sqlite,file,redis,postgres")
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args()
     rows = []
@@ -155,6 +187,7 @@ def main() -> None:
         for kind in args.stores.split(","):
             directory = Path(tempfile.mkdtemp(prefix=f"bench-{kind}-"))
             server = None
+            stop_postgres: Callable[[], None] | None = None
             try:
                 if kind == "memory":
                     url = "memory://"
@@ -171,6 +204,15 @@ def main() -> None:
                         )
                         continue
                     server, url = start_redis(directory)
+                elif kind == "postgres":
+                    try:
+                        stop_postgres, url = start_postgres(directory)
+                    except FileNotFoundError:
+                        print(
+                            "PostgreSQL not installed: skipping postgres",
+                            file=sys.stderr,
+                        )
+                        continue
                 else:
                     raise SystemExit(f"unknown store {kind}")
                 rows.append(measure(kind, url, n, args.seconds))
@@ -179,6 +221,8 @@ def main() -> None:
                 if server is not None:
                     server.terminate()
                     server.wait()
+                if stop_postgres is not None:
+                    stop_postgres()
                 shutil.rmtree(directory, ignore_errors=True)
     columns = list(rows[0]) if rows else []
     print("| " + " | ".join(columns) + " |")

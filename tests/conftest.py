@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import uuid
@@ -25,9 +26,11 @@ from .helpers import (
     Clock,
     LiveServer,
     LiveWSGIServer,
+    PostgresServer,
     RedisServer,
     WSGISwitch,
     service_for,
+    start_postgres,
     start_redis,
     store_url_for,
 )
@@ -62,6 +65,10 @@ def url_of(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         # One server for the session; a prefix of its own keeps tests apart.
         server: RedisServer = request.getfixturevalue("redis_server")
         return f"{server.url}?prefix=t-{uuid.uuid4().hex[:12]}:"
+    if request.param == "postgres":
+        # One cluster for the session; a schema of its own keeps tests apart.
+        cluster: PostgresServer = request.getfixturevalue("postgres_server")
+        return f"{cluster.url}?schema=t_{uuid.uuid4().hex[:12]}"
     return store_url_for(request.param, tmp_path)
 
 
@@ -70,6 +77,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = start_redis(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    server, directory = start_postgres()
+    yield server
+    server.stop()
+    shutil.rmtree(directory)
 
 
 @pytest.fixture(

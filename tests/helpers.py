@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ STORES = {
     "filesystem": "filesystem",
     "filesystem-scan": "filesystem",
     "redis": "redis",
+    "postgres": "postgres",
     # A third-party store, registered by scheme (tests/plugin_store.py).
     "dbm": "plugin",
 }
@@ -270,6 +272,124 @@ class ServeProcess:
         """Stop it; its stdout and stderr."""
         self.process.terminate()
         return self.process.communicate(timeout=30)
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on a loopback port, its unix socket in
+    its own directory. Password auth over TCP (user ``jobstatus``, password
+    ``secret``), so a wrong password is refused as on a real server. As root,
+    the cluster runs as the ``postgres`` user (initdb refuses root)."""
+
+    user = "jobstatus"
+    password = "secret"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.data = directory / "data"
+        self.socket_dir = directory / "socket"
+        self.url = (
+            f"postgresql://{self.user}:{self.password}@127.0.0.1:{self.port}/postgres"
+        )
+
+    @staticmethod
+    def binaries() -> Path:
+        found = sorted(
+            Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+            key=lambda path: int(path.parent.parent.name.split(".")[0]),
+        )
+        if found:
+            return found[-1].parent
+        initdb = shutil.which("initdb")
+        if initdb is None:
+            raise FileNotFoundError("initdb")
+        return Path(initdb).parent
+
+    def _as_owner(self, *command: str | Path) -> list[str]:
+        args = [str(part) for part in command]
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "postgres", "--", *args]
+        return args
+
+    def init(self) -> PostgresServer:
+        bin_dir = self.binaries()
+        self.socket_dir.mkdir(parents=True)
+        password_file = self.directory / "password"
+        password_file.write_text(self.password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(self.directory, "postgres")
+            shutil.chown(self.socket_dir, "postgres")
+            shutil.chown(password_file, "postgres")
+        subprocess.run(
+            self._as_owner(
+                bin_dir / "initdb",
+                "-D",
+                self.data,
+                "-U",
+                self.user,
+                f"--pwfile={password_file}",
+                "--auth-host=scram-sha-256",
+                "--auth-local=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return self.start()
+
+    def start(self) -> PostgresServer:
+        options = (
+            f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        subprocess.run(
+            self._as_owner(
+                self.binaries() / "pg_ctl",
+                "-D",
+                self.data,
+                "-o",
+                options,
+                "-l",
+                self.directory / "log",
+                "-w",
+                "start",
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        return self
+
+    def stop(self) -> None:
+        subprocess.run(
+            self._as_owner(
+                self.binaries() / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop"
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+
+POSTGRES_MISSING = (
+    "PostgreSQL's server (initdb) not found: install it (apt-get install "
+    "postgresql) to run the PostgreSQL store's tests; .ci/run installs it, and "
+    "in CI they never skip"
+)
+
+
+def start_postgres() -> tuple[PostgresServer, Path]:
+    """A PostgreSQL cluster of the caller's own, in a new directory (a
+    pytest one is not reachable by the ``postgres`` user); skips without
+    the server (fails in CI)."""
+    directory = Path(tempfile.mkdtemp(prefix="jobstatus-pg-"))
+    try:
+        return PostgresServer(directory).init(), directory
+    except FileNotFoundError:
+        shutil.rmtree(directory)
+        if os.environ.get("CI"):
+            pytest.fail(POSTGRES_MISSING)
+        pytest.skip(POSTGRES_MISSING)
 
 
 def start_redis(directory: Path) -> RedisServer:

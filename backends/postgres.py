@@ -1,0 +1,699 @@
+"""``postgresql://user:pass@host:port/db``: a PostgreSQL database shared by
+several jobstatus instances, through psycopg 3 and a connection pool.
+
+jobstatus keeps its own objects in its own schema (``?schema=``, default
+``jobstatus``) and never touches anything else in the database. With the
+table named ``T`` (``?table=``, default ``jobs``):
+
+- ``T``: ``job_id`` primary key, ``job_status`` (JSON text, NULL when the
+  record has none), ``updated_at`` (epoch seconds), ``record`` (the whole
+  record as JSON text, verbatim) and ``position`` (the job's last change in
+  the change order);
+- ``T_meta``: one row: ``epoch`` (random, set when the table is created, so
+  versions and cursors of a dropped and recreated store never match again),
+  ``head`` (the last position handed out) and ``schema_version``;
+- ``T_counts``: jobs by status, kept by the trigger ``T_changed``, which
+  also sends ``pg_notify`` on the store's channel in the writing
+  transaction: every instance listening wakes when it commits.
+
+Every write is one statement that first bumps ``T_meta.head``: the row lock
+it takes orders writers, so positions become visible in the order they were
+given and a reader paging by position never skips a change that commits
+late (a sequence's ``nextval`` is not ordered by commit). The schema is
+created and migrated forward under ``pg_advisory_xact_lock``, so instances
+starting at once migrate it once. PostgreSQL unreachable or timing out
+raises ``StoreUnavailable`` (answered 503); the pool reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+import psycopg_pool
+from psycopg import conninfo as pg_conninfo
+
+from jobstatus_core import (
+    ConfigError,
+    Mark,
+    Query,
+    Row,
+    StoreBase,
+    StoreError,
+    StoreUnavailable,
+    Window,
+    checked_at,
+    checked_job_id,
+    jsontext,
+)
+from jobstatus_core.registry import redact
+
+from . import storedjson
+from .urloptions import parse_store_url
+
+logger = logging.getLogger("jobstatus.postgres")
+
+DEFAULT_SCHEMA = "jobstatus"
+DEFAULT_TABLE = "jobs"
+# A status endpoint must answer quickly, even "unavailable": fail fast.
+DEFAULT_TIMEOUT_SECONDS = 1.0
+DEFAULT_MAX_CONNECTIONS = 10
+
+#: Schema and table names: plain lower-case identifiers, short enough that
+#: every derived name (``T_status_position``, the channel ``S.T``) fits in
+#: PostgreSQL's 63 bytes, and safe to quote without escaping.
+NAME_RULE = re.compile(r"[a-z_][a-z0-9_]{0,30}")
+
+#: How long a migration may wait for another instance's to finish.
+MIGRATION_TIMEOUT_SECONDS = 60.0
+#: A listening connection silent this long is asked a ``SELECT 1``, so that
+#: a connection lost without a word is noticed.
+LISTEN_HEARTBEAT_SECONDS = 5.0
+#: Waits between attempts to get a lost listening connection back.
+LISTEN_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
+
+T = TypeVar("T")
+
+
+class PostgresStore(StoreBase):
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = DEFAULT_SCHEMA,
+        table: str = DEFAULT_TABLE,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        **libpq: str,
+    ) -> None:
+        """``url`` is a libpq URL without jobstatus's options; ``libpq`` are
+        further libpq parameters (``sslmode``, ``host`` …)."""
+        for what, name in (("schema", schema), ("table", table)):
+            if not NAME_RULE.fullmatch(name):
+                raise ConfigError(
+                    f"PostgreSQL store: {what} {name!r} must be 1-31 characters"
+                    " of a-z 0-9 _, not starting with a digit"
+                )
+        self.schema = schema
+        self.table = table
+        self.timeout = timeout
+        self.channel = f"{schema}.{table}"
+        self._sql = _Statements(schema, table, self.channel)
+        self._setup_key = _lock_key(self.channel)
+        self._conninfo = _conninfo(url, timeout, libpq)
+        self._ready = False
+        self._setup_lock = threading.Lock()
+        self._pool = psycopg_pool.ConnectionPool(
+            self._conninfo,
+            kwargs={"autocommit": True},
+            min_size=1,
+            max_size=max(1, max_connections),
+            open=False,
+            timeout=timeout,
+            check=_check_idle,
+            name=f"jobstatus-postgres-{self.channel}",
+        )
+        # Opened on first use: a store made and never used (a wrong password
+        # found by ``check``) starts no thread and makes no connection.
+        self._pool_open = False
+        self._listener = _Listener(self._conninfo, self.channel, timeout)
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> PostgresStore:
+        """``postgresql://[user[:password]@]host[:port]/db[?schema=…][&table=…]
+        [&timeout=S]``; the options are those ``urloptions.OPTIONS`` declares."""
+        parsed = parse_store_url(url)
+        options = dict(parsed.options)
+        schema = options.pop("schema", DEFAULT_SCHEMA)
+        table = options.pop("table", DEFAULT_TABLE)
+        timeout = options.pop("timeout", DEFAULT_TIMEOUT_SECONDS)
+        max_connections = options.pop("max_connections", DEFAULT_MAX_CONNECTIONS)
+        try:
+            return cls(
+                url.split("?", 1)[0],
+                schema=schema,
+                table=table,
+                timeout=timeout,
+                max_connections=max_connections,
+                **options,
+            )
+        except ConfigError as exc:
+            raise parsed.fail(str(exc).removeprefix("PostgreSQL store: ")) from None
+
+    # -- reading -------------------------------------------------------------
+
+    def read(self, job_id: str) -> Row | None:
+        found = self._fetch(self._sql.read, (job_id,))
+        return _row(found[0], with_record=True) if found else None
+
+    def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
+        found = self._fetch(self._sql.read_many, (list(job_ids),))
+        rows = (_row(values, with_record=True) for values in found)
+        return {row.job_id: row for row in rows}
+
+    def window(self, cutoff: float) -> Window:
+        found = self._fetch(self._sql.window, (cutoff,))
+        members = [f'"{job_id}":{_status(status)}' for job_id, status, _ in found]
+        return Window(members, found[0][2] if found else None)
+
+    def page(self, query: Query) -> list[Row]:
+        statuses: list[str | None] = (
+            [None] if query.statuses is None else [*sorted(query.statuses)]
+        )
+        window = () if query.cutoff is None else (query.cutoff,)
+        params: list[Any] = []
+        for status in statuses:
+            params += [query.after, *(() if status is None else (status,))]
+            params += [*window, query.limit]
+        if query.statuses is not None:
+            if not statuses:
+                return []
+            params.append(query.limit)
+        sql = self._sql.page(
+            statuses=0 if query.statuses is None else len(statuses),
+            window=query.cutoff is not None,
+            records=query.records,
+        )
+        found = self._fetch(sql, tuple(params))
+        return [_row(values, with_record=query.records) for values in found]
+
+    def counts(
+        self, statuses: frozenset[str] | None, cutoff: float | None
+    ) -> dict[str, int]:
+        if cutoff is None:
+            found = self._fetch(self._sql.kept_counts, ())
+        else:
+            found = self._fetch(self._sql.window_counts, (cutoff,))
+        counts: dict[str, int] = {}
+        for status, n in found:
+            key = _status(status)
+            counts[key] = counts.get(key, 0) + int(n)
+        return {
+            status: n
+            for status, n in counts.items()
+            if n > 0 and (statuses is None or status in statuses)
+        }
+
+    def mark(self) -> Mark:
+        ((epoch, head, server),) = self._fetch(self._sql.mark, ())
+        return Mark(epoch, int(head), server)
+
+    def jobs(self) -> list[tuple[str, float]]:
+        return [(job_id, float(at)) for job_id, at in self._fetch(self._sql.jobs, ())]
+
+    # -- writing -------------------------------------------------------------
+
+    def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
+        self._write(self._sql.put, _values(record, at))
+
+    def swap(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> bool:
+        values = _values(record, at)
+        if expected is None:
+            return self._write(self._sql.create, values) == 1
+        epoch, dash, position = expected.rpartition("-")
+        try:
+            expected_position = int(position, 16)
+        except ValueError:
+            return False  # not a version this store gave: it matches no job
+        if not dash:
+            return False
+        job_id, status, stamp, text = values
+        swapped = self._write(
+            self._sql.swap, (epoch, status, stamp, text, job_id, expected_position)
+        )
+        return swapped == 1
+
+    # -- capabilities ----------------------------------------------------------
+
+    def check(self) -> None:
+        """Connect once and bring the schema up to date: a wrong password, a
+        missing database or a missing privilege stops the start."""
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True):
+                pass
+        except psycopg.Error as exc:
+            raise ConfigError(_connect_failure(exc)) from None
+        try:
+            self._setup()
+        except StoreError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Calls ``callback`` after each change any instance commits, through
+        one listening connection per store; a lost connection is got back and
+        every callback is called once then (something may have been missed)."""
+        return self._listener.add(callback)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._setup_lock:
+            self._closed = True
+        self._listener.stop()
+        if self._pool_open:
+            self._pool.close()
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        def fetch(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, params).fetchall()
+
+        return self._run(fetch)
+
+    def _write(self, sql: str, params: Sequence[Any]) -> int:
+        def write(conn: psycopg.Connection[Any]) -> int:
+            return conn.execute(sql, params).rowcount
+
+        return self._run(write)
+
+    def _run(self, action: Callable[[psycopg.Connection[Any]], T]) -> T:
+        if not self._ready:
+            self._setup()
+        with _translated(), self._pool.connection() as conn:
+            return action(conn)
+
+    def _setup(self) -> None:
+        """Create or migrate the schema once per instance, under an advisory
+        lock held until the migration commits."""
+        with self._setup_lock:
+            if self._ready:
+                return
+            if self._closed:
+                raise StoreError("PostgreSQL store: closed")
+            if not self._pool_open:
+                self._pool.open(wait=False)
+                self._pool_open = True
+            with _translated(), self._pool.connection() as conn:
+                if self._schema_version(conn) != SCHEMA_VERSION:
+                    with conn.transaction():
+                        conn.execute(
+                            "SELECT set_config('statement_timeout', %s, true)",
+                            (str(int(MIGRATION_TIMEOUT_SECONDS * 1000)),),
+                        )
+                        conn.execute(
+                            "SELECT pg_advisory_xact_lock(%s)", (self._setup_key,)
+                        )
+                        self._migrate(conn)
+            self._ready = True
+
+    def _schema_version(self, conn: psycopg.Connection[Any]) -> int:
+        """0 for no table yet; raises ``ConfigError`` for a table that is not
+        jobstatus's, or one of a newer jobstatus."""
+        sql = self._sql
+        table, meta = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            (sql.jobs_table, sql.meta_table),
+        ).fetchone() or (False, False)
+        if not meta:
+            if table:
+                raise ConfigError(
+                    f"PostgreSQL store: {sql.jobs_table} is not a jobstatus table"
+                    " (it has no meta table); it was left unchanged"
+                )
+            return 0
+        row = conn.execute(f"SELECT schema_version FROM {sql.meta_table}").fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > SCHEMA_VERSION:
+            raise ConfigError(
+                f"PostgreSQL store: {sql.jobs_table} has schema version {version},"
+                f" newer than this jobstatus ({SCHEMA_VERSION}); upgrade jobstatus"
+            )
+        return version
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+        ).fetchone()
+        if not exists:
+            # Only when missing: CREATE SCHEMA IF NOT EXISTS needs the
+            # CREATE privilege on the database even when the schema is there.
+            conn.execute(f'CREATE SCHEMA "{self.schema}"')
+        version = self._schema_version(conn)
+        for step in MIGRATIONS[version:]:
+            for statement in step(self._sql):
+                conn.execute(statement)
+        conn.execute(
+            f"UPDATE {self._sql.meta_table} SET schema_version = %s",
+            (SCHEMA_VERSION,),
+        )
+
+
+class _Statements:
+    """The store's SQL, with its schema and table names filled in once."""
+
+    def __init__(self, schema: str, table: str, channel: str) -> None:
+        def name(suffix: str = "") -> str:
+            return f'"{schema}"."{table}{suffix}"'
+
+        self.schema = schema
+        self.table = table
+        self.channel = channel
+        self.jobs_table = name()
+        self.meta_table = name("_meta")
+        self.counts_table = name("_counts")
+        self.trigger_function = name("_changed")
+        jobs, meta = self.jobs_table, self.meta_table
+        # Rows carry the epoch read in the same statement as the row.
+        self.columns = (
+            f"job_id, job_status, updated_at, position, (SELECT epoch FROM {meta})"
+        )
+        self.read = f"SELECT {self.columns}, record FROM {jobs} WHERE job_id = %s"
+        self.read_many = (
+            f"SELECT {self.columns}, record FROM {jobs} WHERE job_id = ANY(%s)"
+        )
+        # From the covering index T_updated_at, in its own order.
+        self.window = (
+            f"SELECT job_id, job_status, updated_at FROM {jobs}"
+            " WHERE updated_at >= %s AND job_status IS NOT NULL"
+            " ORDER BY updated_at, job_id"
+        )
+        self.kept_counts = f"SELECT status, n FROM {self.counts_table} WHERE n > 0"
+        self.window_counts = (
+            f"SELECT job_status, count(*) FROM {jobs}"
+            " WHERE updated_at >= %s AND job_status IS NOT NULL GROUP BY job_status"
+        )
+        self.mark = f"SELECT epoch, head, pg_postmaster_start_time()::text FROM {meta}"
+        self.jobs = f"SELECT job_id, updated_at FROM {jobs}"
+        # Every write first bumps the head: the meta row's lock, held until
+        # commit, makes positions visible in the order they were given.
+        bump = f"WITH m AS (UPDATE {meta} SET head = head + 1 RETURNING head)"
+        insert = (
+            f"{bump} INSERT INTO {jobs} AS j"
+            " (job_id, job_status, updated_at, record, position)"
+            " SELECT %s, %s, %s, %s, head FROM m ON CONFLICT (job_id)"
+        )
+        self.put = (
+            f"{insert} DO UPDATE SET job_status = excluded.job_status,"
+            " updated_at = excluded.updated_at, record = excluded.record,"
+            " position = excluded.position"
+        )
+        self.create = f"{insert} DO NOTHING"
+        # Checked again on the row as it is once the lock is held (READ
+        # COMMITTED re-reads a row another writer changed meanwhile).
+        self.swap = (
+            f"WITH m AS (UPDATE {meta} SET head = head + 1 WHERE epoch = %s"
+            f" RETURNING head) UPDATE {jobs} AS j SET job_status = %s,"
+            " updated_at = %s, record = %s, position = m.head FROM m"
+            " WHERE j.job_id = %s AND j.position = %s"
+        )
+
+    def page(self, *, statuses: int, window: bool, records: bool) -> str:
+        """A page of every status (``statuses=0``) or of that many statuses."""
+        columns = self.columns + (", record" if records else "")
+        where = " AND updated_at >= %s" if window else ""
+        walk = (
+            f"SELECT {columns} FROM {self.jobs_table} WHERE position > %s"
+            f" AND job_status IS NOT NULL{where} ORDER BY position LIMIT %s"
+        )
+        if not statuses:
+            # Walks T_position from the cursor and stops at the limit.
+            return walk
+        # One walk per status, merged by position (a Merge Append): each is
+        # planned with its status's own frequency, so a rare status walks
+        # T_status_position instead of every job after the cursor.
+        one = walk.replace("job_status IS NOT NULL", "job_status = %s")
+        walks = " UNION ALL ".join(f"({one})" for _ in range(statuses))
+        return f"SELECT * FROM ({walks}) AS p ORDER BY position LIMIT %s"
+
+
+def _create_tables(sql: _Statements) -> list[str]:
+    jobs, meta, counts = sql.jobs_table, sql.meta_table, sql.counts_table
+    index = f'"{sql.table}'
+    channel = sql.channel.replace("'", "''")
+    trigger = f'"{sql.table}_changed"'
+    return [
+        # COLLATE "C": listings order job ids byte by byte, as every store.
+        f'CREATE TABLE {jobs} (job_id text COLLATE "C" PRIMARY KEY,'
+        ' job_status text COLLATE "C", updated_at double precision NOT NULL,'
+        " record text NOT NULL, position bigint NOT NULL)",
+        f"CREATE TABLE {meta} (id int PRIMARY KEY CHECK (id = 1),"
+        " epoch text NOT NULL, head bigint NOT NULL, schema_version int NOT NULL)",
+        f"INSERT INTO {meta} (id, epoch, head, schema_version)"
+        f" VALUES (1, '{secrets.token_hex(6)}', 0, 0)",
+        f'CREATE TABLE {counts} (status text COLLATE "C" PRIMARY KEY,'
+        " n bigint NOT NULL)",
+        # page: by position; by status then position.
+        f'CREATE INDEX {index}_position" ON {jobs} (position)',
+        f'CREATE INDEX {index}_status_position" ON {jobs} (job_status, position)',
+        # window and window counts, without visiting the table's records.
+        f'CREATE INDEX {index}_updated_at" ON {jobs} (updated_at, job_id)'
+        " INCLUDE (job_status)",
+        f"""CREATE FUNCTION {sql.trigger_function}() RETURNS trigger
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+          IF TG_OP <> 'INSERT' AND OLD.job_status IS NOT NULL AND (TG_OP = 'DELETE'
+              OR OLD.job_status IS DISTINCT FROM NEW.job_status) THEN
+            UPDATE {counts} SET n = n - 1 WHERE status = OLD.job_status;
+          END IF;
+          IF TG_OP <> 'DELETE' AND NEW.job_status IS NOT NULL AND (TG_OP = 'INSERT'
+              OR OLD.job_status IS DISTINCT FROM NEW.job_status) THEN
+            INSERT INTO {counts} AS c (status, n) VALUES (NEW.job_status, 1)
+              ON CONFLICT (status) DO UPDATE SET n = c.n + 1;
+          END IF;
+          PERFORM pg_notify('{channel}', '');
+          RETURN NULL;
+        END $fn$""",
+        f"CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE ON {jobs}"
+        f" FOR EACH ROW EXECUTE FUNCTION {sql.trigger_function}()",
+    ]
+
+
+#: MIGRATIONS[v] takes the schema from version v to v + 1.
+MIGRATIONS: tuple[Callable[[_Statements], list[str]], ...] = (_create_tables,)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class _Listener:
+    """One listening connection per store, in a thread of its own while
+    anybody subscribes."""
+
+    def __init__(self, conninfo: str, channel: str, timeout: float) -> None:
+        self._conninfo = conninfo
+        self._channel = channel
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[], None]] = []
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._listening = threading.Event()
+        self._wake_r, self._wake_w = -1, -1
+
+    def add(self, callback: Callable[[], None]) -> Callable[[], None]:
+        with self._lock:
+            self._callbacks.append(callback)
+            if self._thread is None:
+                self._stopping.clear()
+                self._listening.clear()
+                self._wake_r, self._wake_w = os.pipe()
+                self._thread = threading.Thread(
+                    target=self._listen, name="jobstatus-postgres-listen", daemon=True
+                )
+                self._thread.start()
+            listening = self._listening
+        # Changes committed from now on are heard (when PostgreSQL answers
+        # in time; else the callbacks are called once the listener connects).
+        listening.wait(self._timeout)
+
+        def remove() -> None:
+            with self._lock:
+                if callback in self._callbacks:
+                    self._callbacks.remove(callback)
+                last = not self._callbacks
+            if last:
+                self.stop()
+
+        return remove
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return
+            self._stopping.set()
+            os.write(self._wake_w, b"x")
+        if thread is not threading.current_thread():
+            thread.join()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _notify(self) -> None:
+        with self._lock:
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logger.exception("a change callback failed")
+
+    def _listen(self) -> None:
+        delays: Iterator[float] = iter(())
+        wake_r = self._wake_r
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f'LISTEN "{self._channel}"')
+                    self._listening.set()
+                    delays = iter(LISTEN_RETRY_DELAYS)
+                    # Changes made while not listening are not known:
+                    # everybody looks again, once.
+                    self._notify()
+                    self._serve(conn, wake_r)
+            except psycopg.Error as exc:
+                logger.warning(
+                    "PostgreSQL change notifications lost: %s", _one_line(exc)
+                )
+            delay = next(delays, LISTEN_RETRY_DELAYS[-1])
+            if self._stopping.wait(delay):
+                return
+
+    def _serve(self, conn: psycopg.Connection[Any], wake_r: int) -> None:
+        socket = conn.fileno()
+        while not self._stopping.is_set():
+            ready, _, _ = select.select(
+                [socket, wake_r], [], [], LISTEN_HEARTBEAT_SECONDS
+            )
+            if wake_r in ready:
+                return
+            if not ready:
+                conn.execute("SELECT 1")  # fails if the connection is gone
+            # Also reads what the heartbeat left behind.
+            if any(True for _ in conn.notifies(timeout=0)):
+                self._notify()
+
+
+def _check_idle(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check of a connection it is about to hand out.
+
+    A connection the server closed (a restart) has its end of file waiting:
+    readable while idle. Only then is it asked a round trip, which fails and
+    has the pool replace it, so the first request after an outage answers
+    instead of failing on a dead connection; a live idle one costs no round
+    trip (a check on every use doubled a read's time).
+    """
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        psycopg_pool.ConnectionPool.check_connection(conn)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """psycopg's errors as the library's own, one line each."""
+    try:
+        yield
+    except psycopg_pool.PoolTimeout:
+        raise StoreUnavailable(
+            "PostgreSQL unreachable: no connection within the timeout"
+        ) from None
+    except psycopg.errors.QueryCanceled:
+        raise StoreUnavailable("PostgreSQL timed out") from None
+    except psycopg.OperationalError as exc:
+        raise StoreUnavailable(f"PostgreSQL unreachable: {_one_line(exc)}") from None
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL error: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """A libpq message on one line (it spans several when it tried several
+    addresses), at most 300 characters."""
+    lines = [" ".join(line.split()) for line in str(exc).splitlines()]
+    text = "; ".join(dict.fromkeys(line for line in lines if line))
+    return text[:300] or type(exc).__name__
+
+
+def _connect_failure(exc: psycopg.Error) -> str:
+    text = _one_line(exc)
+    if "password authentication failed" in text or "no password supplied" in text:
+        return f"PostgreSQL authentication failed (wrong password?): {text}"
+    if re.search(r'database "[^"]*" does not exist', text):
+        return f"PostgreSQL database missing: {text}"
+    return f"PostgreSQL unreachable: {text}"
+
+
+def _conninfo(url: str, timeout: float, libpq: Mapping[str, str]) -> str:
+    """The libpq connection string: the URL, the caller's parameters, and the
+    timeouts that make an outage an answer instead of a hang."""
+    milliseconds = str(max(1, int(timeout * 1000)))
+    try:
+        conninfo = pg_conninfo.make_conninfo(
+            url,
+            **{
+                "application_name": "jobstatus",
+                # libpq counts whole seconds, at least 2; the pool's own
+                # timeout bounds a request's wait to ``timeout``.
+                "connect_timeout": str(max(2, math.ceil(timeout))),
+                "options": f"-c statement_timeout={milliseconds}",
+                "tcp_user_timeout": milliseconds,
+                "keepalives_idle": str(max(1, math.ceil(timeout))),
+                "keepalives_interval": "1",
+                "keepalives_count": "3",
+                **libpq,
+            },
+        )
+        ports = pg_conninfo.conninfo_to_dict(conninfo).get("port") or ""
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(
+            f"store URL {redact(url)!r}: {_one_line(exc).split(':')[0]}"
+        ) from None
+    # libpq would only say so when connecting, request after request.
+    if not all(port.isdigit() for port in str(ports).split(",") if port):
+        raise ConfigError(f"store URL {redact(url)!r}: the port must be a number")
+    return conninfo
+
+
+def _lock_key(channel: str) -> int:
+    """The advisory lock of this schema and table: a signed 64-bit number."""
+    digest = hashlib.sha1(f"jobstatus:{channel}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _status(text: str) -> str:
+    """A stored status as the answers' JSON text. The table is jobstatus's
+    own: its statuses are ``jsontext``'s, and only non-ASCII text (written
+    by hand) needs escaping."""
+    return storedjson.ascii_only(text)
+
+
+def _values(record: Mapping[str, Any], at: float | None) -> tuple[str, str, float, str]:
+    """The columns a write stores: job_id, job_status, updated_at, record."""
+    job_id = checked_job_id(record)
+    at = checked_at(at)
+    return (
+        job_id,
+        # The answers' own encoding: listings join this text as it is.
+        jsontext.encode(record["job_status"]),
+        time.time() if at is None else at,
+        json.dumps(record, allow_nan=False),
+    )
+
+
+def _row(values: Sequence[Any], *, with_record: bool) -> Row:
+    """A ``Row`` from ``_Statements.columns`` (and ``record`` after them)."""
+    job_id, status, updated_at, position, epoch = values[:5]
+    return Row(
+        job_id,
+        None if status is None else _status(status),
+        float(updated_at),
+        f"{epoch}-{position:x}",
+        int(position),
+        storedjson.record(job_id, values[5]) if with_record else None,
+    )

@@ -1,0 +1,459 @@
+"""What only the PostgreSQL store promises: sharing, its own schema, outages,
+notifications across instances, and indexed queries."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from jobstatus_backends.postgres import PostgresStore
+from jobstatus_backends.recorder import Recorder
+from jobstatus_core import ConfigError, Query, StoreUnavailable
+
+from .helpers import (
+    PostgresServer,
+    ServeProcess,
+    clean_env,
+    free_port,
+    start_postgres,
+    wait_for,
+)
+
+pytestmark = pytest.mark.postgres
+
+JSON = {"content-type": "application/json", "x-api-key": "k"}
+
+
+def fresh_url(server: PostgresServer) -> str:
+    return f"{server.url}?schema=t_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def url(postgres_server: PostgresServer) -> str:
+    return fresh_url(postgres_server)
+
+
+@pytest.fixture
+def opened() -> Iterator[Callable[[str], PostgresStore]]:
+    """Opens stores that are closed after the test, whatever its outcome."""
+    stores: list[PostgresStore] = []
+
+    def open_store(url: str) -> PostgresStore:
+        stores.append(PostgresStore.from_url(url))
+        return stores[-1]
+
+    yield open_store
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A cluster of this test's own, to stop and start."""
+    server, directory = start_postgres()
+    yield server
+    if (server.data / "postmaster.pid").exists():
+        server.stop()
+    shutil.rmtree(directory)
+
+
+def sql(server: PostgresServer, statement: str, *params: Any) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        cursor = conn.execute(statement, params or None)
+        return cursor.fetchall() if cursor.description else []
+
+
+def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jobstatus_adapters.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env(),
+    )
+
+
+def test_its_own_schema_and_table_leave_the_hosts_alone(
+    opened: Callable[[str], PostgresStore], postgres_server: PostgresServer
+) -> None:
+    sql(postgres_server, "CREATE TABLE IF NOT EXISTS public.jobs (id int)")
+    sql(postgres_server, "INSERT INTO public.jobs VALUES (7)")
+    schema = f"app_{uuid.uuid4().hex[:8]}"
+    store = opened(f"{postgres_server.url}?schema={schema}&table=work")
+    store.put({"job_id": "a", "job_status": "done", "n": 1}, at=42.5)
+    store.put({"job_id": "b", "job_status": "done"}, at=43.0)
+    store.put({"job_id": "a", "job_status": "failed"}, at=44.0)
+    tables = sql(
+        postgres_server,
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1",
+        schema,
+    )
+    assert tables == [("work",), ("work_counts",), ("work_meta",)]
+    assert sql(postgres_server, "SELECT id FROM public.jobs") == [(7,)]
+    ((epoch, head, version),) = sql(
+        postgres_server, f"SELECT epoch, head, schema_version FROM {schema}.work_meta"
+    )
+    assert head == 3 and version == 1 and len(epoch) == 12
+    counts = sql(postgres_server, f"SELECT status, n FROM {schema}.work_counts")
+    assert sorted(counts) == [('"done"', 1), ('"failed"', 1)]
+    row = store.read("a")
+    assert row is not None and row.version == f"{epoch}-3" and row.position == 3
+    assert row.record == {"job_id": "a", "job_status": "failed"}
+
+
+def test_a_foreign_table_is_refused_unchanged(
+    opened: Callable[[str], PostgresStore], postgres_server: PostgresServer
+) -> None:
+    schema = f"host_{uuid.uuid4().hex[:8]}"
+    sql(postgres_server, f"CREATE SCHEMA {schema}")
+    sql(postgres_server, f"CREATE TABLE {schema}.jobs (id int)")
+    store = opened(f"{postgres_server.url}?schema={schema}")
+    with pytest.raises(ConfigError, match="not a jobstatus table"):
+        store.check()
+    assert sql(
+        postgres_server,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = %s",
+        schema,
+    ) == [(1,)]
+
+
+def test_instances_starting_at_once_create_the_schema_once(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    stores = [opened(url) for _ in range(4)]
+    failures: list[BaseException] = []
+
+    def start(store: PostgresStore) -> None:
+        try:
+            store.check()
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    marks = {store.mark() for store in stores}
+    assert len(marks) == 1  # one epoch: the table was created once
+
+
+def test_swaps_from_two_instances_lose_no_update(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    first, second = opened(url), opened(url)
+    first.put({"job_id": "counter", "job_status": "running", "n": 0})
+
+    def add(store: PostgresStore, times: int) -> None:
+        for _ in range(times):
+            while True:
+                row = store.read("counter")
+                assert row is not None and row.record is not None
+                record = {**row.record, "n": row.record["n"] + 1}
+                if store.swap(record, expected=row.version):
+                    break
+
+    threads = [
+        threading.Thread(target=add, args=(store, 50))
+        for store in (first, second, first, second)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert second.get("counter") == {
+        "job_id": "counter",
+        "job_status": "running",
+        "n": 200,
+    }
+
+
+def test_recorders_on_two_instances_agree(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    first, second = opened(url), opened(url)
+    Recorder(first).running("j1")
+    Recorder(second).progress("j1", 3, 10)
+    Recorder(first).done("j1", {"ok": True})
+    record = second.get("j1")
+    assert record is not None
+    assert record["job_status"] == "done" and record["response"] == {"ok": True}
+    assert second.counts(None, None) == {'"done"': 1}
+
+
+def test_a_change_on_one_wakes_a_subscriber_of_the_other(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    writer, listener = opened(url), opened(url)
+    writer.check()
+    woken = threading.Event()
+    unsubscribe = listener.subscribe(woken.set)
+    woken.clear()  # the first connection's own wake-up
+    writer.put({"job_id": "a", "job_status": "done"})
+    assert woken.wait(1.0)  # SPEC §10: within 1 s on every instance
+    woken.clear()
+    assert writer.swap({"job_id": "a", "job_status": "failed"}, expected="x-1") is False
+    unsubscribe()
+    writer.put({"job_id": "a", "job_status": "queued"})
+    assert not woken.is_set()
+
+
+def test_one_listening_connection_per_store(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    store = opened(url)
+    store.check()
+    calls: list[int] = []
+    stops = [store.subscribe(partial(calls.append, n)) for n in range(3)]
+    listening = sql_count_listeners(store)
+    assert listening == 1
+    for stop in stops:
+        stop()
+
+
+def sql_count_listeners(store: PostgresStore) -> int:
+    import psycopg
+
+    with psycopg.connect(store._conninfo, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%'"
+            " AND query LIKE %s",
+            (f"%{store.channel}%",),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_unreachable_is_unavailable_within_the_timeout(
+    opened: Callable[[str], PostgresStore],
+) -> None:
+    store = opened(f"postgresql://u:p@127.0.0.1:{free_port()}/db?timeout=0.3")
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        store.get("a")
+    assert time.monotonic() - started < 1.5
+
+
+def test_a_server_that_never_answers_times_out(
+    opened: Callable[[str], PostgresStore],
+) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        store = opened(f"postgresql://u:p@127.0.0.1:{port}/db?timeout=0.3")
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.changed_since(0)
+        assert time.monotonic() - started < 1.5
+
+
+def test_a_stopped_server_is_503_then_answers_again(
+    opened: Callable[[str], PostgresStore], own_postgres: PostgresServer, tmp_path: Path
+) -> None:
+    url = fresh_url(own_postgres)
+    store = opened(url)
+    store.put({"job_id": "render-9", "job_status": "done"})
+    woken = threading.Event()
+    unsubscribe = store.subscribe(woken.set)
+    server = ServeProcess(tmp_path, clean_env(API_KEY="k", JOBSTATUS_STORE=url))
+    try:
+        assert ask(server, "render-9").json()["response"]["job_status"] == "done"
+        own_postgres.stop()
+        with pytest.raises(StoreUnavailable):
+            store.get("render-9")
+        for answer in (ask(server, "render-9"), ask(server)):
+            assert answer.status_code == 503
+            assert answer.json()["message"] == "Job store unavailable"
+        woken.clear()
+        own_postgres.start()
+        wait_for(lambda: ask(server).status_code == 200, 10)
+        assert ask(server).json()["response"] == {"render-9": "done"}
+        assert ask(server, "render-9").json()["response"]["job_status"] == "done"
+        assert store.get("render-9") == {"job_id": "render-9", "job_status": "done"}
+        # The listening connection came back and said "look again".
+        wait_for(woken.is_set, 10)
+    finally:
+        server.stop()
+        unsubscribe()
+
+
+def ask(server: ServeProcess, job_id: str | None = None) -> httpx.Response:
+    if job_id is None:
+        return httpx.post(
+            server.url + "/v1/toolkit/jobs/status", json={}, headers=JSON, timeout=10
+        )
+    return httpx.post(
+        server.url + "/v1/toolkit/job/status",
+        json={"job_id": job_id},
+        headers=JSON,
+        timeout=10,
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (("secret@", "hunter2@"), "authentication failed"),
+        (("/postgres", "/nodb"), 'database "nodb" does not exist'),
+    ],
+)
+def test_a_wrong_password_or_database_stops_serve_with_one_line(
+    opened: Callable[[str], PostgresStore],
+    postgres_server: PostgresServer,
+    tmp_path: Path,
+    change: tuple[str, str],
+    message: str,
+) -> None:
+    url = postgres_server.url.replace(*change)
+    with pytest.raises(ConfigError, match=message):
+        opened(url).check()
+    result = subprocess.run(
+        [sys.executable, "-m", "jobstatus_adapters.cli", "serve", "--port", "0"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env(API_KEY="k", JOBSTATUS_STORE=url),
+        timeout=60,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "hunter2" not in lines[0] and "secret" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("postgresql://u:hunter2@h/db?timeout=0", "timeout"),
+        ("postgresql://u:hunter2@h/db?schema=Bad-Name", "schema"),
+        ("postgresql://u:hunter2@h/db?table=", "table"),
+        ("postgresql://u:hunter2@h/db?sslmode=maybe&x=1", "unknown option"),
+        ("postgresql://u:hunter2@h:notaport/db", "***"),
+    ],
+)
+def test_bad_urls_are_config_errors_without_passwords(url: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        PostgresStore.from_url(url).close()
+    assert message in str(info.value) and "hunter2" not in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_psycopg_names_the_extra(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from jobstatus_adapters.cli import main\n"
+        "sys.exit(main(['list', '--store', 'postgresql://127.0.0.1:1/db']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "pip install 'psycopg[binary]' psycopg-pool" in result.stderr
+
+
+def test_migrate_to_and_from_postgres(
+    opened: Callable[[str], PostgresStore], url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    for i in range(30):
+        path = tmp_path / "jobs" / f"tk-{i}.json"
+        path.write_text(f'{{"job_id": "tk-{i}", "job_status": "done", "i": {i}}}')
+        os.utime(path, (7_000.0 + i, 7_000.0 + i))
+    into = cli(tmp_path, "migrate", f"file://{tmp_path}", url)
+    assert into.returncode == 0, into.stderr
+    assert into.stdout.strip() == "copied 30, skipped 0, failed 0"
+    again = cli(tmp_path, "migrate", f"file://{tmp_path}", url)
+    assert again.stdout.strip() == "copied 0, skipped 30, failed 0"
+    store = opened(url)
+    assert dict(store.jobs())["tk-7"] == 7_007.0
+    assert store.get("tk-7") == {"job_id": "tk-7", "job_status": "done", "i": 7}
+    assert len(store.changed_since(7_020.0)) == 10
+
+    out = cli(tmp_path, "migrate", url, f"sqlite://{tmp_path / 'out.db'}")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "copied 30, skipped 0, failed 0"
+
+
+# -- every query walks an index ------------------------------------------------
+
+
+@pytest.fixture
+def many(postgres_server: PostgresServer) -> Iterator[PostgresStore]:
+    """A store of 20,000 jobs, analysed, so plans are those of a real store:
+    most are done, a few failed or running."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    store = PostgresStore.from_url(f"{postgres_server.url}?schema={schema}")
+    store.check()
+    sql(
+        postgres_server,
+        f"INSERT INTO {schema}.jobs SELECT 'job-' || i,"
+        " CASE WHEN i % 100 = 0 THEN '\"failed\"' WHEN i % 100 = 1"
+        " THEN '\"running\"' ELSE '\"done\"' END,"
+        " 1000000 + i, '{}', i FROM generate_series(1, 20000) AS i",
+    )
+    sql(postgres_server, f"UPDATE {schema}.jobs_meta SET head = 20000")
+    sql(postgres_server, f"VACUUM ANALYZE {schema}.jobs")
+    yield store
+    store.close()
+
+
+def plan(store: PostgresStore, statement: str, params: tuple[Any, ...]) -> str:
+    import psycopg
+
+    with psycopg.connect(store._conninfo, autocommit=True) as conn:
+        rows = conn.execute(f"EXPLAIN {statement}", params).fetchall()
+    return "\n".join(row[0] for row in rows)
+
+
+def test_every_query_uses_its_index(many: PostgresStore) -> None:
+    statements = many._sql
+    cases = [
+        (statements.read, ("job-7",), "jobs_pkey"),
+        (statements.read_many, (["job-7", "job-9"],), "jobs_pkey"),
+        (statements.window, (1_019_000.0,), "jobs_updated_at"),
+        (statements.window_counts, (1_019_000.0,), "jobs_updated_at"),
+        (
+            statements.page(statuses=0, window=False, records=True),
+            (19_000, 100),
+            "jobs_position",
+        ),
+        (
+            statements.page(statuses=0, window=True, records=False),
+            (19_000, 1_000_000.0, 100),
+            "jobs_position",
+        ),
+        (
+            statements.page(statuses=2, window=False, records=False),
+            (10, '"failed"', 100, 10, '"running"', 100, 100),
+            "jobs_status_position",
+        ),
+        # Both lead to the one row: the job's id, or its unique position.
+        (
+            statements.swap,
+            ("e", '"x"', 1.0, "{}", "job-7", 7),
+            "jobs_pkey|jobs_position",
+        ),
+        (statements.put, ("job-7", '"x"', 1.0, "{}"), "jobs_pkey"),
+    ]
+    for statement, params, indexes in cases:
+        text = plan(many, statement, params)
+        assert any(index in text for index in indexes.split("|")), text
+        assert "Seq Scan on jobs " not in text, text
+    assert many.page(Query(statuses=frozenset({'"failed"'}), limit=2)) != []
