@@ -34,7 +34,7 @@ STORES = {
 }
 STORE_MARKERS = tuple(sorted(set(STORES.values())))
 #: Markers of tests that belong to a tox env of their own, not to `core`.
-OWN_ENV_MARKERS = (*STORE_MARKERS, "hosts")
+OWN_ENV_MARKERS = (*STORE_MARKERS, "hosts", "dashboard")
 #: Stores that live inside one process: no second process can open them.
 IN_PROCESS_STORES = {"memory", "dbm"}
 
