@@ -6,8 +6,9 @@ const API = document.body.dataset.api; // where the API is mounted: "" or "/pref
 const TERMINAL = new Set(document.body.dataset.terminal.split(",").filter(Boolean));
 // The live window: the feed's snapshot, and the chart's span.
 const WINDOW_SECONDS = 3600;
-// Rows drawn at once: 10,000 jobs stay in memory, the filters find the rest.
-const ROW_CAP = 200;
+// The list draws only the rows in view: each is this tall (style.css).
+const ROW_HEIGHT = 36;
+const OVERSCAN = 8;
 // The token outlives a working day at most; the key is never kept.
 const TOKEN_TTL_SECONDS = 8 * 3600;
 const HISTORY_PAGE = 1000;
@@ -37,6 +38,10 @@ const state = {
   counts: {},
   statuses: new Set(),
   rows: new Map(),
+  found: [],
+  scrollTop: 0,
+  scrollFrame: 0,
+  viewHeight: 600,
   detail: null,
 };
 
@@ -132,6 +137,7 @@ function signOut(reason) {
     statuses: new Set(),
     rows: new Map(),
   });
+  state.found = [];
   $("rows").replaceChildren();
   $("board").hidden = true;
   $("sign-out").hidden = true;
@@ -272,30 +278,56 @@ function matching() {
 
 function render() {
   state.lastRender = performance.now();
-  const found = matching();
-  const shown = found.slice(0, ROW_CAP);
+  state.found = matching();
+  renderRows();
+  const found = state.found;
+  $("list").setAttribute("aria-rowcount", String(found.length + 1));
+  $("shown").textContent =
+    `${number.format(found.length)} matching jobs (${number.format(state.jobs.size)} loaded)`;
+  renderStatusOptions();
+  renderChart();
+  renderHistory();
+}
+
+/** Draws only the rows in view (and a few around them): the cost of a
+ * redraw stays that of a screenful, whatever the number of jobs. */
+function renderRows() {
+  const found = state.found;
+  const first = Math.max(0, Math.floor(state.scrollTop / ROW_HEIGHT) - OVERSCAN);
+  const count = Math.ceil(state.viewHeight / ROW_HEIGHT) + 2 * OVERSCAN;
+  const shown = found.slice(first, first + count);
   const tbody = $("rows");
   const focused = tbody.contains(document.activeElement) ? document.activeElement : null;
   const rows = new Map();
   shown.forEach((job, index) => {
     const row = rowFor(job);
+    row.setAttribute("aria-rowindex", String(first + index + 2));
     rows.set(job.job_id, row);
     if (tbody.children[index] !== row) tbody.insertBefore(row, tbody.children[index] || null);
   });
   while (tbody.children.length > shown.length) tbody.lastElementChild.remove();
   state.rows = rows;
+  $("before").style.height = `${first * ROW_HEIGHT}px`;
+  $("after").style.height = `${Math.max(0, found.length - first - shown.length) * ROW_HEIGHT}px`;
   // Moving a row blurs its button: keyboard users keep their place.
   if (focused && focused !== document.activeElement && tbody.contains(focused)) {
     focused.focus({ preventScroll: true });
   }
-  const more = found.length > shown.length ? " — narrow the filters to see the others" : "";
-  $("shown").textContent =
-    `Showing ${number.format(shown.length)} of ${number.format(found.length)} matching jobs ` +
-    `(${number.format(state.jobs.size)} loaded)${more}`;
-  renderStatusOptions();
-  renderChart();
-  renderHistory();
 }
+
+$("scroller").addEventListener("scroll", (event) => {
+  state.scrollTop = event.target.scrollTop;
+  if (!state.scrollFrame) {
+    state.scrollFrame = requestAnimationFrame(() => {
+      state.scrollFrame = 0;
+      renderRows();
+    });
+  }
+});
+new ResizeObserver(([entry]) => {
+  state.viewHeight = entry.contentRect.height;
+  if (state.token) renderRows();
+}).observe($("scroller"));
 
 function rowFor(job) {
   let row = state.rows.get(job.job_id);
@@ -324,7 +356,12 @@ function rowFor(job) {
     const time = row.children[2].firstChild;
     const at = new Date(job.updated_at * 1000);
     time.dateTime = at.toISOString();
-    time.textContent = formatTime(job.updated_at);
+    time.title = formatTime(job.updated_at);
+    // Today's changes by their time alone: the column stays narrow on a phone.
+    time.textContent =
+      at.toDateString() === new Date().toDateString()
+        ? formatTime(job.updated_at).slice(11)
+        : formatTime(job.updated_at).slice(0, 16);
   }
   return row;
 }
@@ -422,6 +459,13 @@ const COLORS = {
 };
 const OTHER_COLOR = "#6639ba";
 let chartDrawn = "";
+// Read from a ResizeObserver, never from layout during a redraw: asking for
+// clientWidth there would force a layout of the whole list each time.
+let chartWidth = 600;
+new ResizeObserver(([entry]) => {
+  chartWidth = Math.max(120, Math.round(entry.contentRect.width));
+  if (state.token) renderChart();
+}).observe($("chart"));
 
 function renderChart() {
   const now = Date.now() / 1000;
@@ -438,9 +482,10 @@ function renderChart() {
   const statuses = [...buckets.keys()].sort();
   const key = `${minute}|${statuses.map((s) => `${s}:${buckets.get(s).join(",")}`).join("|")}`;
   const canvas = $("chart");
-  const width = canvas.clientWidth || 600;
-  if (key === chartDrawn && canvas.width === Math.round(width * devicePixelRatio)) return;
-  chartDrawn = key;
+  const width = chartWidth;
+  const drawn = `${key}|${width}|${devicePixelRatio}`;
+  if (drawn === chartDrawn) return;
+  chartDrawn = drawn;
   const height = 140;
   canvas.width = Math.round(width * devicePixelRatio);
   canvas.height = Math.round(height * devicePixelRatio);
@@ -554,6 +599,7 @@ function openDetail(id, opener) {
   const detail = { id, opener, stream: null, asked: 0 };
   state.detail = detail;
   $("detail").hidden = false;
+  $("panes").classList.add("with-detail");
   $("detail-title").textContent = `Job ${id}`;
   $("detail-fields").replaceChildren();
   $("detail-record").textContent = "";
@@ -588,6 +634,7 @@ function closeDetail(returnFocus) {
   state.detail = null;
   if (detail.stream) detail.stream.close();
   $("detail").hidden = true;
+  $("panes").classList.remove("with-detail");
   if (returnFocus) {
     const opener = document.querySelector(`button[data-id="${CSS.escape(detail.id)}"]`);
     (opener || $("jobs-title")).focus();
