@@ -9,14 +9,18 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from jobstatus import Recorder
+from jobstatus_adapters.dashboard import CONTENT_SECURITY_POLICY, dashboard_routes
+from jobstatus_adapters.service import make_service
+from jobstatus_adapters.starlette import status_routes
 from jobstatus_backends import store_from_url
 from jobstatus_core import Store
 
@@ -291,6 +295,49 @@ def test_the_setting_turns_the_dashboard_off(tmp_path: Path, database: Path) -> 
         assert answer.json()["message"] == "Not found"
     finally:
         served.close()
+
+
+def test_record_text_is_shown_never_run(
+    browser: Any, server: Served, store: Store
+) -> None:
+    hostile = '<img src=x onerror="window.ran = 1">'
+    Recorder(store).failed("hostile", hostile)
+    page = signed_in(browser, server, DESKTOP)
+    page.get_by_role("button", name="hostile", exact=True).click()
+    expect(page.locator("#detail-error")).to_have_text(f"Error — Error: {hostile}")
+    assert page.evaluate("window.ran") is None
+    assert page.locator("#detail img").count() == 0
+    page.close()
+
+
+def test_the_page_and_its_files_carry_the_policy(server: Served) -> None:
+    for path in ("/dashboard/", "/dashboard/app.js", "/dashboard/style.css"):
+        answer = httpx.get(server.url + path)
+        assert answer.status_code == 200, path
+        assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert answer.headers["referrer-policy"] == "no-referrer"
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    moved = httpx.get(server.url + "/dashboard")
+    assert moved.status_code == 307
+    assert moved.headers["location"].endswith("/dashboard/")
+
+
+def test_a_host_mounts_the_page_beside_the_api_under_a_prefix(
+    serve: Callable[[Any], str], tmp_path: Path
+) -> None:
+    service = make_service(store_from_url("memory://"), api_keys=[KEY])
+    app = Starlette(
+        routes=[
+            *status_routes(service, "/jobs-api"),
+            *dashboard_routes('/jobs-api"><script>', path="/ops/jobs"),
+        ]
+    )
+    url = serve(app)
+    page = httpx.get(url + "/ops/jobs/")
+    assert page.status_code == 200
+    # The prefix reaches the page escaped: it is data, never markup.
+    assert 'data-api="/jobs-api&quot;&gt;&lt;script&gt;"' in page.text
+    assert httpx.get(url + "/ops/jobs/app.js").status_code == 200
 
 
 def summary(durations: list[float]) -> dict[str, float]:
