@@ -186,7 +186,9 @@ def _serve_with_metrics(
     }
     if args.workers == 1:
         app = create_app(
-            build_service(store, settings, keys), cors_origins=settings.cors_origins
+            build_service(store, settings, keys),
+            cors_origins=settings.cors_origins,
+            dashboard=settings.dashboard,
         )
         uvicorn.run(app, **options)
         return 0
@@ -246,6 +248,7 @@ def app_from_environ() -> Starlette:
     return create_app(
         build_service(store, settings, settings.api_keys),
         cors_origins=settings.cors_origins,
+        dashboard=settings.dashboard,
     )
 
 

@@ -53,17 +53,27 @@ def status_routes(service: StatusService, prefix: str = "") -> list[BaseRoute]:
 
 
 def create_app(
-    service: StatusService, prefix: str = "", *, cors_origins: Sequence[str] = ()
+    service: StatusService,
+    prefix: str = "",
+    *,
+    cors_origins: Sequence[str] = (),
+    dashboard: bool = True,
 ) -> Starlette:
-    """A standalone app serving only the endpoints of the contract, with
-    ``GET /metrics`` counting its requests, and CORS for ``cors_origins``.
+    """A standalone app serving the endpoints of the contract, with
+    ``GET /metrics`` counting its requests, CORS for ``cors_origins``, and
+    the dashboard under ``/dashboard/`` unless ``dashboard`` is False.
 
     Every other path answers ``404 Not found`` in the envelope too, and an
     absolute-form target (``POST http://host/v1/...``) is routed by its path.
     """
     not_found = Route("/{path:path}", _Endpoint(service, {}, None))
+    pages: list[BaseRoute] = []
+    if dashboard:
+        from .dashboard import dashboard_routes
+
+        pages = dashboard_routes(prefix, terminal=service.terminal)
     return Starlette(
-        routes=[*status_routes(service, prefix), not_found],
+        routes=[*status_routes(service, prefix), *pages, not_found],
         middleware=[
             *asgi_middleware(cors_origins),
             Middleware(_OriginForm, service=service),

@@ -18,6 +18,7 @@ DEFAULT_MAX_WAITERS = 1000
 DEFAULT_MAX_STREAMS = 1000
 DEFAULT_TERMINAL = ("done", "failed", "cancelled")
 METRICS_AUTH = ("key", "none")
+SWITCH = ("on", "off")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     #: ``key``: ``GET /metrics`` needs the API key; ``none``: open.
     metrics_auth: str = "key"
+    #: Whether the ASGI app serves the dashboard under ``/dashboard/``.
+    dashboard: bool = True
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, cwd: str) -> Settings:
@@ -68,6 +71,7 @@ class Settings:
             terminal=_names(environ, "JOBSTATUS_TERMINAL", DEFAULT_TERMINAL),
             cors_origins=cors_origins(environ),
             metrics_auth=_choice(environ, "JOBSTATUS_METRICS_AUTH", METRICS_AUTH),
+            dashboard=_choice(environ, "JOBSTATUS_DASHBOARD", SWITCH) == "on",
         )
 
 

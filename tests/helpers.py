@@ -36,7 +36,15 @@ STORES = {
 }
 STORE_MARKERS = tuple(sorted(set(STORES.values())))
 #: Markers of tests that belong to a tox env of their own, not to `core`.
-OWN_ENV_MARKERS = (*STORE_MARKERS, "hosts", "celery", "rq", "dramatiq", "huey")
+OWN_ENV_MARKERS = (
+    *STORE_MARKERS,
+    "hosts",
+    "celery",
+    "rq",
+    "dramatiq",
+    "huey",
+    "dashboard",
+)
 #: Stores that live inside one process: no second process can open them.
 IN_PROCESS_STORES = {"memory", "dbm"}
 
