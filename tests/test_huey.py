@@ -15,7 +15,6 @@ from typing import Any
 import httpx
 import pytest
 
-from jobstatus_adapters.huey import progress
 from jobstatus_backends import store_from_url
 from jobstatus_core import Store
 
@@ -144,7 +143,7 @@ def test_a_store_that_is_down_never_fails_a_task(
 ) -> None:
     from huey import MemoryHuey
 
-    from jobstatus_adapters.huey import install
+    from jobstatus_adapters.huey import install, progress
 
     app = MemoryHuey("down", immediate=True)
     # Nobody listens on this port: every recording fails, after its tries.
