@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -40,6 +39,7 @@ from jobstatus_core.rows import Query, Window
 from . import jobfiles
 from .fsindex import JobIndex, ObserverFactory
 from .jobtable import ScannedJobs
+from .subscribers import Subscribers
 from .urloptions import parse_store_url
 
 logger = logging.getLogger("jobstatus.filesystem")
@@ -280,8 +280,7 @@ class WatchedFileStore(FileStore):
         observer_factory: ObserverFactory | None = None,
     ) -> None:
         # Before the index starts: its first events may come at once.
-        self._subscribers: list[Callable[[], None]] = []
-        self._subscribers_lock = threading.Lock()
+        self._subscribers = Subscribers()
         super().__init__(
             root,
             index=True,
@@ -295,23 +294,9 @@ class WatchedFileStore(FileStore):
         return 0 if index is None else len(index)
 
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
-        with self._subscribers_lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._subscribers_lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
+        return self._subscribers.add(callback)
 
     def _changed(self) -> None:
-        # Often watchdog's dispatcher thread: one failing subscriber must not
-        # stop the others, nor the observer.
-        with self._subscribers_lock:
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback()
-            except Exception:
-                logger.exception("a change subscriber failed")
+        # Often watchdog's dispatcher thread: a failing subscriber must stop
+        # neither the others nor the observer (Subscribers sees to it).
+        self._subscribers.notify()

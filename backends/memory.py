@@ -22,6 +22,7 @@ from jobstatus_core import (
 )
 
 from .changelog import ChangeLog
+from .subscribers import Subscribers
 from .timeindex import TimeIndex
 from .urloptions import parse_store_url
 
@@ -39,7 +40,7 @@ class MemoryStore(StoreBase, Inline):
         self._log = ChangeLog()
         # One life of this store's data: a new store never repeats a mark.
         self._epoch = uuid.uuid4().hex[:12]
-        self._subscribers: list[Callable[[], None]] = []
+        self._subscribers = Subscribers()
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -95,9 +96,7 @@ class MemoryStore(StoreBase, Inline):
         text = json.dumps(record, allow_nan=False)
         with self._lock:
             self._write(job_id, record, text, at)
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            callback()
+        self._subscribers.notify()
 
     def swap(
         self,
@@ -114,21 +113,11 @@ class MemoryStore(StoreBase, Inline):
             if (None if current is None else current.version) != expected:
                 return False
             self._write(job_id, record, text, at)
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            callback()
+        self._subscribers.notify()
         return True
 
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
+        return self._subscribers.add(callback)
 
     def close(self) -> None:
         pass

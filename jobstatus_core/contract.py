@@ -85,6 +85,13 @@ JOB_ID_PARAM = Param(
     required=True,
 )
 
+STATUS_PARAM = Param(
+    "status",
+    "Only these statuses (repeatable, or comma-separated)",
+    {"type": "array", "items": {"type": "string"}},
+)
+EVENT_CURSOR_PARAM = Param("cursor", "Resume after this event id", {"type": "string"})
+
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "toolkit_job_status",
@@ -148,11 +155,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "Jobs in change order: filter, page, count",
         reading.list_jobs,
         params=(
-            Param(
-                "status",
-                "Only these statuses (repeatable, or comma-separated)",
-                {"type": "array", "items": {"type": "string"}},
-            ),
+            STATUS_PARAM,
             Param(
                 "since_seconds",
                 "Only jobs written within this many seconds",
@@ -195,7 +198,7 @@ OPERATIONS: tuple[Operation, ...] = (
         feed.open_feed,
         params=(
             JOB_ID_PARAM,
-            Param("cursor", "Resume after this event id", {"type": "string"}),
+            EVENT_CURSOR_PARAM,
         ),
         answers=(400, 403, 405, 410, 501, 503),
         tokens=True,
@@ -208,11 +211,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "The change feed: the window's jobs, then every change, as server-sent events",
         feed.open_feed,
         params=(
-            Param(
-                "status",
-                "Only these statuses (repeatable, or comma-separated)",
-                {"type": "array", "items": {"type": "string"}},
-            ),
+            STATUS_PARAM,
             Param(
                 "job_id",
                 "Only these jobs (repeatable, or comma-separated)",
@@ -223,7 +222,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 "The first snapshot's window (default 600)",
                 {"type": "number", "minimum": 0},
             ),
-            Param("cursor", "Resume after this event id", {"type": "string"}),
+            EVENT_CURSOR_PARAM,
         ),
         answers=(400, 403, 405, 410, 501, 503),
         tokens=True,
