@@ -234,6 +234,7 @@ def build_service(
         max_wait=settings.max_wait,
         max_waiters=settings.max_waiters,
         max_streams=settings.max_streams,
+        stream_seconds=settings.stream_seconds,
         terminal=settings.terminal,
         metrics_auth=settings.metrics_auth,
     )

@@ -66,6 +66,7 @@ def make_service(
     max_wait: float = DEFAULT_MAX_WAIT,
     max_waiters: int = DEFAULT_MAX_WAITERS,
     max_streams: int = DEFAULT_MAX_STREAMS,
+    stream_seconds: float = 0.0,
     terminal: Iterable[str] = DEFAULT_TERMINAL,
     metrics_auth: str = "key",
 ) -> StatusService:
@@ -109,6 +110,7 @@ def make_service(
         max_wait=max_wait,
         max_waiters=max_waiters,
         max_streams=max_streams,
+        stream_seconds=stream_seconds,
         terminal=terminal,
         open_operations=("metrics",) if metrics_auth == "none" else (),
     )

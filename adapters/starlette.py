@@ -229,6 +229,8 @@ class _Endpoint:
                     position = feed.after
                 if first:
                     yield ServerSentEvent(comment="ready", retry=feeds.RETRY_MS)
+                limit = service.stream_seconds
+                ends = service.timer() + limit if limit else None
                 while not hub.closing:
                     generation = hub.generation
                     found, position, ended = await self._run(
@@ -236,10 +238,13 @@ class _Endpoint:
                     )
                     for event in found:
                         yield _sse(event, False)
-                    if ended:
-                        return
+                    left = HEARTBEAT_SECONDS
+                    if ends is not None:
+                        left = min(left, ends - service.timer())
+                    if ended or left <= 0:
+                        return  # a client resumes after the last event's id
                     if len(found) < feeds.BATCH:
-                        await hub.wait(generation, HEARTBEAT_SECONDS)
+                        await hub.wait(generation, left)
 
             response = EventSourceResponse(
                 events(),

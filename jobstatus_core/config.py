@@ -36,6 +36,8 @@ class Settings:
     max_wait: float = DEFAULT_MAX_WAIT
     max_waiters: int = DEFAULT_MAX_WAITERS
     max_streams: int = DEFAULT_MAX_STREAMS
+    #: An open stream is closed after this long (0: never); clients resume.
+    stream_seconds: float = 0.0
     terminal: tuple[str, ...] = DEFAULT_TERMINAL
     #: Origins a browser may call from (CORS); none: CORS is off.
     cors_origins: tuple[str, ...] = ()
@@ -65,6 +67,7 @@ class Settings:
             max_waiters=_whole_number(
                 environ, "JOBSTATUS_MAX_WAITERS", DEFAULT_MAX_WAITERS
             ),
+            stream_seconds=_number(environ, "JOBSTATUS_STREAM_SECONDS", 0.0),
             max_streams=_whole_number(
                 environ, "JOBSTATUS_MAX_STREAMS", DEFAULT_MAX_STREAMS
             ),

@@ -203,6 +203,7 @@ OPERATIONS: tuple[Operation, ...] = (
         answers=(400, 403, 405, 410, 501, 503),
         tokens=True,
         streams=True,
+        media_type="text/event-stream",
     ),
     Operation(
         "jobs_events",
@@ -227,6 +228,7 @@ OPERATIONS: tuple[Operation, ...] = (
         answers=(400, 403, 405, 410, 501, 503),
         tokens=True,
         streams=True,
+        media_type="text/event-stream",
     ),
     Operation(
         "wait_jobs",

@@ -184,6 +184,8 @@ def _responses(operation: Operation, open_operations: frozenset[str]) -> Schema:
     if operation.name == "openapi":
         ok: Schema = {"type": "object", "required": ["openapi", "paths"]}
     elif operation.media_type != "application/json":
+        # Text as it is: Prometheus' exposition, or server-sent events whose
+        # data lines are the JSON of SPEC §11.
         ok = {"type": "string"}
     else:
         ok = _envelope(operation.response or {})

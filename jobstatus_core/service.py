@@ -74,6 +74,7 @@ class StatusService:
         max_wait: float = 60.0,
         max_waiters: int = 1000,
         max_streams: int = 1000,
+        stream_seconds: float = 0.0,
         terminal: Iterable[str] = ("done", "failed", "cancelled"),
         open_operations: Iterable[str] = (),
     ) -> None:
@@ -102,6 +103,9 @@ class StatusService:
         self.max_wait = max_wait
         self.max_waiters = max_waiters
         self.max_streams = max_streams
+        #: Streams end after this long (0: never): a client resumes with
+        #: Last-Event-ID, as after any disconnect.
+        self.stream_seconds = stream_seconds
         self.terminal = frozenset(terminal)
         self.listings = Listings(store, timer=timer)
         #: Operations served without authentication besides those the table

@@ -451,6 +451,7 @@ def test_content_length_absent_or_digits() -> None:
         ("JOBSTATUS_MAX_WAITERS", "0"),
         ("JOBSTATUS_MAX_STREAMS", "1.5"),
         ("JOBSTATUS_TERMINAL", " , "),
+        ("JOBSTATUS_STREAM_SECONDS", "-1"),
     ],
 )
 def test_live_settings_are_checked_at_start(name: str, value: str) -> None:

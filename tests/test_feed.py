@@ -258,3 +258,19 @@ def test_wsgi_answers_501_for_streams(serve_wsgi: Callable[[Any], str]) -> None:
         assert_error(
             response, 501, "Not implemented: event streams need the ASGI adapter"
         )
+
+
+@pytest.mark.memory
+def test_a_stream_ends_after_its_time_and_resumes_where_it_ended(
+    serve: Callable[[ASGIApp], str],
+) -> None:
+    store = store_from_url("memory://")
+    url = serve(create_app(service_for(store, stream_seconds=0.5)))
+    put(store, "a", "queued", time.time())
+    with stream(url, "/v1/jobs/events") as events:
+        first = next_job(events)
+        assert events.get(timeout=5) is None  # closed by the server
+    put(store, "b", "queued", time.time())
+    headers = {"x-api-key": API_KEY, "last-event-id": first["id"]}
+    with stream(url, "/v1/jobs/events", headers=headers) as events:
+        assert next_job(events)["data"]["job_id"] == "b"
