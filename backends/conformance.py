@@ -15,7 +15,8 @@ fixture that yields a fresh, empty store (and closes it)::
     class TestMyStore(StoreConformance):
         pass
 
-Every built-in store passes it (tests/test_protocol.py).
+Every built-in store passes it (tests/test_protocol.py). A store that
+declares ``Expiring`` (retention) also runs ``ExpiryConformance`` the same way.
 """
 
 from __future__ import annotations
@@ -26,8 +27,16 @@ from typing import Any
 
 import pytest
 
-from jobstatus_core import InvalidRecord, Row, Store, jsontext
-from jobstatus_core.rows import Query
+from jobstatus_core import (
+    Expiring,
+    InvalidRecord,
+    Query,
+    Row,
+    Stale,
+    Store,
+    Tombstone,
+    jsontext,
+)
 
 from .recorder import Recorder
 
@@ -232,3 +241,119 @@ class StoreConformance:
         assert dict(store.changed_since(0)) == {"a": "done", "b": None}
         assert store.get("a") == _record("a", "done")
         assert isinstance(store.read("b"), Row)
+
+
+class ExpiryConformance:
+    """The promises of ``Expiring``, one test each; the ``store`` fixture
+    yields a fresh, empty store that declares it."""
+
+    def test_the_store_declares_it(self, store: Store) -> None:
+        assert isinstance(store, Expiring)
+
+    def test_stale_selects_by_status_and_age_oldest_first(self, store: Any) -> None:
+        store.put(_record("new", "done"), at=50.0)
+        store.put(_record("b", "done"), at=20.0)
+        store.put(_record("a", "done"), at=20.0)
+        store.put(_record("f", "failed"), at=10.0)
+        store.put(_record("r", "running"), at=5.0)
+        store.put(_record("x", {"odd": 1}), at=1.0)
+        done = store.stale(Stale(before=30.0, statuses=frozenset({_s("done")})))
+        assert [row.job_id for row in done] == ["a", "b"]
+        assert all(row.record is None and row.version for row in done)
+        other = store.stale(
+            Stale(before=30.0, other_than=frozenset({_s("done"), _s("failed")}))
+        )
+        assert [row.job_id for row in other] == ["x", "r"]
+        every = store.stale(Stale(before=100.0, limit=3))
+        assert [row.job_id for row in every] == ["x", "r", "f"]
+        assert store.stale(Stale(before=1.0)) == []
+
+    def test_expire_leaves_a_tombstone_and_hides_the_job(self, store: Any) -> None:
+        store.put(_record("a", "done", response={"big": "x" * 100}), at=10.0)
+        store.put(_record("b", "done"), at=11.0)
+        before = store.mark()
+        (row,) = store.stale(Stale(before=10.5))
+        (tomb,) = store.expire([row], at=1000.0)
+        assert isinstance(tomb, Tombstone)
+        assert (tomb.job_id, tomb.status, tomb.expired_at) == ("a", _s("done"), 1000.0)
+        assert tomb.record() == {
+            "job_id": "a",
+            "job_status": "done",
+            "expired_at": 1000.0,
+        }
+        assert before.head < tomb.position <= store.mark().head
+        assert store.read("a") is None and store.get("a") is None
+        assert store.read_many(["a", "b"]).keys() == {"b"}
+        assert [r.job_id for r in store.page(Query(limit=10))] == ["b"]
+        assert store.counts(None, None) == {_s("done"): 1}
+        assert list(store.window(0).members) == ['"b":"done"']
+        assert dict(store.changed_since(0)) == {"b": "done"}
+        assert store.tombstones(["a", "b", "zz"]) == {"a": tomb}
+        assert store.buried(Query(limit=10)) == [tomb]
+        assert store.stale(Stale(before=10.5)) == []
+
+    def test_expire_skips_a_job_changed_or_expired_meanwhile(self, store: Any) -> None:
+        store.put(_record("a", "done"), at=10.0)
+        store.put(_record("b", "done"), at=10.0)
+        rows = store.stale(Stale(before=20.0))
+        store.put(_record("a", "running"), at=10.0)  # rewritten: stays
+        tombs = store.expire([*rows, Row("ghost", _s("done"), 1.0, "v", 1)], at=99.0)
+        assert [t.job_id for t in tombs] == ["b"]
+        assert store.expire(rows, at=100.0) == []  # b is expired once
+        assert store.get("a") == _record("a", "running")
+        assert store.tombstones(["a", "b"]).keys() == {"b"}
+
+    def test_a_job_written_again_is_alive_again(self, store: Any) -> None:
+        store.put(_record("a", "done"), at=10.0)
+        store.put(_record("b", "done"), at=10.0)
+        store.expire(store.stale(Stale(before=20.0)), at=50.0)
+        store.put(_record("a", "queued"), at=60.0)
+        assert store.get("a") == _record("a", "queued")
+        assert store.tombstones(["a"]) == {}
+        assert store.swap(_record("b", "queued"), expected=None, at=61.0)
+        assert store.tombstones(["a", "b"]) == {} and store.buried(Query()) == []
+        assert [r.job_id for r in store.page(Query(limit=10))] == ["a", "b"]
+
+    def test_buried_is_in_change_order_and_filters(self, store: Any) -> None:
+        for i, status in enumerate(["done", "failed", "done", "cancelled"]):
+            store.put(_record(f"j{i}", status), at=float(i))
+        tombs = store.expire(store.stale(Stale(before=10.0)), at=20.0)
+        assert [t.job_id for t in tombs] == ["j0", "j1", "j2", "j3"]
+        positions = [t.position for t in tombs]
+        assert positions == sorted(positions) and len(set(positions)) == 4
+        assert store.buried(Query(limit=10)) == tombs
+        assert store.buried(Query(after=positions[1], limit=10)) == tombs[2:]
+        assert store.buried(Query(limit=2)) == tombs[:2]
+        done = store.buried(Query(statuses=frozenset({_s("done")}), limit=10))
+        assert [t.job_id for t in done] == ["j0", "j2"]
+
+    def test_forget_drops_old_tombstones_only(self, store: Any) -> None:
+        store.put(_record("a", "done"), at=1.0)
+        store.put(_record("b", "done"), at=2.0)
+        store.put(_record("c", "done"), at=3.0)
+        rows = store.stale(Stale(before=10.0))
+        store.expire(rows[:2], at=100.0)
+        store.expire(rows[2:], at=200.0)
+        assert store.forget(before=150.0, limit=1) == 1
+        assert store.forget(before=150.0, limit=10) == 1
+        assert store.forget(before=150.0, limit=10) == 0
+        assert store.tombstones(["a", "b", "c"]).keys() == {"c"}
+        assert [t.job_id for t in store.buried(Query())] == ["c"]
+
+    def test_two_purgers_expire_each_job_once(self, store: Any) -> None:
+        for i in range(60):
+            store.put(_record(f"j{i:02}", "done"), at=float(i))
+        rows = store.stale(Stale(before=1000.0, limit=1000))
+        results: list[list[Tombstone]] = []
+
+        def purge() -> None:
+            results.append(store.expire(rows, at=2000.0))
+
+        threads = [threading.Thread(target=purge) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        expired = [t.job_id for result in results for t in result]
+        assert sorted(expired) == [f"j{i:02}" for i in range(60)]
+        assert store.page(Query(limit=10)) == []

@@ -20,6 +20,7 @@ from .problems import ApiError
 from .protocol import (
     Checkable,
     Enumerable,
+    Expiring,
     ForkSafe,
     Inline,
     Presence,
@@ -28,7 +29,7 @@ from .protocol import (
     checked_job_id,
 )
 from .registry import Registry
-from .rows import Mark, Query, Row, Window
+from .rows import Mark, Query, Row, Stale, Tombstone, Window
 from .service import JOB_STATUS_PATH, JOBS_STATUS_PATH, Reply, StatusService
 from .storebase import StoreBase
 from .types import Auth, Headers, Record
@@ -46,6 +47,7 @@ __all__ = [
     "Checkable",
     "ConfigError",
     "Enumerable",
+    "Expiring",
     "ForkSafe",
     "Headers",
     "Host",
@@ -60,11 +62,13 @@ __all__ = [
     "Reply",
     "Row",
     "Settings",
+    "Stale",
     "StatusService",
     "Store",
     "StoreBase",
     "StoreError",
     "StoreUnavailable",
+    "Tombstone",
     "Window",
     "__version__",
     "checked_at",

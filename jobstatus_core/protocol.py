@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import InvalidRecord
-from .rows import Mark, Query, Row, Window
+from .rows import Mark, Query, Row, Stale, Tombstone, Window
 from .types import Record
 from .validation import JOB_ID_RULE, is_valid_job_id
 
@@ -111,6 +111,43 @@ class Notifying(Protocol):
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` (from any thread, without blocking it) after each
         change the store sees; returns a function that stops the calls."""
+
+
+@runtime_checkable
+class Expiring(Protocol):
+    """A store retention can purge: an expired job is removed and leaves a
+    tombstone for a while (SPEC §14).
+
+    Tombstones are apart from jobs: ``read``, ``read_many``, ``page``,
+    ``counts``, ``window``, ``changed_since`` and ``jobs`` never show them. A
+    ``put`` or ``swap`` of an expired job's id makes it alive again and drops
+    its tombstone (``swap(expected=None)`` applies: the job does not exist).
+    Times come from the caller, never from the store's clock, so a policy of
+    days is tested in milliseconds.
+    """
+
+    def stale(self, query: Stale) -> list[Row]:
+        """Live jobs of ``query``, oldest "last written" first (ties by job
+        id), at most ``query.limit``, without records."""
+
+    def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
+        """For each row, in one atomic step against every other writer and
+        purger: if its job's version is still ``row.version``, remove the job
+        and leave the tombstone ``(row.job_id, row.status, at)`` at the next
+        position of the change order. A job changed or expired meanwhile is
+        left as it is. Returns the tombstones left, in change order."""
+
+    def tombstones(self, job_ids: Sequence[str]) -> dict[str, Tombstone]:
+        """The tombstones of those of ``job_ids`` that have one."""
+
+    def buried(self, query: Query) -> list[Tombstone]:
+        """Tombstones after ``query.after`` in change order, of
+        ``query.statuses`` (None: all), at most ``query.limit``: the feed's
+        ``expired`` events. ``cutoff`` and ``records`` do not apply."""
+
+    def forget(self, *, before: float, limit: int) -> int:
+        """Drop at most ``limit`` tombstones that expired before ``before``
+        (their jobs become unknown); returns how many were dropped."""
 
 
 @runtime_checkable

@@ -8,6 +8,7 @@ change order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,3 +78,37 @@ class Query:
     limit: int = 100
     #: Fill ``Row.record``.
     records: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    """What an expired job leaves behind (retention): its id, its last status
+    and when it expired. It takes a place in the change order, like a write."""
+
+    job_id: str
+    #: The job's last ``job_status`` as JSON text, as in ``Row.status``.
+    status: str
+    expired_at: float
+    #: The expiry's place in the store-wide change order.
+    position: int
+
+    def record(self) -> Record:
+        """The tombstone as answers show it."""
+        return {
+            "job_id": self.job_id,
+            "job_status": json.loads(self.status),
+            "expired_at": self.expired_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """Live jobs that retention may expire: ``Expiring.stale``."""
+
+    #: Last written strictly before this epoch time.
+    before: float
+    #: Status JSON texts to match; None matches every status but
+    #: ``other_than`` (the policy's ``*`` rule). Jobs without a status never.
+    statuses: frozenset[str] | None = None
+    other_than: frozenset[str] = frozenset()
+    limit: int = 1000
