@@ -66,6 +66,14 @@ def store_url_for(kind: str, tmp_path: Path) -> str:
     raise AssertionError(kind)
 
 
+def expiring(url: str) -> str:
+    """The store at ``url``, allowed to expire jobs: the file store deletes
+    the Toolkit's job files only when its URL says so."""
+    if url.startswith("file:"):
+        return url + ("&" if "?" in url else "?") + "expire=delete"
+    return url
+
+
 class Clock:
     """A clock the test moves by hand."""
 
