@@ -81,6 +81,10 @@ class RecordingWorker(Worker):
                 "JOBSTATUS_STORE: set it to the store URL the worker records in"
             )
         self.recording = TaskRecorder(found)
+        # Opened here, in the worker, not in each work horse it forks: a
+        # horse then only reconnects (or reopens an SQLite file) instead of
+        # importing and checking the store for every job.
+        self.recording.open()
         self._errors: dict[str, BaseException] = {}
 
     def prepare_job_execution(

@@ -84,14 +84,28 @@ class TaskRecorder:
                 # threads are the parent's.
                 raise ConfigError(OPENED_BEFORE_FORK + " (pass a store URL)")
             return self._given
+        pid = os.getpid()
         opened = self._opened
-        if opened is None or opened[0] != os.getpid():
+        if opened is None or opened[0] != pid:
             with self._lock:
                 opened = self._opened
-                if opened is None or opened[0] != os.getpid():
-                    opened = (os.getpid(), Recorder(self._url))
-                    self._opened = opened
+                if opened is not None and opened[0] != pid:
+                    # A forked child: a fork-safe store opened by the parent
+                    # is kept (its pool reconnects), anything else is opened
+                    # again — cheap, its modules and schema checks are done.
+                    if isinstance(opened[1].store, ForkSafe):
+                        opened = (pid, opened[1])
+                    else:
+                        opened = None
+                if opened is None:
+                    opened = (pid, Recorder(self._url))
+                self._opened = opened
         return opened[1]
+
+    def open(self) -> None:
+        """Open the store now, before a worker forks: each child then starts
+        from an opened store (RQ forks a work horse per job)."""
+        self.recorder  # noqa: B018 - opens it
 
     def record(self, job_id: str, change: Callable[[Recorder], bool]) -> bool:
         """Apply ``change`` (a call of the ``Recorder``); whether it applied."""

@@ -70,6 +70,15 @@ from jobstatus_core.registry import redact
 from . import storedjson
 from .urloptions import parse_store_url
 
+try:
+    from redis.driver_info import DriverInfo
+except ImportError:  # redis-py before 7 reads its version once, at import
+    _DRIVER: dict[str, Any] = {}
+else:
+    # Made once: redis-py otherwise reads its package metadata for every new
+    # connection — milliseconds per job in a worker that forks per job (RQ).
+    _DRIVER = {"driver_info": DriverInfo()}
+
 logger = logging.getLogger("jobstatus.redis")
 
 DEFAULT_PREFIX = "jobstatus:"
@@ -797,6 +806,7 @@ def _connect(url: str, timeout: float, connection: dict[str, Any]) -> redis.Redi
     try:
         return redis.Redis.from_url(
             url,
+            **_DRIVER,
             **connection,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
