@@ -161,7 +161,9 @@ def _serve_with_metrics(
         "" if args.workers == 1 else "s",
         settings.retention.describe(),
     )
-    with _purging(settings, store, url, shared=args.interface == "asgi" and args.workers == 1):
+    with _purging(
+        settings, store, url, shared=args.interface == "asgi" and args.workers == 1
+    ):
         return _run_server(args, settings, store, url, keys, log_config)
 
 
@@ -205,6 +207,7 @@ def _run_server(
     log_config: dict[str, Any],
 ) -> int:
     if args.interface == "wsgi":
+        from . import wsgi_server
         from .wsgi import WSGIApp
 
         # The store opened here proved the settings; each worker opens its own.
@@ -409,7 +412,9 @@ def _purge(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         print(table(("STATUS", "EXPIRED"), rows))
     print(f"{verb} {purged.total} job{'' if purged.total == 1 else 's'}")
     forgot = "would forget" if args.dry_run else "forgot"
-    print(f"{forgot} {purged.forgotten} tombstone{'' if purged.forgotten == 1 else 's'}")
+    print(
+        f"{forgot} {purged.forgotten} tombstone{'' if purged.forgotten == 1 else 's'}"
+    )
     return 0
 
 

@@ -25,7 +25,9 @@ class AgeIndex:
 
     def add(self, row: Row) -> None:
         if row.status is not None:
-            insort(self._by_status.setdefault(row.status, []), (row.updated_at, row.job_id))
+            insort(
+                self._by_status.setdefault(row.status, []), (row.updated_at, row.job_id)
+            )
 
     def discard(self, row: Row) -> None:
         if row.status is None:
@@ -57,7 +59,9 @@ class AgeIndex:
         return [job_id for _, job_id in itertools.islice(merged, query.limit)]
 
 
-def _before(entries: list[tuple[float, str]], before: float) -> Iterator[tuple[float, str]]:
+def _before(
+    entries: list[tuple[float, str]], before: float
+) -> Iterator[tuple[float, str]]:
     # Indexing, not slicing: the first page of a million entries must not
     # copy them all.
     for i in range(len(entries)):

@@ -23,8 +23,8 @@ from jobstatus_core import (
     jsontext,
 )
 
-from .changelog import ChangeLog
 from .ageindex import AgeIndex
+from .changelog import ChangeLog
 from .graveyard import Graveyard
 from .subscribers import Subscribers
 from .timeindex import TimeIndex

@@ -36,7 +36,9 @@ class MigrationReport:
     tombstones: int = 0
 
     def summary(self) -> str:
-        line = f"copied {self.copied}, skipped {self.skipped}, failed {len(self.failed)}"
+        line = (
+            f"copied {self.copied}, skipped {self.skipped}, failed {len(self.failed)}"
+        )
         return line + (f", tombstones {self.tombstones}" if self.tombstones else "")
 
 

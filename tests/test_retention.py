@@ -133,15 +133,18 @@ AGE = "(a whole number > 0 and s, m, h or d, or off)"
         (
             "JOBSTATUS_RETENTION",
             "done=1.5d",
-            f"JOBSTATUS_RETENTION: expected an age like 7d for done {AGE},"
-            " got '1.5d'",
+            f"JOBSTATUS_RETENTION: expected an age like 7d for done {AGE}, got '1.5d'",
         ),
         (
             "JOBSTATUS_RETENTION",
             "*=",
             f"JOBSTATUS_RETENTION: expected an age like 7d for * {AGE}, got ''",
         ),
-        ("JOBSTATUS_RETENTION", "done=1d,done=2d", "JOBSTATUS_RETENTION: done is given twice"),
+        (
+            "JOBSTATUS_RETENTION",
+            "done=1d,done=2d",
+            "JOBSTATUS_RETENTION: done is given twice",
+        ),
         ("JOBSTATUS_RETENTION", "*=off,*=1d", "JOBSTATUS_RETENTION: * is given twice"),
         (
             "JOBSTATUS_TOMBSTONES",
@@ -178,7 +181,11 @@ def test_purge_expires_by_status_and_age(store: Store) -> None:
     tombs = store.tombstones(["old-done", "old-failed", "new-done"])
     assert {t.job_id: t.record() for t in tombs.values()} == {
         "old-done": {"job_id": "old-done", "job_status": "done", "expired_at": NOW},
-        "old-failed": {"job_id": "old-failed", "job_status": "failed", "expired_at": NOW},
+        "old-failed": {
+            "job_id": "old-failed",
+            "job_status": "failed",
+            "expired_at": NOW,
+        },
     }
     # A week later, "new-done" is old too; "*" picks up any other status.
     later = purge(store, parse_policy("done=7d,*=50d"), now=NOW + 2 * DAY)
@@ -234,7 +241,9 @@ def client_at(
         yield http
 
 
-def test_v1_answers_410_with_the_tombstone(client_at: httpx.Client, store: Store) -> None:
+def test_v1_answers_410_with_the_tombstone(
+    client_at: httpx.Client, store: Store
+) -> None:
     aged(store)
     purge(store, WEEK, now=NOW)
     body = assert_error(client_at.get("/v1/job/old-done"), 410, "Job expired")
@@ -335,7 +344,9 @@ def test_the_feed_sends_expired_in_change_order(
 
 
 def test_jobstatus_purge_prints_what_it_removes(
-    store_url: str, store: Store, capsys: pytest.CaptureFixture[str],
+    store_url: str,
+    store: Store,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if store_url.startswith("memory:"):
@@ -363,7 +374,8 @@ def test_jobstatus_purge_prints_what_it_removes(
 
 
 def test_serve_and_purge_refuse_a_store_that_does_not_expire(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (tmp_path / "jobs").mkdir()
@@ -419,4 +431,3 @@ def test_migrate_carries_tombstones(store: Store) -> None:
     assert target.get("old-done") is None
     again = copy_jobs(store, target)
     assert again.tombstones == 0
-
