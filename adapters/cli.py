@@ -626,7 +626,7 @@ def _parser() -> argparse.ArgumentParser:
     purging.add_argument(
         "--dry-run",
         action="store_true",
-        help="print what would be removed and remove nothing",
+        help="print what would be removed and remove nothing (default: off)",
     )
     purging.set_defaults(run=_purge)
 
