@@ -31,6 +31,7 @@ from jobstatus_core import (
 from jobstatus_core import __version__ as version
 from jobstatus_core.errors import one_line_reason
 from jobstatus_core.registry import redact
+from jobstatus_core.retention import expiring_store, purge
 from jobstatus_core.window import cutoff
 
 from . import listen
@@ -117,6 +118,8 @@ def _store_urls(args: argparse.Namespace, settings: Settings) -> list[tuple[str,
 
 
 def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    if settings.retention.active:
+        expiring_store(store)  # stops here, in one line, if it cannot expire
     # Before anything imports prometheus_client, which reads it once.
     metrics_dir = _metrics_directory(args.workers)
     with metrics_dir:
@@ -149,15 +152,62 @@ def _serve_with_metrics(
         )
     url = args.store or settings.store_url
     logger.info(
-        "serving %s on http://%s:%s (%s, %d worker%s)",
+        "serving %s on http://%s:%s (%s, %d worker%s, retention %s)",
         redact(url),
         args.host,
         args.port,
         args.interface,
         args.workers,
         "" if args.workers == 1 else "s",
+        settings.retention.describe(),
     )
+    with _purging(
+        settings, store, url, shared=args.interface == "asgi" and args.workers == 1
+    ):
+        return _run_server(args, settings, store, url, keys, log_config)
+
+
+@contextlib.contextmanager
+def _purging(
+    settings: Settings, store: Store, url: str, *, shared: bool
+) -> Iterator[None]:
+    """A purger thread for as long as the server runs, while a policy is set.
+
+    It uses the server's own store where this process serves from it (one
+    ASGI worker: ``memory://`` must be that very store); else a store of its
+    own, since the one that proved the settings is closed for the workers.
+    """
+    if not settings.retention.active:
+        yield
+        return
+    from .purging import Purger
+
+    own = None
+    if not shared:
+        own = store_from_url(url)
+    purger = Purger(
+        store if own is None else own,
+        settings.retention,
+        tombstones=settings.tombstones,
+    )
+    try:
+        with purger:
+            yield
+    finally:
+        if own is not None:
+            own.close()
+
+
+def _run_server(
+    args: argparse.Namespace,
+    settings: Settings,
+    store: Store,
+    url: str,
+    keys: tuple[str, ...],
+    log_config: dict[str, Any],
+) -> int:
     if args.interface == "wsgi":
+        from . import wsgi_server
         from .wsgi import WSGIApp
 
         # The store opened here proved the settings; each worker opens its own.
@@ -343,6 +393,29 @@ def _when(at: float | None) -> str:
         return "-"
     moment = datetime.datetime.fromtimestamp(at, datetime.timezone.utc)
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _purge(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    policy = settings.retention
+    expiring_store(store)  # one line naming ?expire=delete if it cannot
+    purged = purge(
+        store,
+        policy,
+        now=time.time(),
+        tombstones=settings.tombstones,
+        dry_run=args.dry_run,
+    )
+    verb = "would expire" if args.dry_run else "expired"
+    print(f"retention: {policy.describe()}")
+    rows = [(name, str(n)) for name, n in sorted(purged.expired.items())]
+    if rows:
+        print(table(("STATUS", "EXPIRED"), rows))
+    print(f"{verb} {purged.total} job{'' if purged.total == 1 else 's'}")
+    forgot = "would forget" if args.dry_run else "forgot"
+    print(
+        f"{forgot} {purged.forgotten} tombstone{'' if purged.forgotten == 1 else 's'}"
+    )
+    return 0
 
 
 def _migrate(
@@ -544,6 +617,18 @@ def _parser() -> argparse.ArgumentParser:
         help="print a JSON object job_id -> status, for scripts (default: a table)",
     )
     listing.set_defaults(run=_list)
+
+    purging = command(
+        "purge",
+        "apply the retention policy ($JOBSTATUS_RETENTION) once: expire old"
+        " jobs, forget old tombstones",
+    )
+    purging.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be removed and remove nothing (default: off)",
+    )
+    purging.set_defaults(run=_purge)
 
     migrate = commands.add_parser(
         "migrate",

@@ -14,14 +14,18 @@ from jobstatus_core import (
     Mark,
     Query,
     Row,
+    Stale,
     StoreBase,
+    Tombstone,
     Window,
     checked_at,
     checked_job_id,
     jsontext,
 )
 
+from .ageindex import AgeIndex
 from .changelog import ChangeLog
+from .graveyard import Graveyard
 from .subscribers import Subscribers
 from .timeindex import TimeIndex
 from .urloptions import parse_store_url
@@ -41,6 +45,9 @@ class MemoryStore(StoreBase, Inline):
         # One life of this store's data: a new store never repeats a mark.
         self._epoch = uuid.uuid4().hex[:12]
         self._subscribers = Subscribers()
+        # Retention: live jobs by status ordered by age, and the tombstones.
+        self._ages = AgeIndex()
+        self._graves = Graveyard()
 
     @classmethod
     def from_url(cls, url: str) -> MemoryStore:
@@ -116,6 +123,47 @@ class MemoryStore(StoreBase, Inline):
         self._subscribers.notify()
         return True
 
+    def stale(self, query: Stale) -> list[Row]:
+        with self._lock:
+            found = []
+            for job_id in self._ages.oldest(query):
+                row = self._log.get(job_id)
+                assert row is not None
+                found.append(row)
+            return found
+
+    def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
+        at = float(at)
+        left = []
+        with self._lock:
+            for row in rows:
+                current = self._log.get(row.job_id)
+                if current is None or current.version != row.version:
+                    continue
+                if current.status is None:
+                    continue  # never stale: nothing to say it was
+                self._remove(row.job_id)
+                tomb = Tombstone(
+                    row.job_id, current.status, at, self._log.next_position()
+                )
+                self._graves.add(tomb)
+                left.append(tomb)
+        if left:
+            self._subscribers.notify()
+        return left
+
+    def tombstones(self, job_ids: Sequence[str]) -> dict[str, Tombstone]:
+        with self._lock:
+            return self._graves.of(job_ids)
+
+    def buried(self, query: Query) -> list[Tombstone]:
+        with self._lock:
+            return self._graves.page(query)
+
+    def forget(self, *, before: float, limit: int) -> int:
+        with self._lock:
+            return self._graves.forget(before, limit)
+
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
         return self._subscribers.add(callback)
 
@@ -130,15 +178,27 @@ class MemoryStore(StoreBase, Inline):
         status = record["job_status"]
         self._records[job_id] = text
         self._index.set(job_id, stamp, status)
-        self._log.set(
-            Row(
-                job_id,
-                jsontext.encode(status),
-                stamp,
-                f"{self._epoch}-{position:x}",
-                position,
-            )
+        previous = self._log.get(job_id)
+        if previous is not None:
+            self._ages.discard(previous)
+        row = Row(
+            job_id,
+            jsontext.encode(status),
+            stamp,
+            f"{self._epoch}-{position:x}",
+            position,
         )
+        self._log.set(row)
+        self._ages.add(row)
+        # Written again: alive again, its tombstone gone.
+        self._graves.drop(job_id)
+
+    def _remove(self, job_id: str) -> None:
+        row = self._log.discard(job_id)
+        if row is not None:
+            self._ages.discard(row)
+        self._records.pop(job_id, None)
+        self._index.discard(job_id)
 
     def _with_record(self, row: Row | None) -> Row | None:
         if row is None:

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from jobstatus_core import ConfigError, Enumerable, InvalidRecord, JobStatusError, Store
+from jobstatus_core import (
+    ConfigError,
+    Enumerable,
+    Expiring,
+    InvalidRecord,
+    JobStatusError,
+    Query,
+    Store,
+)
 from jobstatus_core.errors import one_line_reason
 
 # File mtimes round-trip through floats: times this close are the same time.
@@ -24,11 +32,14 @@ class MigrationReport:
     copied: int = 0
     skipped: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    #: Tombstones recreated in the destination (both stores expire jobs).
+    tombstones: int = 0
 
     def summary(self) -> str:
-        return (
+        line = (
             f"copied {self.copied}, skipped {self.skipped}, failed {len(self.failed)}"
         )
+        return line + (f", tombstones {self.tombstones}" if self.tombstones else "")
 
 
 def copy_jobs(
@@ -80,4 +91,38 @@ def copy_jobs(
                 f" ({report.copied} copied before it; run again to resume)"
             ) from exc
         report.copied += 1
+    if isinstance(src, Expiring) and isinstance(dst, Expiring):
+        report.tombstones = copy_tombstones(src, dst)
     return report
+
+
+#: Tombstones read and recreated per store call.
+TOMBSTONE_BATCH = 500
+
+
+def copy_tombstones(src: Expiring, dst: Expiring) -> int:
+    """Recreate ``src``'s tombstones in ``dst``: each becomes a minimal
+    record (its id and last status), expired at the tombstone's time. A job
+    alive in ``dst`` or already buried there is left as it is."""
+    assert isinstance(dst, Store)
+    copied = 0
+    after = 0
+    while True:
+        page = src.buried(Query(after=after, limit=TOMBSTONE_BATCH))
+        if not page:
+            return copied
+        after = page[-1].position
+        ids = [tomb.job_id for tomb in page]
+        alive = dst.read_many(ids)
+        buried = dst.tombstones(ids)
+        for tomb in page:
+            if tomb.job_id in alive or tomb.job_id in buried:
+                continue
+            record = tomb.record()
+            del record["expired_at"]
+            # Written at the earliest time, so no purge can pick it first; then
+            # expired at once, by its version, as a purge would.
+            dst.put(record, at=0.0)
+            row = dst.read(tomb.job_id)
+            if row is not None:
+                copied += len(dst.expire([row], at=tomb.expired_at))

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from .auth import key_problem
 from .errors import ConfigError
+from .retention import DEFAULT_TOMBSTONES, OFF, Policy, parse_policy, parse_tombstones
 
 DEFAULT_SINCE_SECONDS = 600.0
 DEFAULT_MAX_BODY = 65536
@@ -45,6 +46,10 @@ class Settings:
     metrics_auth: str = "key"
     #: Whether the ASGI app serves the dashboard under ``/dashboard/``.
     dashboard: bool = True
+    #: Retention (SPEC §14): how long jobs live by status; off by default.
+    retention: Policy = OFF
+    #: How long an expired job's tombstone is kept, seconds.
+    tombstones: float = DEFAULT_TOMBSTONES
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], *, cwd: str) -> Settings:
@@ -75,6 +80,8 @@ class Settings:
             cors_origins=cors_origins(environ),
             metrics_auth=_choice(environ, "JOBSTATUS_METRICS_AUTH", METRICS_AUTH),
             dashboard=_choice(environ, "JOBSTATUS_DASHBOARD", SWITCH) == "on",
+            retention=parse_policy(environ.get("JOBSTATUS_RETENTION", "")),
+            tombstones=parse_tombstones(environ.get("JOBSTATUS_TOMBSTONES", "")),
         )
 
 

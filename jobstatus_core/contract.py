@@ -57,6 +57,9 @@ class Operation:
     body_optional: bool = False
     #: JSON Schema of the envelope's ``response`` on 200.
     response: dict[str, Any] | None = None
+    #: JSON Schema of ``response`` on 410 (a tombstone: ``410 Job expired``);
+    #: None: a 410 is null like every other error.
+    gone: dict[str, Any] | None = None
     #: False: served without the API key or a token (health, the document).
     authenticated: bool = True
     #: Calls the store, so it may answer its 500 and 503.
@@ -143,10 +146,11 @@ OPERATIONS: tuple[Operation, ...] = (
                 where="header",
             ),
         ),
-        answers=(304, 400, 403, 404, 405),
+        answers=(304, 400, 403, 404, 405, 410),
         tokens=True,
         waits=True,
         response=schemas.RECORD,
+        gone=schemas.TOMBSTONE,
     ),
     Operation(
         "list_jobs",

@@ -15,12 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import cursor, params, tokens
 from .problems import ApiError
 from .requests import Request
-from .rows import Query, Row
+from .rows import Query, Row, Tombstone
 from .validation import JOB_ID_RULE, is_valid_job_id
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def changes(
 
 def _ended(service: StatusService, feed: Feed, events: list[Event]) -> bool:
     return feed.single is not None and any(
-        _terminal(service, event) for event in events
+        event.event == "expired" or _terminal(service, event) for event in events
     )
 
 
@@ -130,9 +130,13 @@ def _after(
     everything: bool,
 ) -> tuple[list[Event], int]:
     store = service.store
+    # Tombstones are changes too, but not jobs of a window: a snapshot of a
+    # window leaves them out, a per-job snapshot and every change include them.
+    expiring = service.expiring if cutoff is None else None
     events: list[Event] = []
     position = after
     while True:
+        tombs: list[Tombstone] = []
         if feed.job_ids is not None:
             rows = sorted(
                 (
@@ -145,27 +149,60 @@ def _after(
                 ),
                 key=lambda row: row.position,
             )
+            if expiring is not None:
+                tombs = [
+                    tomb
+                    for tomb in expiring.tombstones(sorted(feed.job_ids)).values()
+                    if tomb.position > position
+                    and (feed.statuses is None or tomb.status in feed.statuses)
+                ]
+            full = False
         else:
             rows = store.page(Query(feed.statuses, cutoff, position, BATCH))
-        events += [_event(service, feed, row) for row in rows]
-        if rows:
-            position = rows[-1].position
-        if feed.job_ids is not None or len(rows) < BATCH or not everything:
+            if expiring is not None:
+                tombs = expiring.buried(Query(feed.statuses, None, position, BATCH))
+            full = len(rows) >= BATCH or len(tombs) >= BATCH
+        merged = _merged(rows, tombs)
+        events += [_event(service, feed, item) for item in merged]
+        if merged:
+            position = merged[-1].position
+        if feed.job_ids is not None or not full or not everything:
             return events, position
 
 
-def _event(service: StatusService, feed: Feed, row: Row) -> Event:
-    data = {
-        "job_id": row.job_id,
-        "job_status": None if row.status is None else json.loads(row.status),
-        "updated_at": row.updated_at,
-        "version": row.version,
-    }
-    return Event(
-        "job",
-        service.encode_cursor(cursor.Cursor(row.position, feed.epoch), feed.digest),
-        json.dumps(data, separators=(",", ":"), allow_nan=False),
+def _merged(rows: list[Row], tombs: list[Tombstone]) -> list[Row | Tombstone]:
+    """Rows and tombstones in change order. When one list is a full batch,
+    the other is cut at its last position: what lies beyond may still be
+    missing from the full one, and comes with the next call."""
+    items: list[Row | Tombstone] = sorted([*rows, *tombs], key=_position)
+    ends = [batch[-1].position for batch in (rows, tombs) if len(batch) >= BATCH]
+    if ends:
+        end = min(ends)
+        items = [item for item in items if item.position <= end]
+    return items
+
+
+def _position(item: Row | Tombstone) -> int:
+    return item.position
+
+
+def _event(service: StatusService, feed: Feed, item: Row | Tombstone) -> Event:
+    event_id = service.encode_cursor(
+        cursor.Cursor(item.position, feed.epoch), feed.digest
     )
+    if isinstance(item, Tombstone):
+        return Event("expired", event_id, _compact(item.record()))
+    data = {
+        "job_id": item.job_id,
+        "job_status": None if item.status is None else json.loads(item.status),
+        "updated_at": item.updated_at,
+        "version": item.version,
+    }
+    return Event("job", event_id, _compact(data))
+
+
+def _compact(data: dict[str, Any]) -> str:
+    return json.dumps(data, separators=(",", ":"), allow_nan=False)
 
 
 def _terminal(service: StatusService, event: Event) -> bool:

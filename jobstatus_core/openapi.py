@@ -207,13 +207,15 @@ def _responses(operation: Operation, open_operations: frozenset[str]) -> Schema:
             headers["allow"] = {"schema": {"type": "string"}}
         if code == 503:
             headers["retry-after"] = {"schema": {"type": "string"}}
+        error: Schema = {"$ref": "#/components/schemas/ErrorEnvelope"}
+        description = HTTPStatus(code).phrase
+        if code == 410 and operation.gone is not None:
+            # Job expired: the envelope's response is the tombstone.
+            error = {**_envelope(operation.gone), "required": [*_REQUIRED, "error"]}
+            description += ": Job expired, the response is its tombstone"
         responses[str(code)] = {
-            "description": HTTPStatus(code).phrase,
-            "content": {
-                "application/json": {
-                    "schema": {"$ref": "#/components/schemas/ErrorEnvelope"}
-                }
-            },
+            "description": description,
+            "content": {"application/json": {"schema": error}},
             **({"headers": headers} if headers else {}),
         }
     return responses

@@ -63,6 +63,11 @@ def job_not_found() -> ApiError:
     return ApiError(404, "Job not found")
 
 
+def job_expired() -> ApiError:
+    """Retention removed the job (SPEC §14); the answer carries its tombstone."""
+    return ApiError(410, "Job expired")
+
+
 def jobs_directory_not_found() -> ApiError:
     return ApiError(404, "Jobs directory not found")
 

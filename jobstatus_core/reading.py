@@ -11,6 +11,7 @@ from . import cursor, params, problems, tokens
 from .problems import ApiError, invalid_payload
 from .requests import Request
 from .rows import Query, Row
+from .types import Record
 from .validation import JOB_ID_RULE, is_valid_job_id, parse_body, request_id_of
 
 if TYPE_CHECKING:
@@ -30,6 +31,11 @@ def get_job(service: StatusService, request: Request) -> Reply:
     try:
         row = service.store_call("job status", lambda: service.store.read(job_id))
         if row is None:
+            tomb = tombstone(service, job_id)
+            if tomb is not None:
+                return service.fail(
+                    request, problems.job_expired(), job_id=job_id, response=tomb
+                )
             raise problems.job_not_found()
     except ApiError as err:
         return service.fail(request, err, job_id=job_id)
@@ -96,14 +102,34 @@ def batch(service: StatusService, request: Request) -> Reply:
         rows = service.store_call(
             "job statuses", lambda: service.store.read_many(job_ids)
         )
+        missing = [job_id for job_id in job_ids if job_id not in rows]
+        expiring = service.expiring
+        tombs = (
+            service.store_call("job statuses", lambda: expiring.tombstones(missing))
+            if expiring is not None and missing
+            else {}
+        )
     except ApiError as err:
         return service.fail(request, err, request_id=request_id)
     response = {
         "jobs": {job_id: rows[job_id].record for job_id in job_ids if job_id in rows},
-        "expired": {},
-        "unknown": [job_id for job_id in job_ids if job_id not in rows],
+        "expired": {
+            job_id: tombs[job_id].record() for job_id in missing if job_id in tombs
+        },
+        "unknown": [job_id for job_id in missing if job_id not in tombs],
     }
     return service.success(request, response, request_id=request_id)
+
+
+def tombstone(service: StatusService, job_id: str) -> Record | None:
+    """The tombstone of a job that is not there, as answers show it: looked
+    up only on a miss, and only in a store that expires jobs."""
+    expiring = service.expiring
+    if expiring is None:
+        return None
+    found = service.store_call("job status", lambda: expiring.tombstones([job_id]))
+    tomb = found.get(job_id)
+    return None if tomb is None else tomb.record()
 
 
 def job_ids_of(payload: dict[str, Any]) -> list[str]:

@@ -48,6 +48,7 @@ RECORD: Schema = {
 TOMBSTONE: Schema = {
     "type": "object",
     "required": ["job_id", "job_status", "expired_at"],
+    "properties": {"job_id": {"type": "string"}, "expired_at": {"type": "number"}},
 }
 ITEM: Schema = {
     "type": "object",
@@ -142,9 +143,10 @@ BATCH: Schema = {
 }
 WAITED: Schema = {
     "type": "object",
-    "required": ["jobs", "pending", "timed_out", "cursor"],
+    "required": ["jobs", "expired", "pending", "timed_out", "cursor"],
     "properties": {
         "jobs": {"type": "object", "additionalProperties": STATE},
+        "expired": {"type": "object", "additionalProperties": TOMBSTONE},
         "pending": {"type": "array", "items": {"type": "string"}},
         "timed_out": {"type": "boolean"},
         "cursor": {"type": "string"},

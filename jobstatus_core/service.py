@@ -17,7 +17,7 @@ from .envelope import Host, envelope
 from .errors import ConfigError, StoreError, StoreUnavailable
 from .listing import Listings
 from .problems import ApiError
-from .protocol import Presence, Store
+from .protocol import Expiring, Presence, Store
 from .requests import Request
 from .tokens import Grant
 
@@ -116,6 +116,8 @@ class StatusService:
         #: Called with each store failure (the metrics count them).
         self.store_error_hooks: list[Callable[[Exception], None]] = []
         self._presence = store if isinstance(store, Presence) else None
+        #: The store as one that expires jobs (tombstones answer 410), or None.
+        self.expiring = store if isinstance(store, Expiring) else None
         # Listing texts already checked (see _checked_listing). A race between
         # threads only checks a text twice: a tuple is swapped whole.
         self._checked_listings: tuple[str, ...] = ()
@@ -125,6 +127,7 @@ class StatusService:
         self.store = store
         self.listings = Listings(store, timer=self.timer)
         self._presence = store if isinstance(store, Presence) else None
+        self.expiring = store if isinstance(store, Expiring) else None
 
     def handle(self, operation: Operation, request: Request) -> Reply | Waiting | Feed:
         """Answer ``request`` with ``operation``'s handler; ``Waiting`` (only
@@ -277,8 +280,11 @@ class StatusService:
         request_id: RequestId = None,
         job_id: str | None = None,
         extra: Mapping[str, Any] | None = None,
+        response: Any = None,
     ) -> Reply:
-        if extra is None:
+        """The error answer; ``response`` is null but where the contract
+        says otherwise (a tombstone on ``410 Job expired``)."""
+        if extra is None and response is None:
             return self.error(
                 request.endpoint, err, request.started, request_id, job_id
             )
@@ -287,7 +293,7 @@ class StatusService:
             err.status,
             request_id,
             job_id,
-            None,
+            response,
             err.message,
             request.started,
             extra=extra,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import cursor, params, problems, tokens
 from .problems import ApiError, invalid_payload
-from .reading import etag_headers, get_job, job_ids_of
+from .reading import etag_headers, get_job, job_ids_of, tombstone
 from .requests import Request
 from .rows import Row
 from .validation import JOB_ID_RULE, is_valid_job_id, parse_body, request_id_of
@@ -55,8 +55,14 @@ def get_job_waiting(service: StatusService, request: Request) -> Reply | Waiting
         seconds = wait_seconds(query, service.max_wait)
         until = until_of(params.first(query, "until"))
         row = service.store_call("job status", lambda: service.store.read(job_id))
+        # Expired: nothing more will happen to it, so the wait ends at once.
+        tomb = None if row is not None else tombstone(service, job_id)
     except ApiError as err:
         return service.fail(request, err, job_id=job_id)
+    if tomb is not None:
+        return service.fail(
+            request, problems.job_expired(), job_id=job_id, response=tomb
+        )
     state = request.waiting
     if state is None:
         after = params.first(query, "after")
@@ -106,6 +112,14 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
         if resume is not None and resume.epoch != mark.epoch:
             raise cursor.cursor_expired()
         rows = service.store_call("job statuses", lambda: store.read_many(job_ids))
+        # An expired job meets any condition: nothing more will happen to it.
+        expiring = service.expiring
+        missing = [job_id for job_id in job_ids if job_id not in rows]
+        tombs = (
+            service.store_call("job statuses", lambda: expiring.tombstones(missing))
+            if expiring is not None and missing
+            else {}
+        )
     except ApiError as err:
         return service.fail(request, err, request_id=request_id)
     state = request.waiting
@@ -121,7 +135,7 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
             else row.position > state.after_position
         )
     }
-    if not met and not state.final:
+    if not met and not tombs and not state.final:
         return state
     response = {
         "jobs": {
@@ -132,8 +146,11 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
             }
             for job_id, row in met.items()
         },
-        "pending": [job_id for job_id in job_ids if job_id not in met],
-        "timed_out": not met,
+        "expired": {job_id: tomb.record() for job_id, tomb in tombs.items()},
+        "pending": [
+            job_id for job_id in job_ids if job_id not in met and job_id not in tombs
+        ],
+        "timed_out": not met and not tombs,
         "cursor": service.encode_cursor(cursor.Cursor(mark.head, mark.epoch), digest),
     }
     return service.success(request, response, request_id=request_id)

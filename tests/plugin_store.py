@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,7 +24,9 @@ from jobstatus_core import (
     Mark,
     Query,
     Row,
+    Stale,
     StoreBase,
+    Tombstone,
     Window,
     checked_at,
     checked_job_id,
@@ -34,6 +36,8 @@ from jobstatus_core import (
 # Job ids never start with a dot, so these keys cannot be a job's.
 _EPOCH = b".epoch"
 _HEAD = b".head"
+# Tombstones live under ".t.<job_id>": dotted, so never listed as jobs.
+_TOMB = ".t."
 
 
 class DbmStore(StoreBase):
@@ -119,6 +123,88 @@ class DbmStore(StoreBase):
         with self._lock:
             self._db.close()
 
+    # -- retention (Expiring): scans, as everything here --------------------
+
+    def stale(self, query: Stale) -> list[Row]:
+        found = sorted(
+            (
+                row
+                for row in self._rows()
+                if row.status is not None
+                and row.updated_at < query.before
+                and (
+                    row.status in query.statuses
+                    if query.statuses is not None
+                    else row.status not in query.other_than
+                )
+            ),
+            key=lambda row: (row.updated_at, row.job_id),
+        )
+        return found[: query.limit]
+
+    def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
+        left = []
+        with self._lock:
+            for row in rows:
+                raw = self._db.get(row.job_id.encode())
+                if raw is None:
+                    continue
+                entry = json.loads(raw)
+                record = entry["record"]
+                if self._version(entry) != row.version or "job_status" not in record:
+                    continue
+                position = int(self._db[_HEAD]) + 1
+                tomb = Tombstone(
+                    row.job_id, jsontext.encode(record["job_status"]), at, position
+                )
+                self._db[(_TOMB + row.job_id).encode()] = json.dumps(
+                    [tomb.status, tomb.expired_at, tomb.position]
+                )
+                del self._db[row.job_id.encode()]
+                self._db[_HEAD] = str(position)
+                left.append(tomb)
+        return left
+
+    def tombstones(self, job_ids: Sequence[str]) -> dict[str, Tombstone]:
+        found = {}
+        with self._lock:
+            for job_id in job_ids:
+                raw = self._db.get((_TOMB + job_id).encode())
+                if raw is not None:
+                    found[job_id] = _tombstone(job_id, raw)
+        return found
+
+    def buried(self, query: Query) -> list[Tombstone]:
+        found = sorted(
+            (
+                tomb
+                for tomb in self._tombs()
+                if tomb.position > query.after
+                and (query.statuses is None or tomb.status in query.statuses)
+            ),
+            key=lambda tomb: tomb.position,
+        )
+        return found[: query.limit]
+
+    def forget(self, *, before: float, limit: int) -> int:
+        old = sorted(
+            (tomb for tomb in self._tombs() if tomb.expired_at < before),
+            key=lambda tomb: tomb.expired_at,
+        )[:limit]
+        with self._lock:
+            for tomb in old:
+                del self._db[(_TOMB + tomb.job_id).encode()]
+        return len(old)
+
+    def _tombs(self) -> list[Tombstone]:
+        prefix = _TOMB.encode()
+        with self._lock:
+            return [
+                _tombstone(key[len(prefix) :].decode(), self._db[key])
+                for key in self._db
+                if key.startswith(prefix)
+            ]
+
     # -- the file --------------------------------------------------------------
 
     def _write(self, job_id: str, record: Mapping[str, Any], at: float | None) -> None:
@@ -133,6 +219,10 @@ class DbmStore(StoreBase):
         data = json.dumps(entry, allow_nan=False)
         self._db[job_id.encode()] = data
         self._db[_HEAD] = str(position)
+        # Written again: alive again, its tombstone gone.
+        tomb = (_TOMB + job_id).encode()
+        if tomb in self._db:
+            del self._db[tomb]
 
     def _rows(self, records: bool = False) -> Iterator[Row]:
         with self._lock:
@@ -160,6 +250,11 @@ class DbmStore(StoreBase):
 
     def _version(self, entry: dict[str, Any]) -> str:
         return f"{self._epoch}-{entry['position']}"
+
+
+def _tombstone(job_id: str, raw: bytes) -> Tombstone:
+    status, expired_at, position = json.loads(raw)
+    return Tombstone(job_id, status, expired_at, position)
 
 
 def _matches(row: Row, query: Query) -> bool:

@@ -1,0 +1,105 @@
+"""Retention in the background: ``Purger`` applies a policy every minute in
+a thread of its own, so a purge never runs on the event loop nor holds a
+request. ``jobstatus serve`` starts one while a policy is set; an embedder
+starts and stops one the same way (see docs/retention.md)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+
+from jobstatus_core import Store
+from jobstatus_core.errors import one_line_reason
+from jobstatus_core.retention import (
+    DEFAULT_TOMBSTONES,
+    Policy,
+    Purged,
+    expiring_store,
+    purge,
+)
+
+PURGE_EVERY_SECONDS = 60.0
+
+logger = logging.getLogger("jobstatus.retention")
+
+
+class Purger:
+    """Purges ``store`` by ``policy`` now, then every ``every`` seconds,
+    until ``stop``. A failing purge logs a warning and is tried again at the
+    next turn. Raises ``ConfigError`` at once if the store does not expire
+    jobs."""
+
+    def __init__(
+        self,
+        store: Store,
+        policy: Policy,
+        *,
+        tombstones: float = DEFAULT_TOMBSTONES,
+        every: float = PURGE_EVERY_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        expiring_store(store)
+        self.store = store
+        self.policy = policy
+        self.tombstones = tombstones
+        self.every = every
+        self.clock = clock
+        #: Purges done so far (successful or not): tests and metrics read it.
+        self.turns = 0
+        self.last: Purged | None = None
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Purger:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="jobstatus-purger", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop, waiting for a purge under way to end its batch. Idempotent."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Purger:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def purge_once(self) -> Purged | None:
+        """One purge as of now; None (and a warning logged) if it failed."""
+        try:
+            purged = purge(
+                self.store, self.policy, now=self.clock(), tombstones=self.tombstones
+            )
+        except Exception as exc:
+            logger.warning(
+                "retention: purge failed, trying again in %gs: %s",
+                self.every,
+                one_line_reason(exc),
+            )
+            return None
+        finally:
+            self.turns += 1
+        if purged.total or purged.forgotten:
+            logger.info("retention: %s", purged.summary())
+        self.last = purged
+        return purged
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self.purge_once()
+            self._stopping.wait(self.every)
