@@ -13,6 +13,9 @@ Starts a redis-server of its own (no persistence) on a free port, then:
   among many older ones of others), then every status but ``running``.
   Prints per-batch medians and jobs/s.
 
+The stores get a 30 s timeout: a batch of 1,000 is one script, which a
+loaded machine can stretch past the default 1 s.
+
 Machines are shared and noisy: compare medians, and rows of one run.
 """
 
@@ -80,7 +83,7 @@ def fill(store: RedisStore, statuses: list[tuple[str, float]], n: int) -> None:
 
 def tombstone_bytes(url: str) -> None:
     raw = redis.Redis.from_url(url, decode_responses=True)
-    store = RedisStore.from_url(url + "?prefix=tombs:")
+    store = RedisStore.from_url(url + "?prefix=tombs:&timeout=30")
     n = 10_000
     fill(store, [("done", 1.0)], n)
     jobs_before = raw.info("memory")["used_memory"]
@@ -123,7 +126,7 @@ def purge(store: RedisStore, query: Stale) -> tuple[int, list[float], list[float
 
 def speed(url: str, jobs: int) -> None:
     raw = redis.Redis.from_url(url, decode_responses=True)
-    store = RedisStore.from_url(url + "?prefix=speed:")
+    store = RedisStore.from_url(url + "?prefix=speed:&timeout=30")
     fill(store, [("done", 0.5), ("failed", 0.1), ("running", 0.4)], jobs)
     times = sum(
         raw.memory_usage(
