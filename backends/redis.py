@@ -18,7 +18,15 @@ Keys, under a prefix (``jobstatus:`` unless ``?prefix=`` says otherwise):
   of another life of the store (after a ``FLUSHDB``, a restart without
   persistence) never pass for this one's. A job's version is
   ``<epoch>-<position>``: unique across lives.
-- ``<prefix>layout``: ``2`` once the change sets cover every job.
+- ``<prefix>updated:<sha1 of the status text>``: the jobs of one status
+  scored by "last written": retention's ``stale`` reads the oldest of the
+  statuses it wants, never the jobs of the others;
+- ``<prefix>tombstones``: a hash job_id -> ``<position> <expired_at>
+  <status text>``, what an expired job leaves; ``<prefix>buried``: its ids
+  scored by position (the feed's ``expired`` events), and
+  ``<prefix>expired``: scored by expired_at (``forget``);
+- ``<prefix>layout``: ``3`` once the change sets and the time sets per
+  status cover every job.
 
 Every write (``put``, ``swap``) is one Lua script maintaining all of them,
 so record and indexes never disagree, across any number of instances; a
@@ -57,9 +65,11 @@ from jobstatus_core import (
     Query,
     Record,
     Row,
+    Stale,
     StoreBase,
     StoreError,
     StoreUnavailable,
+    Tombstone,
     Window,
     checked_at,
     checked_job_id,
@@ -83,8 +93,9 @@ logger = logging.getLogger("jobstatus.redis")
 
 DEFAULT_PREFIX = "jobstatus:"
 
-#: The value of ``<prefix>layout`` once every job is in the change sets.
-LAYOUT = "2"
+#: The value of ``<prefix>layout`` once every job is in the change sets and
+#: in the time set of its status.
+LAYOUT = "3"
 
 #: Entries a page script walks at most per call, so that a page filtering
 #: out most of what it walks never blocks Redis for long: the caller calls
@@ -97,15 +108,18 @@ UPGRADE_BATCH = 1_000
 #: running add jobs without positions, and must not keep an upgrade going.
 UPGRADE_PASSES = 3
 
-# KEYS: the record, updated, status, changes, counts, the counter, the epoch.
+# KEYS: the record, updated, status, changes, counts, the counter, the epoch,
+# the tombstones, buried, expired.
 # ARGV: job id, record text, status text, "last written", a new epoch (used
 # if the store has none), the prefix of the status sets, the mode ('put',
 # 'absent': only if the job does not exist, 'at': only at version ARGV[8]),
-# the expected version, the channel. Returns the job's new position, or 0
-# when the condition did not hold. The position is published on the channel
-# inside the script: a subscriber hears of exactly the writes that happened.
-# Counts and status sets are only moved for a job already in the change
-# order: one of the previous layout, not yet indexed, was never counted.
+# the expected version, the channel, the prefix of the time sets. Returns
+# the job's new position, or 0 when the condition did not hold. The position
+# is published on the channel inside the script: a subscriber hears of
+# exactly the writes that happened. Counts and status sets are only moved
+# for a job already in the change order: one of the previous layout, not yet
+# indexed, was never counted. A tombstone of the id is dropped: the job is
+# alive again.
 WRITE_SCRIPT = """
 local epoch = redis.call('GET', KEYS[7])
 local id = ARGV[1]
@@ -122,14 +136,19 @@ if ARGV[7] ~= 'put' then
   end
 end
 if not epoch then redis.call('SET', KEYS[7], ARGV[5]) end
-if old_position then
-  local old = redis.call('HGET', KEYS[3], id)
-  if old then
+local old = redis.call('HGET', KEYS[3], id)
+if old then
+  redis.call('ZREM', ARGV[10] .. redis.sha1hex(old), id)
+  if old_position then
     redis.call('ZREM', ARGV[6] .. redis.sha1hex(old), id)
     if redis.call('HINCRBY', KEYS[5], old, -1) <= 0 then
       redis.call('HDEL', KEYS[5], old)
     end
   end
+end
+if redis.call('HDEL', KEYS[8], id) == 1 then
+  redis.call('ZREM', KEYS[9], id)
+  redis.call('ZREM', KEYS[10], id)
 end
 local position = redis.call('INCR', KEYS[6])
 redis.call('SET', KEYS[1], ARGV[2])
@@ -137,6 +156,7 @@ redis.call('ZADD', KEYS[2], ARGV[4], id)
 redis.call('HSET', KEYS[3], id, ARGV[3])
 redis.call('ZADD', KEYS[4], position, id)
 redis.call('ZADD', ARGV[6] .. redis.sha1hex(ARGV[3]), position, id)
+redis.call('ZADD', ARGV[10] .. redis.sha1hex(ARGV[3]), ARGV[4], id)
 redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
 redis.call('PUBLISH', ARGV[9], position)
 return position
@@ -300,6 +320,170 @@ if done > 0 then redis.call('PUBLISH', ARGV[2], redis.call('GET', KEYS[4])) end
 return done
 """
 
+# KEYS: updated, status; ARGV: the prefix of the time sets, then job ids.
+# Puts each job in the time set of its status (the layout before 3 had
+# none); ZADD of what is there already changes nothing, so two instances
+# upgrading at once, or a write meanwhile, leave every job in one set.
+TIMES_SCRIPT = """
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local status = redis.call('HGET', KEYS[2], id)
+  local at = redis.call('ZSCORE', KEYS[1], id)
+  if status and at then
+    redis.call('ZADD', ARGV[1] .. redis.sha1hex(status), at, id)
+  end
+end
+return #ARGV - 1
+"""
+
+# KEYS: status, changes, epoch, counts; ARGV: "before", limit, the prefix of
+# the time sets, 'only' (the statuses that follow) or 'but' (every status
+# with jobs, from the counts, but those that follow), then status texts.
+# Reads at most ``limit`` of the oldest jobs of each status wanted, never a
+# job of another status; an entry whose job has another status now (left by
+# a writer of a version before the time sets) is passed over. Returns the
+# epoch, then for each row, oldest first (ties by job id): id, status, "last
+# written", position.
+STALE_SCRIPT = """
+local before = '(' .. ARGV[1]
+local limit = tonumber(ARGV[2])
+local wanted = {}
+if ARGV[4] == 'only' then
+  for i = 5, #ARGV do wanted[#wanted + 1] = ARGV[i] end
+else
+  local skip = {}
+  for i = 5, #ARGV do skip[ARGV[i]] = true end
+  for _, status in ipairs(redis.call('HKEYS', KEYS[4])) do
+    if not skip[status] then wanted[#wanted + 1] = status end
+  end
+end
+local found = {}
+for _, status in ipairs(wanted) do
+  local key = ARGV[3] .. redis.sha1hex(status)
+  local offset, kept = 0, 0
+  while kept < limit do
+    local batch = redis.call('ZRANGEBYSCORE', key, '-inf', before,
+      'WITHSCORES', 'LIMIT', offset, limit)
+    for i = 1, #batch, 2 do
+      if redis.call('HGET', KEYS[1], batch[i]) == status then
+        found[#found + 1] = {batch[i], tonumber(batch[i + 1]), batch[i + 1], status}
+        kept = kept + 1
+      end
+    end
+    if #batch < 2 * limit then break end
+    offset = offset + limit
+  end
+end
+table.sort(found, function(a, b)
+  return a[2] < b[2] or (a[2] == b[2] and a[1] < b[1])
+end)
+local out = {redis.call('GET', KEYS[3]) or ''}
+for i = 1, math.min(limit, #found) do
+  local row = found[i]
+  out[#out + 1] = row[1]
+  out[#out + 1] = row[4]
+  out[#out + 1] = row[3]
+  out[#out + 1] = redis.call('ZSCORE', KEYS[2], row[1]) or '0'
+end
+return out
+"""
+
+# KEYS: updated, status, changes, counts, the counter, the epoch, the
+# tombstones, buried, expired. ARGV: the record key prefix, the prefix of
+# the status sets, the prefix of the time sets, the channel, expired_at,
+# then job id and version, alternately. Each job still at its version is
+# removed with every trace (record, indexes, its count) and leaves a
+# tombstone at the next position; one PUBLISH of the last position tells
+# subscribers. Returns id, status and position of each tombstone, in order.
+EXPIRE_SCRIPT = """
+local epoch = redis.call('GET', KEYS[6])
+if not epoch then return {} end
+local out = {}
+local position = nil
+for i = 6, #ARGV, 2 do
+  local id = ARGV[i]
+  local record = ARGV[1] .. id
+  local at = redis.call('ZSCORE', KEYS[3], id)
+  local status = redis.call('HGET', KEYS[2], id)
+  if at and status and redis.call('EXISTS', record) == 1
+      and epoch .. '-' .. string.format('%d', tonumber(at)) == ARGV[i + 1] then
+    local digest = redis.sha1hex(status)
+    redis.call('DEL', record)
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('ZREM', ARGV[2] .. digest, id)
+    redis.call('ZREM', ARGV[3] .. digest, id)
+    if redis.call('HINCRBY', KEYS[4], status, -1) <= 0 then
+      redis.call('HDEL', KEYS[4], status)
+    end
+    position = string.format('%d', redis.call('INCR', KEYS[5]))
+    redis.call('HSET', KEYS[7], id, position .. ' ' .. ARGV[5] .. ' ' .. status)
+    redis.call('ZADD', KEYS[8], position, id)
+    redis.call('ZADD', KEYS[9], ARGV[5], id)
+    out[#out + 1] = id
+    out[#out + 1] = status
+    out[#out + 1] = position
+  end
+end
+if position then redis.call('PUBLISH', ARGV[4], position) end
+return out
+"""
+
+# KEYS: buried, the tombstones; ARGV: after, limit, the most entries to
+# walk, '1' to filter by the statuses that follow. Returns 1 when buried is
+# exhausted (else 0), the last position walked, then id and tombstone value
+# of each found, in change order.
+BURIED_SCRIPT = """
+local limit = tonumber(ARGV[2])
+local budget = tonumber(ARGV[3])
+local filter = nil
+if ARGV[4] == '1' then
+  filter = {}
+  for i = 5, #ARGV do filter[ARGV[i]] = true end
+end
+local out = {0, ARGV[1]}
+local found, walked = 0, 0
+while found < limit and walked < budget do
+  local want = math.min(math.max(limit - found, 64), budget - walked)
+  local batch = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. out[2], '+inf',
+    'WITHSCORES', 'LIMIT', 0, want)
+  local i = 1
+  while i <= #batch and found < limit do
+    walked = walked + 1
+    out[2] = batch[i + 1]
+    local value = redis.call('HGET', KEYS[2], batch[i])
+    if value then
+      local status = string.match(value, '^%S+ %S+ (.*)$')
+      if not filter or filter[status] then
+        out[#out + 1] = batch[i]
+        out[#out + 1] = value
+        found = found + 1
+      end
+    end
+    i = i + 2
+  end
+  if #batch < 2 * want and i > #batch then
+    out[1] = 1
+    break
+  end
+end
+return out
+"""
+
+# KEYS: the tombstones, buried, expired; ARGV: before, limit. Drops the
+# tombstones that expired before ``before``, oldest first; returns how many.
+FORGET_SCRIPT = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1],
+  'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+return #ids
+"""
+
 # A status endpoint must answer quickly, even "unavailable": fail fast.
 DEFAULT_TIMEOUT_SECONDS = 1.0
 
@@ -334,6 +518,10 @@ class RedisStore(StoreBase):
         self._status = prefix + "status"
         self._changes = prefix + "changes"
         self._status_sets = prefix + "changes:"
+        self._time_sets = prefix + "updated:"
+        self._tombstones = prefix + "tombstones"
+        self._buried = prefix + "buried"
+        self._expired = prefix + "expired"
         self._counts = prefix + "counts"
         self._counter = prefix + "version"
         self._epoch = prefix + "epoch"
@@ -361,6 +549,11 @@ class RedisStore(StoreBase):
         self._counts_script = register(COUNTS_SCRIPT)
         self._page_script = register(PAGE_SCRIPT)
         self._upgrade_script = register(UPGRADE_SCRIPT)
+        self._times_script = register(TIMES_SCRIPT)
+        self._stale_script = register(STALE_SCRIPT)
+        self._expire_script = register(EXPIRE_SCRIPT)
+        self._buried_script = register(BURIED_SCRIPT)
+        self._forget_script = register(FORGET_SCRIPT)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -608,6 +801,9 @@ class RedisStore(StoreBase):
                     self._counts,
                     self._counter,
                     self._epoch,
+                    self._tombstones,
+                    self._buried,
+                    self._expired,
                 ],
                 args=[
                     job_id,
@@ -619,10 +815,150 @@ class RedisStore(StoreBase):
                     mode,
                     expected,
                     self._channel,
+                    self._time_sets,
                 ],
             )
         )
         return bool(position)
+
+    # -- retention (Expiring) --------------------------------------------------
+
+    def stale(self, query: Stale) -> list[Row]:
+        """One script reading the time sets of the statuses wanted: at most
+        ``limit`` entries of each (plus any left by an older writer), so a
+        batch costs O(statuses x limit x log n), whatever the number of jobs
+        of other statuses or younger ones."""
+        self._upgrade()
+        if query.statuses is None:
+            mode, statuses = "but", query.other_than
+        else:
+            mode, statuses = "only", query.statuses - query.other_than
+        if query.limit <= 0 or (mode == "only" and not statuses):
+            return []
+        reply = cast(
+            list[str],
+            self._run(
+                lambda: self._stale_script(
+                    keys=[self._status, self._changes, self._epoch, self._counts],
+                    args=[
+                        repr(query.before),
+                        query.limit,
+                        self._time_sets,
+                        mode,
+                        *sorted(statuses),
+                    ],
+                )
+            ),
+        )
+        epoch = reply[0]
+        rows = []
+        for n in range(1, len(reply), 4):
+            job_id, status, updated, position = reply[n : n + 4]
+            at = int(float(position))
+            rows.append(Row(job_id, status, float(updated), f"{epoch}-{at}", at))
+        return rows
+
+    def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
+        """One script for the whole batch: each job's version is compared
+        and the job removed inside it, so another purger or a writer is
+        either before it or after it, never in between."""
+        if not rows:
+            return []
+        self._upgrade()
+        pairs = [value for row in rows for value in (row.job_id, row.version)]
+        reply = cast(
+            list[str],
+            self._run(
+                lambda: self._expire_script(
+                    keys=[
+                        self._updated,
+                        self._status,
+                        self._changes,
+                        self._counts,
+                        self._counter,
+                        self._epoch,
+                        self._tombstones,
+                        self._buried,
+                        self._expired,
+                    ],
+                    args=[
+                        self._jobs,
+                        self._status_sets,
+                        self._time_sets,
+                        self._channel,
+                        repr(float(at)),
+                        *pairs,
+                    ],
+                )
+            ),
+        )
+        return [
+            Tombstone(job_id, status, float(at), int(position))
+            for job_id, status, position in zip(
+                reply[::3], reply[1::3], reply[2::3], strict=True
+            )
+        ]
+
+    def tombstones(self, job_ids: Sequence[str]) -> dict[str, Tombstone]:
+        ids = list(dict.fromkeys(job_ids))
+        if not ids:
+            return {}
+        values = cast(
+            list[str | None],
+            self._run(lambda: self._client.hmget(self._tombstones, ids)),
+        )
+        return {
+            job_id: _tombstone(job_id, value)
+            for job_id, value in zip(ids, values, strict=True)
+            if value is not None
+        }
+
+    def buried(self, query: Query) -> list[Tombstone]:
+        """Walks ``buried`` from ``after`` at most PAGE_BUDGET entries per
+        script, like ``page``: a filter that skips most never holds Redis."""
+        filtered = query.statuses is not None
+        statuses = sorted(query.statuses or ())
+        found: list[Tombstone] = []
+        after = query.after
+        while len(found) < query.limit:
+            args: list[str | int] = [
+                after,
+                query.limit - len(found),
+                PAGE_BUDGET,
+                "1" if filtered else "",
+                *statuses,
+            ]
+            reply = cast(
+                list[Any],
+                self._run(
+                    partial(
+                        self._buried_script,
+                        keys=[self._buried, self._tombstones],
+                        args=args,
+                    )
+                ),
+            )
+            exhausted, after = int(reply[0]), int(float(reply[1]))
+            found.extend(
+                _tombstone(job_id, value)
+                for job_id, value in zip(reply[2::2], reply[3::2], strict=True)
+            )
+            if exhausted:
+                break
+        return found
+
+    def forget(self, *, before: float, limit: int) -> int:
+        if limit <= 0:
+            return 0
+        return cast(
+            int,
+            self._run(
+                lambda: self._forget_script(
+                    keys=[self._tombstones, self._buried, self._expired],
+                    args=[repr(float(before)), limit],
+                )
+            ),
+        )
 
     # -- the previous layout ---------------------------------------------------
 
@@ -664,6 +1000,19 @@ class RedisStore(StoreBase):
                     args=[self._status_sets, self._channel, *ids],
                 )
                 start += len(ids)
+        # Layout 3: every job in the time set of its status (retention).
+        start = 0
+        while True:
+            ids = cast(
+                list[str],
+                client.zrange(self._updated, start, start + UPGRADE_BATCH - 1),
+            )
+            if not ids:
+                break
+            self._times_script(
+                keys=[self._updated, self._status], args=[self._time_sets, *ids]
+            )
+            start += len(ids)
         client.set(self._layout, LAYOUT)
 
     # -- notifications ---------------------------------------------------------
@@ -725,6 +1074,12 @@ class RedisStore(StoreBase):
             raise StoreUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
         except redis.RedisError as exc:
             raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def _tombstone(job_id: str, value: str) -> Tombstone:
+    """A tombstone from its hash value, ``<position> <expired_at> <status>``."""
+    position, expired_at, status = value.split(" ", 2)
+    return Tombstone(job_id, status, float(expired_at), int(position))
 
 
 class _Listener:

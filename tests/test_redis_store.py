@@ -19,7 +19,14 @@ import pytest
 
 from jobstatus_backends.recorder import Recorder
 from jobstatus_backends.redis import RedisStore
-from jobstatus_core import ConfigError, Mark, Query, StoreError, StoreUnavailable
+from jobstatus_core import (
+    ConfigError,
+    Mark,
+    Query,
+    Stale,
+    StoreError,
+    StoreUnavailable,
+)
 from jobstatus_core.listing import MAX_AGE_SECONDS, Listings
 
 from .helpers import (
@@ -59,11 +66,14 @@ def test_layout(redis_server: RedisServer) -> None:
     done = "layout:changes:" + hashlib.sha1(b'"done"').hexdigest()
     assert raw.zscore(done, "a") == 1
     assert raw.hgetall("layout:counts") == {'"done"': "1"}
+    done_times = "layout:updated:" + hashlib.sha1(b'"done"').hexdigest()
+    assert raw.zscore(done_times, "a") == 42.5
     epoch = raw.get("layout:epoch")
     store.put({"job_id": "b", "job_status": "done"}, at=43.0)
     store.put({"job_id": "a", "job_status": "failed"}, at=44.0)
     assert raw.get("layout:epoch") == epoch and len(epoch) == 16  # set once
     assert raw.zrange(done, 0, -1) == ["b"]  # a left its old status set
+    assert raw.zrange(done_times, 0, -1) == ["b"]  # and its old time set
     assert raw.hgetall("layout:counts") == {'"done"': "1", '"failed"': "1"}
     row = store.read("a")
     assert row is not None and row.version == f"{epoch}-3" and row.position == 3
@@ -656,3 +666,177 @@ def test_close_stops_the_listener(redis_server: RedisServer) -> None:
     assert len(listeners()) == 1
     store.close()
     assert listeners() == []
+
+
+# -- retention -----------------------------------------------------------------
+
+#: A purger of its own process: expires what is stale in batches of 5 until
+#: nothing is, after the start key appears, and prints the ids it expired.
+#: It pauses between reading a batch and expiring it, the window in which
+#: the writer's puts land.
+PURGER = """
+import json, sys, time
+import redis
+from jobstatus_backends.redis import RedisStore
+from jobstatus_core import Stale
+url, go = sys.argv[1], sys.argv[2]
+raw = redis.Redis.from_url(url.split("?")[0])
+while not raw.exists(go):
+    time.sleep(0.001)
+store = RedisStore.from_url(url)
+expired = []
+while rows := store.stale(Stale(before=500.0, limit=5)):
+    time.sleep(0.005)
+    expired += [t.job_id for t in store.expire(rows, at=1000.0)]
+print(json.dumps(expired))
+"""
+
+#: A writer of its own process: writes every third job again, "last
+#: written" after the purgers' cutoff, after the start key appears, in the
+#: order the purgers find them (oldest first), at about their pace.
+REWRITER = """
+import sys, time
+import redis
+from jobstatus_backends.redis import RedisStore
+url, go = sys.argv[1], sys.argv[2]
+raw = redis.Redis.from_url(url.split("?")[0])
+while not raw.exists(go):
+    time.sleep(0.001)
+store = RedisStore.from_url(url)
+for i in sorted(range(0, 600, 3), key=lambda i: (i % 400, i)):
+    store.put({"job_id": f"j{i:03}", "job_status": "queued", "again": True}, at=900.0)
+    time.sleep(0.001)
+"""
+
+
+def test_two_purging_processes_and_a_writer_expire_each_job_once(
+    redis_server: RedisServer,
+) -> None:
+    """Each expiry is one script comparing versions: two purgers never
+    expire a job twice, and a job written again (before or after its
+    expiry) is alive with its new record, its tombstone gone."""
+    import redis
+
+    url = redis_server.url + "?prefix=purge:"
+    store = RedisStore.from_url(url)
+    for i in range(600):
+        store.put(record(f"j{i:03}", "done"), at=float(i % 400))
+    rewritten = {f"j{i:03}" for i in range(0, 600, 3)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url, "purge:go"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for code in (PURGER, PURGER, REWRITER)
+    ]
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.set("purge:go", "1")
+    outputs = [process.communicate(timeout=60)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0]
+    raw.close()
+    expired = json.loads(outputs[0]) + json.loads(outputs[1])
+    assert len(expired) == len(set(expired))  # no job expired twice
+    others = {f"j{i:03}" for i in range(600)} - rewritten
+    assert others <= set(expired)
+    alive = store.read_many(sorted(rewritten | others))
+    assert alive.keys() == rewritten
+    assert all(
+        row.record == dict(record(row.job_id, "queued"), again=True)
+        for row in alive.values()
+    )
+    assert store.tombstones(sorted(rewritten)) == {}
+    assert store.tombstones(sorted(others)).keys() == others
+    assert store.counts(None, None) == {'"queued"': 200}
+    buried = store.buried(Query(limit=1000))
+    assert {t.job_id for t in buried} == others
+    positions = [t.position for t in buried]
+    assert positions == sorted(set(positions))
+    assert store.stale(Stale(before=1e9, statuses=frozenset({'"done"'}))) == []
+    store.close()
+
+
+def test_a_flushed_redis_forgets_tombstones_with_the_rest(
+    redis_server: RedisServer,
+) -> None:
+    """Tombstones live under the prefix like the jobs: FLUSHDB drops them
+    too, and a row read before it never expires the job written again at
+    its position in the new life."""
+    import redis
+
+    url = redis_server.url.replace("/0", "/5") + "?prefix=flushtombs:"
+    store = RedisStore.from_url(url)
+    store.put(record("b", "done"), at=1.0)
+    store.put(record("a", "done"), at=2.0)
+    (old_b,) = store.stale(Stale(before=1.5))
+    (tomb,) = store.expire(store.stale(Stale(before=2.5))[1:], at=10.0)
+    assert tomb.job_id == "a" and store.tombstones(["a"]) == {"a": tomb}
+    before = store.mark()
+    raw = redis.Redis.from_url(redis_server.url.replace("/0", "/5"))
+    raw.flushdb()
+    assert store.tombstones(["a"]) == {} and store.buried(Query()) == []
+    assert store.forget(before=1e9, limit=10) == 0
+    store.put(record("b", "done"), at=1.0)  # position 1 again, a new epoch
+    (new_b,) = store.stale(Stale(before=1.5))
+    assert new_b.position == old_b.position and new_b.version != old_b.version
+    assert store.mark().epoch != before.epoch
+    assert store.expire([old_b], at=20.0) == []
+    assert store.get("b") == record("b", "done")
+    raw.close()
+    store.close()
+
+
+def test_stale_passes_over_an_entry_an_older_writer_left(
+    redis_server: RedisServer,
+) -> None:
+    """A writer of the version before the time sets moves a job to another
+    status without leaving the old time set: stale checks the status."""
+    import redis
+
+    store = RedisStore.from_url(redis_server.url + "?prefix=strays:")
+    store.put(record("a", "done"), at=1.0)
+    store.put(record("b", "done"), at=2.0)
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    raw.hset("strays:status", "a", '"running"')  # as that writer does
+    raw.set("strays:job:a", json.dumps(record("a", "running")))
+    done = frozenset({'"done"'})
+    assert [r.job_id for r in store.stale(Stale(before=9.0, statuses=done))] == ["b"]
+    raw.close()
+    store.close()
+
+
+def test_a_store_of_layout_2_gets_its_time_sets_on_first_use(
+    redis_server: RedisServer,
+) -> None:
+    import redis
+
+    store = RedisStore.from_url(redis_server.url + "?prefix=lay2:")
+    store.put(record("a", "done"), at=1.0)
+    store.put(record("b", "running"), at=2.0)
+    store.close()
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    for status in (b'"done"', b'"running"'):
+        raw.delete("lay2:updated:" + hashlib.sha1(status).hexdigest())
+    raw.set("lay2:layout", "2")
+    again = RedisStore.from_url(redis_server.url + "?prefix=lay2:")
+    assert [r.job_id for r in again.stale(Stale(before=9.0))] == ["a", "b"]
+    assert raw.get("lay2:layout") == "3"
+    raw.close()
+    again.close()
+
+
+def test_an_expiry_calls_a_subscriber_of_another_instance(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url + "?prefix=notifyexpiry:"
+    purger, reader = RedisStore.from_url(url), RedisStore.from_url(url)
+    purger.put(record("a", "done"), at=1.0)
+    heard = Heard()
+    reader.subscribe(heard)
+    assert purger.expire(purger.stale(Stale(before=2.0)), at=5.0)
+    assert heard.next_call(1.0)
+    assert heard.calls == 1
+    assert purger.expire(purger.stale(Stale(before=2.0)), at=5.0) == []
+    assert not heard.next_call(0.2)  # nothing expired: nothing published
+    for store in (purger, reader):
+        store.close()
