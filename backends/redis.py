@@ -80,6 +80,10 @@ from jobstatus_core.registry import redact
 from . import storedjson
 from .urloptions import parse_store_url
 
+#: Rows expired per script: a script holds Redis, so a purge of 1,000 jobs
+#: is cut into runs of a few milliseconds that requests slip between.
+EXPIRE_CHUNK = 100
+
 try:
     from redis.driver_info import DriverInfo
 except ImportError:  # redis-py before 7 reads its version once, at import
@@ -859,12 +863,18 @@ class RedisStore(StoreBase):
         return rows
 
     def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
-        """One script for the whole batch: each job's version is compared
-        and the job removed inside it, so another purger or a writer is
-        either before it or after it, never in between."""
+        """One script per chunk of ``EXPIRE_CHUNK`` rows: each job's version
+        is compared and the job removed inside it, so another purger or a
+        writer is either before it or after it, never in between."""
         if not rows:
             return []
         self._upgrade()
+        left: list[Tombstone] = []
+        for start in range(0, len(rows), EXPIRE_CHUNK):
+            left += self._expire_chunk(rows[start : start + EXPIRE_CHUNK], at)
+        return left
+
+    def _expire_chunk(self, rows: Sequence[Row], at: float) -> list[Tombstone]:
         pairs = [value for row in rows for value in (row.job_id, row.version)]
         reply = cast(
             list[str],

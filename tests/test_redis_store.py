@@ -840,3 +840,22 @@ def test_an_expiry_calls_a_subscriber_of_another_instance(
     assert not heard.next_call(0.2)  # nothing expired: nothing published
     for store in (purger, reader):
         store.close()
+
+
+def test_a_purge_batch_is_expired_in_short_scripts(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A script holds Redis: a batch is cut in chunks that requests slip between.
+    monkeypatch.setattr("jobstatus_backends.redis.EXPIRE_CHUNK", 7)
+    store = RedisStore.from_url(redis_server.url + "?prefix=chunks:")
+    for i in range(20):
+        store.put({"job_id": f"j{i:02}", "job_status": "done"}, at=float(i))
+    rows = store.stale(Stale(before=100.0, limit=1000))
+    scripts = []
+    run = store._run
+    monkeypatch.setattr(store, "_run", lambda call: scripts.append(1) or run(call))
+    tombs = store.expire(rows, at=500.0)
+    assert [t.job_id for t in tombs] == [f"j{i:02}" for i in range(20)]
+    assert [t.position for t in tombs] == sorted(t.position for t in tombs)
+    assert len(scripts) == 3
+    store.close()
