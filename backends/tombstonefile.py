@@ -52,8 +52,9 @@ class TombstoneFile:
 
     def head(self) -> int:
         """The latest tombstone's position (0: none)."""
-        row = self._one("SELECT max(position) FROM tombstones", ())
-        return 0 if row is None or row[0] is None else int(row[0])
+        with self._lock, _failing("could not read tombstones"):
+            head = self._db.execute("SELECT max(position) FROM tombstones")
+            return int(head.fetchone()[0] or 0)
 
     def bury(
         self, graves: Sequence[tuple[str, str, int]], *, at: float, after: int
@@ -137,11 +138,6 @@ class TombstoneFile:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    def _one(self, sql: str, params: Sequence[object]) -> tuple[object, ...] | None:
-        with self._lock, _failing("could not read tombstones"):
-            found: tuple[object, ...] | None = self._db.execute(sql, params).fetchone()
-            return found
 
     def _all(self, sql: str, params: Sequence[object]) -> list[Tombstone]:
         with self._lock, _failing("could not read tombstones"):
