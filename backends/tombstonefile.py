@@ -4,7 +4,7 @@
 directory (WAL: readers never wait on the purger). A tombstone's position is
 the table's ``INTEGER PRIMARY KEY``, so positions are unique, kept in order
 for free, and handed out in one transaction against every other process.
-About 60 bytes a tombstone (docs/stores.md); a file per tombstone would take
+About 84 bytes a tombstone (docs/stores.md); a file per tombstone takes
 a 4 KiB block and an inode each. Thread-safe: one connection, one lock.
 """
 
