@@ -20,7 +20,7 @@ import fcntl
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote
 
 from jobstatus_core import (
@@ -80,25 +80,44 @@ class FileStore(StoreBase):
 
     @classmethod
     def from_url(cls, url: str) -> FileStore:
-        """``file:///abs/path[?index=off][&reconcile=SECONDS][&max_file_size=BYTES]``.
-
-        A ``WatchedFileStore``, or with ``index=off`` a ``FileStore`` that scans.
-        """
+        """``file:///abs/path[?index=off][&reconcile=SECONDS][&max_file_size=BYTES]
+        [&expire=delete]``: see ``open``."""
         parsed = parse_store_url(url)
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
             raise parsed.fail("use file:///absolute/path")
-        root = unquote(parsed.path)
-        max_file_size = parsed.options.get(
-            "max_file_size", jobfiles.DEFAULT_MAX_FILE_SIZE
-        )
-        if not parsed.options.get("index", True):
-            return FileStore(root, index=False, max_file_size=max_file_size)
-        return WatchedFileStore(
-            root,
+        return FileStore.open(
+            unquote(parsed.path),
+            index=parsed.options.get("index", True),
+            expire=parsed.options.get("expire"),
             reconcile_interval=parsed.options.get(
                 "reconcile", DEFAULT_RECONCILE_SECONDS
             ),
-            max_file_size=max_file_size,
+            max_file_size=parsed.options.get(
+                "max_file_size", jobfiles.DEFAULT_MAX_FILE_SIZE
+            ),
+        )
+
+    @staticmethod
+    def open(
+        root: str | os.PathLike[str],
+        *,
+        index: bool = True,
+        expire: Literal["delete"] | None = None,
+        reconcile_interval: float = DEFAULT_RECONCILE_SECONDS,
+        max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
+    ) -> FileStore:
+        """The store a URL's options name: ``WatchedFileStore``, or with
+        ``index=False`` a scanning ``FileStore``; with ``expire="delete"``
+        their ``Expiring`` kinds, which delete expired jobs' files."""
+        # Imported here: the expiring kinds are subclasses of these.
+        from .fileexpiry import ExpiringFileStore, ExpiringWatchedFileStore
+
+        if not index:
+            kind = FileStore if expire is None else ExpiringFileStore
+            return kind(root, index=False, max_file_size=max_file_size)
+        watched = WatchedFileStore if expire is None else ExpiringWatchedFileStore
+        return watched(
+            root, reconcile_interval=reconcile_interval, max_file_size=max_file_size
         )
 
     def _start_index(
@@ -171,7 +190,7 @@ class FileStore(StoreBase):
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
         at = checked_at(at)
-        with self._exclusive(job_id):
+        with self._exclusive(f"job {job_id}"):
             self._write(job_id, record, at)
 
     def swap(
@@ -183,7 +202,7 @@ class FileStore(StoreBase):
     ) -> bool:
         job_id = checked_job_id(record)
         at = checked_at(at)
-        with self._exclusive(job_id):
+        with self._exclusive(f"job {job_id}"):
             current = jobfiles.read_job(self.jobs_dir, job_id, self.max_file_size)
             if (None if current is None else current.version) != expected:
                 return False
@@ -210,7 +229,7 @@ class FileStore(StoreBase):
         anybody to tell."""
 
     @contextlib.contextmanager
-    def _exclusive(self, job_id: str) -> Iterator[None]:
+    def _exclusive(self, what: str) -> Iterator[None]:
         """Hold the store's write lock: one writer through jobstatus at a
         time, across threads and processes (each call opens its own file
         description, so ``flock`` excludes threads of one process too)."""
@@ -223,8 +242,7 @@ class FileStore(StoreBase):
             )
         except OSError as exc:
             raise StoreError(
-                f"could not write job {job_id}: the store's lock file: "
-                f"{one_line_reason(exc)}"
+                f"could not write {what}: the store's lock file: {one_line_reason(exc)}"
             ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

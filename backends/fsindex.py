@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -41,7 +41,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from jobstatus_core import Row
-from jobstatus_core.rows import Query, Window
+from jobstatus_core.rows import Query, Stale, Window
 
 from . import jobfiles
 from .jobtable import JobTable
@@ -178,6 +178,26 @@ class JobIndex:
 
     def __len__(self) -> int:
         return len(self._table)
+
+    def head_now(self) -> int:
+        """The head as the index holds it, without taking in pending events."""
+        with self._lock:
+            return self._table.head
+
+    def stale(self, query: Stale) -> list[Row]:
+        with self._lock:
+            self._refresh()
+            return self._table.stale(query)
+
+    def bury(self, job_ids: Iterable[str], position: int) -> None:
+        """Jobs expired through the store: out of the index at once (their
+        files' events come later and find nothing to do)."""
+        with self._lock:
+            self._table.bury(job_ids, position)
+
+    def reach(self, position: int) -> None:
+        with self._lock:
+            self._table.reach(position)
 
     def observe(self, job_id: str, found: jobfiles.JobFile) -> int:
         """A job file read or written through the store: indexed at once

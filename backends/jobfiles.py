@@ -317,3 +317,82 @@ def write_job(
         info.st_ctime_ns,
         fingerprint_of(info),
     )
+
+
+def _rename_aside(path: str, aside: str) -> None:
+    # Its own function: tests inject a Toolkit write at this step.
+    os.rename(path, aside)
+
+
+def set_aside(
+    jobs_dir: str, job_id: str, version: str, mtime: float, max_size: int
+) -> str | None:
+    """Move the job's file out of its name if it is still at ``version``
+    (retention); returns where it went, for ``bury``, or None when the job
+    changed or is gone (left as it is).
+
+    The file is renamed to a temp name in the same directory (never another
+    file system; a name no job has), then checked again: a writer that
+    replaced it (temp file and rename) just before the move, or rewrote it in
+    place through a descriptor opened before it, changed its inode, mtime or
+    bytes, and the file is put back. A file written at the job's name after
+    the move is newer: it stays, and the moved one is removed.
+    """
+    parts = version.split("-")
+    if not is_valid_job_id(job_id) or len(parts) != 3:
+        return None  # never a name outside jobs/, nor a version of ours
+    inode, ctime, digest = parts
+    path = os.path.join(jobs_dir, job_id + SUFFIX)
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    # The inode and ctime move with any change: a cheap check first, so that
+    # a job changed since it was found stale is not even moved.
+    if (f"{info.st_ino:x}", f"{info.st_ctime_ns:x}") != (inode, ctime):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    aside = os.path.join(jobs_dir, f".{os.urandom(8).hex()}.expiring")
+    try:
+        _rename_aside(path, aside)
+    except FileNotFoundError:
+        return None
+    try:
+        moved = _read_aside(aside, max_size)
+    except OSError:
+        moved = None
+    if moved is not None:
+        moved_info, data = moved
+        if (
+            f"{moved_info.st_ino:x}" == inode
+            and moved_info.st_mtime == mtime
+            and hashlib.blake2b(data, digest_size=8).hexdigest() == digest
+        ):
+            return aside
+    put_back(aside, jobs_dir, job_id)
+    return None
+
+
+def remove_aside(aside: str) -> None:
+    """Remove a file ``set_aside`` moved, once its tombstone is left."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(aside)
+
+
+def _read_aside(aside: str, max_size: int) -> tuple[os.stat_result, bytes] | None:
+    fd = os.open(aside, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        data = _read_to_end(fd, info.st_size, max_size)
+    finally:
+        os.close(fd)
+    return None if data is None else (info, data)
+
+
+def put_back(aside: str, jobs_dir: str, job_id: str) -> None:
+    """Return a file ``set_aside`` moved to the job's name, unless a newer
+    file is there now (a link never replaces one)."""
+    with contextlib.suppress(FileExistsError):
+        os.link(aside, os.path.join(jobs_dir, job_id + SUFFIX))
+    os.unlink(aside)

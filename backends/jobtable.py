@@ -20,7 +20,7 @@ import threading
 from collections.abc import Iterable
 
 from jobstatus_core import Row, jsontext
-from jobstatus_core.rows import Query, Window
+from jobstatus_core.rows import Query, Stale, Window
 
 from . import jobfiles
 from .changelog import ChangeLog
@@ -69,6 +69,20 @@ class JobTable:
         text = jsontext.encode(status) if has_status else None
         self._log.set(Row(job_id, text, found.mtime, found.version, position))
         return position
+
+    def bury(self, job_ids: Iterable[str], position: int) -> None:
+        """Jobs expired through the store: gone, the head at ``position``
+        (their tombstones' last), so the next change comes after them."""
+        for job_id in job_ids:
+            self._seen.pop(job_id, None)
+            if self._log.discard(job_id) is not None:
+                self._times.discard(job_id)
+        self.reach(position)
+
+    def reach(self, position: int) -> None:
+        """Move the head to at least ``position`` (another process's tombstone)."""
+        if position > self._log.head:
+            self._log.next_position(position)
 
     def discard(self, job_id: str) -> None:
         self._seen.pop(job_id, None)
@@ -129,6 +143,23 @@ class JobTable:
     def job_ids(self) -> Iterable[str]:
         return self._times.job_ids()
 
+    def stale(self, query: Stale) -> list[Row]:
+        """Live jobs of ``query``, oldest first, from the time index (no reads)."""
+        found: list[Row] = []
+        for job_id in self._times.before(query.before):
+            row = self._log.get(job_id)
+            if row is None or row.status is None:
+                continue
+            if query.statuses is None:
+                if row.status in query.other_than:
+                    continue
+            elif row.status not in query.statuses:
+                continue
+            found.append(row)
+            if len(found) >= query.limit:
+                break
+        return found
+
 
 class ScannedJobs:
     """A ``JobTable`` brought up to date by a directory scan on every query:
@@ -167,3 +198,21 @@ class ScannedJobs:
     def observe(self, job_id: str, found: jobfiles.JobFile) -> int:
         with self._lock:
             return self._table.observe(job_id, found)
+
+    def head_now(self) -> int:
+        with self._lock:
+            return self._table.head
+
+    def stale(self, query: Stale) -> list[Row]:
+        # A scan per batch: purging is a background job (docs/stores.md).
+        with self._lock:
+            self._table.rescan(full=False)
+            return self._table.stale(query)
+
+    def bury(self, job_ids: Iterable[str], position: int) -> None:
+        with self._lock:
+            self._table.bury(job_ids, position)
+
+    def reach(self, position: int) -> None:
+        with self._lock:
+            self._table.reach(position)

@@ -78,3 +78,10 @@ class TimeIndex:
         start = bisect_left(self._order, (cutoff,))
         for i in range(start, len(self._order)):
             yield self._order[i][1]
+
+    def before(self, cutoff: float) -> Iterator[str]:
+        """Job ids last written before ``cutoff``, oldest first (ties by id)."""
+        for at, job_id in self._order:
+            if at >= cutoff:
+                return
+            yield job_id

@@ -60,6 +60,12 @@ def cert_reqs(text: str) -> str:
     return text
 
 
+def delete(text: str) -> str:
+    if text != "delete":
+        raise ValueError("must be delete (the only way files expire)")
+    return text
+
+
 def text(value: str) -> str:
     if not value:
         raise ValueError("must not be empty")
@@ -93,7 +99,12 @@ _POSTGRES: dict[str, OptionParser] = {
 OPTIONS: dict[str, dict[str, OptionParser]] = {
     "memory": {},
     "sqlite": {},
-    "file": {"index": on_off, "reconcile": seconds, "max_file_size": byte_count},
+    "file": {
+        "index": on_off,
+        "reconcile": seconds,
+        "max_file_size": byte_count,
+        "expire": delete,
+    },
     "redis": _REDIS,
     "rediss": {
         **_REDIS,

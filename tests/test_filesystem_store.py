@@ -17,8 +17,18 @@ import pytest
 from watchdog.observers.polling import PollingObserver
 
 from jobstatus_adapters.starlette import create_app
+from jobstatus_backends import jobfiles
+from jobstatus_backends.fileexpiry import ExpiringFileStore, ExpiringWatchedFileStore
 from jobstatus_backends.filesystem import FileStore, WatchedFileStore
-from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ConfigError
+from jobstatus_core import (
+    JOB_STATUS_PATH,
+    JOBS_STATUS_PATH,
+    ConfigError,
+    Query,
+    Row,
+    Stale,
+    Tombstone,
+)
 from jobstatus_core.protocol import Notifying
 
 from .helpers import API_KEY, service_for, stat_with_size, wait_for
@@ -448,7 +458,6 @@ def test_every_instance_agrees_on_versions(tmp_path: Path) -> None:
 def test_a_cursor_of_an_earlier_process_resumes_without_a_skip(
     tmp_path: Path,
 ) -> None:
-    from jobstatus_core.rows import Query
 
     (tmp_path / "jobs").mkdir()
     earlier = FileStore(tmp_path)
@@ -551,4 +560,198 @@ def test_a_change_no_event_announced_is_announced_by_the_reconciler(
     write_toolkit_file(tmp_path, "missed", "done")
     store.index.reconcile()
     assert calls == [1]
+    store.close()
+
+
+# -- retention: ?expire=delete ------------------------------------------------
+
+
+def test_a_store_without_expire_delete_is_not_expiring(tmp_path: Path) -> None:
+    from jobstatus_backends import store_from_url
+    from jobstatus_core import Expiring
+
+    (tmp_path / "jobs").mkdir()
+    for options, expires in [
+        ("", False),
+        ("?index=off", False),
+        ("?expire=delete", True),
+        ("?index=off&expire=delete", True),
+    ]:
+        store = store_from_url(f"file://{tmp_path}{options}")
+        try:
+            assert isinstance(store, Expiring) is expires, options
+            assert isinstance(store, Notifying) is ("index=off" not in options)
+        finally:
+            store.close()
+    for store in (FileStore(tmp_path), WatchedFileStore(tmp_path)):
+        assert not isinstance(store, Expiring)
+        store.close()
+    store = FileStore.open(tmp_path, index=False, expire="delete")
+    assert isinstance(store, ExpiringFileStore) and isinstance(store, Expiring)
+    store.close()
+    with pytest.raises(ConfigError, match="expire must be delete"):
+        store_from_url(f"file://{tmp_path}?expire=keep")
+
+
+@pytest.fixture(params=["index", "scan"])
+def estore(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[ExpiringFileStore]:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore.open(
+        tmp_path,
+        index=request.param == "index",
+        expire="delete",
+        reconcile_interval=0.5,
+    )
+    assert isinstance(store, ExpiringFileStore)
+    yield store
+    store.close()
+
+
+def expire_all(store: ExpiringFileStore, at: float = 1000.0) -> list[Tombstone]:
+    return store.expire(store.stale(Stale(before=at)), at=at)
+
+
+def test_tombstones_live_beside_jobs_never_in_it(
+    estore: ExpiringFileStore, tmp_path: Path
+) -> None:
+    for i in range(5):
+        estore.put({"job_id": f"old{i}", "job_status": "done"}, at=10.0)
+    estore.put({"job_id": "new", "job_status": "done"})
+    assert len(expire_all(estore)) == 5
+    assert [p.name for p in (tmp_path / "jobs").iterdir()] == ["new.json"]
+    state = sorted(p.name for p in (tmp_path / ".jobstatus").iterdir())
+    assert state[:2] == ["lock", "tombstones.sqlite3"]
+    old = [f"old{i}" for i in range(5)]
+    assert set(estore.tombstones(old)) == set(old)
+
+
+def test_expire_never_touches_a_name_outside_the_jobs_directory(
+    estore: ExpiringFileStore, tmp_path: Path
+) -> None:
+    outside = tmp_path / "secret.json"
+    outside.write_text('{"job_status": "done"}')
+    info = outside.stat()
+    version = jobfiles.version_of(info, outside.read_bytes())
+    row = Row("../secret", '"done"', info.st_mtime, version, 1)
+    assert estore.expire([row], at=5.0) == []
+    assert outside.exists()
+
+
+def toolkit_replaces(path: Path, record: dict[str, Any]) -> None:
+    """Write a job file as a writer that writes a temp file and renames it."""
+    temp = path.with_name(".toolkit.tmp")
+    temp.write_text(json.dumps(record))
+    os.replace(temp, path)
+
+
+@pytest.mark.parametrize("when", ["in-place", "replaced-before", "replaced-after"])
+def test_a_toolkit_rewrite_during_a_purge_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore.open(tmp_path, expire="delete")  # the real observer
+    assert isinstance(store, ExpiringWatchedFileStore) and store.index is not None
+    try:
+        write_toolkit_file(tmp_path, "a", "done")
+        os.utime(tmp_path / "jobs" / "a.json", (10.0, 10.0))
+        wait_for(lambda: listing(store) == {"a": "done"}, LATENCY)
+        rows = store.stale(Stale(before=100.0))
+        assert [row.job_id for row in rows] == ["a"]
+        path = tmp_path / "jobs" / "a.json"
+        again = {"job_id": "a", "job_status": "running", "step": when}
+        move = jobfiles._rename_aside
+
+        def racing_toolkit(src: str, dst: str) -> None:
+            # Between "found stale" and "removed": the Toolkit writes.
+            if when == "in-place":
+                # Opened (and truncated) before the move, written after it.
+                with path.open("w") as file:
+                    move(src, dst)
+                    json.dump(again, file)
+            elif when == "replaced-before":
+                toolkit_replaces(path, again)
+                move(src, dst)
+            else:
+                move(src, dst)
+                toolkit_replaces(path, again)
+
+        monkeypatch.setattr(jobfiles, "_rename_aside", racing_toolkit)
+        expired = store.expire(rows, at=500.0)
+        monkeypatch.undo()
+        # The rewritten file is the job now, in every case.
+        assert store.get("a") == again
+        assert store.tombstones(["a"]) == {}
+        assert [p.name for p in (tmp_path / "jobs").iterdir()] == ["a.json"]
+        # The version that went stale was removed only when it was moved
+        # before the rewrite landed at the job's name.
+        assert len(expired) == (1 if when == "replaced-after" else 0)
+        wait_for(lambda: listing(store) == {"a": "running"}, LATENCY)
+        assert store.stale(Stale(before=100.0)) == []
+    finally:
+        store.close()
+
+
+def test_a_toolkit_file_for_an_expired_job_makes_it_alive(
+    estore: ExpiringFileStore, tmp_path: Path
+) -> None:
+    estore.put({"job_id": "a", "job_status": "done"}, at=10.0)
+    (tomb,) = expire_all(estore)
+    assert estore.buried(Query()) == [tomb]
+    write_toolkit_file(tmp_path, "a", "queued")
+    wait_for(lambda: listing(estore) == {"a": "queued"}, LATENCY)
+    assert estore.tombstones(["a"]) == {}
+    assert estore.buried(Query()) == []
+    # Dropped, not only hidden: deleting the file now leaves an unknown job.
+    (tmp_path / "jobs" / "a.json").unlink()
+    assert estore.tombstones(["a"]) == {}
+
+
+PURGER = r"""
+import json, sys
+from jobstatus_backends.filesystem import FileStore
+from jobstatus_core import Stale
+
+store = FileStore.open(sys.argv[1], index=sys.argv[2] == "index", expire="delete")
+expired = []
+while True:
+    rows = store.stale(Stale(before=1000.0, limit=7))
+    if not rows:
+        break
+    expired += [[t.job_id, t.position] for t in store.expire(rows, at=2000.0)]
+store.close()
+print(json.dumps(expired))
+"""
+
+
+def test_two_processes_purging_one_directory_expire_each_job_once(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore.open(tmp_path, expire="delete")
+    assert isinstance(store, ExpiringFileStore)
+    ids = [f"j{i:03}" for i in range(150)]
+    for i, job_id in enumerate(ids):
+        store.put({"job_id": job_id, "job_status": "done"}, at=float(i))
+    purgers = [
+        subprocess.Popen(
+            [sys.executable, "-c", PURGER, str(tmp_path), kind],
+            stdout=subprocess.PIPE,
+        )
+        for kind in ("index", "scan")
+    ]
+    results = [json.loads(purger.communicate()[0]) for purger in purgers]
+    assert all(purger.returncode == 0 for purger in purgers)
+    expired = [job_id for result in results for job_id, _ in result]
+    assert sorted(expired) == ids  # each once, by one of them
+    positions = [position for result in results for _, position in result]
+    assert len(set(positions)) == len(ids)
+    # This process learns of them: its files are gone, its mark moves past
+    # every tombstone, and the feed sees them all.
+    wait_for(lambda: listing(store) == {}, LATENCY)
+    assert store.mark().head >= max(positions)
+    buried = store.buried(Query(limit=1000))
+    assert sorted(t.job_id for t in buried) == ids
+    assert os.listdir(tmp_path / "jobs") == []
     store.close()

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from jobstatus_backends import jobfiles
+from jobstatus_backends.fileexpiry import ExpiringFileStore
 from jobstatus_backends.filesystem import FileStore
-from jobstatus_core import ConfigError, StoreError, jsontext
+from jobstatus_core import ConfigError, Query, Stale, StoreError, jsontext
 
 from .helpers import stat_with_size, wait_for
 
@@ -372,3 +373,67 @@ def test_non_finite_numbers_list_and_get_as_the_core_encodes_them(
         got = jsontext.encode(store.get(job_id))
         assert got == jsontext.encode(record)
         strict(got)
+
+
+# -- retention ------------------------------------------------------------------
+
+
+@pytest.fixture
+def audited() -> Iterator[list[tuple[str, str]]]:
+    """Files opened and directories listed from here on (see ``opened``)."""
+    events: list[tuple[str, str]] = []
+    recording = [True]
+
+    def audit(event: str, args: tuple[Any, ...]) -> None:
+        if recording[0] and event in ("open", "os.scandir", "os.listdir"):
+            events.append((event, str(args[0])))
+
+    sys.addaudithook(audit)
+    yield events
+    recording[0] = False
+
+
+@pytest.mark.parametrize("index", [True, False])
+def test_stale_comes_from_the_index_without_a_scan(
+    tmp_path: Path, audited: list[tuple[str, str]], index: bool
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore.open(tmp_path, index=index, expire="delete")
+    assert isinstance(store, ExpiringFileStore)
+    try:
+        for i in range(20):
+            store.put({"job_id": f"j{i}", "job_status": "done"}, at=float(i))
+        audited.clear()
+        rows = store.stale(Stale(before=10.0, limit=5))
+        assert [row.job_id for row in rows] == ["j0", "j1", "j2", "j3", "j4"]
+        listed = [path for event, path in audited if event != "open"]
+        # The scanning store lists the directory (a scan per batch, which a
+        # purge in the background can afford); the index does not (it reads
+        # only files its events named).
+        assert bool(listed) is not index, listed
+    finally:
+        store.close()
+
+
+def test_another_instance_learns_an_expiry_through_its_observer(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    purger = FileStore.open(tmp_path, expire="delete")
+    other = FileStore.open(tmp_path, expire="delete", reconcile_interval=NEVER)
+    assert isinstance(purger, ExpiringFileStore)
+    assert isinstance(other, ExpiringFileStore)
+    try:
+        purger.put({"job_id": "a", "job_status": "done"}, at=1.0)
+        wait_for(lambda: listing(other) == {"a": "done"}, EVENT_LATENCY)
+        (tomb,) = purger.expire(purger.stale(Stale(before=5.0)), at=9.0)
+        # Its index drops the job when the observer sees the file go ...
+        wait_for(lambda: listing(other) == {}, EVENT_LATENCY)
+        assert other.page(Query(limit=10)) == []
+        # ... and its change order takes in the tombstone's place.
+        assert other.mark().head >= tomb.position
+        assert other.buried(Query(limit=10)) == [tomb]
+        assert other.tombstones(["a"]) == {"a": tomb}
+    finally:
+        purger.close()
+        other.close()
