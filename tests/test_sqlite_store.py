@@ -692,30 +692,36 @@ def test_another_program_writing_an_expired_id_revives_it(tmp_path: Path) -> Non
     store.close()
 
 
-# A purger as ``jobstatus purge`` runs one: stale jobs in batches, until none
-# is left; prints the ids it expired.
+# A purger: reads every stale job first, then, once told to go, expires them
+# in batches, while the others run: its rows may be stale by then.
 PURGER = """
 import json, sys
 from jobstatus_backends.registry import store_from_url
 from jobstatus_core.rows import Stale
 store = store_from_url(sys.argv[1])
-store.mark()  # opened and ready: wait for the others
+rows = store.stale(Stale(before=5000.0, limit=100_000))
+print("ready", flush=True)
 sys.stdin.readline()
 expired = []
-while rows := store.stale(Stale(before=5000.0, limit=20)):
-    expired += [t.job_id for t in store.expire(rows, at=9000.0)]
+for start in range(0, len(rows), 20):
+    expired += [t.job_id for t in store.expire(rows[start:start + 20], at=9000.0)]
 store.close()
 print(json.dumps(expired))
 """
-# Writes every third job again, newest first, meanwhile: not stale any more.
+# Writes every third job again, newest first: not stale any more. Says when
+# half are written (before the purgers go), then writes the rest meanwhile.
 REWRITER = """
 import sys
 from jobstatus_backends.registry import store_from_url
 store = store_from_url(sys.argv[1])
 store.mark()
+print("ready", flush=True)
 sys.stdin.readline()
-for i in range(int(sys.argv[2]) - 1, -1, -3):
+ids = range(int(sys.argv[2]) - 1, -1, -3)
+for n, i in enumerate(ids):
     store.put({"job_id": f"j{i:04}", "job_status": "running"}, at=10000.0)
+    if n == len(ids) // 2:
+        print("half", flush=True)
 store.close()
 """
 
@@ -740,11 +746,17 @@ def purge_in_processes(url: str, jobs: int) -> None:
         )
 
     processes = [start(PURGER), start(PURGER), start(REWRITER, str(jobs))]
-    time.sleep(1.0)  # all three started (a slow start only makes less overlap)
-    for process in processes:
+    for process in processes:  # the purgers have read their rows
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+    purgers, rewriter = processes[:2], processes[2]
+    assert rewriter.stdout is not None
+    for process in (rewriter, *purgers):
         assert process.stdin is not None
         process.stdin.write("go\n")
         process.stdin.flush()
+        if process is rewriter:  # half the rewrites come between read and expire
+            assert rewriter.stdout.readline() == "half\n"
     outputs = [process.communicate(timeout=120)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0]
     expired = [job_id for output in outputs[:2] for job_id in json.loads(output)]
