@@ -405,7 +405,9 @@ class SQLiteStore(StoreBase):
 
         walks = self._run(fetch)
         merged = heapq.merge(*walks, key=lambda values: (values[2], values[0]))
-        return [_row(values, with_record=False) for values in islice(merged, query.limit)]
+        return [
+            _row(values, with_record=False) for values in islice(merged, query.limit)
+        ]
 
     def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
         wanted = [

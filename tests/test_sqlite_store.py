@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 import sqlite_utils
 
 from jobstatus_backends.recorder import Recorder
@@ -644,7 +643,11 @@ def version_4_file(path: Path) -> None:
     db = sqlite_utils.Database(conn)
     for step in MIGRATIONS[:4]:
         step(db)
-    for job_id, status, at in (("a", "done", 1.0), ("b", "done", 2.0), ("c", "running", 3.0)):
+    for job_id, status, at in (
+        ("a", "done", 1.0),
+        ("b", "done", 2.0),
+        ("c", "running", 3.0),
+    ):
         record = json.dumps({"job_id": job_id, "job_status": status})
         conn.execute(
             "INSERT INTO jobs (job_id, job_status, updated_at, record)"
