@@ -391,7 +391,7 @@ class SQLiteStore(StoreBase):
     def stale(self, query: Stale) -> list[Row]:
         if query.statuses is None:
             excluded = json.dumps(sorted(query.other_than))
-            params = [(query.before, excluded, query.limit)]
+            params: list[tuple[Any, ...]] = [(query.before, excluded, query.limit)]
             sql = STALE_OTHER_SQL
         else:
             sql = STALE_STATUS_SQL
