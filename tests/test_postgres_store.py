@@ -109,12 +109,17 @@ def test_its_own_schema_and_table_leave_the_hosts_alone(
         "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1",
         schema,
     )
-    assert tables == [("work",), ("work_counts",), ("work_meta",)]
+    assert tables == [
+        ("work",),
+        ("work_counts",),
+        ("work_meta",),
+        ("work_tombstones",),
+    ]
     assert sql(postgres_server, "SELECT id FROM public.jobs") == [(7,)]
     ((epoch, head, version),) = sql(
         postgres_server, f"SELECT epoch, head, schema_version FROM {schema}.work_meta"
     )
-    assert head == 3 and version == 1 and len(epoch) == 12
+    assert head == 3 and version == SCHEMA_VERSION and len(epoch) == 12
     counts = sql(postgres_server, f"SELECT status, n FROM {schema}.work_counts")
     assert sorted(counts) == [('"done"', 1), ('"failed"', 1)]
     row = store.read("a")
