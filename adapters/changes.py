@@ -99,12 +99,19 @@ class Changes:
         self._everyone = 0
         self._by_job: dict[str, set[_Subscriber]] = {}
         self._anyone: set[_Subscriber] = set()
+        self._subscribers: set[_Subscriber] = set()
         #: Store reads of the watching thread (mark, page, buried): the cost
         #: of the wake-ups, one per look however many wait.
         self.reads = 0
         self._unsubscribe = (
             store.subscribe(self.notify) if isinstance(store, Notifying) else None
         )
+
+    @property
+    def subscribed(self) -> int:
+        """Waits and streams waiting for a wake-up now."""
+        with self._lock:
+            return len(self._subscribers)
 
     # -- the store's side --------------------------------------------------
 
@@ -191,6 +198,7 @@ class Changes:
                     break
                 if interest.matches(job_id, status):
                     return False
+            self._subscribers.add(subscriber)
             if interest.job_ids is None:
                 self._anyone.add(subscriber)
             else:
@@ -204,6 +212,7 @@ class Changes:
 
     def _drop(self, subscriber: _Subscriber) -> None:
         """Under the lock."""
+        self._subscribers.discard(subscriber)
         job_ids = subscriber.interest.job_ids
         if job_ids is None:
             self._anyone.discard(subscriber)
@@ -250,6 +259,7 @@ class Changes:
                 woken |= held
             self._anyone.clear()
             self._by_job.clear()
+            self._subscribers.clear()
         _wake(woken)
 
     def _found(self, changed: list[tuple[str, str | None]]) -> None:
