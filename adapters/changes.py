@@ -11,12 +11,12 @@ When the mark moved, the thread reads once what changed (``page`` after the
 last position it saw, and ``buried`` where the store is ``Expiring``) and
 wakes only the waiters and streams whose ``Interest`` matches a changed row:
 a change to one job costs one read here and one read by each of its own
-waiters, however many others wait. A new epoch, a mark that went back, or a
-failed read wakes everybody. A wake-up only says "look again": waiters
-re-read their jobs, so a spurious or merged wake-up costs a read, never a
-missed change.
+waiters, however many others wait. A new epoch or a mark that went back
+wakes everybody; a failed look wakes nobody and is tried again. A wake-up
+only says "look again": waiters re-read their jobs, so a spurious or merged
+wake-up costs a read, never a missed change.
 
-Each scan that finds changes moves ``generation`` on and remembers what it
+Each look that finds changes moves ``generation`` on and remembers what it
 found for a while; a waiter takes the generation before it reads the store,
 and when it comes to wait, a change found since then that matches it (or
 one the hub no longer remembers) answers it at once.
@@ -300,10 +300,9 @@ class Changes:
             try:
                 self._look()
             except Exception as exc:
+                # Nobody wakes to a store that fails; the next look starts
+                # again from the last position seen, so nothing is missed.
                 logger.warning("watching the store failed: %s", exc)
-                with self._lock:
-                    self._seen = None
-                self._wake_everyone()
             with self._cond:
                 self._cond.wait_for(
                     lambda: self._pending or not self._users or self.closing,
