@@ -100,9 +100,6 @@ class Changes:
         self._by_job: dict[str, set[_Subscriber]] = {}
         self._anyone: set[_Subscriber] = set()
         self._subscribers: set[_Subscriber] = set()
-        #: Store reads of the watching thread (mark, page, buried): the cost
-        #: of the wake-ups, one per look however many wait.
-        self.reads = 0
         self._unsubscribe = (
             store.subscribe(self.notify) if isinstance(store, Notifying) else None
         )
@@ -313,7 +310,6 @@ class Changes:
         """Read the mark; if it moved, read what changed and wake its
         subscribers."""
         store = self.store
-        self.reads += 1
         mark = store.mark()
         seen = self._seen
         if seen is None or mark.epoch != seen.epoch or mark.head < seen.head:
@@ -327,7 +323,6 @@ class Changes:
         changed: list[tuple[str, str | None]] = []
         after = seen.head
         while len(changed) < MOST_ROWS:
-            self.reads += 1
             rows = store.page(Query(after=after, limit=BATCH))
             changed += [(row.job_id, row.status) for row in rows]
             if len(rows) < BATCH:
@@ -338,7 +333,6 @@ class Changes:
             assert isinstance(store, Expiring)
             after = seen.head
             while len(changed) < MOST_ROWS:
-                self.reads += 1
                 stones = store.buried(Query(after=after, limit=BATCH))
                 changed += [(stone.job_id, stone.status) for stone in stones]
                 if len(stones) < BATCH:
