@@ -80,7 +80,8 @@ class Changes:
         self.interval = interval or (
             SAFETY_POLL_SECONDS if isinstance(store, Notifying) else POLL_SECONDS
         )
-        self._expiring = isinstance(store, Expiring)
+        #: Where the store keeps tombstones, expiries wake their waiters too.
+        self._expiring = store if isinstance(store, Expiring) else None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self._users = 0
@@ -328,12 +329,11 @@ class Changes:
             if len(rows) < BATCH:
                 break
             after = rows[-1].position
-        if self._expiring and len(changed) < MOST_ROWS:
+        if self._expiring is not None and len(changed) < MOST_ROWS:
             # An expiry takes a place in the change order too (SPEC §14).
-            assert isinstance(store, Expiring)
             after = seen.head
             while len(changed) < MOST_ROWS:
-                stones = store.buried(Query(after=after, limit=BATCH))
+                stones = self._expiring.buried(Query(after=after, limit=BATCH))
                 changed += [(stone.job_id, stone.status) for stone in stones]
                 if len(stones) < BATCH:
                     break
