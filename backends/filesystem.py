@@ -181,21 +181,30 @@ class FileStore(StoreBase):
         expected: str | None,
         at: float | None = None,
     ) -> bool:
+        return self.swapped(record, expected=expected, at=at) is not None
+
+    def swapped(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> str | None:
         job_id = checked_job_id(record)
         at = checked_at(at)
         with self._exclusive(job_id):
             current = jobfiles.read_job(self.jobs_dir, job_id, self.max_file_size)
             if (None if current is None else current.version) != expected:
-                return False
-            self._write(job_id, record, at)
-            return True
+                return None
+            return self._write(job_id, record, at)
 
     def close(self) -> None:
         if self.index is not None:
             self.index.close()
             self.index = None
 
-    def _write(self, job_id: str, record: Mapping[str, Any], at: float | None) -> None:
+    def _write(self, job_id: str, record: Mapping[str, Any], at: float | None) -> str:
+        """Write under the lock; returns the version written."""
         try:
             written = jobfiles.write_job(self.jobs_dir, record, job_id, at)
         except OSError as exc:
@@ -204,6 +213,7 @@ class FileStore(StoreBase):
             ) from exc
         self._observe(job_id, written)
         self._changed()
+        return written.version
 
     def _changed(self) -> None:
         """``jobs/`` may have changed; any thread. Only a watched store has
