@@ -63,8 +63,11 @@ class FileStore(StoreBase):
         reconcile_interval: float = DEFAULT_RECONCILE_SECONDS,
         max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
         observer_factory: ObserverFactory | None = None,
+        durable: bool = True,
     ) -> None:
         self.root = os.path.abspath(root)
+        #: Whether each write reaches the disk before it shows (``?durable=``).
+        self.durable = durable
         if not os.path.isdir(self.root):
             raise ConfigError(f"file store: {self.root!r} is not a directory")
         if not os.access(self.root, os.R_OK | os.X_OK):
@@ -80,7 +83,8 @@ class FileStore(StoreBase):
 
     @classmethod
     def from_url(cls, url: str) -> FileStore:
-        """``file:///abs/path[?index=off][&reconcile=SECONDS][&max_file_size=BYTES]``.
+        """``file:///abs/path[?index=off][&reconcile=SECONDS][&max_file_size=BYTES]
+        [&durable=off]``.
 
         A ``WatchedFileStore``, or with ``index=off`` a ``FileStore`` that scans.
         """
@@ -91,14 +95,18 @@ class FileStore(StoreBase):
         max_file_size = parsed.options.get(
             "max_file_size", jobfiles.DEFAULT_MAX_FILE_SIZE
         )
+        durable = parsed.options.get("durable", True)
         if not parsed.options.get("index", True):
-            return FileStore(root, index=False, max_file_size=max_file_size)
+            return FileStore(
+                root, index=False, max_file_size=max_file_size, durable=durable
+            )
         return WatchedFileStore(
             root,
             reconcile_interval=parsed.options.get(
                 "reconcile", DEFAULT_RECONCILE_SECONDS
             ),
             max_file_size=max_file_size,
+            durable=durable,
         )
 
     def _start_index(
@@ -206,7 +214,9 @@ class FileStore(StoreBase):
     def _write(self, job_id: str, record: Mapping[str, Any], at: float | None) -> str:
         """Write under the lock; returns the version written."""
         try:
-            written = jobfiles.write_job(self.jobs_dir, record, job_id, at)
+            written = jobfiles.write_job(
+                self.jobs_dir, record, job_id, at, durable=self.durable
+            )
         except OSError as exc:
             raise StoreError(
                 f"could not write job {job_id}: {one_line_reason(exc)}"
@@ -288,6 +298,7 @@ class WatchedFileStore(FileStore):
         reconcile_interval: float = DEFAULT_RECONCILE_SECONDS,
         max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
         observer_factory: ObserverFactory | None = None,
+        durable: bool = True,
     ) -> None:
         # Before the index starts: its first events may come at once.
         self._subscribers = Subscribers()
@@ -297,6 +308,7 @@ class WatchedFileStore(FileStore):
             reconcile_interval=reconcile_interval,
             max_file_size=max_file_size,
             observer_factory=observer_factory,
+            durable=durable,
         )
 
     def indexed(self) -> int:

@@ -93,7 +93,12 @@ _POSTGRES: dict[str, OptionParser] = {
 OPTIONS: dict[str, dict[str, OptionParser]] = {
     "memory": {},
     "sqlite": {},
-    "file": {"index": on_off, "reconcile": seconds, "max_file_size": byte_count},
+    "file": {
+        "index": on_off,
+        "reconcile": seconds,
+        "max_file_size": byte_count,
+        "durable": on_off,
+    },
     "redis": _REDIS,
     "rediss": {
         **_REDIS,

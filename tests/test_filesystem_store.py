@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -18,7 +20,7 @@ from watchdog.observers.polling import PollingObserver
 
 from jobstatus_adapters.starlette import create_app
 from jobstatus_backends.filesystem import FileStore, WatchedFileStore
-from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ConfigError
+from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ConfigError, StoreError
 from jobstatus_core.protocol import Notifying
 
 from .helpers import API_KEY, service_for, stat_with_size, wait_for
@@ -315,9 +317,14 @@ def test_url_options(tmp_path: Path) -> None:
     scan.close()
     live = FileStore.from_url(f"file://{tmp_path}?reconcile=5")
     assert live.index is not None and live.index.reconcile_interval == 5
+    assert live.durable
     live.close()
+    fast = FileStore.from_url(f"file://{tmp_path}?index=off&durable=off")
+    assert not fast.durable
+    fast.close()
     for bad in (
         f"file://{tmp_path}?index=maybe",
+        f"file://{tmp_path}?durable=maybe",
         f"file://{tmp_path}?reconcile=0",
         f"file://{tmp_path}?colour=red",
         "file://host/x",
@@ -551,4 +558,30 @@ def test_a_change_no_event_announced_is_announced_by_the_reconciler(
     write_toolkit_file(tmp_path, "missed", "done")
     store.index.reconcile()
     assert calls == [1]
+    store.close()
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_durable_write_reaches_the_disk_before_it_shows(
+    tmp_path: Path, durable: bool
+) -> None:
+    """A disk that fails to flush fails a durable write, which leaves the old
+    record and no temp file; a write with ``durable=off`` never waits for it."""
+    store = FileStore(tmp_path, index=False, durable=durable)
+    store.put({"job_id": "j", "job_status": "queued"})
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with mock.patch("os.fsync", failing):
+        if durable:
+            with pytest.raises(StoreError, match="could not write job j"):
+                store.put({"job_id": "j", "job_status": "done"})
+        else:
+            store.put({"job_id": "j", "job_status": "done"})
+    assert store.get("j") == {
+        "job_id": "j",
+        "job_status": "queued" if durable else "done",
+    }
+    assert os.listdir(tmp_path / "jobs") == ["j.json"]
     store.close()
