@@ -139,41 +139,31 @@ def fill_postgres(url: str, n: int, now: float) -> None:
 
 
 def fill_redis(url: str, n: int, now: float) -> None:
+    import redis
+
+    from jobstatus_backends.redis import WRITE_SCRIPT
+
     store: Any = store_from_url(url)
-    first = True
-    pipe = store._client.pipeline(transaction=False)
+    # A client of its own: the store's answers within a second, and a
+    # pipeline of thousands of scripts takes longer.
+    client = redis.Redis.from_url(url.split("?")[0], socket_timeout=300)
+    script = client.register_script(WRITE_SCRIPT)
+    pipe = client.pipeline(transaction=False)
     for i, (r, at) in enumerate(records(n, now)):
-        if first:
+        if i == 0:
             store.put(r, at=at)  # the layout, the epoch
-            first = False
             continue
         job_id = r["job_id"]
-        store._write_script(
-            keys=[
-                store._key(job_id),
-                store._updated,
-                store._status,
-                store._changes,
-                store._counts,
-                store._counter,
-                store._epoch,
-            ],
-            args=[
-                job_id,
-                json.dumps(r),
-                jsontext.encode(r["job_status"]),
-                repr(at),
-                "",
-                store._status_sets,
-                "put",
-                "",
-                store._channel,
-            ],
-            client=pipe,
-        )
-        if i % 5000 == 0:
+        keys = [store._key(job_id), store._updated, store._status, store._changes]
+        keys += [store._counts, store._counter, store._epoch]
+        status = jsontext.encode(r["job_status"])
+        args = [job_id, json.dumps(r), status, repr(at), "", store._status_sets]
+        args += ["put", "", store._channel]
+        script(keys=keys, args=args, client=pipe)
+        if i % 1000 == 0:
             pipe.execute()
     pipe.execute()
+    client.close()
     store.close()
 
 
