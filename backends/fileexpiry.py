@@ -120,9 +120,10 @@ class ExpiringFileStore(FileStore):
         super().close()
         self._graves.close()
 
-    def _write(self, job_id: str, record: Mapping[str, Any], at: float | None) -> None:
-        super()._write(job_id, record, at)
+    def _write(self, job_id: str, record: Mapping[str, Any], at: float | None) -> str:
+        version = super()._write(job_id, record, at)
         self._graves.drop([job_id])  # alive again
+        return version
 
     def _dead(self, tombs: list[Tombstone]) -> list[Tombstone]:
         """Those of ``tombs`` whose job has no file; the others' jobs were

@@ -63,8 +63,11 @@ class FileStore(StoreBase):
         reconcile_interval: float = DEFAULT_RECONCILE_SECONDS,
         max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
         observer_factory: ObserverFactory | None = None,
+        durable: bool = True,
     ) -> None:
         self.root = os.path.abspath(root)
+        #: Whether each write reaches the disk before it shows (``?durable=``).
+        self.durable = durable
         if not os.path.isdir(self.root):
             raise ConfigError(f"file store: {self.root!r} is not a directory")
         if not os.access(self.root, os.R_OK | os.X_OK):
@@ -81,7 +84,7 @@ class FileStore(StoreBase):
     @classmethod
     def from_url(cls, url: str) -> FileStore:
         """``file:///abs/path[?index=off][&reconcile=SECONDS][&max_file_size=BYTES]
-        [&expire=delete]``: see ``open``."""
+        [&expire=delete][&durable=off]``: see ``open``."""
         parsed = parse_store_url(url)
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
             raise parsed.fail("use file:///absolute/path")
@@ -89,6 +92,7 @@ class FileStore(StoreBase):
             unquote(parsed.path),
             index=parsed.options.get("index", True),
             expire=parsed.options.get("expire"),
+            durable=parsed.options.get("durable", True),
             reconcile_interval=parsed.options.get(
                 "reconcile", DEFAULT_RECONCILE_SECONDS
             ),
@@ -103,21 +107,26 @@ class FileStore(StoreBase):
         *,
         index: bool = True,
         expire: Literal["delete"] | None = None,
+        durable: bool = True,
         reconcile_interval: float = DEFAULT_RECONCILE_SECONDS,
         max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
     ) -> FileStore:
         """The store a URL's options name: ``WatchedFileStore``, or with
         ``index=False`` a scanning ``FileStore``; with ``expire="delete"``
-        their ``Expiring`` kinds, which delete expired jobs' files."""
+        their ``Expiring`` kinds, which delete expired jobs' files;
+        ``durable=False`` skips the flush before each write's rename."""
         # Imported here: the expiring kinds are subclasses of these.
         from .fileexpiry import ExpiringFileStore, ExpiringWatchedFileStore
 
         if not index:
             kind = FileStore if expire is None else ExpiringFileStore
-            return kind(root, index=False, max_file_size=max_file_size)
+            return kind(root, index=False, max_file_size=max_file_size, durable=durable)
         watched = WatchedFileStore if expire is None else ExpiringWatchedFileStore
         return watched(
-            root, reconcile_interval=reconcile_interval, max_file_size=max_file_size
+            root,
+            reconcile_interval=reconcile_interval,
+            max_file_size=max_file_size,
+            durable=durable,
         )
 
     def _start_index(
@@ -200,29 +209,41 @@ class FileStore(StoreBase):
         expected: str | None,
         at: float | None = None,
     ) -> bool:
+        return self.swapped(record, expected=expected, at=at) is not None
+
+    def swapped(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> str | None:
         job_id = checked_job_id(record)
         at = checked_at(at)
         with self._exclusive(f"job {job_id}"):
             current = jobfiles.read_job(self.jobs_dir, job_id, self.max_file_size)
             if (None if current is None else current.version) != expected:
-                return False
-            self._write(job_id, record, at)
-            return True
+                return None
+            return self._write(job_id, record, at)
 
     def close(self) -> None:
         if self.index is not None:
             self.index.close()
             self.index = None
 
-    def _write(self, job_id: str, record: Mapping[str, Any], at: float | None) -> None:
+    def _write(self, job_id: str, record: Mapping[str, Any], at: float | None) -> str:
+        """Write under the lock; returns the version written."""
         try:
-            written = jobfiles.write_job(self.jobs_dir, record, job_id, at)
+            written = jobfiles.write_job(
+                self.jobs_dir, record, job_id, at, durable=self.durable
+            )
         except OSError as exc:
             raise StoreError(
                 f"could not write job {job_id}: {one_line_reason(exc)}"
             ) from exc
         self._observe(job_id, written)
         self._changed()
+        return written.version
 
     def _changed(self) -> None:
         """``jobs/`` may have changed; any thread. Only a watched store has
@@ -296,6 +317,7 @@ class WatchedFileStore(FileStore):
         reconcile_interval: float = DEFAULT_RECONCILE_SECONDS,
         max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
         observer_factory: ObserverFactory | None = None,
+        durable: bool = True,
     ) -> None:
         # Before the index starts: its first events may come at once.
         self._subscribers = Subscribers()
@@ -305,6 +327,7 @@ class WatchedFileStore(FileStore):
             reconcile_interval=reconcile_interval,
             max_file_size=max_file_size,
             observer_factory=observer_factory,
+            durable=durable,
         )
 
     def indexed(self) -> int:

@@ -284,28 +284,46 @@ def status_of(record: Record) -> tuple[Any, bool]:
 
 
 def write_job(
-    jobs_dir: str, record: Mapping[str, Any], job_id: str, at: float | None
+    jobs_dir: str,
+    record: Mapping[str, Any],
+    job_id: str,
+    at: float | None,
+    *,
+    durable: bool = True,
 ) -> JobFile:
     """Write a whole record atomically; returns the file as written.
 
-    The record goes to a temp file in the same directory, is flushed to disk,
-    and then renamed over the job file: a reader sees the old record or the new
-    one, never half of either. The file is stat'ed through its descriptor
-    after the rename (which moves its ctime), so the version returned is the
-    one readers see, whoever renames over it next.
+    The record goes to a temp file in the same directory and is renamed over
+    the job file: a reader sees the old record or the new one, never half of
+    either. ``durable``: the temp file is flushed to disk (``fsync``) before
+    the rename, so that after a power loss the job file holds a whole record
+    — the old one or the new one — on every file system. Without it a write
+    costs about a third (no wait for the disk), and a power loss (not a
+    process crash) may leave a file written in the last seconds empty on
+    file systems that do not order the data before the rename (ext4 does,
+    for a file renamed over another). The file is stat'ed through its
+    descriptor after the rename (which moves its ctime), so the version
+    returned is the one readers see, whoever renames over it next.
     """
     data = json.dumps(record, allow_nan=False).encode("utf-8")
-    os.makedirs(jobs_dir, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=jobs_dir, prefix=".", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
+        fd, temp = tempfile.mkstemp(dir=jobs_dir, prefix=".", suffix=".tmp")
+    except FileNotFoundError:
+        os.makedirs(jobs_dir, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=jobs_dir, prefix=".", suffix=".tmp")
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if at is not None:
-                os.utime(file.fileno(), (at, at))
-            os.fsync(file.fileno())
+                os.utime(fd, (at, at))
+            if durable:
+                os.fsync(fd)
             os.replace(temp, os.path.join(jobs_dir, job_id + SUFFIX))
-            info = os.fstat(file.fileno())
+            info = os.fstat(fd)
+        finally:
+            os.close(fd)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)

@@ -234,18 +234,31 @@ class PostgresStore(StoreBase):
         expected: str | None,
         at: float | None = None,
     ) -> bool:
+        return self.swapped(record, expected=expected, at=at) is not None
+
+    def swapped(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> str | None:
         values = _values(record, at)
         if expected is None:
-            return self._write(self._sql.create, values) == 1
-        version = _parsed_version(expected)
-        if version is None:
-            return False  # not a version this store gave: it matches no job
-        epoch, expected_position = version
-        job_id, status, stamp, text = values
-        swapped = self._write(
-            self._sql.swap, (epoch, status, stamp, text, job_id, expected_position)
-        )
-        return swapped == 1
+            found = self._fetch(self._sql.create, values)
+        else:
+            version = _parsed_version(expected)
+            if version is None:
+                return None  # not a version this store gave: it matches no job
+            epoch, expected_position = version
+            job_id, status, stamp, text = values
+            found = self._fetch(
+                self._sql.swap, (epoch, status, stamp, text, job_id, expected_position)
+            )
+        if not found:
+            return None
+        ((epoch, position),) = found
+        return f"{epoch}-{position:x}"
 
     # -- retention -------------------------------------------------------------
 
@@ -483,14 +496,17 @@ class _Statements:
             " updated_at = excluded.updated_at, record = excluded.record,"
             " position = excluded.position"
         )
-        self.create = f"{insert} DO NOTHING"
+        # Both swaps answer the job's new version, from the same statement.
+        self.create = (
+            f"{insert} DO NOTHING RETURNING (SELECT epoch FROM {meta}), position"
+        )
         # Checked again on the row as it is once the lock is held (READ
         # COMMITTED re-reads a row another writer changed meanwhile).
         self.swap = (
             f"WITH m AS (UPDATE {meta} SET head = head + 1 WHERE epoch = %s"
-            f" RETURNING head) UPDATE {jobs} AS j SET job_status = %s,"
+            f" RETURNING epoch, head) UPDATE {jobs} AS j SET job_status = %s,"
             " updated_at = %s, record = %s, position = m.head FROM m"
-            " WHERE j.job_id = %s AND j.position = %s"
+            " WHERE j.job_id = %s AND j.position = %s RETURNING m.epoch, m.head"
         )
 
         # Retention. Of some statuses: one walk of T_status_updated_at per

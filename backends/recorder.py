@@ -13,7 +13,9 @@ import asyncio
 import functools
 import inspect
 import json
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -25,13 +27,16 @@ from collections.abc import (
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from jobstatus_core import InvalidRecord, Store, StoreError
+from jobstatus_core import InvalidRecord, Store, StoreError, Versioned
 from jobstatus_core.recording import DEFAULT_TERMINAL, Change, apply, check_fields
 
 from .registry import store_from_url
 
 #: Tries of one change against concurrent writers of the same job.
 MAX_TRIES = 100
+#: Jobs whose last written record and version a recorder keeps: a worker's
+#: jobs in flight, many times over.
+LAST_WRITTEN_JOBS = 1024
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -54,6 +59,13 @@ class Recorder:
         self.terminal = frozenset(terminal)
         #: Whether ``failed`` with an exception records its traceback too.
         self.traceback = traceback
+        # A store that tells the version it wrote lets the next change of the
+        # same job swap at it without reading the job first.
+        # (Checked once: an isinstance of a protocol costs tens of µs.)
+        self._versioned: Versioned | None = (
+            self.store if isinstance(self.store, Versioned) else None
+        )
+        self._last = _LastWritten(LAST_WRITTEN_JOBS)
 
     def queued(self, job_id: str, *, attempt: int | None = None, **fields: Any) -> bool:
         check_fields(fields)
@@ -144,22 +156,57 @@ class Recorder:
 
     def change(self, change: Change) -> bool:
         """Apply one change atomically; False when it was out of order."""
+        known = self._guess(change)
         for _ in range(MAX_TRIES):
-            row = self.store.read(change.job_id)
-            current = None if row is None else row.record
+            fresh = known is None
+            if known is None:
+                row = self.store.read(change.job_id)
+                known = (None, None) if row is None else (row.record, row.version)
+            current, expected = known
             new = apply(current, change, self.clock(), self.terminal)
             if new is None:
-                return False
+                if fresh:
+                    if expected is not None:
+                        self._remember(change.job_id, current, expected)
+                    return False
+                known = None  # out of order against what may be old: read
+                continue
             try:
-                json.dumps(new, allow_nan=False)
+                text = json.dumps(new, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise InvalidRecord(f"job {change.job_id}: not JSON: {exc}") from None
-            expected = None if row is None else row.version
-            if self.store.swap(new, expected=expected):
+            if self._versioned is not None:
+                version = self._versioned.swapped(new, expected=expected)
+                if version is not None:
+                    # Kept as the store gives it back, not as the caller's
+                    # objects, which the caller may change after the call.
+                    self._remember(change.job_id, json.loads(text), version)
+                    return True
+            elif self.store.swap(new, expected=expected):
                 return True
+            self._last.forget(change.job_id)
+            known = None
         raise StoreError(
             f"job {change.job_id}: changed by other writers {MAX_TRIES} times in a row"
         )
+
+    def _guess(
+        self, change: Change
+    ) -> tuple[Mapping[str, Any] | None, str | None] | None:
+        """The job as this recorder last saw it, without asking the store;
+        None when it must be read. Only a guess: the swap checks it."""
+        known = self._last.get(change.job_id)
+        if known is not None:
+            return known
+        if change.kind == "queued":
+            return None, None  # a job is usually queued once, as a new one
+        return None
+
+    def _remember(
+        self, job_id: str, record: Mapping[str, Any] | None, version: str
+    ) -> None:
+        if self._versioned is not None and record is not None:
+            self._last.remember(job_id, (record, version))
 
     def close(self) -> None:
         """Close the store if this recorder opened it from a URL."""
@@ -271,3 +318,32 @@ class AsyncRecorder:
 
     def close(self) -> None:
         self.sync.close()
+
+
+class _LastWritten:
+    """The record and version a recorder last wrote or read, per job: the
+    most recently used ``size`` jobs. Thread-safe (an ``AsyncRecorder``
+    records from worker threads)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._jobs: OrderedDict[str, tuple[Mapping[str, Any], str]] = OrderedDict()
+
+    def get(self, job_id: str) -> tuple[Mapping[str, Any], str] | None:
+        with self._lock:
+            found = self._jobs.get(job_id)
+            if found is not None:
+                self._jobs.move_to_end(job_id)
+            return found
+
+    def remember(self, job_id: str, known: tuple[Mapping[str, Any], str]) -> None:
+        with self._lock:
+            self._jobs[job_id] = known
+            self._jobs.move_to_end(job_id)
+            while len(self._jobs) > self.size:
+                self._jobs.popitem(last=False)
+
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)

@@ -118,7 +118,7 @@ UPGRADE_PASSES = 3
 # if the store has none), the prefix of the status sets, the mode ('put',
 # 'absent': only if the job does not exist, 'at': only at version ARGV[8]),
 # the expected version, the channel, the prefix of the time sets. Returns
-# the job's new position, or 0 when the condition did not hold. The position
+# the job's new version, or 0 when the condition did not hold. The position
 # is published on the channel inside the script: a subscriber hears of
 # exactly the writes that happened. Counts and status sets are only moved
 # for a job already in the change order: one of the previous layout, not yet
@@ -163,7 +163,7 @@ redis.call('ZADD', ARGV[6] .. redis.sha1hex(ARGV[3]), position, id)
 redis.call('ZADD', ARGV[10] .. redis.sha1hex(ARGV[3]), ARGV[4], id)
 redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
 redis.call('PUBLISH', ARGV[9], position)
-return position
+return (epoch or ARGV[5]) .. '-' .. string.format('%d', position)
 """
 
 # KEYS: updated, status, changes, epoch; ARGV: the record key prefix, then
@@ -781,13 +781,22 @@ class RedisStore(StoreBase):
         expected: str | None,
         at: float | None = None,
     ) -> bool:
+        return self.swapped(record, expected=expected, at=at) is not None
+
+    def swapped(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> str | None:
         if expected is None:
             return self._write(record, "absent", "", at)
         return self._write(record, "at", expected, at)
 
     def _write(
         self, record: Mapping[str, Any], mode: str, expected: str, at: float | None
-    ) -> bool:
+    ) -> str | None:
         job_id = checked_job_id(record)
         at = checked_at(at)
         data = json.dumps(record, allow_nan=False)
@@ -795,7 +804,7 @@ class RedisStore(StoreBase):
         status = jsontext.encode(record["job_status"])
         stamp = time.time() if at is None else at
         self._upgrade()
-        position = self._run(
+        version = self._run(
             lambda: self._write_script(
                 keys=[
                     self._key(job_id),
@@ -823,7 +832,7 @@ class RedisStore(StoreBase):
                 ],
             )
         )
-        return bool(position)
+        return version if isinstance(version, str) else None
 
     # -- retention (Expiring) --------------------------------------------------
 

@@ -370,21 +370,45 @@ class SQLiteStore(StoreBase):
         expected: str | None,
         at: float | None = None,
     ) -> bool:
+        return self.swapped(record, expected=expected, at=at) is not None
+
+    def swapped(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> str | None:
         values = _values(record, at)
+        params: tuple[Any, ...]
         if expected is None:
-            created = self._run(lambda: self._conn.execute(CREATE_SQL, values))
-            return created.rowcount == 1
-        version = _parsed_version(expected)
-        if version is None:
-            return False  # not a version this store gave: it matches no job
-        epoch, expected_position = version
-        job_id, status, stamp, text = values
-        swapped = self._run(
-            lambda: self._conn.execute(
-                SWAP_SQL, (status, stamp, text, job_id, expected_position, epoch)
-            )
-        )
-        return swapped.rowcount == 1
+            sql, params = CREATE_SQL, values
+        else:
+            version = _parsed_version(expected)
+            if version is None:
+                return None  # not a version this store gave: it matches no job
+            epoch, expected_position = version
+            job_id, status, stamp, text = values
+            sql = SWAP_SQL
+            params = (status, stamp, text, job_id, expected_position, epoch)
+        return self._run(lambda: self._swap_in_transaction(sql, params))
+
+    def _swap_in_transaction(self, sql: str, params: Sequence[Any]) -> str | None:
+        # The triggers give the row its position after the statement, so the
+        # new version is read back in the same transaction: no other writer
+        # can come between the write and that read.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._conn.execute(sql, params).rowcount != 1:
+                self._conn.execute("ROLLBACK")
+                return None
+            epoch, head = self._conn.execute(MARK_SQL).fetchone()
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        return f"{epoch}-{head:x}"
 
     # -- retention -------------------------------------------------------------
 

@@ -104,6 +104,7 @@ OPTIONS: dict[str, dict[str, OptionParser]] = {
         "reconcile": seconds,
         "max_file_size": byte_count,
         "expire": delete,
+        "durable": on_off,
     },
     "redis": _REDIS,
     "rediss": {

@@ -25,6 +25,7 @@ from .protocol import (
     Inline,
     Presence,
     Store,
+    Versioned,
     checked_at,
     checked_job_id,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "Tombstone",
+    "Versioned",
     "Window",
     "__version__",
     "checked_at",

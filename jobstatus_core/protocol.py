@@ -81,6 +81,23 @@ class Store(Protocol):
 
 
 @runtime_checkable
+class Versioned(Protocol):
+    """A store whose ``swap`` can tell the version it wrote, so a writer that
+    changes the same job again (the recorder) swaps at it without reading
+    the job in between: one round trip per change instead of two."""
+
+    def swapped(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> str | None:
+        """``swap``, returning the job's new version (the one ``read`` would
+        give now), or None when it did not apply."""
+
+
+@runtime_checkable
 class Presence(Protocol):
     """A store that can be missing while the service runs (files: ``jobs/``).
 

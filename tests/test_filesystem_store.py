@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -27,6 +29,7 @@ from jobstatus_core import (
     Query,
     Row,
     Stale,
+    StoreError,
     Tombstone,
 )
 from jobstatus_core.protocol import Notifying
@@ -325,9 +328,14 @@ def test_url_options(tmp_path: Path) -> None:
     scan.close()
     live = FileStore.from_url(f"file://{tmp_path}?reconcile=5")
     assert live.index is not None and live.index.reconcile_interval == 5
+    assert live.durable
     live.close()
+    fast = FileStore.from_url(f"file://{tmp_path}?index=off&durable=off")
+    assert not fast.durable
+    fast.close()
     for bad in (
         f"file://{tmp_path}?index=maybe",
+        f"file://{tmp_path}?durable=maybe",
         f"file://{tmp_path}?reconcile=0",
         f"file://{tmp_path}?colour=red",
         "file://host/x",
@@ -754,4 +762,30 @@ def test_two_processes_purging_one_directory_expire_each_job_once(
     buried = store.buried(Query(limit=1000))
     assert sorted(t.job_id for t in buried) == ids
     assert os.listdir(tmp_path / "jobs") == []
+    store.close()
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_durable_write_reaches_the_disk_before_it_shows(
+    tmp_path: Path, durable: bool
+) -> None:
+    """A disk that fails to flush fails a durable write, which leaves the old
+    record and no temp file; a write with ``durable=off`` never waits for it."""
+    store = FileStore(tmp_path, index=False, durable=durable)
+    store.put({"job_id": "j", "job_status": "queued"})
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    with mock.patch("os.fsync", failing):
+        if durable:
+            with pytest.raises(StoreError, match="could not write job j"):
+                store.put({"job_id": "j", "job_status": "done"})
+        else:
+            store.put({"job_id": "j", "job_status": "done"})
+    assert store.get("j") == {
+        "job_id": "j",
+        "job_status": "queued" if durable else "done",
+    }
+    assert os.listdir(tmp_path / "jobs") == ["j.json"]
     store.close()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobstatus_core import InvalidRecord, Presence
+from jobstatus_core import InvalidRecord, Presence, Row
 from jobstatus_core.protocol import Inline, Notifying
 from jobstatus_core.recording import Change, apply, check_fields
 from jobstatus_core.wrapping import StoreWrapper, wrap
@@ -199,3 +200,37 @@ def test_the_async_recorder_has_the_same_calls() -> None:
     assert store.get("c")["job_status"] == "done"  # type: ignore[index]
     assert store.get("d")["response"] == {"n": 1}  # type: ignore[index]
     assert store.get("e")["error"] == {"type": "RuntimeError", "message": "no"}  # type: ignore[index]
+
+
+@pytest.mark.sqlite
+def test_a_recorder_reads_a_job_only_when_another_writer_changed_it(
+    tmp_path: Path,
+) -> None:
+    from jobstatus_backends.recorder import Recorder
+    from jobstatus_backends.sqlite import SQLiteStore
+
+    class CountingReads(SQLiteStore):
+        """A SQLite store that counts the recorder's reads."""
+
+        reads = 0
+
+        def read(self, job_id: str) -> Row | None:
+            self.reads += 1
+            return super().read(job_id)
+
+    store = CountingReads(tmp_path / "jobs.db")
+    other = Recorder(SQLiteStore(tmp_path / "jobs.db"))
+    recorder = Recorder(store)
+    assert recorder.queued("job")
+    assert recorder.running("job")
+    assert recorder.progress("job", 1, 2)
+    assert store.reads == 0  # each change swapped at the version it wrote
+    assert other.meta("job", owner="me")
+    assert recorder.done("job", {"ok": True})  # the kept version is stale
+    assert store.reads == 1
+    assert not recorder.running("job")  # out of order against what it wrote:
+    assert store.reads == 2  # read again before saying so
+    record = store.get("job")
+    assert record is not None
+    assert record["meta"] == {"owner": "me"}
+    assert record["response"] == {"ok": True}

@@ -15,7 +15,9 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 
+from jobstatus_backends import store_from_url
 from jobstatus_backends.recorder import Recorder
 from jobstatus_core import Store
 
@@ -138,3 +140,48 @@ def test_writers_and_a_paging_reader_agree(
             assert set(record["response"]) == {"by", "i"}
         if status == "failed":
             assert record["error"]["type"] == "RuntimeError"
+
+
+ROUNDS = 150
+
+
+def annotate(url: str, writer: int) -> list[str]:
+    """Meta patches on jobs the other writer changes too: each of this
+    recorder's kept records goes stale again and again."""
+    recorder = Recorder(url)
+    keys = []
+    for i in range(ROUNDS):
+        key = f"w{writer}-{i}"
+        recorder.queued(JOBS[i % 2])  # applies once, then is ignored
+        assert recorder.meta(JOBS[i % 2], **{key: i})
+        keys.append(key)
+    recorder.close()
+    return keys
+
+
+def _annotate(args: tuple[str, int]) -> list[str]:
+    return annotate(*args)
+
+
+@pytest.mark.parametrize(
+    "store_url",
+    [
+        pytest.param("sqlite", marks=pytest.mark.sqlite),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ],
+    indirect=True,
+)
+def test_two_recorders_with_kept_versions_lose_no_change(store_url: str) -> None:
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        keys = pool.map(_annotate, [(store_url, 0), (store_url, 1)])
+    store = store_from_url(store_url)
+    try:
+        rows = store.read_many(JOBS[:2])
+    finally:
+        store.close()
+    meta = {
+        key: value
+        for row in rows.values()
+        for key, value in (row.record or {})["meta"].items()
+    }
+    assert sorted(meta) == sorted(keys[0] + keys[1])
