@@ -112,16 +112,25 @@ class MemoryStore(StoreBase, Inline):
         expected: str | None,
         at: float | None = None,
     ) -> bool:
+        return self.swapped(record, expected=expected, at=at) is not None
+
+    def swapped(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> str | None:
         job_id = checked_job_id(record)
         at = checked_at(at)
         text = json.dumps(record, allow_nan=False)
         with self._lock:
             current = self._log.get(job_id)
             if (None if current is None else current.version) != expected:
-                return False
-            self._write(job_id, record, text, at)
+                return None
+            version = self._write(job_id, record, text, at)
         self._subscribers.notify()
-        return True
+        return version
 
     def stale(self, query: Stale) -> list[Row]:
         with self._lock:
@@ -172,7 +181,8 @@ class MemoryStore(StoreBase, Inline):
 
     def _write(
         self, job_id: str, record: Mapping[str, Any], text: str, at: float | None
-    ) -> None:
+    ) -> str:
+        """Write under the lock; returns the version written."""
         stamp = time.time() if at is None else at
         position = self._log.next_position()
         status = record["job_status"]
@@ -192,6 +202,7 @@ class MemoryStore(StoreBase, Inline):
         self._ages.add(row)
         # Written again: alive again, its tombstone gone.
         self._graves.drop(job_id)
+        return row.version
 
     def _remove(self, job_id: str) -> None:
         row = self._log.discard(job_id)

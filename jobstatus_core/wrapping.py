@@ -15,14 +15,16 @@ from typing import Any, TypeVar
 from .protocol import (
     Checkable,
     Enumerable,
+    Expiring,
     ForkSafe,
     Indexed,
     Inline,
     Notifying,
     Presence,
     Store,
+    Versioned,
 )
-from .rows import Mark, Query, Row, Window
+from .rows import Mark, Query, Row, Stale, Tombstone, Window
 from .types import Record
 
 W = TypeVar("W", bound="StoreWrapper")
@@ -106,6 +108,40 @@ class _ForwardsCheck(StoreWrapper):
         self.inner.check()
 
 
+class _ForwardsVersions(StoreWrapper):
+    def swapped(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> str | None:
+        assert isinstance(self.inner, Versioned)
+        return self.inner.swapped(record, expected=expected, at=at)
+
+
+class _ForwardsExpiry(StoreWrapper):
+    def stale(self, query: Stale) -> list[Row]:
+        assert isinstance(self.inner, Expiring)
+        return self.inner.stale(query)
+
+    def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
+        assert isinstance(self.inner, Expiring)
+        return self.inner.expire(rows, at=at)
+
+    def tombstones(self, job_ids: Sequence[str]) -> dict[str, Tombstone]:
+        assert isinstance(self.inner, Expiring)
+        return self.inner.tombstones(job_ids)
+
+    def buried(self, query: Query) -> list[Tombstone]:
+        assert isinstance(self.inner, Expiring)
+        return self.inner.buried(query)
+
+    def forget(self, *, before: float, limit: int) -> int:
+        assert isinstance(self.inner, Expiring)
+        return self.inner.forget(before=before, limit=limit)
+
+
 class _ForwardsForkSafety(StoreWrapper):
     @property
     def survives_fork(self) -> bool:
@@ -128,6 +164,10 @@ def wrap(inner: Store, wrapper: type[W], *args: Any, **kwargs: Any) -> W:
         bases.append(_ForwardsCheck)
     if isinstance(inner, ForkSafe):
         bases.append(_ForwardsForkSafety)
+    if isinstance(inner, Versioned):
+        bases.append(_ForwardsVersions)
+    if isinstance(inner, Expiring):
+        bases.append(_ForwardsExpiry)
     if isinstance(inner, Inline):
         bases.append(Inline)
     kind = wrapper if len(bases) == 1 else type(wrapper.__name__, tuple(bases), {})

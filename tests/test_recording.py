@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobstatus_core import InvalidRecord, Presence, Row
+from jobstatus_core import Expiring, InvalidRecord, Presence, Row, Stale, Versioned
 from jobstatus_core.protocol import Inline, Notifying
 from jobstatus_core.recording import Change, apply, check_fields
 from jobstatus_core.wrapping import StoreWrapper, wrap
@@ -100,13 +100,24 @@ def test_a_wrapper_keeps_the_capabilities_of_what_it_wraps(tmp_path: Any) -> Non
 
     memory = wrap(store_from_url("memory://"), Counting)
     assert isinstance(memory, Inline) and not isinstance(memory, Presence)
-    assert isinstance(memory, Notifying)
+    assert isinstance(memory, Notifying) and isinstance(memory, Versioned)
     memory.mark()
     assert Counting.calls == 1
     files = wrap(store_from_url(f"file://{tmp_path}?index=off"), Counting)
     assert isinstance(files, Presence) and not isinstance(files, Inline)
     assert files.exists() is False
+    assert not isinstance(files, Expiring) and isinstance(files, Versioned)
     files.close()
+    expiring = wrap(
+        store_from_url(f"file://{tmp_path}?index=off&expire=delete"), Counting
+    )
+    assert isinstance(expiring, Expiring) and isinstance(expiring, Versioned)
+    expiring.put({"job_id": "a", "job_status": "done"}, at=1.0)
+    (tomb,) = expiring.expire(expiring.stale(Stale(before=2.0)), at=3.0)
+    assert expiring.tombstones(["a"]) == {"a": tomb}
+    version = expiring.swapped({"job_id": "a", "job_status": "queued"}, expected=None)
+    assert version == expiring.read("a").version  # type: ignore[union-attr]
+    expiring.close()
 
 
 def test_a_retry_drops_only_how_the_last_attempt_went() -> None:
