@@ -109,6 +109,7 @@ class Load:
     seconds: float
     connections: int
     cpu: int | None = None
+    timeout: float = 2  # wrk's own default: slower answers count as errors
 
 
 def wrk(url: str, pid: int, load: Load, workdir: str) -> dict[str, float]:
@@ -123,6 +124,7 @@ def wrk(url: str, pid: int, load: Load, workdir: str) -> dict[str, float]:
             "-t1",
             f"-c{load.connections}",
             f"-d{load.seconds:g}s",
+            f"--timeout={load.timeout:g}s",
             "--latency",
             "-s",
             str(script),
