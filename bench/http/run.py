@@ -1,16 +1,23 @@
 """HTTP benchmark: jobstatus against the framework's floor, in one run.
 
-Run by hand (not a test; needs wrk: apt-get install wrk):
+Run by hand (not a test; needs wrk: apt-get install wrk; and the fast extra,
+pip install '.[fast]', for the stack `jobstatus serve` runs by default):
     python bench/http/run.py [--jobs 100000] [--seconds 3] [--connections 16]
+        [--stores memory,sqlite,file,redis,postgres] [--interfaces asgi,wsgi]
+        [--workers-stores memory,sqlite,redis] [--wrk-cpu 1] [--skip-floor]
 
 On loopback, wrk (another process) drives, in turn:
 
 - the floor: a bare Starlette endpoint on the same uvicorn that parses a JSON
   body and returns a fixed body, once as large as a ``job/status`` answer and
   once as large as a ``jobs/status`` answer with ~1,000 matches;
-- ``job/status`` on every store, and ``jobs/status`` (~1,000 matches of
-  N jobs) on every store, through the Starlette adapter on uvicorn and the
-  WSGI adapter on gunicorn.
+- ``job/status``, ``jobs/status`` (~1,000 matches of N jobs),
+  ``GET /v1/job/{id}`` and ``GET /v1/jobs?limit=100`` on every store
+  (PostgreSQL in a throwaway cluster), through the Starlette adapter on
+  uvicorn — on the loop and HTTP parser ``jobstatus serve`` picks, the floor
+  too — and the WSGI adapter;
+- then ``jobstatus serve`` with one worker against ``--workers 2`` on the
+  --workers-stores, wrk pinned to --wrk-cpu with taskset.
 
 It prints requests/s (also as a ratio to the floor serving a body of the
 same size), the server's CPU time per request (its own and its children's,
