@@ -100,6 +100,17 @@ def gain(target: list[dict[str, float]], toolkit: list[dict[str, float]]) -> flo
     )
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Terminate; kill what does not stop (gunicorn waits for its workers,
+    which may be deep in a 100,000-file listing)."""
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
@@ -152,10 +163,11 @@ def main() -> None:
                             len(os.listdir(copies[0] / "jobs")),
                         )
                     )
+                    # Each row as soon as measured: a long run keeps what it has.
+                    print(rows[-1], file=sys.stderr, flush=True)
             finally:
                 for process, _ in servers:
-                    process.terminate()
-                    process.wait(30)
+                    stop(process)
 
     print()
     print(
