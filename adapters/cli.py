@@ -131,6 +131,7 @@ def _serve_with_metrics(
 ) -> int:
     from . import wsgi_server
     from .logconfig import logging_config
+    from .serverstack import server_stack
 
     if args.interface == "wsgi":
         wsgi_server.require_server()  # before a key is printed for nothing
@@ -151,12 +152,13 @@ def _serve_with_metrics(
             f"jobstatus: no API key configured; this run's key: {keys[0]}", flush=True
         )
     url = args.store or settings.store_url
+    stack = server_stack()
     logger.info(
         "serving %s on http://%s:%s (%s, %d worker%s, retention %s)",
         redact(url),
         args.host,
         args.port,
-        args.interface,
+        f"asgi on {stack.describe()}" if args.interface == "asgi" else "wsgi",
         args.workers,
         "" if args.workers == 1 else "s",
         settings.retention.describe(),
@@ -233,6 +235,8 @@ def _run_server(
         "port": args.port,
         "log_config": log_config,
         "access_log": args.access_log,
+        "loop": stack.loop,
+        "http": stack.http,
     }
     if args.workers == 1:
         app = create_app(

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from jobstatus_adapters.cli import _parser
+from jobstatus_adapters.serverstack import ServerStack, server_stack
 from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_core import __version__
 
@@ -355,17 +356,57 @@ def test_workers_answer_with_their_own_pid(tmp_path: Path, interface: str) -> No
         "--interface",
         interface,
     )
+    pids: set[int] = set()
     try:
-        pids = {
-            httpx.post(
-                running.url + "/v1/toolkit/jobs/status", headers={"x-api-key": "k"}
-            ).json()["pid"]
-            for _ in range(20)
-        }
+        # Each request on a new connection; the kernel hands them to either
+        # worker, so both answer well within these.
+        for _ in range(200):
+            pids.add(
+                httpx.post(
+                    running.url + "/v1/toolkit/jobs/status", headers={"x-api-key": "k"}
+                ).json()["pid"]
+            )
+            if len(pids) == 2:
+                break
         workers = set(children(running.process.pid))
+        helpers = {pid for pid in workers if b"resource_tracker" in cmdline(pid)}
     finally:
-        running.stop()
-    assert pids and pids <= workers, (pids, workers)
+        _, err = running.stop()
+    # uvicorn's spawned workers come with multiprocessing's resource tracker.
+    assert len(workers - helpers) == 2, (workers, helpers)
+    assert len(pids) == 2 and pids <= workers, (pids, workers)
+    assert f"({interface}" in err and ", 2 workers)" in err, err
+
+
+@pytest.mark.sqlite
+def test_serve_runs_and_names_the_fast_stack(tmp_path: Path) -> None:
+    # The test extra installs the fast extra's uvloop and httptools.
+    running = ServeProcess(tmp_path, clean_env(API_KEY="k"))
+    try:
+        answer = httpx.post(
+            running.url + "/v1/toolkit/jobs/status", headers={"x-api-key": "k"}
+        )
+        loaded = Path(f"/proc/{running.process.pid}/maps").read_text()
+    finally:
+        _, err = running.stop()
+    assert answer.status_code == 200
+    assert "(asgi on uvicorn, loop uvloop, http httptools, 1 worker)" in err, err
+    # What the line says is what runs: both compiled modules are loaded.
+    assert "/uvloop/" in loaded and "/httptools/" in loaded
+
+
+@pytest.mark.core
+def test_server_stack_without_the_fast_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert server_stack() == ServerStack(loop="uvloop", http="httptools")
+    # None in sys.modules: the import system's own "not installed".
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    monkeypatch.setitem(sys.modules, "httptools", None)
+    assert server_stack() == ServerStack(loop="asyncio", http="h11")
+    assert server_stack().describe() == "uvicorn, loop asyncio, http h11"
+
+
+def cmdline(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
 
 
 def children(pid: int) -> list[int]:

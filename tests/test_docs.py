@@ -47,8 +47,8 @@ def shell(
 def quick_start_server(tmp_path: Path) -> Iterator[tuple[int, dict[str, str]]]:
     """The README's first command, minus the install: the package is installed."""
     (first,) = blocks(ROOT / "README.md", "sh")[:1]
-    assert (
-        first.strip() == "python3 -m pip install . && API_KEY=demo-key jobstatus serve"
+    assert first.strip() == (
+        "python3 -m pip install '.[fast]' && API_KEY=demo-key jobstatus serve"
     )
     port = free_port()
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}

@@ -2,19 +2,24 @@
 
     python bench/http/apps.py floor SIZE PORT
     python bench/http/apps.py wsgi-floor SIZE PORT
-    python bench/http/apps.py jobstatus STORE_URL PORT asgi|wsgi FILL
+    python bench/http/apps.py jobstatus STORE_URL PORT asgi|wsgi FILL [WORKERS]
 
-``floor``: a bare Starlette endpoint on the same uvicorn that parses the JSON
-body and returns a fixed body of SIZE bytes — the framework's floor.
+``floor``: a bare Starlette endpoint on the same uvicorn (the same loop and
+HTTP parser ``jobstatus serve`` picks) that parses the JSON body of a POST and
+returns a fixed body of SIZE bytes, to a POST or a GET — the framework's floor.
 ``wsgi-floor``: the same as a bare WSGI function, under the gunicorn set-up
 that ``jobstatus serve --interface wsgi`` uses — the WSGI server's floor.
 ``jobstatus``: the real app on a store prepared by run.py (``memory://`` is
-filled here, in the serving process, from the same job plan).
+filled here, in the serving process, from the same job plan). With WORKERS
+over 1 it is served as ``jobstatus serve --workers N`` serves it: uvicorn
+spawning N workers, each building the app from a factory (here, each filling
+its own ``memory://``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -36,14 +41,26 @@ def floor(size: int, port: int) -> None:
     from starlette.responses import Response
     from starlette.routing import Route
 
+    from jobstatus_adapters.serverstack import server_stack
+
     body = fixed_body(size)
 
     async def endpoint(request: Request) -> Response:
-        json.loads(await request.body())
+        if request.method == "POST":
+            json.loads(await request.body())
         return Response(body, media_type="application/json")
 
-    app = Starlette(routes=[Route("/floor", endpoint, methods=["POST"])])
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    app = Starlette(routes=[Route("/floor", endpoint, methods=["GET", "POST"])])
+    stack = server_stack()
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop=stack.loop,
+        http=stack.http,
+    )
 
 
 def wsgi_floor(size: int, port: int) -> None:
@@ -55,7 +72,8 @@ def wsgi_floor(size: int, port: int) -> None:
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         length = int(environ.get("CONTENT_LENGTH") or 0)
-        json.loads(environ["wsgi.input"].read(length))
+        if length:
+            json.loads(environ["wsgi.input"].read(length))
         start_response("200 OK", headers)
         return [body]
 
@@ -75,7 +93,7 @@ def open_store(url: str, fill: int) -> Any:
     return store
 
 
-def jobstatus(url: str, port: int, interface: str, fill: int) -> None:
+def jobstatus(url: str, port: int, interface: str, fill: int, workers: int) -> None:
     from jobstatus_adapters import make_service
 
     if interface == "wsgi":
@@ -87,20 +105,46 @@ def jobstatus(url: str, port: int, interface: str, fill: int) -> None:
             lambda opened: WSGIApp(make_service(opened, api_keys=[KEY])),
             host="127.0.0.1",
             port=port,
+            workers=workers,
         )
         return
     import uvicorn
 
+    from jobstatus_adapters.serverstack import server_stack
+
+    stack = server_stack()
+    options: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "log_level": "warning",
+        "access_log": False,
+        "loop": stack.loop,
+        "http": stack.http,
+    }
+    if workers == 1:
+        uvicorn.run(app_of(url, fill), **options)
+        return
+    # As `jobstatus serve --workers N`: spawned workers, each calling the factory.
+    os.environ["BENCH_STORE"], os.environ["BENCH_FILL"] = url, str(fill)
+    uvicorn.run(
+        "apps:app_from_environ",
+        factory=True,
+        workers=workers,
+        app_dir=str(Path(__file__).resolve().parent),
+        **options,
+    )
+
+
+def app_of(url: str, fill: int) -> Any:
+    from jobstatus_adapters import make_service
     from jobstatus_adapters.starlette import create_app
 
-    service = make_service(open_store(url, fill), api_keys=[KEY])
-    uvicorn.run(
-        create_app(service),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-        access_log=False,
-    )
+    return create_app(make_service(open_store(url, fill), api_keys=[KEY]))
+
+
+def app_from_environ() -> Any:
+    """The app each spawned worker serves."""
+    return app_of(os.environ["BENCH_STORE"], int(os.environ["BENCH_FILL"]))
 
 
 if __name__ == "__main__":
@@ -109,4 +153,5 @@ if __name__ == "__main__":
     elif sys.argv[1] == "wsgi-floor":
         wsgi_floor(int(sys.argv[2]), int(sys.argv[3]))
     else:
-        jobstatus(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))
+        workers = int(sys.argv[6]) if len(sys.argv) > 6 else 1
+        jobstatus(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), workers)

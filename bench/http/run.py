@@ -1,16 +1,23 @@
 """HTTP benchmark: jobstatus against the framework's floor, in one run.
 
-Run by hand (not a test; needs wrk: apt-get install wrk):
+Run by hand (not a test; needs wrk: apt-get install wrk; and the fast extra,
+pip install '.[fast]', for the stack `jobstatus serve` runs by default):
     python bench/http/run.py [--jobs 100000] [--seconds 3] [--connections 16]
+        [--stores memory,sqlite,file,redis,postgres] [--interfaces asgi,wsgi]
+        [--workers-stores memory,sqlite,redis] [--wrk-cpu 1] [--skip-floor]
 
 On loopback, wrk (another process) drives, in turn:
 
 - the floor: a bare Starlette endpoint on the same uvicorn that parses a JSON
   body and returns a fixed body, once as large as a ``job/status`` answer and
   once as large as a ``jobs/status`` answer with ~1,000 matches;
-- ``job/status`` on every store, and ``jobs/status`` (~1,000 matches of
-  N jobs) on every store, through the Starlette adapter on uvicorn and the
-  WSGI adapter on gunicorn.
+- ``job/status``, ``jobs/status`` (~1,000 matches of N jobs),
+  ``GET /v1/job/{id}`` and ``GET /v1/jobs?limit=100`` on every store
+  (PostgreSQL in a throwaway cluster), through the Starlette adapter on
+  uvicorn — on the loop and HTTP parser ``jobstatus serve`` picks, the floor
+  too — and the WSGI adapter;
+- then ``jobstatus serve`` with one worker against ``--workers 2`` on the
+  --workers-stores, wrk pinned to --wrk-cpu with taskset.
 
 It prints requests/s (also as a ratio to the floor serving a body of the
 same size), the server's CPU time per request (its own and its children's,
@@ -31,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -38,8 +46,11 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from protocol import start_postgres  # noqa: E402
 from serving import start_server  # noqa: E402
 from stores import build_files, build_sqlite, plan_jobs, start_redis, timed_migrate  # noqa: E402
+
+from jobstatus_adapters.serverstack import server_stack  # noqa: E402
 
 KEY = "bench-key"
 JOB = "/v1/toolkit/job/status"
@@ -78,30 +89,49 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def post_script(workdir: str, body: str) -> Path:
-    """A wrk script POSTing ``body`` as JSON with the benchmark's API key."""
-    script = Path(workdir) / "post.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = {body!r}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["x-api-key"] = "{KEY}"\n'
-    )
+def request_script(workdir: str, method: str, body: str | None) -> Path:
+    """A wrk script sending ``method`` (with ``body`` as JSON, if any) and the
+    benchmark's API key."""
+    script = Path(workdir) / "request.lua"
+    lines = [f'wrk.method = "{method}"', f'wrk.headers["x-api-key"] = "{KEY}"']
+    if body is not None:
+        lines += [
+            f"wrk.body = {body!r}",
+            'wrk.headers["Content-Type"] = "application/json"',
+        ]
+    script.write_text("\n".join(lines) + "\n")
     return script
 
 
-def wrk(
-    url: str, pid: int, body: str, seconds: float, connections: int, workdir: str
-) -> dict[str, float]:
+def post_script(workdir: str, body: str) -> Path:
+    return request_script(workdir, "POST", body)
+
+
+@dataclass(frozen=True)
+class Load:
+    """What wrk sends, how long, and on which CPU it runs (None: any)."""
+
+    method: str
+    body: str | None
+    seconds: float
+    connections: int
+    cpu: int | None = None
+    timeout: float = 2  # wrk's own default: slower answers count as errors
+
+
+def wrk(url: str, pid: int, load: Load, workdir: str) -> dict[str, float]:
     """One wrk run; also the server's CPU time per request it answered."""
-    script = post_script(workdir, body)
+    script = request_script(workdir, load.method, load.body)
+    pin = [] if load.cpu is None else ["taskset", "-c", str(load.cpu)]
     cpu_before = cpu_seconds(pid)
     out = subprocess.run(
         [
+            *pin,
             "wrk",
             "-t1",
-            f"-c{connections}",
-            f"-d{seconds:g}s",
+            f"-c{load.connections}",
+            f"-d{load.seconds:g}s",
+            f"--timeout={load.timeout:g}s",
             "--latency",
             "-s",
             str(script),
@@ -141,8 +171,8 @@ Server = tuple[str, int]  # URL, pid
 def paired(
     target: Server,
     floors: list[Server],
-    body: str,
-    args: argparse.Namespace,
+    load: Load,
+    repeat: int,
     workdir: str,
 ) -> list[list[dict[str, float]]]:
     """--repeat rounds: a run of each floor, then one of the target.
@@ -152,11 +182,8 @@ def paired(
     Returns the runs of each floor, then the target's.
     """
     rounds = [
-        [
-            wrk(url, pid, body, args.seconds, args.connections, workdir)
-            for url, pid in (*floors, target)
-        ]
-        for _ in range(args.repeat)
+        [wrk(url, pid, load, workdir) for url, pid in (*floors, target)]
+        for _ in range(repeat)
     ]
     return [list(runs) for runs in zip(*rounds, strict=True)]
 
@@ -173,18 +200,94 @@ def ratio(
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--jobs", type=int, default=100_000)
-    parser.add_argument("--seconds", type=float, default=3)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--stores", default="memory,sqlite,file,redis")
-    parser.add_argument("--interfaces", default="asgi,wsgi")
-    args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk not found: apt-get install wrk")
+def endpoints(known: str) -> list[tuple[str, str, str, str | None]]:
+    """(label, method, path, body) of each endpoint measured."""
+    return [
+        ("job/status", "POST", JOB, f'{{"job_id": "{known}"}}'),
+        ("jobs/status", "POST", JOBS, '{"since_seconds": 600}'),
+        ("GET /v1/job/{id}", "GET", f"/v1/job/{known}", None),
+        ("GET /v1/jobs?limit=100", "GET", "/v1/jobs?limit=100", None),
+    ]
 
+
+def start_jobstatus(
+    name: str, url: str, jobs: int, interface: str, workers: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The server measured: ``memory://`` through apps.py (only the serving
+    process can fill it); with several workers, every other store through
+    ``jobstatus serve --workers N`` itself, as a user runs it."""
+    if name == "memory" or workers == 1:
+        return start(["jobstatus", url, "PORT", interface, str(jobs), str(workers)])
+
+    def argv(port: int) -> list[str]:
+        return [
+            "-m",
+            "jobstatus_adapters.cli",
+            "serve",
+            "--store",
+            url,
+            "--port",
+            str(port),
+            "--interface",
+            interface,
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ]
+
+    return start_server(argv, env={**os.environ, "API_KEY": KEY})
+
+
+def check(base: str, method: str, path: str, body: str | None) -> int:
+    """The answer's size, after checking it is a 200."""
+    answer = httpx.request(
+        method, base + path, content=body, headers={"x-api-key": KEY}, timeout=30
+    )
+    assert answer.status_code == 200, (path, answer.text[:200])
+    return len(answer.content)
+
+
+def open_stores(
+    tmp: str, names: list[str], jobs: list[tuple[str, float, dict[str, object]]]
+) -> tuple[dict[str, str], list[subprocess.Popen[bytes]], list[object]]:
+    """Every store named, holding ``jobs``: URLs, server processes, and the
+    PostgreSQL cluster's stop function (if any)."""
+    build_files(Path(tmp) / "storage", jobs)
+    build_sqlite(Path(tmp) / "jobs.db", jobs)
+    urls = {
+        "memory": "memory://",
+        "sqlite": f"sqlite://{tmp}/jobs.db",
+        "file": f"file://{tmp}/storage",
+    }
+    processes: list[subprocess.Popen[bytes]] = []
+    stops: list[object] = []
+    source = f"file://{tmp}/storage?index=off"
+    if "redis" in names:
+        redis = start_redis(tmp)
+        if redis is None:
+            sys.exit("redis-server not found: leave redis out of --stores")
+        redis_process, urls["redis"] = redis
+        processes.append(redis_process)
+        timed_migrate(source, urls["redis"])
+    if "postgres" in names:
+        # Its own directory: the cluster runs as the postgres user when root,
+        # who cannot enter this run's private temporary directory.
+        pg_dir = Path(tempfile.mkdtemp(prefix="jobstatus-http-pg-"))
+        stop, urls["postgres"] = start_postgres(pg_dir)
+
+        def stop_and_remove() -> None:
+            stop()
+            shutil.rmtree(pg_dir, ignore_errors=True)
+
+        stops.append(stop_and_remove)
+        timed_migrate(source, urls["postgres"])
+    return urls, processes, stops
+
+
+def floor_table(
+    args: argparse.Namespace, urls: dict[str, str], known: str, tmp: str
+) -> None:
     processes: list[subprocess.Popen[bytes]] = []
     # (kind, label) -> (body size, server); kind is "floor" or "wsgi-floor".
     floors: dict[tuple[str, str], tuple[int, Server]] = {}
@@ -200,71 +303,48 @@ def main() -> None:
             floors[kind, label] = (size, (base + "/floor", process.pid))
         return floors[kind, label][1]
 
-    with tempfile.TemporaryDirectory(prefix="jobstatus-http-") as tmp:
-        jobs = plan_jobs(args.jobs, time.time())
-        known = jobs[len(jobs) // 2][0]
-        build_files(Path(tmp) / "storage", jobs)
-        build_sqlite(Path(tmp) / "jobs.db", jobs)
-        urls = {
-            "memory": "memory://",
-            "sqlite": f"sqlite://{tmp}/jobs.db",
-            "file": f"file://{tmp}/storage",
-        }
-        try:
-            if "redis" in args.stores:
-                redis_process, urls["redis"] = start_redis(tmp)
-                processes.append(redis_process)
-                timed_migrate(f"file://{tmp}/storage?index=off", urls["redis"])
-            one_body = f'{{"job_id": "{known}"}}'
-            many_body = '{"since_seconds": 600}'
-            for interface in args.interfaces.split(","):
-                for name in args.stores.split(","):
-                    print(f"{name} / {interface} ...", file=sys.stderr, flush=True)
-                    process, base = start(
-                        ["jobstatus", urls[name], "PORT", interface, str(args.jobs)]
-                    )
-                    try:
-                        for label, path, body in (
-                            ("job/status", JOB, one_body),
-                            ("jobs/status", JOBS, many_body),
-                        ):
-                            answer = httpx.post(
-                                base + path, content=body, headers={"x-api-key": KEY}
+    try:
+        for interface in args.interfaces.split(","):
+            for name in args.stores.split(","):
+                print(f"{name} / {interface} ...", file=sys.stderr, flush=True)
+                process, base = start_jobstatus(
+                    name, urls[name], args.jobs, interface, 1
+                )
+                try:
+                    for label, method, path, body in endpoints(known):
+                        # All floors of a label serve the size first seen.
+                        size = check(base, method, path, body)
+                        kinds = sorted({"floor", FLOORS[interface]})
+                        servers = [floor_server(k, label, size) for k in kinds]
+                        load = Load(method, body, args.seconds, args.connections)
+                        *runs, target = paired(
+                            (base + path, process.pid), servers, load, args.repeat, tmp
+                        )
+                        by_kind = dict(zip(kinds, runs, strict=True))
+                        for kind, kind_runs in by_kind.items():
+                            floor_runs.setdefault((kind, label), []).extend(kind_runs)
+                        own = by_kind.get("wsgi-floor")
+                        rows.append(
+                            (
+                                f"{label} · {name} · {interface}",
+                                median_of(target),
+                                ratio(target, by_kind["floor"]),
+                                None if own is None else ratio(target, own),
+                                ratio(target, own or by_kind["floor"], "cpu_us"),
                             )
-                            assert answer.status_code == 200, answer.text[:200]
-                            # All floors of a label serve the size first seen.
-                            size = len(answer.content)
-                            kinds = sorted({"floor", FLOORS[interface]})
-                            servers = [floor_server(k, label, size) for k in kinds]
-                            *runs, target = paired(
-                                (base + path, process.pid), servers, body, args, tmp
-                            )
-                            by_kind = dict(zip(kinds, runs, strict=True))
-                            for kind, kind_runs in by_kind.items():
-                                floor_runs.setdefault((kind, label), []).extend(
-                                    kind_runs
-                                )
-                            own = by_kind.get("wsgi-floor")
-                            rows.append(
-                                (
-                                    f"{label} · {name} · {interface}",
-                                    median_of(target),
-                                    ratio(target, by_kind["floor"]),
-                                    None if own is None else ratio(target, own),
-                                    ratio(target, own or by_kind["floor"], "cpu_us"),
-                                )
-                            )
-                    finally:
-                        process.terminate()
-                        process.wait(30)
-        finally:
-            for process in processes:
-                process.terminate()
-                process.wait(30)
+                        )
+                finally:
+                    process.terminate()
+                    process.wait(30)
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
 
     print()
     print(
-        f"{args.jobs:,} jobs; wrk -t1 -c{args.connections} -d{args.seconds:g}s;"
+        f"{args.jobs:,} jobs; {server_stack().describe()};"
+        f" wrk -t1 -c{args.connections} -d{args.seconds:g}s;"
         f" each target run right after runs of its floors; medians of"
         f" {args.repeat} rounds"
     )
@@ -277,7 +357,7 @@ def main() -> None:
     names = {"floor": "floor", "wsgi-floor": "gunicorn floor"}
     floor_rows = [
         (
-            f"{names[kind]}, {size:,} B body",
+            f"{names[kind]} ({label}), {size:,} B body",
             median_of(floor_runs[kind, label]),
             None,
             None,
@@ -298,6 +378,102 @@ def main() -> None:
             f"{r['errors']:.0f}",
         ]
         print("| " + " | ".join(cells) + " |")
+
+
+def workers_table(
+    args: argparse.Namespace, urls: dict[str, str], known: str, tmp: str
+) -> None:
+    """One worker against two, on the same store, in alternating runs."""
+    rows = []
+    for name in args.workers_stores.split(","):
+        print(f"{name} / 1 and 2 workers ...", file=sys.stderr, flush=True)
+        servers = [
+            start_jobstatus(name, urls[name], args.jobs, "asgi", n) for n in (1, 2)
+        ]
+        try:
+            for label, method, path, body in endpoints(known)[:2]:
+                for _, base in servers:
+                    check(base, method, path, body)
+                load = Load(method, body, args.seconds, args.connections, args.wrk_cpu)
+                one, two = paired(
+                    (servers[1][1] + path, servers[1][0].pid),
+                    [(servers[0][1] + path, servers[0][0].pid)],
+                    load,
+                    args.repeat,
+                    tmp,
+                )
+                rows.append(
+                    (
+                        f"{label} · {name}",
+                        median_of(one),
+                        median_of(two),
+                        ratio(two, one),
+                    )
+                )
+        finally:
+            for process, _ in servers:
+                process.terminate()
+                process.wait(30)
+    pin = "any CPU" if args.wrk_cpu is None else f"taskset -c {args.wrk_cpu}"
+    print()
+    print(
+        f"{args.jobs:,} jobs; {server_stack().describe()}; wrk -t1"
+        f" -c{args.connections} -d{args.seconds:g}s on {pin}; servers unpinned;"
+        f" medians of {args.repeat} alternating rounds"
+    )
+    print()
+    print(
+        "| target | 1 worker req/s | 2 workers req/s | 2 / 1 | CPU/req 1 | CPU/req 2 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, one, two, gain in rows:
+        print(
+            f"| {name} | {one['rps']:,.0f} | {two['rps']:,.0f} | {gain:.2f}"
+            f" | {one['cpu_us']:.0f} µs | {two['cpu_us']:.0f} µs |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--stores", default="memory,sqlite,file,redis,postgres")
+    parser.add_argument("--interfaces", default="asgi,wsgi")
+    parser.add_argument(
+        "--workers-stores",
+        default="memory,sqlite,redis",
+        help="stores measured with 1 and 2 workers; empty: none",
+    )
+    parser.add_argument(
+        "--wrk-cpu",
+        type=int,
+        default=1,
+        help="CPU wrk is pinned to in the workers runs",
+    )
+    parser.add_argument("--skip-floor", action="store_true")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install wrk")
+
+    needed = set() if args.skip_floor else set(args.stores.split(","))
+    needed |= set(filter(None, args.workers_stores.split(",")))
+    with tempfile.TemporaryDirectory(prefix="jobstatus-http-") as tmp:
+        jobs = plan_jobs(args.jobs, time.time())
+        known = jobs[len(jobs) // 2][0]
+        urls, processes, stops = open_stores(tmp, sorted(needed), jobs)  # type: ignore[arg-type]
+        try:
+            if not args.skip_floor:
+                floor_table(args, urls, known, tmp)
+            if args.workers_stores:
+                workers_table(args, urls, known, tmp)
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(30)
+            for stop in stops:
+                stop()  # type: ignore[operator]
 
 
 if __name__ == "__main__":
