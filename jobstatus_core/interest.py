@@ -1,10 +1,15 @@
 """What a wait or an event stream is waiting for: the changes that may
 answer it. The adapters' wake-ups compare it with the rows that changed, so a
-change to one job wakes only those who follow that job."""
+change to one job wakes only those who follow that job; a wake-up hands over
+what the look found (``Found``), so that those it wakes need not read the
+store again."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from .rows import Row, Tombstone
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,3 +28,18 @@ class Interest:
 
 #: Any change at all.
 ANY = Interest()
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What one look at the store read: every change with a position in
+    (``after``, ``head``], as the latest row of its job (or its tombstone),
+    without records. Shared by everyone the look wakes: read-only."""
+
+    #: The hub's generation of this look: a waiter that uses it has read the
+    #: store as of this generation.
+    generation: int
+    after: int
+    head: int
+    rows: Mapping[str, Row]
+    tombs: Mapping[str, Tombstone]
