@@ -11,9 +11,9 @@ When the mark moved, the thread reads once what changed (``page`` after the
 last position it saw, and ``buried`` where the store is ``Expiring``) and
 wakes only the waiters and streams whose ``Interest`` matches a changed row.
 The wake-up hands them what the look read (``Found``: every change after
-the last position seen, up to the mark), so a stream of given jobs that had
-caught up sends its events without a read of its own: a change to one job
-costs one read here, however many follow it. A new epoch, a mark that went
+the last position seen, up to the mark), so a stream of given jobs sends
+its events from them without a read of its own: a change to one job costs
+one read here, however many streams follow it. A new epoch, a mark that went
 back or too many rows wakes everybody without rows, and everybody woken so
 re-reads; a failed look wakes nobody and is tried again. A spurious or
 merged wake-up costs a read, never a missed change.
@@ -274,16 +274,14 @@ class Changes:
         changed: list[tuple[str, str | None]],
         rows: dict[str, Row],
         tombs: dict[str, Tombstone],
-        after: int,
-        head: int,
     ) -> None:
         """Wake the subscribers of these (job id, status) changes, handing
-        them ``rows`` and ``tombs``: every change in (``after``, ``head``]."""
+        them ``rows`` and ``tombs``: every change up to the look's mark."""
         woken: set[_Subscriber] = set()
         with self._lock:
             self.generation += 1
             generation = self.generation
-            found = Found(generation, after, head, rows, tombs)
+            found = Found(generation, rows, tombs)
             for job_id, status in changed:
                 self._recent.append((generation, job_id, status))
                 for subscriber in self._by_job.get(job_id, ()):
@@ -369,7 +367,7 @@ class Changes:
         if len(changed) >= MOST_ROWS:
             self._wake_everyone()
         elif changed:
-            self._found(changed, rows, tombs, seen.head, mark.head)
+            self._found(changed, rows, tombs)
 
 
 def _wake(subscribers: set[_Subscriber]) -> None:

@@ -124,13 +124,12 @@ def changes(
 def changes_found(
     service: StatusService, feed: Feed, after: int, found: Found
 ) -> tuple[list[Event], int, bool] | None:
-    """``changes`` from what a look of the change hub read, without a store
-    read; None when it cannot answer (re-read the store): a feed of every
-    job, or a stream behind the look's start, which may have missed a change
-    the look did not read."""
-    if feed.job_ids is None or after < found.after:
+    """``changes`` from what the change hub's look that woke the stream
+    read, without a store read; None for a feed of every job (re-read the
+    store). Rows past the look's mark are not in it: the next look finds
+    them and wakes the stream again."""
+    if feed.job_ids is None:
         return None
-    # The look's rows stop at its head; a later change wakes the stream again.
     rows = [found.rows[job_id] for job_id in feed.job_ids if job_id in found.rows]
     tombs = [found.tombs[job_id] for job_id in feed.job_ids if job_id in found.tombs]
     # The hub reads tombstones where the store keeps them, as ``changes`` does.

@@ -32,14 +32,16 @@ ANY = Interest()
 
 @dataclass(frozen=True, slots=True)
 class Found:
-    """What one look at the store read: every change with a position in
-    (``after``, ``head``], as the latest row of its job (or its tombstone),
-    without records. Shared by everyone the look wakes: read-only."""
+    """What one look at the store read: every change after the position
+    where the last look stopped, up to the mark it read first, as the latest
+    row of its job (or its tombstone), without records. Shared by everyone
+    the look wakes: read-only.
 
-    #: The hub's generation of this look: a waiter that uses it has read the
-    #: store as of this generation.
+    Whoever it wakes read the store (or used the look before) at an earlier
+    generation, and no look since matched it: with these rows it knows every
+    change it waits for up to this look, as if it had read the store now."""
+
+    #: The hub's generation of this look: wait again from it.
     generation: int
-    after: int
-    head: int
     rows: Mapping[str, Row]
     tombs: Mapping[str, Tombstone]
