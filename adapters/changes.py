@@ -9,12 +9,14 @@ the thread reads the mark every ``interval`` seconds.
 
 When the mark moved, the thread reads once what changed (``page`` after the
 last position it saw, and ``buried`` where the store is ``Expiring``) and
-wakes only the waiters and streams whose ``Interest`` matches a changed row:
-a change to one job costs one read here and one read by each of its own
-waiters, however many others wait. A new epoch or a mark that went back
-wakes everybody; a failed look wakes nobody and is tried again. A wake-up
-only says "look again": waiters re-read their jobs, so a spurious or merged
-wake-up costs a read, never a missed change.
+wakes only the waiters and streams whose ``Interest`` matches a changed row.
+The wake-up hands them what the look read (``Found``: every change after
+the last position seen, up to the mark), so a stream of given jobs sends
+its events from them without a read of its own: a change to one job costs
+one read here, however many streams follow it. A new epoch, a mark that went
+back or too many rows wakes everybody without rows, and everybody woken so
+re-reads; a failed look wakes nobody and is tried again. A spurious or
+merged wake-up costs a read, never a missed change.
 
 Each look that finds changes moves ``generation`` on and remembers what it
 found for a while; a waiter takes the generation before it reads the store,
@@ -35,10 +37,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from jobstatus_core import StatusService, Store
-from jobstatus_core.interest import Interest
+from jobstatus_core.interest import Found, Interest
 from jobstatus_core.problems import ApiError
 from jobstatus_core.protocol import Expiring, Notifying
-from jobstatus_core.rows import Mark, Query
+from jobstatus_core.rows import Mark, Query, Row, Tombstone
 
 logger = logging.getLogger("jobstatus.changes")
 
@@ -68,6 +70,9 @@ class _Subscriber:
     #: The event loop of an async wait; None: a thread's (``wait_blocking``).
     loop: asyncio.AbstractEventLoop | None
     event: asyncio.Event | threading.Event = field(repr=False)
+    #: What the look that woke it read; None: woken without rows (everybody
+    #: woken, or not woken yet).
+    found: Found | None = field(default=None, repr=False)
 
 
 class Changes:
@@ -156,20 +161,24 @@ class Changes:
                 if not self._users:
                     self._cond.notify_all()  # the watcher stops at once
 
-    async def wait(self, generation: int, interest: Interest, timeout: float) -> None:
+    async def wait(
+        self, generation: int, interest: Interest, timeout: float
+    ) -> Found | None:
         """Until a change matching ``interest`` is found after ``generation``
-        (the hub's when the waiter last read the store), or ``timeout``."""
+        (the hub's when the waiter last read the store), or ``timeout``:
+        what the look that woke it read, or None (re-read the store)."""
         loop = asyncio.get_running_loop()
         self._watch_shutdown(loop)
         event = asyncio.Event()
         subscriber = _Subscriber(interest, loop, event)
         if timeout <= 0 or not self._subscribe(subscriber, generation):
-            return
+            return None
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
         finally:
             self._unsubscribe_one(subscriber)
+        return subscriber.found
 
     def wait_blocking(
         self, generation: int, interest: Interest, timeout: float
@@ -260,12 +269,19 @@ class Changes:
             self._subscribers.clear()
         _wake(woken)
 
-    def _found(self, changed: list[tuple[str, str | None]]) -> None:
-        """Wake the subscribers of these (job id, status) changes."""
+    def _found(
+        self,
+        changed: list[tuple[str, str | None]],
+        rows: dict[str, Row],
+        tombs: dict[str, Tombstone],
+    ) -> None:
+        """Wake the subscribers of these (job id, status) changes, handing
+        them ``rows`` and ``tombs``: every change up to the look's mark."""
         woken: set[_Subscriber] = set()
         with self._lock:
             self.generation += 1
             generation = self.generation
+            found = Found(generation, rows, tombs)
             for job_id, status in changed:
                 self._recent.append((generation, job_id, status))
                 for subscriber in self._by_job.get(job_id, ()):
@@ -280,6 +296,7 @@ class Changes:
             while len(self._recent) > REMEMBERED:
                 self._everyone = max(self._everyone, self._recent.popleft()[0])
             for subscriber in woken:
+                subscriber.found = found
                 self._drop(subscriber)
         _wake(woken)
 
@@ -322,19 +339,25 @@ class Changes:
         if mark.head == seen.head:
             return
         changed: list[tuple[str, str | None]] = []
+        # Handed to those woken only up to the mark: past it, a row read
+        # here may stand before a change not read yet (the next look's).
+        rows: dict[str, Row] = {}
+        tombs: dict[str, Tombstone] = {}
         after = seen.head
         while len(changed) < MOST_ROWS:
-            rows = store.page(Query(after=after, limit=BATCH))
-            changed += [(row.job_id, row.status) for row in rows]
-            if len(rows) < BATCH:
+            page = store.page(Query(after=after, limit=BATCH))
+            changed += [(row.job_id, row.status) for row in page]
+            rows.update((r.job_id, r) for r in page if r.position <= mark.head)
+            if len(page) < BATCH:
                 break
-            after = rows[-1].position
+            after = page[-1].position
         if self._expiring is not None and len(changed) < MOST_ROWS:
             # An expiry takes a place in the change order too (SPEC §14).
             after = seen.head
             while len(changed) < MOST_ROWS:
                 stones = self._expiring.buried(Query(after=after, limit=BATCH))
                 changed += [(stone.job_id, stone.status) for stone in stones]
+                tombs.update((t.job_id, t) for t in stones if t.position <= mark.head)
                 if len(stones) < BATCH:
                     break
                 after = stones[-1].position
@@ -344,7 +367,7 @@ class Changes:
         if len(changed) >= MOST_ROWS:
             self._wake_everyone()
         elif changed:
-            self._found(changed)
+            self._found(changed, rows, tombs)
 
 
 def _wake(subscribers: set[_Subscriber]) -> None:

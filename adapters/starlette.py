@@ -231,11 +231,19 @@ class _Endpoint:
                     yield ServerSentEvent(comment="ready", retry=feeds.RETRY_MS)
                 limit = service.stream_seconds
                 ends = service.timer() + limit if limit else None
+                seen = None  # what the hub's look that woke it read
                 while not hub.closing:
-                    generation = hub.generation
-                    found, position, ended = await self._run(
-                        functools.partial(feeds.changes, service, feed, position)
-                    )
+                    known = None
+                    if seen is not None:
+                        known = feeds.changes_found(service, feed, position, seen)
+                    if known is not None:
+                        generation = seen.generation  # read as of that look
+                        found, position, ended = known
+                    else:
+                        generation = hub.generation
+                        found, position, ended = await self._run(
+                            functools.partial(feeds.changes, service, feed, position)
+                        )
                     for event in found:
                         yield _sse(event, False)
                     left = HEARTBEAT_SECONDS
@@ -243,8 +251,9 @@ class _Endpoint:
                         left = min(left, ends - service.timer())
                     if ended or left <= 0:
                         return  # a client resumes after the last event's id
+                    seen = None
                     if len(found) < feeds.BATCH:
-                        await hub.wait(generation, feed.interest, left)
+                        seen = await hub.wait(generation, feed.interest, left)
 
             response = EventSourceResponse(
                 events(),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import cursor, params, tokens
-from .interest import Interest
+from .interest import Found, Interest
 from .problems import ApiError
 from .requests import Request
 from .rows import Query, Row, Tombstone
@@ -121,6 +121,24 @@ def changes(
     return events, position, _ended(service, feed, events)
 
 
+def changes_found(
+    service: StatusService, feed: Feed, after: int, found: Found
+) -> tuple[list[Event], int, bool] | None:
+    """``changes`` from what the change hub's look that woke the stream
+    read, without a store read; None for a feed of every job (re-read the
+    store). Rows past the look's mark are not in it: the next look finds
+    them and wakes the stream again."""
+    if feed.job_ids is None:
+        return None
+    rows = [found.rows[job_id] for job_id in feed.job_ids if job_id in found.rows]
+    tombs = [found.tombs[job_id] for job_id in feed.job_ids if job_id in found.tombs]
+    # The hub reads tombstones where the store keeps them, as ``changes`` does.
+    merged = _of_jobs(feed, after, None, rows, tombs)
+    events = [_event(service, feed, item) for item in merged]
+    position = merged[-1].position if merged else after
+    return events, position, _ended(service, feed, events)
+
+
 def _ended(service: StatusService, feed: Feed, events: list[Event]) -> bool:
     return feed.single is not None and any(
         event.event == "expired" or _terminal(service, event) for event in events
@@ -144,36 +162,50 @@ def _after(
     while True:
         tombs: list[Tombstone] = []
         if feed.job_ids is not None:
-            rows = sorted(
-                (
-                    row
-                    for row in store.read_many(sorted(feed.job_ids)).values()
-                    if row.position > position
-                    and row.status is not None
-                    and (feed.statuses is None or row.status in feed.statuses)
-                    and (cutoff is None or row.updated_at >= cutoff)
-                ),
-                key=lambda row: row.position,
-            )
+            job_ids = sorted(feed.job_ids)
+            rows = list(store.read_many(job_ids).values())
             if expiring is not None:
-                tombs = [
-                    tomb
-                    for tomb in expiring.tombstones(sorted(feed.job_ids)).values()
-                    if tomb.position > position
-                    and (feed.statuses is None or tomb.status in feed.statuses)
-                ]
+                tombs = list(expiring.tombstones(job_ids).values())
+            merged = _of_jobs(feed, position, cutoff, rows, tombs)
             full = False
         else:
             rows = store.page(Query(feed.statuses, cutoff, position, BATCH))
             if expiring is not None:
                 tombs = expiring.buried(Query(feed.statuses, None, position, BATCH))
             full = len(rows) >= BATCH or len(tombs) >= BATCH
-        merged = _merged(rows, tombs)
+            merged = _merged(rows, tombs)
         events += [_event(service, feed, item) for item in merged]
         if merged:
             position = merged[-1].position
         if feed.job_ids is not None or not full or not everything:
             return events, position
+
+
+def _of_jobs(
+    feed: Feed,
+    after: int,
+    cutoff: float | None,
+    rows: list[Row],
+    tombs: list[Tombstone],
+) -> list[Row | Tombstone]:
+    """Of the latest rows and tombstones of a feed's jobs, those it sends
+    after ``after``, in change order."""
+    return _merged(
+        [
+            row
+            for row in rows
+            if row.position > after
+            and row.status is not None
+            and (feed.statuses is None or row.status in feed.statuses)
+            and (cutoff is None or row.updated_at >= cutoff)
+        ],
+        [
+            tomb
+            for tomb in tombs
+            if tomb.position > after
+            and (feed.statuses is None or tomb.status in feed.statuses)
+        ],
+    )
 
 
 def _merged(rows: list[Row], tombs: list[Tombstone]) -> list[Row | Tombstone]:

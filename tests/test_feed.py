@@ -308,7 +308,34 @@ def test_a_change_wakes_only_the_stream_of_its_job(
         spent = counting.calls - before
         assert hub.subscribed == 99
         assert all(followed[j].empty() for j in ids if j != "s7")
-        # One read by the one stream; the hub's look at what changed (a page,
-        # twice if the mark moved while it looked).
-        assert spent["read"] + spent["read_many"] == 1, spent
+        # The hub's look at what changed (a page, twice if the mark moved
+        # while it looked); the stream sends what that look read.
+        assert spent["read"] + spent["read_many"] == 0, spent
+        assert spent["page"] <= 2, spent
+
+
+def test_a_change_to_a_job_many_follow_costs_one_look(
+    store: Store, serve: Callable[[ASGIApp], str]
+) -> None:
+    """100 streams of one job; it changes once: every stream sends it, from
+    the rows the hub's look read — not one store read per stream."""
+    counting = wrap(store, ReadCounting)
+    service = service_for(counting, Clock(NOW))  # type: ignore[arg-type]
+    url = serve(create_app(service))
+    hub = changes_for(service)
+    put(counting, "shared", "running")
+    with ExitStack() as streams:
+        followers = [
+            streams.enter_context(stream(url, "/v1/job/shared/events"))
+            for _ in range(100)
+        ]
+        for events in followers:
+            assert next_job(events, 20)["data"]["job_status"] == "running"
+        wait_for(lambda: hub.subscribed == 100, 20)
+        before = counting.calls.copy()
+        put(counting, "shared", "done")
+        sent = [next_job(events)["data"] for events in followers]
+        assert {data["job_status"] for data in sent} == {"done"}
+        spent = counting.calls - before
+        assert spent["read"] + spent["read_many"] == 0, spent
         assert spent["page"] <= 2, spent
