@@ -36,6 +36,7 @@ from jobstatus_core.window import cutoff
 
 from . import listen
 from .logconfig import LEVELS, LOG_FORMATS
+from .serverstack import ServerStack, server_stack
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -131,7 +132,6 @@ def _serve_with_metrics(
 ) -> int:
     from . import wsgi_server
     from .logconfig import logging_config
-    from .serverstack import server_stack
 
     if args.interface == "wsgi":
         wsgi_server.require_server()  # before a key is printed for nothing
@@ -166,7 +166,7 @@ def _serve_with_metrics(
     with _purging(
         settings, store, url, shared=args.interface == "asgi" and args.workers == 1
     ):
-        return _run_server(args, settings, store, url, keys, log_config)
+        return _run_server(args, settings, store, url, keys, log_config, stack)
 
 
 @contextlib.contextmanager
@@ -207,6 +207,7 @@ def _run_server(
     url: str,
     keys: tuple[str, ...],
     log_config: dict[str, Any],
+    stack: ServerStack,
 ) -> int:
     if args.interface == "wsgi":
         from . import wsgi_server

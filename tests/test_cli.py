@@ -375,7 +375,7 @@ def test_workers_answer_with_their_own_pid(tmp_path: Path, interface: str) -> No
     # uvicorn's spawned workers come with multiprocessing's resource tracker.
     assert len(workers - helpers) == 2, (workers, helpers)
     assert len(pids) == 2 and pids <= workers, (pids, workers)
-    assert f"({interface}" in err and ", 2 workers)" in err, err
+    assert f"({interface}" in err and ", 2 workers, retention off)" in err, err
 
 
 @pytest.mark.sqlite
@@ -390,7 +390,7 @@ def test_serve_runs_and_names_the_fast_stack(tmp_path: Path) -> None:
     finally:
         _, err = running.stop()
     assert answer.status_code == 200
-    assert "(asgi on uvicorn, loop uvloop, http httptools, 1 worker)" in err, err
+    assert "(asgi on uvicorn, loop uvloop, http httptools, 1 worker," in err, err
     # What the line says is what runs: both compiled modules are loaded.
     assert "/uvloop/" in loaded and "/httptools/" in loaded
 

