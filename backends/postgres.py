@@ -14,7 +14,13 @@ table named ``T`` (``?table=``, default ``jobs``):
   ``head`` (the last position handed out) and ``schema_version``;
 - ``T_counts``: jobs by status, kept by the trigger ``T_changed``, which
   also sends ``pg_notify`` on the store's channel in the writing
-  transaction: every instance listening wakes when it commits.
+  transaction: every instance listening wakes when it commits;
+- ``T_tombstones`` (retention): what expired jobs leave, ``job_id`` primary
+  key, ``status``, ``expired_at`` and ``position``; apart from ``T``, so no
+  query of jobs meets one and none holds a record. An expiry deletes the
+  job's row (the trigger notifies) and takes the next position like a write;
+  ``T_changed`` drops an id's tombstone when the id is inserted again, in the
+  writing statement.
 
 Every write is one statement that first bumps ``T_meta.head``: the row lock
 it takes orders writers, so positions become visible in the order they were
@@ -50,9 +56,11 @@ from jobstatus_core import (
     Mark,
     Query,
     Row,
+    Stale,
     StoreBase,
     StoreError,
     StoreUnavailable,
+    Tombstone,
     Window,
     checked_at,
     checked_job_id,
@@ -229,18 +237,85 @@ class PostgresStore(StoreBase):
         values = _values(record, at)
         if expected is None:
             return self._write(self._sql.create, values) == 1
-        epoch, dash, position = expected.rpartition("-")
-        try:
-            expected_position = int(position, 16)
-        except ValueError:
+        version = _parsed_version(expected)
+        if version is None:
             return False  # not a version this store gave: it matches no job
-        if not dash:
-            return False
+        epoch, expected_position = version
         job_id, status, stamp, text = values
         swapped = self._write(
             self._sql.swap, (epoch, status, stamp, text, job_id, expected_position)
         )
         return swapped == 1
+
+    # -- retention -------------------------------------------------------------
+
+    def stale(self, query: Stale) -> list[Row]:
+        if query.statuses is None:
+            params: tuple[Any, ...] = (
+                query.before,
+                sorted(query.other_than),
+                query.limit,
+            )
+            found = self._fetch(self._sql.stale_other, params)
+        else:
+            statuses = sorted(query.statuses - query.other_than)
+            params = (statuses, query.before, query.limit, query.limit)
+            found = self._fetch(self._sql.stale_some, params)
+        return [_row(values, with_record=False) for values in found]
+
+    def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
+        versions = [
+            (row.job_id, version)
+            for row in rows
+            if (version := _parsed_version(row.version))
+        ]
+
+        def bury(conn: psycopg.Connection[Any]) -> list[Tombstone]:
+            # READ COMMITTED, one transaction per batch. The meta row's lock,
+            # taken first as every write does, orders the batch among all
+            # writers and purgers of every instance; each DELETE then sees
+            # every change committed before it and removes a job only at the
+            # version purge read, so a job is expired once and a rewritten
+            # one stays.
+            with conn.transaction():
+                row = conn.execute(self._sql.lock_head).fetchone()
+                assert row is not None
+                head, epoch = row
+                wanted = [
+                    (job_id, position)
+                    for job_id, (of, position) in versions
+                    if of == epoch
+                ]
+                if not wanted:
+                    return []
+                ids, positions = zip(*wanted, strict=True)
+                found = conn.execute(
+                    self._sql.expire,
+                    {
+                        "ids": list(ids),
+                        "positions": list(positions),
+                        "head": head,
+                        "at": at,
+                    },
+                ).fetchall()
+            return [_tombstone(values) for values in found]
+
+        return self._run(bury)
+
+    def tombstones(self, job_ids: Sequence[str]) -> dict[str, Tombstone]:
+        found = self._fetch(self._sql.tombstones, (list(job_ids),))
+        return {values[0]: _tombstone(values) for values in found}
+
+    def buried(self, query: Query) -> list[Tombstone]:
+        if query.statuses is None:
+            found = self._fetch(self._sql.buried, (query.after, query.limit))
+        else:
+            params = (query.after, sorted(query.statuses), query.limit)
+            found = self._fetch(self._sql.buried_some, params)
+        return [_tombstone(values) for values in found]
+
+    def forget(self, *, before: float, limit: int) -> int:
+        return max(0, self._write(self._sql.forget, (before, limit)))
 
     # -- capabilities ----------------------------------------------------------
 
@@ -371,6 +446,7 @@ class _Statements:
         self.jobs_table = name()
         self.meta_table = name("_meta")
         self.counts_table = name("_counts")
+        self.tombstones_table = name("_tombstones")
         self.trigger_function = name("_changed")
         jobs, meta = self.jobs_table, self.meta_table
         # Rows carry the epoch read in the same statement as the row.
@@ -417,6 +493,57 @@ class _Statements:
             " WHERE j.job_id = %s AND j.position = %s"
         )
 
+        # Retention. Of some statuses: one walk of T_status_updated_at per
+        # status, oldest first, each stopping at the limit, then merged.
+        self.stale_some = (
+            "SELECT s.* FROM unnest(%s::text[]) AS wanted(status) CROSS JOIN"
+            f" LATERAL (SELECT {self.columns} FROM {jobs}"
+            " WHERE job_status = wanted.status AND updated_at < %s"
+            " ORDER BY updated_at, job_id LIMIT %s) AS s"
+            " ORDER BY s.updated_at, s.job_id LIMIT %s"
+        )
+        # Of every status but some: T_updated_at in its own order.
+        self.stale_other = (
+            f"SELECT {self.columns} FROM {jobs} WHERE updated_at < %s"
+            " AND job_status IS NOT NULL AND job_status <> ALL(%s::text[])"
+            " ORDER BY updated_at, job_id LIMIT %s"
+        )
+        self.lock_head = f"SELECT head, epoch FROM {meta} FOR UPDATE"
+        tombs = self.tombstones_table
+        # The jobs still at the version read go; their tombstones take the
+        # positions after the head, in the order of the batch.
+        self.expire = (
+            f"WITH gone AS (DELETE FROM {jobs} AS j USING unnest(%(ids)s::text[],"
+            " %(positions)s::bigint[]) WITH ORDINALITY AS v(job_id, position, n)"
+            " WHERE j.job_id = v.job_id AND j.position = v.position"
+            " RETURNING v.n, j.job_id, j.job_status),"
+            " placed AS (SELECT job_id, job_status,"
+            " %(head)s + row_number() OVER (ORDER BY n) AS position FROM gone),"
+            f" buried AS (INSERT INTO {tombs} AS t"
+            " (job_id, status, expired_at, position)"
+            " SELECT job_id, job_status, %(at)s, position FROM placed"
+            " ON CONFLICT (job_id) DO UPDATE SET status = excluded.status,"
+            " expired_at = excluded.expired_at, position = excluded.position"
+            " RETURNING job_id, status, expired_at, position),"
+            f" moved AS (UPDATE {meta} SET head = head + (SELECT count(*) FROM gone))"
+            " SELECT * FROM buried ORDER BY position"
+        )
+        tomb_columns = "job_id, status, expired_at, position"
+        self.tombstones = f"SELECT {tomb_columns} FROM {tombs} WHERE job_id = ANY(%s)"
+        # The feed follows the head: the tombstones after its cursor are few.
+        self.buried = (
+            f"SELECT {tomb_columns} FROM {tombs} WHERE position > %s"
+            " ORDER BY position LIMIT %s"
+        )
+        self.buried_some = (
+            f"SELECT {tomb_columns} FROM {tombs} WHERE position > %s"
+            " AND status = ANY(%s) ORDER BY position LIMIT %s"
+        )
+        self.forget = (
+            f"DELETE FROM {tombs} WHERE job_id IN (SELECT job_id FROM {tombs}"
+            " WHERE expired_at < %s ORDER BY expired_at LIMIT %s)"
+        )
+
     def page(self, *, statuses: int, window: bool, records: bool) -> str:
         """A page of every status (``statuses=0``) or of that many statuses."""
         columns = self.columns + (", record" if records else "")
@@ -439,7 +566,6 @@ class _Statements:
 def _create_tables(sql: _Statements) -> list[str]:
     jobs, meta, counts = sql.jobs_table, sql.meta_table, sql.counts_table
     index = f'"{sql.table}'
-    channel = sql.channel.replace("'", "''")
     trigger = f'"{sql.table}_changed"'
     return [
         # COLLATE "C": listings order job ids byte by byte, as every store.
@@ -458,7 +584,25 @@ def _create_tables(sql: _Statements) -> list[str]:
         # window and window counts, without visiting the table's records.
         f'CREATE INDEX {index}_updated_at" ON {jobs} (updated_at, job_id)'
         " INCLUDE (job_status)",
-        f"""CREATE FUNCTION {sql.trigger_function}() RETURNS trigger
+        _change_function(sql, revives=False),
+        f"CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE ON {jobs}"
+        f" FOR EACH ROW EXECUTE FUNCTION {sql.trigger_function}()",
+    ]
+
+
+def _change_function(sql: _Statements, *, revives: bool) -> str:
+    """``T_changed``: keeps the counts and notifies; with retention, an id
+    written again drops its tombstone in the writing statement."""
+    counts = sql.counts_table
+    channel = sql.channel.replace("'", "''")
+    revive = (
+        f"""IF TG_OP = 'INSERT' THEN
+            DELETE FROM {sql.tombstones_table} WHERE job_id = NEW.job_id;
+          END IF;"""
+        if revives
+        else ""
+    )
+    return f"""CREATE OR REPLACE FUNCTION {sql.trigger_function}() RETURNS trigger
         LANGUAGE plpgsql AS $fn$
         BEGIN
           IF TG_OP <> 'INSERT' AND OLD.job_status IS NOT NULL AND (TG_OP = 'DELETE'
@@ -470,16 +614,34 @@ def _create_tables(sql: _Statements) -> list[str]:
             INSERT INTO {counts} AS c (status, n) VALUES (NEW.job_status, 1)
               ON CONFLICT (status) DO UPDATE SET n = c.n + 1;
           END IF;
+          {revive}
           PERFORM pg_notify('{channel}', '');
           RETURN NULL;
-        END $fn$""",
-        f"CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE ON {jobs}"
-        f" FOR EACH ROW EXECUTE FUNCTION {sql.trigger_function}()",
+        END $fn$"""
+
+
+def _retention(sql: _Statements) -> list[str]:
+    jobs, tombs = sql.jobs_table, sql.tombstones_table
+    index = f'"{sql.table}'
+    return [
+        f'CREATE TABLE {tombs} (job_id text COLLATE "C" PRIMARY KEY,'
+        ' status text COLLATE "C" NOT NULL, expired_at double precision NOT NULL,'
+        " position bigint NOT NULL)",
+        # buried: by position; forget: oldest expiries first.
+        f'CREATE INDEX {index}_tombstones_position" ON {tombs} (position)',
+        f'CREATE INDEX {index}_tombstones_expired_at" ON {tombs} (expired_at)',
+        # stale of some statuses: oldest first within each status.
+        f'CREATE INDEX {index}_status_updated_at" ON {jobs}'
+        " (job_status, updated_at, job_id)",
+        _change_function(sql, revives=True),
     ]
 
 
 #: MIGRATIONS[v] takes the schema from version v to v + 1.
-MIGRATIONS: tuple[Callable[[_Statements], list[str]], ...] = (_create_tables,)
+MIGRATIONS: tuple[Callable[[_Statements], list[str]], ...] = (
+    _create_tables,
+    _retention,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -684,6 +846,23 @@ def _values(record: Mapping[str, Any], at: float | None) -> tuple[str, str, floa
         time.time() if at is None else at,
         json.dumps(record, allow_nan=False),
     )
+
+
+def _parsed_version(version: str) -> tuple[str, int] | None:
+    """``(epoch, position)`` of a version this store gave, else None."""
+    epoch, dash, position = version.rpartition("-")
+    if not dash:
+        return None
+    try:
+        return epoch, int(position, 16)
+    except ValueError:
+        return None
+
+
+def _tombstone(values: Sequence[Any]) -> Tombstone:
+    """A ``Tombstone`` from ``job_id, status, expired_at, position``."""
+    job_id, status, expired_at, position = values
+    return Tombstone(job_id, _status(status), float(expired_at), int(position))
 
 
 def _row(values: Sequence[Any], *, with_record: bool) -> Row:

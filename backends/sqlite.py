@@ -10,6 +10,13 @@ application_id`` marks the file as jobstatus's; the schema version lives in
 ``PRAGMA user_version`` and is migrated forward on open. A file that is
 neither empty nor jobstatus's is refused, never changed; one this process
 cannot write is read as it is.
+
+Retention (``Expiring``): an expired job's row is deleted (the deletion
+trigger gives the expiry the next position) and its tombstone goes to
+``job_tombstones``, a table of its own keyed by that position: every query of
+``jobs`` stays as it is and never meets a tombstone, and a tombstone holds no
+record. The trigger ``jobs_revived`` drops an id's tombstone in the statement
+that writes the job again, whoever writes it.
 """
 
 from __future__ import annotations
@@ -36,8 +43,10 @@ from jobstatus_core import (
     Mark,
     Query,
     Row,
+    Stale,
     StoreBase,
     StoreError,
+    Tombstone,
     Window,
     checked_at,
     checked_job_id,
@@ -129,6 +138,48 @@ CREATE_SQL = (
 SWAP_SQL = (
     "UPDATE jobs SET job_status = ?, updated_at = ?, record = ?"
     " WHERE job_id = ? AND position = ? AND (SELECT epoch FROM jobstatus_meta) = ?"
+)
+
+# Retention. ``stale`` of some statuses walks jobs_status_updated_at once per
+# status (merged like a page): an IN list would make SQLite sort every old job
+# of those statuses before the limit. Of every status but some, it walks
+# jobs_updated_at in its own order, skipping the others in the index.
+STALE_STATUS_SQL = (
+    f"SELECT {ROW_COLUMNS} FROM jobs INDEXED BY jobs_status_updated_at"
+    " WHERE job_status = ? AND updated_at < ? AND job_id IS NOT NULL"
+    " ORDER BY updated_at, job_id LIMIT ?"
+)
+STALE_OTHER_SQL = (
+    f"SELECT {ROW_COLUMNS} FROM jobs INDEXED BY jobs_updated_at"
+    " WHERE updated_at < ? AND job_status IS NOT NULL AND job_id IS NOT NULL"
+    " AND job_status NOT IN (SELECT value FROM json_each(?))"
+    " ORDER BY updated_at, job_id LIMIT ?"
+)
+# Only if the row is still the version purge read; the deletion trigger moves
+# the head, and the tombstone takes that position.
+EXPIRE_SQL = (
+    "DELETE FROM jobs WHERE job_id = ? AND position = ?"
+    " AND (SELECT epoch FROM jobstatus_meta) = ? RETURNING 1"
+)
+BURY_SQL = (
+    "INSERT OR REPLACE INTO job_tombstones (position, job_id, status, expired_at)"
+    " SELECT head, ?, ?, ? FROM jobstatus_meta RETURNING position"
+)
+TOMBSTONE_COLUMNS = "job_id, status, expired_at, position"
+TOMBSTONES_SQL = (
+    f"SELECT {TOMBSTONE_COLUMNS} FROM job_tombstones"
+    " WHERE job_id IN (SELECT value FROM json_each(?))"
+)
+# The feed follows the head, so the tombstones after its cursor are few:
+# filtered by status while walking the table's own (position) order.
+BURIED_SQL = (
+    f"SELECT {TOMBSTONE_COLUMNS} FROM job_tombstones WHERE position > ?{{where}}"
+    " ORDER BY position LIMIT ?"
+)
+FORGET_SQL = (
+    "DELETE FROM job_tombstones WHERE position IN (SELECT position FROM"
+    " job_tombstones INDEXED BY job_tombstones_expired_at WHERE expired_at < ?"
+    " ORDER BY expired_at LIMIT ?)"
 )
 
 T = TypeVar("T")
@@ -323,13 +374,10 @@ class SQLiteStore(StoreBase):
         if expected is None:
             created = self._run(lambda: self._conn.execute(CREATE_SQL, values))
             return created.rowcount == 1
-        epoch, dash, position = expected.rpartition("-")
-        try:
-            expected_position = int(position, 16)
-        except ValueError:
+        version = _parsed_version(expected)
+        if version is None:
             return False  # not a version this store gave: it matches no job
-        if not dash:
-            return False
+        epoch, expected_position = version
         job_id, status, stamp, text = values
         swapped = self._run(
             lambda: self._conn.execute(
@@ -337,6 +385,86 @@ class SQLiteStore(StoreBase):
             )
         )
         return swapped.rowcount == 1
+
+    # -- retention -------------------------------------------------------------
+
+    def stale(self, query: Stale) -> list[Row]:
+        if query.statuses is None:
+            excluded = json.dumps(sorted(query.other_than))
+            params: list[tuple[Any, ...]] = [(query.before, excluded, query.limit)]
+            sql = STALE_OTHER_SQL
+        else:
+            sql = STALE_STATUS_SQL
+            params = [
+                (status, query.before, query.limit)
+                for status in sorted(query.statuses - query.other_than)
+            ]
+
+        def fetch() -> list[list[Any]]:
+            return [self._conn.execute(sql, p).fetchall() for p in params]
+
+        walks = self._run(fetch)
+        merged = heapq.merge(*walks, key=lambda values: (values[2], values[0]))
+        return [
+            _row(values, with_record=False) for values in islice(merged, query.limit)
+        ]
+
+    def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
+        wanted = [
+            (row.job_id, row.status, *version)
+            for row in rows
+            if row.status is not None and (version := _parsed_version(row.version))
+        ]
+
+        def bury() -> list[Tombstone]:
+            # IMMEDIATE: the batch takes the write lock at once, so purgers and
+            # writers of every process come one after the other, and a job is
+            # deleted only while its version is the one read.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                left = []
+                for job_id, status, epoch, position in wanted:
+                    gone = self._conn.execute(
+                        EXPIRE_SQL, (job_id, position, epoch)
+                    ).fetchall()
+                    if gone:
+                        ((place,),) = self._conn.execute(
+                            BURY_SQL, (job_id, status, at)
+                        ).fetchall()
+                        left.append(Tombstone(job_id, status, at, place))
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            return left
+
+        return self._run(bury)
+
+    def tombstones(self, job_ids: Sequence[str]) -> dict[str, Tombstone]:
+        wanted = json.dumps(list(job_ids))
+        found = self._run(
+            lambda: self._conn.execute(TOMBSTONES_SQL, (wanted,)).fetchall()
+        )
+        return {values[0]: _tombstone(values) for values in found}
+
+    def buried(self, query: Query) -> list[Tombstone]:
+        if query.statuses is None:
+            sql = BURIED_SQL.format(where="")
+            params: tuple[Any, ...] = (query.after, query.limit)
+        else:
+            sql = BURIED_SQL.format(
+                where=" AND status IN (SELECT value FROM json_each(?))"
+            )
+            statuses = json.dumps(sorted(query.statuses))
+            params = (query.after, statuses, query.limit)
+        found = self._run(lambda: self._conn.execute(sql, params).fetchall())
+        return [_tombstone(values) for values in found]
+
+    def forget(self, *, before: float, limit: int) -> int:
+        dropped = self._run(
+            lambda: self._conn.execute(FORGET_SQL, (before, limit)).rowcount
+        )
+        return max(0, dropped)
 
     def close(self) -> None:
         with self._lock:
@@ -371,6 +499,23 @@ def _values(record: Mapping[str, Any], at: float | None) -> tuple[str, str, floa
         time.time() if at is None else at,
         json.dumps(record, allow_nan=False),
     )
+
+
+def _parsed_version(version: str) -> tuple[str, int] | None:
+    """``(epoch, position)`` of a version this store gave, else None."""
+    epoch, dash, position = version.rpartition("-")
+    if not dash:
+        return None
+    try:
+        return epoch, int(position, 16)
+    except ValueError:
+        return None
+
+
+def _tombstone(values: Sequence[Any]) -> Tombstone:
+    """A ``Tombstone`` from ``TOMBSTONE_COLUMNS``."""
+    job_id, status, expired_at, position = values
+    return Tombstone(job_id, status, float(expired_at), int(position))
 
 
 def _row(values: Sequence[Any], *, with_record: bool) -> Row:
@@ -596,6 +741,29 @@ def _change_order(db: sqlite_utils.Database) -> None:
         conn.execute(trigger)
 
 
+def _tombstones(db: sqlite_utils.Database) -> None:
+    conn = db.conn
+    # Keyed by position (the rowid: no key stored twice), so the feed walks
+    # the table itself; job_id for lookups and revivals, expired_at for
+    # forget. No record: a tombstone is its id, status, time and place.
+    conn.execute(
+        "CREATE TABLE job_tombstones (position INTEGER PRIMARY KEY,"
+        " job_id TEXT NOT NULL UNIQUE, status TEXT NOT NULL, expired_at REAL NOT NULL)"
+    )
+    conn.execute(
+        "CREATE INDEX job_tombstones_expired_at ON job_tombstones (expired_at)"
+    )
+    # Retention's walk of some statuses, oldest first, within each status.
+    conn.execute(
+        "CREATE INDEX jobs_status_updated_at ON jobs (job_status, updated_at, job_id)"
+    )
+    # A job written again is alive: its tombstone goes in the same statement.
+    conn.execute(
+        "CREATE TRIGGER jobs_revived AFTER INSERT ON jobs BEGIN"
+        " DELETE FROM job_tombstones WHERE job_id = NEW.job_id; END"
+    )
+
+
 def _new_epoch() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -606,5 +774,6 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _compact_statuses,
     _covering_listing_index,
     _change_order,
+    _tombstones,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -19,9 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
-from jobstatus_backends.postgres import PostgresStore
+from jobstatus_backends.postgres import (
+    SCHEMA_VERSION,
+    PostgresStore,
+    _create_tables,
+    _Statements,
+)
 from jobstatus_backends.recorder import Recorder
-from jobstatus_core import ConfigError, Query, StoreUnavailable
+from jobstatus_core import ConfigError, Query, Stale, StoreUnavailable
 
 from .helpers import (
     PostgresServer,
@@ -31,6 +36,7 @@ from .helpers import (
     start_postgres,
     wait_for,
 )
+from .test_sqlite_store import purge_in_processes
 
 pytestmark = pytest.mark.postgres
 
@@ -103,12 +109,17 @@ def test_its_own_schema_and_table_leave_the_hosts_alone(
         "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1",
         schema,
     )
-    assert tables == [("work",), ("work_counts",), ("work_meta",)]
+    assert tables == [
+        ("work",),
+        ("work_counts",),
+        ("work_meta",),
+        ("work_tombstones",),
+    ]
     assert sql(postgres_server, "SELECT id FROM public.jobs") == [(7,)]
     ((epoch, head, version),) = sql(
         postgres_server, f"SELECT epoch, head, schema_version FROM {schema}.work_meta"
     )
-    assert head == 3 and version == 1 and len(epoch) == 12
+    assert head == 3 and version == SCHEMA_VERSION and len(epoch) == 12
     counts = sql(postgres_server, f"SELECT status, n FROM {schema}.work_counts")
     assert sorted(counts) == [('"done"', 1), ('"failed"', 1)]
     row = store.read("a")
@@ -457,3 +468,75 @@ def test_every_query_uses_its_index(many: PostgresStore) -> None:
         assert any(index in text for index in indexes.split("|")), text
         assert "Seq Scan on jobs " not in text, text
     assert many.page(Query(statuses=frozenset({'"failed"'}), limit=2)) != []
+
+
+def test_retention_uses_its_indexes(many: PostgresStore) -> None:
+    statements = many._sql
+    cases = [
+        # Old jobs of some statuses: a walk per status, each stopping at
+        # the limit; of every status but some, the time index in order.
+        (
+            statements.stale_some,
+            (['"done"', '"failed"'], 1_019_000.0, 1000, 1000),
+            "jobs_status_updated_at",
+        ),
+        (
+            statements.stale_other,
+            (1_019_000.0, ['"running"'], 1000),
+            "jobs_updated_at",
+        ),
+        (
+            statements.expire,
+            {"ids": ["job-7"], "positions": [7], "head": 20000, "at": 1.0},
+            "jobs_pkey|jobs_position",  # the job's id, or its unique position
+        ),
+    ]
+    for statement, params, indexes in cases:
+        text = plan(many, statement, params)
+        assert any(index in text for index in indexes.split("|")), text
+        assert "Seq Scan on jobs " not in text, text
+    rows = many.stale(Stale(before=1_000_300.0, statuses=frozenset({'"failed"'})))
+    assert [row.job_id for row in rows] == ["job-100", "job-200"]
+
+
+def test_a_schema_of_version_1_opens_and_expires(
+    postgres_server: PostgresServer, opened: Callable[[str], PostgresStore]
+) -> None:
+    """A schema as jobstatus made it before retention keeps its jobs."""
+    url = fresh_url(postgres_server)
+    schema = url.rpartition("schema=")[2]
+    old = _Statements(schema, "jobs", f"{schema}.jobs")
+    sql(postgres_server, f'CREATE SCHEMA "{schema}"')
+    for statement in _create_tables(old):
+        sql(postgres_server, statement)
+    sql(postgres_server, f"UPDATE {old.meta_table} SET schema_version = 1")
+    for job_id, at in (("a", 1.0), ("b", 2.0)):
+        record = f'{{"job_id": "{job_id}", "job_status": "done"}}'
+        sql(postgres_server, old.put, job_id, '"done"', at, record)
+    store = opened(url)
+    assert store.mark().head == 2
+    (tomb,) = store.expire(store.stale(Stale(before=1.5)), at=10.0)
+    assert (tomb.job_id, tomb.position) == ("a", 3)
+    assert [row.job_id for row in store.page(Query())] == ["b"]
+    assert sql(postgres_server, f"SELECT schema_version FROM {old.meta_table}") == [
+        (SCHEMA_VERSION,)
+    ]
+    store.put({"job_id": "a", "job_status": "queued"}, at=20.0)
+    assert store.tombstones(["a"]) == {}
+
+
+def test_an_expiry_wakes_a_subscriber_of_another_instance(
+    url: str, opened: Callable[[str], PostgresStore]
+) -> None:
+    one, two = opened(url), opened(url)
+    one.put({"job_id": "a", "job_status": "done"}, at=1.0)
+    woken = threading.Event()
+    stop = two.subscribe(woken.set)
+    woken.clear()  # the first connection's own wake-up
+    one.expire(one.stale(Stale(before=5.0)), at=10.0)
+    assert woken.wait(1.0)  # as a write: SPEC §10
+    stop()
+
+
+def test_two_processes_purge_one_schema_while_a_third_writes(url: str) -> None:
+    purge_in_processes(url, 600)

@@ -7,28 +7,40 @@ import hashlib
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from jobstatus_backends.recorder import Recorder
+from jobstatus_backends.registry import store_from_url
 from jobstatus_backends.sqlite import (
     APPLICATION_ID,
+    BURIED_SQL,
+    FORGET_SQL,
     KEPT_COUNTS_SQL,
+    MIGRATIONS,
     PAGE_SQL,
     ROW_COLUMNS,
     SCHEMA_VERSION,
+    STALE_OTHER_SQL,
+    STALE_STATUS_SQL,
+    TOMBSTONES_SQL,
     WINDOW_COUNTS_SQL,
     WINDOW_SQL,
     SQLiteStore,
     path_from_url,
 )
-from jobstatus_core import ConfigError, StoreError, jsontext
+from jobstatus_core import ConfigError, Expiring, StoreError, jsontext
 from jobstatus_core.listing import Listings
-from jobstatus_core.rows import Query
+from jobstatus_core.rows import Query, Stale
+
+from .helpers import clean_env
 
 pytestmark = pytest.mark.sqlite
 
@@ -600,3 +612,169 @@ def test_commits_are_synced_at_checkpoints(tmp_path: Path) -> None:
     # NORMAL (1): no fsync per commit; see docs/stores.md.
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 1
     store.close()
+
+
+def test_retention_walks_indexes(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    store.put({"job_id": "j", "job_status": "done"}, at=5.0)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "jobs.db")
+    # Old jobs of one status: a range of the index, in its order, no sort.
+    some = plan(conn, STALE_STATUS_SQL, ('"done"', 10.0, 1000))
+    assert "INDEX jobs_status_updated_at (job_status=? AND updated_at<?)" in some
+    assert "TEMP B-TREE" not in some
+    other = plan(conn, STALE_OTHER_SQL, (10.0, '["\\"done\\""]', 1000))
+    assert "INDEX jobs_updated_at (updated_at<?)" in other
+    assert "TEMP B-TREE" not in other
+    assert "INDEX sqlite_autoindex_job_tombstones_1 (job_id=?)" in plan(
+        conn, TOMBSTONES_SQL, ('["j"]',)
+    )
+    feed = plan(conn, BURIED_SQL.format(where=""), (0, 100))
+    assert "INTEGER PRIMARY KEY (rowid>?)" in feed and "TEMP" not in feed
+    forget = plan(conn, FORGET_SQL, (10.0, 100))
+    assert "INDEX job_tombstones_expired_at (expired_at<?)" in forget
+    conn.close()
+
+
+def version_4_file(path: Path) -> None:
+    """A database as jobstatus wrote it at schema version 4, before
+    retention: a, b done at 1 and 2, c running at 3."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    for step in MIGRATIONS[:4]:
+        step(db)
+    for job_id, status, at in (
+        ("a", "done", 1.0),
+        ("b", "done", 2.0),
+        ("c", "running", 3.0),
+    ):
+        record = json.dumps({"job_id": job_id, "job_status": status})
+        conn.execute(
+            "INSERT INTO jobs (job_id, job_status, updated_at, record)"
+            " VALUES (?, ?, ?, ?)",
+            (job_id, jsontext.encode(status), at, record),
+        )
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 4")
+    conn.close()
+
+
+def test_a_version_4_file_opens_and_expires(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    version_4_file(path)
+    store = SQLiteStore(path)
+    before = store.mark()
+    assert before.head == 3
+    assert [row.job_id for row in store.page(Query(limit=10))] == ["a", "b", "c"]
+    (tomb,) = store.expire(
+        store.stale(Stale(before=10.0, statuses=frozenset({'"done"'}), limit=1)),
+        at=20.0,
+    )
+    assert (tomb.job_id, tomb.position) == ("a", 4)
+    assert store.mark() == type(before)(before.epoch, 4)
+    assert store.counts(None, None) == {'"done"': 1, '"running"': 1}
+    store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_another_program_writing_an_expired_id_revives_it(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path)
+    store.put({"job_id": "a", "job_status": "done"}, at=1.0)
+    store.expire(store.stale(Stale(before=10.0)), at=20.0)
+    assert store.tombstones(["a"]).keys() == {"a"}
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "INSERT INTO jobs (job_id, job_status, updated_at, record)"
+        """ VALUES ('a', '"queued"', 30.0, '{"job_id": "a", "job_status": "queued"}')"""
+    )
+    conn.close()
+    assert store.tombstones(["a"]) == {} and store.buried(Query()) == []
+    store.close()
+
+
+# A purger: reads every stale job first, then, once told to go, expires them
+# in batches, while the others run: its rows may be stale by then.
+PURGER = """
+import json, sys
+from jobstatus_backends.registry import store_from_url
+from jobstatus_core.rows import Stale
+store = store_from_url(sys.argv[1])
+rows = store.stale(Stale(before=5000.0, limit=100_000))
+print("ready", flush=True)
+sys.stdin.readline()
+expired = []
+for start in range(0, len(rows), 20):
+    expired += [t.job_id for t in store.expire(rows[start:start + 20], at=9000.0)]
+store.close()
+print(json.dumps(expired))
+"""
+# Writes every third job again, newest first: not stale any more. Says when
+# half are written (before the purgers go), then writes the rest meanwhile.
+REWRITER = """
+import sys
+from jobstatus_backends.registry import store_from_url
+store = store_from_url(sys.argv[1])
+store.mark()
+print("ready", flush=True)
+sys.stdin.readline()
+ids = range(int(sys.argv[2]) - 1, -1, -3)
+for n, i in enumerate(ids):
+    store.put({"job_id": f"j{i:04}", "job_status": "running"}, at=10000.0)
+    if n == len(ids) // 2:
+        print("half", flush=True)
+store.close()
+"""
+
+
+def purge_in_processes(url: str, jobs: int) -> None:
+    """Two purger processes and a rewriter at once on the store at ``url``,
+    which holds ``jobs`` stale jobs: each job is expired once, and a job
+    written again stays (or comes back) alive, without a tombstone."""
+    store = store_from_url(url)
+    assert isinstance(store, Expiring)
+    for i in range(jobs):
+        store.put({"job_id": f"j{i:04}", "job_status": "done"}, at=float(i + 1))
+    head = store.mark().head
+
+    def start(script: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", script, url, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
+        )
+
+    processes = [start(PURGER), start(PURGER), start(REWRITER, str(jobs))]
+    for process in processes:  # the purgers have read their rows
+        assert process.stdout is not None
+        assert process.stdout.readline() == "ready\n"
+    purgers, rewriter = processes[:2], processes[2]
+    assert rewriter.stdout is not None
+    for process in (rewriter, *purgers):
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
+        if process is rewriter:  # half the rewrites come between read and expire
+            assert rewriter.stdout.readline() == "half\n"
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0]
+    expired = [job_id for output in outputs[:2] for job_id in json.loads(output)]
+    rewritten = {f"j{i:04}" for i in range(jobs - 1, -1, -3)}
+    everyone = {f"j{i:04}" for i in range(jobs)}
+    assert len(expired) == len(set(expired))  # once each
+    assert everyone - rewritten <= set(expired)
+    ids = sorted(everyone)
+    assert store.read_many(ids).keys() == rewritten
+    assert store.tombstones(ids).keys() == everyone - rewritten
+    assert store.stale(Stale(before=5000.0)) == []
+    # One position per expiry and per write, none lost or shared.
+    assert store.mark().head == head + len(expired) + len(rewritten)
+    store.close()
+
+
+def test_two_processes_purge_one_file_while_a_third_writes(tmp_path: Path) -> None:
+    purge_in_processes(f"sqlite://{tmp_path / 'jobs.db'}", 600)
