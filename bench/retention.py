@@ -320,6 +320,7 @@ def summary(
         and not any(during(sent, turn) for turn in turns)
     ]
     seconds = purge["ended"] - purge["started"]
+    idle_seconds = purge["started"] - (ready + WARMUP)
     idle_p50, idle_p99 = percentiles(idle)
     busy_p50, busy_p99 = percentiles(purging)
     return {
@@ -338,6 +339,8 @@ def summary(
         "purging p50 ms": round(busy_p50, 2),
         "purging p99 ms": round(busy_p99, 2),
         "p99 ratio": round(busy_p99 / idle_p99, 2),
+        "idle req/s": round(len(idle) / idle_seconds),
+        "purging req/s": round(len(purging) / seconds),
     }
 
 
