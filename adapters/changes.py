@@ -1,11 +1,25 @@
-"""Wake-ups when the store may have changed, for waits and event streams.
+"""Wake-ups when the store has changed, for waits and event streams.
 
-One ``Changes`` per service. Where the store declares ``Notifying`` it pushes
-a wake-up after each change it sees (through any instance sharing it); for
-every other store one thread per process watches ``store.mark()`` every
-``interval`` seconds while anybody waits — never a thread per waiter. A
-wake-up only says "look again": waiters re-read the store, so a spurious or
-merged wake-up costs a read, never a missed change.
+One ``Changes`` per service, and one thread per process reading the store for
+it while anybody waits — never a thread per waiter. Where the store declares
+``Notifying`` it pushes a wake-up after each change it sees (through any
+instance sharing it) and the thread reads its mark at once, and every
+``SAFETY_POLL_SECONDS`` in case a notification was lost; for every other store
+the thread reads the mark every ``interval`` seconds.
+
+When the mark moved, the thread reads once what changed (``page`` after the
+last position it saw, and ``buried`` where the store is ``Expiring``) and
+wakes only the waiters and streams whose ``Interest`` matches a changed row:
+a change to one job costs one read here and one read by each of its own
+waiters, however many others wait. A new epoch or a mark that went back
+wakes everybody; a failed look wakes nobody and is tried again. A wake-up
+only says "look again": waiters re-read their jobs, so a spurious or merged
+wake-up costs a read, never a missed change.
+
+Each look that finds changes moves ``generation`` on and remembers what it
+found for a while; a waiter takes the generation before it reads the store,
+and when it comes to wait, a change found since then that matches it (or
+one the hub no longer remembers) answers it at once.
 """
 
 from __future__ import annotations
@@ -16,11 +30,15 @@ import logging
 import signal
 import threading
 import weakref
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 from jobstatus_core import StatusService, Store
+from jobstatus_core.interest import Interest
 from jobstatus_core.problems import ApiError
-from jobstatus_core.protocol import Notifying
+from jobstatus_core.protocol import Expiring, Notifying
+from jobstatus_core.rows import Mark, Query
 
 logger = logging.getLogger("jobstatus.changes")
 
@@ -32,44 +50,82 @@ POLL_SECONDS = 0.1
 SAFETY_POLL_SECONDS = 1.0
 #: How often a waiting loop looks whether its server is stopping.
 SHUTDOWN_POLL_SECONDS = 0.25
+#: Rows read per store call when looking what changed.
+BATCH = 1000
+#: Past this many changed rows in one look, everybody wakes instead (the
+#: look would cost more than the herd).
+MOST_ROWS = 20 * BATCH
+#: Changes remembered for waiters that read the store before the look that
+#: found them and only now come to wait; older ones wake such waiters.
+REMEMBERED = 4096
+
+
+@dataclass(eq=False)
+class _Subscriber:
+    """One wait in progress: what wakes it, and how."""
+
+    interest: Interest
+    #: The event loop of an async wait; None: a thread's (``wait_blocking``).
+    loop: asyncio.AbstractEventLoop | None
+    event: asyncio.Event | threading.Event = field(repr=False)
 
 
 class Changes:
     def __init__(self, store: Store, *, interval: float | None = None) -> None:
         self.store = store
+        #: Moves on with each look that found changes (and each wake-up of
+        #: everybody).
         self.generation = 0
         self.closing = False
         self.interval = interval or (
             SAFETY_POLL_SECONDS if isinstance(store, Notifying) else POLL_SECONDS
         )
+        #: Where the store keeps tombstones, expiries wake their waiters too.
+        self._expiring = store if isinstance(store, Expiring) else None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._events: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self._users = 0
         self._held: dict[str, int] = {}
         self._watcher: threading.Thread | None = None
         self._shutdown_watched: set[asyncio.AbstractEventLoop] = set()
         self._shutdown_tasks: set[asyncio.Task[None]] = set()
+        #: The store notified since the last look.
+        self._pending = False
+        #: Where the last look left the store; None: no look yet.
+        self._seen: Mark | None = None
+        #: (generation, job id, status) of recent changes, oldest first.
+        self._recent: deque[tuple[int, str, str | None]] = deque()
+        #: Waiters that took a generation before this one may have missed a
+        #: change the hub no longer remembers (or everybody was woken).
+        self._everyone = 0
+        self._by_job: dict[str, set[_Subscriber]] = {}
+        self._anyone: set[_Subscriber] = set()
+        self._subscribers: set[_Subscriber] = set()
         self._unsubscribe = (
             store.subscribe(self.notify) if isinstance(store, Notifying) else None
         )
 
+    @property
+    def subscribed(self) -> int:
+        """Waits and streams waiting for a wake-up now."""
+        with self._lock:
+            return len(self._subscribers)
+
     # -- the store's side --------------------------------------------------
 
     def notify(self) -> None:
-        """Something may have changed; any thread."""
+        """Something may have changed; any thread, never blocks on the store:
+        the watching thread looks."""
         with self._cond:
-            self.generation += 1
+            self._pending = True
             self._cond.notify_all()
-            loops = list(self._events)
-        for loop in loops:
-            with contextlib.suppress(RuntimeError):  # a loop that has closed
-                loop.call_soon_threadsafe(self._wake, loop)
 
     def close(self) -> None:
         """Answer every waiter now (the server is stopping)."""
         self.closing = True
-        self.notify()
+        self._wake_everyone()
+        with self._cond:
+            self._cond.notify_all()  # the watcher stops at once
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -100,28 +156,71 @@ class Changes:
                 if not self._users:
                     self._cond.notify_all()  # the watcher stops at once
 
-    async def wait(self, generation: int, timeout: float) -> None:
-        """Until the generation moves past ``generation``, or ``timeout``."""
+    async def wait(self, generation: int, interest: Interest, timeout: float) -> None:
+        """Until a change matching ``interest`` is found after ``generation``
+        (the hub's when the waiter last read the store), or ``timeout``."""
         loop = asyncio.get_running_loop()
         self._watch_shutdown(loop)
-        deadline = loop.time() + timeout
-        while True:
-            with self._lock:
-                if self.generation != generation or self.closing:
-                    return
-                event = self._events.setdefault(loop, asyncio.Event())
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
+        event = asyncio.Event()
+        subscriber = _Subscriber(interest, loop, event)
+        if timeout <= 0 or not self._subscribe(subscriber, generation):
+            return
+        try:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), remaining)
+                await asyncio.wait_for(event.wait(), timeout)
+        finally:
+            self._unsubscribe_one(subscriber)
 
-    def wait_blocking(self, generation: int, timeout: float) -> None:
+    def wait_blocking(
+        self, generation: int, interest: Interest, timeout: float
+    ) -> None:
         """``wait`` for a thread of its own (the WSGI adapter)."""
-        with self._cond:
-            self._cond.wait_for(
-                lambda: self.generation != generation or self.closing, timeout
-            )
+        event = threading.Event()
+        subscriber = _Subscriber(interest, None, event)
+        if timeout <= 0 or not self._subscribe(subscriber, generation):
+            return
+        try:
+            event.wait(timeout)
+        finally:
+            self._unsubscribe_one(subscriber)
+
+    def _subscribe(self, subscriber: _Subscriber, generation: int) -> bool:
+        """Register ``subscriber``, unless a change it missed since
+        ``generation`` answers it already (False)."""
+        interest = subscriber.interest
+        with self._lock:
+            if self.closing or self._everyone > generation:
+                return False
+            for found, job_id, status in reversed(self._recent):
+                if found <= generation:
+                    break
+                if interest.matches(job_id, status):
+                    return False
+            self._subscribers.add(subscriber)
+            if interest.job_ids is None:
+                self._anyone.add(subscriber)
+            else:
+                for job_id in interest.job_ids:
+                    self._by_job.setdefault(job_id, set()).add(subscriber)
+            return True
+
+    def _unsubscribe_one(self, subscriber: _Subscriber) -> None:
+        with self._lock:
+            self._drop(subscriber)
+
+    def _drop(self, subscriber: _Subscriber) -> None:
+        """Under the lock."""
+        self._subscribers.discard(subscriber)
+        job_ids = subscriber.interest.job_ids
+        if job_ids is None:
+            self._anyone.discard(subscriber)
+            return
+        for job_id in job_ids:
+            held = self._by_job.get(job_id)
+            if held is not None:
+                held.discard(subscriber)
+                if not held:
+                    del self._by_job[job_id]
 
     def _watch_shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
         """While anybody waits on ``loop``, notice the server stopping: a
@@ -146,32 +245,125 @@ class Changes:
         self._shutdown_tasks.add(task := loop.create_task(watch()))
         task.add_done_callback(self._shutdown_tasks.discard)
 
-    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+    # -- waking ------------------------------------------------------------
+
+    def _wake_everyone(self) -> None:
         with self._lock:
-            event = self._events.pop(loop, None)
-        if event is not None:
-            event.set()
+            self.generation += 1
+            self._everyone = self.generation
+            self._recent.clear()
+            woken = set(self._anyone)
+            for held in self._by_job.values():
+                woken |= held
+            self._anyone.clear()
+            self._by_job.clear()
+            self._subscribers.clear()
+        _wake(woken)
+
+    def _found(self, changed: list[tuple[str, str | None]]) -> None:
+        """Wake the subscribers of these (job id, status) changes."""
+        woken: set[_Subscriber] = set()
+        with self._lock:
+            self.generation += 1
+            generation = self.generation
+            for job_id, status in changed:
+                self._recent.append((generation, job_id, status))
+                for subscriber in self._by_job.get(job_id, ()):
+                    if subscriber.interest.matches(job_id, status):
+                        woken.add(subscriber)
+            # Those of any job: once each, by the statuses that changed.
+            statuses = {status for _, status in changed}
+            for subscriber in self._anyone:
+                wanted = subscriber.interest.statuses
+                if wanted is None or not wanted.isdisjoint(statuses):
+                    woken.add(subscriber)
+            while len(self._recent) > REMEMBERED:
+                self._everyone = max(self._everyone, self._recent.popleft()[0])
+            for subscriber in woken:
+                self._drop(subscriber)
+        _wake(woken)
+
+    # -- the watching thread -------------------------------------------------
 
     def _watch(self) -> None:
-        """Reads the mark while anybody waits; stops when nobody does."""
-        last = None
+        """Looks at the store while anybody waits; stops when nobody does."""
+        with self._lock:
+            self._seen = None
         while not self.closing:
             with self._lock:
                 if self._users == 0:
                     self._watcher = None
                     return
+                self._pending = False
             try:
-                mark = self.store.mark()
+                self._look()
             except Exception as exc:
+                # Nobody wakes to a store that fails; the next look starts
+                # again from the last position seen, so nothing is missed.
                 logger.warning("watching the store failed: %s", exc)
-                mark = None
-            # The first read notifies too: a waiter that read the store before
-            # this thread started may have missed a change since.
-            if mark is not None and mark != last:
-                self.notify()
-            last = mark if mark is not None else last
             with self._cond:
-                self._cond.wait(self.interval)
+                self._cond.wait_for(
+                    lambda: self._pending or not self._users or self.closing,
+                    self.interval,
+                )
+
+    def _look(self) -> None:
+        """Read the mark; if it moved, read what changed and wake its
+        subscribers."""
+        store = self.store
+        mark = store.mark()
+        seen = self._seen
+        if seen is None or mark.epoch != seen.epoch or mark.head < seen.head:
+            # The first look wakes everybody too: a waiter that read the store
+            # before this thread started may have missed a change since.
+            self._seen = mark
+            self._wake_everyone()
+            return
+        if mark.head == seen.head:
+            return
+        changed: list[tuple[str, str | None]] = []
+        after = seen.head
+        while len(changed) < MOST_ROWS:
+            rows = store.page(Query(after=after, limit=BATCH))
+            changed += [(row.job_id, row.status) for row in rows]
+            if len(rows) < BATCH:
+                break
+            after = rows[-1].position
+        if self._expiring is not None and len(changed) < MOST_ROWS:
+            # An expiry takes a place in the change order too (SPEC §14).
+            after = seen.head
+            while len(changed) < MOST_ROWS:
+                stones = self._expiring.buried(Query(after=after, limit=BATCH))
+                changed += [(stone.job_id, stone.status) for stone in stones]
+                if len(stones) < BATCH:
+                    break
+                after = stones[-1].position
+        # Up to the mark read first, not to the last row: a row written while
+        # this look ran is found again by the next (a read, not a miss).
+        self._seen = mark
+        if len(changed) >= MOST_ROWS:
+            self._wake_everyone()
+        elif changed:
+            self._found(changed)
+
+
+def _wake(subscribers: set[_Subscriber]) -> None:
+    """Set their events: one call into each event loop, however many wake."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+    for subscriber in subscribers:
+        event = subscriber.event
+        if isinstance(event, threading.Event):
+            event.set()
+        elif subscriber.loop is not None:
+            by_loop.setdefault(subscriber.loop, []).append(event)
+    for loop, events in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a loop that has closed
+            loop.call_soon_threadsafe(_set_all, events)
+
+
+def _set_all(events: list[asyncio.Event]) -> None:
+    for event in events:
+        event.set()
 
 
 def _server_stopping() -> bool:

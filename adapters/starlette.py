@@ -244,7 +244,7 @@ class _Endpoint:
                     if ended or left <= 0:
                         return  # a client resumes after the last event's id
                     if len(found) < feeds.BATCH:
-                        await hub.wait(generation, left)
+                        await hub.wait(generation, feed.interest, left)
 
             response = EventSourceResponse(
                 events(),
@@ -271,7 +271,11 @@ class _Endpoint:
             try:
                 while isinstance(answer, Waiting):
                     woken = asyncio.ensure_future(
-                        hub.wait(generation, answer.deadline - service.timer())
+                        hub.wait(
+                            generation,
+                            answer.interest,
+                            answer.deadline - service.timer(),
+                        )
                     )
                     await asyncio.wait(
                         {woken, gone}, return_when=asyncio.FIRST_COMPLETED

@@ -143,7 +143,9 @@ class WSGIApp:
         result: Reply | Waiting = answer
         with hub.waiter(self.max_waiters, "waiters"):
             while isinstance(result, Waiting):
-                hub.wait_blocking(generation, result.deadline - service.timer())
+                hub.wait_blocking(
+                    generation, result.interest, result.deadline - service.timer()
+                )
                 if hub.closing or service.timer() >= result.deadline:
                     result = finish(result)
                 generation = hub.generation

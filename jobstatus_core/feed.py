@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import cursor, params, tokens
+from .interest import Interest
 from .problems import ApiError
 from .requests import Request
 from .rows import Query, Row, Tombstone
@@ -54,6 +55,11 @@ class Feed:
     cutoff: float
     #: A per-job stream: that job; it ends after a terminal status.
     single: str | None = None
+
+    @property
+    def interest(self) -> Interest:
+        """The changes that may send it an event: only those wake it."""
+        return Interest(self.job_ids, self.statuses)
 
 
 def open_feed(service: StatusService, request: Request) -> Reply | Feed:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from . import cursor, params, problems, tokens
+from .interest import Interest
 from .problems import ApiError, invalid_payload
 from .reading import etag_headers, get_job, job_ids_of, tombstone
 from .requests import Request
@@ -33,6 +34,8 @@ class Waiting:
 
     #: The service timer's time when the wait ends.
     deadline: float
+    #: The jobs whose changes may answer it: only those wake it.
+    interest: Interest
     #: GET: the version the job must move away from (None: it must appear).
     after_version: str | None = None
     #: POST: a job changed when its position is past this one.
@@ -68,7 +71,11 @@ def get_job_waiting(service: StatusService, request: Request) -> Reply | Waiting
         after = params.first(query, "after")
         if after is None:
             after = None if row is None else row.version
-        state = Waiting(request.started + seconds, after_version=after)
+        state = Waiting(
+            request.started + seconds,
+            Interest(frozenset({job_id})),
+            after_version=after,
+        )
     met = row is not None and (
         _finished(service, row)
         if until == "finished"
@@ -125,7 +132,11 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
     state = request.waiting
     if state is None:
         after = mark.head if resume is None else resume.position
-        state = Waiting(request.started + seconds, after_position=after)
+        state = Waiting(
+            request.started + seconds,
+            Interest(frozenset(job_ids)),
+            after_position=after,
+        )
     met = {
         job_id: row
         for job_id, row in rows.items()

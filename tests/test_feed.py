@@ -8,20 +8,23 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import httpx
 import pytest
 from starlette.types import ASGIApp
 
+from jobstatus_adapters.changes import changes_for
 from jobstatus_adapters.starlette import create_app
 from jobstatus_adapters.wsgi import WSGIApp
 from jobstatus_backends import store_from_url
 from jobstatus_core import Store
+from jobstatus_core.wrapping import wrap
 
-from .helpers import API_KEY, Clock, service_for
+from .helpers import API_KEY, Clock, service_for, wait_for
 from .test_http_contract import assert_error
+from .test_waiting import ReadCounting
 
 NOW = Clock().now
 Event = dict[str, Any]
@@ -274,3 +277,38 @@ def test_a_stream_ends_after_its_time_and_resumes_where_it_ended(
     headers = {"x-api-key": API_KEY, "last-event-id": first["id"]}
     with stream(url, "/v1/jobs/events", headers=headers) as events:
         assert next_job(events)["data"]["job_id"] == "b"
+
+
+def test_a_change_wakes_only_the_stream_of_its_job(
+    store: Store, serve: Callable[[ASGIApp], str]
+) -> None:
+    """100 per-job streams; one job finishes: its stream alone wakes, and the
+    wake-up costs a few store reads, not one per stream."""
+    counting = wrap(store, ReadCounting)
+    service = service_for(counting, Clock(NOW))  # type: ignore[arg-type]
+    url = serve(create_app(service))
+    hub = changes_for(service)
+    ids = [f"s{i}" for i in range(100)]
+    for job_id in ids:
+        put(counting, job_id, "running")
+    with ExitStack() as streams:
+        followed = {
+            job_id: streams.enter_context(stream(url, f"/v1/job/{job_id}/events"))
+            for job_id in ids
+        }
+        for events in followed.values():
+            assert next_job(events, 20)["data"]["job_status"] == "running"
+        wait_for(lambda: hub.subscribed == 100, 20)
+        before = counting.calls.copy()
+        put(counting, "s7", "done")
+        assert next_job(followed["s7"])["data"]["job_status"] == "done"
+        # The others stay asleep: everything the change woke has happened.
+        wait_for(lambda: hub.subscribed == 99, 5)
+        time.sleep(0.5)
+        spent = counting.calls - before
+        assert hub.subscribed == 99
+        assert all(followed[j].empty() for j in ids if j != "s7")
+        # One read by the one stream; the hub's look at what changed (a page,
+        # twice if the mark moved while it looked).
+        assert spent["read"] + spent["read_many"] == 1, spent
+        assert spent["page"] <= 2, spent

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,10 +14,20 @@ from typing import Any
 import httpx
 import pytest
 
+from jobstatus_adapters.changes import changes_for
+from jobstatus_adapters.starlette import create_app
 from jobstatus_backends import store_from_url
 from jobstatus_core import Store
+from jobstatus_core.wrapping import StoreWrapper, wrap
 
-from .helpers import API_KEY, Clock, RedisServer, service_for, store_url_for
+from .helpers import (
+    API_KEY,
+    Clock,
+    RedisServer,
+    service_for,
+    store_url_for,
+    wait_for,
+)
 from .test_http_contract import assert_error, envelope_of
 
 NOW = Clock().now
@@ -244,3 +256,72 @@ def test_a_write_through_another_store_object_wakes_a_waiter(
     assert answered - written[0] < within
     for store in (serving, writing):
         store.close()
+
+
+class ReadCounting(StoreWrapper):
+    """Counts the store reads a wake-up causes, by call."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.calls: Counter[str] = Counter()
+
+    def read(self, job_id: str) -> Any:
+        self.calls["read"] += 1
+        return super().read(job_id)
+
+    def read_many(self, job_ids: Any) -> Any:
+        self.calls["read_many"] += 1
+        return super().read_many(job_ids)
+
+    def page(self, query: Any) -> Any:
+        self.calls["page"] += 1
+        return super().page(query)
+
+
+def test_a_change_wakes_only_the_waiter_of_its_job(
+    store: Store, serve: Callable[[Any], str]
+) -> None:
+    """100 waiters on 100 jobs; one job finishes: one waiter wakes, and the
+    wake-up costs a few store reads, not one per waiter."""
+    counting = wrap(store, ReadCounting)
+    service = service_for(counting)  # type: ignore[arg-type]
+    url = serve(create_app(service))
+    hub = changes_for(service)
+    ids = [f"w{i}" for i in range(100)]
+    for job_id in ids:
+        put(counting, job_id, "running")
+
+    async def scenario() -> None:
+        limits = httpx.Limits(max_connections=120)
+        async with httpx.AsyncClient(
+            base_url=url, headers={"x-api-key": API_KEY}, limits=limits, timeout=30
+        ) as http:
+            waits = {
+                job_id: asyncio.ensure_future(
+                    http.get(f"/v1/job/{job_id}", params={"wait": 20})
+                )
+                for job_id in ids
+            }
+            await asyncio.to_thread(wait_for, lambda: hub.subscribed == 100, 20)
+            before = counting.calls.copy()
+            await asyncio.to_thread(put, counting, "w7", "done")
+            answer = await waits["w7"]
+            assert envelope_of(answer)["response"]["job_status"] == "done"
+            # The others stay asleep: everything the change woke has happened.
+            await asyncio.to_thread(wait_for, lambda: hub.subscribed == 99, 5)
+            await asyncio.sleep(0.5)
+            spent = counting.calls - before
+            asleep = [w for job_id, w in waits.items() if job_id != "w7"]
+            assert hub.subscribed == 99 and not any(w.done() for w in asleep)
+            # One re-read by the one waiter; the hub's look at what changed
+            # (a page, twice if the mark moved while it looked).
+            assert spent["read"] + spent["read_many"] == 1, spent
+            assert spent["page"] <= 2, spent
+            for job_id in ids:
+                put(counting, job_id, "done")
+            answers = await asyncio.gather(*waits.values())
+            assert all(
+                envelope_of(a)["response"]["job_status"] == "done" for a in answers
+            )
+
+    asyncio.run(scenario())
