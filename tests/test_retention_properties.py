@@ -9,7 +9,7 @@ previous seed's, with jobs of its own.
 Afterwards every job is either alive with its last write and no tombstone,
 or gone with a tombstone of its last write, left by a purge whose ``now``
 made that write stale: a job rewritten after it went stale is never gone,
-and nothing else is removed. Then two purgers at once, with nothing
+and nothing else is removed. Then four purgers at once, with nothing
 writing, expire each stale job exactly once.
 """
 
@@ -54,7 +54,7 @@ SPAN = 200.0
 FINAL = 1000.0
 EPOCH = 1_000_000_000.0
 #: Seeded examples per store: processes cost a start each, threads do not.
-SEEDS_PROCESSES = 4
+SEEDS_PROCESSES = 8
 SEEDS_THREADS = 25
 
 
@@ -151,11 +151,16 @@ def purge_at(store: Store, nows: list[tuple[float, int]]) -> dict[str, int]:
 Task = tuple[str, str, Any]
 
 
-def run(task: Task, store: Store | None = None) -> dict[str, int]:
-    """One writer's or purger's part, on ``store`` or a store it opens."""
+def run(
+    task: Task, store: Store | None = None, ready: Callable[[], Any] | None = None
+) -> dict[str, int]:
+    """One writer's or purger's part, on ``store`` or a store it opens;
+    ``ready`` is called once the store is open, before the first call."""
     kind, url, script = task
     opened = store if store is not None else store_from_url(url)
     try:
+        if ready is not None:
+            ready()
         if kind == "write":
             write(opened, script)
             return {}
@@ -165,8 +170,21 @@ def run(task: Task, store: Store | None = None) -> dict[str, int]:
             opened.close()
 
 
+#: A pool process's barrier shared with the other pool processes (set by
+#: ``_joined``): the parts of a round start together, each once its store
+#: is open, or a part would be over before the last one began.
+_together: Any = None
+
+
+def _joined(barrier: Any) -> None:
+    global _together
+    _together = barrier
+
+
 def _run(task: Task) -> dict[str, int]:
-    return run(task)
+    # A round of as many parts as the pool has processes: each process takes
+    # one part (a process waiting at the barrier takes no other).
+    return run(task, ready=_together.wait)
 
 
 Runner = Callable[[list[Task]], list[dict[str, int]]]
@@ -213,8 +231,7 @@ def in_threads(store: Store) -> Runner:
 
         def one(i: int) -> None:
             try:
-                ready.wait()
-                results[i] = run(tasks[i], GivingWay(store))
+                results[i] = run(tasks[i], GivingWay(store), ready.wait)
             except BaseException as exc:  # reported by the test thread
                 errors.append(exc)
 
@@ -294,8 +311,8 @@ def run_seed(url: str, seed: int, start: Runner, reader: Reader) -> None:
     # A job expired and written again counts in a purge but has no tombstone.
     assert sum(sum(e.values()) for e in purged) >= len(before), f"seed {seed}"
 
-    # Two purgers at once and nothing writing: each stale job expires once.
-    final = [("purge", url, [(p.final, batch)]) for batch in (1000, 1000)]
+    # Purgers at once and nothing writing: each stale job expires once.
+    final = [("purge", url, [(p.final, 1000)]) for _ in range(WRITERS + 2)]
     counted = start(final)
     with reader() as store:
         after = check(store, seed, last, purge_nows | {p.final})
@@ -310,7 +327,9 @@ def run_seed(url: str, seed: int, start: Runner, reader: Reader) -> None:
 
 @pytest.fixture
 def pool() -> Iterator[Pool]:
-    with multiprocessing.get_context("spawn").Pool(WRITERS + 2) as started:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(WRITERS + 2)
+    with context.Pool(WRITERS + 2, _joined, (barrier,)) as started:
         yield started
 
 
