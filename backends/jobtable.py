@@ -24,6 +24,7 @@ from jobstatus_core.rows import Query, Stale, Window
 
 from . import jobfiles
 from .changelog import ChangeLog
+from .fssnapshot import Entry, Snapshot
 from .timeindex import TimeIndex
 
 
@@ -36,6 +37,9 @@ class JobTable:
         # Each job file's lstat fingerprint when last read: a scan rereads
         # only the files whose fingerprint moved.
         self._seen: dict[str, jobfiles.Fingerprint] = {}
+        self._statuses: dict[str, str] = {}
+        #: Files the last rescan took from its snapshot, unread.
+        self.taken_from_snapshot = 0
 
     def __len__(self) -> int:
         return len(self._log)
@@ -56,19 +60,50 @@ class JobTable:
 
     def observe(self, job_id: str, found: jobfiles.JobFile) -> int:
         """Take in the job file as read; returns the job's position."""
-        self._seen[job_id] = found.fingerprint
-        current = self._log.get(job_id)
-        if current is not None and current.version == found.version:
-            return current.position
-        position = self._log.next_position(found.ctime_ns)
+        return self._place(self._entry_of(job_id, found), None)
+
+    def _entry_of(self, job_id: str, found: jobfiles.JobFile) -> Entry:
         status, has_status = jobfiles.status_of(found.record)
-        if has_status:
-            self._times.set(job_id, found.mtime, status)
-        else:
-            self._times.set(job_id, found.mtime)
         text = jsontext.encode(status) if has_status else None
-        self._log.set(Row(job_id, text, found.mtime, found.version, position))
+        return Entry(job_id, found.fingerprint, found.mtime, found.version, text)
+
+    def _place(
+        self, entry: Entry, batch: list[tuple[str, float, str | None]] | None
+    ) -> int:
+        """Take in a job file's entry (read now, or from a snapshot); its
+        time goes to ``batch`` when given, for ``TimeIndex.set_many``."""
+        job_id = entry.job_id
+        self._seen[job_id] = entry.fingerprint
+        current = self._log.get(job_id)
+        if current is not None and current.version == entry.version:
+            return current.position
+        position = self._log.next_position(entry.fingerprint.ctime_ns)
+        # One string per distinct status, not one per job.
+        text = (
+            None
+            if entry.status is None
+            else self._statuses.setdefault(entry.status, entry.status)
+        )
+        if batch is None:
+            self._times.set_text(job_id, entry.mtime, text)
+        else:
+            batch.append((job_id, entry.mtime, text))
+        self._log.set(Row(job_id, text, entry.mtime, entry.version, position))
         return position
+
+    def entries(self) -> list[Entry]:
+        """What a snapshot holds: each indexed job as it was read."""
+        return [
+            Entry(
+                row.job_id,
+                self._seen[row.job_id],
+                row.updated_at,
+                row.version,
+                row.status,
+            )
+            for row in self._log.rows()
+            if row.job_id in self._seen
+        ]
 
     def bury(self, job_ids: Iterable[str], position: int) -> None:
         """Jobs expired through the store: gone, the head at ``position``
@@ -98,10 +133,11 @@ class JobTable:
         self._times.clear()
         self._seen.clear()
 
-    def rescan(self, *, full: bool) -> bool:
+    def rescan(self, *, full: bool, known: Snapshot | None = None) -> bool:
         """Compare the directory with the table; reread what differs.
 
-        ``full`` rereads every file. False when there is no jobs directory.
+        ``full`` rereads every file, but those ``known`` (a snapshot) holds
+        as they are now. False when there is no jobs directory.
         """
         try:
             on_disk = dict(jobfiles.scan(self.jobs_dir))
@@ -115,8 +151,25 @@ class JobTable:
         ]
         # In ctime order: the order the changes were made in.
         changed.sort(key=lambda entry: entry[:2])
+        # Into an empty table, times are sorted once at the end: inserting a
+        # million in ctime order, not time order, moves the list each time.
+        batch: list[tuple[str, float, str | None]] | None = (
+            [] if not len(self._times) else None
+        )
+        self.taken_from_snapshot = 0
         for _, job_id, info in changed:
-            self.reread(job_id, info)
+            entry = None if known is None else known.match(job_id, info)
+            if entry is not None:
+                self.taken_from_snapshot += 1
+            else:
+                found = self.reads.read(job_id, info)
+                if found is None:
+                    self.discard(job_id)
+                    continue
+                entry = self._entry_of(job_id, found)
+            self._place(entry, batch)
+        if batch:
+            self._times.set_many(batch)
         for job_id in [j for j in self._times.job_ids() if j not in on_disk]:
             self.discard(job_id)
         for job_id in [j for j in self._seen if j not in on_disk]:

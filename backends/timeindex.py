@@ -37,12 +37,34 @@ class TimeIndex:
         return len(self._times)
 
     def set(self, job_id: str, at: float, status: Any = _ABSENT) -> None:
-        text = None if status is _ABSENT else jsontext.member(job_id, status)
+        self.set_text(
+            job_id, at, None if status is _ABSENT else jsontext.encode(status)
+        )
+
+    def set_text(self, job_id: str, at: float, text: str | None) -> None:
+        """``set``, the status given as its JSON text (None: no status)."""
+        member = None if text is None else jsontext.member_of_text(job_id, text)
         self.discard(job_id)
         self._times[job_id] = at
         i = bisect_right(self._order, (at, job_id))
         self._order.insert(i, (at, job_id))
-        self._texts.insert(i, text)
+        self._texts.insert(i, member)
+
+    def set_many(self, items: list[tuple[str, float, str | None]]) -> None:
+        """``set_text`` of each ``(job_id, at, text)`` (distinct job ids),
+        sorted once: an insertion each would move the list each time."""
+        for job_id, _, _ in items:
+            self.discard(job_id)
+        for job_id, at, _ in items:
+            self._times[job_id] = at
+        keys = self._order + [(at, job_id) for job_id, at, _ in items]
+        members = self._texts + [
+            None if text is None else jsontext.member_of_text(job_id, text)
+            for job_id, _, text in items
+        ]
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        self._order = [keys[i] for i in order]
+        self._texts = [members[i] for i in order]
 
     def discard(self, job_id: str) -> None:
         at = self._times.pop(job_id, None)
