@@ -195,21 +195,33 @@ def _parse(data: bytes, identity: tuple[int, int]) -> Snapshot:
         )
         if offset != len(body) or not all(
             len(column) == count
-            for column in (ids, versions, status_of, inodes, sizes, mtimes)
+            for column in (
+                ids,
+                versions,
+                status_of,
+                inodes,
+                sizes,
+                mtimes_ns,
+                ctimes_ns,
+                mtimes,
+            )
         ):
             raise Unusable("its columns do not match its header")
-        entries = {
-            job_id: Entry(
-                job_id,
-                Fingerprint(inode, size, mtime_ns, ctime_ns),
-                mtime,
-                version,
-                statuses[status],
+        fingerprints = map(
+            Fingerprint._make,
+            zip(inodes, sizes, mtimes_ns, ctimes_ns, strict=True),
+        )
+        texts = [statuses[status] for status in status_of]
+        entries = dict(
+            zip(
+                ids,
+                map(
+                    Entry._make,
+                    zip(ids, fingerprints, mtimes, versions, texts, strict=True),
+                ),
+                strict=True,
             )
-            for job_id, version, status, inode, size, mtime_ns, ctime_ns, mtime in zip(
-                ids, versions, status_of, inodes, sizes, mtimes_ns, ctimes_ns, mtimes
-            )
-        }
+        )
         return Snapshot(entries, header["taken_ns"])
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise Unusable(f"unreadable: {exc}") from None

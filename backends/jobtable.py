@@ -28,6 +28,16 @@ from .fssnapshot import Entry, Snapshot
 from .timeindex import TimeIndex
 
 
+class _Batch:
+    """Rows and times taken in together (into an empty table)."""
+
+    __slots__ = ("rows", "times")
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.times: list[tuple[str, float, str | None]] = []
+
+
 class JobTable:
     def __init__(self, jobs_dir: str, max_file_size: int) -> None:
         self.jobs_dir = jobs_dir
@@ -67,11 +77,9 @@ class JobTable:
         text = jsontext.encode(status) if has_status else None
         return Entry(job_id, found.fingerprint, found.mtime, found.version, text)
 
-    def _place(
-        self, entry: Entry, batch: list[tuple[str, float, str | None]] | None
-    ) -> int:
-        """Take in a job file's entry (read now, or from a snapshot); its
-        time goes to ``batch`` when given, for ``TimeIndex.set_many``."""
+    def _place(self, entry: Entry, batch: _Batch | None) -> int:
+        """Take in a job file's entry (read now, or from a snapshot); with
+        ``batch``, its row and time are taken in by ``_take_batch``."""
         job_id = entry.job_id
         self._seen[job_id] = entry.fingerprint
         current = self._log.get(job_id)
@@ -84,12 +92,18 @@ class JobTable:
             if entry.status is None
             else self._statuses.setdefault(entry.status, entry.status)
         )
+        row = Row(job_id, text, entry.mtime, entry.version, position)
         if batch is None:
             self._times.set_text(job_id, entry.mtime, text)
+            self._log.set(row)
         else:
-            batch.append((job_id, entry.mtime, text))
-        self._log.set(Row(job_id, text, entry.mtime, entry.version, position))
+            batch.times.append((job_id, entry.mtime, text))
+            batch.rows.append(row)
         return position
+
+    def _take_batch(self, batch: _Batch) -> None:
+        self._times.set_many(batch.times)
+        self._log.set_many(batch.rows)
 
     def entries(self) -> list[Entry]:
         """What a snapshot holds: each indexed job as it was read."""
@@ -149,13 +163,12 @@ class JobTable:
             for job_id, info in on_disk.items()
             if full or self._seen.get(job_id) != jobfiles.fingerprint_of(info)
         ]
-        # In ctime order: the order the changes were made in.
-        changed.sort(key=lambda entry: entry[:2])
+        # In ctime order: the order the changes were made in (job ids are
+        # distinct, so the stat results are never compared).
+        changed.sort()
         # Into an empty table, times are sorted once at the end: inserting a
         # million in ctime order, not time order, moves the list each time.
-        batch: list[tuple[str, float, str | None]] | None = (
-            [] if not len(self._times) else None
-        )
+        batch = _Batch() if not len(self._times) else None
         self.taken_from_snapshot = 0
         for _, job_id, info in changed:
             entry = None if known is None else known.match(job_id, info)
@@ -168,8 +181,8 @@ class JobTable:
                     continue
                 entry = self._entry_of(job_id, found)
             self._place(entry, batch)
-        if batch:
-            self._times.set_many(batch)
+        if batch is not None:
+            self._take_batch(batch)
         for job_id in [j for j in self._times.job_ids() if j not in on_disk]:
             self.discard(job_id)
         for job_id in [j for j in self._seen if j not in on_disk]:
