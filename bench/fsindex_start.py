@@ -120,6 +120,12 @@ def measure(root: Path, ids: list[str], repeat: int) -> dict[str, float]:
         changed.append(seconds)
         store.close()  # writes the snapshot again
     result["changed"] = statistics.median(changed)
+    result["memory"] = memory_per_job(root, len(ids))
+    return result
+
+
+def memory_per_job(root: Path, n: int) -> float:
+    """Bytes the index holds per job, started from the snapshot."""
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
@@ -127,9 +133,8 @@ def measure(root: Path, ids: list[str], repeat: int) -> dict[str, float]:
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    result["memory"] = (after - before) / len(ids)
     store.close()
-    return result
+    return (after - before) / n
 
 
 def main() -> None:
@@ -137,7 +142,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--dir", default="/tmp/jobstatus-fsindex-bench")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--memory", action="store_true", help="only the memory, of filled stores"
+    )
     args = parser.parse_args()
+    if args.memory:
+        for n in args.jobs:
+            per_job = memory_per_job(Path(args.dir) / str(n), n)
+            print(f"{n:,} jobs: {per_job:.0f} B/job")
+        return
     print(
         "| jobs | full build | snapshot write | warm start | 1% changed"
         " | full / warm | snapshot | index memory |"
