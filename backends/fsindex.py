@@ -23,6 +23,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 
 from watchdog.events import (
@@ -43,10 +44,15 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from jobstatus_core import Row
 from jobstatus_core.rows import Query, Stale, Window
 
-from . import jobfiles
+from . import fssnapshot, jobfiles
 from .jobtable import JobTable
 
 ObserverFactory = Callable[[], BaseObserver]
+
+#: How often a serving index writes its snapshot, when it changed since the
+#: last one (it is also written on close): a crash loses at most this much
+#: of it, and the files changed since are read at the next start.
+SNAPSHOT_INTERVAL_SECONDS = 600.0
 
 
 def _nobody() -> None:
@@ -111,6 +117,12 @@ class JobIndex:
         self._observer: BaseObserver | None = None
         # The head the reconciler last announced (see reconcile).
         self._announced = 0
+        self.snapshot_path = os.path.join(root, fssnapshot.SNAPSHOT_PATH)
+        # The watched jobs directory's (device, inode): snapshots name it.
+        self._jobs_identity: tuple[int, int] | None = None
+        # The head the snapshot on disk holds, as far as this index knows:
+        # an unchanged index is not written again.
+        self._saved_head: int | None = None
         self._stop = threading.Event()
         self._reconciler = threading.Thread(
             target=self._reconcile_loop, name="jobstatus-reconciler", daemon=True
@@ -122,16 +134,49 @@ class JobIndex:
         """Start the observer and build the index; raises if no observer starts."""
         with self._lock:
             self._start_observer()
-            self._sync_jobs_dir()
+            self._sync_jobs_dir(from_snapshot=True)
             self._announced = self._table.head
         self._reconciler.start()
 
     def close(self) -> None:
+        """Stop watching; the index is written to its snapshot first."""
         self._stop.set()
         if self._reconciler.is_alive():
             self._reconciler.join()
+        self.save()
         with self._lock:
             self._stop_observer()
+
+    def save(self) -> None:
+        """Write the index's snapshot, unless it holds this index already.
+
+        Called on close and now and then by the reconciler; a failure is
+        logged, never raised (the next start reads every file instead).
+        """
+        with self._lock:
+            identity = self._jobs_identity
+            if self._jobs_watch is None or identity is None:
+                return
+            # Taken before the pending events are: a file changed after it
+            # is read again at start (fssnapshot.RACY_NS).
+            taken_ns = time.time_ns()
+            self._take_pending()
+            head = self._table.head
+            if head == self._saved_head:
+                return
+            entries = self._table.entries()
+        try:
+            fssnapshot.write(self.snapshot_path, identity, taken_ns, entries)
+        except OSError as exc:
+            logger.warning(
+                "could not write the index snapshot %s: %s",
+                self.snapshot_path,
+                exc.strerror,
+            )
+            return
+        with self._lock:
+            if self._saved_head is None or head > self._saved_head:
+                self._saved_head = head
 
     # -- queries and writes -------------------------------------------------
 
@@ -240,19 +285,24 @@ class JobIndex:
             self._jobs_watch is not None and not os.path.isdir(self.jobs_dir)
         ):
             self._sync_jobs_dir()
+        self._take_pending()
+
+    def _take_pending(self) -> None:
         with self._pending_lock:
             pending, self._pending = self._pending, set()
         for job_id in pending:
             self._table.reread(job_id)
 
-    def _sync_jobs_dir(self) -> None:
-        """Watch the jobs directory if it is there, and rebuild from a scan."""
+    def _sync_jobs_dir(self, *, from_snapshot: bool = False) -> None:
+        """Watch the jobs directory if it is there, and rebuild from a scan
+        (at start, taking the files the snapshot holds as they are)."""
         self._recheck_dir = False
         observer = self._observer
         assert observer is not None
         if self._jobs_watch is not None:
             _unschedule(observer, self._jobs_watch)
             self._jobs_watch = self._watched_jobs = None
+        self._jobs_identity = None
         self._table.clear()
         target = os.path.realpath(self.jobs_dir)
         if not os.path.isdir(target):
@@ -262,7 +312,25 @@ class JobIndex:
         self._jobs_watch = observer.schedule(
             _Recorder(self), target, event_filter=EVENTS
         )
-        self._rescan(full=True)
+        try:
+            self._jobs_identity = fssnapshot.identity_of(target)
+        except OSError:
+            self._recheck_dir = True  # gone since: the next query looks again
+            return
+        known = None
+        if from_snapshot:
+            known = fssnapshot.load(self.snapshot_path, self._jobs_identity)
+        self._rescan(full=True, known=known)
+        if known is not None:
+            taken = self._table.taken_from_snapshot
+            logger.info(
+                "index snapshot: %d job files taken from it, %d read",
+                taken,
+                len(self._table) - taken,
+            )
+            # Every file as the snapshot holds it: no need to write it again.
+            if taken == len(known) == len(self._table):
+                self._saved_head = self._table.head
 
     def _follow_links(self) -> None:
         """Watch where the root and the jobs directory lead now."""
@@ -275,8 +343,8 @@ class JobIndex:
         if (target if os.path.isdir(target) else None) != self._watched_jobs:
             self._recheck_dir = True
 
-    def _rescan(self, *, full: bool) -> None:
-        if not self._table.rescan(full=full):
+    def _rescan(self, *, full: bool, known: fssnapshot.Snapshot | None = None) -> None:
+        if not self._table.rescan(full=full, known=known):
             self._recheck_dir = True
 
     def _start_observer(self) -> None:
@@ -298,11 +366,15 @@ class JobIndex:
 
     def _reconcile_loop(self) -> None:
         # Not holding the lock between rounds: queries go on meanwhile.
+        saved_at = time.monotonic()
         while not self._stop.wait(self.reconcile_interval):
             try:
                 self.reconcile()
             except Exception:
                 logger.exception("reconciling the job index failed; will retry")
+            if time.monotonic() - saved_at >= SNAPSHOT_INTERVAL_SECONDS:
+                saved_at = time.monotonic()
+                self.save()
 
 
 def _unschedule(observer: BaseObserver, watch: ObservedWatch) -> None:

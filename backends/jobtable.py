@@ -16,6 +16,7 @@ owners guard it with their lock.
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from collections.abc import Iterable
 
@@ -24,7 +25,27 @@ from jobstatus_core.rows import Query, Stale, Window
 
 from . import jobfiles
 from .changelog import ChangeLog
+from .fssnapshot import Entry, Snapshot
 from .timeindex import TimeIndex
+
+# inode, size, mtime_ns, ctime_ns (jobfiles.Fingerprint)
+_FINGERPRINT = struct.Struct("<Qqqq")
+
+
+def _packed(info: os.stat_result) -> bytes:
+    return _FINGERPRINT.pack(
+        info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+    )
+
+
+class _Batch:
+    """Rows and times taken in together (into an empty table)."""
+
+    __slots__ = ("rows", "times")
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+        self.times: list[tuple[str, float, str | None]] = []
 
 
 class JobTable:
@@ -35,7 +56,12 @@ class JobTable:
         self._log = ChangeLog()
         # Each job file's lstat fingerprint when last read: a scan rereads
         # only the files whose fingerprint moved.
-        self._seen: dict[str, jobfiles.Fingerprint] = {}
+        # Packed (``_FINGERPRINT``): 65 bytes a job, where a tuple of four
+        # ints took over 200.
+        self._seen: dict[str, bytes] = {}
+        self._statuses: dict[str, str] = {}
+        #: Files the last rescan took from its snapshot, unread.
+        self.taken_from_snapshot = 0
 
     def __len__(self) -> int:
         return len(self._log)
@@ -56,19 +82,54 @@ class JobTable:
 
     def observe(self, job_id: str, found: jobfiles.JobFile) -> int:
         """Take in the job file as read; returns the job's position."""
-        self._seen[job_id] = found.fingerprint
-        current = self._log.get(job_id)
-        if current is not None and current.version == found.version:
-            return current.position
-        position = self._log.next_position(found.ctime_ns)
+        return self._place(self._entry_of(job_id, found), None)
+
+    def _entry_of(self, job_id: str, found: jobfiles.JobFile) -> Entry:
         status, has_status = jobfiles.status_of(found.record)
-        if has_status:
-            self._times.set(job_id, found.mtime, status)
-        else:
-            self._times.set(job_id, found.mtime)
         text = jsontext.encode(status) if has_status else None
-        self._log.set(Row(job_id, text, found.mtime, found.version, position))
+        return Entry(job_id, found.fingerprint, found.mtime, found.version, text)
+
+    def _place(self, entry: Entry, batch: _Batch | None) -> int:
+        """Take in a job file's entry (read now, or from a snapshot); with
+        ``batch``, its row and time are taken in by ``_take_batch``."""
+        job_id = entry.job_id
+        self._seen[job_id] = _FINGERPRINT.pack(*entry.fingerprint)
+        current = self._log.get(job_id)
+        if current is not None and current.version == entry.version:
+            return current.position
+        position = self._log.next_position(entry.fingerprint.ctime_ns)
+        # One string per distinct status, not one per job.
+        text = (
+            None
+            if entry.status is None
+            else self._statuses.setdefault(entry.status, entry.status)
+        )
+        row = Row(job_id, text, entry.mtime, entry.version, position)
+        if batch is None:
+            self._times.set_text(job_id, entry.mtime, text)
+            self._log.set(row)
+        else:
+            batch.times.append((job_id, entry.mtime, text))
+            batch.rows.append(row)
         return position
+
+    def _take_batch(self, batch: _Batch) -> None:
+        self._times.set_many(batch.times)
+        self._log.set_many(batch.rows)
+
+    def entries(self) -> list[Entry]:
+        """What a snapshot holds: each indexed job as it was read."""
+        return [
+            Entry(
+                row.job_id,
+                jobfiles.Fingerprint._make(_FINGERPRINT.unpack(self._seen[row.job_id])),
+                row.updated_at,
+                row.version,
+                row.status,
+            )
+            for row in self._log.rows()
+            if row.job_id in self._seen
+        ]
 
     def bury(self, job_ids: Iterable[str], position: int) -> None:
         """Jobs expired through the store: gone, the head at ``position``
@@ -98,10 +159,11 @@ class JobTable:
         self._times.clear()
         self._seen.clear()
 
-    def rescan(self, *, full: bool) -> bool:
+    def rescan(self, *, full: bool, known: Snapshot | None = None) -> bool:
         """Compare the directory with the table; reread what differs.
 
-        ``full`` rereads every file. False when there is no jobs directory.
+        ``full`` rereads every file, but those ``known`` (a snapshot) holds
+        as they are now. False when there is no jobs directory.
         """
         try:
             on_disk = dict(jobfiles.scan(self.jobs_dir))
@@ -111,12 +173,28 @@ class JobTable:
         changed = [
             (info.st_ctime_ns, job_id, info)
             for job_id, info in on_disk.items()
-            if full or self._seen.get(job_id) != jobfiles.fingerprint_of(info)
+            if full or self._seen.get(job_id) != _packed(info)
         ]
-        # In ctime order: the order the changes were made in.
-        changed.sort(key=lambda entry: entry[:2])
+        # In ctime order: the order the changes were made in (job ids are
+        # distinct, so the stat results are never compared).
+        changed.sort()
+        # Into an empty table, times are sorted once at the end: inserting a
+        # million in ctime order, not time order, moves the list each time.
+        batch = _Batch() if not len(self._times) else None
+        self.taken_from_snapshot = 0
         for _, job_id, info in changed:
-            self.reread(job_id, info)
+            entry = None if known is None else known.match(job_id, info)
+            if entry is not None:
+                self.taken_from_snapshot += 1
+            else:
+                found = self.reads.read(job_id, info)
+                if found is None:
+                    self.discard(job_id)
+                    continue
+                entry = self._entry_of(job_id, found)
+            self._place(entry, batch)
+        if batch is not None:
+            self._take_batch(batch)
         for job_id in [j for j in self._times.job_ids() if j not in on_disk]:
             self.discard(job_id)
         for job_id in [j for j in self._seen if j not in on_disk]:

@@ -10,6 +10,7 @@ their lock.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +22,7 @@ _ABSENT = object()
 
 
 class TimeIndex:
-    __slots__ = ("_order", "_texts", "_times")
+    __slots__ = ("_ats", "_ids", "_texts", "_times")
 
     def __init__(self) -> None:
         self._times: dict[str, float] = {}
@@ -30,25 +31,54 @@ class TimeIndex:
         # which listings leave out. A listing slices the text list and joins
         # it without touching anything else: a lookup per match, scattered
         # over 100,000 entries, was most of its cost.
-        self._order: list[tuple[float, str]] = []
+        # The order is kept as parallel columns, times in an array of
+        # doubles: a (time, job_id) tuple each cost 80 bytes a job.
+        self._ats = array("d")
+        self._ids: list[str] = []
         self._texts: list[str | None] = []
 
     def __len__(self) -> int:
         return len(self._times)
 
     def set(self, job_id: str, at: float, status: Any = _ABSENT) -> None:
-        text = None if status is _ABSENT else jsontext.member(job_id, status)
+        self.set_text(
+            job_id, at, None if status is _ABSENT else jsontext.encode(status)
+        )
+
+    def set_text(self, job_id: str, at: float, text: str | None) -> None:
+        """``set``, the status given as its JSON text (None: no status)."""
+        member = None if text is None else jsontext.member_of_text(job_id, text)
         self.discard(job_id)
         self._times[job_id] = at
-        i = bisect_right(self._order, (at, job_id))
-        self._order.insert(i, (at, job_id))
-        self._texts.insert(i, text)
+        i = self._place_of(at, job_id)
+        self._ats.insert(i, at)
+        self._ids.insert(i, job_id)
+        self._texts.insert(i, member)
+
+    def set_many(self, items: list[tuple[str, float, str | None]]) -> None:
+        """``set_text`` of each ``(job_id, at, text)`` (distinct job ids),
+        sorted once: an insertion each would move the list each time."""
+        for job_id, _, _ in items:
+            self.discard(job_id)
+        for job_id, at, _ in items:
+            self._times[job_id] = at
+        keys = [*zip(self._ats, self._ids, strict=True)]
+        keys += [(at, job_id) for job_id, at, _ in items]
+        members = self._texts + [
+            None if text is None else jsontext.member_of_text(job_id, text)
+            for job_id, _, text in items
+        ]
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        self._ats = array("d", [keys[i][0] for i in order])
+        self._ids = [keys[i][1] for i in order]
+        self._texts = [members[i] for i in order]
 
     def discard(self, job_id: str) -> None:
         at = self._times.pop(job_id, None)
         if at is not None:
-            i = bisect_left(self._order, (at, job_id))
-            del self._order[i]
+            i = self._place_of(at, job_id)
+            del self._ats[i]
+            del self._ids[i]
             del self._texts[i]
 
     def last_written(self, job_id: str) -> float | None:
@@ -62,26 +92,33 @@ class TimeIndex:
 
     def clear(self) -> None:
         self._times.clear()
-        self._order.clear()
+        del self._ats[:]
+        self._ids.clear()
         self._texts.clear()
 
     def window(self, cutoff: float) -> Window:
         """The Toolkit listing of jobs last written at or after ``cutoff``."""
-        start = bisect_left(self._order, (cutoff,))
+        start = bisect_left(self._ats, cutoff)
         members = [member for member in self._texts[start:] if member is not None]
         # The first entry in the window, listed or not: no listed job is
         # older, so the listing stays exact at least that long.
-        oldest = self._order[start][0] if start < len(self._order) else None
+        oldest = self._ats[start] if start < len(self._ats) else None
         return Window(members, oldest)
 
     def ids_since(self, cutoff: float) -> Iterator[str]:
-        start = bisect_left(self._order, (cutoff,))
-        for i in range(start, len(self._order)):
-            yield self._order[i][1]
+        start = bisect_left(self._ats, cutoff)
+        for i in range(start, len(self._ids)):
+            yield self._ids[i]
 
     def before(self, cutoff: float) -> Iterator[str]:
         """Job ids last written before ``cutoff``, oldest first (ties by id)."""
-        for at, job_id in self._order:
+        for at, job_id in zip(self._ats, self._ids, strict=True):
             if at >= cutoff:
                 return
             yield job_id
+
+    def _place_of(self, at: float, job_id: str) -> int:
+        """Where ``(at, job_id)`` is, or goes, in the order (ties by job id)."""
+        lo = bisect_left(self._ats, at)
+        hi = bisect_right(self._ats, at, lo)
+        return bisect_left(self._ids, job_id, lo, hi)

@@ -59,7 +59,12 @@ def member(job_id: str, status: Any) -> str:
     Valid job ids are plain ASCII without quotes or backslashes, so quoting
     them needs no escaping.
     """
-    return f'"{job_id}":{encode(status)}'
+    return member_of_text(job_id, encode(status))
+
+
+def member_of_text(job_id: str, text: str) -> str:
+    """``member`` of a status already encoded (``text``)."""
+    return f'"{job_id}":{text}'
 
 
 def join_members(members: Iterable[str]) -> str:

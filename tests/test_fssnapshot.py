@@ -1,0 +1,305 @@
+"""The file index's snapshot: taken at start only for files as they were,
+ignored when it is not this directory's or not whole."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobstatus_backends import fssnapshot, jobfiles
+from jobstatus_backends.filesystem import FileStore
+from jobstatus_core import Query
+
+from .helpers import wait_for
+
+pytestmark = pytest.mark.filesystem
+
+NEVER = 3600.0
+EVENT_LATENCY = 2.0
+JOBS = [f"job-{i}" for i in range(20)]
+
+
+@pytest.fixture
+def job_reads() -> Iterator[list[str]]:
+    """Job files opened from here on, by name (an audit hook on ``open``;
+    hooks cannot be removed: it stops recording when the test ends)."""
+    names: list[str] = []
+    recording = [True]
+
+    def audit(event: str, args: tuple[Any, ...]) -> None:
+        if recording[0] and event == "open" and isinstance(args[0], str):
+            parent, name = os.path.split(args[0])
+            if os.path.basename(parent) == "jobs" and name.endswith(".json"):
+                names.append(name)
+
+    sys.addaudithook(audit)
+    yield names
+    recording[0] = False
+
+
+@pytest.fixture
+def trust_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files written just now are trusted: a test cannot wait for its files'
+    ctimes to age past ``RACY_NS`` (its own test uses the real one)."""
+    monkeypatch.setattr(fssnapshot, "RACY_NS", 0)
+
+
+def write_job_file(jobs: Path, job_id: str, status: Any) -> None:
+    """In place, as the Toolkit writes."""
+    (jobs / f"{job_id}.json").write_text(
+        json.dumps({"job_id": job_id, "job_status": status})
+    )
+
+
+def fill(root: Path) -> Path:
+    jobs = root / "jobs"
+    jobs.mkdir()
+    for job_id in JOBS:
+        write_job_file(jobs, job_id, "done")
+    return jobs
+
+
+def open_store(root: Path) -> FileStore:
+    return FileStore(root, reconcile_interval=NEVER)
+
+
+def listing(store: FileStore) -> dict[str, Any]:
+    return dict(store.changed_since(0))
+
+
+def snapshot_of(root: Path) -> Path:
+    return root / fssnapshot.SNAPSHOT_PATH
+
+
+def first_run(root: Path) -> tuple[dict[str, Any], int]:
+    """Start, list, close (which writes the snapshot); the listing and head."""
+    store = open_store(root)
+    try:
+        return listing(store), store.mark().head
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("trust_at_once")
+def test_a_start_takes_unchanged_files_from_the_snapshot(
+    tmp_path: Path, job_reads: list[str]
+) -> None:
+    fill(tmp_path)
+    before, head = first_run(tmp_path)
+    assert snapshot_of(tmp_path).is_file()
+    assert not [p for p in os.listdir(tmp_path / "jobs") if "index" in p]
+    job_reads.clear()
+    store = open_store(tmp_path)
+    try:
+        assert job_reads == []
+        assert listing(store) == before == {job_id: "done" for job_id in JOBS}
+        assert store.mark().head == head
+        # Rows as a read gives them: get answers the same version.
+        row = store.page(Query(limit=1))[0]
+        read = store.read(row.job_id)
+        assert read is not None and read.version == row.version
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("trust_at_once")
+def test_files_changed_added_and_removed_between_runs_are_seen(
+    tmp_path: Path, job_reads: list[str]
+) -> None:
+    jobs = fill(tmp_path)
+    first_run(tmp_path)
+    write_job_file(jobs, "job-1", "failed, and a longer status")
+    write_job_file(jobs, "new", "queued")
+    (jobs / "job-2.json").unlink()
+    job_reads.clear()
+    store = open_store(tmp_path)
+    try:
+        assert sorted(job_reads) == ["job-1.json", "new.json"]
+        expected = {job_id: "done" for job_id in JOBS if job_id != "job-2"}
+        expected |= {"job-1": "failed, and a longer status", "new": "queued"}
+        assert listing(store) == expected
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("trust_at_once")
+def test_a_rewrite_of_the_same_size_with_its_mtime_set_back_is_read(
+    tmp_path: Path, job_reads: list[str]
+) -> None:
+    jobs = fill(tmp_path)
+    first_run(tmp_path)
+    path = jobs / "job-3.json"
+    was = path.stat()
+    write_job_file(jobs, "job-3", "gone")  # as long as "done"
+    os.utime(path, ns=(was.st_atime_ns, was.st_mtime_ns))  # touch -d back
+    now = path.stat()
+    assert (now.st_ino, now.st_size, now.st_mtime_ns) == (
+        was.st_ino,
+        was.st_size,
+        was.st_mtime_ns,
+    )
+    job_reads.clear()
+    store = open_store(tmp_path)
+    try:
+        # Only the ctime, which no writer can set, tells it changed.
+        assert job_reads == ["job-3.json"]
+        assert listing(store)["job-3"] == "gone"
+    finally:
+        store.close()
+
+
+def test_files_changed_just_before_the_snapshot_are_read_again(
+    tmp_path: Path, job_reads: list[str]
+) -> None:
+    # Within one clock tick a rewrite of the same size keeps the
+    # fingerprint: files younger than RACY_NS at the snapshot are not trusted.
+    fill(tmp_path)
+    first_run(tmp_path)
+    job_reads.clear()
+    store = open_store(tmp_path)
+    try:
+        assert sorted(job_reads) == sorted(f"{job_id}.json" for job_id in JOBS)
+    finally:
+        store.close()
+
+
+def assert_every_file_read(
+    root: Path, job_reads: list[str], caplog: pytest.LogCaptureFixture, why: str
+) -> None:
+    job_reads.clear()
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="jobstatus.filesystem"):
+        store = open_store(root)
+    try:
+        assert len(job_reads) == len(JOBS)
+        assert listing(store) == {job_id: "done" for job_id in JOBS}
+    finally:
+        store.close()
+    ignored = [r.getMessage() for r in caplog.records if "not used" in r.getMessage()]
+    assert len(ignored) == 1, caplog.records
+    assert why in ignored[0]
+
+
+@pytest.mark.usefixtures("trust_at_once")
+def test_a_snapshot_of_another_directory_is_ignored(
+    tmp_path: Path, job_reads: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    fill(first)
+    first_run(first)
+    # The same jobs, copied with their mtimes and sizes (cp -a).
+    shutil.copytree(first, second)
+    assert_every_file_read(second, job_reads, caplog, "another jobs directory")
+
+
+def truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+def flipped(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 1]) + data[middle + 1 :]
+
+
+def other_format(data: bytes) -> bytes:
+    start = len(fssnapshot.MAGIC)
+    return data[:start] + (99).to_bytes(4, "little") + data[start + 4 :]
+
+
+def garbage(data: bytes) -> bytes:
+    return b"not a snapshot"
+
+
+@pytest.mark.usefixtures("trust_at_once")
+@pytest.mark.parametrize(
+    ("spoil", "why"),
+    [
+        (truncated, "digest"),
+        (flipped, "digest"),
+        (other_format, "format 99"),
+        (garbage, "truncated"),
+        (lambda data: b"", "truncated"),
+    ],
+)
+def test_a_corrupt_snapshot_is_ignored(
+    tmp_path: Path,
+    job_reads: list[str],
+    caplog: pytest.LogCaptureFixture,
+    spoil: Any,
+    why: str,
+) -> None:
+    fill(tmp_path)
+    first_run(tmp_path)
+    path = snapshot_of(tmp_path)
+    path.write_bytes(spoil(path.read_bytes()))
+    assert_every_file_read(tmp_path, job_reads, caplog, why)
+
+
+@pytest.mark.usefixtures("trust_at_once")
+def test_several_processes_write_it_and_the_last_one_wins(
+    tmp_path: Path, job_reads: list[str]
+) -> None:
+    jobs = fill(tmp_path)
+    one, two = open_store(tmp_path), open_store(tmp_path)
+    one.put({"job_id": "one", "job_status": "done"})
+    one.close()
+    wait_for(lambda: "one" in listing(two), EVENT_LATENCY)
+    two.put({"job_id": "two", "job_status": "done"})
+    two.close()
+    assert not [
+        name for name in os.listdir(snapshot_of(tmp_path).parent) if ".tmp" in name
+    ]
+    assert len(os.listdir(jobs)) == len(JOBS) + 2
+    job_reads.clear()
+    store = open_store(tmp_path)
+    try:
+        assert job_reads == []
+        assert {"one", "two"} <= set(listing(store))
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("trust_at_once")
+def test_a_file_written_during_the_directory_check_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = fill(tmp_path)
+    first_run(tmp_path)
+    listed = jobfiles.scan
+
+    def scan_then_write(jobs_dir: str) -> Iterator[tuple[str, os.stat_result]]:
+        # The Toolkit writes a job just after the listing passed it by.
+        yield from listed(jobs_dir)
+        write_job_file(jobs, "late", "running")
+
+    monkeypatch.setattr(jobfiles, "scan", scan_then_write)
+    store = open_store(tmp_path)
+    monkeypatch.setattr(jobfiles, "scan", listed)
+    try:
+        wait_for(lambda: listing(store).get("late") == "running", EVENT_LATENCY)
+    finally:
+        store.close()
+
+
+def test_an_unwritable_snapshot_is_logged_and_serving_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fill(tmp_path)
+    # A file where the snapshot's directory would be.
+    (tmp_path / ".jobstatus").write_text("")
+    store = open_store(tmp_path)
+    assert len(listing(store)) == len(JOBS)
+    with caplog.at_level(logging.WARNING, logger="jobstatus.filesystem"):
+        store.close()
+    assert any(
+        "could not write the index snapshot" in r.getMessage() for r in caplog.records
+    )
