@@ -22,6 +22,8 @@ from jobstatus_core.retention import (
 )
 
 PURGE_EVERY_SECONDS = 60.0
+#: The longest rest between two batches of a purge.
+MAX_REST_SECONDS = 1.0
 
 logger = logging.getLogger("jobstatus.retention")
 
@@ -83,7 +85,11 @@ class Purger:
         """One purge as of now; None (and a warning logged) if it failed."""
         try:
             purged = purge(
-                self.store, self.policy, now=self.clock(), tombstones=self.tombstones
+                self.store,
+                self.policy,
+                now=self.clock(),
+                tombstones=self.tombstones,
+                between=_GiveWay(),
             )
         except Exception as exc:
             logger.warning(
@@ -103,3 +109,16 @@ class Purger:
         while not self._stopping.is_set():
             self.purge_once()
             self._stopping.wait(self.every)
+
+
+class _GiveWay:
+    """Between two batches of a purge, rest as long as the batch took: the
+    purger shares the process (and its GIL) with live requests, and takes at
+    most half of it."""
+
+    def __init__(self) -> None:
+        self._since = time.monotonic()
+
+    def __call__(self) -> None:
+        time.sleep(min(time.monotonic() - self._since, MAX_REST_SECONDS))
+        self._since = time.monotonic()

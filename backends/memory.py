@@ -30,6 +30,9 @@ from .subscribers import Subscribers
 from .timeindex import TimeIndex
 from .urloptions import parse_store_url
 
+#: Rows expired per hold of the store's lock.
+EXPIRE_CHUNK = 250
+
 
 class MemoryStore(StoreBase, Inline):
     #: A dict and a lock: a forked child has its own copy.
@@ -144,19 +147,25 @@ class MemoryStore(StoreBase, Inline):
     def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
         at = float(at)
         left = []
-        with self._lock:
-            for row in rows:
-                current = self._log.get(row.job_id)
-                if current is None or current.version != row.version:
-                    continue
-                if current.status is None:
-                    continue  # never stale: nothing to say it was
-                self._remove(row.job_id)
-                tomb = Tombstone(
-                    row.job_id, current.status, at, self._log.next_position()
-                )
-                self._graves.add(tomb)
-                left.append(tomb)
+        # The lock is taken per chunk: requests are answered on the event
+        # loop with this lock, and serve's purger runs beside them.
+        for start in range(0, len(rows), EXPIRE_CHUNK):
+            with self._lock:
+                removed = []
+                for row in rows[start : start + EXPIRE_CHUNK]:
+                    current = self._log.get(row.job_id)
+                    if current is None or current.version != row.version:
+                        continue
+                    if current.status is None:
+                        continue  # never stale: nothing to say it was
+                    self._remove(row.job_id)
+                    removed.append(row.job_id)
+                    tomb = Tombstone(
+                        row.job_id, current.status, at, self._log.next_position()
+                    )
+                    self._graves.add(tomb)
+                    left.append(tomb)
+                self._index.discard_many(removed)
         if left:
             self._subscribers.notify()
         return left
@@ -209,7 +218,6 @@ class MemoryStore(StoreBase, Inline):
         if row is not None:
             self._ages.discard(row)
         self._records.pop(job_id, None)
-        self._index.discard(job_id)
 
     def _with_record(self, row: Row | None) -> Row | None:
         if row is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from jobstatus_core import jsontext
@@ -80,6 +80,28 @@ class TimeIndex:
             del self._ats[i]
             del self._ids[i]
             del self._texts[i]
+
+    def discard_many(self, job_ids: Iterable[str]) -> None:
+        """``discard`` of each: the columns are copied once, around the
+        places removed, instead of moved once per job (a purge removes
+        thousands, from the oldest end)."""
+        places = sorted(
+            self._place_of(at, job_id)
+            for job_id in job_ids
+            if (at := self._times.pop(job_id, None)) is not None
+        )
+        if not places:
+            return
+        ends = [*places, len(self._ids)]
+        spans = list(zip([0] + [i + 1 for i in places], ends, strict=True))
+        ats = array("d")
+        ids: list[str] = []
+        texts: list[str | None] = []
+        for start, end in spans:
+            ats += self._ats[start:end]
+            ids += self._ids[start:end]
+            texts += self._texts[start:end]
+        self._ats, self._ids, self._texts = ats, ids, texts
 
     def last_written(self, job_id: str) -> float | None:
         return self._times.get(job_id)

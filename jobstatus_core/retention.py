@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import jsontext
@@ -150,6 +151,7 @@ def purge(
     tombstones: float = DEFAULT_TOMBSTONES,
     dry_run: bool = False,
     batch: int = 1000,
+    between: Callable[[], None] = lambda: None,
 ) -> Purged:
     """Apply ``policy`` to ``store`` once, as of ``now``: expire the jobs it
     says are too old, in batches of ``batch``, then forget tombstones older
@@ -157,6 +159,8 @@ def purge(
 
     Safe to run from several processes at once: each job is expired once
     (the store compares versions), and a job written meanwhile stays.
+    ``between`` is called after each batch: a purger beside live requests
+    gives way there.
     """
     expiring = expiring_store(store)
     expired: Counter[str] = Counter()
@@ -170,6 +174,7 @@ def purge(
                 break
             left = expiring.expire(rows, at=now)
             expired.update(_status_name(t.status) for t in left)
+            between()
             # Nothing expired: another purger took this batch, or every job of
             # it was written meanwhile; the next purge sees what is left.
             if not left or len(rows) < batch:
