@@ -67,6 +67,7 @@ from jobstatus_core import (
     jsontext,
 )
 from jobstatus_core.registry import redact
+from jobstatus_core.storebase import parsed_version
 
 from . import storedjson
 from .urloptions import parse_store_url
@@ -247,7 +248,7 @@ class PostgresStore(StoreBase):
         if expected is None:
             found = self._fetch(self._sql.create, values)
         else:
-            version = _parsed_version(expected)
+            version = parsed_version(expected)
             if version is None:
                 return None  # not a version this store gave: it matches no job
             epoch, expected_position = version
@@ -280,7 +281,7 @@ class PostgresStore(StoreBase):
         versions = [
             (row.job_id, version)
             for row in rows
-            if (version := _parsed_version(row.version))
+            if (version := parsed_version(row.version))
         ]
 
         def bury(conn: psycopg.Connection[Any]) -> list[Tombstone]:
@@ -862,17 +863,6 @@ def _values(record: Mapping[str, Any], at: float | None) -> tuple[str, str, floa
         time.time() if at is None else at,
         json.dumps(record, allow_nan=False),
     )
-
-
-def _parsed_version(version: str) -> tuple[str, int] | None:
-    """``(epoch, position)`` of a version this store gave, else None."""
-    epoch, dash, position = version.rpartition("-")
-    if not dash:
-        return None
-    try:
-        return epoch, int(position, 16)
-    except ValueError:
-        return None
 
 
 def _tombstone(values: Sequence[Any]) -> Tombstone:

@@ -52,6 +52,7 @@ from jobstatus_core import (
     checked_job_id,
     jsontext,
 )
+from jobstatus_core.storebase import parsed_version
 
 from . import storedjson
 from .urloptions import parse_store_url
@@ -384,7 +385,7 @@ class SQLiteStore(StoreBase):
         if expected is None:
             sql, params = CREATE_SQL, values
         else:
-            version = _parsed_version(expected)
+            version = parsed_version(expected)
             if version is None:
                 return None  # not a version this store gave: it matches no job
             epoch, expected_position = version
@@ -437,7 +438,7 @@ class SQLiteStore(StoreBase):
         wanted = [
             (row.job_id, row.status, *version)
             for row in rows
-            if row.status is not None and (version := _parsed_version(row.version))
+            if row.status is not None and (version := parsed_version(row.version))
         ]
 
         def bury() -> list[Tombstone]:
@@ -523,17 +524,6 @@ def _values(record: Mapping[str, Any], at: float | None) -> tuple[str, str, floa
         time.time() if at is None else at,
         json.dumps(record, allow_nan=False),
     )
-
-
-def _parsed_version(version: str) -> tuple[str, int] | None:
-    """``(epoch, position)`` of a version this store gave, else None."""
-    epoch, dash, position = version.rpartition("-")
-    if not dash:
-        return None
-    try:
-        return epoch, int(position, 16)
-    except ValueError:
-        return None
 
 
 def _tombstone(values: Sequence[Any]) -> Tombstone:

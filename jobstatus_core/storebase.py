@@ -38,3 +38,16 @@ class StoreBase:
             "{" + ",".join(self.window(cutoff).members) + "}"
         )
         return list(listing.items())
+
+
+def parsed_version(version: str) -> tuple[str, int] | None:
+    """``(epoch, position)`` of a version written ``<epoch>-<position in
+    hex>`` (the SQL stores' and memory's), else None: a version no such store
+    gave matches no job."""
+    epoch, dash, position = version.rpartition("-")
+    if not dash:
+        return None
+    try:
+        return epoch, int(position, 16)
+    except ValueError:
+        return None
