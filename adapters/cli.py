@@ -161,7 +161,7 @@ def _serve_with_metrics(
         f"asgi on {stack.describe()}" if args.interface == "asgi" else "wsgi",
         args.workers,
         "" if args.workers == 1 else "s",
-        settings.retention.describe(),
+        _retention_said(settings, store),
     )
     with _purging(
         settings, store, url, shared=args.interface == "asgi" and args.workers == 1
@@ -198,6 +198,17 @@ def _purging(
     finally:
         if own is not None:
             own.close()
+
+
+def _retention_said(settings: Settings, store: Store) -> str:
+    """The policy, and where it deletes the Toolkit's own files: said at
+    start, since the job files are the Toolkit's data."""
+    from jobstatus_backends.filesystem import FileStore  # only serve needs it
+
+    said = settings.retention.describe()
+    if settings.retention.active and isinstance(store, FileStore):
+        said += f", deleting expired job files in {store.jobs_dir}"
+    return said
 
 
 def _run_server(

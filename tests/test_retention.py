@@ -394,6 +394,11 @@ def test_serve_says_its_policy_and_purges(tmp_path: Path) -> None:
     running = ServeProcess(tmp_path, env, "--store", "memory://")
     _, err = running.stop()
     assert ", 1 worker, retention done=7d,*=off)" in err
+    (tmp_path / "jobs").mkdir()
+    files = ServeProcess(tmp_path, env, "--store", f"file://{tmp_path}?expire=delete")
+    _, err = files.stop()
+    jobs = tmp_path / "jobs"
+    assert f"retention done=7d,*=off, deleting expired job files in {jobs})" in err
 
 
 def test_the_purger_runs_in_its_thread_and_logs_failures(
