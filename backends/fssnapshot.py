@@ -27,6 +27,7 @@ from array import array
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from . import jobfiles
 from .jobfiles import Fingerprint
 
 logger = logging.getLogger("jobstatus.filesystem")
@@ -73,10 +74,7 @@ class Snapshot:
             return None
         seen = entry.fingerprint
         if (
-            seen.inode != info.st_ino
-            or seen.size != info.st_size
-            or seen.mtime_ns != info.st_mtime_ns
-            or seen.ctime_ns != info.st_ctime_ns
+            seen != jobfiles.fingerprint_of(info)
             or seen.ctime_ns >= self.trusted_before_ns
         ):
             return None

@@ -47,7 +47,19 @@ class Fingerprint(NamedTuple):
 
 
 def fingerprint_of(info: os.stat_result) -> Fingerprint:
-    return Fingerprint(info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    """The file's fingerprint, each number within 64 bits (kept packed): a
+    time set past 2262 wraps around, which only an equal file 584 years
+    apart could match."""
+    return Fingerprint(
+        info.st_ino,
+        info.st_size,
+        _int64(info.st_mtime_ns),
+        _int64(info.st_ctime_ns),
+    )
+
+
+def _int64(n: int) -> int:
+    return (n + 2**63) % 2**64 - 2**63
 
 
 class BadFile(Exception):

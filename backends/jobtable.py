@@ -33,9 +33,7 @@ _FINGERPRINT = struct.Struct("<Qqqq")
 
 
 def _packed(info: os.stat_result) -> bytes:
-    return _FINGERPRINT.pack(
-        info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
-    )
+    return _FINGERPRINT.pack(*jobfiles.fingerprint_of(info))
 
 
 class _Batch:
