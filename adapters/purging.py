@@ -64,7 +64,8 @@ class Purger:
         return self
 
     def stop(self) -> None:
-        """Stop, waiting for a purge under way to end its batch. Idempotent."""
+        """Stop, waiting for a purge under way to end its batch (not the
+        whole purge). Idempotent."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join()
@@ -89,8 +90,10 @@ class Purger:
                 self.policy,
                 now=self.clock(),
                 tombstones=self.tombstones,
-                between=_GiveWay(),
+                between=_GiveWay(self._stopping),
             )
+        except _Stopping:
+            return None  # the rest waits for the next life of the server
         except Exception as exc:
             logger.warning(
                 "retention: purge failed, trying again in %gs: %s",
@@ -111,14 +114,21 @@ class Purger:
             self._stopping.wait(self.every)
 
 
+class _Stopping(Exception):
+    """The server stops: a purge under way ends after its batch."""
+
+
 class _GiveWay:
     """Between two batches of a purge, rest as long as the batch took: the
     purger shares the process (and its GIL) with live requests, and takes at
-    most half of it."""
+    most half of it. A server that stops ends the purge there."""
 
-    def __init__(self) -> None:
+    def __init__(self, stopping: threading.Event) -> None:
+        self._stopping = stopping
         self._since = time.monotonic()
 
     def __call__(self) -> None:
-        time.sleep(min(time.monotonic() - self._since, MAX_REST_SECONDS))
+        rest = min(time.monotonic() - self._since, MAX_REST_SECONDS)
+        if self._stopping.wait(rest):
+            raise _Stopping
         self._since = time.monotonic()

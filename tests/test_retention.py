@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -436,3 +438,25 @@ def test_migrate_carries_tombstones(store: Store) -> None:
     assert target.get("old-done") is None
     again = copy_jobs(store, target)
     assert again.tombstones == 0
+
+
+def test_a_stopping_server_ends_a_purge_after_its_batch() -> None:
+    batches: list[int] = []
+    stopping = threading.Event()
+
+    class Stopped(MemoryStore):
+        def expire(self, rows: Any, *, at: float) -> Any:
+            batches.append(len(rows))
+            stopping.set()  # the server stops while this batch runs
+            return super().expire(rows, at=at)
+
+    store = Stopped()
+    for i in range(3000):
+        put(store, f"old-{i}", "done", NOW - 8 * DAY)
+    purger = Purger(store, WEEK, every=3600, clock=lambda: NOW)
+    purger._stopping = stopping
+    with purger:
+        wait_for(lambda: purger.turns > 0)
+    assert batches == [1000]
+    assert purger.last is None
+    assert len(store.tombstones([f"old-{i}" for i in range(3000)])) == 1000
