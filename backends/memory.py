@@ -214,6 +214,8 @@ class MemoryStore(StoreBase, Inline):
         return row.version
 
     def _remove(self, job_id: str) -> None:
+        """Drop the job but from the time index, which the caller drops a
+        chunk at a time (``TimeIndex.discard_many``)."""
         row = self._log.discard(job_id)
         if row is not None:
             self._ages.discard(row)
