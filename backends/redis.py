@@ -576,6 +576,22 @@ class RedisStore(StoreBase):
         # The rest are redis-py's own, checked already: given as arguments.
         return cls(url.split("?", 1)[0], prefix=prefix, timeout=timeout, **options)
 
+    @property
+    def _change_keys(self) -> list[str]:
+        """What a write and an expiry both touch, in the order their scripts
+        take them (after the record's key, for a write)."""
+        return [
+            self._updated,
+            self._status,
+            self._changes,
+            self._counts,
+            self._counter,
+            self._epoch,
+            self._tombstones,
+            self._buried,
+            self._expired,
+        ]
+
     def _key(self, job_id: str) -> str:
         return self._jobs + job_id
 
@@ -806,18 +822,7 @@ class RedisStore(StoreBase):
         self._upgrade()
         version = self._run(
             lambda: self._write_script(
-                keys=[
-                    self._key(job_id),
-                    self._updated,
-                    self._status,
-                    self._changes,
-                    self._counts,
-                    self._counter,
-                    self._epoch,
-                    self._tombstones,
-                    self._buried,
-                    self._expired,
-                ],
+                keys=[self._key(job_id), *self._change_keys],
                 args=[
                     job_id,
                     data,
@@ -889,17 +894,7 @@ class RedisStore(StoreBase):
             list[str],
             self._run(
                 lambda: self._expire_script(
-                    keys=[
-                        self._updated,
-                        self._status,
-                        self._changes,
-                        self._counts,
-                        self._counter,
-                        self._epoch,
-                        self._tombstones,
-                        self._buried,
-                        self._expired,
-                    ],
+                    keys=self._change_keys,
                     args=[
                         self._jobs,
                         self._status_sets,
