@@ -12,7 +12,7 @@ For each store and size: N jobs (statuses mixed, "last written" spread over
   from the start and resumed from the middle of the change order;
 - counts by status over the whole store (kept counts) and for a 10-minute
   window;
-- a batch of 100 ids (``read_many``);
+- a batch of 100 ids and one of 1,000 (``read_many``);
 - the old Toolkit listing (``window`` of 600 s) beside them;
 - recorder changes per second (queued → running → done on new jobs), in one
   process and in four at once, and in one process through a wrapper that
@@ -34,6 +34,7 @@ import json
 import multiprocessing
 import os
 import random
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -154,11 +155,11 @@ def fill_redis(url: str, n: int, now: float) -> None:
             store.put(r, at=at)  # the layout, the epoch
             continue
         job_id = r["job_id"]
-        keys = [store._key(job_id), store._updated, store._status, store._changes]
-        keys += [store._counts, store._counter, store._epoch]
+        # The arguments the store's own ``_write`` passes to its script.
+        keys = [store._key(job_id), *store._change_keys]
         status = jsontext.encode(r["job_status"])
-        args = [job_id, json.dumps(r), status, repr(at), "", store._status_sets]
-        args += ["put", "", store._channel]
+        args = [job_id, json.dumps(r), status, repr(at), secrets.token_hex(8)]
+        args += [store._status_sets, "put", "", store._channel, store._time_sets]
         script(keys=keys, args=args, client=pipe)
         if i % 1000 == 0:
             pipe.execute()
@@ -216,7 +217,9 @@ def measure(kind: str, url: str, n: int, seconds: float) -> dict[str, Any]:
         row["open s"] = time.perf_counter() - start
     done = frozenset({jsontext.encode("done")})
     middle = store.mark().head // 2
-    ids = [f"job-{i:07}" for i in random.Random(1).sample(range(n), min(100, n))]
+    sample = random.Random(1).sample(range(n), min(1000, n))
+    ids = [f"job-{i:07}" for i in sample[:100]]
+    ids_1000 = [f"job-{i:07}" for i in sample]
     row["page 100 ms"] = median_ms(lambda: store.page(Query(done, None, 0, 101)), 21)
     row["page resumed ms"] = median_ms(
         lambda: store.page(Query(done, None, middle, 101)), 21
@@ -224,6 +227,7 @@ def measure(kind: str, url: str, n: int, seconds: float) -> dict[str, Any]:
     row["counts ms"] = median_ms(lambda: store.counts(None, None), 21)
     row["counts 10 min ms"] = median_ms(lambda: store.counts(None, now - 600), 11)
     row["batch 100 ms"] = median_ms(lambda: store.read_many(ids), 21)
+    row["batch 1,000 ms"] = median_ms(lambda: store.read_many(ids_1000), 11)
     row["listing 600 s ms"] = median_ms(lambda: store.window(now - 600), 11)
     if kind != "memory":
         hidden = StoreWrapper(store_from_url(url))
