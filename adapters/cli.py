@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jobstatus_backends import store_from_url
+from jobstatus_backends import recording_store_from_url, store_from_url
 from jobstatus_core import (
     Checkable,
     ConfigError,
@@ -51,6 +51,9 @@ EXIT_TIMED_OUT = 2
 EXIT_UNANSWERED = 3
 #: Commands that ask a server instead of opening a store.
 CLIENT_COMMANDS = ("wait", "watch")
+#: Commands that read or write one job: they open the store as a recorder
+#: does (the file store without its index: no scan of every file first).
+ONE_JOB_COMMANDS = ("record", "get")
 DEFAULT_URL = "http://127.0.0.1:8080"
 #: 128 + SIGINT, what shells report for a command stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130
@@ -82,9 +85,10 @@ def _main(argv: Sequence[str] | None) -> int:
     stores: list[Store] = []
     try:
         settings = Settings.from_environ(os.environ, cwd=os.getcwd())
+        one_job = args.command in ONE_JOB_COMMANDS
         for setting, url in _store_urls(args, settings):
             try:
-                store = store_from_url(url)
+                store = (recording_store_from_url if one_job else store_from_url)(url)
                 stores.append(store)
                 if isinstance(store, Checkable):
                     store.check()

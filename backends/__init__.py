@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
-from .registry import default_registry, registry, store_from_url
+from .registry import (
+    default_registry,
+    recording_store_from_url,
+    registry,
+    store_from_url,
+)
 
-__all__ = ["default_registry", "registry", "store_from_url"]
+__all__ = [
+    "default_registry",
+    "recording_store_from_url",
+    "registry",
+    "store_from_url",
+]

@@ -82,15 +82,16 @@ class FileStore(StoreBase):
             self.index = self._start_index(reconcile_interval, observer_factory)
 
     @classmethod
-    def from_url(cls, url: str) -> FileStore:
+    def from_url(cls, url: str, *, index: bool = True) -> FileStore:
         """``file:///abs/path[?index=off][&reconcile=SECONDS][&max_file_size=BYTES]
-        [&expire=delete][&durable=off]``: see ``open``."""
+        [&expire=delete][&durable=off]``: see ``open``. ``index``: whether
+        the store indexes when the URL does not say."""
         parsed = parse_store_url(url)
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
             raise parsed.fail("use file:///absolute/path")
         return FileStore.open(
             unquote(parsed.path),
-            index=parsed.options.get("index", True),
+            index=parsed.options.get("index", index),
             expire=parsed.options.get("expire"),
             durable=parsed.options.get("durable", True),
             reconcile_interval=parsed.options.get(
@@ -254,13 +255,14 @@ class FileStore(StoreBase):
         """Hold the store's write lock: one writer through jobstatus at a
         time, across threads and processes (each call opens its own file
         description, so ``flock`` excludes threads of one process too)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
-            fd = os.open(
-                self.lock_path,
-                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o644,
-            )
+            try:
+                fd = os.open(self.lock_path, flags, 0o644)
+            except FileNotFoundError:
+                # Its directory is made by the first write, not checked by each.
+                os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
+                fd = os.open(self.lock_path, flags, 0o644)
         except OSError as exc:
             raise StoreError(
                 f"could not write {what}: the store's lock file: {one_line_reason(exc)}"

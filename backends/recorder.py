@@ -30,7 +30,7 @@ from typing import Any, ParamSpec, TypeVar
 from jobstatus_core import InvalidRecord, Store, StoreError, Versioned
 from jobstatus_core.recording import DEFAULT_TERMINAL, Change, apply, check_fields
 
-from .registry import store_from_url
+from .registry import recording_store_from_url
 
 #: Tries of one change against concurrent writers of the same job.
 MAX_TRIES = 100
@@ -54,7 +54,9 @@ class Recorder:
         traceback: bool = False,
     ) -> None:
         self._owned = isinstance(store, str)
-        self.store: Store = store_from_url(store) if isinstance(store, str) else store
+        self.store: Store = (
+            recording_store_from_url(store) if isinstance(store, str) else store
+        )
         self.clock = clock
         self.terminal = frozenset(terminal)
         #: Whether ``failed`` with an exception records its traceback too.

@@ -21,6 +21,14 @@ def _file(url: str) -> Store:
     return FileStore.from_url(url)
 
 
+def _file_recording(url: str) -> Store:
+    from .filesystem import FileStore
+
+    # Recording reads one file and writes it: an index (a scan of every file
+    # at open, a watchdog observer, memory per job) would serve nobody.
+    return FileStore.from_url(url, index=False)
+
+
 def _sqlite(url: str) -> Store:
     from .sqlite import SQLiteStore
 
@@ -56,7 +64,7 @@ def default_registry() -> Registry:
     registry = Registry()
     registry.register("memory", _memory)
     registry.register("sqlite", _sqlite)
-    registry.register("file", _file)
+    registry.register("file", _file, recording=_file_recording)
     registry.register("redis", _redis)
     registry.register("rediss", _redis)
     registry.register("postgresql", _postgres)
@@ -70,3 +78,9 @@ registry = default_registry()
 def store_from_url(url: str) -> Store:
     """Open a store of any scheme registered in the module's ``registry``."""
     return registry.open(url)
+
+
+def recording_store_from_url(url: str) -> Store:
+    """Open a store to record into (what ``Recorder(url)`` does): the file
+    store without its index, unless the URL asks for one (``?index=on``)."""
+    return registry.open_for_recording(url)

@@ -18,24 +18,45 @@ StoreFactory = Callable[[str], Store]
 class Registry:
     def __init__(self) -> None:
         self._factories: dict[str, StoreFactory] = {}
+        self._recording: dict[str, StoreFactory] = {}
 
-    def register(self, scheme: str, factory: StoreFactory) -> None:
-        """Open URLs of ``scheme`` with ``factory(url)``. Replaces an earlier one."""
+    def register(
+        self,
+        scheme: str,
+        factory: StoreFactory,
+        *,
+        recording: StoreFactory | None = None,
+    ) -> None:
+        """Open URLs of ``scheme`` with ``factory(url)``. Replaces an earlier one.
+
+        ``recording`` opens the URL for a program that only records states (a
+        ``Recorder`` given a URL: a queue worker, a script): it reads one job
+        and writes it, so a store may leave out what only answering lists
+        needs (the file store's index). Defaults to ``factory``.
+        """
         self._factories[scheme.lower()] = factory
+        self._recording[scheme.lower()] = recording or factory
 
     @property
     def schemes(self) -> tuple[str, ...]:
         return tuple(sorted(self._factories))
 
     def open(self, url: str) -> Store:
+        return self._factory(url, self._factories)(url)
+
+    def open_for_recording(self, url: str) -> Store:
+        """The store ``url`` names, opened to record into (see ``register``)."""
+        return self._factory(url, self._recording)(url)
+
+    def _factory(self, url: str, factories: dict[str, StoreFactory]) -> StoreFactory:
         scheme, colon, _ = url.partition(":")
-        factory = self._factories.get(scheme.lower()) if colon else None
+        factory = factories.get(scheme.lower()) if colon else None
         if factory is None:
             known = ", ".join(f"{name}://" for name in self.schemes)
             raise ConfigError(
                 f"store URL {redact(url)!r} has no known scheme (known: {known})"
             )
-        return factory(url)
+        return factory
 
 
 #: Query options whose value is a secret, whatever the store: password=,

@@ -443,3 +443,26 @@ def test_record_follows_the_recording_rules(tmp_path: Path) -> None:
         "job_status": "odd-status",
         "response": None,
     }
+
+
+@pytest.mark.filesystem
+def test_record_and_get_open_a_file_store_without_indexing_it(
+    tmp_path: Path,
+) -> None:
+    """A shell script recording each state must not pay for a scan of every
+    job file per call: an indexed store would leave its snapshot at close."""
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "old.json").write_text(
+        '{"job_id": "old", "job_status": "done"}'
+    )
+    env = {"LOCAL_STORAGE_PATH": str(tmp_path)}
+    recorded = jobstatus("record", "job-1", "running", cwd=tmp_path, env=env)
+    assert recorded.returncode == 0, recorded.stderr
+    got = jobstatus("get", "job-1", cwd=tmp_path, env=env)
+    assert json.loads(got.stdout)["job_status"] == "running"
+    assert (tmp_path / "jobs" / "job-1.json").exists()
+    assert not (tmp_path / ".jobstatus" / "index.snapshot").exists()
+    # `list` answers from the index, as the server does: it builds one.
+    listed = jobstatus("list", cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert (tmp_path / ".jobstatus" / "index.snapshot").exists()

@@ -328,6 +328,27 @@ def test_registry_opens_registered_schemes_only() -> None:
         registry.open("/just/a/path")
 
 
+def test_a_registry_opens_urls_to_record_into_with_their_own_factory() -> None:
+    registry = Registry()
+    registry.register("toy", ToyStore)
+    opened: list[str] = []
+
+    def recording(url: str) -> ToyStore:
+        opened.append(url)
+        return ToyStore(url)
+
+    registry.register("lean", ToyStore, recording=recording)
+    # Without one, recording opens a URL as everything else does.
+    assert isinstance(registry.open_for_recording("toy://a"), ToyStore)
+    assert opened == []
+    registry.open("lean://b")
+    assert opened == []
+    registry.open_for_recording("LEAN://c")
+    assert opened == ["LEAN://c"]
+    with pytest.raises(ConfigError, match=r"known: lean://, toy://"):
+        registry.open_for_recording("nope://x")
+
+
 class OldShapedStore:
     """A store of the first protocol: get, changed_since, exists, put, close."""
 

@@ -245,3 +245,33 @@ def test_a_recorder_reads_a_job_only_when_another_writer_changed_it(
     assert record is not None
     assert record["meta"] == {"owner": "me"}
     assert record["response"] == {"ok": True}
+
+
+@pytest.mark.filesystem
+def test_a_recorder_opens_a_file_store_without_an_index(tmp_path: Path) -> None:
+    """Recording reads one file and writes it: a worker given the URL must not
+    scan every job file and watch the directory first."""
+    from jobstatus_backends import store_from_url
+    from jobstatus_backends.filesystem import FileStore, WatchedFileStore
+    from jobstatus_backends.recorder import Recorder
+
+    (tmp_path / "jobs").mkdir()
+    serving = store_from_url(f"file://{tmp_path}")
+    assert isinstance(serving, WatchedFileStore)
+    recorder = Recorder(f"file://{tmp_path}")
+    try:
+        store = recorder.store
+        assert isinstance(store, FileStore) and store.index is None
+        assert recorder.running("job-1") and recorder.done("job-1", {"ok": 1})
+        # What it wrote is what the indexed store answers.
+        row = serving.read("job-1")
+        assert row is not None and row.record is not None
+        assert row.record["job_status"] == "done"
+    finally:
+        recorder.close()
+        serving.close()
+    asked = Recorder(f"file://{tmp_path}?index=on")
+    try:
+        assert isinstance(asked.store, WatchedFileStore)
+    finally:
+        asked.close()
