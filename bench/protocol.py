@@ -4,6 +4,7 @@ Run by hand (not a test):
 
     python bench/protocol.py [--sizes 100000,1000000]
         [--stores memory,sqlite,file,file-fast,redis,postgres,postgres-async]
+        [--file-root DIR]
 
 For each store and size: N jobs (statuses mixed, "last written" spread over
 30 days), then in one run, medians of repeated calls:
@@ -197,10 +198,20 @@ def _worker(args: tuple[str, float, str]) -> int:
     return record_changes(*args)
 
 
-def measure(kind: str, url: str, n: int, seconds: float) -> dict[str, Any]:
+def measure(
+    kind: str, url: str, n: int, seconds: float, *, filled: bool = False
+) -> dict[str, Any]:
+    """``filled``: the store at ``url`` holds its jobs already (``--file-root``):
+    ids are sampled from it and nothing is written to it."""
     now = time.time()
     row: dict[str, Any] = {"store": kind, "jobs": n}
-    if kind == "memory":
+    if filled:
+        row["fill s"] = 0.0
+        start = time.perf_counter()
+        store = store_from_url(url)
+        store.mark()
+        row["open s"] = time.perf_counter() - start
+    elif kind == "memory":
         store = store_from_url(url)
         start = time.perf_counter()
         # In time order: its time index is a sorted list, and a put at a
@@ -217,9 +228,17 @@ def measure(kind: str, url: str, n: int, seconds: float) -> dict[str, Any]:
         row["open s"] = time.perf_counter() - start
     done = frozenset({jsontext.encode("done")})
     middle = store.mark().head // 2
-    sample = random.Random(1).sample(range(n), min(1000, n))
-    ids = [f"job-{i:07}" for i in sample[:100]]
-    ids_1000 = [f"job-{i:07}" for i in sample]
+    if filled:
+        root = Path(url.removeprefix("file://"))
+        names = [
+            name[:-5] for name in os.listdir(root / "jobs") if name.endswith(".json")
+        ]
+        n = row["jobs"] = len(names)
+        ids_1000 = random.Random(1).sample(names, min(1000, n))
+    else:
+        sample = random.Random(1).sample(range(n), min(1000, n))
+        ids_1000 = [f"job-{i:07}" for i in sample]
+    ids = ids_1000[:100]
     row["page 100 ms"] = median_ms(lambda: store.page(Query(done, None, 0, 101)), 21)
     row["page resumed ms"] = median_ms(
         lambda: store.page(Query(done, None, middle, 101)), 21
@@ -229,7 +248,9 @@ def measure(kind: str, url: str, n: int, seconds: float) -> dict[str, Any]:
     row["batch 100 ms"] = median_ms(lambda: store.read_many(ids), 21)
     row["batch 1,000 ms"] = median_ms(lambda: store.read_many(ids_1000), 11)
     row["listing 600 s ms"] = median_ms(lambda: store.window(now - 600), 11)
-    if kind != "memory":
+    if filled:
+        pass  # another program's store: not written to
+    elif kind != "memory":
         hidden = StoreWrapper(store_from_url(url))
         row["rec/s read+swap"] = record_changes(hidden, seconds, "read") / seconds
         hidden.close()
@@ -307,6 +328,11 @@ def main() -> None:
         default="memory,sqlite,file,file-fast,redis,postgres,postgres-async",
     )
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--file-root",
+        help="the file store: this Toolkit store (ROOT/jobs), as it is, instead"
+        " of one filled here (its size is its own; no recorder rows)",
+    )
     args = parser.parse_args()
     rows = []
     for n in [int(size) for size in args.sizes.split(",")]:
@@ -319,6 +345,12 @@ def main() -> None:
                     url = "memory://"
                 elif kind == "sqlite":
                     url = f"sqlite://{directory / 'jobs.db'}"
+                elif kind == "file" and args.file_root:
+                    rows.append(
+                        measure(kind, f"file://{args.file_root}", n, 0, filled=True)
+                    )
+                    print(rows[-1], file=sys.stderr, flush=True)
+                    continue
                 elif kind in ("file", "file-fast"):
                     # file-fast: ?durable=off, no flush before each rename.
                     (directory / "jobs").mkdir()
