@@ -12,15 +12,18 @@ setting every jobstatus process reads) or ``RecordingWorker(..., store=)``.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 try:
     from rq import Queue, Retry, Worker, get_current_job
+    from rq.exceptions import InvalidJobOperation
     from rq.job import Job, JobStatus
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the RQ adapter needs RQ: pip install 'jobstatus[rq]'") from exc
 
 from jobstatus_core import ConfigError, Store
+from jobstatus_core.recording import Change
 
 from .taskrecording import TaskRecorder, response_of
 
@@ -29,6 +32,11 @@ __all__ = ["RecordingWorker", "install", "progress"]
 #: Where a job keeps its attempt number across retries (RQ counts retries
 #: left, not attempts made): in ``job.meta``, saved with the requeue itself.
 ATTEMPT_KEY = "jobstatus_attempt"
+
+#: Where the last exception of a traceback RQ stored begins, and what its
+#: type looks like there (``ValueError``, ``rq.timeouts.JobTimeoutException``).
+TRACEBACK_HEAD = "Traceback (most recent call last):"
+EXCEPTION_TYPE = re.compile(r"[A-Za-z_][\w.<>]*")
 
 #: The recorder of the worker running a job in this process (a work horse).
 _running: TaskRecorder | None = None
@@ -71,7 +79,14 @@ def attempt_of(job: Job) -> int:
 
 class RecordingWorker(Worker):
     """``rq.Worker`` that records each job's states (``rq worker -w
-    jobstatus_adapters.rq.RecordingWorker``, store in ``JOBSTATUS_STORE``)."""
+    jobstatus_adapters.rq.RecordingWorker``, store in ``JOBSTATUS_STORE``).
+
+    ``running`` and the job's end are recorded here, in the worker, around
+    the work horse it forks: its store is opened once and stays warm, where
+    a horse would reconnect (or reopen an SQLite file) for every job. The
+    horse only bumps the attempt of a job it retries, and opens the store
+    when its task reports ``progress``.
+    """
 
     def __init__(self, *args: Any, store: Store | str | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -81,37 +96,40 @@ class RecordingWorker(Worker):
                 "JOBSTATUS_STORE: set it to the store URL the worker records in"
             )
         self.recording = TaskRecorder(found)
-        # Opened here, in the worker, not in each work horse it forks: a
-        # horse then only reconnects (or reopens an SQLite file) instead of
-        # importing and checking the store for every job.
-        self.recording.open()
-        self._errors: dict[str, BaseException] = {}
+        self.recording.open()  # a bad URL or an unreachable store stops the start
+        #: What RQ failed the job with in this process (a horse killed or
+        #: stopped): its ``exc_string``, by job id.
+        self._failed_here: dict[str, str] = {}
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        job_id, attempt, task = job.id, attempt_of(job), job.func_name
+        # Dequeued and about to fork: the job is starting.
+        self.recording.record(
+            job_id, lambda r: r.running(job_id, attempt=attempt, task=task)
+        )
+        try:
+            super().execute_job(job, queue)
+        finally:
+            failed_here = self._failed_here.pop(job_id, None)
+        # The horse has ended: what it left is in Redis.
+        self._ended(job, attempt, failed_here)
 
     def prepare_job_execution(
         self, job: Job, remove_from_intermediate_queue: bool = False
     ) -> None:
         super().prepare_job_execution(job, remove_from_intermediate_queue)
+        # In the horse: progress() finds the recorder here; it opens the
+        # store only when the task calls it.
         global _running
         _running = self.recording
-        job_id, attempt, task = job.id, attempt_of(job), job.func_name
-        self.recording.record(
-            job_id, lambda r: r.running(job_id, attempt=attempt, task=task)
-        )
 
     def _finalize_success(
         self, job: Job, queue: Queue, execution: Any, return_value: Any
     ) -> None:
-        # The one place RQ hands over the return value (a ``Retry`` too).
-        attempt = attempt_of(job)
+        # In the horse, before RQ requeues the job (and saves its meta).
         if isinstance(return_value, Retry):
-            job.meta[ATTEMPT_KEY] = attempt + 1
+            job.meta[ATTEMPT_KEY] = attempt_of(job) + 1
         super()._finalize_success(job, queue, execution, return_value)
-        self._ended(job, attempt, return_value)
-
-    def handle_exception(self, job: Job, *exc_info: Any) -> Any:
-        if len(exc_info) > 1 and isinstance(exc_info[1], BaseException):
-            self._errors[job.id] = exc_info[1]
-        return super().handle_exception(job, *exc_info)
 
     def handle_job_failure(
         self,
@@ -121,29 +139,27 @@ class RecordingWorker(Worker):
         exc_string: str = "",
         execution: Any = None,
     ) -> None:
-        attempt = attempt_of(job)
+        # In the horse (the task raised) or in the worker (the horse was
+        # killed or stopped): before RQ requeues the job.
         if job.should_retry:
-            job.meta[ATTEMPT_KEY] = attempt + 1  # saved only if RQ requeues
+            job.meta[ATTEMPT_KEY] = attempt_of(job) + 1  # saved only if RQ requeues
+        if not self.is_horse:
+            self._failed_here[job.id] = exc_string
         super().handle_job_failure(
             job, queue, started_job_registry, exc_string, execution
         )
-        lines = exc_string.strip().splitlines()
-        error: BaseException | str = self._errors.pop(job.id, None) or (
-            lines[-1] if lines else "failed"
-        )
-        self._ended(job, attempt, error=error)
 
-    def _ended(
-        self,
-        job: Job,
-        attempt: int,
-        return_value: Any = None,
-        error: BaseException | str = "failed",
-    ) -> None:
+    def _ended(self, job: Job, attempt: int, failed_here: str | None) -> None:
         job_id = job.id
-        status = job.get_status(refresh=False)
+        try:
+            status = job.get_status(refresh=True)
+        except InvalidJobOperation:
+            # Deleted at once: only a job that succeeded with ``result_ttl=0``.
+            self.recording.record(job_id, lambda r: r.done(job_id, attempt=attempt))
+            return
         if status == JobStatus.FINISHED:
-            response = response_of(return_value)
+            result = job.latest_result()
+            response = response_of(None if result is None else result.return_value)
             self.recording.record(
                 job_id, lambda r: r.done(job_id, response, attempt=attempt)
             )
@@ -152,14 +168,47 @@ class RecordingWorker(Worker):
                 job_id, lambda r: r.cancelled(job_id, attempt=attempt)
             )
         elif status == JobStatus.FAILED:
+            if failed_here is None:
+                result = job.latest_result()
+                failed_here = "" if result is None else result.exc_string or ""
+            error = error_of(failed_here)
             self.recording.record(
-                job_id, lambda r: r.failed(job_id, error, attempt=attempt)
+                job_id,
+                lambda r: r.change(
+                    Change(job_id, "failed", attempt=attempt, error=error)
+                ),
             )
         elif status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
             again, task = attempt + 1, job.func_name
             self.recording.record(
                 job_id, lambda r: r.queued(job_id, attempt=again, task=task)
             )
+        # Any other status: another worker already runs the next attempt,
+        # and records it.
+
+
+def error_of(exc_string: str) -> dict[str, str]:
+    """The recorded ``error`` of a job RQ failed with ``exc_string``.
+
+    A traceback (the task raised in the horse) ends with the exception's
+    type and ``str``: ``{"type": "ValueError", "message": "boom"}``, the
+    type without its module, as ``Recorder.failed`` records an exception.
+    Anything else (a horse killed, a ``Retry`` past its ``max``) is recorded
+    as ``Recorder.failed`` records a text: its last line, as an ``Error``.
+    """
+    text = exc_string.strip()
+    head = text.rfind(TRACEBACK_HEAD)
+    lines = text[head:].splitlines()[1:] if head >= 0 else []
+    # Past the frames (indented: file, code, carets): the exception itself.
+    while lines and lines[0][:1].isspace():
+        del lines[0]
+    if lines:
+        kind, _, first = lines[0].partition(": ")
+        if EXCEPTION_TYPE.fullmatch(kind):
+            message = "\n".join([first, *lines[1:]])
+            return {"type": kind.rpartition(".")[2], "message": message}
+    last = text.splitlines()[-1].strip() if text else ""
+    return {"type": "Error", "message": last or "failed"}
 
 
 def progress(

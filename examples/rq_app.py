@@ -50,8 +50,11 @@ def stamp() -> datetime.date:
     return datetime.date(2024, 5, 17)  # not JSON: recorded as its repr
 
 
-def hold(path: str) -> int:
-    """Run until ``path`` exists (what a test releases); the process id."""
+def hold(path: str, report: bool = False) -> int:
+    """Run until ``path`` exists (what a test releases); the process id.
+    With ``report``, it reports progress first."""
+    if report:
+        progress(0, None, "holding")
     Path(path + ".pid").write_text(str(os.getpid()))
     while not Path(path).exists():
         time.sleep(0.02)

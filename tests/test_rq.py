@@ -162,6 +162,70 @@ def test_retries_are_new_attempts_that_end_done(
     assert "error" not in record
 
 
+def test_a_job_past_its_timeout_is_failed_with_rqs_exception(
+    setup: tuple[Queue, str, Workers], store: SQLiteStore, tmp_path: Path
+) -> None:
+    job_id = send(setup[0], "hold", str(tmp_path / "gate"), job_timeout=1)
+    record = reaches(store, job_id, "failed")
+    assert record["error"] == {
+        "type": "JobTimeoutException",
+        "message": "Task exceeded maximum timeout value (1 seconds)",
+    }
+
+
+class Nested:
+    class Refused(Exception):
+        pass
+
+
+def traceback_of(raise_it: Callable[[], None]) -> str:
+    """The text RQ stores for a job that raised: the formatted exception."""
+    import traceback
+
+    try:
+        raise_it()
+    except Exception as exc:
+        return "".join(traceback.format_exception(exc))
+    raise AssertionError("did not raise")
+
+
+def test_the_error_read_back_from_rqs_traceback_is_the_exceptions() -> None:
+    from jobstatus_adapters.rq import error_of
+
+    def several_lines() -> None:
+        raise ValueError("first line\nsecond: line")
+
+    def qualified() -> None:
+        raise Nested.Refused("no")
+
+    def chained() -> None:
+        try:
+            raise KeyError("inner")
+        except KeyError as exc:
+            raise RuntimeError("outer") from exc
+
+    def empty() -> None:
+        raise OSError
+
+    assert error_of(traceback_of(several_lines)) == {
+        "type": "ValueError",
+        "message": "first line\nsecond: line",
+    }
+    assert error_of(traceback_of(qualified)) == {"type": "Refused", "message": "no"}
+    assert error_of(traceback_of(chained)) == {
+        "type": "RuntimeError",
+        "message": "outer",
+    }
+    assert error_of(traceback_of(empty)) == {"type": "OSError", "message": ""}
+    # What RQ fails a job with outside the horse's exception: its last line.
+    killed = "Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); "
+    assert error_of(killed) == {
+        "type": "Error",
+        "message": "Work-horse terminated unexpectedly; waitpid returned 9 (signal 9);",
+    }
+    assert error_of("") == {"type": "Error", "message": "failed"}
+
+
 def test_a_non_json_return_value_is_recorded_as_its_repr(
     setup: tuple[Queue, str, Workers], store: SQLiteStore
 ) -> None:
@@ -212,3 +276,55 @@ def test_two_workers_run_jobs_at_once(
     gate.touch()
     pids = {reaches(store, job_id, "done")["response"] for job_id in jobs}
     assert len(pids) == 2
+
+
+def store_files_open(pid: int, database: str) -> int:
+    """How many of ``pid``'s file descriptors are on the SQLite store's
+    files (the database, its WAL and shared memory)."""
+    count = 0
+    for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(descriptor)
+        except OSError:  # closed in between
+            continue
+        count += target.startswith(database)
+    return count
+
+
+def parent_of(pid: int) -> int:
+    # /proc/PID/stat: "pid (name) state ppid ...", the name may hold spaces.
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def store_files_of_a_held_job(
+    queue: Queue, store: SQLiteStore, gate: Path, report: bool
+) -> tuple[int, int]:
+    """Store files open in the horse of a held ``hold`` job, and in its
+    worker; then the job is released."""
+    database = str(store.path)
+    job_id = send(queue, "hold", str(gate), report=report)
+    pid_file = Path(f"{gate}.pid")
+    wait_for(pid_file.exists)
+    if report:
+        wait_for(lambda: "progress" in (store.get(job_id) or {}))
+    horse = int(pid_file.read_text())
+    opened = (
+        store_files_open(horse, database),
+        store_files_open(parent_of(horse), database),
+    )
+    gate.touch()
+    reaches(store, job_id, "done")
+    return opened
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc")
+def test_a_work_horse_opens_the_store_only_for_a_job_that_reports_progress(
+    setup: tuple[Queue, str, Workers], store: SQLiteStore, tmp_path: Path
+) -> None:
+    silent = store_files_of_a_held_job(setup[0], store, tmp_path / "silent", False)
+    reporting = store_files_of_a_held_job(setup[0], store, tmp_path / "report", True)
+    # A horse holds what it inherited from its worker, which has the store
+    # open; one that opened the store holds more.
+    assert silent[1] > 0
+    assert silent[0] == silent[1]
+    assert reporting[0] > reporting[1]
