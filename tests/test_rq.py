@@ -324,7 +324,8 @@ def test_a_work_horse_opens_the_store_only_for_a_job_that_reports_progress(
     silent = store_files_of_a_held_job(setup[0], store, tmp_path / "silent", False)
     reporting = store_files_of_a_held_job(setup[0], store, tmp_path / "report", True)
     # A horse holds what it inherited from its worker, which has the store
-    # open; one that opened the store holds more.
+    # open (the worker may open more after the fork, never the horse); one
+    # that opened the store holds more.
     assert silent[1] > 0
-    assert silent[0] == silent[1]
-    assert reporting[0] > reporting[1]
+    assert silent[0] <= silent[1]
+    assert reporting[0] > reporting[1] and reporting[0] > silent[0]
