@@ -10,23 +10,26 @@ installed on an SQLite file and on a Redis store, in this process:
   with the same id (``running``, ``done``): Celery's own publish and trace
   code, without a broker round trip or a pool.
 - RQ: ``enqueue`` on a real redis-server (``queued``), then a burst of
-  ``rq.Worker`` or ``RecordingWorker`` (``running``, ``done``), forking a
-  work horse per job as ``rq worker`` does.
+  ``rq.Worker`` or ``RecordingWorker`` (``running``, ``done``, recorded by
+  the worker around each work horse), forking a horse per job as ``rq
+  worker`` does; five rounds, the setups interleaved in each, medians (a
+  fork's cost drifts with the machine's load), and CPU per job beside.
 - Dramatiq: ``send`` on the in-memory ``StubBroker`` (``queued``), then a
   ``dramatiq.Worker`` with one thread runs them (``running``, ``done``):
   Dramatiq's own middleware chain, without a broker round trip.
 - Huey: a ``MemoryHuey`` in immediate mode: enqueueing runs the task at once
   through Huey's own execute path (``queued``, ``running``, ``done``).
 
-The difference of the means is the adapter's cost: three recorder changes
-per task, plus, under RQ, opening the store in each work horse. Machines are
-shared and noisy: compare numbers of one run.
+The difference is the adapter's cost: three recorder changes per task.
+Machines are shared and noisy: compare numbers of one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -71,31 +74,64 @@ def bench_celery(tasks: int, stores: dict[str, str]) -> dict[str, float]:
     return row
 
 
-def bench_rq(tasks: int, stores: dict[str, str], redis_url: str) -> dict[str, float]:
+def bench_rq(
+    tasks: int, stores: dict[str, str], redis_url: str, rounds: int = 5
+) -> dict[str, float]:
+    """Wall time per job, median of ``rounds`` interleaved rounds (a fork's
+    cost drifts with the machine's load: each round runs every setup once,
+    one right after another). Also prints CPU time per job (the worker and
+    its work horses), which the drift touches less."""
     from redis import Redis
     from rq import Queue, Worker
 
     from jobstatus_adapters.rq import RecordingWorker, install
 
     connection = Redis.from_url(redis_url)
+    per_round = max(1, tasks // rounds)
 
-    def run(queue: Queue, worker: Worker) -> float:
+    def run(queue: Queue, worker: Worker) -> tuple[float, float]:
+        before = cpu_seconds()
         start = time.perf_counter()
-        for _ in range(tasks):
+        for _ in range(per_round):
             queue.enqueue("queues.noop")  # by name: not from __main__
         worker.work(burst=True, logging_level="WARNING")
-        return (time.perf_counter() - start) / tasks * 1e6
+        wall = (time.perf_counter() - start) / per_round * 1e6
+        return wall, (cpu_seconds() - before) / per_round * 1e6
 
-    plain = Queue(f"bench-{uuid.uuid4().hex[:6]}", connection=connection)
-    row = {"none": run(plain, Worker([plain], connection=connection))}
-    for name, url in stores.items():
-        queue = install(
-            Queue(f"bench-{uuid.uuid4().hex[:6]}", connection=connection), url
-        )
+    def setup(url: str | None) -> tuple[Queue, Worker]:
+        queue = Queue(f"bench-{uuid.uuid4().hex[:6]}", connection=connection)
+        if url is None:
+            return queue, Worker([queue], connection=connection)
         worker = RecordingWorker([queue], connection=connection, store=url)
-        row[name] = run(queue, worker)
+        return install(queue, url), worker
+
+    setups = {"none": setup(None)} | {name: setup(url) for name, url in stores.items()}
+    walls: dict[str, list[float]] = {name: [] for name in setups}
+    cpus: dict[str, list[float]] = {name: [] for name in setups}
+    for _ in range(rounds):
+        for name, (queue, worker) in setups.items():
+            wall, cpu = run(queue, worker)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
     connection.close()
-    return row
+    cpu = {name: statistics.median(values) for name, values in cpus.items()}
+    print(
+        "rq, CPU µs per job (worker and work horses, median of rounds): "
+        + ", ".join(
+            f"{name} {value:,.0f}"
+            + ("" if name == "none" else f" (+{value - cpu['none']:,.0f})")
+            for name, value in cpu.items()
+        ),
+        file=sys.stderr,
+    )
+    return {name: statistics.median(values) for name, values in walls.items()}
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def bench_dramatiq(tasks: int, stores: dict[str, str]) -> dict[str, float]:
