@@ -281,8 +281,7 @@ def latency(subscribers: int, store: str, servers: list[Server]) -> Measured:
     recorder.done("probe")
     delays = []
     for _, conn in started:
-        kind, arrived = conn.recv()
-        delays += [t - changed for t in arrived]
+        delays += [t - changed for t in conn.recv()[1]]
     server_cpu = sum(cpu_seconds(process.pid) for process, _ in servers) - before
     client_cpu = 0.0
     for process, conn in started:
