@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import parse_qs
@@ -27,11 +27,9 @@ from .cors import asgi_middleware
 from .metrics import ASGIMetrics, Metrics
 from .offload import StoreThreads
 from .routing import origin_path
-from .sse import Chunk, disconnected, send_events
 
 T = TypeVar("T")
-#: A comment line after this long without an event keeps proxies from
-#: closing an idle stream.
+#: A comment line this often keeps proxies from closing an idle stream.
 HEARTBEAT_SECONDS = 15.0
 
 
@@ -209,20 +207,24 @@ class _Endpoint:
         service = self.service
         hub = changes_for(service)
         with hub.waiter(service.max_streams, "open streams"):
+            # sse-starlette imports uvicorn: loaded when a stream opens, so
+            # that `import jobstatus` loads no server.
+            from sse_starlette import EventSourceResponse
 
-            async def events() -> AsyncGenerator[Chunk, None]:
-                # Bytes, encoded by the feed: streams woken by one change
-                # share them.
+            async def events() -> AsyncIterator[bytes]:
+                # Bytes, encoded by the feed: sse-starlette sends them as
+                # they are, and streams woken by one change share them.
                 if feed.after is None:
                     step = await self._run(lambda: feeds.snapshot(service, feed))
-                    yield step.wire, step.ended
+                    yield step.wire
+                    if step.ended:
+                        return
                     position = step.position
                 else:
                     position = feed.after
-                    yield feeds.READY, False
-                sent = service.timer()
+                    yield feeds.READY
                 limit = service.stream_seconds
-                ends = sent + limit if limit else None
+                ends = service.timer() + limit if limit else None
                 seen = None  # what the hub's look that woke it read
                 while not hub.closing:
                     step = None
@@ -235,23 +237,23 @@ class _Endpoint:
                             functools.partial(feeds.changes, service, feed, position)
                         )
                     position = step.position
-                    now = service.timer()
-                    # A client resumes after the last event's id.
-                    last = step.ended or (ends is not None and now >= ends)
-                    if step.wire or last:
-                        yield step.wire, last
-                        sent = now
-                    elif now - sent >= HEARTBEAT_SECONDS:
-                        yield feeds.HEARTBEAT, False
-                        sent = now
-                    left = sent + HEARTBEAT_SECONDS - now
+                    if step.wire:
+                        yield step.wire
+                    left = HEARTBEAT_SECONDS
                     if ends is not None:
-                        left = min(left, ends - now)
+                        left = min(left, ends - service.timer())
+                    if step.ended or left <= 0:
+                        return  # a client resumes after the last event's id
                     seen = None
                     if len(step.events) < feeds.BATCH:
                         seen = await hub.wait(generation, feed.interest, left)
 
-            await send_events(events(), receive, send)
+            response = EventSourceResponse(
+                events(),
+                ping=HEARTBEAT_SECONDS,
+                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            )
+            await response(scope, receive, send)
 
     async def _wait(
         self,
@@ -267,7 +269,7 @@ class _Endpoint:
         service = self.service
         hub = changes_for(service)
         with hub.waiter(service.max_waiters, "waiters"):
-            gone = asyncio.ensure_future(disconnected(receive))
+            gone = asyncio.ensure_future(_disconnect(receive))
             try:
                 while isinstance(answer, Waiting):
                     woken = asyncio.ensure_future(
@@ -309,6 +311,12 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 class _Disconnected(Exception):
     """The client went away before its body was read: nobody to answer."""
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Returns when the client goes away (its body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _read_body(receive: Receive, service: StatusService) -> bytes:

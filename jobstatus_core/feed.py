@@ -63,9 +63,6 @@ class Step:
 #: What a stream with nothing to send yet starts with: a comment, and how long
 #: a browser waits before reconnecting.
 READY = f": ready\r\nretry: {RETRY_MS}\r\n\r\n".encode()
-#: What a stream sends when it has sent nothing for a while: proxies close
-#: streams that stay silent.
-HEARTBEAT = b": ping\r\n\r\n"
 
 
 def wire(events: Sequence[Event], *, retry: bool = False) -> bytes:
