@@ -215,11 +215,11 @@ class _Endpoint:
                 # Bytes, encoded by the feed: sse-starlette sends them as
                 # they are, and streams woken by one change share them.
                 if feed.after is None:
-                    step = await self._run(lambda: feeds.snapshot(service, feed))
-                    yield step.wire
-                    if step.ended:
+                    start = await self._run(lambda: feeds.snapshot(service, feed))
+                    yield start.wire
+                    if start.ended:
                         return
-                    position = step.position
+                    position = start.position
                 else:
                     position = feed.after
                     yield feeds.READY
@@ -227,7 +227,8 @@ class _Endpoint:
                 ends = service.timer() + limit if limit else None
                 seen = None  # what the hub's look that woke it read
                 while not hub.closing:
-                    step = None
+                    step: feeds.Step | None = None
+                    generation: int
                     if seen is not None:
                         step = feeds.changes_found(service, feed, position, seen)
                         generation = seen.generation  # read as of that look

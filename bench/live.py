@@ -253,7 +253,7 @@ def _start_followers(
 ) -> list[tuple[multiprocessing.process.BaseProcess, Connection]]:
     """``FOLLOWERS`` processes sharing ``targets``, each ready to stream."""
     context = multiprocessing.get_context("spawn")
-    started = []
+    started: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
     for part in range(FOLLOWERS):
         mine = targets[part::FOLLOWERS]
         if not mine:
