@@ -15,8 +15,13 @@ Run by hand (not a test):  python bench/live.py [--clients 1000] [--seconds 60]
    change one after another — the time until each change reaches its
    subscriber while the others wait. p50 and p99.
 
-One ``jobstatus serve`` (uvicorn, SQLite store) per mode; clients in this
-process on asyncio. The machine is shared and noisy: compare within a run.
+One ``jobstatus serve`` (uvicorn, SQLite store) per mode. The headline's
+clients are httpx in this process; the latency subscribers are raw
+connections in ``FOLLOWERS`` processes on uvloop (a Python process reading
+1,000 streams through httpx costs as much CPU as the server), timed with
+``time.monotonic()``, which is system-wide on Linux; their CPU and the
+server's are reported for "one job". The machine is shared and noisy:
+compare within a run.
 ``--baseline DIR`` runs every measure twice, side by side: on this code and
 on the one whose packages DIR holds (``jobstatus_core``, ``jobstatus_adapters``
 … as importable directories, e.g. symlinks into a checkout of another commit).
