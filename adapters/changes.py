@@ -69,7 +69,10 @@ class _Subscriber:
     interest: Interest
     #: The event loop of an async wait; None: a thread's (``wait_blocking``).
     loop: asyncio.AbstractEventLoop | None
-    event: asyncio.Event | threading.Event = field(repr=False)
+    #: An async wait's future (cheaper than an ``asyncio.Event`` and
+    #: ``wait_for``'s task: 1,000 streams of one job wake at once), or a
+    #: thread's event.
+    event: asyncio.Future[None] | threading.Event = field(repr=False)
     #: What the look that woke it read; None: woken without rows (everybody
     #: woken, or not woken yet).
     found: Found | None = field(default=None, repr=False)
@@ -169,14 +172,15 @@ class Changes:
         what the look that woke it read, or None (re-read the store)."""
         loop = asyncio.get_running_loop()
         self._watch_shutdown(loop)
-        event = asyncio.Event()
-        subscriber = _Subscriber(interest, loop, event)
+        woken: asyncio.Future[None] = loop.create_future()
+        subscriber = _Subscriber(interest, loop, woken)
         if timeout <= 0 or not self._subscribe(subscriber, generation):
             return None
+        timer = loop.call_later(timeout, _settle, woken)
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(event.wait(), timeout)
+            await woken
         finally:
+            timer.cancel()
             self._unsubscribe_one(subscriber)
         return subscriber.found
 
@@ -372,7 +376,7 @@ class Changes:
 
 def _wake(subscribers: set[_Subscriber]) -> None:
     """Set their events: one call into each event loop, however many wake."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Event]] = {}
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
     for subscriber in subscribers:
         event = subscriber.event
         if isinstance(event, threading.Event):
@@ -384,9 +388,15 @@ def _wake(subscribers: set[_Subscriber]) -> None:
             loop.call_soon_threadsafe(_set_all, events)
 
 
-def _set_all(events: list[asyncio.Event]) -> None:
-    for event in events:
-        event.set()
+def _set_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        _settle(future)
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    """Wake its wait, unless it was woken, timed out or cancelled already."""
+    if not future.done():
+        future.set_result(None)
 
 
 def _server_stopping() -> bool:

@@ -6,7 +6,7 @@ import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -27,11 +27,6 @@ from .cors import asgi_middleware
 from .metrics import ASGIMetrics, Metrics
 from .offload import StoreThreads
 from .routing import origin_path
-
-if TYPE_CHECKING:
-    # sse-starlette imports uvicorn: loaded when a stream opens, so that
-    # `import jobstatus` loads no server.
-    from sse_starlette import ServerSentEvent
 
 T = TypeVar("T")
 #: A comment line this often keeps proxies from closing an idle stream.
@@ -212,47 +207,46 @@ class _Endpoint:
         service = self.service
         hub = changes_for(service)
         with hub.waiter(service.max_streams, "open streams"):
-            from sse_starlette import EventSourceResponse, ServerSentEvent
+            # sse-starlette imports uvicorn: loaded when a stream opens, so
+            # that `import jobstatus` loads no server.
+            from sse_starlette import EventSourceResponse
 
-            async def events() -> AsyncIterator[ServerSentEvent]:
-                first = True
+            async def events() -> AsyncIterator[bytes]:
+                # Bytes, encoded by the feed: sse-starlette sends them as
+                # they are, and streams woken by one change share them.
                 if feed.after is None:
-                    found, position, ended = await self._run(
-                        lambda: feeds.snapshot(service, feed)
-                    )
-                    for event in found:
-                        yield _sse(event, first)
-                        first = False
-                    if ended:
+                    start = await self._run(lambda: feeds.snapshot(service, feed))
+                    yield start.wire
+                    if start.ended:
                         return
+                    position = start.position
                 else:
                     position = feed.after
-                if first:
-                    yield ServerSentEvent(comment="ready", retry=feeds.RETRY_MS)
+                    yield feeds.READY
                 limit = service.stream_seconds
                 ends = service.timer() + limit if limit else None
                 seen = None  # what the hub's look that woke it read
                 while not hub.closing:
-                    known = None
+                    step: feeds.Step | None = None
+                    generation: int
                     if seen is not None:
-                        known = feeds.changes_found(service, feed, position, seen)
-                    if known is not None:
+                        step = feeds.changes_found(service, feed, position, seen)
                         generation = seen.generation  # read as of that look
-                        found, position, ended = known
-                    else:
+                    if step is None:
                         generation = hub.generation
-                        found, position, ended = await self._run(
+                        step = await self._run(
                             functools.partial(feeds.changes, service, feed, position)
                         )
-                    for event in found:
-                        yield _sse(event, False)
+                    position = step.position
+                    if step.wire:
+                        yield step.wire
                     left = HEARTBEAT_SECONDS
                     if ends is not None:
                         left = min(left, ends - service.timer())
-                    if ended or left <= 0:
+                    if step.ended or left <= 0:
                         return  # a client resumes after the last event's id
                     seen = None
-                    if len(found) < feeds.BATCH:
+                    if len(step.events) < feeds.BATCH:
                         seen = await hub.wait(generation, feed.interest, left)
 
             response = EventSourceResponse(
@@ -318,17 +312,6 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 class _Disconnected(Exception):
     """The client went away before its body was read: nobody to answer."""
-
-
-def _sse(event: feeds.Event, first: bool) -> ServerSentEvent:
-    from sse_starlette import ServerSentEvent
-
-    return ServerSentEvent(
-        data=event.data,
-        event=event.event,
-        id=event.id,
-        retry=feeds.RETRY_MS if first else None,
-    )
 
 
 async def _disconnect(receive: Receive) -> None:

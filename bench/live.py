@@ -15,8 +15,13 @@ Run by hand (not a test):  python bench/live.py [--clients 1000] [--seconds 60]
    change one after another — the time until each change reaches its
    subscriber while the others wait. p50 and p99.
 
-One ``jobstatus serve`` (uvicorn, SQLite store) per mode; clients in this
-process on asyncio. The machine is shared and noisy: compare within a run.
+One ``jobstatus serve`` (uvicorn, SQLite store) per mode. The headline's
+clients are httpx in this process; the latency subscribers are raw
+connections in ``FOLLOWERS`` processes on uvloop (a Python process reading
+1,000 streams through httpx costs as much CPU as the server), timed with
+``time.monotonic()``, which is system-wide on Linux; their CPU and the
+server's are reported for "one job". The machine is shared and noisy:
+compare within a run.
 ``--baseline DIR`` runs every measure twice, side by side: on this code and
 on the one whose packages DIR holds (``jobstatus_core``, ``jobstatus_adapters``
 … as importable directories, e.g. symlinks into a checkout of another commit).
@@ -26,7 +31,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
+import multiprocessing
+import multiprocessing.process
 import os
 import shutil
 import statistics
@@ -34,7 +42,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NamedTuple, cast
 
 import httpx
 from serving import free_port, start_server
@@ -46,6 +56,16 @@ KEY = "bench-key"
 
 #: Changes timed one by one in the "own jobs" latency measure.
 PROBES = 50
+
+#: A running ``jobstatus serve``: its process and base URL.
+Server = tuple[subprocess.Popen[bytes], str]
+
+
+class Measured(NamedTuple):
+    delays: list[float]
+    #: CPU seconds from the change until the last event arrived (one job).
+    server_cpu: float | None
+    client_cpu: float | None
 
 
 def serve(
@@ -143,86 +163,169 @@ async def headline(
     return {"mode": mode, "requests": counter[0], "server cpu s": round(cpu, 2)}
 
 
-async def latency(subscribers: int, store: str, urls: list[str]) -> list[float]:
-    """Feed subscribers of one job spread over ``urls``; one change; the
-    delays until each has the event, in seconds."""
-    arrived: list[float] = []
+#: Client processes the latency measures spread their subscribers over: one
+#: Python process reading 1,000 streams costs as much CPU as the server
+#: sending them, and would measure itself.
+FOLLOWERS = 2
+
+
+class _Follower(asyncio.Protocol):
+    """One feed subscriber on a raw connection: sends the request, then only
+    looks for its first event and for the terminal one (no HTTP or SSE
+    parsing beyond that)."""
+
+    def __init__(self, request: bytes, ready: asyncio.Event, left: list[int]) -> None:
+        self.request = request
+        self.ready = ready
+        self.left = left
+        self.tail = b""
+        self.started = False
+        self.arrived: float | None = None
+        self.done = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        seen = self.tail + data
+        if not self.started and b"\ndata:" in seen:
+            self.started = True
+            self.left[0] -= 1
+            if not self.left[0]:
+                self.ready.set()
+        if b'"job_status":"done"' in seen:
+            self.arrived = time.monotonic()
+            self.transport.close()
+            if not self.done.done():
+                self.done.set_result(None)
+        self.tail = seen[-32:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _follow(targets: list[tuple[str, str]], conn: Connection, each: bool) -> None:
+    """Open a stream per (base URL, job id); tell ``conn`` when every one has
+    its first event, then the monotonic times the terminal events arrived:
+    one message per arrival when ``each``, else all at once."""
+    loop = asyncio.get_running_loop()
     ready = asyncio.Event()
-    opened = [0]
-    limits = httpx.Limits(max_connections=subscribers + 10)
-    async with httpx.AsyncClient(
-        headers={"x-api-key": KEY}, limits=limits, timeout=60
-    ) as http:
+    left = [len(targets)]
+    followers = []
+    for url, job_id in targets:
+        host, port = url.removeprefix("http://").split(":")
+        request = (
+            f"GET /v1/job/{job_id}/events HTTP/1.1\r\nhost: {host}\r\n"
+            f"x-api-key: {KEY}\r\naccept: text/event-stream\r\n\r\n"
+        ).encode()
+        follower = _Follower(request, ready, left)
+        await loop.create_connection(lambda f=follower: f, host, int(port))  # type: ignore[misc]
+        followers.append((job_id, follower))
+    await asyncio.wait_for(ready.wait(), 60)
+    conn.send(("ready", None))
+    cpu = time.process_time()
+    if each:
+        pending = {follower.done: job_id for job_id, follower in followers}
+        while pending:
+            finished, _ = await asyncio.wait(
+                pending, return_when=asyncio.FIRST_COMPLETED
+            )
+            for future in finished:
+                job_id = pending.pop(future)
+                arrived = dict(followers)[job_id].arrived
+                conn.send(("arrived", (job_id, arrived)))
+    else:
+        await asyncio.wait_for(asyncio.gather(*(f.done for _, f in followers)), 60)
+        conn.send(("arrived", [f.arrived for _, f in followers]))
+    conn.send(("cpu", time.process_time() - cpu))
 
-        async def subscribe(url: str) -> None:
-            async with http.stream("GET", url + "/v1/job/probe/events") as response:
-                opened[0] += 1
-                if opened[0] == subscribers:
-                    ready.set()
-                async for line in response.aiter_lines():
-                    if line.startswith("data:") and '"done"' in line:
-                        arrived.append(time.perf_counter())
-                        return
 
-        tasks = [
-            asyncio.ensure_future(subscribe(urls[i % len(urls)]))
-            for i in range(subscribers)
-        ]
-        await asyncio.wait_for(ready.wait(), 60)
-        await asyncio.sleep(1.0)  # every stream has sent its first state
-        recorder = Recorder(store)
-        changed = time.perf_counter()
-        await asyncio.to_thread(recorder.done, "probe")
-        await asyncio.wait_for(asyncio.gather(*tasks), 60)
-        recorder.close()
-    return [t - changed for t in arrived]
+def _follower_process(
+    targets: list[tuple[str, str]], conn: Connection, each: bool
+) -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(_follow(targets, conn, each))
 
 
-async def own_latency(subscribers: int, store: str, urls: list[str]) -> list[float]:
-    """Each subscriber follows a job of its own (spread over ``urls``);
+def _start_followers(
+    targets: list[tuple[str, str]], each: bool
+) -> list[tuple[multiprocessing.process.BaseProcess, Connection]]:
+    """``FOLLOWERS`` processes sharing ``targets``, each ready to stream."""
+    context = multiprocessing.get_context("spawn")
+    started: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+    for part in range(FOLLOWERS):
+        mine = targets[part::FOLLOWERS]
+        if not mine:
+            continue
+        ours, theirs = context.Pipe()
+        process = context.Process(target=_follower_process, args=(mine, theirs, each))
+        process.start()
+        started.append((process, ours))
+    for _, conn in started:
+        if not conn.poll(90):
+            raise RuntimeError("the subscribers did not open their streams")
+        assert conn.recv()[0] == "ready"
+    time.sleep(1.0)  # every stream has sent its first state
+    return started
+
+
+def latency(subscribers: int, store: str, servers: list[Server]) -> Measured:
+    """Feed subscribers of one job spread over ``servers``; one change; the
+    delays until each has the event, in seconds."""
+    targets = [(servers[i % len(servers)][1], "probe") for i in range(subscribers)]
+    started = _start_followers(targets, each=False)
+    recorder = Recorder(store)
+    before = sum(cpu_seconds(process.pid) for process, _ in servers)
+    changed = time.monotonic()
+    recorder.done("probe")
+    delays = []
+    for _, conn in started:
+        delays += [t - changed for t in conn.recv()[1]]
+    server_cpu = sum(cpu_seconds(process.pid) for process, _ in servers) - before
+    client_cpu = 0.0
+    for process, conn in started:
+        client_cpu += conn.recv()[1]
+        process.join(10)
+    recorder.close()
+    return Measured(delays, server_cpu, client_cpu)
+
+
+def own_latency(subscribers: int, store: str, servers: list[Server]) -> Measured:
+    """Each subscriber follows a job of its own (spread over ``servers``);
     ``PROBES`` of the jobs finish one after another; the delay of each until
     its subscriber has the event, in seconds."""
     ids = [f"own-{i}" for i in range(subscribers)]
     recorder = Recorder(store)
     for job_id in ids:
         recorder.running(job_id)
-    arrived = {job_id: asyncio.Event() for job_id in ids}
-    opened = [0]
-    ready = asyncio.Event()
-    limits = httpx.Limits(max_connections=subscribers + 10)
+    urls = [url for _, url in servers]
+    targets = [(urls[i % len(urls)], job_id) for i, job_id in enumerate(ids)]
+    started = _start_followers(targets, each=True)
+    # _start_followers deals the targets out in turn.
+    owner = {job_id: started[i % len(started)][1] for i, job_id in enumerate(ids)}
     delays: list[float] = []
-    async with httpx.AsyncClient(
-        headers={"x-api-key": KEY}, limits=limits, timeout=60
-    ) as http:
-
-        async def subscribe(url: str, job_id: str) -> None:
-            async with http.stream("GET", f"{url}/v1/job/{job_id}/events") as response:
-                opened[0] += 1
-                if opened[0] == subscribers:
-                    ready.set()
-                async for line in response.aiter_lines():
-                    if line.startswith("data:") and '"done"' in line:
-                        arrived[job_id].set()
-                        return
-
-        tasks = [
-            asyncio.ensure_future(subscribe(urls[i % len(urls)], job_id))
-            for i, job_id in enumerate(ids)
-        ]
-        await asyncio.wait_for(ready.wait(), 60)
-        await asyncio.sleep(1.0)  # every stream has sent its first state
-        step = max(1, subscribers // PROBES)
-        for job_id in ids[::step][:PROBES]:
-            changed = time.perf_counter()
-            await asyncio.to_thread(recorder.done, job_id)
-            await asyncio.wait_for(arrived[job_id].wait(), 30)
-            delays.append(time.perf_counter() - changed)
-            await asyncio.sleep(0.05)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+    step = max(1, subscribers // PROBES)
+    for job_id in ids[::step][:PROBES]:
+        changed = time.monotonic()
+        recorder.done(job_id)
+        conn = owner[job_id]
+        if not conn.poll(30):
+            raise RuntimeError(f"{job_id} did not arrive")
+        kind, (arrived_id, arrived) = conn.recv()
+        assert (kind, arrived_id) == ("arrived", job_id)
+        delays.append(arrived - changed)
+        time.sleep(0.05)
+    for process, _ in started:
+        process.terminate()
+        process.join(10)
     recorder.close()
-    return delays
+    return Measured(delays, None, None)
 
 
 def percentiles(delays: list[float]) -> tuple[float, float]:
@@ -231,8 +334,8 @@ def percentiles(delays: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), p99
 
 
-async def latencies(
-    clients: int, codes: dict[str, str | None]
+def latencies(
+    clients: int, codes: dict[str, str | None], follow: list[str], stores: list[str]
 ) -> list[dict[str, object]]:
     rows = []
     setups: list[tuple[str, str, int]] = [("sqlite", "one server", 1)]
@@ -249,7 +352,11 @@ async def latencies(
     measures = {"one job": latency, "own jobs": own_latency}
     try:
         for kind, where, instances in setups:
+            if kind not in stores:
+                continue
             for pattern, measure in measures.items():
+                if pattern.split()[0] not in follow:
+                    continue
                 for subscribers in (1, 100, clients):
                     if pattern == "own jobs" and subscribers == 1:
                         continue  # the same as "one job"
@@ -268,15 +375,13 @@ async def latencies(
                             serve(store, directory, code) for _ in range(instances)
                         ]
                         try:
-                            delays = await measure(
-                                subscribers, store, [url for _, url in servers]
-                            )
+                            measured = measure(subscribers, store, servers)
                         finally:
                             for process, _ in servers:
                                 process.terminate()
                                 process.wait()
                             shutil.rmtree(directory, ignore_errors=True)
-                        p50, p99 = percentiles(delays)
+                        p50, p99 = percentiles(measured.delays)
                         rows.append(
                             {
                                 "store": kind,
@@ -286,6 +391,8 @@ async def latencies(
                                 "code": name,
                                 "p50 ms": round(p50 * 1000, 1),
                                 "p99 ms": round(p99 * 1000, 1),
+                                "server cpu s": _rounded(measured.server_cpu),
+                                "client cpu s": _rounded(measured.client_cpu),
                             }
                         )
                         print(rows[-1], file=sys.stderr, flush=True)
@@ -293,6 +400,10 @@ async def latencies(
         if server is not None:
             server.terminate()
     return rows
+
+
+def _rounded(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.2f}"
 
 
 def table(rows: list[dict[str, object]]) -> str:
@@ -308,6 +419,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-headline", action="store_true")
+    parser.add_argument(
+        "--follow", default="one,own", help="latency patterns: one, own or both"
+    )
+    parser.add_argument(
+        "--stores", default="sqlite,redis", help="latency stores: sqlite, redis"
+    )
     parser.add_argument(
         "--baseline", help="a directory of the packages of the code to compare with"
     )
@@ -333,7 +450,10 @@ def main() -> None:
         print(table(rows))
     if not args.skip_latency:
         print()
-        print(table(asyncio.run(latencies(args.clients, codes))))
+        rows = latencies(
+            args.clients, codes, args.follow.split(","), args.stores.split(",")
+        )
+        print(table(rows))
 
 
 if __name__ == "__main__":

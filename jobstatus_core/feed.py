@@ -8,12 +8,18 @@ with it (``Last-Event-ID``) resumes after it — every change that matches is
 delivered at least once, in change order, and a slow consumer gets the
 latest state of a job rather than every step (the store keeps one row per
 job).
+
+Each answer is a ``Step`` that holds its events already in the bytes of the
+wire, so that a stream sends them as they are; streams woken by one look of
+the change hub with the same filter and resume point share one ``Step``
+(``changes_found``): a change followed by 1,000 streams is encoded once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +45,35 @@ class Event:
     event: str
     id: str
     data: str
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What a stream sends next, and where it then stands."""
+
+    events: Sequence[Event]
+    #: The events as server-sent events, ready to send (empty: none).
+    wire: bytes
+    #: The position to follow changes from.
+    position: int
+    #: A per-job stream has sent its job's end.
+    ended: bool
+
+
+#: What a stream with nothing to send yet starts with: a comment, and how long
+#: a browser waits before reconnecting.
+READY = f": ready\r\nretry: {RETRY_MS}\r\n\r\n".encode()
+
+
+def wire(events: Sequence[Event], *, retry: bool = False) -> bytes:
+    """``events`` as server-sent events (``retry:`` with the first when
+    ``retry``). Their fields are one line each: ids are cursors, data is
+    compact JSON, which escapes line breaks."""
+    return "".join(
+        f"id: {event.id}\r\nevent: {event.event}\r\ndata: {event.data}\r\n"
+        + (f"retry: {RETRY_MS}\r\n\r\n" if retry and i == 0 else "\r\n")
+        for i, event in enumerate(events)
+    ).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,40 +138,54 @@ def open_feed(service: StatusService, request: Request) -> Reply | Feed:
     )
 
 
-def snapshot(service: StatusService, feed: Feed) -> tuple[list[Event], int, bool]:
+def snapshot(service: StatusService, feed: Feed) -> Step:
     """The jobs of the window (a per-job stream: its job, whenever written),
-    the position to follow changes from, and whether the stream has ended."""
+    the position to follow changes from, and whether the stream has ended;
+    on the wire with ``retry:``, or ``READY`` when there is none."""
     mark = service.store.mark()
     cutoff = None if feed.single is not None else feed.cutoff
     events, position = _after(service, feed, 0, cutoff, everything=True)
-    return events, max(position, mark.head), _ended(service, feed, events)
+    return Step(
+        events,
+        wire(events, retry=True) if events else READY,
+        max(position, mark.head),
+        _ended(service, feed, events),
+    )
 
 
-def changes(
-    service: StatusService, feed: Feed, after: int
-) -> tuple[list[Event], int, bool]:
+def changes(service: StatusService, feed: Feed, after: int) -> Step:
     """Events of changes after ``after`` (up to a batch), the position they
     reach, and whether a per-job stream has ended."""
     events, position = _after(service, feed, after, None, everything=False)
-    return events, position, _ended(service, feed, events)
+    return Step(events, wire(events), position, _ended(service, feed, events))
 
 
 def changes_found(
     service: StatusService, feed: Feed, after: int, found: Found
-) -> tuple[list[Event], int, bool] | None:
+) -> Step | None:
     """``changes`` from what the change hub's look that woke the stream
     read, without a store read; None for a feed of every job (re-read the
     store). Rows past the look's mark are not in it: the next look finds
-    them and wakes the stream again."""
+    them and wakes the stream again.
+
+    Made once per filter and resume point, and shared through ``found`` by
+    every stream the look woke with the same: what they send depends on
+    nothing else (the cursor of an event is signed, not random)."""
     if feed.job_ids is None:
         return None
+    key = (feed.job_ids, feed.statuses, feed.single, feed.digest, feed.epoch, after)
+    made = found.shared.get(key)
+    if isinstance(made, Step):
+        return made
     rows = [found.rows[job_id] for job_id in feed.job_ids if job_id in found.rows]
     tombs = [found.tombs[job_id] for job_id in feed.job_ids if job_id in found.tombs]
     # The hub reads tombstones where the store keeps them, as ``changes`` does.
     merged = _of_jobs(feed, after, None, rows, tombs)
     events = [_event(service, feed, item) for item in merged]
     position = merged[-1].position if merged else after
-    return events, position, _ended(service, feed, events)
+    step = Step(events, wire(events), position, _ended(service, feed, events))
+    found.shared[key] = step
+    return step
 
 
 def _ended(service: StatusService, feed: Feed, events: list[Event]) -> bool:

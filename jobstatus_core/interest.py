@@ -7,7 +7,7 @@ store again."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .rows import Row, Tombstone
 
@@ -35,7 +35,7 @@ class Found:
     """What one look at the store read: every change after the position
     where the last look stopped, up to the mark it read first, as the latest
     row of its job (or its tombstone), without records. Shared by everyone
-    the look wakes: read-only.
+    the look wakes: read-only but for ``shared``.
 
     Whoever it wakes read the store (or used the look before) at an earlier
     generation, and no look since matched it: with these rows it knows every
@@ -45,3 +45,9 @@ class Found:
     generation: int
     rows: Mapping[str, Row]
     tombs: Mapping[str, Tombstone]
+    #: The one thing those it wakes write: what a stream made of the rows
+    #: (its events, encoded), kept for the next stream with the same filter
+    #: and resume point — 1,000 followers of a job encode its event once.
+    shared: dict[object, object] = field(
+        default_factory=dict, compare=False, repr=False
+    )

@@ -15,11 +15,13 @@ import httpx
 import pytest
 from starlette.types import ASGIApp
 
+from jobstatus_adapters import starlette as starlette_adapter
 from jobstatus_adapters.changes import changes_for
 from jobstatus_adapters.starlette import create_app
 from jobstatus_adapters.wsgi import WSGIApp
 from jobstatus_backends import store_from_url
 from jobstatus_core import Store
+from jobstatus_core.cursor import Cursor
 from jobstatus_core.wrapping import wrap
 
 from .helpers import API_KEY, Clock, service_for, wait_for
@@ -339,3 +341,70 @@ def test_a_change_to_a_job_many_follow_costs_one_look(
         spent = counting.calls - before
         assert spent["read"] + spent["read_many"] == 0, spent
         assert spent["page"] <= 2, spent
+
+
+def test_a_change_many_streams_follow_is_encoded_once(
+    store: Store, serve: Callable[[ASGIApp], str]
+) -> None:
+    """100 streams of one job; it changes once: every stream gets the same
+    event, id and data alike, and the server made it once — its cursor was
+    signed once, not once per stream."""
+    service = service_for(store, Clock(NOW))
+    signed: list[int] = []
+    sign = service.encode_cursor
+
+    def counted(position: Cursor, digest: str) -> str:
+        signed.append(position.position)
+        return sign(position, digest)
+
+    service.encode_cursor = counted  # type: ignore[method-assign]
+    url = serve(create_app(service))
+    hub = changes_for(service)
+    put(store, "shared", "running")
+    with ExitStack() as streams:
+        followers = [
+            streams.enter_context(stream(url, "/v1/job/shared/events"))
+            for _ in range(100)
+        ]
+        for events in followers:
+            assert next_job(events, 20)["data"]["job_status"] == "running"
+        wait_for(lambda: hub.subscribed == 100, 20)
+        signed.clear()
+        put(store, "shared", "done")
+        sent = [_next_raw_job(events) for events in followers]
+    assert len({(event["id"], event["data"]) for event in sent}) == 1
+    assert json.loads(sent[0]["data"])["job_status"] == "done"
+    assert len(signed) == 1, signed
+
+
+def _next_raw_job(events: queue.Queue[Event | None]) -> Event:
+    """The next ``job`` event as it came: its fields' text, not parsed."""
+    while True:
+        event = events.get(timeout=5)
+        assert event is not None, "the stream ended"
+        if event.get("event") == "job":
+            return event
+
+
+@pytest.mark.memory
+def test_an_idle_stream_sends_a_heartbeat(
+    serve: Callable[[ASGIApp], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream without events sends a comment line after the heartbeat's
+    interval (shortened here), and keeps going after it."""
+    monkeypatch.setattr(starlette_adapter, "HEARTBEAT_SECONDS", 0.3)
+    store = store_from_url("memory://")
+    url = serve(create_app(service_for(store)))
+    target = httpx.URL(url)
+    with socket.create_connection((target.host, target.port or 80), timeout=10) as sock:
+        request = (
+            f"GET /v1/jobs/events HTTP/1.1\r\nHost: {target.host}\r\n"
+            f"x-api-key: {API_KEY}\r\n\r\n"
+        )
+        sock.sendall(request.encode())
+        received = b""
+        while received.count(b"\r\n: ping") < 2:
+            chunk = sock.recv(4096)
+            assert chunk, received
+            received += chunk
+    assert b": ready\r\nretry: 2000\r\n\r\n" in received
