@@ -321,9 +321,7 @@ class JobColumns:
         return {
             texts[code]: n
             for code, n in counted
-            if n
-            and code != NO_STATUS
-            and (statuses is None or texts[code] in statuses)
+            if n and code != NO_STATUS and (statuses is None or texts[code] in statuses)
         }
 
     # -- internals -------------------------------------------------------------
@@ -360,7 +358,9 @@ class JobColumns:
             self._texts.append(status)
         return code
 
-    def _slots_after(self, statuses: frozenset[str] | None, after: int) -> Iterator[int]:
+    def _slots_after(
+        self, statuses: frozenset[str] | None, after: int
+    ) -> Iterator[int]:
         positions = self._positions
         if statuses is None:
             # Indexing, not slicing: a page from the start of a million
@@ -389,7 +389,9 @@ class JobColumns:
 
 
 def _tail(slots: array[int], positions: array[int], after: int) -> Iterator[int]:
-    for i in range(bisect_left(slots, after + 1, key=positions.__getitem__), len(slots)):
+    for i in range(
+        bisect_left(slots, after + 1, key=positions.__getitem__), len(slots)
+    ):
         yield slots[i]
 
 
@@ -423,6 +425,3 @@ def gather(columns: Columns, rows: list[int]) -> Columns:
 
 def empty_columns() -> Columns:
     return Columns([], array("i"), [], b"", b"", array("d"), {})
-
-
-

@@ -63,9 +63,7 @@ class JobTable:
     def head(self) -> int:
         return self._rows.head
 
-    def reread(
-        self, job_id: str, seen: os.stat_result | None = None
-    ) -> None:
+    def reread(self, job_id: str, seen: os.stat_result | None = None) -> None:
         """Read the job's file again (``seen``: its lstat from a listing)."""
         # A file that is not a job record now (half-written, broken, too
         # large) is left out, as job/status answers 500 for it.
@@ -161,19 +159,23 @@ class JobTable:
         taken = bytearray(len(snapshot.job_ids))
         unmatched: list[tuple[str, os.stat_result]] = []
         present: list[str] = []
+        pack, size = FINGERPRINT.pack, FP_SIZE
         try:
+            # The one loop over every file: kept to lookups and compares.
             for job_id, info in jobfiles.scan(self.jobs_dir):
                 present.append(job_id)
                 row = row_of.get(job_id)
-                if (
-                    row is not None
-                    and info.st_ctime_ns < trusted_before
-                    and _packed(info)
-                    == fingerprints[row * FP_SIZE : (row + 1) * FP_SIZE]
-                ):
-                    taken[row] = 1
-                else:
-                    unmatched.append((job_id, info))
+                if row is not None and (ctime := info.st_ctime_ns) < trusted_before:
+                    try:
+                        packed = pack(
+                            info.st_ino, info.st_size, info.st_mtime_ns, ctime
+                        )
+                    except struct.error:  # a time past 2262
+                        packed = _packed(info)
+                    if packed == fingerprints[row * size : (row + 1) * size]:
+                        taken[row] = 1
+                        continue
+                unmatched.append((job_id, info))
         except (FileNotFoundError, NotADirectoryError):
             return False
         del row_of

@@ -167,6 +167,29 @@ def clocked(action: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def listings(
+    store: FileStore, n: int, note: Callable[[str, Callable[[], object]], None]
+) -> None:
+    """The first listings after a start, then the store closed."""
+    assert store.index is not None and len(store.index) == n
+    cutoff = time.time() - 600
+    note("first listing, 600 s", lambda: listing_text(store, cutoff))
+    note("first listing, all", lambda: listing_text(store, 0))
+    store.close()
+
+
+def started_by_phase(
+    root: Path, note: Callable[[str, Callable[[], object]], None]
+) -> FileStore:
+    stores: list[FileStore] = []
+    note("whole start", lambda: stores.append(start(root)))
+    return stores[0]
+
+
+def listing_text(store: FileStore, cutoff: float) -> str:
+    return jsontext.join_members(store.window(cutoff).members)
+
+
 def warm_phases(root: Path, n: int, repeat: int) -> dict[str, tuple[float, float]]:
     """A warm start split by phase: medians of (wall, CPU) seconds."""
     snapshot = root / SNAPSHOT_PATH
@@ -184,14 +207,7 @@ def warm_phases(root: Path, n: int, repeat: int) -> dict[str, tuple[float, float
     for _ in range(repeat):
         note("listing and lstat", lambda: sum(1 for _ in jobfiles.scan(jobs_dir)))
         note("snapshot load", lambda: fssnapshot.load(str(snapshot), identity))
-        stores: list[FileStore] = []
-        note("whole start", lambda: stores.append(start(root)))
-        store = stores[0]
-        assert store.index is not None and len(store.index) == n
-        cutoff = time.time() - 600
-        note("first listing, 600 s", lambda: jsontext.join_members(store.window(cutoff).members))
-        note("first listing, all", lambda: jsontext.join_members(store.window(0).members))
-        store.close()
+        listings(started_by_phase(root, note), n, note)
     return {
         phase: (
             statistics.median(wall for wall, _ in times),
