@@ -275,12 +275,6 @@ class JobColumns:
         oldest = mtimes[by_time[start]] if start < len(by_time) else None
         return Window(members, oldest)
 
-    def ids_since(self, cutoff: float) -> Iterator[str]:
-        by_time = self._by_time
-        start = bisect_left(by_time, cutoff, key=self._mtimes.__getitem__)
-        for slot in by_time[start:]:
-            yield self._ids[slot] or ""
-
     def before(self, cutoff: float) -> Iterator[Row]:
         """Rows last written before ``cutoff``, oldest first (ties by id)."""
         mtimes = self._mtimes
