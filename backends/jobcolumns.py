@@ -204,13 +204,22 @@ class JobColumns:
 
     # -- in bulk --------------------------------------------------------------
 
-    def load(self, columns: Columns, positions: array[int], head: int) -> None:
+    def load(
+        self,
+        columns: Columns,
+        positions: array[int],
+        head: int,
+        slot_of: dict[str, int] | None = None,
+    ) -> None:
         """Hold ``columns`` (rows in change order, at ``positions``) and
-        nothing else; the head moves to ``head``."""
+        nothing else; the head moves to ``head``. ``slot_of``: each row's
+        number by job id, when the caller made it already."""
         n = len(columns.job_ids)
         self.head = head
         self._ids = list[str | None](columns.job_ids)
-        self._slot = dict(zip(columns.job_ids, range(n), strict=True))
+        if slot_of is None:
+            slot_of = dict(zip(columns.job_ids, range(n), strict=True))
+        self._slot = slot_of
         self._positions = positions
         self._mtimes = columns.mtimes
         self._fps = bytearray(columns.fingerprints)

@@ -178,7 +178,6 @@ class JobTable:
                 unmatched.append((job_id, info))
         except (FileNotFoundError, NotADirectoryError):
             return False
-        del row_of
         self.taken_from_snapshot = len(snapshot.job_ids) - taken.count(0)
         if self.taken_from_snapshot < len(snapshot.job_ids):
             snapshot = gather(snapshot, [row for row, t in enumerate(taken) if t])
@@ -187,7 +186,12 @@ class JobTable:
             file = self.reads.read(job_id, info)
             if file is not None:
                 found.append((job_id, file))
-        self._rows.load(*_placed(_joined(snapshot, found), self._rows.head))
+        joined = _joined(snapshot, found)
+        columns, positions, head = _placed(joined, self._rows.head)
+        # The snapshot's rows as they were, in their order: their numbers
+        # by job id are the ones made for matching.
+        same = known is not None and columns is known.columns
+        self._rows.load(columns, positions, head, row_of if same else None)
         self.reads.keep_only(present)
         return True
 
