@@ -20,6 +20,7 @@ import struct
 import threading
 from array import array
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from jobstatus_core import Row, jsontext
 from jobstatus_core.rows import Query, Stale, Window
@@ -181,11 +182,21 @@ class JobTable:
         self.taken_from_snapshot = len(snapshot.job_ids) - taken.count(0)
         if self.taken_from_snapshot < len(snapshot.job_ids):
             snapshot = gather(snapshot, [row for row, t in enumerate(taken) if t])
-        found = []
+        # What a row keeps of each file, not the file: a full build reads
+        # a million records.
+        found: list[_Read] = []
         for job_id, info in unmatched:
             file = self.reads.read(job_id, info)
             if file is not None:
-                found.append((job_id, file))
+                found.append(
+                    _Read(
+                        job_id,
+                        file.fingerprint,
+                        file.mtime,
+                        file.version,
+                        _status_text(file),
+                    )
+                )
         joined = _joined(snapshot, found)
         columns, positions, head = _placed(joined, self._rows.head)
         # The snapshot's rows as they were, in their order: their numbers
@@ -234,7 +245,15 @@ def _status_text(found: jobfiles.JobFile) -> str | None:
     return jsontext.encode(status) if has_status else None
 
 
-def _joined(columns: Columns, found: list[tuple[str, jobfiles.JobFile]]) -> Columns:
+class _Read(NamedTuple):
+    job_id: str
+    fingerprint: jobfiles.Fingerprint
+    mtime: float
+    version: str
+    status: str | None
+
+
+def _joined(columns: Columns, found: list[_Read]) -> Columns:
     """``columns`` and the files ``found``, as columns."""
     if not found:
         return columns
@@ -246,23 +265,22 @@ def _joined(columns: Columns, found: list[tuple[str, jobfiles.JobFile]]) -> Colu
     digests = [columns.digests]
     mtimes = array("d", columns.mtimes)
     odd = dict(columns.odd_versions)
-    for job_id, file in found:
-        text = _status_text(file)
+    for job_id, fingerprint, mtime, version, text in found:
         if text is None:
             code = NO_STATUS
         else:
             code = code_of.setdefault(text, len(statuses))
             if code == len(statuses):
                 statuses.append(text)
-        digest = version_parts(file.fingerprint, file.version)
+        digest = version_parts(fingerprint, version)
         if digest is None:
-            odd[len(job_ids)] = file.version
+            odd[len(job_ids)] = version
             digest = bytes(DIGEST_SIZE)
         job_ids.append(job_id)
         codes.append(code)
-        fingerprints.append(FINGERPRINT.pack(*file.fingerprint))
+        fingerprints.append(FINGERPRINT.pack(*fingerprint))
         digests.append(digest)
-        mtimes.append(file.mtime)
+        mtimes.append(mtime)
     return Columns(
         job_ids, codes, statuses, b"".join(fingerprints), b"".join(digests), mtimes, odd
     )
