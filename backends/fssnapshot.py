@@ -71,6 +71,7 @@ def write(path: str, identity: tuple[int, int], taken_ns: int, rows: Columns) ->
         rows.fingerprints,
         rows.digests,
         rows.mtimes.tobytes(),
+        b"" if rows.by_time is None else rows.by_time.tobytes(),
     ]
     header = json.dumps(
         {
@@ -152,11 +153,15 @@ def _parse(data: bytes, identity: tuple[int, int]) -> Snapshot:
         for size in header["columns"]:
             parts.append(body[offset : offset + size])
             offset += size
-        ids_text, codes_bytes, fingerprints, digests, mtimes_bytes = parts
+        ids_text, codes_bytes, fingerprints, digests, mtimes_bytes, by_time_bytes = (
+            parts
+        )
         job_ids = str(ids_text, "ascii").split("\n") if count else []
         codes, mtimes = array("i"), array("d")
         codes.frombytes(codes_bytes)
         mtimes.frombytes(mtimes_bytes)
+        order = array("i")
+        order.frombytes(by_time_bytes)
         if (
             offset != len(body)
             or not len(job_ids) == len(codes) == len(mtimes) == count
@@ -165,9 +170,18 @@ def _parse(data: bytes, identity: tuple[int, int]) -> Snapshot:
             or not all(NO_STATUS <= code < len(statuses) for code in set(codes))
         ):
             raise Unusable("its columns do not match its header")
+        # Not written (an empty column): the start sorts the rows itself.
+        by_time = order if len(order) == count else None
         odd = {int(row): str(v) for row, v in header["odd_versions"].items()}
         columns = Columns(
-            job_ids, codes, statuses, bytes(fingerprints), bytes(digests), mtimes, odd
+            job_ids,
+            codes,
+            statuses,
+            bytes(fingerprints),
+            bytes(digests),
+            mtimes,
+            odd,
+            by_time,
         )
         return Snapshot(columns, header["taken_ns"])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:

@@ -19,11 +19,13 @@ with their lock.
 from __future__ import annotations
 
 import heapq
+import operator
 import struct
 from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import NamedTuple
 
 from jobstatus_core import Row
@@ -55,6 +57,9 @@ class Columns(NamedTuple):
     mtimes: array[float]
     #: The versions not of the form the fingerprint and digest make, by row.
     odd_versions: dict[int, str]
+    #: The rows by (mtime, job_id), when known: a start from an unchanged
+    #: snapshot takes them as they are, instead of sorting a million.
+    by_time: array[int] | None = None
 
 
 def version_parts(fingerprint: Fingerprint, version: str) -> bytes | None:
@@ -229,7 +234,11 @@ class JobColumns:
         self._texts = list(columns.statuses)
         self._code_of = {text: code for code, text in enumerate(self._texts)}
         self._counts = Counter(self._codes)
-        self._by_time = time_order(columns.mtimes, columns.job_ids)
+        self._by_time = (
+            time_order(columns.mtimes, columns.job_ids)
+            if columns.by_time is None
+            else columns.by_time
+        )
         self._by_status = None
 
     def columns(self) -> Columns:
@@ -245,6 +254,7 @@ class JobColumns:
                 bytes(self._digests),
                 array("d", self._mtimes),
                 dict(self._odd),
+                array("i", self._by_time),
             )
         return gather(self._live_columns(), live)
 
@@ -258,6 +268,7 @@ class JobColumns:
             self._digests,  # type: ignore[arg-type]
             self._mtimes,
             self._odd,
+            self._by_time,
         )
 
     def _compact(self) -> None:
@@ -400,13 +411,15 @@ def _tail(slots: array[int], positions: array[int], after: int) -> Iterator[int]
 
 def time_order(mtimes: array[float], job_ids: list[str]) -> array[int]:
     """Rows by (mtime, job_id), as row numbers."""
-    n = len(job_ids)
-    # By mtime first, a C-level sort of floats; rows of equal mtimes (rare:
-    # times are nanoseconds) are then put in job id order.
-    order = sorted(range(n), key=mtimes.__getitem__)
-    ties = [i for i in range(1, n) if mtimes[order[i]] == mtimes[order[i - 1]]]
-    if ties:
-        order = sorted(range(n), key=lambda row: (mtimes[row], job_ids[row]))
+    # A C-level sort of the floats alone (a list's items, not an array's:
+    # those are made anew on each access); rows of equal mtimes (coarse
+    # clocks: a burst of writes in one tick) then put the whole order by
+    # (mtime, job_id).
+    keys = mtimes.tolist()
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    ordered = sorted(keys)
+    if any(map(operator.eq, ordered, islice(ordered, 1, None))):
+        order = sorted(range(len(keys)), key=lambda row: (keys[row], job_ids[row]))
     return array("i", order)
 
 
@@ -423,8 +436,20 @@ def gather(columns: Columns, rows: list[int]) -> Columns:
         b"".join([digests[r * DIGEST_SIZE : (r + 1) * DIGEST_SIZE] for r in rows]),
         array("d", [mtimes[row] for row in rows]),
         {new: odd[row] for new, row in enumerate(rows) if row in odd} if odd else {},
+        None
+        if columns.by_time is None
+        else _renumbered(columns.by_time, rows, len(job_ids)),
     )
 
 
+def _renumbered(by_time: array[int], rows: list[int], n: int) -> array[int]:
+    """The time order of ``rows`` (of ``n``; a subset, in any order),
+    numbered as in it: the rows left keep their order among themselves."""
+    new_of = array("i", [-1]) * n
+    for new, row in enumerate(rows):
+        new_of[row] = new
+    return array("i", [new for new in map(new_of.__getitem__, by_time) if new >= 0])
+
+
 def empty_columns() -> Columns:
-    return Columns([], array("i"), [], b"", b"", array("d"), {})
+    return Columns([], array("i"), [], b"", b"", array("d"), {}, array("i"))

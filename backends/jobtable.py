@@ -298,7 +298,7 @@ def _placed(columns: Columns, head: int) -> tuple[Columns, array[int], int]:
     keys = list(zip(ctimes, columns.job_ids, strict=True))
     order = sorted(range(len(keys)), key=keys.__getitem__)
     del keys
-    if any(row != i for i, row in enumerate(order)):
+    if order != list(range(len(order))):
         columns = gather(columns, order)
         ctimes = array("q", [ctimes[row] for row in order])
     positions = array("q")

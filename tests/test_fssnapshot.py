@@ -430,3 +430,38 @@ def test_rows_keep_versions_of_another_form_as_they_are(tmp_path: Path) -> None:
     assert [again.get(j) for j in ("usual", "odd", "other")] == [
         rows.get(j) for j in ("usual", "odd", "other")
     ]
+
+
+def members_of(root: Path) -> list[str]:
+    store = open_store(root)
+    try:
+        return list(store.window(0).members)
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("trust_at_once")
+def test_the_time_order_a_snapshot_keeps_is_the_one_a_full_build_makes(
+    tmp_path: Path, job_reads: list[str]
+) -> None:
+    jobs = fill(tmp_path)
+    # Three mtimes among twenty files (a burst in one clock tick), set in
+    # an order that is neither the job ids' nor the writes'.
+    for i, job_id in enumerate(reversed(JOBS)):
+        os.utime(jobs / f"{job_id}.json", (1000 + i % 3, 1000 + i % 3))
+
+    def expected(job_ids: list[str]) -> list[str]:
+        at = {job_id: (jobs / f"{job_id}.json").stat().st_mtime for job_id in job_ids}
+        return [
+            f'"{job_id}":"done"' for job_id in sorted(job_ids, key=lambda j: (at[j], j))
+        ]
+
+    assert members_of(tmp_path) == expected(JOBS)  # a full build
+    job_reads.clear()
+    assert members_of(tmp_path) == expected(JOBS)  # the snapshot's order
+    assert job_reads == []
+    (jobs / "job-5.json").unlink()
+    left = [job_id for job_id in JOBS if job_id != "job-5"]
+    assert members_of(tmp_path) == expected(left)  # some of its rows
+    assert members_of(tmp_path) == expected(left)
+    assert job_reads == []
