@@ -11,9 +11,9 @@ Slots are appended in change order: the positions column only grows, so a
 page is a bisection of it. A job changed again takes a new slot and leaves
 its old one dead (no job id), skipped, and compacted away now and then. The
 time order (the Toolkit window) is an array of slots kept sorted by (mtime,
-job_id); the per-status change orders are made on the first page that
-filters by status, then kept. Not thread-safe on its own: owners guard it
-with their lock.
+job_id), and each status's slots are an array of their own (pages that
+filter by status). Not thread-safe on its own: owners guard it with their
+lock.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from array import array
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import compress, islice, repeat
 from typing import NamedTuple
 
 from jobstatus_core import Row
@@ -116,9 +116,8 @@ class JobColumns:
         self._counts: Counter[int] = Counter()
         # Live slots by (mtime, job_id).
         self._by_time = array("i")
-        # Slots in change order, per status code (dead ones among them);
-        # None until a page filters by status.
-        self._by_status: dict[int, array[int]] | None = None
+        # Slots in change order, per status code (dead ones among them).
+        self._by_status: dict[int, array[int]] = {}
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -183,7 +182,7 @@ class JobColumns:
         self._counts[code] += 1
         i = bisect_left(self._by_time, (mtime, job_id), key=self._time_key)
         self._by_time.insert(i, slot)
-        if self._by_status is not None:
+        if code != NO_STATUS:
             self._by_status.setdefault(code, array("i")).append(slot)
         if len(self._ids) > 2 * len(self._slot) + 1024:
             self._compact()
@@ -239,7 +238,9 @@ class JobColumns:
             if columns.by_time is None
             else columns.by_time
         )
-        self._by_status = None
+        # Made here, not on the first page that filters by status: that
+        # page would hold the lock (and every read) while it is made.
+        self._by_status = status_orders(self._codes, self._counts)
 
     def columns(self) -> Columns:
         """The live rows in change order, as columns (a snapshot's)."""
@@ -380,7 +381,7 @@ class JobColumns:
             # Indexing, not slicing: a page from the start of a million
             # slots must not copy them all first.
             return iter(range(bisect_left(positions, after + 1), len(positions)))
-        by_status = self._status_orders()
+        by_status = self._by_status
         tails = [
             _tail(by_status[code], positions, after)
             for text in statuses
@@ -391,22 +392,23 @@ class JobColumns:
         # Slots are in change order: merging them merges the positions.
         return heapq.merge(*tails)
 
-    def _status_orders(self) -> dict[int, array[int]]:
-        if self._by_status is None:
-            orders: dict[int, array[int]] = {}
-            codes = self._codes
-            for slot, job_id in enumerate(self._ids):
-                if job_id is not None:
-                    orders.setdefault(codes[slot], array("i")).append(slot)
-            self._by_status = orders
-        return self._by_status
-
 
 def _tail(slots: array[int], positions: array[int], after: int) -> Iterator[int]:
     for i in range(
         bisect_left(slots, after + 1, key=positions.__getitem__), len(slots)
     ):
         yield slots[i]
+
+
+def status_orders(codes: array[int], counts: Counter[int]) -> dict[int, array[int]]:
+    """The rows of each status code, in row order (a pass of C-level
+    iterators per code: a start has a million rows and a few statuses)."""
+    rows = range(len(codes))
+    return {
+        code: array("i", compress(rows, map(operator.eq, codes, repeat(code))))
+        for code, n in counts.items()
+        if n and code != NO_STATUS
+    }
 
 
 def time_order(mtimes: array[float], job_ids: list[str]) -> array[int]:
