@@ -164,9 +164,9 @@ class JobIndex:
             head = self._table.head
             if head == self._saved_head:
                 return
-            entries = self._table.entries()
+            rows = self._table.columns()
         try:
-            fssnapshot.write(self.snapshot_path, identity, taken_ns, entries)
+            fssnapshot.write(self.snapshot_path, identity, taken_ns, rows)
         except OSError as exc:
             logger.warning(
                 "could not write the index snapshot %s: %s",

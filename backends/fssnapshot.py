@@ -2,7 +2,8 @@
 
 A snapshot holds, for each job file the index had taken in, the file's
 fingerprint when it was read (inode, size, mtime and ctime in ns) and what
-the index keeps of it (mtime, version, status text). It is never trusted on
+the index keeps of it (mtime, the version's digest, status code): the
+index's own columns (``jobcolumns``), written and loaded whole. It is never trusted on
 its own: at start the index lists ``jobs/`` and takes from the snapshot only
 the files whose ``lstat`` fingerprint is the one recorded; every other file
 is read (docs/stores.md: the index snapshot).
@@ -24,20 +25,19 @@ import struct
 import sys
 import tempfile
 from array import array
-from collections.abc import Sequence
-from typing import NamedTuple
 
-from . import jobfiles
-from .jobfiles import Fingerprint
+from .jobcolumns import DIGEST_SIZE, FP_SIZE, NO_STATUS, Columns
 
 logger = logging.getLogger("jobstatus.filesystem")
 
 #: Beside ``jobs/``, never in it: ``jobs/`` is the Toolkit's.
 SNAPSHOT_PATH = os.path.join(".jobstatus", "index.snapshot")
 MAGIC = b"jobstatus file index\n"
-FORMAT = 1
+#: 2: the rows as the index holds them (packed fingerprints, version digests,
+#: status codes); a snapshot of format 1 is ignored, and rewritten.
+FORMAT = 2
 _PREFIX = struct.Struct("<IQ")
-_DIGEST_SIZE = 32
+_CHECKSUM_SIZE = 32
 #: A file whose ctime is this close to the snapshot's time (or later) is read
 #: again at start: within one tick of the kernel's coarse clock a rewrite of
 #: the same size leaves its fingerprint as it was, and its event may not have
@@ -46,39 +46,15 @@ _DIGEST_SIZE = 32
 RACY_NS = 5_000_000_000
 
 
-class Entry(NamedTuple):
-    """One job file as the index took it in."""
-
-    job_id: str
-    fingerprint: Fingerprint
-    mtime: float
-    version: str
-    #: ``job_status`` as JSON text; None when the record has none.
-    status: str | None
-
-
 class Snapshot:
-    """A snapshot as loaded: entries by job id, matched against ``lstat``s."""
+    """A snapshot as loaded: rows as columns, matched against ``lstat``s."""
 
-    def __init__(self, entries: dict[str, Entry], taken_ns: int) -> None:
-        self.entries = entries
+    def __init__(self, columns: Columns, taken_ns: int) -> None:
+        self.columns = columns
         self.trusted_before_ns = taken_ns - RACY_NS
 
     def __len__(self) -> int:
-        return len(self.entries)
-
-    def match(self, job_id: str, info: os.stat_result) -> Entry | None:
-        """The entry, when the file is the one it was taken from."""
-        entry = self.entries.get(job_id)
-        if entry is None:
-            return None
-        seen = entry.fingerprint
-        if (
-            seen != jobfiles.fingerprint_of(info)
-            or seen.ctime_ns >= self.trusted_before_ns
-        ):
-            return None
-        return entry
+        return len(self.columns.job_ids)
 
 
 def identity_of(jobs_dir: str) -> tuple[int, int]:
@@ -87,24 +63,15 @@ def identity_of(jobs_dir: str) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
-def write(
-    path: str, identity: tuple[int, int], taken_ns: int, entries: Sequence[Entry]
-) -> None:
-    """Write ``entries`` atomically at ``path``; raises ``OSError``."""
-    texts: dict[str | None, int] = {None: -1}
-    for entry in entries:
-        if entry.status not in texts:
-            texts[entry.status] = len(texts) - 1
-    statuses = [text for text in texts if text is not None]
+def write(path: str, identity: tuple[int, int], taken_ns: int, rows: Columns) -> None:
+    """Write ``rows`` atomically at ``path``; raises ``OSError``."""
     columns = [
-        "\n".join(entry.job_id for entry in entries).encode("ascii"),
-        "\n".join(entry.version for entry in entries).encode("ascii"),
-        array("i", [texts[entry.status] for entry in entries]).tobytes(),
-        array("Q", [entry.fingerprint.inode for entry in entries]).tobytes(),
-        array("q", [entry.fingerprint.size for entry in entries]).tobytes(),
-        array("q", [entry.fingerprint.mtime_ns for entry in entries]).tobytes(),
-        array("q", [entry.fingerprint.ctime_ns for entry in entries]).tobytes(),
-        array("d", [entry.mtime for entry in entries]).tobytes(),
+        "\n".join(rows.job_ids).encode("ascii"),
+        rows.codes.tobytes(),
+        rows.fingerprints,
+        rows.digests,
+        rows.mtimes.tobytes(),
+        b"" if rows.by_time is None else rows.by_time.tobytes(),
     ]
     header = json.dumps(
         {
@@ -112,12 +79,13 @@ def write(
             "device": identity[0],
             "inode": identity[1],
             "taken_ns": taken_ns,
-            "count": len(entries),
-            "statuses": statuses,
+            "count": len(rows.job_ids),
+            "statuses": rows.statuses,
+            "odd_versions": {str(row): v for row, v in rows.odd_versions.items()},
             "columns": [len(column) for column in columns],
         }
     ).encode("ascii")
-    digest = hashlib.blake2b(digest_size=_DIGEST_SIZE)
+    digest = hashlib.blake2b(digest_size=_CHECKSUM_SIZE)
     parts = [MAGIC, _PREFIX.pack(FORMAT, len(header)), header, *columns]
     for part in parts:
         digest.update(part)
@@ -163,63 +131,58 @@ def load(path: str, identity: tuple[int, int]) -> Snapshot | None:
 
 def _parse(data: bytes, identity: tuple[int, int]) -> Snapshot:
     start = len(MAGIC) + _PREFIX.size
-    if len(data) < start + _DIGEST_SIZE or not data.startswith(MAGIC):
+    if len(data) < start + _CHECKSUM_SIZE or not data.startswith(MAGIC):
         raise Unusable("not a snapshot, or truncated")
-    body, digest = data[:-_DIGEST_SIZE], data[-_DIGEST_SIZE:]
+    # A view: the body is most of a file of ~70 MB a million jobs.
+    body, digest = memoryview(data)[:-_CHECKSUM_SIZE], data[-_CHECKSUM_SIZE:]
     form, header_size = _PREFIX.unpack_from(data, len(MAGIC))
     if form != FORMAT:
         raise Unusable(f"format {form}, not {FORMAT}")
-    if hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest() != digest:
+    if hashlib.blake2b(body, digest_size=_CHECKSUM_SIZE).digest() != digest:
         raise Unusable("its digest does not match: truncated or torn")
     try:
-        header = json.loads(body[start : start + header_size])
+        header = json.loads(bytes(body[start : start + header_size]))
         if header["byteorder"] != sys.byteorder:
             raise Unusable("written on a machine of another byte order")
         if (header["device"], header["inode"]) != identity:
             raise Unusable("it is of another jobs directory")
         count: int = header["count"]
-        statuses: list[str | None] = [*header["statuses"], None]
+        statuses: list[str] = header["statuses"]
         offset = start + header_size
-        columns = []
+        parts = []
         for size in header["columns"]:
-            columns.append(body[offset : offset + size])
+            parts.append(body[offset : offset + size])
             offset += size
-        ids_text, versions_text, *numbers = columns
-        ids = ids_text.decode("ascii").split("\n") if count else []
-        versions = versions_text.decode("ascii").split("\n") if count else []
-        kinds = ("i", "Q", "q", "q", "q", "d")
-        status_of, inodes, sizes, mtimes_ns, ctimes_ns, mtimes = (
-            array(kind, column) for kind, column in zip(kinds, numbers, strict=True)
+        ids_text, codes_bytes, fingerprints, digests, mtimes_bytes, by_time_bytes = (
+            parts
         )
-        if offset != len(body) or not all(
-            len(column) == count
-            for column in (
-                ids,
-                versions,
-                status_of,
-                inodes,
-                sizes,
-                mtimes_ns,
-                ctimes_ns,
-                mtimes,
-            )
+        job_ids = str(ids_text, "ascii").split("\n") if count else []
+        codes, mtimes = array("i"), array("d")
+        codes.frombytes(codes_bytes)
+        mtimes.frombytes(mtimes_bytes)
+        order = array("i")
+        order.frombytes(by_time_bytes)
+        if (
+            offset != len(body)
+            or not len(job_ids) == len(codes) == len(mtimes) == count
+            or len(fingerprints) != count * FP_SIZE
+            or len(digests) != count * DIGEST_SIZE
+            or not all(NO_STATUS <= code < len(statuses) for code in set(codes))
         ):
             raise Unusable("its columns do not match its header")
-        fingerprints = map(
-            Fingerprint._make,
-            zip(inodes, sizes, mtimes_ns, ctimes_ns, strict=True),
+        # Not written (an empty column): the start sorts the rows itself.
+        by_time = order if len(order) == count else None
+        odd = {int(row): str(v) for row, v in header["odd_versions"].items()}
+        columns = Columns(
+            job_ids,
+            codes,
+            statuses,
+            bytes(fingerprints),
+            bytes(digests),
+            mtimes,
+            odd,
+            by_time,
         )
-        texts = [statuses[status] for status in status_of]
-        entries = dict(
-            zip(
-                ids,
-                map(
-                    Entry._make,
-                    zip(ids, fingerprints, mtimes, versions, texts, strict=True),
-                ),
-                strict=True,
-            )
-        )
-        return Snapshot(entries, header["taken_ns"])
-    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        return Snapshot(columns, header["taken_ns"])
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         raise Unusable(f"unreadable: {exc}") from None

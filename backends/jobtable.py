@@ -2,8 +2,8 @@
 
 One ``JobTable`` per view of a jobs directory (the watchdog index, or the
 scanning fallback). It holds no records, only each job's row: its status
-text, mtime, version and position, in a ``TimeIndex`` (the Toolkit window)
-and a ``ChangeLog`` (pages and kept counts).
+text, mtime, version and position, as columns (``JobColumns``: the Toolkit
+window, pages and kept counts).
 
 Positions: a change the table observes takes ``max(head + 1, the file's
 ctime in ns)``, and a full scan observes files in ctime order. Positions
@@ -18,55 +18,51 @@ from __future__ import annotations
 import os
 import struct
 import threading
+from array import array
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from jobstatus_core import Row, jsontext
 from jobstatus_core.rows import Query, Stale, Window
 
 from . import jobfiles
-from .changelog import ChangeLog
-from .fssnapshot import Entry, Snapshot
-from .timeindex import TimeIndex
-
-# inode, size, mtime_ns, ctime_ns (jobfiles.Fingerprint)
-_FINGERPRINT = struct.Struct("<Qqqq")
+from .fssnapshot import Snapshot
+from .jobcolumns import (
+    DIGEST_SIZE,
+    FINGERPRINT,
+    FP_SIZE,
+    NO_STATUS,
+    Columns,
+    JobColumns,
+    empty_columns,
+    gather,
+    version_parts,
+)
 
 
 def _packed(info: os.stat_result) -> bytes:
-    return _FINGERPRINT.pack(*jobfiles.fingerprint_of(info))
-
-
-class _Batch:
-    """Rows and times taken in together (into an empty table)."""
-
-    __slots__ = ("rows", "times")
-
-    def __init__(self) -> None:
-        self.rows: list[Row] = []
-        self.times: list[tuple[str, float, str | None]] = []
+    try:
+        return FINGERPRINT.pack(
+            info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+        )
+    except struct.error:  # a time past 2262: kept within 64 bits
+        return FINGERPRINT.pack(*jobfiles.fingerprint_of(info))
 
 
 class JobTable:
     def __init__(self, jobs_dir: str, max_file_size: int) -> None:
         self.jobs_dir = jobs_dir
         self.reads = jobfiles.ListingReads(jobs_dir, max_file_size)
-        self._times = TimeIndex()
-        self._log = ChangeLog()
-        # Each job file's lstat fingerprint when last read: a scan rereads
-        # only the files whose fingerprint moved.
-        # Packed (``_FINGERPRINT``): 65 bytes a job, where a tuple of four
-        # ints took over 200.
-        self._seen: dict[str, bytes] = {}
-        self._statuses: dict[str, str] = {}
-        #: Files the last rescan took from its snapshot, unread.
+        self._rows = JobColumns()
+        #: Files the last full rescan took from its snapshot, unread.
         self.taken_from_snapshot = 0
 
     def __len__(self) -> int:
-        return len(self._log)
+        return len(self._rows)
 
     @property
     def head(self) -> int:
-        return self._log.head
+        return self._rows.head
 
     def reread(self, job_id: str, seen: os.stat_result | None = None) -> None:
         """Read the job's file again (``seen``: its lstat from a listing)."""
@@ -80,151 +76,159 @@ class JobTable:
 
     def observe(self, job_id: str, found: jobfiles.JobFile) -> int:
         """Take in the job file as read; returns the job's position."""
-        return self._place(self._entry_of(job_id, found), None)
-
-    def _entry_of(self, job_id: str, found: jobfiles.JobFile) -> Entry:
-        status, has_status = jobfiles.status_of(found.record)
-        text = jsontext.encode(status) if has_status else None
-        return Entry(job_id, found.fingerprint, found.mtime, found.version, text)
-
-    def _place(self, entry: Entry, batch: _Batch | None) -> int:
-        """Take in a job file's entry (read now, or from a snapshot); with
-        ``batch``, its row and time are taken in by ``_take_batch``."""
-        job_id = entry.job_id
-        self._seen[job_id] = _FINGERPRINT.pack(*entry.fingerprint)
-        current = self._log.get(job_id)
-        if current is not None and current.version == entry.version:
-            return current.position
-        position = self._log.next_position(entry.fingerprint.ctime_ns)
-        # One string per distinct status, not one per job.
-        text = (
-            None
-            if entry.status is None
-            else self._statuses.setdefault(entry.status, entry.status)
+        rows = self._rows
+        if rows.version_of(job_id) == found.version:
+            rows.refingerprint(job_id, found.fingerprint)
+            position = rows.position_of(job_id)
+            assert position is not None
+            return position
+        position = rows.next_position(found.fingerprint.ctime_ns)
+        rows.set(
+            job_id,
+            found.fingerprint,
+            found.mtime,
+            found.version,
+            _status_text(found),
+            position,
         )
-        row = Row(job_id, text, entry.mtime, entry.version, position)
-        if batch is None:
-            self._times.set_text(job_id, entry.mtime, text)
-            self._log.set(row)
-        else:
-            batch.times.append((job_id, entry.mtime, text))
-            batch.rows.append(row)
         return position
 
-    def _take_batch(self, batch: _Batch) -> None:
-        self._times.set_many(batch.times)
-        self._log.set_many(batch.rows)
-
-    def entries(self) -> list[Entry]:
+    def columns(self) -> Columns:
         """What a snapshot holds: each indexed job as it was read."""
-        return [
-            Entry(
-                row.job_id,
-                jobfiles.Fingerprint._make(_FINGERPRINT.unpack(self._seen[row.job_id])),
-                row.updated_at,
-                row.version,
-                row.status,
-            )
-            for row in self._log.rows()
-            if row.job_id in self._seen
-        ]
+        return self._rows.columns()
 
     def bury(self, job_ids: Iterable[str], position: int) -> None:
         """Jobs expired through the store: gone, the head at ``position``
         (their tombstones' last), so the next change comes after them."""
-        for job_id in job_ids:
-            self._seen.pop(job_id, None)
-            if self._log.discard(job_id) is not None:
-                self._times.discard(job_id)
+        self._rows.discard_many(job_ids)
         self.reach(position)
 
     def reach(self, position: int) -> None:
         """Move the head to at least ``position`` (another process's tombstone)."""
-        if position > self._log.head:
-            self._log.next_position(position)
+        if position > self._rows.head:
+            self._rows.next_position(position)
 
     def discard(self, job_id: str) -> None:
-        self._seen.pop(job_id, None)
-        if self._log.discard(job_id) is not None:
-            self._times.discard(job_id)
-            self._log.next_position()  # a deletion moves the mark too
+        if self._rows.discard(job_id):
+            self._rows.next_position()  # a deletion moves the mark too
 
     def clear(self) -> None:
         """Forget every job (the directory is gone or leads elsewhere)."""
-        if len(self._log):
-            self._log.next_position()
-        self._log.clear()
-        self._times.clear()
-        self._seen.clear()
+        if len(self._rows):
+            self._rows.next_position()
+        self._rows.clear()
 
     def rescan(self, *, full: bool, known: Snapshot | None = None) -> bool:
         """Compare the directory with the table; reread what differs.
 
-        ``full`` rereads every file, but those ``known`` (a snapshot) holds
-        as they are now. False when there is no jobs directory.
+        ``full`` builds the table anew: every file is read, but those
+        ``known`` (a snapshot) holds as they are now. False when there is
+        no jobs directory.
         """
+        if full:
+            return self._build(known)
         try:
-            on_disk = dict(jobfiles.scan(self.jobs_dir))
+            listed = list(jobfiles.scan(self.jobs_dir))
         except (FileNotFoundError, NotADirectoryError):
             self.clear()
             return False
+        fingerprint_of = self._rows.fingerprint_of
         changed = [
             (info.st_ctime_ns, job_id, info)
-            for job_id, info in on_disk.items()
-            if full or self._seen.get(job_id) != _packed(info)
+            for job_id, info in listed
+            if fingerprint_of(job_id) != _packed(info)
         ]
         # In ctime order: the order the changes were made in (job ids are
         # distinct, so the stat results are never compared).
         changed.sort()
-        # Into an empty table, times are sorted once at the end: inserting a
-        # million in ctime order, not time order, moves the list each time.
-        batch = _Batch() if not len(self._times) else None
-        self.taken_from_snapshot = 0
         for _, job_id, info in changed:
-            entry = None if known is None else known.match(job_id, info)
-            if entry is not None:
-                self.taken_from_snapshot += 1
-            else:
-                found = self.reads.read(job_id, info)
-                if found is None:
-                    self.discard(job_id)
-                    continue
-                entry = self._entry_of(job_id, found)
-            self._place(entry, batch)
-        if batch is not None:
-            self._take_batch(batch)
-        for job_id in [j for j in self._times.job_ids() if j not in on_disk]:
+            self.reread(job_id, info)
+        on_disk = {job_id for job_id, _ in listed}
+        for job_id in [j for j in self._rows.job_ids() if j not in on_disk]:
             self.discard(job_id)
-        for job_id in [j for j in self._seen if j not in on_disk]:
-            del self._seen[job_id]
         self.reads.keep_only(on_disk)
+        return True
+
+    def _build(self, known: Snapshot | None) -> bool:
+        """The table anew from a listing, taking from ``known`` the files
+        whose fingerprint is the one it recorded, and reading the others."""
+        self.clear()
+        snapshot = empty_columns() if known is None else known.columns
+        trusted_before = 0 if known is None else known.trusted_before_ns
+        fingerprints = snapshot.fingerprints
+        row_of = dict(zip(snapshot.job_ids, range(len(snapshot.job_ids)), strict=True))
+        taken = bytearray(len(snapshot.job_ids))
+        unmatched: list[tuple[str, os.stat_result]] = []
+        present: list[str] = []
+        pack, size = FINGERPRINT.pack, FP_SIZE
+        try:
+            # The one loop over every file: kept to lookups and compares.
+            for job_id, info in jobfiles.scan(self.jobs_dir):
+                present.append(job_id)
+                row = row_of.get(job_id)
+                if row is not None and (ctime := info.st_ctime_ns) < trusted_before:
+                    try:
+                        packed = pack(
+                            info.st_ino, info.st_size, info.st_mtime_ns, ctime
+                        )
+                    except struct.error:  # a time past 2262
+                        packed = _packed(info)
+                    # Compared in place: no slice made a million times.
+                    if fingerprints.startswith(packed, row * size):
+                        taken[row] = 1
+                        continue
+                unmatched.append((job_id, info))
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        self.taken_from_snapshot = len(snapshot.job_ids) - taken.count(0)
+        if self.taken_from_snapshot < len(snapshot.job_ids):
+            snapshot = gather(snapshot, [row for row, t in enumerate(taken) if t])
+        # What a row keeps of each file, not the file: a full build reads
+        # a million records.
+        found: list[_Read] = []
+        for job_id, info in unmatched:
+            file = self.reads.read(job_id, info)
+            if file is not None:
+                found.append(
+                    _Read(
+                        job_id,
+                        file.fingerprint,
+                        file.mtime,
+                        file.version,
+                        _status_text(file),
+                    )
+                )
+        joined = _joined(snapshot, found)
+        columns, positions, head = _placed(joined, self._rows.head)
+        # The snapshot's rows as they were, in their order: their numbers
+        # by job id are the ones made for matching.
+        same = known is not None and columns is known.columns
+        self._rows.load(columns, positions, head, row_of if same else None)
+        self.reads.keep_only(present)
         return True
 
     # -- queries --------------------------------------------------------------
 
     def window(self, cutoff: float) -> Window:
-        return self._times.window(cutoff)
+        return self._rows.window(cutoff)
 
     def page(self, query: Query) -> list[Row]:
         """Rows without records."""
-        return self._log.page(query)
+        return self._rows.page(query)
 
     def counts(
         self, statuses: frozenset[str] | None, cutoff: float | None
     ) -> dict[str, int]:
-        if cutoff is None:
-            return self._log.counts(statuses, None)
-        return self._log.counts_of(self._times.ids_since(cutoff), statuses, cutoff)
+        return self._rows.counts(statuses, cutoff)
 
     def job_ids(self) -> Iterable[str]:
-        return self._times.job_ids()
+        return self._rows.job_ids()
 
     def stale(self, query: Stale) -> list[Row]:
         """Live jobs of ``query``, oldest first, from the time index (no reads)."""
         found: list[Row] = []
-        for job_id in self._times.before(query.before):
-            row = self._log.get(job_id)
-            if row is None or row.status is None:
+        for row in self._rows.before(query.before):
+            if row.status is None:
                 continue
             if query.statuses is None:
                 if row.status in query.other_than:
@@ -235,6 +239,74 @@ class JobTable:
             if len(found) >= query.limit:
                 break
         return found
+
+
+def _status_text(found: jobfiles.JobFile) -> str | None:
+    status, has_status = jobfiles.status_of(found.record)
+    return jsontext.encode(status) if has_status else None
+
+
+class _Read(NamedTuple):
+    job_id: str
+    fingerprint: jobfiles.Fingerprint
+    mtime: float
+    version: str
+    status: str | None
+
+
+def _joined(columns: Columns, found: list[_Read]) -> Columns:
+    """``columns`` and the files ``found``, as columns."""
+    if not found:
+        return columns
+    statuses = list(columns.statuses)
+    code_of = {text: code for code, text in enumerate(statuses)}
+    job_ids = [*columns.job_ids]
+    codes = array("i", columns.codes)
+    fingerprints = [columns.fingerprints]
+    digests = [columns.digests]
+    mtimes = array("d", columns.mtimes)
+    odd = dict(columns.odd_versions)
+    for job_id, fingerprint, mtime, version, text in found:
+        if text is None:
+            code = NO_STATUS
+        else:
+            code = code_of.setdefault(text, len(statuses))
+            if code == len(statuses):
+                statuses.append(text)
+        digest = version_parts(fingerprint, version)
+        if digest is None:
+            odd[len(job_ids)] = version
+            digest = bytes(DIGEST_SIZE)
+        job_ids.append(job_id)
+        codes.append(code)
+        fingerprints.append(FINGERPRINT.pack(*fingerprint))
+        digests.append(digest)
+        mtimes.append(mtime)
+    return Columns(
+        job_ids, codes, statuses, b"".join(fingerprints), b"".join(digests), mtimes, odd
+    )
+
+
+def _placed(columns: Columns, head: int) -> tuple[Columns, array[int], int]:
+    """``columns`` in change order, their positions, and the head after them.
+
+    Every file is placed in ctime order (ties by job id), each at
+    ``max(head + 1, its ctime)``: the order a full build gives, whichever
+    files came from a snapshot."""
+    every = array("q")
+    every.frombytes(columns.fingerprints)
+    ctimes = every[3::4]
+    keys = list(zip(ctimes, columns.job_ids, strict=True))
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    del keys
+    if order != list(range(len(order))):
+        columns = gather(columns, order)
+        ctimes = array("q", [ctimes[row] for row in order])
+    positions = array("q")
+    for ctime in ctimes:
+        head = head + 1 if head >= ctime else ctime
+        positions.append(head)
+    return columns, positions, head
 
 
 class ScannedJobs:

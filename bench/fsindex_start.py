@@ -1,6 +1,8 @@
 """How long the file index takes to start, and the memory it holds per job.
 
     python bench/fsindex_start.py [--jobs 100000 1000000] [--dir DIR] [--repeat 3]
+    python bench/fsindex_start.py --warm-only [--jobs ...] [--repeat 3]
+    python bench/fsindex_start.py --memory [--top 15] [--jobs ...]
 
 For each N: fills ``DIR/<N>/jobs`` with N Toolkit-shaped job files (kept for
 the next run; written with ``os.open``/``os.write``), then in one process:
@@ -13,6 +15,14 @@ the next run; written with ``os.open``/``os.write``), then in one process:
 
 Prints a table; times are medians of ``--repeat`` runs (the full build runs
 once at 1,000,000).
+
+``--warm-only`` skips the full build (minutes at 1,000,000) when a snapshot
+is there (it builds one first when not), and splits a warm start by phase,
+wall and CPU time (``time.process_time``) side by side: listing ``jobs/``
+with an ``lstat`` each, loading the snapshot, the whole start (the rest of
+it is matching the listing with the snapshot and placing the jobs in
+order), and the first listings answered after it. ``--memory`` prints the
+index's bytes per job and, with ``--top``, the lines that hold most of it.
 """
 
 from __future__ import annotations
@@ -31,8 +41,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from jobstatus_backends import fssnapshot, jobfiles
 from jobstatus_backends.filesystem import FileStore
 from jobstatus_backends.fssnapshot import SNAPSHOT_PATH
+from jobstatus_core import jsontext
 
 STATUSES = ("done", "running", "failed", "queued")
 
@@ -124,17 +136,97 @@ def measure(root: Path, ids: list[str], repeat: int) -> dict[str, float]:
     return result
 
 
-def memory_per_job(root: Path, n: int) -> float:
-    """Bytes the index holds per job, started from the snapshot."""
+def memory_per_job(root: Path, n: int, top: int = 0) -> float:
+    """Bytes the index holds per job, started from the snapshot; with
+    ``top``, prints the lines that allocated most of them."""
     gc.collect()
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    before = tracemalloc.take_snapshot() if top else None
+    held = tracemalloc.get_traced_memory()[0]
     store = start(root)
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
+    if before is not None:
+        stats = tracemalloc.take_snapshot().compare_to(before, "lineno")
+        for stat in stats[:top]:
+            frame = stat.traceback[0]
+            print(
+                f"  {stat.size_diff / n:7.1f} B/job"
+                f"  {frame.filename.split('/')[-1]}:{frame.lineno}"
+            )
     tracemalloc.stop()
     store.close()
-    return (after - before) / n
+    return (after - held) / n
+
+
+def clocked(action: Callable[[], object]) -> tuple[float, float]:
+    """Wall and CPU seconds of ``action``."""
+    gc.collect()
+    wall, cpu = time.perf_counter(), time.process_time()
+    action()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def listings(
+    store: FileStore, n: int, note: Callable[[str, Callable[[], object]], None]
+) -> None:
+    """The first listings after a start, then the store closed."""
+    assert store.index is not None and len(store.index) == n
+    cutoff = time.time() - 600
+    note("first listing, 600 s", lambda: listing_text(store, cutoff))
+    note("first listing, all", lambda: listing_text(store, 0))
+    store.close()
+
+
+def started_by_phase(
+    root: Path, note: Callable[[str, Callable[[], object]], None]
+) -> FileStore:
+    stores: list[FileStore] = []
+    note("whole start", lambda: stores.append(start(root)))
+    return stores[0]
+
+
+def listing_text(store: FileStore, cutoff: float) -> str:
+    return jsontext.join_members(store.window(cutoff).members)
+
+
+def warm_phases(
+    root: Path, ids: list[str], repeat: int
+) -> dict[str, tuple[float, float]]:
+    """A warm start split by phase, then starts with 1% of the files
+    rewritten and the snapshot writes after them: medians of (wall, CPU)
+    seconds."""
+    n = len(ids)
+    snapshot = root / SNAPSHOT_PATH
+    jobs_dir = str(root / "jobs")
+    identity = fssnapshot.identity_of(jobs_dir)
+    if fssnapshot.load(str(snapshot), identity) is None:  # none, or unusable
+        print(f"building the {n:,}-file snapshot once", file=sys.stderr)
+        store = start(root)
+        store.close()
+    runs: dict[str, list[tuple[float, float]]] = {}
+
+    def note(phase: str, action: Callable[[], object]) -> None:
+        runs.setdefault(phase, []).append(clocked(action))
+
+    for _ in range(repeat):
+        note("listing and lstat", lambda: sum(1 for _ in jobfiles.scan(jobs_dir)))
+        note("snapshot load", lambda: fssnapshot.load(str(snapshot), identity))
+        listings(started_by_phase(root, note), n, note)
+    rnd = random.Random(2)
+    for _ in range(repeat):
+        for i in rnd.sample(range(n), n // 100):
+            path = root / "jobs" / f"{ids[i]}.json"
+            path.write_bytes(record_bytes(ids[i], i + 1))
+        store = started_by_phase(root, lambda phase, action: note("1% changed", action))
+        note("snapshot write", store.close)
+    return {
+        phase: (
+            statistics.median(wall for wall, _ in times),
+            statistics.median(cpu for _, cpu in times),
+        )
+        for phase, times in runs.items()
+    }
 
 
 def main() -> None:
@@ -145,11 +237,33 @@ def main() -> None:
     parser.add_argument(
         "--memory", action="store_true", help="only the memory, of filled stores"
     )
+    parser.add_argument(
+        "--top", type=int, default=0, help="with --memory: the lines holding most"
+    )
+    parser.add_argument(
+        "--warm-only",
+        action="store_true",
+        help="only a warm start, by phase (a snapshot is built once if missing)",
+    )
     args = parser.parse_args()
     if args.memory:
         for n in args.jobs:
-            per_job = memory_per_job(Path(args.dir) / str(n), n)
-            print(f"{n:,} jobs: {per_job:.0f} B/job")
+            print(f"{n:,} jobs:")
+            per_job = memory_per_job(Path(args.dir) / str(n), n, args.top)
+            print(f"{n:,} jobs: {per_job:.0f} B/job", flush=True)
+        return
+    if args.warm_only:
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print("| jobs | phase | wall | CPU |")
+        print("|---:|---|---:|---:|")
+        for n in args.jobs:
+            root = Path(args.dir) / str(n)
+            ids = fill(root, n)
+            for phase, (wall, cpu) in warm_phases(root, ids, args.repeat).items():
+                print(f"| {n:,} | {phase} | {wall:.2f} s | {cpu:.2f} s |", flush=True)
+            size = (root / SNAPSHOT_PATH).stat().st_size
+            print(f"snapshot: {size / n:.0f} B/job", flush=True)
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         return
     print(
         "| jobs | full build | snapshot write | warm start | 1% changed"

@@ -15,6 +15,7 @@ import pytest
 from jobstatus_backends import jobfiles
 from jobstatus_backends.fileexpiry import ExpiringFileStore
 from jobstatus_backends.filesystem import FileStore
+from jobstatus_backends.jobcolumns import JobColumns, make_version
 from jobstatus_core import ConfigError, Query, Stale, StoreError, jsontext
 
 from .helpers import stat_with_size, wait_for
@@ -437,3 +438,33 @@ def test_another_instance_learns_an_expiry_through_its_observer(
     finally:
         purger.close()
         other.close()
+
+
+# -- rows as columns -------------------------------------------------------------
+
+
+def test_rows_answer_the_same_after_their_dead_slots_are_compacted() -> None:
+    # Each change of a job leaves its old slot dead; once dead slots
+    # outnumber live ones by 1,024 they are compacted away.
+    changed, fresh = JobColumns(), JobColumns()
+    final: dict[str, tuple[jobfiles.Fingerprint, float, str, str | None, int]] = {}
+    for i in range(3000):
+        # 50 jobs written once, before every compaction; 3 changed since.
+        job_id = f"job-{i}" if i < 50 else f"job-{i % 3}"
+        fingerprint = jobfiles.Fingerprint(i + 1, 10, i, 1000 + i)
+        version = make_version(i + 1, 1000 + i, i.to_bytes(8, "big"))
+        status = None if i % 7 == 0 else jsontext.encode(["done", "failed"][i % 2])
+        position = changed.next_position(1000 + i)
+        changed.set(job_id, fingerprint, 5000.0 - i, version, status, position)
+        final[job_id] = (fingerprint, 5000.0 - i, version, status, position)
+    assert len(changed._ids) < 3000  # compacted at least once
+    for job_id, (fingerprint, mtime, version, status, position) in sorted(
+        final.items(), key=lambda item: item[1][4]
+    ):
+        fresh.set(job_id, fingerprint, mtime, version, status, position)
+    for query in (Query(), Query(statuses=frozenset({'"done"'})), Query(after=3500)):
+        assert changed.page(query) == fresh.page(query)
+    assert changed.window(0) == fresh.window(0)
+    assert changed.counts(None, None) == fresh.counts(None, None)
+    assert changed.counts(None, 2002.0) == fresh.counts(None, 2002.0)
+    assert [changed.get(j) for j in final] == [fresh.get(j) for j in final]

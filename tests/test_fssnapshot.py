@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import sys
+from array import array
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from jobstatus_backends import fssnapshot, jobfiles
 from jobstatus_backends.filesystem import FileStore
+from jobstatus_backends.jobcolumns import FINGERPRINT, FP_SIZE, JobColumns, make_version
 from jobstatus_core import Query
 
 from .helpers import wait_for
@@ -303,3 +305,163 @@ def test_an_unwritable_snapshot_is_logged_and_serving_goes_on(
     assert any(
         "could not write the index snapshot" in r.getMessage() for r in caplog.records
     )
+
+
+def rewrite(jobs: Path, job_id: str, status: str, *, mtime_ns: int | None) -> None:
+    """In place, then its mtime set (``touch -d``) when given."""
+    path = jobs / f"{job_id}.json"
+    write_job_file(jobs, job_id, status)
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def same_size_other_mtime(jobs: Path, was: os.stat_result) -> str:
+    rewrite(jobs, "job-4", "gone", mtime_ns=was.st_mtime_ns - 10**9)
+    return "gone"
+
+
+def same_mtime_other_size(jobs: Path, was: os.stat_result) -> str:
+    rewrite(jobs, "job-4", "a longer status", mtime_ns=was.st_mtime_ns)
+    return "a longer status"
+
+
+def new_inode(jobs: Path, was: os.stat_result) -> str:
+    # A new file of the same size and mtime renamed over it.
+    temp = jobs / ".job-4.tmp"
+    temp.write_text(json.dumps({"job_id": "job-4", "job_status": "gone"}))
+    os.utime(temp, ns=(was.st_mtime_ns, was.st_mtime_ns))
+    os.replace(temp, jobs / "job-4.json")
+    return "gone"
+
+
+@pytest.mark.usefixtures("trust_at_once")
+@pytest.mark.parametrize(
+    "change", [same_size_other_mtime, same_mtime_other_size, new_inode]
+)
+def test_a_file_changed_while_no_server_ran_is_read_again(
+    tmp_path: Path, job_reads: list[str], change: Any
+) -> None:
+    jobs = fill(tmp_path)
+    first_run(tmp_path)
+    status = change(jobs, (jobs / "job-4.json").stat())
+    job_reads.clear()
+    store = open_store(tmp_path)
+    try:
+        assert job_reads == ["job-4.json"]
+        assert listing(store) == {
+            job_id: status if job_id == "job-4" else "done" for job_id in JOBS
+        }
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("trust_at_once")
+@pytest.mark.parametrize("field", range(4))
+def test_each_number_of_the_fingerprint_is_compared(
+    tmp_path: Path, job_reads: list[str], field: int
+) -> None:
+    # The snapshot remembers job-7 with one of inode, size, mtime and ctime
+    # other than its file's: that file, and only it, is read.
+    jobs = fill(tmp_path)
+    first_run(tmp_path)
+    path = str(snapshot_of(tmp_path))
+    identity = fssnapshot.identity_of(str(jobs))
+    loaded = fssnapshot.load(path, identity)
+    assert loaded is not None
+    rows = loaded.columns
+    row = rows.job_ids.index("job-7")
+    numbers = list(FINGERPRINT.unpack_from(rows.fingerprints, row * FP_SIZE))
+    numbers[field] += 1
+    fingerprints = bytearray(rows.fingerprints)
+    FINGERPRINT.pack_into(fingerprints, row * FP_SIZE, *numbers)
+    taken_ns = loaded.trusted_before_ns + fssnapshot.RACY_NS
+    fssnapshot.write(
+        path, identity, taken_ns, rows._replace(fingerprints=bytes(fingerprints))
+    )
+    job_reads.clear()
+    store = open_store(tmp_path)
+    try:
+        assert job_reads == ["job-7.json"]
+        assert listing(store) == {job_id: "done" for job_id in JOBS}
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("trust_at_once")
+def test_a_snapshot_of_the_earlier_format_is_ignored_and_written_anew(
+    tmp_path: Path, job_reads: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    fill(tmp_path)
+    first_run(tmp_path)
+    path = snapshot_of(tmp_path)
+    data = path.read_bytes()
+    start = len(fssnapshot.MAGIC)
+    path.write_bytes(data[:start] + (1).to_bytes(4, "little") + data[start + 4 :])
+    assert_every_file_read(tmp_path, job_reads, caplog, "format 1, not 2")
+    job_reads.clear()
+    store = open_store(tmp_path)
+    try:
+        assert job_reads == []
+        assert listing(store) == {job_id: "done" for job_id in JOBS}
+    finally:
+        store.close()
+
+
+def test_rows_keep_versions_of_another_form_as_they_are(tmp_path: Path) -> None:
+    rows = JobColumns()
+    fingerprint = jobfiles.Fingerprint(7, 10, 5, -5)
+    made = make_version(7, -5, bytes(range(8)))
+    rows.set("usual", fingerprint, 1.0, "7-3-0001020304050607", '"done"', 1)
+    rows.set("odd", fingerprint, 2.0, made, '"done"', 2)
+    rows.set("other", fingerprint, 3.0, "not-ours", None, 3)
+    assert [rows.version_of(j) for j in ("usual", "odd", "other")] == [
+        "7-3-0001020304050607",
+        made,
+        "not-ours",
+    ]
+    (tmp_path / "jobs").mkdir()
+    path = str(tmp_path / "snapshot")
+    identity = fssnapshot.identity_of(str(tmp_path / "jobs"))
+    fssnapshot.write(path, identity, 0, rows.columns())
+    loaded = fssnapshot.load(path, identity)
+    assert loaded is not None
+    again = JobColumns()
+    again.load(loaded.columns, array("q", [1, 2, 3]), 3)
+    assert [again.get(j) for j in ("usual", "odd", "other")] == [
+        rows.get(j) for j in ("usual", "odd", "other")
+    ]
+
+
+def members_of(root: Path) -> list[str]:
+    store = open_store(root)
+    try:
+        return list(store.window(0).members)
+    finally:
+        store.close()
+
+
+@pytest.mark.usefixtures("trust_at_once")
+def test_the_time_order_a_snapshot_keeps_is_the_one_a_full_build_makes(
+    tmp_path: Path, job_reads: list[str]
+) -> None:
+    jobs = fill(tmp_path)
+    # Three mtimes among twenty files (a burst in one clock tick), set in
+    # an order that is neither the job ids' nor the writes'.
+    for i, job_id in enumerate(reversed(JOBS)):
+        os.utime(jobs / f"{job_id}.json", (1000 + i % 3, 1000 + i % 3))
+
+    def expected(job_ids: list[str]) -> list[str]:
+        at = {job_id: (jobs / f"{job_id}.json").stat().st_mtime for job_id in job_ids}
+        return [
+            f'"{job_id}":"done"' for job_id in sorted(job_ids, key=lambda j: (at[j], j))
+        ]
+
+    assert members_of(tmp_path) == expected(JOBS)  # a full build
+    job_reads.clear()
+    assert members_of(tmp_path) == expected(JOBS)  # the snapshot's order
+    assert job_reads == []
+    (jobs / "job-5.json").unlink()
+    left = [job_id for job_id in JOBS if job_id != "job-5"]
+    assert members_of(tmp_path) == expected(left)  # some of its rows
+    assert members_of(tmp_path) == expected(left)
+    assert job_reads == []
