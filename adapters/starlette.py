@@ -232,6 +232,9 @@ class _Endpoint:
                     if seen is not None:
                         step = feeds.changes_found(service, feed, position, seen)
                         generation = seen.generation  # read as of that look
+                        # Not held while a slow client takes the bytes: the
+                        # look's rows and shared events are every stream's.
+                        seen = None
                     if step is None:
                         generation = hub.generation
                         step = await self._run(
@@ -245,7 +248,6 @@ class _Endpoint:
                         left = min(left, ends - service.timer())
                     if step.ended or left <= 0:
                         return  # a client resumes after the last event's id
-                    seen = None
                     if len(step.events) < feeds.BATCH:
                         seen = await hub.wait(generation, feed.interest, left)
 
