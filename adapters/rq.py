@@ -13,30 +13,53 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 try:
-    from rq import Queue, Retry, Worker, get_current_job
-    from rq.exceptions import InvalidJobOperation
+    from rq import Queue, Retry, SimpleWorker, Worker, get_current_job
+    from rq.exceptions import NoSuchJobError
     from rq.job import Job, JobStatus
+    from rq.results import Result
+    from rq.worker import BaseWorker
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the RQ adapter needs RQ: pip install 'jobstatus[rq]'") from exc
 
 from jobstatus_core import ConfigError, Store
 from jobstatus_core.recording import Change
 
-from .taskrecording import TaskRecorder, response_of
+from .taskrecording import REPR_LIMIT, TaskRecorder, log, response_of
 
-__all__ = ["RecordingWorker", "install", "progress"]
+__all__ = [
+    "RecordingMixin",
+    "RecordingWorker",
+    "SimpleRecordingWorker",
+    "install",
+    "progress",
+]
 
 #: Where a job keeps its attempt number across retries (RQ counts retries
 #: left, not attempts made): in ``job.meta``, saved with the requeue itself.
 ATTEMPT_KEY = "jobstatus_attempt"
 
-#: Where the last exception of a traceback RQ stored begins, and what its
-#: type looks like there (``ValueError``, ``rq.timeouts.JobTimeoutException``).
+#: How the traceback RQ stored reads (Python's own format): a traceback's
+#: head, an exception group's head and the margin of its lines, the lines
+#: between the exceptions of a chain, and what a type looks like in
+#: ``Type: message`` (``ValueError``, ``rq.timeouts.JobTimeoutException``).
 TRACEBACK_HEAD = "Traceback (most recent call last):"
+GROUP_HEAD = "+ Exception Group Traceback (most recent call last):"
+GROUP_MARGIN = "  | "
+CHAINING = frozenset(
+    {
+        "During handling of the above exception, another exception occurred:",
+        "The above exception was the direct cause of the following exception:",
+    }
+)
 EXCEPTION_TYPE = re.compile(r"[A-Za-z_][\w.<>]*")
+
+#: The error text of a job that returned ``Retry`` past its ``max`` (RQ
+#: stores no traceback then, only a result of that type).
+MAX_RETRIES_EXCEEDED = "max retries exceeded"
 
 #: The recorder of the worker running a job in this process (a work horse).
 _running: TaskRecorder | None = None
@@ -77,15 +100,30 @@ def attempt_of(job: Job) -> int:
     return found if isinstance(found, int) and found >= 1 else 1
 
 
-class RecordingWorker(Worker):
-    """``rq.Worker`` that records each job's states (``rq worker -w
-    jobstatus_adapters.rq.RecordingWorker``, store in ``JOBSTATUS_STORE``).
+@dataclass(frozen=True, slots=True)
+class Before:
+    """What the worker's copy of a job said before it ran: RQ may delete
+    the job, and a ``SimpleWorker`` run changes that copy in place."""
 
-    ``running`` and the job's end are recorded here, in the worker, around
-    the work horse it forks: its store is opened once and stays warm, where
-    a horse would reconnect (or reopen an SQLite file) for every job. The
-    horse only bumps the attempt of a job it retries, and opens the store
-    when its task reports ``progress``.
+    attempt: int
+    repeats_left: int | None
+    result_ttl: int | None
+    failure_ttl: int | None
+
+    @classmethod
+    def of(cls, job: Job) -> Before:
+        return cls(attempt_of(job), job.repeats_left, job.result_ttl, job.failure_ttl)
+
+
+class RecordingMixin(BaseWorker):
+    """What records each job's states, for any RQ worker class: the states
+    are recorded in the worker process, around ``execute_job`` (a forked
+    work horse for ``Worker``, the job itself for ``SimpleWorker``).
+
+    The worker's store is opened once and stays warm, where a horse would
+    reconnect (or reopen an SQLite file) for every job. A horse only bumps
+    the attempt of a job RQ runs again, and opens the store when its task
+    reports ``progress``.
     """
 
     def __init__(self, *args: Any, store: Store | str | None = None, **kwargs: Any):
@@ -98,12 +136,14 @@ class RecordingWorker(Worker):
         self.recording = TaskRecorder(found)
         self.recording.open()  # a bad URL or an unreachable store stops the start
         #: What RQ failed the job with in this process (a horse killed or
-        #: stopped): its ``exc_string``, by job id.
+        #: stopped, or any failure of a job run in this process): its
+        #: ``exc_string``, by job id.
         self._failed_here: dict[str, str] = {}
 
     def execute_job(self, job: Job, queue: Queue) -> None:
-        job_id, attempt, task = job.id, attempt_of(job), job.func_name
-        # Dequeued and about to fork: the job is starting.
+        job_id, before, task = job.id, Before.of(job), job.func_name
+        attempt = before.attempt
+        # Dequeued and about to run: the job is starting.
         self.recording.record(
             job_id, lambda r: r.running(job_id, attempt=attempt, task=task)
         )
@@ -111,25 +151,45 @@ class RecordingWorker(Worker):
             super().execute_job(job, queue)
         finally:
             failed_here = self._failed_here.pop(job_id, None)
-        # The horse has ended: what it left is in Redis.
-        self._ended(job, attempt, failed_here)
+        # The job has ended: what it left is in Redis. Recording is a side
+        # effect: whatever goes wrong reading or recording it, the worker
+        # goes on to its next job.
+        try:
+            self._ended(job_id, before, failed_here)
+        except Exception as exc:
+            log.warning(
+                "job %s: end not recorded: %s: %s",
+                job_id,
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
 
     def prepare_job_execution(
         self, job: Job, remove_from_intermediate_queue: bool = False
     ) -> None:
         super().prepare_job_execution(job, remove_from_intermediate_queue)
-        # In the horse: progress() finds the recorder here; it opens the
-        # store only when the task calls it.
+        # Where the job runs: progress() finds the recorder here; in a horse
+        # it opens the store only when the task calls it.
         global _running
         _running = self.recording
 
     def _finalize_success(
         self, job: Job, queue: Queue, execution: Any, return_value: Any
     ) -> None:
-        # In the horse, before RQ requeues the job (and saves its meta).
+        # Where the job ran, before RQ requeues the job (and saves its meta).
         if isinstance(return_value, Retry):
             job.meta[ATTEMPT_KEY] = attempt_of(job) + 1
         super()._finalize_success(job, queue, execution, return_value)
+
+    def handle_job_success(
+        self, job: Job, queue: Queue, started_job_registry: Any, execution: Any
+    ) -> None:
+        # A run that succeeded with repeats left: RQ's Repeat.schedule saves
+        # the job (and its meta) as it requeues it for the next run.
+        if job.repeats_left:
+            job.meta[ATTEMPT_KEY] = attempt_of(job) + 1
+        super().handle_job_success(job, queue, started_job_registry, execution)
 
     def handle_job_failure(
         self,
@@ -139,7 +199,7 @@ class RecordingWorker(Worker):
         exc_string: str = "",
         execution: Any = None,
     ) -> None:
-        # In the horse (the task raised) or in the worker (the horse was
+        # Where the job ran (it raised) or in the worker (the horse was
         # killed or stopped): before RQ requeues the job.
         if job.should_retry:
             job.meta[ATTEMPT_KEY] = attempt_of(job) + 1  # saved only if RQ requeues
@@ -149,20 +209,18 @@ class RecordingWorker(Worker):
             job, queue, started_job_registry, exc_string, execution
         )
 
-    def _ended(self, job: Job, attempt: int, failed_here: str | None) -> None:
-        job_id = job.id
+    def _ended(self, job_id: str, before: Before, failed_here: str | None) -> None:
+        attempt = before.attempt
         try:
-            status = job.get_status(refresh=True)
-        except InvalidJobOperation:
-            # Deleted at once: only a job that succeeded with ``result_ttl=0``.
-            self.recording.record(job_id, lambda r: r.done(job_id, attempt=attempt))
-            return
-        if status == JobStatus.FINISHED:
-            result = job.latest_result()
-            response = response_of(None if result is None else result.return_value)
-            self.recording.record(
-                job_id, lambda r: r.done(job_id, response, attempt=attempt)
+            job = self.job_class.fetch(
+                job_id, connection=self.connection, serializer=self.serializer
             )
+        except NoSuchJobError:
+            self._deleted(job_id, before, failed_here)
+            return
+        status = job.get_status(refresh=False)
+        if status == JobStatus.FINISHED:
+            self._done(job, attempt)
         elif status == JobStatus.STOPPED:
             self.recording.record(
                 job_id, lambda r: r.cancelled(job_id, attempt=attempt)
@@ -170,15 +228,17 @@ class RecordingWorker(Worker):
         elif status == JobStatus.FAILED:
             if failed_here is None:
                 result = job.latest_result()
-                failed_here = "" if result is None else result.exc_string or ""
-            error = error_of(failed_here)
-            self.recording.record(
-                job_id,
-                lambda r: r.change(
-                    Change(job_id, "failed", attempt=attempt, error=error)
-                ),
-            )
+                if (
+                    result is not None
+                    and result.type == Result.Type.MAX_RETRIES_EXCEEDED
+                ):
+                    failed_here = MAX_RETRIES_EXCEEDED
+                else:
+                    failed_here = "" if result is None else result.exc_string or ""
+            self._failed(job_id, attempt, failed_here)
         elif status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            if repeated(before, job):
+                self._done(job, attempt)
             again, task = attempt + 1, job.func_name
             self.recording.record(
                 job_id, lambda r: r.queued(job_id, attempt=again, task=task)
@@ -186,28 +246,110 @@ class RecordingWorker(Worker):
         # Any other status: another worker already runs the next attempt,
         # and records it.
 
+    def _deleted(self, job_id: str, before: Before, failed_here: str | None) -> None:
+        """A job gone from Redis once it ended: RQ deletes a job at once
+        that succeeded with ``result_ttl=0``, or failed with
+        ``failure_ttl=0``; the worker's copy tells which."""
+        attempt = before.attempt
+        if before.result_ttl == 0 and before.failure_ttl != 0:
+            self.recording.record(job_id, lambda r: r.done(job_id, attempt=attempt))
+        elif before.failure_ttl == 0 and before.result_ttl != 0:
+            self._failed(job_id, attempt, failed_here or "")
+        else:
+            # Both 0 (either end deletes it), or neither (someone deleted
+            # it): which end it reached is unknown, so none is recorded.
+            log.info("job %s: deleted before its end was read: not recorded", job_id)
+
+    def _done(self, job: Job, attempt: int) -> None:
+        job_id = job.id
+        try:
+            result = job.latest_result()
+        except Exception as exc:  # a return value that does not unpickle here
+            response: Any = unreadable(exc)
+        else:
+            response = response_of(None if result is None else result.return_value)
+        self.recording.record(
+            job_id, lambda r: r.done(job_id, response, attempt=attempt)
+        )
+
+    def _failed(self, job_id: str, attempt: int, exc_string: str) -> None:
+        error = error_of(exc_string)
+        self.recording.record(
+            job_id,
+            lambda r: r.change(Change(job_id, "failed", attempt=attempt, error=error)),
+        )
+
+
+class RecordingWorker(RecordingMixin, Worker):
+    """``rq.Worker`` that records each job's states (``rq worker -w
+    jobstatus_adapters.rq.RecordingWorker``, store in ``JOBSTATUS_STORE``),
+    around the work horse it forks per job."""
+
+
+class SimpleRecordingWorker(RecordingMixin, SimpleWorker):
+    """``rq.SimpleWorker`` that records each job's states (``rq worker -w
+    jobstatus_adapters.rq.SimpleRecordingWorker``): it runs each job in its
+    own process, without forking (what RQ advises for tests and Windows)."""
+
+
+def repeated(before: Before, after: Job) -> bool:
+    """Whether the run that just ended succeeded and RQ requeued the job
+    for its next repeat: only that spends one of its repeats (a retry
+    spends a retry)."""
+    return (
+        before.repeats_left is not None
+        and after.repeats_left is not None
+        and after.repeats_left < before.repeats_left
+    )
+
+
+def unreadable(exc: Exception) -> dict[str, Any]:
+    """The ``response`` of a job whose saved return value the worker cannot
+    load (its class does not unpickle there): ``response_of``'s shape, with
+    why in ``repr`` and no ``type``."""
+    text = f"<unreadable result: {type(exc).__name__}: {exc}>"
+    return {"repr": text[:REPR_LIMIT], "type": None}
+
 
 def error_of(exc_string: str) -> dict[str, str]:
     """The recorded ``error`` of a job RQ failed with ``exc_string``.
 
-    A traceback (the task raised in the horse) ends with the exception's
+    A traceback (the task raised where it ran) ends with the exception's
     type and ``str``: ``{"type": "ValueError", "message": "boom"}``, the
     type without its module, as ``Recorder.failed`` records an exception.
-    Anything else (a horse killed, a ``Retry`` past its ``max``) is recorded
-    as ``Recorder.failed`` records a text: its last line, as an ``Error``.
+    Of a chain, the last exception is the one raised; of an exception group,
+    the group itself. Anything else (a horse killed, a ``Retry`` past its
+    ``max``) is recorded as ``Recorder.failed`` records a text: its last
+    line, as an ``Error``.
     """
-    text = exc_string.strip()
-    head = text.rfind(TRACEBACK_HEAD)
-    lines = text[head:].splitlines()[1:] if head >= 0 else []
-    # Past the frames (indented: file, code, carets): the exception itself.
-    while lines and lines[0][:1].isspace():
+    lines = exc_string.rstrip().splitlines()
+    # The last exception of a chain: after the last separator Python prints
+    # at the left margin (those of a group's members are indented).
+    for at in range(len(lines) - 1, -1, -1):
+        if lines[at] in CHAINING:
+            del lines[: at + 1]
+            break
+    while lines and not lines[0].strip():
         del lines[0]
-    if lines:
-        kind, _, first = lines[0].partition(": ")
+    body: list[str] = []
+    if lines and lines[0] == TRACEBACK_HEAD:
+        body = lines[1:]
+    elif lines and lines[0].strip() == GROUP_HEAD:
+        # The group's own lines, each behind "  | ", up to its members.
+        for line in lines[1:]:
+            if not line.startswith(GROUP_MARGIN):
+                break
+            body.append(line[len(GROUP_MARGIN) :])
+    # Past the frames (indented: file, code, carets): the exception itself,
+    # to the end (its message may span lines, even hold a traceback).
+    while body and body[0][:1].isspace():
+        del body[0]
+    if body:
+        kind, _, first = body[0].partition(": ")
         if EXCEPTION_TYPE.fullmatch(kind):
-            message = "\n".join([first, *lines[1:]])
+            message = "\n".join([first, *body[1:]])
             return {"type": kind.rpartition(".")[2], "message": message}
-    last = text.splitlines()[-1].strip() if text else ""
+    last = lines[-1].strip() if lines else ""
     return {"type": "Error", "message": last or "failed"}
 
 

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.rq
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+RECORDING = "jobstatus_adapters.rq.RecordingWorker"
+SIMPLE = "jobstatus_adapters.rq.SimpleRecordingWorker"
 
 
 class Workers:
@@ -45,26 +47,30 @@ class Workers:
         self.cwd = cwd
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def start(self) -> None:
+    def command(self, worker: str, queue: str) -> list[str]:
         rq = Path(sys.executable).parent / "rq"
+        return [str(rq), "worker", "-w", worker, "--url", self.redis_url, queue]
+
+    def start(self) -> None:
         self.processes.append(
             subprocess.Popen(
-                [
-                    str(rq),
-                    "worker",
-                    "-w",
-                    "jobstatus_adapters.rq.RecordingWorker",
-                    "--url",
-                    self.redis_url,
-                    "--quiet",
-                    self.queue,
-                ],
+                [*self.command(RECORDING, self.queue), "--quiet"],
                 cwd=self.cwd,
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         )
+
+    def burst(self, queue: str, worker: str = RECORDING) -> int:
+        """Run one worker until ``queue`` is empty; its exit status."""
+        return subprocess.run(
+            [*self.command(worker, queue), "--burst"],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            timeout=120,
+        ).returncode
 
     def stop(self) -> None:
         for process in self.processes:
@@ -173,6 +179,103 @@ def test_a_job_past_its_timeout_is_failed_with_rqs_exception(
     }
 
 
+@pytest.fixture
+def own_queue(setup: tuple[Queue, str, Workers]) -> Queue:
+    """A queue no running worker listens to: a test runs it with a burst."""
+    from rq import Queue
+
+    from jobstatus_adapters.rq import install
+
+    name = f"own-{uuid.uuid4().hex[:8]}"
+    return install(Queue(name, connection=setup[0].connection), setup[1])
+
+
+def test_a_job_rq_deletes_as_it_ends_is_recorded_from_the_workers_copy(
+    setup: tuple[Queue, str, Workers], own_queue: Queue, store: SQLiteStore
+) -> None:
+    failed = send(own_queue, "explode", "gone", failure_ttl=0)
+    done = send(own_queue, "resize", 1, 2, result_ttl=0)
+    either = send(own_queue, "explode", "gone", failure_ttl=0, result_ttl=0)
+    assert setup[2].burst(own_queue.name) == 0
+    # The horse's traceback never reaches the worker: the job is gone.
+    assert record_of(store, failed)["job_status"] == "failed"
+    assert record_of(store, failed)["error"] == {"type": "Error", "message": "failed"}
+    assert record_of(store, done)["job_status"] == "done"
+    assert record_of(store, done)["response"] is None
+    # Either end deletes it: which one it reached is not known.
+    assert record_of(store, either)["job_status"] == "running"
+
+
+def test_a_job_returning_retry_past_its_max_is_failed_so(
+    setup: tuple[Queue, str, Workers], own_queue: Queue, store: SQLiteStore
+) -> None:
+    job_id = send(own_queue, "again")
+    assert setup[2].burst(own_queue.name) == 0
+    record = record_of(store, job_id)
+    assert record["job_status"] == "failed"
+    assert record["attempt"] == 2
+    assert record["error"] == {"type": "Error", "message": "max retries exceeded"}
+
+
+def test_a_simple_worker_keeps_the_exception_of_a_job_rq_deleted(
+    setup: tuple[Queue, str, Workers], own_queue: Queue, store: SQLiteStore
+) -> None:
+    job_id = send(own_queue, "explode", "gone", failure_ttl=0)
+    assert setup[2].burst(own_queue.name, SIMPLE) == 0
+    record = record_of(store, job_id)
+    assert record["job_status"] == "failed"
+    assert record["error"] == {"type": "ValueError", "message": "gone"}
+
+
+def test_a_return_value_the_worker_cannot_load_is_done_and_the_worker_goes_on(
+    setup: tuple[Queue, str, Workers], own_queue: Queue, store: SQLiteStore
+) -> None:
+    unreadable = send(own_queue, "receipt", "order-7", 12)
+    after = send(own_queue, "resize", 3, 4)
+    assert setup[2].burst(own_queue.name) == 0
+    record = record_of(store, unreadable)
+    assert record["job_status"] == "done"
+    assert record["response"]["type"] is None
+    assert record["response"]["repr"].startswith("<unreadable result: TypeError: ")
+    assert record["response"]["repr"].endswith(">")
+    assert record_of(store, after)["job_status"] == "done"
+
+
+def test_each_run_of_a_repeated_job_is_an_attempt_that_ends_done(
+    setup: tuple[Queue, str, Workers], own_queue: Queue, store: SQLiteStore
+) -> None:
+    from rq.repeat import Repeat
+
+    job_id = send(own_queue, "resize", 5, 6, repeat=Repeat(times=2))
+    assert setup[2].burst(own_queue.name) == 0
+    record = record_of(store, job_id)
+    assert record["job_status"] == "done"
+    assert record["attempt"] == 3
+    assert record["response"] == {"width": 5, "height": 6}
+    assert record["started_at"] <= record["finished_at"]
+
+
+def test_a_simple_recording_worker_records_every_state(
+    setup: tuple[Queue, str, Workers], own_queue: Queue, store: SQLiteStore
+) -> None:
+    from rq import Retry
+
+    done = send(own_queue, "resize", 640, 480)
+    failed = send(own_queue, "explode", "no such file")
+    retried = send(own_queue, "explode", "again", retry=Retry(max=1), failure_ttl=60)
+    assert setup[2].burst(own_queue.name, SIMPLE) == 0
+    record = record_of(store, done)
+    assert record["job_status"] == "done"
+    assert record["response"] == {"width": 640, "height": 480}
+    assert record["progress"] == {"done": 3, "total": 3, "message": "step 3 of 3"}
+    assert record_of(store, failed)["error"] == {
+        "type": "ValueError",
+        "message": "no such file",
+    }
+    assert record_of(store, retried)["job_status"] == "failed"
+    assert record_of(store, retried)["attempt"] == 2
+
+
 class Nested:
     class Refused(Exception):
         pass
@@ -217,6 +320,39 @@ def test_the_error_read_back_from_rqs_traceback_is_the_exceptions() -> None:
         "message": "outer",
     }
     assert error_of(traceback_of(empty)) == {"type": "OSError", "message": ""}
+
+    def handled() -> None:
+        try:
+            raise KeyError("inner")
+        except KeyError:
+            raise RuntimeError("while handling") from None
+
+    def during() -> None:
+        try:
+            raise KeyError("inner")
+        except KeyError:
+            raise LookupError("during")  # noqa: B904 - the implicit chain
+
+    def remote() -> None:
+        raise RuntimeError(
+            "remote call failed:\nTraceback (most recent call last):\n"
+            "  File \"w.py\", line 1, in f\nKeyError: 'x'"
+        )
+
+    assert error_of(traceback_of(handled)) == {
+        "type": "RuntimeError",
+        "message": "while handling",
+    }
+    assert error_of(traceback_of(during)) == {
+        "type": "LookupError",
+        "message": "during",
+    }
+    # A message that holds a traceback is the raised exception's, whole.
+    assert error_of(traceback_of(remote)) == {
+        "type": "RuntimeError",
+        "message": "remote call failed:\nTraceback (most recent call last):\n"
+        "  File \"w.py\", line 1, in f\nKeyError: 'x'",
+    }
     # What RQ fails a job with outside the horse's exception: its last line.
     killed = "Work-horse terminated unexpectedly; waitpid returned 9 (signal 9); "
     assert error_of(killed) == {
@@ -224,6 +360,29 @@ def test_the_error_read_back_from_rqs_traceback_is_the_exceptions() -> None:
         "message": "Work-horse terminated unexpectedly; waitpid returned 9 (signal 9);",
     }
     assert error_of("") == {"type": "Error", "message": "failed"}
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups")
+def test_the_error_of_an_exception_group_is_the_groups() -> None:
+    from jobstatus_adapters.rq import error_of
+
+    def group() -> None:
+        raise ExceptionGroup("several", [ValueError("a"), KeyError("b")])  # noqa: F821
+
+    def chained_group() -> None:
+        try:
+            group()
+        except Exception as exc:
+            raise ExceptionGroup("outer", [TypeError("c")]) from exc  # noqa: F821
+
+    assert error_of(traceback_of(group)) == {
+        "type": "ExceptionGroup",
+        "message": "several (2 sub-exceptions)",
+    }
+    assert error_of(traceback_of(chained_group)) == {
+        "type": "ExceptionGroup",
+        "message": "outer (1 sub-exception)",
+    }
 
 
 def test_a_non_json_return_value_is_recorded_as_its_repr(
