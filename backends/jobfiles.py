@@ -279,24 +279,18 @@ class ListingReads:
 def scan(jobs_dir: str) -> Iterator[tuple[str, os.stat_result]]:
     """``(job_id, lstat)`` of every job file, from one directory listing."""
     match = _JOB_FILE.fullmatch
-    # Listed through a descriptor: each lstat is then of a name in the
-    # directory, not of a path the kernel walks again from the root.
-    fd = os.open(jobs_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                found = match(entry.name)
-                if found is None:
+    with os.scandir(jobs_dir) as entries:
+        for entry in entries:
+            found = match(entry.name)
+            if found is None:
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
                     continue
-                try:
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                    info = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:  # removed since it was listed
-                    continue
-                yield found[1], info
-    finally:
-        os.close(fd)
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed since it was listed
+                continue
+            yield found[1], info
 
 
 def status_of(record: Record) -> tuple[Any, bool]:
