@@ -334,41 +334,31 @@ class ScannedJobs:
     def __init__(self, jobs_dir: str, max_file_size: int) -> None:
         self._lock = threading.Lock()
         self._table = JobTable(jobs_dir, max_file_size)
-        # Until a query scans, nobody lists: a store that only reads and
-        # writes single jobs (a recorder's) keeps no row per job it touched.
-        self._scanned = False
-
-    def _rescan(self) -> None:
-        self._scanned = True
-        self._table.rescan(full=False)
 
     def window(self, cutoff: float) -> Window:
         with self._lock:
-            self._rescan()
+            self._table.rescan(full=False)
             return self._table.window(cutoff)
 
     def page(self, query: Query) -> list[Row]:
         with self._lock:
-            self._rescan()
+            self._table.rescan(full=False)
             return self._table.page(query)
 
     def counts(
         self, statuses: frozenset[str] | None, cutoff: float | None
     ) -> dict[str, int]:
         with self._lock:
-            self._rescan()
+            self._table.rescan(full=False)
             return self._table.counts(statuses, cutoff)
 
     def head(self) -> int:
         with self._lock:
-            self._rescan()
+            self._table.rescan(full=False)
             return self._table.head
 
     def observe(self, job_id: str, found: jobfiles.JobFile) -> int:
         with self._lock:
-            if not self._scanned:
-                # Where it would go; the first scan places it for good.
-                return self._table.head + 1
             return self._table.observe(job_id, found)
 
     def head_now(self) -> int:
@@ -378,7 +368,7 @@ class ScannedJobs:
     def stale(self, query: Stale) -> list[Row]:
         # A scan per batch: purging is a background job (docs/stores.md).
         with self._lock:
-            self._rescan()
+            self._table.rescan(full=False)
             return self._table.stale(query)
 
     def bury(self, job_ids: Iterable[str], position: int) -> None:
