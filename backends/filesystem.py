@@ -27,8 +27,8 @@ from jobstatus_core import (
     ConfigError,
     Mark,
     Row,
-    StoreBase,
     StoreError,
+    VersionedStoreBase,
     checked_at,
     checked_job_id,
     jsontext,
@@ -54,7 +54,7 @@ LOCK_PATH = os.path.join(".jobstatus", "lock")
 T = TypeVar("T")
 
 
-class FileStore(StoreBase):
+class FileStore(VersionedStoreBase):
     def __init__(
         self,
         root: str | os.PathLike[str],
@@ -202,15 +202,6 @@ class FileStore(StoreBase):
         at = checked_at(at)
         with self._exclusive(f"job {job_id}"):
             self._write(job_id, record, at)
-
-    def swap(
-        self,
-        record: Mapping[str, Any],
-        *,
-        expected: str | None,
-        at: float | None = None,
-    ) -> bool:
-        return self.swapped(record, expected=expected, at=at) is not None
 
     def swapped(
         self,

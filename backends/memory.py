@@ -15,8 +15,8 @@ from jobstatus_core import (
     Query,
     Row,
     Stale,
-    StoreBase,
     Tombstone,
+    VersionedStoreBase,
     Window,
     checked_at,
     checked_job_id,
@@ -34,7 +34,7 @@ from .urloptions import parse_store_url
 EXPIRE_CHUNK = 250
 
 
-class MemoryStore(StoreBase, Inline):
+class MemoryStore(VersionedStoreBase, Inline):
     #: A dict and a lock: a forked child has its own copy.
     survives_fork = True
 
@@ -107,15 +107,6 @@ class MemoryStore(StoreBase, Inline):
         with self._lock:
             self._write(job_id, record, text, at)
         self._subscribers.notify()
-
-    def swap(
-        self,
-        record: Mapping[str, Any],
-        *,
-        expected: str | None,
-        at: float | None = None,
-    ) -> bool:
-        return self.swapped(record, expected=expected, at=at) is not None
 
     def swapped(
         self,

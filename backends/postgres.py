@@ -57,10 +57,10 @@ from jobstatus_core import (
     Query,
     Row,
     Stale,
-    StoreBase,
     StoreError,
     StoreUnavailable,
     Tombstone,
+    VersionedStoreBase,
     Window,
     checked_at,
     checked_job_id,
@@ -96,7 +96,7 @@ LISTEN_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 T = TypeVar("T")
 
 
-class PostgresStore(StoreBase):
+class PostgresStore(VersionedStoreBase):
     def __init__(
         self,
         url: str,
@@ -227,15 +227,6 @@ class PostgresStore(StoreBase):
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         self._write(self._sql.put, _values(record, at))
-
-    def swap(
-        self,
-        record: Mapping[str, Any],
-        *,
-        expected: str | None,
-        at: float | None = None,
-    ) -> bool:
-        return self.swapped(record, expected=expected, at=at) is not None
 
     def swapped(
         self,

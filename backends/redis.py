@@ -66,10 +66,10 @@ from jobstatus_core import (
     Record,
     Row,
     Stale,
-    StoreBase,
     StoreError,
     StoreUnavailable,
     Tombstone,
+    VersionedStoreBase,
     Window,
     checked_at,
     checked_job_id,
@@ -501,7 +501,7 @@ RECONNECT_LAST_SECONDS = 5.0
 T = TypeVar("T")
 
 
-class RedisStore(StoreBase):
+class RedisStore(VersionedStoreBase):
     #: redis-py's pool notices the new pid and reconnects in a forked child.
     survives_fork = True
 
@@ -789,15 +789,6 @@ class RedisStore(StoreBase):
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         self._write(record, "put", "", at)
-
-    def swap(
-        self,
-        record: Mapping[str, Any],
-        *,
-        expected: str | None,
-        at: float | None = None,
-    ) -> bool:
-        return self.swapped(record, expected=expected, at=at) is not None
 
     def swapped(
         self,

@@ -44,9 +44,9 @@ from jobstatus_core import (
     Query,
     Row,
     Stale,
-    StoreBase,
     StoreError,
     Tombstone,
+    VersionedStoreBase,
     Window,
     checked_at,
     checked_job_id,
@@ -197,7 +197,7 @@ def path_from_url(url: str) -> Path:
     return Path(raw)
 
 
-class SQLiteStore(StoreBase):
+class SQLiteStore(VersionedStoreBase):
     def __init__(
         self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
     ) -> None:
@@ -363,15 +363,6 @@ class SQLiteStore(StoreBase):
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         values = _values(record, at)
         self._run(lambda: self._conn.execute(PUT_SQL, values))
-
-    def swap(
-        self,
-        record: Mapping[str, Any],
-        *,
-        expected: str | None,
-        at: float | None = None,
-    ) -> bool:
-        return self.swapped(record, expected=expected, at=at) is not None
 
     def swapped(
         self,

@@ -32,7 +32,7 @@ from .protocol import (
 from .registry import Registry
 from .rows import Mark, Query, Row, Stale, Tombstone, Window
 from .service import JOB_STATUS_PATH, JOBS_STATUS_PATH, Reply, StatusService
-from .storebase import StoreBase
+from .storebase import StoreBase, VersionedStoreBase
 from .types import Auth, Headers, Record
 from .validation import is_valid_job_id
 
@@ -71,6 +71,7 @@ __all__ = [
     "StoreUnavailable",
     "Tombstone",
     "Versioned",
+    "VersionedStoreBase",
     "Window",
     "__version__",
     "checked_at",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .rows import Row, Window
@@ -38,6 +38,29 @@ class StoreBase:
             "{" + ",".join(self.window(cutoff).members) + "}"
         )
         return list(listing.items())
+
+
+class VersionedStoreBase(StoreBase):
+    """``StoreBase`` for a store that declares ``Versioned``: ``swap`` is
+    derived from ``swapped``, which the store implements."""
+
+    def swapped(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> str | None:
+        raise NotImplementedError
+
+    def swap(
+        self,
+        record: Mapping[str, Any],
+        *,
+        expected: str | None,
+        at: float | None = None,
+    ) -> bool:
+        return self.swapped(record, expected=expected, at=at) is not None
 
 
 def parsed_version(version: str) -> tuple[str, int] | None:
