@@ -53,7 +53,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, TypeVar, cast
 
@@ -992,33 +992,30 @@ class RedisStore(VersionedStoreBase):
         for _ in range(UPGRADE_PASSES):
             if client.zcard(self._changes) >= client.zcard(self._updated):
                 break
-            start = 0
-            while True:
-                ids = cast(
-                    list[str],
-                    client.zrange(self._updated, start, start + UPGRADE_BATCH - 1),
-                )
-                if not ids:
-                    break
+            for ids in self._job_batches():
                 self._upgrade_script(
                     keys=[self._changes, self._status, self._counts, self._counter],
                     args=[self._status_sets, self._channel, *ids],
                 )
-                start += len(ids)
         # Layout 3: every job in the time set of its status (retention).
+        for ids in self._job_batches():
+            self._times_script(
+                keys=[self._updated, self._status], args=[self._time_sets, *ids]
+            )
+        client.set(self._layout, LAYOUT)
+
+    def _job_batches(self) -> Iterator[list[str]]:
+        """Every job id, ``UPGRADE_BATCH`` at a time, walking ``updated`` by rank."""
         start = 0
         while True:
             ids = cast(
                 list[str],
-                client.zrange(self._updated, start, start + UPGRADE_BATCH - 1),
+                self._client.zrange(self._updated, start, start + UPGRADE_BATCH - 1),
             )
             if not ids:
-                break
-            self._times_script(
-                keys=[self._updated, self._status], args=[self._time_sets, *ids]
-            )
+                return
+            yield ids
             start += len(ids)
-        client.set(self._layout, LAYOUT)
 
     # -- notifications ---------------------------------------------------------
 
