@@ -140,16 +140,27 @@ class LiveWSGIServer:
 
         self.server = create_server(app, host="127.0.0.1", port=0, threads=4)
         self.url = f"http://127.0.0.1:{self.server.effective_port}"  # type: ignore[union-attr]
-        self.thread = threading.Thread(target=self.server.run, name="test-waitress")
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="test-waitress")
+
+    def _serve(self) -> None:
+        from waitress import wasyncore
+
+        # waitress's own ``run`` loops until its sockets are closed, and
+        # closing them from another thread while it waits in ``select``
+        # fails it with EBADF: the loop stops here, then closes them itself.
+        while not self._stopping.is_set():
+            wasyncore.loop(timeout=0.05, map=self.server._map, count=1)  # type: ignore[union-attr]
+        self.server.close()
 
     def __enter__(self) -> LiveWSGIServer:
         self.thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.server.close()
-        self.server.task_dispatcher.shutdown()  # type: ignore[union-attr]
+        self._stopping.set()
         self.thread.join(10)
+        self.server.task_dispatcher.shutdown()  # type: ignore[union-attr]
 
 
 class LiveServer:
