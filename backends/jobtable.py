@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import operator
 import os
+import stat
 import struct
 import threading
 from array import array
 from collections.abc import Iterable
-from itertools import islice
+from itertools import chain, compress, islice
 from typing import NamedTuple
 
 from jobstatus_core import Row, jsontext
@@ -159,29 +160,58 @@ class JobTable:
         trusted_before = 0 if known is None else known.trusted_before_ns
         fingerprints = snapshot.fingerprints
         row_of = dict(zip(snapshot.job_ids, range(len(snapshot.job_ids)), strict=True))
+        get = row_of.get
         taken = bytearray(len(snapshot.job_ids))
         unmatched: list[tuple[str, os.stat_result]] = []
-        present: list[str] = []
         pack, size = FINGERPRINT.pack, FP_SIZE
+        suffix = jobfiles.SUFFIX
+        cut = -len(suffix)
+        job_id_of = jobfiles.job_id_of
+        # Through a descriptor of jobs/ (the one directory serving opens):
+        # each lstat is then of a name in it, not of a path walked from /.
         try:
-            # The one loop over every file: kept to lookups and compares.
-            for job_id, info in jobfiles.scan(self.jobs_dir):
-                present.append(job_id)
-                row = row_of.get(job_id)
-                if row is not None and (ctime := info.st_ctime_ns) < trusted_before:
-                    try:
-                        packed = pack(
-                            info.st_ino, info.st_size, info.st_mtime_ns, ctime
-                        )
-                    except struct.error:  # a time past 2262
-                        packed = _packed(info)
-                    # Compared in place: no slice made a million times.
-                    if fingerprints.startswith(packed, row * size):
-                        taken[row] = 1
-                        continue
-                unmatched.append((job_id, info))
+            fd = os.open(self.jobs_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError):
             return False
+        # The one loop over every file (a million at a start), kept to a
+        # lookup, an lstat and a compare: a name the snapshot knows is a
+        # job file's without the pattern, and its file is a regular one
+        # when its fingerprint is the one recorded (only those are read).
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    name = entry.name
+                    job_id = name[:cut]
+                    row = get(job_id)
+                    if row is None or not name.endswith(suffix):
+                        row = None
+                        other = job_id_of(name)
+                        if other is None:
+                            continue
+                        job_id = other
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # removed since it was listed
+                        continue
+                    if row is not None and (ctime := info.st_ctime_ns) < trusted_before:
+                        try:
+                            packed = pack(
+                                info.st_ino, info.st_size, info.st_mtime_ns, ctime
+                            )
+                        except struct.error:  # a time past 2262
+                            packed = _packed(info)
+                        # Compared in place: no slice made a million times.
+                        if fingerprints.startswith(packed, row * size):
+                            taken[row] = 1
+                            continue
+                    if stat.S_ISREG(info.st_mode):
+                        unmatched.append((job_id, info))
+        finally:
+            os.close(fd)
+        # Every job file listed: made only when a failure is remembered.
+        present = chain(
+            compress(snapshot.job_ids, taken), (job_id for job_id, _ in unmatched)
+        )
         self.taken_from_snapshot = len(snapshot.job_ids) - taken.count(0)
         if self.taken_from_snapshot < len(snapshot.job_ids):
             snapshot = gather(snapshot, [row for row, t in enumerate(taken) if t])

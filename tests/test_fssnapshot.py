@@ -15,9 +15,15 @@ from typing import Any
 
 import pytest
 
-from jobstatus_backends import fssnapshot, jobfiles
+from jobstatus_backends import fssnapshot, jobfiles, jobtable
 from jobstatus_backends.filesystem import FileStore
-from jobstatus_backends.jobcolumns import FINGERPRINT, FP_SIZE, JobColumns, make_version
+from jobstatus_backends.jobcolumns import (
+    FINGERPRINT,
+    FP_SIZE,
+    Columns,
+    JobColumns,
+    make_version,
+)
 from jobstatus_core import Query
 
 from .helpers import wait_for
@@ -276,16 +282,17 @@ def test_a_file_written_during_the_directory_check_is_seen(
 ) -> None:
     jobs = fill(tmp_path)
     first_run(tmp_path)
-    listed = jobfiles.scan
+    placed = jobtable._placed
 
-    def scan_then_write(jobs_dir: str) -> Iterator[tuple[str, os.stat_result]]:
-        # The Toolkit writes a job just after the listing passed it by.
-        yield from listed(jobs_dir)
+    def write_then_place(columns: Columns, head: int) -> Any:
+        # The Toolkit writes a job just after the listing passed it by,
+        # while the start places the files it listed.
         write_job_file(jobs, "late", "running")
+        return placed(columns, head)
 
-    monkeypatch.setattr(jobfiles, "scan", scan_then_write)
+    monkeypatch.setattr(jobtable, "_placed", write_then_place)
     store = open_store(tmp_path)
-    monkeypatch.setattr(jobfiles, "scan", listed)
+    monkeypatch.setattr(jobtable, "_placed", placed)
     try:
         wait_for(lambda: listing(store).get("late") == "running", EVENT_LATENCY)
     finally:
