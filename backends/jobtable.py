@@ -158,56 +158,11 @@ class JobTable:
         self.clear()
         snapshot = empty_columns() if known is None else known.columns
         trusted_before = 0 if known is None else known.trusted_before_ns
-        fingerprints = snapshot.fingerprints
         row_of = dict(zip(snapshot.job_ids, range(len(snapshot.job_ids)), strict=True))
-        get = row_of.get
-        taken = bytearray(len(snapshot.job_ids))
-        unmatched: list[tuple[str, os.stat_result]] = []
-        pack, size = FINGERPRINT.pack, FP_SIZE
-        suffix = jobfiles.SUFFIX
-        cut = -len(suffix)
-        job_id_of = jobfiles.job_id_of
-        # Through a descriptor of jobs/ (the one directory serving opens):
-        # each lstat is then of a name in it, not of a path walked from /.
-        try:
-            fd = os.open(self.jobs_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
+        matched = match_listing(self.jobs_dir, snapshot, row_of, trusted_before)
+        if matched is None:
             return False
-        # The one loop over every file (a million at a start), kept to a
-        # lookup, an lstat and a compare: a name the snapshot knows is a
-        # job file's without the pattern, and its file is a regular one
-        # when its fingerprint is the one recorded (only those are read).
-        try:
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    name = entry.name
-                    job_id = name[:cut]
-                    row = get(job_id)
-                    if row is None or not name.endswith(suffix):
-                        row = None
-                        other = job_id_of(name)
-                        if other is None:
-                            continue
-                        job_id = other
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:  # removed since it was listed
-                        continue
-                    if row is not None and (ctime := info.st_ctime_ns) < trusted_before:
-                        try:
-                            packed = pack(
-                                info.st_ino, info.st_size, info.st_mtime_ns, ctime
-                            )
-                        except struct.error:  # a time past 2262
-                            packed = _packed(info)
-                        # Compared in place: no slice made a million times.
-                        if fingerprints.startswith(packed, row * size):
-                            taken[row] = 1
-                            continue
-                    if stat.S_ISREG(info.st_mode):
-                        unmatched.append((job_id, info))
-        finally:
-            os.close(fd)
+        taken, unmatched = matched
         # Every job file listed: made only when a failure is remembered.
         present = chain(
             compress(snapshot.job_ids, taken), (job_id for job_id, _ in unmatched)
@@ -271,6 +226,71 @@ class JobTable:
             if len(found) >= query.limit:
                 break
         return found
+
+
+def match_listing(
+    jobs_dir: str,
+    snapshot: Columns,
+    row_of: dict[str, int],
+    trusted_before: int,
+) -> tuple[bytearray, list[tuple[str, os.stat_result]]] | None:
+    """List ``jobs_dir`` and ``lstat`` each job file in it: which rows of
+    ``snapshot`` (numbered by ``row_of``) are as their files are now
+    (``taken``, a byte a row), and the job files that are not (the others,
+    with their ``lstat``); None when there is no such directory.
+
+    The one loop over every file (a million at a start), kept to a lookup,
+    an ``lstat`` and a compare: a name the snapshot knows is a job file's
+    without the pattern, and its file is a regular one when its
+    fingerprint is the one recorded (only regular files are read). A row
+    whose ctime is not before ``trusted_before`` is never taken.
+    """
+    fingerprints = snapshot.fingerprints
+    taken = bytearray(len(snapshot.job_ids))
+    unmatched: list[tuple[str, os.stat_result]] = []
+    pack, size = FINGERPRINT.pack, FP_SIZE
+    get = row_of.get
+    suffix = jobfiles.SUFFIX
+    cut = -len(suffix)
+    job_id_of = jobfiles.job_id_of
+    # Through a descriptor of jobs/ (the one directory serving opens):
+    # each lstat is then of a name in it, not of a path walked from /.
+    try:
+        fd = os.open(jobs_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                name = entry.name
+                job_id = name[:cut]
+                row = get(job_id)
+                if row is None or not name.endswith(suffix):
+                    row = None
+                    other = job_id_of(name)
+                    if other is None:
+                        continue
+                    job_id = other
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:  # removed since it was listed
+                    continue
+                if row is not None and (ctime := info.st_ctime_ns) < trusted_before:
+                    try:
+                        packed = pack(
+                            info.st_ino, info.st_size, info.st_mtime_ns, ctime
+                        )
+                    except struct.error:  # a time past 2262
+                        packed = _packed(info)
+                    # Compared in place: no slice made a million times.
+                    if fingerprints.startswith(packed, row * size):
+                        taken[row] = 1
+                        continue
+                if stat.S_ISREG(info.st_mode):
+                    unmatched.append((job_id, info))
+    finally:
+        os.close(fd)
+    return taken, unmatched
 
 
 def _status_text(found: jobfiles.JobFile) -> str | None:

@@ -17,13 +17,7 @@ import pytest
 
 from jobstatus_backends import fssnapshot, jobfiles, jobtable
 from jobstatus_backends.filesystem import FileStore
-from jobstatus_backends.jobcolumns import (
-    FINGERPRINT,
-    FP_SIZE,
-    Columns,
-    JobColumns,
-    make_version,
-)
+from jobstatus_backends.jobcolumns import FINGERPRINT, FP_SIZE, JobColumns, make_version
 from jobstatus_core import Query
 
 from .helpers import wait_for
@@ -282,17 +276,17 @@ def test_a_file_written_during_the_directory_check_is_seen(
 ) -> None:
     jobs = fill(tmp_path)
     first_run(tmp_path)
-    placed = jobtable._placed
+    listed = jobtable.match_listing
 
-    def write_then_place(columns: Columns, head: int) -> Any:
-        # The Toolkit writes a job just after the listing passed it by,
-        # while the start places the files it listed.
+    def list_then_write(*args: Any) -> Any:
+        # The Toolkit writes a job just after the listing passed it by.
+        matched = listed(*args)
         write_job_file(jobs, "late", "running")
-        return placed(columns, head)
+        return matched
 
-    monkeypatch.setattr(jobtable, "_placed", write_then_place)
+    monkeypatch.setattr(jobtable, "match_listing", list_then_write)
     store = open_store(tmp_path)
-    monkeypatch.setattr(jobtable, "_placed", placed)
+    monkeypatch.setattr(jobtable, "match_listing", listed)
     try:
         wait_for(lambda: listing(store).get("late") == "running", EVENT_LATENCY)
     finally:
