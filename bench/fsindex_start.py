@@ -19,8 +19,10 @@ once at 1,000,000).
 ``--warm-only`` skips the full build (minutes at 1,000,000) when a snapshot
 is there (it builds one first when not), and splits a warm start by phase,
 wall and CPU time (``time.process_time``) side by side: listing ``jobs/``
-with an ``lstat`` each, loading the snapshot, the whole start (the rest of
-it is matching the listing with the snapshot and placing the jobs in
+with an ``lstat`` each (``jobfiles.scan``, as a scan without the index
+does), loading the snapshot, numbering its rows by job id, the start's own
+listing (``jobtable.match_listing``: listing, ``lstat`` and matching each
+file with the snapshot), the whole start (those, then placing the jobs in
 order), and the first listings answered after it. ``--memory`` prints the
 index's bytes per job and, with ``--top``, the lines that hold most of it.
 """
@@ -41,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobstatus_backends import fssnapshot, jobfiles
+from jobstatus_backends import fssnapshot, jobfiles, jobtable
 from jobstatus_backends.filesystem import FileStore
 from jobstatus_backends.fssnapshot import SNAPSHOT_PATH
 from jobstatus_core import jsontext
@@ -209,9 +211,25 @@ def warm_phases(
     def note(phase: str, action: Callable[[], object]) -> None:
         runs.setdefault(phase, []).append(clocked(action))
 
+    known = fssnapshot.load(str(snapshot), identity)
+    assert known is not None
+    columns = known.columns
+    row_of: list[dict[str, int]] = []
+
+    def match() -> None:
+        matched = jobtable.match_listing(
+            jobs_dir, columns, row_of.pop(), known.trusted_before_ns
+        )
+        assert matched is not None and matched[0].count(1) == n, "a file changed"
+
     for _ in range(repeat):
         note("listing and lstat", lambda: sum(1 for _ in jobfiles.scan(jobs_dir)))
         note("snapshot load", lambda: fssnapshot.load(str(snapshot), identity))
+        note(
+            "job id → row dict",
+            lambda: row_of.append(dict(zip(columns.job_ids, range(n), strict=True))),
+        )
+        note("listing, lstat and matching", match)
         listings(started_by_phase(root, note), n, note)
     rnd = random.Random(2)
     for _ in range(repeat):
