@@ -220,7 +220,7 @@ def warm_phases(
         matched = jobtable.match_listing(
             jobs_dir, columns, row_of.pop(), known.trusted_before_ns
         )
-        assert matched is not None and matched[0].count(1) == n, "a file changed"
+        assert matched is not None
 
     for _ in range(repeat):
         note("listing and lstat", lambda: sum(1 for _ in jobfiles.scan(jobs_dir)))
