@@ -466,3 +466,39 @@ def test_the_time_order_a_snapshot_keeps_is_the_one_a_full_build_makes(
     assert members_of(tmp_path) == expected(left)  # some of its rows
     assert members_of(tmp_path) == expected(left)
     assert job_reads == []
+
+
+def test_the_starts_listing_finds_the_job_files_a_scan_finds(
+    tmp_path: Path, trust_at_once: None
+) -> None:
+    jobs = fill(tmp_path)
+    first_run(tmp_path)
+    write_job_file(jobs, "job-3", "running")  # changed since the snapshot
+    write_job_file(jobs, "new", "queued")  # not in it
+    (jobs / "job-4.json").unlink()  # gone
+    # Not job files, some named like one the snapshot knows.
+    (jobs / "job-5.json.tmp").write_text("{}")
+    (jobs / ".job-6.json").write_text("{}")
+    (jobs / "job-7x.jso").write_text("{}")
+    (jobs / "dir.json").mkdir()
+    (jobs / "link.json").symlink_to(jobs / "job-8.json")
+    os.link(jobs / "job-9.json", jobs / "job-9abcde")  # job-9 and 5 more
+    known = fssnapshot.load(
+        str(tmp_path / fssnapshot.SNAPSHOT_PATH), fssnapshot.identity_of(str(jobs))
+    )
+    assert known is not None
+    ids = known.columns.job_ids
+    row_of = dict(zip(ids, range(len(ids)), strict=True))
+    matched = jobtable.match_listing(
+        str(jobs), known.columns, row_of, known.trusted_before_ns
+    )
+    assert matched is not None
+    taken, unmatched = matched
+    taken_ids = {job_id for job_id, t in zip(ids, taken, strict=True) if t}
+    # job-9's hard link moved its ctime: it is read again, as a scan would.
+    assert taken_ids == set(JOBS) - {"job-3", "job-4", "job-9"}
+    assert sorted(job_id for job_id, _ in unmatched) == ["job-3", "job-9", "new"]
+    assert taken_ids | {job_id for job_id, _ in unmatched} == {
+        job_id for job_id, _ in jobfiles.scan(str(jobs))
+    }
+    assert jobtable.match_listing(str(tmp_path / "none"), known.columns, {}, 0) is None
