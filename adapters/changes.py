@@ -401,7 +401,7 @@ def _settle(future: asyncio.Future[None]) -> None:
 
 def _server_stopping() -> bool:
     """Whether the uvicorn server of this process was told to stop: its
-    SIGTERM handler is a method of the server (how sse-starlette finds it)."""
+    SIGTERM handler is a method of the server."""
     handler = signal.getsignal(signal.SIGTERM)
     server = getattr(handler, "__self__", None)
     return bool(getattr(server, "should_exit", False))
