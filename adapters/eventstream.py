@@ -91,3 +91,9 @@ class EventStream:
         await self._send(
             {"type": "http.response.body", "body": data, "more_body": not last}
         )
+        if last:
+            # A change wakes every stream that follows it in one turn of the
+            # loop, and each writes in turn: the ended stream's teardown
+            # (metrics, the server's bookkeeping) waits for the next turn
+            # rather than delaying the streams still to write.
+            await asyncio.sleep(0)
