@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from live import KEY
+from starlette.types import Receive, Scope, Send
 
-from live import KEY  # noqa: E402
-from starlette.types import Receive, Scope, Send  # noqa: E402
-
-from jobstatus_adapters import make_service  # noqa: E402
-from jobstatus_adapters.serverstack import server_stack  # noqa: E402
-from jobstatus_adapters.starlette import create_app  # noqa: E402
-from jobstatus_backends.memory import MemoryStore  # noqa: E402
-from jobstatus_backends.recorder import Recorder  # noqa: E402
+from jobstatus_adapters import make_service
+from jobstatus_adapters.serverstack import server_stack
+from jobstatus_adapters.starlette import create_app
+from jobstatus_backends.memory import MemoryStore
+from jobstatus_backends.recorder import Recorder
 
 PREFIX = "/bench/"
 
