@@ -5,9 +5,9 @@ do here is the response's head, the bytes as they come, heartbeats and the
 end — and noticing a client that goes away. A change that 1,000 streams
 follow is written 1,000 times in a row on one event loop, so each stream's
 share of a broadcast is what its subscribers wait for: one task and one
-``send`` per event, the last event and the body's end in one write, nothing
-to cancel when a stream ends (docs/performance.md measures it against
-sse-starlette, which this replaced).
+``send`` per event, the last event and the body's end in one write, no
+task group to cancel when a stream ends (docs/performance.md measures it
+against sse-starlette, which this replaced).
 """
 
 from __future__ import annotations
@@ -30,25 +30,22 @@ HEARTBEAT = b": ping\r\n\r\n"
 
 
 class EventStream:
-    """Server-sent events on one ASGI response, written from the task that
-    enters it (``async with EventStream(receive, send) as stream``).
+    """Server-sent events on one ASGI response
+    (``async with EventStream(receive, send) as stream``).
 
-    A client that goes away cancels that task at once, so a stream blocked
-    in a wait frees its place; leaving the ``async with`` swallows that one
-    cancellation (nobody is left to answer) and lets any other through.
-    asyncio only, as the change hub is.
+    ``gone`` is done once the client has gone away: a stream waiting for
+    a change passes it to the wait, which then returns at once, so the
+    stream frees its place. asyncio only, as the change hub is.
     """
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
-        self._task: asyncio.Task[object] | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._ended = False
-        self._gone = False
+        self.gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def __aenter__(self) -> EventStream:
-        self._task = asyncio.current_task()
         self._watcher = asyncio.ensure_future(self._watch())
         return self
 
@@ -57,23 +54,18 @@ class EventStream:
         kind: type[BaseException] | None,
         error: BaseException | None,
         traceback: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         self._ended = True
         if self._watcher is not None:
             self._watcher.cancel()
-        if self._gone and self._task is not None and kind is asyncio.CancelledError:
-            self._task.uncancel()
-            return True
-        return False
 
     async def _watch(self) -> None:
         # uvicorn answers "http.disconnect" to a receive after the response
         # has ended too: only one before that is the client going away.
         while (await self._receive())["type"] != "http.disconnect":
             pass
-        if not self._ended and self._task is not None:
-            self._gone = True
-            self._task.cancel()
+        if not self._ended and not self.gone.done():
+            self.gone.set_result(None)
 
     async def start(self, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         """The response's head: status 200, the SSE headers, ``headers``."""

@@ -230,6 +230,8 @@ class _Endpoint:
         beat = now + HEARTBEAT_SECONDS
         seen = None  # what the hub's look that woke it read
         while not hub.closing:
+            if stream.gone.done():
+                return  # nobody to end the body for
             step: feeds.Step | None = None
             generation: int
             if seen is not None:
@@ -261,7 +263,9 @@ class _Endpoint:
                 beat = now + HEARTBEAT_SECONDS
             if len(step.events) < feeds.BATCH:
                 left = beat - now if ends is None else min(beat, ends) - now
-                seen = await hub.wait(generation, feed.interest, left)
+                seen = await hub.wait(
+                    generation, feed.interest, left, until=stream.gone
+                )
         await stream.write(b"", last=True)
 
     async def _wait(
