@@ -165,11 +165,18 @@ class Changes:
                     self._cond.notify_all()  # the watcher stops at once
 
     async def wait(
-        self, generation: int, interest: Interest, timeout: float
+        self,
+        generation: int,
+        interest: Interest,
+        timeout: float,
+        until: asyncio.Future[None] | None = None,
     ) -> Found | None:
         """Until a change matching ``interest`` is found after ``generation``
-        (the hub's when the waiter last read the store), or ``timeout``:
-        what the look that woke it read, or None (re-read the store)."""
+        (the hub's when the waiter last read the store), ``timeout``, or
+        ``until`` is done (a stream's client went away): what the look that
+        woke it read, or None (re-read the store)."""
+        if until is not None and until.done():
+            return None
         loop = asyncio.get_running_loop()
         self._watch_shutdown(loop)
         woken: asyncio.Future[None] = loop.create_future()
@@ -177,10 +184,18 @@ class Changes:
         if timeout <= 0 or not self._subscribe(subscriber, generation):
             return None
         timer = loop.call_later(timeout, _settle, woken)
+
+        def stop(_: asyncio.Future[None]) -> None:
+            _settle(woken)
+
+        if until is not None:
+            until.add_done_callback(stop)
         try:
             await woken
         finally:
             timer.cancel()
+            if until is not None:
+                until.remove_done_callback(stop)
             self._unsubscribe_one(subscriber)
         return subscriber.found
 
@@ -401,7 +416,7 @@ def _settle(future: asyncio.Future[None]) -> None:
 
 def _server_stopping() -> bool:
     """Whether the uvicorn server of this process was told to stop: its
-    SIGTERM handler is a method of the server (how sse-starlette finds it)."""
+    SIGTERM handler is a method of the server."""
     handler = signal.getsignal(signal.SIGTERM)
     server = getattr(handler, "__self__", None)
     return bool(getattr(server, "should_exit", False))

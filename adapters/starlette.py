@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import parse_qs
@@ -24,6 +24,7 @@ from jobstatus_core.waiting import Waiting, finish
 
 from .changes import changes_for
 from .cors import asgi_middleware
+from .eventstream import HEARTBEAT, EventStream
 from .metrics import ASGIMetrics, Metrics
 from .offload import StoreThreads
 from .routing import origin_path
@@ -207,56 +208,65 @@ class _Endpoint:
         service = self.service
         hub = changes_for(service)
         with hub.waiter(service.max_streams, "open streams"):
-            # sse-starlette imports uvicorn: loaded when a stream opens, so
-            # that `import jobstatus` loads no server.
-            from sse_starlette import EventSourceResponse
+            # Read before the head is sent, so that a failure is answered
+            # as one.
+            if feed.after is None:
+                first = await self._run(lambda: feeds.snapshot(service, feed))
+            else:
+                first = feeds.Step((), feeds.READY, feed.after, False)
+            async with EventStream(receive, send) as stream:
+                await stream.start()
+                await stream.write(first.wire, last=first.ended)
+                if not first.ended:
+                    await self._follow(feed, first.position, stream)
 
-            async def events() -> AsyncIterator[bytes]:
-                # Bytes, encoded by the feed: sse-starlette sends them as
-                # they are, and streams woken by one change share them.
-                if feed.after is None:
-                    start = await self._run(lambda: feeds.snapshot(service, feed))
-                    yield start.wire
-                    if start.ended:
-                        return
-                    position = start.position
-                else:
-                    position = feed.after
-                    yield feeds.READY
-                limit = service.stream_seconds
-                ends = service.timer() + limit if limit else None
-                seen = None  # what the hub's look that woke it read
-                while not hub.closing:
-                    step: feeds.Step | None = None
-                    generation: int
-                    if seen is not None:
-                        step = feeds.changes_found(service, feed, position, seen)
-                        generation = seen.generation  # read as of that look
-                        # Not held while a slow client takes the bytes: the
-                        # look's rows and shared events are every stream's.
-                        seen = None
-                    if step is None:
-                        generation = hub.generation
-                        step = await self._run(
-                            functools.partial(feeds.changes, service, feed, position)
-                        )
-                    position = step.position
-                    if step.wire:
-                        yield step.wire
-                    left = HEARTBEAT_SECONDS
-                    if ends is not None:
-                        left = min(left, ends - service.timer())
-                    if step.ended or left <= 0:
-                        return  # a client resumes after the last event's id
-                    if len(step.events) < feeds.BATCH:
-                        seen = await hub.wait(generation, feed.interest, left)
-
-            response = EventSourceResponse(
-                events(),
-                ping=HEARTBEAT_SECONDS,
-                headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
-            )
-            await response(scope, receive, send)
+    async def _follow(self, feed: Feed, position: int, stream: EventStream) -> None:
+        """Each change after ``position`` as it happens, a heartbeat when
+        there is none for a while; ends the body when the stream is over."""
+        service = self.service
+        hub = changes_for(service)
+        now = service.timer()
+        ends = now + service.stream_seconds if service.stream_seconds else None
+        beat = now + HEARTBEAT_SECONDS
+        seen = None  # what the hub's look that woke it read
+        while not hub.closing:
+            if stream.gone.done():
+                return  # nobody to end the body for
+            step: feeds.Step | None = None
+            generation: int
+            if seen is not None:
+                step = feeds.changes_found(service, feed, position, seen)
+                generation = seen.generation  # read as of that look
+                # Not held while a slow client takes the bytes: the look's
+                # rows and shared events are every stream's.
+                seen = None
+            if step is None:
+                generation = hub.generation
+                try:
+                    step = await self._run(
+                        functools.partial(feeds.changes, service, feed, position)
+                    )
+                except ApiError:
+                    break  # after the head, an error can only end the stream
+            position = step.position
+            now = service.timer()
+            if step.ended or (ends is not None and now >= ends):
+                # The last events and the body's end in one write; a client
+                # resumes after the last event's id.
+                await stream.write(step.wire, last=True)
+                return
+            if step.wire:
+                await stream.write(step.wire)
+                beat = now + HEARTBEAT_SECONDS
+            elif now >= beat:
+                await stream.write(HEARTBEAT)
+                beat = now + HEARTBEAT_SECONDS
+            if len(step.events) < feeds.BATCH:
+                left = beat - now if ends is None else min(beat, ends) - now
+                seen = await hub.wait(
+                    generation, feed.interest, left, until=stream.gone
+                )
+        await stream.write(b"", last=True)
 
     async def _wait(
         self,

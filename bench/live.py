@@ -8,7 +8,9 @@ Run by hand (not a test):  python bench/live.py [--clients 1000] [--seconds 60]
    by long-polling ``GET /v1/job/{id}?wait=30``, and by the per-job feed
    ``GET /v1/job/{id}/events``. Requests sent and the server's CPU seconds
    (from /proc), side by side in one run.
-2. Wake-up latency: 1, 100 and N subscribers of the feed, on one server
+2. Wake-up latency: 1, 100 and N subscribers of the feed: in-process (a
+   ``memory://`` server that records the change itself,
+   bench/live_inprocess.py), on one server of a store another process writes
    and, with Redis installed, across two servers sharing one Redis. "one job":
    all follow one job, which changes once — the time until each has the
    event. "own jobs": each follows a job of its own, and 50 of those jobs
@@ -71,13 +73,17 @@ class Measured(NamedTuple):
 def serve(
     store: str, directory: str, code: str | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """``code``: a directory of packages to run instead of this checkout's."""
+    """``code``: a directory of packages to run instead of this checkout's.
+    ``memory://``: bench/live_inprocess.py, which records changes itself."""
     env = {**os.environ, "API_KEY": KEY, "JOBSTATUS_STORE": store}
     if code is not None:
         env["PYTHONPATH"] = os.pathsep.join(
             [code, *filter(None, [os.environ.get("PYTHONPATH")])]
         )
     env["JOBSTATUS_MAX_WAITERS"] = env["JOBSTATUS_MAX_STREAMS"] = "5000"
+    if store.startswith("memory:"):
+        script = str(Path(__file__).resolve().parent / "live_inprocess.py")
+        return start_server(lambda port: [script, str(port)], cwd=directory, env=env)
     return start_server(
         lambda port: [
             "-m",
@@ -275,15 +281,36 @@ def _start_followers(
     return started
 
 
+class Changes:
+    """Records job states and tells the ``time.monotonic()`` of each change:
+    through a Recorder of the store, or for ``memory://`` (which only its
+    server sees) through the in-process server's own route."""
+
+    def __init__(self, store: str, servers: list[Server]) -> None:
+        self.url = servers[0][1] if store.startswith("memory:") else None
+        self.recorder = None if self.url else Recorder(store)
+
+    def __call__(self, state: str, job_id: str) -> float:
+        if self.recorder is None:
+            return float(httpx.post(f"{self.url}/bench/{state}/{job_id}").text)
+        record = {"running": self.recorder.running, "done": self.recorder.done}
+        changed = time.monotonic()
+        record[state](job_id)
+        return changed
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+
+
 def latency(subscribers: int, store: str, servers: list[Server]) -> Measured:
     """Feed subscribers of one job spread over ``servers``; one change; the
     delays until each has the event, in seconds."""
     targets = [(servers[i % len(servers)][1], "probe") for i in range(subscribers)]
     started = _start_followers(targets, each=False)
-    recorder = Recorder(store)
+    change = Changes(store, servers)
     before = sum(cpu_seconds(process.pid) for process, _ in servers)
-    changed = time.monotonic()
-    recorder.done("probe")
+    changed = change("done", "probe")
     delays = []
     for _, conn in started:
         delays += [t - changed for t in conn.recv()[1]]
@@ -292,7 +319,7 @@ def latency(subscribers: int, store: str, servers: list[Server]) -> Measured:
     for process, conn in started:
         client_cpu += conn.recv()[1]
         process.join(10)
-    recorder.close()
+    change.close()
     return Measured(delays, server_cpu, client_cpu)
 
 
@@ -301,9 +328,9 @@ def own_latency(subscribers: int, store: str, servers: list[Server]) -> Measured
     ``PROBES`` of the jobs finish one after another; the delay of each until
     its subscriber has the event, in seconds."""
     ids = [f"own-{i}" for i in range(subscribers)]
-    recorder = Recorder(store)
+    change = Changes(store, servers)
     for job_id in ids:
-        recorder.running(job_id)
+        change("running", job_id)
     urls = [url for _, url in servers]
     targets = [(urls[i % len(urls)], job_id) for i, job_id in enumerate(ids)]
     started = _start_followers(targets, each=True)
@@ -312,8 +339,7 @@ def own_latency(subscribers: int, store: str, servers: list[Server]) -> Measured
     delays: list[float] = []
     step = max(1, subscribers // PROBES)
     for job_id in ids[::step][:PROBES]:
-        changed = time.monotonic()
-        recorder.done(job_id)
+        changed = change("done", job_id)
         conn = owner[job_id]
         if not conn.poll(30):
             raise RuntimeError(f"{job_id} did not arrive")
@@ -324,7 +350,7 @@ def own_latency(subscribers: int, store: str, servers: list[Server]) -> Measured
     for process, _ in started:
         process.terminate()
         process.join(10)
-    recorder.close()
+    change.close()
     return Measured(delays, None, None)
 
 
@@ -338,7 +364,10 @@ def latencies(
     clients: int, codes: dict[str, str | None], follow: list[str], stores: list[str]
 ) -> list[dict[str, object]]:
     rows = []
-    setups: list[tuple[str, str, int]] = [("sqlite", "one server", 1)]
+    setups: list[tuple[str, str, int]] = [
+        ("memory", "in-process", 1),
+        ("sqlite", "one server", 1),
+    ]
     redis = shutil.which("redis-server")
     port = free_port()
     server = None
@@ -362,15 +391,16 @@ def latencies(
                         continue  # the same as "one job"
                     for name, code in codes.items():
                         directory = tempfile.mkdtemp(prefix="bench-latency-")
-                        store = (
-                            f"sqlite://{directory}/jobs.db"
-                            if kind == "sqlite"
-                            else f"redis://127.0.0.1:{port}/0"
-                            f"?prefix={os.path.basename(directory)}:"
-                        )
-                        recorder = Recorder(store)
-                        recorder.running("probe")
-                        recorder.close()
+                        store = {
+                            "memory": "memory://",
+                            "sqlite": f"sqlite://{directory}/jobs.db",
+                            "redis": f"redis://127.0.0.1:{port}/0"
+                            f"?prefix={os.path.basename(directory)}:",
+                        }[kind]
+                        if kind != "memory":  # its server makes its probe
+                            recorder = Recorder(store)
+                            recorder.running("probe")
+                            recorder.close()
                         servers = [
                             serve(store, directory, code) for _ in range(instances)
                         ]
@@ -423,7 +453,9 @@ def main() -> None:
         "--follow", default="one,own", help="latency patterns: one, own or both"
     )
     parser.add_argument(
-        "--stores", default="sqlite,redis", help="latency stores: sqlite, redis"
+        "--stores",
+        default="memory,sqlite,redis",
+        help="latency stores: memory (in-process), sqlite, redis",
     )
     parser.add_argument(
         "--baseline", help="a directory of the packages of the code to compare with"

@@ -141,10 +141,14 @@ def open_feed(service: StatusService, request: Request) -> Reply | Feed:
 def snapshot(service: StatusService, feed: Feed) -> Step:
     """The jobs of the window (a per-job stream: its job, whenever written),
     the position to follow changes from, and whether the stream has ended;
-    on the wire with ``retry:``, or ``READY`` when there is none."""
-    mark = service.store.mark()
+    on the wire with ``retry:``, or ``READY`` when there is none.
+    A store failure is the contract's error (``ApiError``), as it is for
+    every read."""
+    mark = service.store_call("job statuses", service.store.mark)
     cutoff = None if feed.single is not None else feed.cutoff
-    events, position = _after(service, feed, 0, cutoff, everything=True)
+    events, position = service.store_call(
+        "job statuses", lambda: _after(service, feed, 0, cutoff, everything=True)
+    )
     return Step(
         events,
         wire(events, retry=True) if events else READY,
@@ -156,7 +160,9 @@ def snapshot(service: StatusService, feed: Feed) -> Step:
 def changes(service: StatusService, feed: Feed, after: int) -> Step:
     """Events of changes after ``after`` (up to a batch), the position they
     reach, and whether a per-job stream has ended."""
-    events, position = _after(service, feed, after, None, everything=False)
+    events, position = service.store_call(
+        "job statuses", lambda: _after(service, feed, after, None, everything=False)
+    )
     return Step(events, wire(events), position, _ended(service, feed, events))
 
 

@@ -7,7 +7,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -20,9 +20,10 @@ from jobstatus_adapters.changes import changes_for
 from jobstatus_adapters.starlette import create_app
 from jobstatus_adapters.wsgi import WSGIApp
 from jobstatus_backends import store_from_url
-from jobstatus_core import Store
+from jobstatus_core import Store, StoreUnavailable
 from jobstatus_core.cursor import Cursor
-from jobstatus_core.wrapping import wrap
+from jobstatus_core.rows import Query, Row
+from jobstatus_core.wrapping import StoreWrapper, wrap
 
 from .helpers import API_KEY, Clock, service_for, wait_for
 from .test_http_contract import assert_error
@@ -408,3 +409,64 @@ def test_an_idle_stream_sends_a_heartbeat(
             assert chunk, received
             received += chunk
     assert b": ready\r\nretry: 2000\r\n\r\n" in received
+
+
+class _Unreachable(StoreWrapper):
+    """A store whose reads fail while ``down`` is set."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.down = False
+
+    def read(self, job_id: str) -> Row | None:
+        if self.down:
+            raise StoreUnavailable("connection refused")
+        return self.inner.read(job_id)
+
+    def page(self, query: Query) -> list[Row]:
+        if self.down:
+            raise StoreUnavailable("connection refused")
+        return self.inner.page(query)
+
+    def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
+        if self.down:
+            raise StoreUnavailable("connection refused")
+        return self.inner.read_many(job_ids)
+
+
+@pytest.mark.memory
+def test_a_store_down_when_a_stream_opens_is_answered_as_an_error(
+    serve: Callable[[ASGIApp], str],
+) -> None:
+    """The first read comes before the response's head: a failure is the
+    contract's 503, not a 200 whose body breaks off."""
+    store = store_from_url("memory://")
+    store.put({"job_id": "a", "job_status": "running"}, at=NOW)
+    failing = wrap(store, _Unreachable)
+    failing.down = True
+    url = serve(create_app(service_for(failing)))
+    with stream(url, "/v1/job/a/events") as events:
+        answer = events.get(timeout=5)
+    assert answer is not None and answer["status"] == 503
+    assert json.loads(answer["body"])["message"] == "Job store unavailable"
+
+
+@pytest.mark.memory
+def test_a_store_failing_after_the_head_ends_the_stream(
+    serve: Callable[[ASGIApp], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once events flow, a failed read ends the body properly; the client
+    resumes from its last event's id, as after any disconnect. (The hub's
+    own look fails too, so the stream reads for itself after the heartbeat's
+    interval, shortened here.)"""
+    monkeypatch.setattr(starlette_adapter, "HEARTBEAT_SECONDS", 0.3)
+    store = store_from_url("memory://")
+    store.put({"job_id": "a", "job_status": "running"}, at=NOW)
+    failing = wrap(store, _Unreachable)
+    url = serve(create_app(service_for(failing)))
+    with stream(url, "/v1/job/a/events") as events:
+        assert _next_raw_job(events)["data"].startswith('{"job_id":"a"')
+        failing.down = True
+        store.put({"job_id": "a", "job_status": "done"}, at=NOW)
+        while (event := events.get(timeout=5)) is not None:
+            assert event.get("event") != "job", event
