@@ -523,7 +523,9 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             raise WouldBlock("the SQLite connection is in use")
         try:
             with self._breaker.timed():
-                self._follow_the_path()
+                if _identity(self.path) != self._file:
+                    # Reopening (a restored file) migrates: on a thread.
+                    raise WouldBlock("the SQLite file was replaced")
                 conn = self._conn
                 deadline = time.monotonic() + self._breaker.budget
                 conn.set_progress_handler(

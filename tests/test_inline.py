@@ -19,6 +19,7 @@ from starlette.types import ASGIApp
 from jobstatus_adapters.offload import StoreThreads
 from jobstatus_adapters.starlette import create_app
 from jobstatus_backends import jobfiles
+from jobstatus_backends import sqlite as sqlite_backend
 from jobstatus_backends.filesystem import FileStore, WatchedFileStore
 from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_core import TriesInline, WouldBlock, nowait
@@ -231,17 +232,18 @@ def test_a_slow_inline_sqlite_read_sends_the_next_reads_to_threads(
         before = threads.calls
         assert post_job(url, "a").status_code == 200
         assert threads.calls == before, "read on the loop"
-        ordinary = store._follow_the_path
+        ordinary = sqlite_backend._identity
 
-        def stalled() -> None:  # a stat on a stalled disk, on the loop
-            time.sleep(0.6)
-            ordinary()
+        def stalled(path: Path) -> tuple[int, int] | None:
+            time.sleep(0.6)  # a stat on a stalled disk, on the loop
+            return ordinary(path)
 
-        monkeypatch.setattr(store, "_follow_the_path", stalled)
-        assert post_job(url, "a").json()["response"] == {"job_id": "a", "job_status": "done"}
+        monkeypatch.setattr(sqlite_backend, "_identity", stalled)
+        answer = post_job(url, "a").json()["response"]
+        assert answer == {"job_id": "a", "job_status": "done"}
         assert store._breaker.trips == 1
         assert threads.calls == before, "the slow read itself ran on the loop"
-        monkeypatch.setattr(store, "_follow_the_path", ordinary)
+        monkeypatch.setattr(sqlite_backend, "_identity", ordinary)
         for n in range(1, 4):
             assert post_job(url, "a").status_code == 200
             assert threads.calls == before + n, "cooling down: on threads"
