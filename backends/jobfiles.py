@@ -161,6 +161,7 @@ def read_once(
         fingerprint = fingerprint_of(info)
         if info.st_size > max_size:
             raise BadFile(too_large(job_id, max_size), fingerprint, final=True)
+        data: bytes | None
         if nowait:
             data = _read_cached(fd, info.st_size)
         else:

@@ -285,3 +285,33 @@ def test_a_long_inline_sqlite_statement_is_interrupted(
         assert store.read("a") is not None
     finally:
         store.close()
+
+
+@pytest.mark.filesystem
+def test_the_expiring_file_store_reads_its_tombstones_on_threads(
+    tmp_path: Path,
+) -> None:
+    store = FileStore.open(tmp_path, expire="delete")
+    try:
+        store.put({"job_id": "a", "job_status": "done"})
+        assert isinstance(store, TriesInline)
+        for call in (lambda: store.tombstones(["a"]), store.mark):
+            with pytest.raises(WouldBlock), nowait.attempt():
+                call()
+        assert store.tombstones(["a"]) == {}
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite
+def test_an_inline_sqlite_read_never_waits_for_the_connection(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    try:
+        store.put({"job_id": "a", "job_status": "done"})
+        # A thread's call holds the connection.
+        with store._lock, pytest.raises(WouldBlock, match="in use"), nowait.attempt():
+            store.read("a")
+        with nowait.attempt():
+            assert store.read("a") is not None
+    finally:
+        store.close()
