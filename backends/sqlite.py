@@ -528,22 +528,23 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
                     raise WouldBlock("the SQLite file was replaced")
                 conn = self._conn
                 deadline = time.monotonic() + self._breaker.budget
-                conn.set_progress_handler(
-                    lambda: time.monotonic() > deadline, PROGRESS_STEPS
-                )
-                conn.execute("PRAGMA busy_timeout = 0")
                 try:
-                    return action()
+                    conn.execute("PRAGMA busy_timeout = 0")
+                    conn.set_progress_handler(
+                        lambda: time.monotonic() > deadline, PROGRESS_STEPS
+                    )
+                    try:
+                        return action()
+                    finally:
+                        conn.set_progress_handler(None, 0)
+                        busy_ms = int(self._busy_timeout * 1000)
+                        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
                 except sqlite3.OperationalError as exc:
                     if _is_lock_conflict(exc) or "interrupted" in str(exc):
                         raise WouldBlock(f"SQLite: {exc}") from None
                     raise StoreError(f"SQLite error: {exc}") from exc
                 except sqlite3.Error as exc:
                     raise StoreError(f"SQLite error: {exc}") from exc
-                finally:
-                    conn.set_progress_handler(None, 0)
-                    busy_ms = int(self._busy_timeout * 1000)
-                    conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
         finally:
             self._lock.release()
 
