@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from jobstatus_core import StatusService, StoreUnavailable
+from jobstatus_core import StatusService, StoreUnavailable, WouldBlock
 from jobstatus_core.contract import Match, Router
 from jobstatus_core.protocol import Indexed
 
@@ -115,6 +115,8 @@ class _JobCounts(Collector):
         )
         try:
             counts = self.service.store.counts(None, None)
+        except WouldBlock:
+            raise  # tried again on a thread: not a failure
         except Exception as exc:
             self.metrics.count_store_error(exc)
             counts = {}

@@ -45,9 +45,13 @@ class StoreThreads:
         # (loop, the batch it is gathering), per thread: a thread runs one
         # loop at a time.
         self._gathering = threading.local()
+        #: Calls handed to the workers so far: with a ``TriesInline`` store,
+        #: the reads that would have waited on the loop.
+        self.calls = 0
 
     async def run(self, call: Callable[[], T]) -> T:
         """``call()`` on a worker thread; its result or exception here."""
+        self.calls += 1
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -14,7 +14,15 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from jobstatus_core import ApiError, Inline, Reply, StatusService
+from jobstatus_core import (
+    ApiError,
+    Inline,
+    Reply,
+    StatusService,
+    TriesInline,
+    WouldBlock,
+    nowait,
+)
 from jobstatus_core import feed as feeds
 from jobstatus_core.contract import OPERATIONS, Operation, Router, normalized_prefix
 from jobstatus_core.feed import Feed
@@ -127,8 +135,11 @@ class _Endpoint:
         self.allowed = tuple(methods)
         # Store calls block (disk, sockets): keep them off the event loop,
         # unless the store says it never waits (memory://), where the thread
-        # hop would cost more than the call.
+        # hop would cost more than the call, or that it can try a read
+        # without waiting (the indexed file store): tried here first, on a
+        # thread only when it would wait.
         self.threads = None if isinstance(service.store, Inline) else threads
+        self.tries_inline = isinstance(service.store, TriesInline)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         service = self.service
@@ -196,9 +207,17 @@ class _Endpoint:
         return await self._run(lambda: service.handle(operation, request))
 
     async def _run(self, call: Callable[[], T]) -> T:
-        if self.threads is not None:
-            return await self.threads.run(call)
-        return call()
+        # Every call made here reads (no HTTP operation writes to the
+        # store), so one refused inline is safe to run again on a thread.
+        if self.threads is None:
+            return call()
+        if self.tries_inline:
+            try:
+                with nowait.attempt():
+                    return call()
+            except WouldBlock:
+                pass
+        return await self.threads.run(call)
 
     async def _stream(
         self, feed: Feed, scope: Scope, receive: Receive, send: Send

@@ -50,6 +50,7 @@ class ExpiringFileStore(FileStore):
     def mark(self) -> Mark:
         # Another process's expiries: their files' deletions moved this
         # index's head by one each, their tombstones took later positions.
+        self._refuse_inline()  # the tombstone file is read with waits
         buried = self._graves.head()
         if buried:
             self._query(lambda jobs: jobs.reach(buried))
@@ -97,10 +98,12 @@ class ExpiringFileStore(FileStore):
         return tombs
 
     def tombstones(self, job_ids: Sequence[str]) -> dict[str, Tombstone]:
+        self._refuse_inline()
         found = self._graves.of(list(job_ids))
         return {tomb.job_id: tomb for tomb in self._dead(list(found.values()))}
 
     def buried(self, query: Query) -> list[Tombstone]:
+        self._refuse_inline()
         found: list[Tombstone] = []
         after = query.after
         while len(found) < query.limit:

@@ -28,10 +28,13 @@ from jobstatus_core import (
     Mark,
     Row,
     StoreError,
+    TriesInline,
     VersionedStoreBase,
+    WouldBlock,
     checked_at,
     checked_job_id,
     jsontext,
+    nowait,
 )
 from jobstatus_core.errors import one_line_reason
 from jobstatus_core.rows import Query, Window
@@ -77,6 +80,10 @@ class FileStore(VersionedStoreBase):
         self.lock_path = os.path.join(self.root, LOCK_PATH)
         # Queries answered by scanning (no index, or the index failed).
         self._scan = ScannedJobs(self.jobs_dir, max_file_size)
+        # Inline reads (``TriesInline``): timed, and tried only while the
+        # file system can read without waiting (one probe for its life).
+        self._breaker = nowait.Breaker()
+        self._reads_nowait = True
         self.index: JobIndex | None = None
         if index:
             self.index = self._start_index(reconcile_interval, observer_factory)
@@ -150,28 +157,39 @@ class FileStore(VersionedStoreBase):
         return index
 
     def read(self, job_id: str) -> Row | None:
-        # One open, fstat and read: the version comes from the same fstat.
-        found = jobfiles.read_job(self.jobs_dir, job_id, self.max_file_size)
-        if found is None:
-            return None
-        return self._row(job_id, found, self._observe(job_id, found))
+        with self._attempt() as inline:
+            # One open, fstat and read: the version comes from the same fstat.
+            found = jobfiles.read_job(
+                self.jobs_dir, job_id, self.max_file_size, nowait=inline
+            )
+            if found is None:
+                return None
+            return self._row(job_id, found, self._observe(job_id, found))
 
     def window(self, cutoff: float) -> Window:
-        return self._query(lambda jobs: jobs.window(cutoff))
+        with self._attempt():
+            return self._query(lambda jobs: jobs.window(cutoff))
 
     def page(self, query: Query) -> list[Row]:
-        rows = self._query(lambda jobs: jobs.page(query))
-        if not query.records:
-            return rows
-        return [row for row in map(self._with_record, rows) if row is not None]
+        with self._attempt() as inline:
+            rows = self._query(lambda jobs: jobs.page(query))
+            if not query.records:
+                return rows
+            return [
+                row
+                for row in (self._with_record(row, inline) for row in rows)
+                if row is not None
+            ]
 
     def counts(
         self, statuses: frozenset[str] | None, cutoff: float | None
     ) -> dict[str, int]:
-        return self._query(lambda jobs: jobs.counts(statuses, cutoff))
+        with self._attempt():
+            return self._query(lambda jobs: jobs.counts(statuses, cutoff))
 
     def mark(self) -> Mark:
-        return Mark(EPOCH, self._query(lambda jobs: jobs.head()))
+        with self._attempt():
+            return Mark(EPOCH, self._query(lambda jobs: jobs.head()))
 
     def jobs(self) -> list[tuple[str, float]]:
         if not self.exists():
@@ -181,7 +199,8 @@ class FileStore(VersionedStoreBase):
         ]
 
     def exists(self) -> bool:
-        return os.path.isdir(self.jobs_dir)
+        with self._attempt():
+            return os.path.isdir(self.jobs_dir)
 
     def check(self) -> None:
         """A ``jobs`` entry that is there must be a directory this process can
@@ -264,6 +283,35 @@ class FileStore(VersionedStoreBase):
         finally:
             os.close(fd)  # releases the lock
 
+    @contextlib.contextmanager
+    def _attempt(self) -> Iterator[bool]:
+        """A read, inline when asked (``nowait``): yields whether it is.
+
+        Only an index answers without scanning the directory: without one,
+        or once the file system has refused ``RWF_NOWAIT``, every inline
+        attempt is refused. The rest are timed by the breaker, which bounds
+        what it cannot refuse ahead: an ``open`` whose path lookup meets a
+        cold inode, a wait for the index's lock while a reconcile round or
+        another request's refresh reads files under it.
+        """
+        if not nowait.asked():
+            yield False
+            return
+        if self.index is None or not self._reads_nowait:
+            raise WouldBlock("the file store reads on threads")
+        with self._breaker.timed():
+            try:
+                yield True
+            except jobfiles.NoWaitUnsupported as exc:
+                self._reads_nowait = False
+                logger.debug("no RWF_NOWAIT reads in %s (%s)", self.jobs_dir, exc)
+                raise
+
+    def _refuse_inline(self) -> None:
+        """For calls that read with ordinary I/O: on a thread, always."""
+        if nowait.asked():
+            raise WouldBlock("this call reads on threads")
+
     def _observe(self, job_id: str, found: jobfiles.JobFile) -> int:
         return self._query(lambda jobs: jobs.observe(job_id, found))
 
@@ -272,15 +320,20 @@ class FileStore(VersionedStoreBase):
             try:
                 return call(self.index)
             except Exception:
+                if nowait.asked():
+                    # Scanning instead is for a thread, which tries again.
+                    raise WouldBlock("the job index failed") from None
                 logger.exception("the job index failed; scanning instead")
         return call(self._scan)
 
-    def _with_record(self, row: Row) -> Row | None:
+    def _with_record(self, row: Row, inline: bool) -> Row | None:
         # A file that changed since it was indexed is answered as it is now,
         # at its indexed place; the index places it again later (a repeat,
         # never a skip). One that is gone or broken now is left out.
         try:
-            found = jobfiles.read_once(self.jobs_dir, row.job_id, self.max_file_size)
+            found = jobfiles.read_once(
+                self.jobs_dir, row.job_id, self.max_file_size, nowait=inline
+            )
         except (jobfiles.BadFile, OSError):
             return None
         return None if found is None else self._row(row.job_id, found, row.position)
@@ -292,7 +345,7 @@ class FileStore(VersionedStoreBase):
         return Row(job_id, text, found.mtime, found.version, position, found.record)
 
 
-class WatchedFileStore(FileStore):
+class WatchedFileStore(FileStore, TriesInline):
     """The file store with its index, declared ``Notifying``: subscribers are
     called when the observer sees a file in ``jobs/`` change (the Toolkit's
     own writes included, within the observer's latency), when a reconcile

@@ -14,13 +14,14 @@ import logging
 import os
 import re
 import stat
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
-from jobstatus_core import Record, StoreError, is_valid_job_id
+from jobstatus_core import Record, StoreError, WouldBlock, is_valid_job_id
 from jobstatus_core.validation import JOB_ID_PATTERN
 
 SUFFIX = ".json"
@@ -121,14 +122,24 @@ def too_large(job_id: str, max_size: int) -> str:
     return f"the file of job {job_id} is larger than {max_size} bytes"
 
 
+class NoWaitUnsupported(WouldBlock):
+    """The file system cannot read without waiting (``RWF_NOWAIT``)."""
+
+
 def read_once(
-    jobs_dir: str, job_id: str, max_size: int = DEFAULT_MAX_FILE_SIZE
+    jobs_dir: str,
+    job_id: str,
+    max_size: int = DEFAULT_MAX_FILE_SIZE,
+    *,
+    nowait: bool = False,
 ) -> JobFile | None:
     """The record and its mtime, from one read; None when there is no such
     regular file. Never waits: listings and the index read this way.
 
     Raises ``BadFile`` when the file is larger than ``max_size`` (unread) or
-    is not a JSON object, and ``OSError`` when it cannot be read.
+    is not a JSON object, and ``OSError`` when it cannot be read. ``nowait``:
+    the bytes are read only from the page cache, else ``WouldBlock``
+    (``NoWaitUnsupported`` where the file system cannot tell).
     """
     if not is_valid_job_id(job_id):
         return None
@@ -150,7 +161,11 @@ def read_once(
         fingerprint = fingerprint_of(info)
         if info.st_size > max_size:
             raise BadFile(too_large(job_id, max_size), fingerprint, final=True)
-        data = _read_to_end(fd, info.st_size, max_size)
+        data: bytes | None
+        if nowait:
+            data = _read_cached(fd, info.st_size)
+        else:
+            data = _read_to_end(fd, info.st_size, max_size)
         if data is None:
             raise BadFile(too_large(job_id, max_size), fingerprint, final=True)
     finally:
@@ -186,20 +201,48 @@ def _read_to_end(fd: int, size: int, max_size: int) -> bytes | None:
     return None if total > max_size else b"".join(chunks)
 
 
+def _read_cached(fd: int, size: int) -> bytes:
+    """The file's ``size`` bytes from the page cache, or ``WouldBlock``."""
+    if sys.platform != "linux":
+        raise NoWaitUnsupported("no RWF_NOWAIT on this platform")
+    buffer = bytearray(size + 1)
+    try:
+        got = os.preadv(fd, [buffer], 0, os.RWF_NOWAIT)
+    except BlockingIOError:
+        raise WouldBlock("the job file is not in the page cache") from None
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise NoWaitUnsupported(exc.strerror or "RWF_NOWAIT") from None
+        raise
+    if got != size:
+        # Partly cached, or it grew or shrank since fstat: the ordinary read
+        # (on a thread) reads on to the end with every check.
+        raise WouldBlock("the job file read short without waiting")
+    return bytes(memoryview(buffer)[:got])
+
+
 def read_job(
-    jobs_dir: str, job_id: str, max_size: int = DEFAULT_MAX_FILE_SIZE
+    jobs_dir: str,
+    job_id: str,
+    max_size: int = DEFAULT_MAX_FILE_SIZE,
+    *,
+    nowait: bool = False,
 ) -> JobFile | None:
     """The job file, for one request; None when absent.
 
     A file that does not parse is taken for one being written, and read again
     after short waits. Raises ``UnreadableRecord`` when it never parses or is
     too large. Sleeps: never call it holding a lock others wait on.
+    ``nowait``: see ``read_once``; a file that does not parse raises
+    ``WouldBlock`` instead of waiting to read it again.
     """
     delays = iter(RETRY_DELAYS_SECONDS)
     while True:
         try:
-            found = read_once(jobs_dir, job_id, max_size)
+            found = read_once(jobs_dir, job_id, max_size, nowait=nowait)
         except BadFile as exc:
+            if nowait and not exc.final:
+                raise WouldBlock("the job file may be being written") from None
             delay = None if exc.final else next(delays, None)
             if delay is None:
                 raise UnreadableRecord(exc.reason) from None

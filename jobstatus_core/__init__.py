@@ -15,6 +15,7 @@ from .errors import (
     JobStatusError,
     StoreError,
     StoreUnavailable,
+    WouldBlock,
 )
 from .problems import ApiError
 from .protocol import (
@@ -25,6 +26,7 @@ from .protocol import (
     Inline,
     Presence,
     Store,
+    TriesInline,
     Versioned,
     checked_at,
     checked_job_id,
@@ -70,9 +72,11 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "Tombstone",
+    "TriesInline",
     "Versioned",
     "VersionedStoreBase",
     "Window",
+    "WouldBlock",
     "__version__",
     "checked_at",
     "checked_job_id",

@@ -37,3 +37,10 @@ def one_line_reason(exc: BaseException) -> str:
         text = type(exc).__name__
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return first[:200]
+
+
+class WouldBlock(JobStatusError):
+    """A store asked not to wait (``nowait.attempt``) would have had to: a
+    page not in the page cache, a lock held, a call over its time budget.
+    Nothing was changed; the caller runs the same call again where waiting
+    is fine (a worker thread)."""

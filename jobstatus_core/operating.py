@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .errors import WouldBlock
 from .problems import ApiError, route_not_found, store_unavailable
 from .requests import Request
 
@@ -22,6 +23,8 @@ def readyz(service: StatusService, request: Request) -> Reply:
     503: a load balancer stops sending requests that could only fail."""
     try:
         service.store.mark()
+    except WouldBlock:
+        raise  # tried again on a thread: not a failure
     except Exception as exc:
         service.note_store_error(exc)
         return service.fail(request, store_unavailable())

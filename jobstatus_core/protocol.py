@@ -185,6 +185,17 @@ class Inline:
     """
 
 
+class TriesInline:
+    """Declares a store whose reads can be tried on the event loop: inside
+    ``nowait.attempt()`` it raises ``WouldBlock`` instead of waiting (on the
+    disk, a lock, or longer than its budget), having changed nothing.
+
+    A nominal marker, like ``Inline``: the Starlette adapter tries such a
+    store's reads on the loop and runs the ones that would block again on a
+    worker thread (docs/writing-a-store.md).
+    """
+
+
 @runtime_checkable
 class Checkable(Protocol):
     """A store that can prove, at start, that it will serve: the built-in

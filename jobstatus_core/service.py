@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import cursor, errors, jsontext, problems, tokens
 from .auth import API_KEY_HEADER
 from .envelope import Host, envelope
-from .errors import ConfigError, StoreError, StoreUnavailable
+from .errors import ConfigError, StoreError, StoreUnavailable, WouldBlock
 from .listing import Listings
 from .problems import ApiError
 from .protocol import Expiring, Presence, Store
@@ -327,6 +327,9 @@ class StatusService:
             hook(exc)
 
     def _store_error(self, what: str, exc: Exception) -> ApiError:
+        if isinstance(exc, WouldBlock):
+            # Not a failure: the adapter runs the call again on a thread.
+            raise exc
         self.note_store_error(exc)
         if isinstance(exc, StoreUnavailable):
             self.logger.warning(

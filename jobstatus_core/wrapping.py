@@ -22,6 +22,7 @@ from .protocol import (
     Notifying,
     Presence,
     Store,
+    TriesInline,
     Versioned,
 )
 from .rows import Mark, Query, Row, Stale, Tombstone, Window
@@ -170,6 +171,8 @@ def wrap(inner: Store, wrapper: type[W], *args: Any, **kwargs: Any) -> W:
         bases.append(_ForwardsExpiry)
     if isinstance(inner, Inline):
         bases.append(Inline)
+    if isinstance(inner, TriesInline):
+        bases.append(TriesInline)
     kind = wrapper if len(bases) == 1 else type(wrapper.__name__, tuple(bases), {})
     made = kind(inner, *args, **kwargs)
     assert isinstance(made, wrapper)

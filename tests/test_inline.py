@@ -1,0 +1,228 @@
+"""Reads tried on the event loop (``TriesInline``), and the bound on how long
+a slow disk can hold the loop: the real file store, a real uvicorn server;
+faults (a slow read, a file system without RWF_NOWAIT) injected with
+monkeypatch. SQLite does not try inline (no gain measured: docs/performance.md)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.types import ASGIApp
+
+from jobstatus_adapters.offload import StoreThreads
+from jobstatus_adapters.starlette import create_app
+from jobstatus_backends import jobfiles
+from jobstatus_backends.filesystem import FileStore, WatchedFileStore
+from jobstatus_core import TriesInline, WouldBlock, nowait
+from jobstatus_core.wrapping import StoreWrapper, wrap
+
+from .helpers import API_KEY, service_for
+
+JOB = "/v1/toolkit/job/status"
+#: Far above any answer from a loop that is not stalled, far below the delay
+#: injected into the slow read: only a stalled loop crosses it.
+SLOW_READ_SECONDS = 2.0
+PROMPT_SECONDS = 1.0
+
+
+def store_threads(app: Any) -> StoreThreads:
+    threads = app.routes[0].endpoint.threads
+    assert isinstance(threads, StoreThreads)
+    return threads
+
+
+def evict(path: Path) -> None:
+    """Flush the file and drop its pages from the page cache. (Not checked
+    here with a RWF_NOWAIT read: a refused one starts reading the file in.)"""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def post_job(url: str, job_id: str) -> httpx.Response:
+    return httpx.post(
+        url + JOB, json={"job_id": job_id}, headers={"x-api-key": API_KEY}, timeout=30
+    )
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Iterator[FileStore]:
+    store = FileStore.open(tmp_path)
+    assert isinstance(store, WatchedFileStore)
+    # A budget no read on a loaded machine reaches: the breaker has its own
+    # tests; here an inline attempt is refused only by the page cache.
+    store._breaker = nowait.Breaker(budget=60.0)
+    yield store
+    store.close()
+
+
+@pytest.mark.core
+def test_a_breaker_pauses_inline_calls_after_one_over_its_budget() -> None:
+    now = [100.0]
+    breaker = nowait.Breaker(budget=0.002, cooldown=5.0, clock=lambda: now[0])
+    with breaker.timed():
+        now[0] += 0.001
+    assert breaker.allows() and breaker.trips == 0
+    with breaker.timed():
+        now[0] += 0.5  # a slow call is not stopped: it ends late
+    assert breaker.trips == 1 and not breaker.allows()
+    with pytest.raises(WouldBlock), breaker.timed():
+        pass
+    now[0] += 5.0
+    assert breaker.allows()
+
+
+@pytest.mark.core
+def test_nowait_is_asked_only_inside_an_attempt() -> None:
+    assert not nowait.asked()
+    with nowait.attempt():
+        assert nowait.asked()
+        seen: list[bool] = []
+        other = threading.Thread(target=lambda: seen.append(nowait.asked()))
+        other.start()
+        other.join()
+        assert seen == [False], "a worker thread reads the ordinary way"
+    assert not nowait.asked()
+
+
+class Counting(StoreWrapper):
+    """A wrapper as a host writes one."""
+
+
+@pytest.mark.filesystem
+def test_only_the_indexed_file_store_tries_inline(tmp_path: Path) -> None:
+    indexed = FileStore.open(tmp_path)
+    scanning = FileStore.open(tmp_path, index=False)
+    try:
+        assert isinstance(indexed, TriesInline)
+        assert isinstance(wrap(indexed, Counting), TriesInline)
+        assert not isinstance(scanning, TriesInline)
+        scanning.put({"job_id": "a", "job_status": "done"})
+        with pytest.raises(WouldBlock), nowait.attempt():
+            scanning.read("a")  # would scan the directory: on a thread
+        assert scanning.read("a") is not None
+    finally:
+        indexed.close()
+        scanning.close()
+
+
+@pytest.mark.filesystem
+def test_a_file_out_of_the_page_cache_is_not_read_inline(files: FileStore) -> None:
+    files.put({"job_id": "a", "job_status": "done"})
+    evict(Path(files.jobs_dir, "a.json"))
+    with pytest.raises(WouldBlock, match="page cache"), nowait.attempt():
+        files.read("a")
+
+
+@pytest.mark.filesystem
+def test_a_half_written_file_is_read_again_on_a_thread(files: FileStore) -> None:
+    files.put({"job_id": "a", "job_status": "done"})
+    Path(files.jobs_dir, "a.json").write_text('{"job_id": "a", "job_st')
+    with pytest.raises(WouldBlock), nowait.attempt():
+        files.read("a")  # never sleeps on the loop before reading it again
+    with pytest.raises(jobfiles.UnreadableRecord):
+        files.read("a")
+
+
+@pytest.mark.filesystem
+def test_a_file_system_without_rwf_nowait_stops_inline_reads_for_good(
+    files: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files.put({"job_id": "a", "job_status": "done"})
+    calls: list[int] = []
+
+    def unsupported(fd: int, buffers: Any, offset: int, flags: int = 0) -> int:
+        calls.append(flags)
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(os, "preadv", unsupported)
+    for _ in range(3):
+        with pytest.raises(WouldBlock), nowait.attempt():
+            files.read("a")
+    assert calls == [os.RWF_NOWAIT], "one probe, then no more attempts"
+    found = files.read("a")
+    assert found is not None and found.record["job_status"] == "done"
+
+
+@pytest.mark.filesystem
+def test_an_evicted_job_file_is_answered_from_a_store_thread(
+    files: FileStore, serve: Callable[[ASGIApp], str]
+) -> None:
+    files.put({"job_id": "cold", "job_status": "done"})
+    files.put({"job_id": "warm", "job_status": "running"})
+    app = create_app(service_for(files))
+    url = serve(app)
+    threads = store_threads(app)
+    assert post_job(url, "warm").json()["response"]["job_status"] == "running"
+    inline_calls = threads.calls
+    assert post_job(url, "warm").json()["response"]["job_status"] == "running"
+    assert threads.calls == inline_calls, "a cached file is read on the loop"
+    evict(Path(files.jobs_dir, "cold.json"))
+    answer = post_job(url, "cold")
+    assert answer.status_code == 200
+    assert answer.json()["response"] == {"job_id": "cold", "job_status": "done"}
+    assert threads.calls == inline_calls + 1, "the evicted file: on a thread"
+
+
+@pytest.mark.filesystem
+def test_a_slow_read_on_a_thread_does_not_stall_the_loop(
+    files: FileStore,
+    serve: Callable[[ASGIApp], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files.put({"job_id": "cold", "job_status": "done"})
+    files.put({"job_id": "warm", "job_status": "running"})
+    url = serve(create_app(service_for(files)))
+    assert post_job(url, "warm").status_code == 200
+    evict(Path(files.jobs_dir, "cold.json"))
+    reading = threading.Event()
+    ordinary_read = jobfiles._read_to_end
+
+    def slow_read(fd: int, size: int, max_size: int) -> bytes | None:
+        reading.set()
+        time.sleep(SLOW_READ_SECONDS)  # a stalled disk
+        return ordinary_read(fd, size, max_size)
+
+    monkeypatch.setattr(jobfiles, "_read_to_end", slow_read)
+    answers: list[httpx.Response] = []
+    slow = threading.Thread(target=lambda: answers.append(post_job(url, "cold")))
+    slow.start()
+    try:
+        assert reading.wait(10), "the evicted file went to the thread path"
+        started = time.monotonic()
+        health = httpx.get(url + "/healthz", timeout=30)
+        other = post_job(url, "warm")
+        took = time.monotonic() - started
+    finally:
+        slow.join(30)
+    assert health.status_code == 200
+    assert other.json()["response"] == {"job_id": "warm", "job_status": "running"}
+    assert took < PROMPT_SECONDS, f"the loop waited on the slow read ({took:.2f} s)"
+    assert answers[0].json()["response"] == {"job_id": "cold", "job_status": "done"}
+
+
+@pytest.mark.filesystem
+def test_the_expiring_file_store_reads_its_tombstones_on_threads(
+    tmp_path: Path,
+) -> None:
+    store = FileStore.open(tmp_path, expire="delete")
+    try:
+        store.put({"job_id": "a", "job_status": "done"})
+        assert isinstance(store, TriesInline)
+        for call in (lambda: store.tombstones(["a"]), store.mark):
+            with pytest.raises(WouldBlock), nowait.attempt():
+                call()
+        assert store.tombstones(["a"]) == {}
+    finally:
+        store.close()
