@@ -7,7 +7,8 @@ from dataclasses import replace
 from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
-from . import cursor, params, problems, tokens
+from . import cursor, jsontext, params, problems, tokens
+from .pages import PageKey
 from .problems import ApiError, invalid_payload
 from .requests import Request
 from .rows import Query, Row
@@ -62,8 +63,17 @@ def list_jobs(service: StatusService, request: Request) -> Reply:
             raise cursor.cursor_expired()
         cutoff = None if since is None else service.clock() - since
         after = 0 if resume is None else resume.position
-        wanted = Query(statuses, cutoff, after, limit + 1, with_records)
         granted = request.grant.job_ids
+        # A token's page is read by id (at most 1,000 jobs) and not kept.
+        key = (
+            PageKey(statuses, since, after, limit, with_counts, with_records)
+            if granted is None
+            else None
+        )
+        kept = None if key is None else service.pages.get(key, mark, cutoff)
+        if kept is not None:
+            return service.success(request, None, response_json=kept)
+        wanted = Query(statuses, cutoff, after, limit + 1, with_records)
         counts: dict[str, int] | None = None
         if granted is not None:
             rows, counts = service.store_call(
@@ -80,6 +90,7 @@ def list_jobs(service: StatusService, request: Request) -> Reply:
                 )
     except ApiError as err:
         return service.fail(request, err)
+    oldest = min((row.updated_at for row in rows), default=None)
     has_more = len(rows) > limit
     rows = rows[:limit]
     position = rows[-1].position if rows else after
@@ -90,7 +101,10 @@ def list_jobs(service: StatusService, request: Request) -> Reply:
     }
     if counts is not None:
         response["counts"] = {_status_key(text): n for text, n in counts.items()}
-    return service.success(request, response)
+    text = jsontext.encode(response)
+    if key is not None:
+        service.pages.keep(key, mark, cutoff, oldest, text)
+    return service.success(request, None, response_json=text)
 
 
 def batch(service: StatusService, request: Request) -> Reply:
