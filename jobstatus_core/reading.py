@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import replace
 from email.utils import formatdate
@@ -199,13 +200,21 @@ def etag_headers(row: Row) -> tuple[tuple[str, str], ...]:
 def _item(row: Row, with_record: bool) -> dict[str, Any]:
     item: dict[str, Any] = {
         "job_id": row.job_id,
-        "job_status": None if row.status is None else json.loads(row.status),
+        "job_status": None if row.status is None else _status_value(row.status),
         "updated_at": row.updated_at,
         "version": row.version,
     }
     if with_record:
         item["record"] = row.record
     return item
+
+
+@functools.lru_cache(maxsize=1024)
+def _status_value(text: str) -> Any:
+    """A status JSON text as a value, decoded once per text: a page repeats
+    a few statuses across its rows. The value is only ever encoded again,
+    never changed, so sharing it between answers is safe."""
+    return json.loads(text)
 
 
 def _status_key(text: str) -> str:
