@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import replace
 from email.utils import formatdate
+from json.encoder import encode_basestring_ascii as _quoted
 from typing import TYPE_CHECKING, Any
 
 from . import cursor, jsontext, params, problems, tokens
@@ -95,14 +97,16 @@ def list_jobs(service: StatusService, request: Request) -> Reply:
     has_more = len(rows) > limit
     rows = rows[:limit]
     position = rows[-1].position if rows else after
-    response: dict[str, Any] = {
-        "jobs": [_item(row, with_records) for row in rows],
-        "cursor": service.encode_cursor(cursor.Cursor(position, mark.epoch), digest),
-        "has_more": has_more,
-    }
+    # Joined from texts, byte for byte what encoding the page whole would
+    # give (tests/test_pages.py), at half its cost.
+    items = ",".join([_item_text(row, with_records) for row in rows])
+    token = service.encode_cursor(cursor.Cursor(position, mark.epoch), digest)
+    more = "true" if has_more else "false"
+    text = f'{{"jobs":[{items}],"cursor":{_quoted(token)},"has_more":{more}'
     if counts is not None:
-        response["counts"] = {_status_key(text): n for text, n in counts.items()}
-    text = jsontext.encode(response)
+        counted = {_status_key(status): n for status, n in counts.items()}
+        text += f',"counts":{jsontext.encode(counted)}'
+    text += "}"
     if key is not None:
         service.pages.keep(key, mark, cutoff, oldest, text)
     return service.success(request, None, response_json=text)
@@ -197,24 +201,32 @@ def etag_headers(row: Row) -> tuple[tuple[str, str], ...]:
         return (etag,)
 
 
-def _item(row: Row, with_record: bool) -> dict[str, Any]:
-    item: dict[str, Any] = {
-        "job_id": row.job_id,
-        "job_status": None if row.status is None else _status_value(row.status),
-        "updated_at": row.updated_at,
-        "version": row.version,
-    }
+def _item_text(row: Row, with_record: bool) -> str:
+    """A page's ``{"job_id", "job_status", "updated_at", "version"}`` (and
+    ``"record"``) as ``jsontext.encode`` writes it."""
+    status = "null" if row.status is None else _status_text(row.status)
+    text = (
+        f'{{"job_id":{_quoted(row.job_id)},"job_status":{status},'
+        f'"updated_at":{_number(row.updated_at)},"version":{_quoted(row.version)}'
+    )
     if with_record:
-        item["record"] = row.record
-    return item
+        return f'{text},"record":{jsontext.encode(row.record)}}}'
+    return text + "}"
+
+
+def _number(value: float) -> str:
+    # A finite float is written as its repr, as the encoder writes it;
+    # anything else (an int, a non-finite float) as the encoder does.
+    if type(value) is float and math.isfinite(value):
+        return repr(value)
+    return jsontext.encode(value)
 
 
 @functools.lru_cache(maxsize=1024)
-def _status_value(text: str) -> Any:
-    """A status JSON text as a value, decoded once per text: a page repeats
-    a few statuses across its rows. The value is only ever encoded again,
-    never changed, so sharing it between answers is safe."""
-    return json.loads(text)
+def _status_text(text: str) -> str:
+    """A store's status JSON text as answers write it (``jsontext.encode``:
+    strict ASCII), made once per text: a page repeats a few statuses."""
+    return jsontext.encode(json.loads(text))
 
 
 def _status_key(text: str) -> str:

@@ -217,3 +217,68 @@ def test_a_tokens_page_is_not_kept() -> None:
     store.put({"job_id": "a", "job_status": "failed"}, at=91.0)
     assert b'"failed"' in listing(service, {}, grant)
     assert store.pages == 0  # read by id, never paged
+
+
+class RowsStore(MemoryStore):
+    """A memory store whose pages are the rows a test gives: values no write
+    through ``put`` makes (non-finite or whole-number times, statuses as
+    other writers encode them)."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def page(self, query: Query) -> list[Row]:
+        return self.rows[: query.limit]
+
+
+texts = st.text(max_size=8)
+values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | texts,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+rows = st.lists(
+    st.builds(
+        Row,
+        job_id=st.from_regex(r"[A-Za-z0-9_.-]{1,12}", fullmatch=True),
+        status=st.none() | values.map(lambda v: json.dumps(v, ensure_ascii=False)),
+        updated_at=st.floats() | st.integers(-(2**60), 2**60),
+        version=texts,
+        position=st.integers(1, 10**9),
+        record=st.none() | st.dictionaries(texts, values, max_size=3),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows, st.booleans())
+def test_a_page_is_written_as_encoding_it_whole_would(
+    given_rows: list[Row], records: bool
+) -> None:
+    store = RowsStore(given_rows)
+    service = service_of(store, Clock(100.0))
+    query = {"limit": ["1000"]}
+    if records:
+        query["include"] = ["record"]
+    body = listing(service, query)
+    token = json.loads(body)["response"]["cursor"]
+    items = []
+    for row in given_rows:
+        item: dict[str, Any] = {
+            "job_id": row.job_id,
+            "job_status": None if row.status is None else json.loads(row.status),
+            "updated_at": row.updated_at,
+            "version": row.version,
+        }
+        if records:
+            item["record"] = row.record
+        items.append(item)
+    response = {"jobs": items, "cursor": token, "has_more": False}
+    expected = service_of(store, Clock(100.0)).success(
+        Request("/v1/jobs", "GET", {}, started=100.0), response
+    )
+    assert body == expected.body
