@@ -196,9 +196,17 @@ def etag_headers(row: Row) -> tuple[tuple[str, str], ...]:
     left out for a time no HTTP date can say (a file's mtime far away)."""
     etag = ("etag", f'"{row.version}"')
     try:
-        return etag, ("last-modified", formatdate(row.updated_at, usegmt=True))
+        return etag, ("last-modified", _http_date(row.updated_at))
     except (ValueError, OverflowError, OSError):
         return (etag,)
+
+
+@functools.lru_cache(maxsize=4096)
+def _http_date(updated_at: float) -> str:
+    """``Last-Modified`` of a time, made once per time: a polled job answers
+    with the same one until it changes (formatdate costs as much as the
+    rest of the headers)."""
+    return formatdate(updated_at, usegmt=True)
 
 
 def _item_text(row: Row, with_record: bool) -> str:
