@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from email.utils import formatdate
 from json.encoder import encode_basestring_ascii as _quoted
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import cursor, jsontext, params, problems, tokens
 from .pages import PageKey
@@ -201,11 +201,14 @@ def etag_headers(row: Row) -> tuple[tuple[str, str], ...]:
         return (etag,)
 
 
-@functools.lru_cache(maxsize=4096)
 def _http_date(updated_at: float) -> str:
     """``Last-Modified`` of a time, made once per time: a polled job answers
     with the same one until it changes (formatdate costs as much as the
     rest of the headers)."""
+    return _made_once(_HTTP_DATES, updated_at, _formatdate)
+
+
+def _formatdate(updated_at: float) -> str:
     return formatdate(updated_at, usegmt=True)
 
 
@@ -230,11 +233,33 @@ def _number(value: float) -> str:
     return jsontext.encode(value)
 
 
-@functools.lru_cache(maxsize=1024)
 def _status_text(text: str) -> str:
     """A store's status JSON text as answers write it (``jsontext.encode``:
     strict ASCII), made once per text: a page repeats a few statuses."""
+    return _made_once(_STATUS_TEXTS, text, _encoded_again)
+
+
+def _encoded_again(text: str) -> str:
     return jsontext.encode(json.loads(text))
+
+
+#: Texts made once: each table holds at most ``MADE_ONCE`` and starts over
+#: when full. Threads may race to make one; they make the same text.
+MADE_ONCE = 4096
+_HTTP_DATES: dict[float, str] = {}
+_STATUS_TEXTS: dict[str, str] = {}
+
+K = TypeVar("K")
+
+
+def _made_once(table: dict[K, str], key: K, make: Callable[[K], str]) -> str:
+    text = table.get(key)
+    if text is None:
+        text = make(key)  # raises, and keeps nothing, for what it cannot make
+        if len(table) >= MADE_ONCE:
+            table.clear()
+        table[key] = text
+    return text
 
 
 def _status_key(text: str) -> str:
