@@ -16,6 +16,7 @@ from .auth import API_KEY_HEADER
 from .envelope import Host, envelope
 from .errors import ConfigError, StoreError, StoreUnavailable, WouldBlock
 from .listing import Listings
+from .pages import Pages
 from .problems import ApiError
 from .protocol import Expiring, Presence, Store
 from .requests import Request
@@ -108,6 +109,8 @@ class StatusService:
         self.stream_seconds = stream_seconds
         self.terminal = frozenset(terminal)
         self.listings = Listings(store, timer=timer)
+        #: Answers of ``GET /v1/jobs`` kept while the store is unchanged.
+        self.pages = Pages(timer=timer)
         #: Operations served without authentication besides those the table
         #: marks so (``metrics`` under ``JOBSTATUS_METRICS_AUTH=none``).
         self.open_operations = frozenset(open_operations)
@@ -126,6 +129,7 @@ class StatusService:
         """Serve from ``store`` from now on (a forked child's stand-in)."""
         self.store = store
         self.listings = Listings(store, timer=self.timer)
+        self.pages = Pages(timer=self.timer)
         self._presence = store if isinstance(store, Presence) else None
         self.expiring = store if isinstance(store, Expiring) else None
 
@@ -259,7 +263,10 @@ class StatusService:
         job_id: str | None = None,
         headers: tuple[tuple[str, str], ...] = (),
         extra: Mapping[str, Any] | None = None,
+        response_json: str | None = None,
     ) -> Reply:
+        """The answer of ``response``, or of ``response_json``: the response
+        already encoded (``jsontext.encode``), ``response`` then None."""
         reply = self._reply(
             request.endpoint,
             200,
@@ -268,6 +275,7 @@ class StatusService:
             response,
             "success",
             request.started,
+            response_json,
             extra=extra,
         )
         return Reply(200, reply.headers + headers, reply.body) if headers else reply
