@@ -40,6 +40,7 @@ from jobstatus_core.errors import one_line_reason
 from jobstatus_core.rows import Query, Window
 
 from . import jobfiles
+from .breaker import Breaker
 from .fsindex import JobIndex, ObserverFactory
 from .jobtable import ScannedJobs
 from .subscribers import Subscribers
@@ -82,7 +83,7 @@ class FileStore(VersionedStoreBase):
         self._scan = ScannedJobs(self.jobs_dir, max_file_size)
         # Inline reads (``TriesInline``): timed, and tried only while the
         # file system can read without waiting (one probe for its life).
-        self._breaker = nowait.Breaker()
+        self._breaker = Breaker()
         self._reads_nowait = True
         self.index: JobIndex | None = None
         if index:

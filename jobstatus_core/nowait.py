@@ -10,79 +10,32 @@ the worker thread (another context) reads the ordinary way.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
-
-from .errors import WouldBlock
-
-#: How long one inline call may take before its store stops trying inline.
-#: Above a read from an SSD (~0.1 ms, cheaper than the thread hop) and the
-#: scheduler's preemptions of a busy machine (2 ms tripped it within
-#: seconds of load on 2 shared cores), below a disk that stalls.
-BUDGET_SECONDS = 0.010
-#: How long a store then sends its reads to threads before trying again.
-COOLDOWN_SECONDS = 5.0
+from contextvars import ContextVar, Token
+from types import TracebackType
 
 _asked: ContextVar[bool] = ContextVar("jobstatus_nowait", default=False)
 
 
-@contextlib.contextmanager
-def attempt() -> Iterator[None]:
+def attempt() -> _Attempt:
     """Store calls made inside may raise ``WouldBlock`` instead of waiting."""
-    token = _asked.set(True)
-    try:
-        yield
-    finally:
-        _asked.reset(token)
+    return _Attempt()
+
+
+class _Attempt:
+    # A class, not contextlib's decorator: the core imports no more than it
+    # needs (tests/test_core.py).
+    def __enter__(self) -> None:
+        self._token: Token[bool] = _asked.set(True)
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _asked.reset(self._token)
 
 
 def asked() -> bool:
     """Whether the running call must not wait (it is on the event loop)."""
     return _asked.get()
-
-
-class Breaker:
-    """Bounds how often a store's inline calls can stall the loop.
-
-    An inline call may be slow in ways it cannot see coming (a cold page, a
-    path lookup on a stalled disk, a lock another thread holds while it
-    reads): one that took longer than ``budget`` sends every inline attempt
-    of the store to threads (``WouldBlock`` at once) for ``cooldown``. The
-    loop is then held up by at most one slow call per cooldown. Thread-safe.
-    """
-
-    def __init__(
-        self,
-        budget: float = BUDGET_SECONDS,
-        cooldown: float = COOLDOWN_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.budget = budget
-        self.cooldown = cooldown
-        self.clock = clock
-        #: How many times an inline call went over the budget.
-        self.trips = 0
-        self._paused_until = 0.0
-        self._lock = threading.Lock()
-
-    def allows(self) -> bool:
-        """Whether inline calls are tried now."""
-        return self.clock() >= self._paused_until
-
-    @contextlib.contextmanager
-    def timed(self) -> Iterator[None]:
-        """One inline call: refused (``WouldBlock``) while paused, and timed."""
-        if not self.allows():
-            raise WouldBlock("inline reads paused after a slow one")
-        started = self.clock()
-        try:
-            yield
-        finally:
-            ended = self.clock()
-            if ended - started > self.budget:
-                with self._lock:
-                    self.trips += 1
-                    self._paused_until = ended + self.cooldown

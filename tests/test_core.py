@@ -90,6 +90,9 @@ ALLOWED_STDLIB = {
     "logging",
     # locks around the kept listings; the core starts no thread (below)
     "threading",
+    # a read asked not to wait (nowait.attempt): per task, not per thread
+    "contextvars",
+    "types",
 }
 
 #: What the core may take from ``threading``: locks, not threads or timers.

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from jobstatus_adapters.offload import StoreThreads
 from jobstatus_adapters.starlette import create_app
 from jobstatus_backends import jobfiles
+from jobstatus_backends.breaker import Breaker
 from jobstatus_backends.filesystem import FileStore, WatchedFileStore
 from jobstatus_core import TriesInline, WouldBlock, nowait
 from jobstatus_core.wrapping import StoreWrapper, wrap
@@ -64,7 +65,7 @@ def files(tmp_path: Path) -> Iterator[FileStore]:
     assert isinstance(store, WatchedFileStore)
     # A budget no read on a loaded machine reaches: the breaker has its own
     # tests; here an inline attempt is refused only by the page cache.
-    store._breaker = nowait.Breaker(budget=60.0)
+    store._breaker = Breaker(budget=60.0)
     yield store
     store.close()
 
@@ -72,7 +73,7 @@ def files(tmp_path: Path) -> Iterator[FileStore]:
 @pytest.mark.core
 def test_a_breaker_pauses_inline_calls_after_one_over_its_budget() -> None:
     now = [100.0]
-    breaker = nowait.Breaker(budget=0.002, cooldown=5.0, clock=lambda: now[0])
+    breaker = Breaker(budget=0.002, cooldown=5.0, clock=lambda: now[0])
     with breaker.timed():
         now[0] += 0.001
     assert breaker.allows() and breaker.trips == 0
