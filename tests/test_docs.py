@@ -107,9 +107,9 @@ def test_shell_examples_work_against_the_quick_start_server(
 
 def test_readme_test_command_is_what_ci_runs() -> None:
     second = blocks(ROOT / "README.md", "sh")[1].strip()
-    assert second == "python3 -m pip install tox && python3 -m tox"
+    assert second == "python3 -m pip install tox tox-uv && python3 -m tox"
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "pip install --quiet --disable-pip-version-check tox" in ci
+    assert "pip install --quiet --disable-pip-version-check tox tox-uv" in ci
     assert "python3 -m tox" in ci
 
 
