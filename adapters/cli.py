@@ -39,7 +39,7 @@ from .logconfig import LEVELS, LOG_FORMATS
 from .serverstack import ServerStack, server_stack
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
+    from starlette.types import ASGIApp
 
     from .client import JobStatusClient
 
@@ -310,7 +310,7 @@ def build_service(
     )
 
 
-def app_from_environ() -> Starlette:
+def app_from_environ() -> ASGIApp:
     """The app a uvicorn worker of `jobstatus serve --workers N` serves."""
     from .starlette import create_app
 

@@ -35,8 +35,6 @@ from jobstatus_core.protocol import Indexed
 from .routing import origin_path
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
     from .wsgi import Environ, StartResponse, WSGIApplication
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -81,6 +79,11 @@ class Metrics:
             ("kind",),
             registry=own,
         )
+        # Each request's children, kept: ``labels()`` builds its key and
+        # takes a lock, four times a request. Both are bounded (operations,
+        # and the status codes of the contract).
+        self._by_operation: dict[str, tuple[Gauge, Histogram]] = {}
+        self._by_answer: dict[tuple[str, int], Counter] = {}
         self.registry.register(_JobCounts(service, self))
         service.store_error_hooks.append(self.count_store_error)
         service.exposition = self.exposition
@@ -93,13 +96,25 @@ class Metrics:
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)
 
     def start(self, operation: str) -> float:
-        self.in_progress.labels(operation).inc()
+        children = self._by_operation.get(operation)
+        if children is None:
+            children = self._by_operation[operation] = (
+                self.in_progress.labels(operation),
+                self.latency.labels(operation),
+            )
+        children[0].inc()
         return time.perf_counter()
 
     def done(self, operation: str, code: int, started: float) -> None:
-        self.in_progress.labels(operation).dec()
-        self.latency.labels(operation).observe(time.perf_counter() - started)
-        self.requests.labels(operation, str(code)).inc()
+        in_progress, latency = self._by_operation[operation]  # made by start
+        in_progress.dec()
+        latency.observe(time.perf_counter() - started)
+        counter = self._by_answer.get((operation, code))
+        if counter is None:
+            counter = self._by_answer[operation, code] = self.requests.labels(
+                operation, str(code)
+            )
+        counter.inc()
 
 
 class _JobCounts(Collector):
@@ -143,34 +158,6 @@ def operation_of(router: Router, method: str, path: str) -> str | None:
     if found is None:
         return None
     return found.operation.name if isinstance(found, Match) else UNMATCHED
-
-
-class ASGIMetrics:
-    """Counts every request of the app it wraps (a Starlette app of ours)."""
-
-    def __init__(self, app: ASGIApp, metrics: Metrics, router: Router) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.router = router
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        name = operation_of(self.router, scope["method"], scope["path"]) or UNMATCHED
-        code = 500
-        started = self.metrics.start(name)
-
-        async def counted(message: Message) -> None:
-            nonlocal code
-            if message["type"] == "http.response.start":
-                code = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, counted)
-        finally:
-            self.metrics.done(name, code, started)
 
 
 class WSGIMetrics:

@@ -316,25 +316,32 @@ class Router:
         self, operations: Sequence[Operation] = OPERATIONS, prefix: str = ""
     ) -> None:
         self.prefix = normalized_prefix(prefix)
-        self._routes: list[tuple[re.Pattern[str], dict[str, Operation]]] = []
-        by_path: dict[str, dict[str, Operation]] = {}
+        #: The operations of each path of the table, by method.
+        self.methods: dict[str, dict[str, Operation]] = {}
         for operation in operations:
-            by_path.setdefault(operation.path, {})[operation.method] = operation
-        for path, methods in by_path.items():
-            self._routes.append((_compile(self.prefix + path), methods))
+            self.methods.setdefault(operation.path, {})[operation.method] = operation
+        self._routes = [(path, _compile(self.prefix + path)) for path in self.methods]
+
+    def find(self, path: str) -> tuple[str, dict[str, str]] | None:
+        """The table's path (``/v1/job/{job_id}``) that ``path`` falls
+        under, with its parameters; None when it is no path of the table."""
+        for template, pattern in self._routes:
+            found = pattern.fullmatch(path)
+            if found is not None:
+                return template, found.groupdict()
+        return None
 
     def match(self, method: str, path: str) -> Match | tuple[str, ...] | None:
         """The match; or the allowed methods when only the method is wrong;
         or None when no operation has this path."""
-        for pattern, methods in self._routes:
-            found = pattern.fullmatch(path)
-            if found is None:
-                continue
-            operation = methods.get(method)
-            if operation is None:
-                return tuple(methods)
-            return Match(operation, found.groupdict())
-        return None
+        found = self.find(path)
+        if found is None:
+            return None
+        methods = self.methods[found[0]]
+        operation = methods.get(method)
+        if operation is None:
+            return tuple(methods)
+        return Match(operation, found[1])
 
 
 def normalized_prefix(prefix: str) -> str:

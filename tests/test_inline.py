@@ -18,7 +18,7 @@ import pytest
 from starlette.types import ASGIApp
 
 from jobstatus_adapters.offload import StoreThreads
-from jobstatus_adapters.starlette import create_app
+from jobstatus_adapters.starlette import StatusApp, create_app
 from jobstatus_backends import jobfiles
 from jobstatus_backends.breaker import Breaker
 from jobstatus_backends.filesystem import FileStore, WatchedFileStore
@@ -37,9 +37,8 @@ EVICTIONS = 50
 
 
 def store_threads(app: Any) -> StoreThreads:
-    threads = app.routes[0].endpoint.threads
-    assert isinstance(threads, StoreThreads)
-    return threads
+    assert isinstance(app, StatusApp)
+    return app.threads
 
 
 def evict(path: Path) -> None:
