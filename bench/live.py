@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import NamedTuple, cast
@@ -361,8 +362,15 @@ def percentiles(delays: list[float]) -> tuple[float, float]:
 
 
 def latencies(
-    clients: int, codes: dict[str, str | None], follow: list[str], stores: list[str]
+    clients: int,
+    codes: dict[str, str | None],
+    follow: list[str],
+    stores: list[str],
+    rounds: int,
 ) -> list[dict[str, object]]:
+    """Each measure ``rounds`` times: the median of the rounds' p50 and p99,
+    and the range of their p99 (a garbage collection or the machine's
+    other load can land inside one broadcast)."""
     rows = []
     setups: list[tuple[str, str, int]] = [
         ("memory", "in-process", 1),
@@ -389,29 +397,19 @@ def latencies(
                 for subscribers in (1, 100, clients):
                     if pattern == "own jobs" and subscribers == 1:
                         continue  # the same as "one job"
-                    for name, code in codes.items():
-                        directory = tempfile.mkdtemp(prefix="bench-latency-")
-                        store = {
-                            "memory": "memory://",
-                            "sqlite": f"sqlite://{directory}/jobs.db",
-                            "redis": f"redis://127.0.0.1:{port}/0"
-                            f"?prefix={os.path.basename(directory)}:",
-                        }[kind]
-                        if kind != "memory":  # its server makes its probe
-                            recorder = Recorder(store)
-                            recorder.running("probe")
-                            recorder.close()
-                        servers = [
-                            serve(store, directory, code) for _ in range(instances)
-                        ]
-                        try:
-                            measured = measure(subscribers, store, servers)
-                        finally:
-                            for process, _ in servers:
-                                process.terminate()
-                                process.wait()
-                            shutil.rmtree(directory, ignore_errors=True)
-                        p50, p99 = percentiles(measured.delays)
+                    # Rounds alternate the codes, so a drift of the machine's
+                    # load falls on both alike.
+                    measured: dict[str, list[Measured]] = {n: [] for n in codes}
+                    for _ in range(rounds):
+                        for name, code in codes.items():
+                            measured[name].append(
+                                _measure_once(
+                                    measure, kind, port, subscribers, instances, code
+                                )
+                            )
+                    for name, runs in measured.items():
+                        p50s = [percentiles(m.delays)[0] for m in runs]
+                        p99s = [percentiles(m.delays)[1] for m in runs]
                         rows.append(
                             {
                                 "store": kind,
@@ -419,10 +417,15 @@ def latencies(
                                 "follow": pattern,
                                 "subscribers": subscribers,
                                 "code": name,
-                                "p50 ms": round(p50 * 1000, 1),
-                                "p99 ms": round(p99 * 1000, 1),
-                                "server cpu s": _rounded(measured.server_cpu),
-                                "client cpu s": _rounded(measured.client_cpu),
+                                "p50 ms": _ms(statistics.median(p50s)),
+                                "p99 ms": _ms(statistics.median(p99s)),
+                                "p99 range ms": f"{_ms(min(p99s))}-{_ms(max(p99s))}",
+                                "server cpu s": _rounded(
+                                    _median_of(m.server_cpu for m in runs)
+                                ),
+                                "client cpu s": _rounded(
+                                    _median_of(m.client_cpu for m in runs)
+                                ),
                             }
                         )
                         print(rows[-1], file=sys.stderr, flush=True)
@@ -430,6 +433,44 @@ def latencies(
         if server is not None:
             server.terminate()
     return rows
+
+
+def _measure_once(
+    measure: Callable[[int, str, list[Server]], Measured],
+    kind: str,
+    port: int,
+    subscribers: int,
+    instances: int,
+    code: str | None,
+) -> Measured:
+    """One measure on fresh servers of a fresh store of ``kind``."""
+    directory = tempfile.mkdtemp(prefix="bench-latency-")
+    store = {
+        "memory": "memory://",
+        "sqlite": f"sqlite://{directory}/jobs.db",
+        "redis": f"redis://127.0.0.1:{port}/0?prefix={os.path.basename(directory)}:",
+    }[kind]
+    if kind != "memory":  # its server makes its probe
+        recorder = Recorder(store)
+        recorder.running("probe")
+        recorder.close()
+    servers = [serve(store, directory, code) for _ in range(instances)]
+    try:
+        return measure(subscribers, store, servers)
+    finally:
+        for process, _ in servers:
+            process.terminate()
+            process.wait()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
+def _median_of(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def _rounded(seconds: float | None) -> str:
@@ -460,6 +501,9 @@ def main() -> None:
     parser.add_argument(
         "--baseline", help="a directory of the packages of the code to compare with"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="latency measures per row (medians)"
+    )
     args = parser.parse_args()
     codes: dict[str, str | None] = {"this": None}
     if args.baseline:
@@ -483,7 +527,11 @@ def main() -> None:
     if not args.skip_latency:
         print()
         rows = latencies(
-            args.clients, codes, args.follow.split(","), args.stores.split(",")
+            args.clients,
+            codes,
+            args.follow.split(","),
+            args.stores.split(","),
+            args.rounds,
         )
         print(table(rows))
 

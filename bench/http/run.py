@@ -57,11 +57,23 @@ JOB = "/v1/toolkit/job/status"
 JOBS = "/v1/toolkit/jobs/status"
 
 
-def start(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+def start(
+    args: list[str], code: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """apps.py with ``args``; ``code``: a directory of the packages to run
+    instead of this checkout's (``--baseline``)."""
+
     def argv(port: int) -> list[str]:
         return [str(HERE / "apps.py"), *[a.replace("PORT", str(port)) for a in args]]
 
-    return start_server(argv)
+    return start_server(argv, env=code_env(code))
+
+
+def code_env(code: str | None) -> dict[str, str] | None:
+    if code is None:
+        return None
+    path = os.pathsep.join([code, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "PYTHONPATH": path}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -211,13 +223,20 @@ def endpoints(known: str) -> list[tuple[str, str, str, str | None]]:
 
 
 def start_jobstatus(
-    name: str, url: str, jobs: int, interface: str, workers: int
+    name: str,
+    url: str,
+    jobs: int,
+    interface: str,
+    workers: int,
+    code: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The server measured: ``memory://`` through apps.py (only the serving
     process can fill it); with several workers, every other store through
     ``jobstatus serve --workers N`` itself, as a user runs it."""
     if name == "memory" or workers == 1:
-        return start(["jobstatus", url, "PORT", interface, str(jobs), str(workers)])
+        return start(
+            ["jobstatus", url, "PORT", interface, str(jobs), str(workers)], code
+        )
 
     def argv(port: int) -> list[str]:
         return [
@@ -289,6 +308,9 @@ def floor_table(
     args: argparse.Namespace, urls: dict[str, str], known: str, tmp: str
 ) -> None:
     processes: list[subprocess.Popen[bytes]] = []
+    codes: dict[str, str | None] = {"this": None}
+    if args.baseline:
+        codes = {"baseline": os.path.abspath(args.baseline), **codes}
     # (kind, label) -> (body size, server); kind is "floor" or "wsgi-floor".
     floors: dict[tuple[str, str], tuple[int, Server]] = {}
     floor_runs: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -307,35 +329,54 @@ def floor_table(
         for interface in args.interfaces.split(","):
             for name in args.stores.split(","):
                 print(f"{name} / {interface} ...", file=sys.stderr, flush=True)
-                process, base = start_jobstatus(
-                    name, urls[name], args.jobs, interface, 1
-                )
+                # The baseline's server beside this code's, measured in the
+                # same rounds: each round runs the floors, the baseline, then
+                # this code.
+                started = {
+                    code: start_jobstatus(
+                        name, urls[name], args.jobs, interface, 1, directory
+                    )
+                    for code, directory in codes.items()
+                }
                 try:
                     for label, method, path, body in endpoints(known):
                         # All floors of a label serve the size first seen.
-                        size = check(base, method, path, body)
+                        size = check(started["this"][1], method, path, body)
+                        for _, base in started.values():
+                            check(base, method, path, body)
                         kinds = sorted({"floor", FLOORS[interface]})
                         servers = [floor_server(k, label, size) for k in kinds]
+                        targets = [
+                            (base + path, process.pid)
+                            for process, base in started.values()
+                        ]
                         load = Load(method, body, args.seconds, args.connections)
-                        *runs, target = paired(
-                            (base + path, process.pid), servers, load, args.repeat, tmp
+                        runs = paired(
+                            targets[-1],
+                            [*servers, *targets[:-1]],
+                            load,
+                            args.repeat,
+                            tmp,
                         )
-                        by_kind = dict(zip(kinds, runs, strict=True))
+                        by_kind = dict(zip(kinds, runs, strict=False))
                         for kind, kind_runs in by_kind.items():
                             floor_runs.setdefault((kind, label), []).extend(kind_runs)
                         own = by_kind.get("wsgi-floor")
-                        rows.append(
-                            (
-                                f"{label} · {name} · {interface}",
-                                median_of(target),
-                                ratio(target, by_kind["floor"]),
-                                None if own is None else ratio(target, own),
-                                ratio(target, own or by_kind["floor"], "cpu_us"),
+                        for code, target in zip(codes, runs[len(kinds) :], strict=True):
+                            suffix = "" if len(codes) == 1 else f" · {code}"
+                            rows.append(
+                                (
+                                    f"{label} · {name} · {interface}{suffix}",
+                                    median_of(target),
+                                    ratio(target, by_kind["floor"]),
+                                    None if own is None else ratio(target, own),
+                                    ratio(target, own or by_kind["floor"], "cpu_us"),
+                                )
                             )
-                        )
                 finally:
-                    process.terminate()
-                    process.wait(30)
+                    for process, _ in started.values():
+                        process.terminate()
+                        process.wait(30)
     finally:
         for process in processes:
             process.terminate()
@@ -453,6 +494,11 @@ def main() -> None:
         help="CPU wrk is pinned to in the workers runs",
     )
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        help="a directory of the packages of the code to compare with, measured"
+        " in the same rounds (e.g. symlinks into a checkout of another commit)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
