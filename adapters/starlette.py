@@ -178,7 +178,7 @@ class _Endpoint:
         # Store calls block (disk, sockets): keep them off the event loop,
         # unless the store says it never waits (memory://), where the thread
         # hop would cost more than the call, or that it can try a read
-        # without waiting (the indexed file store): tried here first, on a
+        # without waiting (the indexed file store, SQLite): tried here first, on a
         # thread only when it would wait.
         self.threads = None if isinstance(service.store, Inline) else threads
         self.tries_inline = isinstance(service.store, TriesInline)

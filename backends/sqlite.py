@@ -46,15 +46,19 @@ from jobstatus_core import (
     Stale,
     StoreError,
     Tombstone,
+    TriesInline,
     VersionedStoreBase,
     Window,
+    WouldBlock,
     checked_at,
     checked_job_id,
     jsontext,
+    nowait,
 )
 from jobstatus_core.storebase import parsed_version
 
 from . import storedjson
+from .breaker import Breaker
 from .urloptions import parse_store_url
 
 #: ``PRAGMA application_id`` of the files jobstatus creates ("jbst").
@@ -67,6 +71,9 @@ JOB_COLUMNS = {"job_id", "job_status", "updated_at", "record"}
 # timeout), and then how often it is tried again: 5.35 s at most in all.
 BUSY_TIMEOUT_SECONDS = 5.0
 LOCKED_RETRY_DELAYS = (0.05, 0.1, 0.2)
+#: How many SQLite VM steps an inline statement takes between looks at its
+#: budget: a read of one job takes fewer, so its look costs nothing.
+PROGRESS_STEPS = 1000
 
 # A stored status as JSON text: the store's own writes are jsontext's, but rows
 # another program wrote may hold any text; one that is not JSON is quoted as a
@@ -197,7 +204,7 @@ def path_from_url(url: str) -> Path:
     return Path(raw)
 
 
-class SQLiteStore(VersionedStoreBase):
+class SQLiteStore(VersionedStoreBase, TriesInline):
     def __init__(
         self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
     ) -> None:
@@ -214,6 +221,9 @@ class SQLiteStore(VersionedStoreBase):
         # place is noticed by the next call.
         self._file: tuple[int, int] = (0, 0)
         self._conn = self._open()
+        # Inline calls (``TriesInline``): one over its budget sends the
+        # store's calls to threads for a while.
+        self._breaker = Breaker()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -487,6 +497,8 @@ class SQLiteStore(VersionedStoreBase):
             self._conn.close()
 
     def _run(self, action: Callable[[], T]) -> T:
+        if nowait.asked():
+            return self._run_inline(action)
         with self._lock:
             self._follow_the_path()
             for delay in (*LOCKED_RETRY_DELAYS, None):
@@ -501,6 +513,41 @@ class SQLiteStore(VersionedStoreBase):
                 except sqlite3.Error as exc:
                     raise StoreError(f"SQLite error: {exc}") from exc
         raise AssertionError("unreachable")
+
+    def _run_inline(self, action: Callable[[], T]) -> T:
+        """``action`` on the event loop, or ``WouldBlock``: while a thread
+        holds the connection, while another process holds a lock (no busy
+        wait), and once it runs past the breaker's budget (interrupted). A
+        call slowed where no step is taken (a page read from a slow disk)
+        ends late: the breaker then sends the next calls to threads."""
+        if not self._lock.acquire(blocking=False):
+            raise WouldBlock("the SQLite connection is in use")
+        try:
+            with self._breaker.timed():
+                if _identity(self.path) != self._file:
+                    # Reopening (a restored file) migrates: on a thread.
+                    raise WouldBlock("the SQLite file was replaced")
+                conn = self._conn
+                deadline = time.monotonic() + self._breaker.budget
+                try:
+                    conn.execute("PRAGMA busy_timeout = 0")
+                    conn.set_progress_handler(
+                        lambda: time.monotonic() > deadline, PROGRESS_STEPS
+                    )
+                    try:
+                        return action()
+                    finally:
+                        conn.set_progress_handler(None, 0)
+                        busy_ms = int(self._busy_timeout * 1000)
+                        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                except sqlite3.OperationalError as exc:
+                    if _is_lock_conflict(exc) or "interrupted" in str(exc):
+                        raise WouldBlock(f"SQLite: {exc}") from None
+                    raise StoreError(f"SQLite error: {exc}") from exc
+                except sqlite3.Error as exc:
+                    raise StoreError(f"SQLite error: {exc}") from exc
+        finally:
+            self._lock.release()
 
 
 def _values(record: Mapping[str, Any], at: float | None) -> tuple[str, str, float, str]:

@@ -1,7 +1,6 @@
 """Reads tried on the event loop (``TriesInline``), and the bound on how long
-a slow disk can hold the loop: the real file store, a real uvicorn server;
-faults (a slow read, a file system without RWF_NOWAIT) injected with
-monkeypatch. SQLite does not try inline (no gain measured: docs/performance.md)."""
+a slow disk can hold the loop: real stores, a real uvicorn server; faults
+(a slow read, a file system without RWF_NOWAIT) injected with monkeypatch."""
 
 from __future__ import annotations
 
@@ -20,8 +19,10 @@ from starlette.types import ASGIApp
 from jobstatus_adapters.offload import StoreThreads
 from jobstatus_adapters.starlette import StatusApp, create_app
 from jobstatus_backends import jobfiles
+from jobstatus_backends import sqlite as sqlite_backend
 from jobstatus_backends.breaker import Breaker
 from jobstatus_backends.filesystem import FileStore, WatchedFileStore
+from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_core import TriesInline, WouldBlock, nowait
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
@@ -237,6 +238,80 @@ def test_a_slow_read_on_a_thread_does_not_stall_the_loop(
     assert answers[0].json()["response"] == {"job_id": "cold", "job_status": "done"}
 
 
+@pytest.mark.sqlite
+def test_a_slow_inline_sqlite_read_sends_the_next_reads_to_threads(
+    tmp_path: Path,
+    serve: Callable[[ASGIApp], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    store.put({"job_id": "a", "job_status": "done"})
+    # A budget no ordinary read reaches on a loaded machine, crossed by the
+    # injected stall alone.
+    store._breaker = Breaker(budget=0.5, cooldown=60.0)
+    app = create_app(service_for(store))
+    url = serve(app)
+    threads = store_threads(app)
+    try:
+        assert post_job(url, "a").status_code == 200
+        before = threads.calls
+        assert post_job(url, "a").status_code == 200
+        assert threads.calls == before, "read on the loop"
+        ordinary = sqlite_backend._identity
+
+        def stalled(path: Path) -> tuple[int, int] | None:
+            time.sleep(0.6)  # a stat on a stalled disk, on the loop
+            return ordinary(path)
+
+        monkeypatch.setattr(sqlite_backend, "_identity", stalled)
+        answer = post_job(url, "a").json()["response"]
+        assert answer == {"job_id": "a", "job_status": "done"}
+        assert store._breaker.trips == 1
+        assert threads.calls == before, "the slow read itself ran on the loop"
+        monkeypatch.setattr(sqlite_backend, "_identity", ordinary)
+        for n in range(1, 4):
+            assert post_job(url, "a").status_code == 200
+            assert threads.calls == before + n, "cooling down: on threads"
+        assert store._breaker.trips == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite
+def test_an_inline_sqlite_read_leaves_the_busy_timeout_as_it_was(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    try:
+        store.put({"job_id": "a", "job_status": "done"})
+        with nowait.attempt():
+            assert store.read("a") is not None
+        timeout = store._conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        assert timeout == 5000
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite
+def test_a_long_inline_sqlite_statement_is_interrupted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    try:
+        store.put({"job_id": "a", "job_status": "done"})
+        store._breaker = Breaker(budget=0.05)
+        long = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+            " WHERE i < 100000000) SELECT max(i) FROM n"
+        )
+        with pytest.raises(WouldBlock, match="interrupted"), nowait.attempt():
+            store._run(lambda: store._conn.execute(long).fetchone())
+        assert store._breaker.trips == 1
+        assert store.read("a") is not None
+    finally:
+        store.close()
+
+
 @pytest.mark.filesystem
 def test_the_expiring_file_store_reads_its_tombstones_on_threads(
     tmp_path: Path,
@@ -249,5 +324,19 @@ def test_the_expiring_file_store_reads_its_tombstones_on_threads(
             with pytest.raises(WouldBlock), nowait.attempt():
                 call()
         assert store.tombstones(["a"]) == {}
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite
+def test_an_inline_sqlite_read_never_waits_for_the_connection(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    try:
+        store.put({"job_id": "a", "job_status": "done"})
+        # A thread's call holds the connection.
+        with store._lock, pytest.raises(WouldBlock, match="in use"), nowait.attempt():
+            store.read("a")
+        with nowait.attempt():
+            assert store.read("a") is not None
     finally:
         store.close()
