@@ -123,7 +123,7 @@ class StatusApp:
                 return
             scope = {**scope, "path": origin, "raw_path": origin.encode("latin-1")}
             path = origin
-        found = self.router.find(path)
+        found = self.router.find(_route_path(path, scope.get("root_path", "")))
         if found is None:
             await self._count(UNMATCHED, self._fallback(scope, receive, send))
             return
@@ -374,6 +374,17 @@ class _Endpoint:
             finally:
                 gone.cancel()
         return answer
+
+
+def _route_path(path: str, root_path: str) -> str:
+    """The path below the app's mount point, as Starlette's router reads it:
+    uvicorn's ``--root-path`` and a host's ``Mount`` keep it in ``path``
+    and name it in ``root_path``."""
+    if root_path and path.startswith(root_path):
+        rest = path[len(root_path) :]
+        if not rest or rest.startswith("/"):
+            return rest
+    return path
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -109,6 +109,24 @@ def test_routes_mount_next_to_a_host_route(serve: Callable[[ASGIApp], str]) -> N
     assert response.json()["endpoint"] == "/jobs-api" + JOBS_STATUS_PATH
 
 
+def test_the_whole_app_mounts_in_a_host_app(serve: Callable[[ASGIApp], str]) -> None:
+    # A Mount keeps the whole path and names its own part in root_path: the
+    # app routes by what lies below it, and answers with the whole path.
+    service = service_for(store_from_url("memory://"))
+    host = Starlette(routes=[Mount("/outer", app=create_app(service))])
+    url = serve(host)
+    response = httpx.post(
+        url + "/outer" + JOBS_STATUS_PATH, headers={"x-api-key": API_KEY}
+    )
+    assert response.status_code == 200
+    assert response.json()["endpoint"] == "/outer" + JOBS_STATUS_PATH
+    wrong = httpx.get(url + "/outer" + JOBS_STATUS_PATH, headers={"x-api-key": API_KEY})
+    assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+    elsewhere = httpx.post(url + "/outer/v1/nothing", headers={"x-api-key": API_KEY})
+    assert elsewhere.status_code == 404
+    assert elsewhere.json()["message"] == "Not found"
+
+
 def test_wsgi_fallback_and_script_name(serve_wsgi: Callable[[Any], str]) -> None:
     def host(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("200 OK", [("content-type", "text/plain")])
