@@ -46,12 +46,9 @@ def status_routes(service: StatusService, prefix: str = "") -> list[BaseRoute]:
     ``"/jobs-api"``): one route per path of the contract table."""
     prefix = normalized_prefix(prefix)
     threads = StoreThreads()
-    by_path: dict[str, dict[str, Operation]] = {}
-    for operation in OPERATIONS:
-        by_path.setdefault(operation.path, {})[operation.method] = operation
     return [
         Route(prefix + path, _Endpoint(service, methods, threads))
-        for path, methods in by_path.items()
+        for path, methods in Router(OPERATIONS).methods.items()
     ]
 
 
