@@ -201,7 +201,10 @@ def _envelope_channel(app: WSGIApp) -> Any:
             else:
                 detail = f": {error.body}" if error.body else ""
                 refusal = ApiError(error.code, f"{error.reason}{detail}")
-            reply = service.error(self.request.path or "/", refusal, service.timer())
+            # A request refused in its first line or headers has no path:
+            # waitress sets the attribute only once it has parsed one.
+            path = getattr(self.request, "path", None) or "/"
+            reply = service.error(path, refusal, service.timer())
             self.status = f"{reply.status} {HTTPStatus(reply.status).phrase}"
             self.response_headers.extend(reply.headers)
             self.set_close_on_finish()

@@ -547,6 +547,38 @@ def test_slow_header_clients_do_not_stop_the_server(
         server.stop()
 
 
+MALFORMED_HEADS = [
+    b"GARBAGE\r\nHost: x\r\n\r\n",
+    b"\x00\x01\x02 / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /v1/jobs/batch HTTP/1.1\r\nHost: x\r\nx-bad: a\x00b\r\n\r\n",
+    b"POST /v1/jobs/batch HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize(
+    "head",
+    MALFORMED_HEADS,
+    ids=["request-line", "control-bytes", "nul-in-header", "header-without-colon"],
+)
+def test_wsgi_refuses_a_malformed_head_in_the_envelope(
+    tmp_path: Path, head: bytes
+) -> None:
+    # Refused before waitress had parsed a path: it answered nothing and left
+    # the connection open, logging a traceback of its own.
+    server = ServeProcess(
+        tmp_path,
+        clean_env(API_KEY=API_KEY, JOBSTATUS_STORE="memory://"),
+        "--interface",
+        "wsgi",
+    )
+    try:
+        answer = envelope_from(*exchange(server.port, head))
+    finally:
+        server.stop()
+    assert answer["code"] == 400
+    assert answer["message"].startswith("Bad Request")
+
+
 def test_wsgi_refusals_of_the_server_itself_are_the_envelope(tmp_path: Path) -> None:
     server = ServeProcess(
         tmp_path,
