@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from .wsgi import Environ, StartResponse, WSGIApplication
 
 ALLOW_METHODS = ("GET", "POST")
@@ -27,20 +28,19 @@ _SAFELISTED = ("accept", "accept-language", "content-language")
 _VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 
 
-def asgi_middleware(origins: Sequence[str]) -> list[Middleware]:
-    """Starlette's CORSMiddleware for ``origins``; none when there are none."""
+def asgi_cors(app: ASGIApp, origins: Sequence[str]) -> ASGIApp:
+    """``app`` behind Starlette's CORSMiddleware for ``origins``; ``app``
+    itself when there are none."""
     if not origins:
-        return []
-    return [
-        Middleware(
-            CORSMiddleware,
-            allow_origins=list(origins),
-            allow_methods=ALLOW_METHODS,
-            allow_headers=ALLOW_HEADERS,
-            expose_headers=EXPOSE_HEADERS,
-            max_age=MAX_AGE,
-        )
-    ]
+        return app
+    return CORSMiddleware(
+        app,
+        allow_origins=list(origins),
+        allow_methods=ALLOW_METHODS,
+        allow_headers=ALLOW_HEADERS,
+        expose_headers=EXPOSE_HEADERS,
+        max_age=MAX_AGE,
+    )
 
 
 class WSGICors:

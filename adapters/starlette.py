@@ -30,7 +30,7 @@ from jobstatus_core.requests import Request
 from jobstatus_core.waiting import Waiting, finish
 
 from .changes import changes_for
-from .cors import asgi_middleware
+from .cors import asgi_cors
 from .eventstream import HEARTBEAT, EventStream
 from .metrics import UNMATCHED, Metrics
 from .offload import StoreThreads
@@ -71,10 +71,7 @@ def create_app(
         from .dashboard import dashboard_routes
 
         pages = dashboard_routes(prefix, terminal=service.terminal)
-    app: ASGIApp = StatusApp(service, prefix, pages)
-    for middleware in asgi_middleware(cors_origins):
-        app = middleware.cls(app, *middleware.args, **middleware.kwargs)
-    return app
+    return asgi_cors(StatusApp(service, prefix, pages), cors_origins)
 
 
 class StatusApp:
