@@ -498,3 +498,17 @@ def test_live_settings_are_read() -> None:
     assert (settings.max_wait, settings.max_waiters, settings.max_streams) == (5, 7, 9)
     assert settings.terminal == ("done", "archived")
     assert settings.token_secret == "s3cret"
+
+
+def test_the_router_finds_a_path_of_the_table_under_its_prefix() -> None:
+    from jobstatus_core.contract import Match, Router
+
+    router = Router(prefix="/api")
+    assert router.find("/api/v1/job/abc") == ("/v1/job/{job_id}", {"job_id": "abc"})
+    assert router.find("/v1/job/abc") is None  # outside the prefix
+    assert router.find("/api/v1/job/a/b") is None  # a parameter holds no slash
+    found = router.match("GET", "/api/v1/job/abc")
+    assert isinstance(found, Match) and found.operation.path == "/v1/job/{job_id}"
+    assert router.match("DELETE", "/api/v1/job/abc") == tuple(
+        router.methods["/v1/job/{job_id}"]
+    )
