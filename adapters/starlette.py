@@ -117,6 +117,12 @@ class StatusApp:
                 return
             scope = {**scope, "path": origin, "raw_path": origin.encode("latin-1")}
             path = origin
+        if "\n" in path:
+            # Starlette's catch-all route does not match across a line end:
+            # such a path would get its plain-text 404, not the envelope.
+            answering = self.not_found.answer(scope, receive, send)
+            await self._count(UNMATCHED, answering)
+            return
         found = self.router.find(_route_path(path, scope.get("root_path", "")))
         if found is None:
             await self._count(UNMATCHED, self._fallback(scope, receive, send))
