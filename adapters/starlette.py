@@ -80,7 +80,7 @@ class StatusApp:
     lifespan) through a Starlette app.
 
     A status poll is small: Starlette's middleware layers and its route
-    list, walked per request, cost a third of one on uvloop
+    list, walked per request, cost about a quarter of one on uvloop
     (docs/performance.md), and a broadcast to 1,000 streams pays its send
     wrappers 1,000 times. Each request is counted here, once.
     """
