@@ -547,6 +547,19 @@ def test_slow_header_clients_do_not_stop_the_server(
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def wsgi_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """One ``jobstatus serve --interface wsgi`` for the refusals below."""
+    server = ServeProcess(
+        tmp_path_factory.mktemp("wsgi"),
+        clean_env(API_KEY=API_KEY, JOBSTATUS_STORE="memory://"),
+        "--interface",
+        "wsgi",
+    )
+    yield server
+    server.stop()
+
+
 MALFORMED_HEADS = [
     b"GARBAGE\r\nHost: x\r\n\r\n",
     b"\x00\x01\x02 / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -561,38 +574,22 @@ MALFORMED_HEADS = [
     ids=["request-line", "control-bytes", "nul-in-header", "header-without-colon"],
 )
 def test_wsgi_refuses_a_malformed_head_in_the_envelope(
-    tmp_path: Path, head: bytes
+    wsgi_server: ServeProcess, head: bytes
 ) -> None:
     # Refused before waitress had parsed a path: it answered nothing and left
     # the connection open, logging a traceback of its own.
-    server = ServeProcess(
-        tmp_path,
-        clean_env(API_KEY=API_KEY, JOBSTATUS_STORE="memory://"),
-        "--interface",
-        "wsgi",
-    )
-    try:
-        answer = envelope_from(*exchange(server.port, head))
-    finally:
-        server.stop()
+    answer = envelope_from(*exchange(wsgi_server.port, head))
     assert answer["code"] == 400
     assert answer["message"].startswith("Bad Request")
 
 
-def test_wsgi_refusals_of_the_server_itself_are_the_envelope(tmp_path: Path) -> None:
-    server = ServeProcess(
-        tmp_path,
-        clean_env(API_KEY=API_KEY, JOBSTATUS_STORE="memory://"),
-        "--interface",
-        "wsgi",
+def test_wsgi_refusals_of_the_server_itself_are_the_envelope(
+    wsgi_server: ServeProcess,
+) -> None:
+    bad_length = raw_post(JOBS_STATUS_PATH, f"x-api-key: {API_KEY}").replace(
+        b"Content-Length: 2", b"Content-Length: \xb2"
     )
-    try:
-        bad_length = raw_post(JOBS_STATUS_PATH, f"x-api-key: {API_KEY}").replace(
-            b"Content-Length: 2", b"Content-Length: \xb2"
-        )
-        answer = envelope_from(*exchange(server.port, bad_length))
-    finally:
-        server.stop()
+    answer = envelope_from(*exchange(wsgi_server.port, bad_length))
     assert answer["code"] == 400
     assert answer["endpoint"] == JOBS_STATUS_PATH
     assert answer["message"].startswith("Bad Request")
