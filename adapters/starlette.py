@@ -111,15 +111,12 @@ class StatusApp:
             # (``http://host/v1/...``, which RFC 9112 §3.2.2 says servers
             # accept) through whole as the path, and ``*`` as is.
             origin = origin_path(path)
-            if origin is None:
-                answering = self.not_found.answer(scope, receive, send)
-                await self._count(UNMATCHED, answering)
-                return
-            scope = {**scope, "path": origin, "raw_path": origin.encode("latin-1")}
-            path = origin
-        if "\n" in path:
-            # Starlette's catch-all route does not match across a line end:
-            # such a path would get its plain-text 404, not the envelope.
+            if origin is not None:
+                scope = {**scope, "path": origin, "raw_path": origin.encode("latin-1")}
+                path = origin
+        if not path.startswith("/") or "\n" in path:
+            # No path (``*``), or one Starlette's catch-all route would not
+            # match (it stops at a line end): our 404, not its plain text.
             answering = self.not_found.answer(scope, receive, send)
             await self._count(UNMATCHED, answering)
             return
