@@ -245,6 +245,9 @@ class FileStore(VersionedStoreBase):
 
     def _write(self, job_id: str, record: Mapping[str, Any], at: float | None) -> str:
         """Write under the lock; returns the version written."""
+        # A directory removed with its files a moment ago, before the
+        # observer said so, is rebuilt from the one this write creates.
+        recreated = self.index is not None and not os.path.isdir(self.jobs_dir)
         try:
             written = jobfiles.write_job(
                 self.jobs_dir, record, job_id, at, durable=self.durable
@@ -253,6 +256,8 @@ class FileStore(VersionedStoreBase):
             raise StoreError(
                 f"could not write job {job_id}: {one_line_reason(exc)}"
             ) from exc
+        if recreated and self.index is not None:
+            self.index.recheck()
         self._observe(job_id, written)
         self._changed()
         return written.version

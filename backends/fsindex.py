@@ -254,6 +254,12 @@ class JobIndex:
                 self._recheck_dir = True
             return self._table.observe(job_id, found)
 
+    def recheck(self) -> None:
+        """The jobs directory may be another one now: the next query watches
+        and scans whatever is there."""
+        with self._lock:
+            self._recheck_dir = True
+
     # -- internals (called with self._lock held, unless said otherwise) -----
 
     def _saw(self, path: str) -> None:

@@ -168,6 +168,26 @@ def test_jobs_directory_removed_and_recreated(
     assert listing(fstore) == {"c": "done"}
 
 
+def test_put_into_a_directory_removed_before_the_observer_said_so(
+    tmp_path: Path,
+) -> None:
+    # The fault: an observer that reports nothing for a minute.
+    store = FileStore(
+        tmp_path,
+        reconcile_interval=60,
+        observer_factory=lambda: PollingObserver(timeout=60),
+    )
+    try:
+        store.put({"job_id": "b", "job_status": "queued"})
+        assert listing(store) == {"b": "queued"}
+        shutil.rmtree(tmp_path / "jobs")
+        store.put({"job_id": "c", "job_status": "done"})
+        assert listing(store) == {"c": "done"}
+        assert store.get("b") is None
+    finally:
+        store.close()
+
+
 def test_missing_jobs_directory_is_404_over_http(tmp_path: Path, serve: Any) -> None:
     store = FileStore(tmp_path)
     url = serve(create_app(service_for(store)))
