@@ -621,6 +621,11 @@ class RedisStore(VersionedStoreBase):
                 )
             ),
         )
+        return self._rows(ids, reply)
+
+    @staticmethod
+    def _rows(ids: list[str], reply: list[Any]) -> dict[str, Row]:
+        """The rows of ``READ_SCRIPT``'s reply for ``ids``."""
         epoch = cast(str, reply[0])
         rows = {}
         for n, job_id in enumerate(ids):
