@@ -13,9 +13,9 @@ import json
 import logging
 import os
 import re
+import secrets
 import stat
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -366,12 +366,11 @@ def write_job(
     returned is the one readers see, whoever renames over it next.
     """
     data = json.dumps(record, allow_nan=False).encode("utf-8")
+    # Named before it exists, so that the cleanup below covers an interrupt
+    # (Ctrl-C) arriving at any point once the file may have been created.
+    temp = os.path.join(jobs_dir, f".{secrets.token_hex(8)}.tmp")
     try:
-        fd, temp = tempfile.mkstemp(dir=jobs_dir, prefix=".", suffix=".tmp")
-    except FileNotFoundError:
-        os.makedirs(jobs_dir, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=jobs_dir, prefix=".", suffix=".tmp")
-    try:
+        fd = _create(jobs_dir, temp)
         try:
             view = memoryview(data)
             while view:
@@ -384,6 +383,8 @@ def write_job(
             info = os.fstat(fd)
         finally:
             os.close(fd)
+    except FileExistsError:
+        raise  # the name was taken (64 random bits: never in practice)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
@@ -395,6 +396,16 @@ def write_job(
         info.st_ctime_ns,
         fingerprint_of(info),
     )
+
+
+def _create(jobs_dir: str, temp: str) -> int:
+    """Create the new file ``temp`` for writing, and ``jobs_dir`` if missing."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(temp, flags, 0o600)
+    except FileNotFoundError:
+        os.makedirs(jobs_dir, exist_ok=True)
+        return os.open(temp, flags, 0o600)
 
 
 def _rename_aside(path: str, aside: str) -> None:

@@ -188,6 +188,24 @@ def test_put_into_a_directory_removed_before_the_observer_said_so(
         store.close()
 
 
+def test_an_interrupt_as_the_temp_file_is_created_leaves_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fault: Ctrl-C lands just after the temp file exists, before the
+    # write has its descriptor (where tempfile.mkstemp could not clean up).
+    create = jobfiles._create
+
+    def interrupted(jobs_dir: str, temp: str) -> int:
+        os.close(create(jobs_dir, temp))
+        raise KeyboardInterrupt
+
+    store = FileStore(tmp_path, index=False)
+    monkeypatch.setattr(jobfiles, "_create", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.put({"job_id": "a", "job_status": "queued"})
+    assert os.listdir(tmp_path / "jobs") == []
+
+
 def test_missing_jobs_directory_is_404_over_http(tmp_path: Path, serve: Any) -> None:
     store = FileStore(tmp_path)
     url = serve(create_app(service_for(store)))
