@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
+from . import jsontext
 from .types import RequestId
 
 
@@ -27,25 +30,48 @@ def envelope(
     code: int,
     request_id: RequestId,
     job_id: str,
-    response: Any,
+    response_json: str,
     message: str,
     elapsed: float,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "endpoint": endpoint,
-        "code": code,
-        "id": request_id,
-        "job_id": job_id,
-        "response": response,
-        "message": message,
-        "pid": host.pid,
-        "queue_id": host.pid if host.queue_id is None else host.queue_id,
-        "run_time": round(elapsed, 3),
-        "queue_time": 0,
-        "total_time": round(elapsed, 3),
-        "queue_length": host.queue_length(),
-        "build_number": host.build_number,
-    }
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """The envelope as JSON text, ``response_json`` (already JSON) inside.
+
+    Byte for byte what ``jsontext.encode`` makes of the envelope as an
+    object, keys in this order (``error`` after ``build_number`` when the
+    code is not 200, then ``extra``'s). Written out field by field because
+    encoding the object whole cost ~3 µs of a status poll's ~70, and a
+    store that keeps its records as JSON text hands them over unparsed.
+    """
+    elapsed_text = _value(round(elapsed, 3))
+    queue_id = host.pid if host.queue_id is None else host.queue_id
+    text = (
+        f'{{"endpoint":{_quote(endpoint)},"code":{code},'
+        f'"id":{_value(request_id)},"job_id":{_quote(job_id)},'
+        f'"response":{response_json},"message":{_quote(message)},'
+        f'"pid":{host.pid},"queue_id":{_value(queue_id)},'
+        f'"run_time":{elapsed_text},"queue_time":0,"total_time":{elapsed_text},'
+        f'"queue_length":{_value(host.queue_length())},'
+        f'"build_number":{_quote(host.build_number)}'
+    )
     if code != 200:
-        body["error"] = message
-    return body
+        text += f',"error":{_quote(message)}'
+    if extra:
+        text += "".join(
+            f",{_quote(key)}:{jsontext.encode(value)}" for key, value in extra.items()
+        )
+    return text + "}"
+
+
+def _value(value: Any) -> str:
+    """One value as ``jsontext.encode`` writes it; the usual kinds directly."""
+    kind = type(value)
+    if kind is str:
+        return _quote(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return jsontext.encode(value)

@@ -369,23 +369,19 @@ class StatusService:
     ) -> Reply:
         """The reply; ``response_json``, when given, is the response as JSON text;
         ``extra``: keys an endpoint adds to the envelope (``waited``)."""
-        body = envelope(
+        text = envelope(
             host=self.host,
             endpoint=endpoint,
             code=code,
             request_id=request_id,
             job_id=self.new_id() if job_id is None else job_id,
-            response=response,
+            response_json=(
+                jsontext.encode(response) if response_json is None else response_json
+            ),
             message=message,
             elapsed=self.timer() - started,
+            extra=extra,
         )
-        if extra:
-            body.update(extra)
-        text = jsontext.encode(body)
-        if response_json is not None:
-            # Safe as a plain replace: inside any JSON string a quote is
-            # escaped, so '"response":null' can only be the key itself.
-            text = text.replace('"response":null', '"response":' + response_json, 1)
         # ASCII by construction: jsontext escapes every other character, and
         # a store's listing is checked (or written again) by checked_object.
         return Reply(code, JSON_HEADERS, text.encode("ascii"))

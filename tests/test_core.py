@@ -12,6 +12,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import jobstatus_core
 from jobstatus_core import (
@@ -29,6 +31,7 @@ from jobstatus_core import (
     Window,
     jsontext,
 )
+from jobstatus_core.envelope import envelope
 from jobstatus_core.errors import one_line_reason
 from jobstatus_core.problems import ApiError
 from jobstatus_core.registry import redact
@@ -512,3 +515,78 @@ def test_the_router_finds_a_path_of_the_table_under_its_prefix() -> None:
     assert router.match("DELETE", "/api/v1/job/abc") == tuple(
         router.methods["/v1/job/{job_id}"]
     )
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    endpoint=st.text(),
+    code=st.sampled_from([200, 400, 404, 410, 500]),
+    request_id=st.none() | st.text() | st.integers() | st.floats(allow_nan=False),
+    job_id=st.text(),
+    response=JSON_VALUES,
+    message=st.text(),
+    elapsed=st.floats(min_value=0, max_value=1e6),
+    queue_id=st.none() | st.integers(min_value=0) | st.text(),
+    queue_length=st.integers(min_value=0),
+    build_number=st.text(),
+    extra=st.none()
+    | st.dictionaries(st.text(max_size=5).map("x-".__add__), JSON_VALUES, max_size=2),
+)
+def test_envelope_text_is_the_encoded_envelope_object(
+    endpoint: str,
+    code: int,
+    request_id: Any,
+    job_id: str,
+    response: Any,
+    message: str,
+    elapsed: float,
+    queue_id: Any,
+    queue_length: int,
+    build_number: str,
+    extra: dict[str, Any] | None,
+) -> None:
+    """Built field by field, byte for byte what encoding the object whole
+    makes of it (the envelope of every answer, Part I's included)."""
+    host = Host(4242, build_number, queue_id, lambda: queue_length)
+    text = envelope(
+        host=host,
+        endpoint=endpoint,
+        code=code,
+        request_id=request_id,
+        job_id=job_id,
+        response_json=jsontext.encode(response),
+        message=message,
+        elapsed=elapsed,
+        extra=extra,
+    )
+    whole: dict[str, Any] = {
+        "endpoint": endpoint,
+        "code": code,
+        "id": request_id,
+        "job_id": job_id,
+        "response": response,
+        "message": message,
+        "pid": 4242,
+        "queue_id": 4242 if queue_id is None else queue_id,
+        "run_time": round(elapsed, 3),
+        "queue_time": 0,
+        "total_time": round(elapsed, 3),
+        "queue_length": queue_length,
+        "build_number": build_number,
+    }
+    if code != 200:
+        whole["error"] = message
+    # Extra keys (endpoints add only new ones) come after the envelope's own.
+    whole.update(extra or {})
+    assert text == jsontext.encode(whole)
+    assert text.isascii()
