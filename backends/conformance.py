@@ -31,6 +31,7 @@ from jobstatus_core import (
     Expiring,
     InvalidRecord,
     Query,
+    RecordTexts,
     Row,
     Stale,
     Store,
@@ -241,6 +242,14 @@ class StoreConformance:
         assert dict(store.changed_since(0)) == {"a": "done", "b": None}
         assert store.get("a") == _record("a", "done")
         assert isinstance(store.read("b"), Row)
+
+    def test_record_texts_are_the_encoded_records(self, store: Store) -> None:
+        # Only for stores that declare RecordTexts; the rest pass as is.
+        record = _record("a", "done", response={"x": [1, "ü", 0.5]}, n=None)
+        store.put(record, at=5.0)
+        if isinstance(store, RecordTexts):
+            assert store.record_text("a") == jsontext.encode(record)
+            assert store.record_text("nope") is None
 
 
 class ExpiryConformance:

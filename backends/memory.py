@@ -40,8 +40,9 @@ class MemoryStore(VersionedStoreBase, Inline):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # Records are kept as JSON text: a read returns a fresh copy, and a
-        # record that is not JSON is refused at put time, as elsewhere.
+        # Records are kept as JSON text: a read returns a fresh copy, a
+        # record that is not JSON is refused at put time, as elsewhere, and
+        # job/status answers with the text as it is (``RecordTexts``).
         self._records: dict[str, str] = {}
         self._index = TimeIndex()
         self._log = ChangeLog()
@@ -63,6 +64,10 @@ class MemoryStore(VersionedStoreBase, Inline):
     def read(self, job_id: str) -> Row | None:
         with self._lock:
             return self._with_record(self._log.get(job_id))
+
+    def record_text(self, job_id: str) -> str | None:
+        with self._lock:
+            return self._records.get(job_id)
 
     def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
         with self._lock:
@@ -103,7 +108,7 @@ class MemoryStore(VersionedStoreBase, Inline):
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
         at = checked_at(at)
-        text = json.dumps(record, allow_nan=False)
+        text = jsontext.strict(record)
         with self._lock:
             self._write(job_id, record, text, at)
         self._subscribers.notify()
@@ -117,7 +122,7 @@ class MemoryStore(VersionedStoreBase, Inline):
     ) -> str | None:
         job_id = checked_job_id(record)
         at = checked_at(at)
-        text = json.dumps(record, allow_nan=False)
+        text = jsontext.strict(record)
         with self._lock:
             current = self._log.get(job_id)
             if (None if current is None else current.version) != expected:

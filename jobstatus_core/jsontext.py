@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from .errors import StoreError
@@ -34,6 +35,31 @@ def encode(value: Any) -> str:
         return _ENCODER.encode(value)
     except ValueError:  # a non-finite float: the rare case pays for a copy
         return _ENCODER.encode(_finite(value))
+
+
+#: A string as ``encode`` writes it (the encoder's own C function).
+string = encode_basestring_ascii
+
+
+def scalar(value: Any) -> str:
+    """``encode(value)``, the kinds an envelope or a page row holds written
+    directly: the encoder's set-up costs more than a string or a number."""
+    kind = type(value)
+    if kind is str:
+        return encode_basestring_ascii(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return encode(value)
+
+
+def strict(value: Any) -> str:
+    """``encode(value)``, but a non-finite number raises ``ValueError``:
+    for what a store keeps, where ``null`` would lose the value silently."""
+    return _ENCODER.encode(value)
 
 
 def _finite(value: Any) -> Any:

@@ -109,6 +109,19 @@ class Presence(Protocol):
 
 
 @runtime_checkable
+class RecordTexts(Protocol):
+    """A store that keeps each record as the JSON text answers write.
+
+    ``job/status`` puts the text in its answer as it is, neither parsed nor
+    encoded again. Only for a store whose texts nobody else writes (the
+    memory store): text edited by hand may not be strict ASCII JSON.
+    """
+
+    def record_text(self, job_id: str) -> str | None:
+        """``jsontext.encode`` of the job's record; None: no such job."""
+
+
+@runtime_checkable
 class Enumerable(Protocol):
     """A store that can list every job it holds; the built-in stores all can.
 

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import replace
 from email.utils import formatdate
-from json.encoder import encode_basestring_ascii as _quoted
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import cursor, jsontext, params, problems, tokens
@@ -102,7 +100,7 @@ def list_jobs(service: StatusService, request: Request) -> Reply:
     items = ",".join([_item_text(row, with_records) for row in rows])
     token = service.encode_cursor(cursor.Cursor(position, mark.epoch), digest)
     more = "true" if has_more else "false"
-    text = f'{{"jobs":[{items}],"cursor":{_quoted(token)},"has_more":{more}'
+    text = f'{{"jobs":[{items}],"cursor":{jsontext.string(token)},"has_more":{more}'
     if counts is not None:
         counted = {_status_key(status): n for status, n in counts.items()}
         text += f',"counts":{jsontext.encode(counted)}'
@@ -217,20 +215,12 @@ def _item_text(row: Row, with_record: bool) -> str:
     ``"record"``) as ``jsontext.encode`` writes it."""
     status = "null" if row.status is None else _status_text(row.status)
     text = (
-        f'{{"job_id":{_quoted(row.job_id)},"job_status":{status},'
-        f'"updated_at":{_number(row.updated_at)},"version":{_quoted(row.version)}'
+        f'{{"job_id":{jsontext.string(row.job_id)},"job_status":{status},'
+        f'"updated_at":{jsontext.scalar(row.updated_at)},"version":{jsontext.string(row.version)}'
     )
     if with_record:
         return f'{text},"record":{jsontext.encode(row.record)}}}'
     return text + "}"
-
-
-def _number(value: float) -> str:
-    # A finite float is written as its repr, as the encoder writes it;
-    # anything else (an int, a non-finite float) as the encoder does.
-    if type(value) is float and math.isfinite(value):
-        return repr(value)
-    return jsontext.encode(value)
 
 
 def _status_text(text: str) -> str:

@@ -18,7 +18,7 @@ from .errors import ConfigError, StoreError, StoreUnavailable, WouldBlock
 from .listing import Listings
 from .pages import Pages
 from .problems import ApiError
-from .protocol import Expiring, Presence, Store
+from .protocol import Expiring, Presence, RecordTexts, Store
 from .requests import Request
 from .tokens import Grant
 
@@ -88,7 +88,6 @@ class StatusService:
             raise ConfigError(
                 f"{type(store).__name__} is not a store: it lacks {', '.join(missing)}"
             )
-        self.store = store
         self.auth = auth
         self.host = host
         self.clock = clock
@@ -108,9 +107,6 @@ class StatusService:
         #: Last-Event-ID, as after any disconnect.
         self.stream_seconds = stream_seconds
         self.terminal = frozenset(terminal)
-        self.listings = Listings(store, timer=timer)
-        #: Answers of ``GET /v1/jobs`` kept while the store is unchanged.
-        self.pages = Pages(timer=timer)
         #: Operations served without authentication besides those the table
         #: marks so (``metrics`` under ``JOBSTATUS_METRICS_AUTH=none``).
         self.open_operations = frozenset(open_operations)
@@ -118,9 +114,7 @@ class StatusService:
         self.exposition: Callable[[], tuple[str, bytes]] | None = None
         #: Called with each store failure (the metrics count them).
         self.store_error_hooks: list[Callable[[Exception], None]] = []
-        self._presence = store if isinstance(store, Presence) else None
-        #: The store as one that expires jobs (tombstones answer 410), or None.
-        self.expiring = store if isinstance(store, Expiring) else None
+        self.replace_store(store)
         # Listing texts already checked (see _checked_listing). A race between
         # threads only checks a text twice: a tuple is swapped whole.
         self._checked_listings: tuple[str, ...] = ()
@@ -129,8 +123,12 @@ class StatusService:
         """Serve from ``store`` from now on (a forked child's stand-in)."""
         self.store = store
         self.listings = Listings(store, timer=self.timer)
+        #: Answers of ``GET /v1/jobs`` kept while the store is unchanged.
         self.pages = Pages(timer=self.timer)
+        # Its capabilities, looked up once.
         self._presence = store if isinstance(store, Presence) else None
+        self._texts = store if isinstance(store, RecordTexts) else None
+        #: The store as one that expires jobs (tombstones answer 410), or None.
         self.expiring = store if isinstance(store, Expiring) else None
 
     def handle(self, operation: Operation, request: Request) -> Reply | Waiting | Feed:
@@ -191,15 +189,19 @@ class StatusService:
             request_id = request_id_of(payload)
             job_id = job_id_of(payload)
             try:
-                record = self.store.get(job_id)
+                if self._texts is not None:
+                    text = self._texts.record_text(job_id)
+                else:
+                    record = self.store.get(job_id)
+                    text = None if record is None else jsontext.encode(record)
             except Exception as exc:
                 raise self._store_error("job status", exc) from None
-            if record is None:
+            if text is None:
                 raise problems.job_not_found()
         except ApiError as err:
             return self.error(endpoint, err, started, request_id, job_id)
         return self._reply(
-            endpoint, 200, request_id, job_id, record, "success", started
+            endpoint, 200, request_id, job_id, None, "success", started, text
         )
 
     def jobs_status(self, request: Request) -> Reply:

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobstatus_core import Expiring, InvalidRecord, Presence, Row, Stale, Versioned
+from jobstatus_core import (
+    Expiring,
+    InvalidRecord,
+    Presence,
+    RecordTexts,
+    Row,
+    Stale,
+    Versioned,
+)
 from jobstatus_core.protocol import Inline, Notifying
 from jobstatus_core.recording import Change, apply, check_fields
 from jobstatus_core.wrapping import StoreWrapper, wrap
@@ -100,6 +108,8 @@ def test_a_wrapper_keeps_the_capabilities_of_what_it_wraps(tmp_path: Any) -> Non
 
     memory = wrap(store_from_url("memory://"), Counting)
     assert isinstance(memory, Inline) and not isinstance(memory, Presence)
+    # Not passed on: job/status reads through the wrapper's get.
+    assert not isinstance(memory, RecordTexts)
     assert isinstance(memory, Notifying) and isinstance(memory, Versioned)
     memory.mark()
     assert Counting.calls == 1
