@@ -248,8 +248,10 @@ class StoreConformance:
         record = _record("a", "done", response={"x": [1, "ü", 0.5]}, n=None)
         store.put(record, at=5.0)
         if isinstance(store, RecordTexts):
-            assert store.record_text("a") == jsontext.encode(record)
-            assert store.record_text("nope") is None
+            found = store.read_text("a")
+            assert found is not None and found[1] == jsontext.encode(record)
+            assert found[0].version == store.read("a").version  # type: ignore[union-attr]
+            assert store.read_text("nope") is None
 
 
 class ExpiryConformance:

@@ -65,9 +65,10 @@ class MemoryStore(VersionedStoreBase, Inline):
         with self._lock:
             return self._with_record(self._log.get(job_id))
 
-    def record_text(self, job_id: str) -> str | None:
+    def read_text(self, job_id: str) -> tuple[Row, str] | None:
         with self._lock:
-            return self._records.get(job_id)
+            row = self._log.get(job_id)
+            return None if row is None else (row, self._records[job_id])
 
     def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
         with self._lock:

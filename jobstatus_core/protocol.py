@@ -112,13 +112,15 @@ class Presence(Protocol):
 class RecordTexts(Protocol):
     """A store that keeps each record as the JSON text answers write.
 
-    ``job/status`` puts the text in its answer as it is, neither parsed nor
-    encoded again. Only for a store whose texts nobody else writes (the
-    memory store): text edited by hand may not be strict ASCII JSON.
+    ``job/status`` and ``GET /v1/job/{id}`` put the text in their answers as
+    it is, neither parsed nor encoded again. Only for a store whose texts
+    nobody else writes (the memory store): text edited by hand may not be
+    strict ASCII JSON.
     """
 
-    def record_text(self, job_id: str) -> str | None:
-        """``jsontext.encode`` of the job's record; None: no such job."""
+    def read_text(self, job_id: str) -> tuple[Row, str] | None:
+        """The job's row (its record left out) and ``jsontext.encode`` of its
+        record, read together; None: no such job."""
 
 
 @runtime_checkable

@@ -30,8 +30,14 @@ def get_job(service: StatusService, request: Request) -> Reply:
         )
     if not request.grant.allows(job_id):
         return service.fail(request, tokens.forbidden(), job_id=job_id)
+    texts = service.record_texts
+    text = None
     try:
-        row = service.store_call("job status", lambda: service.store.read(job_id))
+        if texts is not None:
+            found = service.store_call("job status", lambda: texts.read_text(job_id))
+            row, text = (None, None) if found is None else found
+        else:
+            row = service.store_call("job status", lambda: service.store.read(job_id))
         if row is None:
             tomb = tombstone(service, job_id)
             if tomb is not None:
@@ -44,7 +50,9 @@ def get_job(service: StatusService, request: Request) -> Reply:
     headers = etag_headers(row)
     if _matches(request.headers.get("if-none-match"), headers[0][1]):
         return service.not_modified(headers)
-    return service.success(request, row.record, job_id=job_id, headers=headers)
+    return service.success(
+        request, row.record, job_id=job_id, headers=headers, response_json=text
+    )
 
 
 def list_jobs(service: StatusService, request: Request) -> Reply:

@@ -127,7 +127,8 @@ class StatusService:
         self.pages = Pages(timer=self.timer)
         # Its capabilities, looked up once.
         self._presence = store if isinstance(store, Presence) else None
-        self._texts = store if isinstance(store, RecordTexts) else None
+        #: The store as one that keeps records as JSON text, or None.
+        self.record_texts = store if isinstance(store, RecordTexts) else None
         #: The store as one that expires jobs (tombstones answer 410), or None.
         self.expiring = store if isinstance(store, Expiring) else None
 
@@ -189,8 +190,9 @@ class StatusService:
             request_id = request_id_of(payload)
             job_id = job_id_of(payload)
             try:
-                if self._texts is not None:
-                    text = self._texts.record_text(job_id)
+                if self.record_texts is not None:
+                    found = self.record_texts.read_text(job_id)
+                    text = None if found is None else found[1]
                 else:
                     record = self.store.get(job_id)
                     text = None if record is None else jsontext.encode(record)
