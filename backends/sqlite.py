@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -74,6 +75,10 @@ LOCKED_RETRY_DELAYS = (0.05, 0.1, 0.2)
 #: How many SQLite VM steps an inline statement takes between looks at its
 #: budget: a read of one job takes fewer, so its look costs nothing.
 PROGRESS_STEPS = 1000
+#: How often an inline read looks whether another file now has the
+#: database's name (a restore): a ``stat`` cost a tenth of a status poll on
+#: the event loop. Reads on threads, and every write, look each time.
+INLINE_FILE_CHECK_SECONDS = 1.0
 
 # A stored status as JSON text: the store's own writes are jsontext's, but rows
 # another program wrote may hold any text; one that is not JSON is quoted as a
@@ -220,6 +225,8 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         # Which file the connection has open: a file put in the database's
         # place is noticed by the next call.
         self._file: tuple[int, int] = (0, 0)
+        # When an inline read last found ``_file`` still at the path.
+        self._file_seen_at = -math.inf
         self._conn = self._open()
         # Inline calls (``TriesInline``): one over its budget sends the
         # store's calls to threads for a while.
@@ -524,11 +531,14 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             raise WouldBlock("the SQLite connection is in use")
         try:
             with self._breaker.timed():
-                if _identity(self.path) != self._file:
-                    # Reopening (a restored file) migrates: on a thread.
-                    raise WouldBlock("the SQLite file was replaced")
+                now = time.monotonic()
+                if now - self._file_seen_at >= INLINE_FILE_CHECK_SECONDS:
+                    if _identity(self.path) != self._file:
+                        # Reopening (a restored file) migrates: on a thread.
+                        raise WouldBlock("the SQLite file was replaced")
+                    self._file_seen_at = now
                 conn = self._conn
-                deadline = time.monotonic() + self._breaker.budget
+                deadline = now + self._breaker.budget
                 try:
                     conn.execute("PRAGMA busy_timeout = 0")
                     conn.set_progress_handler(

@@ -247,8 +247,9 @@ def test_a_slow_inline_sqlite_read_sends_the_next_reads_to_threads(
     store = SQLiteStore(tmp_path / "jobs.db")
     store.put({"job_id": "a", "job_status": "done"})
     # A budget no ordinary read reaches on a loaded machine, crossed by the
-    # injected stall alone.
+    # injected stall alone; the file looked at on every read.
     store._breaker = Breaker(budget=0.5, cooldown=60.0)
+    monkeypatch.setattr(sqlite_backend, "INLINE_FILE_CHECK_SECONDS", 0.0)
     app = create_app(service_for(store))
     url = serve(app)
     threads = store_threads(app)
@@ -273,6 +274,33 @@ def test_a_slow_inline_sqlite_read_sends_the_next_reads_to_threads(
             assert post_job(url, "a").status_code == 200
             assert threads.calls == before + n, "cooling down: on threads"
         assert store._breaker.trips == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite
+def test_inline_sqlite_reads_notice_a_replaced_file_within_a_second(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path)
+    try:
+        store.put({"job_id": "old", "job_status": "done"})
+        with nowait.attempt():
+            assert store.read("old") is not None
+        restored = SQLiteStore(tmp_path / "backup.db")
+        restored.put({"job_id": "new", "job_status": "restored"})
+        restored.close()
+        os.replace(tmp_path / "backup.db", path)
+        # Within the interval an inline read may still see the old file
+        # (whole, never mixed); after it, the read goes to a thread ...
+        time.sleep(sqlite_backend.INLINE_FILE_CHECK_SECONDS)
+        with pytest.raises(WouldBlock, match="replaced"), nowait.attempt():
+            store.read("new")
+        # ... which reopens the file now at the path, at once.
+        assert store.read("new") is not None and store.read("old") is None
+        with nowait.attempt():
+            assert store.read("new") is not None
     finally:
         store.close()
 
