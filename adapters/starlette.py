@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import parse_qs
@@ -39,6 +39,9 @@ from .routing import origin_path
 T = TypeVar("T")
 #: A comment line this often keeps proxies from closing an idle stream.
 HEARTBEAT_SECONDS = 15.0
+#: Round trips one store call may await on the loop (a Redis mark, then its
+#: window) before the rest of it goes to a thread.
+MAX_FETCHES = 4
 
 
 def status_routes(service: StatusService, prefix: str = "") -> list[BaseRoute]:
@@ -254,11 +257,18 @@ class _Endpoint:
         if self.threads is None:
             return call()
         if self.tries_inline:
-            try:
-                with nowait.attempt():
-                    return call()
-            except WouldBlock:
-                pass
+            fetched: dict[Hashable, nowait.Outcome] = {}
+            while len(fetched) < MAX_FETCHES:
+                try:
+                    with nowait.attempt(fetched):
+                        return call()
+                except WouldBlock as exc:
+                    if exc.fetch is None or exc.key in fetched:
+                        break
+                    try:
+                        fetched[exc.key] = (True, await exc.fetch())
+                    except Exception as error:  # the store maps it, tried again
+                        fetched[exc.key] = (False, error)
         return await self.threads.run(call)
 
     async def _stream(

@@ -53,11 +53,12 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 import redis
+import redis.asyncio as aredis
 
 from jobstatus_core import (
     ConfigError,
@@ -69,15 +70,19 @@ from jobstatus_core import (
     StoreError,
     StoreUnavailable,
     Tombstone,
+    TriesInline,
     VersionedStoreBase,
     Window,
+    WouldBlock,
     checked_at,
     checked_job_id,
     jsontext,
+    nowait,
 )
 from jobstatus_core.registry import redact
 
 from . import storedjson
+from .redisasync import AsyncClients, Use
 from .urloptions import parse_store_url
 
 #: Rows expired per script: a script holds Redis, so a purge of 1,000 jobs
@@ -499,9 +504,10 @@ RECONNECT_FIRST_SECONDS = 0.1
 RECONNECT_LAST_SECONDS = 5.0
 
 T = TypeVar("T")
+ClientT = TypeVar("ClientT", redis.Redis, aredis.Redis)
 
 
-class RedisStore(VersionedStoreBase):
+class RedisStore(VersionedStoreBase, TriesInline):
     #: redis-py's pool notices the new pid and reconnects in a forked child.
     survives_fork = True
 
@@ -540,10 +546,16 @@ class RedisStore(VersionedStoreBase):
         # Whether this instance has seen the layout complete (see _upgrade).
         self._upgraded = False
         self._upgrade_lock = threading.Lock()
+        # Reads on an event loop go through redis.asyncio (redisasync); a
+        # client given by the host has no asyncio twin: those go to threads.
+        self._async: AsyncClients | None = None
         if client is not None:
             self._client = client
         else:
             self._client = _connect(url, timeout, connection)
+            self._async = AsyncClients(
+                partial(_connect, url, timeout, connection, aredis.Redis)
+            )
         register = self._client.register_script
         self._write_script = register(WRITE_SCRIPT)
         self._read_script = register(READ_SCRIPT)
@@ -603,7 +615,12 @@ class RedisStore(VersionedStoreBase):
 
     def get(self, job_id: str) -> Record | None:
         # One GET: the record alone needs no row.
-        raw = self._run(lambda: self._client.get(self._key(job_id)))
+        key = self._key(job_id)
+        raw = self._read(
+            ("get", key),
+            lambda: self._client.get(key),
+            lambda loop: loop.client.get(key),
+        )
         return None if raw is None else storedjson.record(job_id, cast(str, raw))
 
     def read(self, job_id: str) -> Row | None:
@@ -612,13 +629,14 @@ class RedisStore(VersionedStoreBase):
     def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
         self._upgrade()
         ids = list(dict.fromkeys(job_ids))
+        keys = [self._updated, self._status, self._changes, self._epoch]
+        args = [self._jobs, *ids]
         reply = cast(
             list[Any],
-            self._run(
-                lambda: self._read_script(
-                    keys=[self._updated, self._status, self._changes, self._epoch],
-                    args=[self._jobs, *ids],
-                )
+            self._read(
+                ("read", *ids),
+                lambda: self._read_script(keys=keys, args=args),
+                lambda loop: loop.script(READ_SCRIPT, keys, args),
             ),
         )
         return self._rows(ids, reply)
@@ -644,12 +662,16 @@ class RedisStore(VersionedStoreBase):
         return rows
 
     def window(self, cutoff: float) -> Window:
+        keys, args = [self._updated, self._status], [repr(cutoff)]
         reply = cast(
             list[str],
-            self._run(
-                lambda: self._window_script(
-                    keys=[self._updated, self._status], args=[repr(cutoff)]
-                )
+            # Keyed without the cutoff, which the next attempt computes a
+            # moment later: it takes the window as of the first, as if the
+            # request had come that moment earlier.
+            self._read(
+                ("window",),
+                lambda: self._window_script(keys=keys, args=args),
+                lambda loop: loop.script(WINDOW_SCRIPT, keys, args),
             ),
         )
         oldest = float(reply[0]) if reply[0] else None
@@ -664,12 +686,13 @@ class RedisStore(VersionedStoreBase):
         try:
             storedjson.loads(text)
         except (ValueError, RecursionError):
+            keys, args = [self._updated, self._status], [repr(cutoff)]
             flat = cast(
                 list[str],
-                self._run(
-                    lambda: self._pairs_script(
-                        keys=[self._updated, self._status], args=[repr(cutoff)]
-                    )
+                self._read(
+                    ("pairs",),
+                    lambda: self._pairs_script(keys=keys, args=args),
+                    lambda loop: loop.script(PAIRS_SCRIPT, keys, args),
                 ),
             )
             return [
@@ -758,12 +781,15 @@ class RedisStore(VersionedStoreBase):
         }
 
     def mark(self) -> Mark:
+        # The epoch a store without one takes: made per attempt, so the key
+        # leaves it out.
+        keys, args = [self._epoch, self._counter], [secrets.token_hex(8)]
         epoch, head, server = cast(
             list[str],
-            self._run(
-                lambda: self._mark_script(
-                    keys=[self._epoch, self._counter], args=[secrets.token_hex(8)]
-                )
+            self._read(
+                ("mark",),
+                lambda: self._mark_script(keys=keys, args=args),
+                lambda loop: loop.script(MARK_SCRIPT, keys, args),
             ),
         )
         return Mark(epoch, int(head), server)
@@ -1073,8 +1099,37 @@ class RedisStore(VersionedStoreBase):
         if listener is not None:
             listener.stop()
         self._client.close()
+        if self._async is not None:
+            self._async.close()
+
+    def _read(self, key: Hashable, action: Callable[[], T], use: Use) -> T:
+        """A read: ``action`` with the sync client; on an event loop
+        (``nowait``), the reply of ``use`` on the loop's asyncio client that
+        an earlier attempt of the call awaited, else ``WouldBlock`` naming
+        it. Errors either way are the same ``StoreError``s."""
+        if not nowait.asked():
+            return self._run(action)
+        found = nowait.fetched(key)
+        if found is None:
+            if self._async is None:
+                raise WouldBlock("a Redis client given by the host reads on threads")
+            clients = self._async
+            raise WouldBlock(
+                "a Redis round trip", key=key, fetch=lambda: clients.fetch(use)
+            )
+        ok, value = found
+        if ok:
+            return cast(T, value)
+        return self._mapped(partial(_reraise, value))
 
     def _run(self, action: Callable[[], T]) -> T:
+        if nowait.asked():
+            # On the event loop only what _read fetched: a round trip here
+            # would hold the loop.
+            raise WouldBlock("this Redis call runs on threads")
+        return self._mapped(action)
+
+    def _mapped(self, action: Callable[[], T]) -> T:
         try:
             return action()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -1164,9 +1219,15 @@ class _Listener:
                     pubsub.close()
 
 
-def _connect(url: str, timeout: float, connection: dict[str, Any]) -> redis.Redis:
+def _connect(
+    url: str,
+    timeout: float,
+    connection: dict[str, Any],
+    kind: type[ClientT] = redis.Redis,  # type: ignore[assignment]
+) -> ClientT:
+    """A client of ``kind`` (redis-py's, or its asyncio twin) for ``url``."""
     try:
-        return redis.Redis.from_url(
+        return kind.from_url(
             url,
             **_DRIVER,
             **connection,
@@ -1179,3 +1240,8 @@ def _connect(url: str, timeout: float, connection: dict[str, Any]) -> redis.Redi
         )
     except ValueError as exc:
         raise ConfigError(f"store URL {redact(url)!r}: {exc}") from None
+
+
+def _reraise(exc: BaseException) -> NoReturn:
+    """Raise what a fetch on the loop raised, where ``_mapped`` maps it."""
+    raise exc

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
 
 class JobStatusError(Exception):
     """Base class: callers that want one thing to catch catch this."""
@@ -43,4 +46,21 @@ class WouldBlock(JobStatusError):
     """A store asked not to wait (``nowait.attempt``) would have had to: a
     page not in the page cache, a lock held, a call over its time budget.
     Nothing was changed; the caller runs the same call again where waiting
-    is fine (a worker thread)."""
+    is fine (a worker thread).
+
+    ``fetch``, when given, is what the store was waiting for as a coroutine
+    (a Redis round trip on ``redis.asyncio``): an event loop may await it
+    and try the call again with its outcome under ``key``
+    (``nowait.attempt(fetched)``), instead of moving to a thread.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: Hashable = None,
+        fetch: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.fetch = fetch

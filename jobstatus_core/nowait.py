@@ -6,26 +6,42 @@ raises ``WouldBlock`` where it would have waited; the adapter then runs the
 same call on a worker thread. A context variable, not an argument: the
 service's handlers between the adapter and the store stay as they are, and
 the worker thread (another context) reads the ordinary way.
+
+A store with an asyncio client (Redis) says in its ``WouldBlock`` what it
+was waiting for (``fetch``); the adapter awaits it on the loop and attempts
+the call again with the outcome in ``fetched``, where the store finds it
+(``fetched(key)``). Calls made here only read, so a repeat is harmless.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from contextvars import ContextVar, Token
 from types import TracebackType
+from typing import Any
 
-_asked: ContextVar[bool] = ContextVar("jobstatus_nowait", default=False)
+#: A fetch's outcome: (True, its value) or (False, the exception it raised).
+Outcome = tuple[bool, Any]
+
+_fetched: ContextVar[dict[Hashable, Outcome] | None] = ContextVar(
+    "jobstatus_nowait", default=None
+)
 
 
-def attempt() -> _Attempt:
-    """Store calls made inside may raise ``WouldBlock`` instead of waiting."""
-    return _Attempt()
+def attempt(fetched: dict[Hashable, Outcome] | None = None) -> _Attempt:
+    """Store calls made inside may raise ``WouldBlock`` instead of waiting;
+    ``fetched``: the outcomes of fetches earlier attempts asked for."""
+    return _Attempt({} if fetched is None else fetched)
 
 
 class _Attempt:
     # A class, not contextlib's decorator: the core imports no more than it
     # needs (tests/test_core.py).
+    def __init__(self, fetched: dict[Hashable, Outcome]) -> None:
+        self._fetched = fetched
+
     def __enter__(self) -> None:
-        self._token: Token[bool] = _asked.set(True)
+        self._token: Token[dict[Hashable, Outcome] | None] = _fetched.set(self._fetched)
 
     def __exit__(
         self,
@@ -33,9 +49,16 @@ class _Attempt:
         error: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        _asked.reset(self._token)
+        _fetched.reset(self._token)
 
 
 def asked() -> bool:
     """Whether the running call must not wait (it is on the event loop)."""
-    return _asked.get()
+    return _fetched.get() is not None
+
+
+def fetched(key: Hashable) -> Outcome | None:
+    """The outcome of the fetch a ``WouldBlock`` named ``key`` asked for, if
+    an earlier attempt of this call awaited it."""
+    outcomes = _fetched.get()
+    return None if outcomes is None else outcomes.get(key)

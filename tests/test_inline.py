@@ -22,8 +22,9 @@ from jobstatus_backends import jobfiles
 from jobstatus_backends import sqlite as sqlite_backend
 from jobstatus_backends.breaker import Breaker
 from jobstatus_backends.filesystem import FileStore, WatchedFileStore
+from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.sqlite import SQLiteStore
-from jobstatus_core import TriesInline, WouldBlock, nowait
+from jobstatus_core import StoreUnavailable, TriesInline, WouldBlock, nowait
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
 from .helpers import API_KEY, service_for
@@ -366,5 +367,74 @@ def test_an_inline_sqlite_read_never_waits_for_the_connection(tmp_path: Path) ->
             store.read("a")
         with nowait.attempt():
             assert store.read("a") is not None
+    finally:
+        store.close()
+
+
+@pytest.mark.redis
+def test_redis_reads_on_the_loop_await_redis_asyncio(
+    redis_server: Any, serve: Callable[[ASGIApp], str]
+) -> None:
+    store = RedisStore(f"{redis_server.url}", prefix=f"inline-{time.time_ns()}:")
+    store.put({"job_id": "a", "job_status": "done", "n": 1})
+    app = create_app(service_for(store))
+    url = serve(app)
+    threads = store_threads(app)
+    key = {"x-api-key": API_KEY}
+    try:
+        # The layout check (once per store instance) runs on a thread.
+        httpx.get(url + "/v1/job/a", headers=key)
+        before = threads.calls
+        assert post_job(url, "a").json()["response"] == {
+            "job_id": "a",
+            "job_status": "done",
+            "n": 1,
+        }
+        assert post_job(url, "nope").status_code == 404
+        many = httpx.post(url + "/v1/toolkit/jobs/status", json={}, headers=key)
+        assert many.json()["response"] == {"a": "done"}
+        one = httpx.get(url + "/v1/job/a", headers=key)
+        assert one.status_code == 200 and one.headers["etag"]
+        assert threads.calls == before, "every read above awaited on the loop"
+        # A call without an asyncio twin (a page) goes to a thread, whole.
+        page = httpx.get(url + "/v1/jobs", headers=key)
+        assert [job["job_id"] for job in page.json()["response"]["jobs"]] == ["a"]
+        assert threads.calls > before
+    finally:
+        store.close()
+
+
+@pytest.mark.redis
+def test_a_redis_read_on_the_loop_fails_as_on_a_thread(
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    import redis
+
+    store = RedisStore(redis_server.url, prefix=f"inline-{time.time_ns()}:")
+
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("injected")
+
+    async def read_on_the_loop() -> None:
+        fetched: dict[Any, nowait.Outcome] = {}
+        with pytest.raises(WouldBlock) as asked, nowait.attempt(fetched):
+            store.get("a")
+        assert asked.value.fetch is not None
+        # The fault: the round trip fails; the store maps it on the next try.
+        monkeypatch.setattr("redis.asyncio.Redis.get", unreachable)
+        try:
+            await asked.value.fetch()
+        except redis.ConnectionError as exc:
+            fetched[asked.value.key] = (False, exc)
+        with (
+            pytest.raises(StoreUnavailable, match="Redis unreachable"),
+            nowait.attempt(fetched),
+        ):
+            store.get("a")
+
+    try:
+        asyncio.run(read_on_the_loop())
     finally:
         store.close()
