@@ -263,7 +263,7 @@ class _Endpoint:
                     with nowait.attempt(fetched):
                         return call()
                 except WouldBlock as exc:
-                    if exc.fetch is None or exc.key in fetched:
+                    if exc.fetch is None or exc.key in fetched or not _on_asyncio():
                         break
                     try:
                         fetched[exc.key] = (True, await exc.fetch())
@@ -392,6 +392,16 @@ def _route_path(path: str, root_path: str) -> str:
         if not rest or rest.startswith("/"):
             return rest
     return path
+
+
+def _on_asyncio() -> bool:
+    """Whether this runs on an asyncio loop, where a store's fetches (asyncio
+    coroutines) can be awaited; under trio the call goes to a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _headers(scope: Scope) -> dict[str, str]:

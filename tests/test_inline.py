@@ -5,6 +5,7 @@ a slow disk can hold the loop: real stores, a real uvicorn server; faults
 from __future__ import annotations
 
 import errno
+import json
 import os
 import threading
 import time
@@ -436,5 +437,47 @@ def test_a_redis_read_on_the_loop_fails_as_on_a_thread(
 
     try:
         asyncio.run(read_on_the_loop())
+    finally:
+        store.close()
+
+
+@pytest.mark.redis
+def test_under_trio_redis_reads_go_to_threads(redis_server: Any) -> None:
+    import anyio
+    import trio  # noqa: F401 - the backend anyio runs below
+
+    store = RedisStore(redis_server.url, prefix=f"inline-{time.time_ns()}:")
+    store.put({"job_id": "a", "job_status": "done"})
+    app = create_app(service_for(store))
+    body = b'{"job_id": "a"}'
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": JOB,
+        "raw_path": JOB.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"x-api-key", API_KEY.encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        await app(scope, receive, send)
+
+    try:
+        anyio.run(main, backend="trio")
+        assert sent[0]["status"] == 200
+        assert json.loads(sent[1]["body"])["response"]["job_status"] == "done"
+        assert store_threads(app).calls == 1  # asyncio's client cannot run here
     finally:
         store.close()
