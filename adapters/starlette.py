@@ -258,12 +258,17 @@ class _Endpoint:
             return call()
         if self.tries_inline:
             fetched: dict[Hashable, nowait.Outcome] = {}
-            while len(fetched) < MAX_FETCHES:
+            while True:
                 try:
                     with nowait.attempt(fetched):
                         return call()
                 except WouldBlock as exc:
-                    if exc.fetch is None or exc.key in fetched or not _on_asyncio():
+                    if (
+                        exc.fetch is None
+                        or exc.key in fetched
+                        or len(fetched) == MAX_FETCHES
+                        or not _on_asyncio()
+                    ):
                         break
                     try:
                         fetched[exc.key] = (True, await exc.fetch())

@@ -247,9 +247,15 @@ class StoreConformance:
         # Only for stores that declare RecordTexts; the rest pass as is.
         record = _record("a", "done", response={"x": [1, "ü", 0.5]}, n=None)
         store.put(record, at=5.0)
+        # Keys 1 and "1" are one key to whoever reads the JSON.
+        store.put(_record("b", "done", response={1: "one", "1": "uno"}), at=6.0)
         if isinstance(store, RecordTexts):
             found = store.read_text("a")
             assert found is not None and found[1] == jsontext.encode(record)
+            other = store.read_text("b")
+            assert other is not None
+            assert other[1] == jsontext.encode(store.get("b"))
+            assert '"1":"uno"' in other[1] and '"1":"one"' not in other[1]
             assert found[0].version == store.read("a").version  # type: ignore[union-attr]
             assert store.read_text("nope") is None
 

@@ -1010,6 +1010,10 @@ class RedisStore(VersionedStoreBase, TriesInline):
         """
         if self._upgraded:
             return
+        if nowait.asked():
+            # Not even the lock on the loop: a thread may hold it for a
+            # round trip's timeout.
+            raise WouldBlock("the Redis layout is checked on a thread")
         with self._upgrade_lock:
             if self._upgraded:
                 return
@@ -1120,6 +1124,9 @@ class RedisStore(VersionedStoreBase, TriesInline):
         ok, value = found
         if ok:
             return cast(T, value)
+        if not isinstance(value, redis.RedisError):
+            # Not Redis' answer (a loop shutting down, say): a thread tries.
+            raise WouldBlock(f"the round trip on the loop failed: {value!r}")
         return self._mapped(partial(_reraise, value))
 
     def _run(self, action: Callable[[], T]) -> T:

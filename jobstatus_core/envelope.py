@@ -47,10 +47,10 @@ def envelope(
         f'{{"endpoint":{jsontext.string(endpoint)},"code":{code},'
         f'"id":{jsontext.scalar(request_id)},"job_id":{jsontext.string(job_id)},'
         f'"response":{response_json},"message":{jsontext.string(message)},'
-        f'"pid":{host.pid},"queue_id":{jsontext.scalar(queue_id)},'
+        f'"pid":{jsontext.scalar(host.pid)},"queue_id":{jsontext.scalar(queue_id)},'
         f'"run_time":{elapsed_text},"queue_time":0,"total_time":{elapsed_text},'
         f'"queue_length":{jsontext.scalar(host.queue_length())},'
-        f'"build_number":{jsontext.string(host.build_number)}'
+        f'"build_number":{jsontext.scalar(host.build_number)}'
     )
     if code != 200:
         text += f',"error":{jsontext.string(message)}'

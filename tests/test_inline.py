@@ -481,3 +481,66 @@ def test_under_trio_redis_reads_go_to_threads(redis_server: Any) -> None:
         assert store_threads(app).calls == 1  # asyncio's client cannot run here
     finally:
         store.close()
+
+
+@pytest.mark.redis
+def test_many_redis_reads_at_once_on_one_loop_all_answer(redis_server: Any) -> None:
+    import asyncio
+
+    store = RedisStore(redis_server.url, prefix=f"inline-{time.time_ns()}:")
+    store.put({"job_id": "a", "job_status": "done"})
+    app = create_app(service_for(store))
+    body = b'{"job_id": "a"}'
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": JOB,
+        "raw_path": JOB.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"x-api-key", API_KEY.encode()),
+            (b"content-type", b"application/json"),
+        ],
+    }
+
+    async def one() -> int:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await app(dict(scope), receive, send)
+        return int(sent[0]["status"])
+
+    async def burst() -> list[int]:
+        # More than the asyncio client's pool holds (100) at once.
+        return await asyncio.gather(*(one() for _ in range(300)))
+
+    try:
+        assert set(asyncio.run(burst())) == {200}
+        # A second loop gets a client of its own; the first, closed, is dropped.
+        assert set(asyncio.run(burst())) == {200}
+        assert store._async is not None and len(store._async._connections) == 1
+    finally:
+        store.close()
+
+
+@pytest.mark.redis
+def test_the_layout_check_never_waits_on_the_loop(redis_server: Any) -> None:
+    store = RedisStore(redis_server.url, prefix=f"inline-{time.time_ns()}:")
+    store.put({"job_id": "a", "job_status": "done"})
+    store._upgraded = False
+    try:
+        # A thread holds the lock, checking the layout (slow Redis, say).
+        with store._upgrade_lock:
+            started = time.monotonic()
+            with pytest.raises(WouldBlock, match="layout"), nowait.attempt():
+                store.read("a")
+            assert time.monotonic() - started < 1
+        assert store.read("a") is not None  # on a thread: checks, then reads
+    finally:
+        store.close()
