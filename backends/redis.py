@@ -619,7 +619,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         raw = self._read(
             ("get", key),
             lambda: self._client.get(key),
-            lambda loop: loop.client.get(key),
+            lambda conn: conn.client.get(key),
         )
         return None if raw is None else storedjson.record(job_id, cast(str, raw))
 
@@ -636,7 +636,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._read(
                 ("read", *ids),
                 lambda: self._read_script(keys=keys, args=args),
-                lambda loop: loop.script(READ_SCRIPT, keys, args),
+                lambda conn: conn.script(READ_SCRIPT, keys, args),
             ),
         )
         return self._rows(ids, reply)
@@ -671,7 +671,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._read(
                 ("window",),
                 lambda: self._window_script(keys=keys, args=args),
-                lambda loop: loop.script(WINDOW_SCRIPT, keys, args),
+                lambda conn: conn.script(WINDOW_SCRIPT, keys, args),
             ),
         )
         oldest = float(reply[0]) if reply[0] else None
@@ -692,7 +692,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 self._read(
                     ("pairs",),
                     lambda: self._pairs_script(keys=keys, args=args),
-                    lambda loop: loop.script(PAIRS_SCRIPT, keys, args),
+                    lambda conn: conn.script(PAIRS_SCRIPT, keys, args),
                 ),
             )
             return [
@@ -789,7 +789,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._read(
                 ("mark",),
                 lambda: self._mark_script(keys=keys, args=args),
-                lambda loop: loop.script(MARK_SCRIPT, keys, args),
+                lambda conn: conn.script(MARK_SCRIPT, keys, args),
             ),
         )
         return Mark(epoch, int(head), server)
