@@ -759,7 +759,12 @@ class RedisStore(VersionedStoreBase, TriesInline):
             # Kept: one hash, whatever the number of jobs.
             self._upgrade()
             kept = cast(
-                dict[str, str], self._run(lambda: self._client.hgetall(self._counts))
+                dict[str, str],
+                self._read(
+                    ("counts",),
+                    lambda: self._client.hgetall(self._counts),
+                    lambda conn: conn.client.hgetall(self._counts),
+                ),
             )
             found = {status: int(n) for status, n in kept.items()}
         else:
@@ -941,7 +946,11 @@ class RedisStore(VersionedStoreBase, TriesInline):
             return {}
         values = cast(
             list[str | None],
-            self._run(lambda: self._client.hmget(self._tombstones, ids)),
+            self._read(
+                ("tombstones", *ids),
+                lambda: self._client.hmget(self._tombstones, ids),
+                lambda conn: conn.client.hmget(self._tombstones, ids),
+            ),
         )
         return {
             job_id: _tombstone(job_id, value)

@@ -396,6 +396,10 @@ def test_redis_reads_on_the_loop_await_redis_asyncio(
         assert many.json()["response"] == {"a": "done"}
         one = httpx.get(url + "/v1/job/a", headers=key)
         assert one.status_code == 200 and one.headers["etag"]
+        # Not there: its tombstone looked up (none), on the loop too.
+        assert httpx.get(url + "/v1/job/nope", headers=key).status_code == 404
+        metrics = httpx.get(url + "/metrics", headers=key).text
+        assert 'jobstatus_jobs{status="done"} 1.0' in metrics  # the kept counts
         assert threads.calls == before, "every read above awaited on the loop"
         # A call without an asyncio twin (a page) goes to a thread, whole.
         page = httpx.get(url + "/v1/jobs", headers=key)
