@@ -372,88 +372,19 @@ def test_an_inline_sqlite_read_never_waits_for_the_connection(tmp_path: Path) ->
         store.close()
 
 
-@pytest.mark.redis
-def test_redis_reads_on_the_loop_await_redis_asyncio(
-    redis_server: Any, serve: Callable[[ASGIApp], str]
-) -> None:
-    store = RedisStore(f"{redis_server.url}", prefix=f"inline-{time.time_ns()}:")
+@pytest.fixture
+def redis_store(redis_server: Any) -> Iterator[RedisStore]:
+    """A Redis store of its own (a fresh prefix) holding job ``a``, done."""
+    store = RedisStore(redis_server.url, prefix=f"inline-{time.time_ns()}:")
     store.put({"job_id": "a", "job_status": "done", "n": 1})
-    app = create_app(service_for(store))
-    url = serve(app)
-    threads = store_threads(app)
-    key = {"x-api-key": API_KEY}
-    try:
-        # The layout check (once per store instance) runs on a thread.
-        httpx.get(url + "/v1/job/a", headers=key)
-        before = threads.calls
-        assert post_job(url, "a").json()["response"] == {
-            "job_id": "a",
-            "job_status": "done",
-            "n": 1,
-        }
-        assert post_job(url, "nope").status_code == 404
-        many = httpx.post(url + "/v1/toolkit/jobs/status", json={}, headers=key)
-        assert many.json()["response"] == {"a": "done"}
-        one = httpx.get(url + "/v1/job/a", headers=key)
-        assert one.status_code == 200 and one.headers["etag"]
-        # Not there: its tombstone looked up (none), on the loop too.
-        assert httpx.get(url + "/v1/job/nope", headers=key).status_code == 404
-        metrics = httpx.get(url + "/metrics", headers=key).text
-        assert 'jobstatus_jobs{status="done"} 1.0' in metrics  # the kept counts
-        assert threads.calls == before, "every read above awaited on the loop"
-        # A call without an asyncio twin (a page) goes to a thread, whole.
-        page = httpx.get(url + "/v1/jobs", headers=key)
-        assert [job["job_id"] for job in page.json()["response"]["jobs"]] == ["a"]
-        assert threads.calls > before
-    finally:
-        store.close()
+    yield store
+    store.close()
 
 
-@pytest.mark.redis
-def test_a_redis_read_on_the_loop_fails_as_on_a_thread(
-    redis_server: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import asyncio
-
-    import redis
-
-    store = RedisStore(redis_server.url, prefix=f"inline-{time.time_ns()}:")
-
-    async def unreachable(*args: Any, **kwargs: Any) -> Any:
-        raise redis.ConnectionError("injected")
-
-    async def read_on_the_loop() -> None:
-        fetched: dict[Any, nowait.Outcome] = {}
-        with pytest.raises(WouldBlock) as asked, nowait.attempt(fetched):
-            store.get("a")
-        assert asked.value.fetch is not None
-        # The fault: the round trip fails; the store maps it on the next try.
-        monkeypatch.setattr("redis.asyncio.Redis.get", unreachable)
-        try:
-            await asked.value.fetch()
-        except redis.ConnectionError as exc:
-            fetched[asked.value.key] = (False, exc)
-        with (
-            pytest.raises(StoreUnavailable, match="Redis unreachable"),
-            nowait.attempt(fetched),
-        ):
-            store.get("a")
-
-    try:
-        asyncio.run(read_on_the_loop())
-    finally:
-        store.close()
-
-
-@pytest.mark.redis
-def test_under_trio_redis_reads_go_to_threads(redis_server: Any) -> None:
-    import anyio
-    import trio  # noqa: F401 - the backend anyio runs below
-
-    store = RedisStore(redis_server.url, prefix=f"inline-{time.time_ns()}:")
-    store.put({"job_id": "a", "job_status": "done"})
-    app = create_app(service_for(store))
-    body = b'{"job_id": "a"}'
+async def asgi_post_job(app: ASGIApp, job_id: str) -> list[dict[str, Any]]:
+    """``job/status`` through ``app`` in this task, without a server: the
+    messages it sends."""
+    body = json.dumps({"job_id": job_id}).encode()
     scope = {
         "type": "http",
         "method": "POST",
@@ -475,76 +406,112 @@ def test_under_trio_redis_reads_go_to_threads(redis_server: Any) -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    async def main() -> None:
-        await app(scope, receive, send)
-
-    try:
-        anyio.run(main, backend="trio")
-        assert sent[0]["status"] == 200
-        assert json.loads(sent[1]["body"])["response"]["job_status"] == "done"
-        assert store_threads(app).calls == 1  # asyncio's client cannot run here
-    finally:
-        store.close()
+    await app(scope, receive, send)
+    return sent
 
 
 @pytest.mark.redis
-def test_many_redis_reads_at_once_on_one_loop_all_answer(redis_server: Any) -> None:
+def test_redis_reads_on_the_loop_await_redis_asyncio(
+    redis_store: RedisStore, serve: Callable[[ASGIApp], str]
+) -> None:
+    app = create_app(service_for(redis_store))
+    url = serve(app)
+    threads = store_threads(app)
+    key = {"x-api-key": API_KEY}
+    # The layout check (once per store instance) runs on a thread.
+    httpx.get(url + "/v1/job/a", headers=key)
+    before = threads.calls
+    assert post_job(url, "a").json()["response"] == {
+        "job_id": "a",
+        "job_status": "done",
+        "n": 1,
+    }
+    assert post_job(url, "nope").status_code == 404
+    many = httpx.post(url + "/v1/toolkit/jobs/status", json={}, headers=key)
+    assert many.json()["response"] == {"a": "done"}
+    one = httpx.get(url + "/v1/job/a", headers=key)
+    assert one.status_code == 200 and one.headers["etag"]
+    # Not there: its tombstone looked up (none), on the loop too.
+    assert httpx.get(url + "/v1/job/nope", headers=key).status_code == 404
+    metrics = httpx.get(url + "/metrics", headers=key).text
+    assert 'jobstatus_jobs{status="done"} 1.0' in metrics  # the kept counts
+    assert threads.calls == before, "every read above awaited on the loop"
+    # A call without an asyncio twin (a page) goes to a thread, whole.
+    page = httpx.get(url + "/v1/jobs", headers=key)
+    assert [job["job_id"] for job in page.json()["response"]["jobs"]] == ["a"]
+    assert threads.calls > before
+
+
+@pytest.mark.redis
+def test_a_redis_read_on_the_loop_fails_as_on_a_thread(
+    redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import asyncio
 
-    store = RedisStore(redis_server.url, prefix=f"inline-{time.time_ns()}:")
-    store.put({"job_id": "a", "job_status": "done"})
-    app = create_app(service_for(store))
-    body = b'{"job_id": "a"}'
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": JOB,
-        "raw_path": JOB.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"x-api-key", API_KEY.encode()),
-            (b"content-type", b"application/json"),
-        ],
-    }
+    import redis
 
-    async def one() -> int:
-        sent: list[dict[str, Any]] = []
+    async def unreachable(*args: Any, **kwargs: Any) -> Any:
+        raise redis.ConnectionError("injected")
 
-        async def receive() -> dict[str, Any]:
-            return {"type": "http.request", "body": body, "more_body": False}
+    async def read_on_the_loop() -> None:
+        fetched: dict[Any, nowait.Outcome] = {}
+        with pytest.raises(WouldBlock) as asked, nowait.attempt(fetched):
+            redis_store.get("a")
+        assert asked.value.fetch is not None
+        # The fault: the round trip fails; the store maps it on the next try.
+        monkeypatch.setattr("redis.asyncio.Redis.get", unreachable)
+        try:
+            await asked.value.fetch()
+        except redis.ConnectionError as exc:
+            fetched[asked.value.key] = (False, exc)
+        with (
+            pytest.raises(StoreUnavailable, match="Redis unreachable"),
+            nowait.attempt(fetched),
+        ):
+            redis_store.get("a")
 
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        await app(dict(scope), receive, send)
-        return int(sent[0]["status"])
-
-    async def burst() -> list[int]:
-        # More than the asyncio client's pool holds (100) at once.
-        return await asyncio.gather(*(one() for _ in range(300)))
-
-    try:
-        assert set(asyncio.run(burst())) == {200}
-        # A second loop gets a client of its own; the first, closed, is dropped.
-        assert set(asyncio.run(burst())) == {200}
-        assert store._async is not None and len(store._async._connections) == 1
-    finally:
-        store.close()
+    asyncio.run(read_on_the_loop())
 
 
 @pytest.mark.redis
-def test_the_layout_check_never_waits_on_the_loop(redis_server: Any) -> None:
-    store = RedisStore(redis_server.url, prefix=f"inline-{time.time_ns()}:")
-    store.put({"job_id": "a", "job_status": "done"})
-    store._upgraded = False
-    try:
-        # A thread holds the lock, checking the layout (slow Redis, say).
-        with store._upgrade_lock:
-            started = time.monotonic()
-            with pytest.raises(WouldBlock, match="layout"), nowait.attempt():
-                store.read("a")
-            assert time.monotonic() - started < 1
-        assert store.read("a") is not None  # on a thread: checks, then reads
-    finally:
-        store.close()
+def test_under_trio_redis_reads_go_to_threads(redis_store: RedisStore) -> None:
+    import anyio
+    import trio  # noqa: F401 - the backend anyio runs below
+
+    app = create_app(service_for(redis_store))
+    sent = anyio.run(asgi_post_job, app, "a", backend="trio")
+    assert sent[0]["status"] == 200
+    assert json.loads(sent[1]["body"])["response"]["job_status"] == "done"
+    assert store_threads(app).calls == 1  # asyncio's client cannot run here
+
+
+@pytest.mark.redis
+def test_many_redis_reads_at_once_on_one_loop_all_answer(
+    redis_store: RedisStore,
+) -> None:
+    import asyncio
+
+    app = create_app(service_for(redis_store))
+
+    async def burst() -> set[int]:
+        # More than the asyncio client's pool holds (100) at once.
+        answers = await asyncio.gather(*(asgi_post_job(app, "a") for _ in range(300)))
+        return {sent[0]["status"] for sent in answers}
+
+    assert asyncio.run(burst()) == {200}
+    # A second loop gets a client of its own; the first, closed, is dropped.
+    assert asyncio.run(burst()) == {200}
+    assert redis_store._async is not None
+    assert len(redis_store._async._connections) == 1
+
+
+@pytest.mark.redis
+def test_the_layout_check_never_waits_on_the_loop(redis_store: RedisStore) -> None:
+    redis_store._upgraded = False
+    # A thread holds the lock, checking the layout (slow Redis, say).
+    with redis_store._upgrade_lock:
+        started = time.monotonic()
+        with pytest.raises(WouldBlock, match="layout"), nowait.attempt():
+            redis_store.read("a")
+        assert time.monotonic() - started < 1
+    assert redis_store.read("a") is not None  # on a thread: checks, then reads
