@@ -228,6 +228,8 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         # When an inline read last found ``_file`` still at the path.
         self._file_seen_at = -math.inf
         self._conn = self._open()
+        # Whether the connection's busy timeout is 0, as inline calls set it.
+        self._waits_not = False
         # Inline calls (``TriesInline``): one over its budget sends the
         # store's calls to threads for a while.
         self._breaker = Breaker()
@@ -304,6 +306,7 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             self._conn = self._open()
         except ConfigError as exc:
             raise StoreError(str(exc)) from None
+        self._waits_not = False
 
     def read(self, job_id: str) -> Row | None:
         found = self._run(lambda: self._conn.execute(READ_SQL, (job_id,)).fetchone())
@@ -508,6 +511,8 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             return self._run_inline(action)
         with self._lock:
             self._follow_the_path()
+            if self._waits_not:
+                self._restore_busy_timeout()
             for delay in (*LOCKED_RETRY_DELAYS, None):
                 try:
                     return action()
@@ -520,6 +525,15 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
                 except sqlite3.Error as exc:
                     raise StoreError(f"SQLite error: {exc}") from exc
         raise AssertionError("unreachable")
+
+    def _restore_busy_timeout(self) -> None:
+        """The busy timeout of calls on threads, after inline calls' 0."""
+        busy_ms = int(self._busy_timeout * 1000)
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite error: {exc}") from exc
+        self._waits_not = False
 
     def _run_inline(self, action: Callable[[], T]) -> T:
         """``action`` on the event loop, or ``WouldBlock``: while a thread
@@ -540,7 +554,12 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
                 conn = self._conn
                 deadline = now + self._breaker.budget
                 try:
-                    conn.execute("PRAGMA busy_timeout = 0")
+                    if not self._waits_not:
+                        # Left so until a thread's call: under load inline
+                        # calls come in runs, and the pragma costs as much
+                        # as a third of a read.
+                        conn.execute("PRAGMA busy_timeout = 0")
+                        self._waits_not = True
                     conn.set_progress_handler(
                         lambda: time.monotonic() > deadline, PROGRESS_STEPS
                     )
@@ -548,8 +567,6 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
                         return action()
                     finally:
                         conn.set_progress_handler(None, 0)
-                        busy_ms = int(self._busy_timeout * 1000)
-                        conn.execute(f"PRAGMA busy_timeout = {busy_ms}")
                 except sqlite3.OperationalError as exc:
                     if _is_lock_conflict(exc) or "interrupted" in str(exc):
                         raise WouldBlock(f"SQLite: {exc}") from None

@@ -308,16 +308,24 @@ def test_inline_sqlite_reads_notice_a_replaced_file_within_a_second(
 
 
 @pytest.mark.sqlite
-def test_an_inline_sqlite_read_leaves_the_busy_timeout_as_it_was(
+def test_inline_sqlite_reads_never_wait_and_threads_wait_again(
     tmp_path: Path,
 ) -> None:
     store = SQLiteStore(tmp_path / "jobs.db")
+
+    def busy_timeout() -> int:
+        return int(store._conn.execute("PRAGMA busy_timeout").fetchone()[0])
+
     try:
         store.put({"job_id": "a", "job_status": "done"})
         with nowait.attempt():
             assert store.read("a") is not None
-        timeout = store._conn.execute("PRAGMA busy_timeout").fetchone()[0]
-        assert timeout == 5000
+            # Left at 0 between inline calls (set once per run of them) ...
+            assert store._run(busy_timeout) == 0
+        # ... and a call on a thread waits for locks again.
+        assert store._run(busy_timeout) == 5000
+        with nowait.attempt():
+            assert store._run(busy_timeout) == 0
     finally:
         store.close()
 
