@@ -510,7 +510,7 @@ def test_many_redis_reads_at_once_on_one_loop_all_answer(
     # A second loop gets a client of its own; the first, closed, is dropped.
     assert asyncio.run(burst()) == {200}
     assert redis_store._async is not None
-    assert len(redis_store._async._connections) == 1
+    assert len(redis_store._async._loops) == 1
 
 
 @pytest.mark.redis
