@@ -1,0 +1,106 @@
+"""PostgreSQL reads from the event loop: the sync pool on the store threads
+against psycopg's asyncio pool on the loop.
+
+Run by hand (not a test; needs PostgreSQL's server binaries):
+    python bench/postgres_client.py [--rounds 5]
+
+Starts a throwaway cluster (bench/protocol.py's) and writes one job through
+``PostgresStore``. Then, on uvloop, ``C`` tasks at once read that job
+``--reads`` times in all, for C in 1, 4, 16 and 64, two ways, each through
+the store's own code:
+
+- ``threads``: what the Starlette adapter did for PostgreSQL —
+  ``StoreThreads.run(lambda: store.read(job_id))``, psycopg's sync pool on a
+  worker thread;
+- ``asyncio``: what it does now — the read tried on the loop
+  (``nowait.attempt``), its ``WouldBlock`` fetch awaited on the loop's
+  ``AsyncConnectionPool``, the read tried again with the rows.
+
+Each round runs both ways alternately; the table gives the median over
+rounds of this process's CPU time per read (what bounds a server's
+requests per second) and of the wall time per read, and the ratio
+asyncio/threads (below 1: asyncio cheaper). The server's own CPU is not
+counted: it is the same both ways.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+import uvloop
+from protocol import start_postgres
+from redis_client import CONCURRENCY, timed
+
+from jobstatus_adapters.offload import StoreThreads
+from jobstatus_backends.postgres import PostgresStore
+from jobstatus_core import Row, WouldBlock, nowait
+
+JOB = "job-1"
+
+
+async def with_threads(store: PostgresStore, reads: int, concurrency: int) -> Any:
+    threads = StoreThreads()
+    return await timed(lambda: threads.run(lambda: store.read(JOB)), reads, concurrency)
+
+
+async def with_asyncio(store: PostgresStore, reads: int, concurrency: int) -> Any:
+    async def read() -> Row | None:
+        fetched: dict[Hashable, nowait.Outcome] = {}
+        while True:
+            try:
+                with nowait.attempt(fetched):
+                    return store.read(JOB)
+            except WouldBlock as exc:
+                assert exc.fetch is not None
+                fetched[exc.key] = (True, await exc.fetch())
+
+    return await timed(read, reads, concurrency)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reads", type=int, default=6400)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        Path(directory).chmod(0o755)  # the cluster's user reaches into it
+        stop, url = start_postgres(Path(directory))
+        store = PostgresStore(url)
+        try:
+            store.put({"job_id": JOB, "job_status": "running", "progress": 40})
+            ways = {"threads": with_threads, "asyncio": with_asyncio}
+            print(
+                f"PostgreSQL read of one job, {args.reads} reads,"
+                f" median of {args.rounds}"
+            )
+            print(
+                f"{'in flight':>9} | {'threads CPU':>11} | {'asyncio CPU':>11} | "
+                f"{'ratio':>5} | {'threads wall':>12} | {'asyncio wall':>12}"
+            )
+            for concurrency in CONCURRENCY:
+                got: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
+                for _ in range(args.rounds):
+                    for name, way in ways.items():
+                        got[name].append(
+                            uvloop.run(way(store, args.reads, concurrency))
+                        )
+                cpu = {w: statistics.median(c for c, _ in got[w]) for w in ways}
+                wall = {w: statistics.median(t for _, t in got[w]) for w in ways}
+                print(
+                    f"{concurrency:>9} | {cpu['threads']:>8.1f} µs | "
+                    f"{cpu['asyncio']:>8.1f} µs | "
+                    f"{cpu['asyncio'] / cpu['threads']:>5.2f} | "
+                    f"{wall['threads']:>9.1f} µs | {wall['asyncio']:>9.1f} µs"
+                )
+        finally:
+            store.close()
+            stop()
+
+
+if __name__ == "__main__":
+    main()
