@@ -60,20 +60,16 @@ from jobstatus_core import (
     StoreError,
     StoreUnavailable,
     Tombstone,
-    TriesInline,
     VersionedStoreBase,
     Window,
-    WouldBlock,
     checked_at,
     checked_job_id,
     jsontext,
-    nowait,
 )
 from jobstatus_core.registry import redact
 from jobstatus_core.storebase import parsed_version
 
 from . import storedjson
-from .postgresasync import AsyncPools
 from .urloptions import parse_store_url
 
 logger = logging.getLogger("jobstatus.postgres")
@@ -100,7 +96,7 @@ LISTEN_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 T = TypeVar("T")
 
 
-class PostgresStore(VersionedStoreBase, TriesInline):
+class PostgresStore(VersionedStoreBase):
     def __init__(
         self,
         url: str,
@@ -143,14 +139,6 @@ class PostgresStore(VersionedStoreBase, TriesInline):
         self._pool_open = False
         self._listener = _Listener(self._conninfo, self.channel, timeout)
         self._closed = False
-        # Reads on an event loop go through psycopg's asyncio pools
-        # (postgresasync), one per loop.
-        self._async = AsyncPools(
-            self._conninfo,
-            max_size=max(1, max_connections),
-            timeout=timeout,
-            name=f"jobstatus-postgres-loop-{self.channel}",
-        )
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -177,16 +165,16 @@ class PostgresStore(VersionedStoreBase, TriesInline):
     # -- reading -------------------------------------------------------------
 
     def read(self, job_id: str) -> Row | None:
-        found = self._read(self._sql.read, (job_id,))
+        found = self._fetch(self._sql.read, (job_id,))
         return _row(found[0], with_record=True) if found else None
 
     def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
-        found = self._read(self._sql.read_many, (list(job_ids),))
+        found = self._fetch(self._sql.read_many, (list(job_ids),))
         rows = (_row(values, with_record=True) for values in found)
         return {row.job_id: row for row in rows}
 
     def window(self, cutoff: float) -> Window:
-        found = self._read(self._sql.window, (cutoff,), names=())
+        found = self._fetch(self._sql.window, (cutoff,))
         members = [f'"{job_id}":{_status(status)}' for job_id, status, _ in found]
         return Window(members, found[0][2] if found else None)
 
@@ -208,17 +196,16 @@ class PostgresStore(VersionedStoreBase, TriesInline):
             window=query.cutoff is not None,
             records=query.records,
         )
-        names = (query.after, *statuses, query.limit)
-        found = self._read(sql, params, names=names)
+        found = self._fetch(sql, tuple(params))
         return [_row(values, with_record=query.records) for values in found]
 
     def counts(
         self, statuses: frozenset[str] | None, cutoff: float | None
     ) -> dict[str, int]:
         if cutoff is None:
-            found = self._read(self._sql.kept_counts, ())
+            found = self._fetch(self._sql.kept_counts, ())
         else:
-            found = self._read(self._sql.window_counts, (cutoff,), names=())
+            found = self._fetch(self._sql.window_counts, (cutoff,))
         counts: dict[str, int] = {}
         for status, n in found:
             key = _status(status)
@@ -230,7 +217,7 @@ class PostgresStore(VersionedStoreBase, TriesInline):
         }
 
     def mark(self) -> Mark:
-        ((epoch, head, server),) = self._read(self._sql.mark, ())
+        ((epoch, head, server),) = self._fetch(self._sql.mark, ())
         return Mark(epoch, int(head), server)
 
     def jobs(self) -> list[tuple[str, float]]:
@@ -321,15 +308,15 @@ class PostgresStore(VersionedStoreBase, TriesInline):
         return self._run(bury)
 
     def tombstones(self, job_ids: Sequence[str]) -> dict[str, Tombstone]:
-        found = self._read(self._sql.tombstones, (list(job_ids),))
+        found = self._fetch(self._sql.tombstones, (list(job_ids),))
         return {values[0]: _tombstone(values) for values in found}
 
     def buried(self, query: Query) -> list[Tombstone]:
         if query.statuses is None:
-            found = self._read(self._sql.buried, (query.after, query.limit))
+            found = self._fetch(self._sql.buried, (query.after, query.limit))
         else:
             params = (query.after, sorted(query.statuses), query.limit)
-            found = self._read(self._sql.buried_some, params)
+            found = self._fetch(self._sql.buried_some, params)
         return [_tombstone(values) for values in found]
 
     def forget(self, *, before: float, limit: int) -> int:
@@ -362,46 +349,10 @@ class PostgresStore(VersionedStoreBase, TriesInline):
         with self._setup_lock:
             self._closed = True
         self._listener.stop()
-        self._async.close()
         if self._pool_open:
             self._pool.close()
 
     # -- plumbing --------------------------------------------------------------
-
-    def _read(
-        self, sql: str, params: Sequence[Any], *, names: Sequence[Any] | None = None
-    ) -> list[tuple[Any, ...]]:
-        """A read: ``_fetch`` on a thread; on an event loop (``nowait``), the
-        rows an earlier attempt of the call awaited on the loop's pool, else
-        ``WouldBlock`` naming that fetch. Errors either way are the same.
-
-        ``names``: what names the fetch, given when ``params`` hold a cutoff
-        taken from the clock, which the next attempt takes again a moment
-        later: the rows fetched for the first cutoff answer it."""
-        if not nowait.asked():
-            return self._fetch(sql, params)
-        if not self._ready or self._closed:
-            # Set-up (a migration, under a lock) and a closed store's
-            # refusal are the thread's.
-            raise WouldBlock("the PostgreSQL schema is checked on a thread")
-        key = ("postgres", sql, *map(_hashable, params if names is None else names))
-        found = nowait.fetched(key)
-        if found is None:
-            pools = self._async
-            raise WouldBlock(
-                "a PostgreSQL round trip",
-                key=key,
-                fetch=lambda: pools.fetch(sql, params),
-            )
-        ok, value = found
-        if ok:
-            rows: list[tuple[Any, ...]] = value
-            return rows
-        if not isinstance(value, psycopg.Error):
-            # Not PostgreSQL's answer (a loop shutting down): the thread's turn.
-            raise WouldBlock(f"the round trip on the loop failed: {value!r}")
-        with _translated():
-            raise value
 
     def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         def fetch(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
@@ -416,10 +367,6 @@ class PostgresStore(VersionedStoreBase, TriesInline):
         return self._run(write)
 
     def _run(self, action: Callable[[psycopg.Connection[Any]], T]) -> T:
-        if nowait.asked():
-            # On the event loop only what _read fetched: a round trip here
-            # would hold the loop.
-            raise WouldBlock("this PostgreSQL call runs on threads")
         if not self._ready:
             self._setup()
         with _translated(), self._pool.connection() as conn:
@@ -816,11 +763,6 @@ def _check_idle(conn: psycopg.Connection[Any]) -> None:
     readable, _, _ = select.select([conn.fileno()], [], [], 0)
     if readable:
         psycopg_pool.ConnectionPool.check_connection(conn)
-
-
-def _hashable(param: Any) -> Any:
-    """A statement parameter as part of a fetch's key (lists are tuples)."""
-    return tuple(param) if isinstance(param, list) else param
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
 """PostgreSQL reads from the event loop: the sync pool on the store threads
-against psycopg's asyncio pool on the loop.
+against psycopg's asyncio pool on the loop — why the store reads on threads.
 
 Run by hand (not a test; needs PostgreSQL's server binaries):
     python bench/postgres_client.py [--rounds 5]
@@ -9,12 +9,14 @@ Starts a throwaway cluster (bench/protocol.py's) and writes one job through
 ``--reads`` times in all, for C in 1, 4, 16 and 64, two ways, each through
 the store's own code:
 
-- ``threads``: what the Starlette adapter did for PostgreSQL —
+- ``threads``: what the Starlette adapter does for PostgreSQL —
   ``StoreThreads.run(lambda: store.read(job_id))``, psycopg's sync pool on a
-  worker thread;
-- ``asyncio``: what it does now — the read tried on the loop
-  (``nowait.attempt``), its ``WouldBlock`` fetch awaited on the loop's
-  ``AsyncConnectionPool``, the read tried again with the rows.
+  worker thread, the calls of one loop iteration handed over in one batch;
+- ``asyncio``: the store's read statement on a psycopg
+  ``AsyncConnectionPool`` of the same size from the loop itself, no
+  thread, the rows made into a ``Row`` by the store's own code — the least
+  a read on the loop would cost (docs/performance.md, "PostgreSQL on the
+  event loop: measured, not taken").
 
 Each round runs both ways alternately; the table gives the median over
 rounds of this process's CPU time per read (what bounds a server's
@@ -28,17 +30,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
+import psycopg_pool
 import uvloop
 from protocol import start_postgres
 from redis_client import CONCURRENCY, timed
 
 from jobstatus_adapters.offload import StoreThreads
-from jobstatus_backends.postgres import PostgresStore
-from jobstatus_core import Row, WouldBlock, nowait
+from jobstatus_backends.postgres import DEFAULT_MAX_CONNECTIONS, PostgresStore, _row
+from jobstatus_core import Row
 
 JOB = "job-1"
 
@@ -49,17 +51,25 @@ async def with_threads(store: PostgresStore, reads: int, concurrency: int) -> An
 
 
 async def with_asyncio(store: PostgresStore, reads: int, concurrency: int) -> Any:
-    async def read() -> Row | None:
-        fetched: dict[Hashable, nowait.Outcome] = {}
-        while True:
-            try:
-                with nowait.attempt(fetched):
-                    return store.read(JOB)
-            except WouldBlock as exc:
-                assert exc.fetch is not None
-                fetched[exc.key] = (True, await exc.fetch())
+    pool = psycopg_pool.AsyncConnectionPool(
+        store._conninfo,
+        kwargs={"autocommit": True},
+        min_size=1,
+        max_size=DEFAULT_MAX_CONNECTIONS,
+        open=False,
+    )
+    await pool.open()
+    sql = store._sql.read
 
-    return await timed(read, reads, concurrency)
+    async def read() -> Row:
+        async with pool.connection() as conn:
+            cursor = await conn.execute(sql, (JOB,))
+            return _row((await cursor.fetchall())[0], with_record=True)
+
+    try:
+        return await timed(read, reads, concurrency)
+    finally:
+        await pool.close()
 
 
 def main() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -20,13 +19,10 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from jobstatus_adapters.offload import StoreThreads
 from jobstatus_adapters.service import make_service
-from jobstatus_adapters.starlette import StatusApp
 from jobstatus_core import StatusService, Store
 
 API_KEY = "test-key-0123456789"
-JOB = "/v1/toolkit/job/status"
 #: Every store the shared suites run on, with the marker that selects it.
 STORES = {
     "memory": "memory",
@@ -448,43 +444,3 @@ def stat_with_size(info: os.stat_result, size: int) -> os.stat_result:
         "st_blocks",
     )
     return os.stat_result(fields, {name: getattr(info, name) for name in extra})
-
-
-def store_threads(app: Any) -> StoreThreads:
-    assert isinstance(app, StatusApp)
-    return app.threads
-
-
-def post_job(url: str, job_id: str) -> httpx.Response:
-    return httpx.post(
-        url + JOB, json={"job_id": job_id}, headers={"x-api-key": API_KEY}, timeout=30
-    )
-
-
-async def asgi_post_job(app: ASGIApp, job_id: str) -> list[dict[str, Any]]:
-    """``job/status`` through ``app`` in this task, without a server: the
-    messages it sends."""
-    body = json.dumps({"job_id": job_id}).encode()
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": JOB,
-        "raw_path": JOB.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"x-api-key", API_KEY.encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent

@@ -17,7 +17,8 @@ import httpx
 import pytest
 from starlette.types import ASGIApp
 
-from jobstatus_adapters.starlette import create_app
+from jobstatus_adapters.offload import StoreThreads
+from jobstatus_adapters.starlette import StatusApp, create_app
 from jobstatus_backends import jobfiles
 from jobstatus_backends import sqlite as sqlite_backend
 from jobstatus_backends.breaker import Breaker
@@ -27,14 +28,20 @@ from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_core import StoreUnavailable, TriesInline, WouldBlock, nowait
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
-from .helpers import API_KEY, asgi_post_job, post_job, service_for, store_threads
+from .helpers import API_KEY, service_for
 
+JOB = "/v1/toolkit/job/status"
 #: Far above any answer from a loop that is not stalled, far below the delay
 #: injected into the slow read: only a stalled loop crosses it.
 SLOW_READ_SECONDS = 2.0
 PROMPT_SECONDS = 1.0
 #: Tries at evicting a file that the index's observer may read back in.
 EVICTIONS = 50
+
+
+def store_threads(app: Any) -> StoreThreads:
+    assert isinstance(app, StatusApp)
+    return app.threads
 
 
 def evict(path: Path) -> None:
@@ -46,6 +53,12 @@ def evict(path: Path) -> None:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+
+
+def post_job(url: str, job_id: str) -> httpx.Response:
+    return httpx.post(
+        url + JOB, json={"job_id": job_id}, headers={"x-api-key": API_KEY}, timeout=30
+    )
 
 
 @pytest.fixture
@@ -374,6 +387,35 @@ def redis_store(redis_server: Any) -> Iterator[RedisStore]:
     store.put({"job_id": "a", "job_status": "done", "n": 1})
     yield store
     store.close()
+
+
+async def asgi_post_job(app: ASGIApp, job_id: str) -> list[dict[str, Any]]:
+    """``job/status`` through ``app`` in this task, without a server: the
+    messages it sends."""
+    body = json.dumps({"job_id": job_id}).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": JOB,
+        "raw_path": JOB.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"x-api-key", API_KEY.encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
 
 
 @pytest.mark.redis
