@@ -1,4 +1,4 @@
-"""One client per event loop, for the network stores' reads on the loop.
+"""One client per event loop, for a network store's reads on the loop (Redis).
 
 An asyncio client's connections belong to the loop that opened them: a
 server with several loops (threads, tests) needs one client on each. Each is

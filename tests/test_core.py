@@ -590,3 +590,25 @@ def test_envelope_text_is_the_encoded_envelope_object(
     whole.update(extra or {})
     assert text == jsontext.encode(whole)
     assert text.isascii()
+
+
+FINITE_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(max_size=5) | st.integers(), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=FINITE_JSON_VALUES)
+def test_encode_is_the_standard_encoders_compact_ascii_text(value: Any) -> None:
+    """``encode`` runs the standard C encoder, made once: byte for byte what
+    ``json.dumps`` writes, compact and in ASCII (lone surrogates too)."""
+    assert jsontext.encode(value) == json.dumps(value, separators=(",", ":"))
