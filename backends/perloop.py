@@ -9,7 +9,6 @@ from here once the loop is closed (noticed when another loop makes its own).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Generic, TypeVar
@@ -69,9 +68,12 @@ class PerLoop(Generic[C]):
         for loop, closer in closers:
             if loop.is_closed():
                 continue
-            with contextlib.suppress(RuntimeError):  # the loop stopped meanwhile
-                # The generator's end closes the client, once.
-                asyncio.run_coroutine_threadsafe(_ended(closer), loop)
+            # The generator's end closes the client, once.
+            ending = _ended(closer)
+            try:
+                asyncio.run_coroutine_threadsafe(ending, loop)
+            except RuntimeError:  # the loop closed meanwhile: never awaited
+                ending.close()
 
 
 async def _ended(closer: AsyncGenerator[None, None]) -> None:

@@ -2,8 +2,10 @@
 
 Table ``jobs``: ``job_id`` primary key, ``job_status`` (JSON text, NULL when
 the record has none), ``updated_at`` (epoch seconds, indexed), ``record``
-(the whole record as JSON text) and ``position`` (the job's last change in
-the file's change order). Triggers give every change, whoever makes it, the
+(the whole record as JSON text), ``position`` (the job's last change in the
+file's change order) and ``record_digest`` (a digest of ``record`` as this
+store wrote it: a text that still matches is sent as it is, see
+``read_text``). Triggers give every change, whoever makes it, the
 next position (``jobstatus_meta.head``) and keep ``job_counts`` by status;
 ``jobstatus_meta.epoch`` names this life of the data. ``PRAGMA
 application_id`` marks the file as jobstatus's; the schema version lives in
@@ -22,6 +24,7 @@ that writes the job again, whoever writes it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import heapq
 import json
 import math
@@ -105,6 +108,9 @@ ROW_COLUMNS = (
     " (SELECT epoch FROM jobstatus_meta)"
 )
 READ_SQL = f"SELECT {ROW_COLUMNS}, record FROM jobs WHERE job_id = ?"
+READ_TEXT_SQL = (
+    f"SELECT {ROW_COLUMNS}, record, record_digest FROM jobs WHERE job_id = ?"
+)
 READ_MANY_SQL = (
     f"SELECT {ROW_COLUMNS}, record FROM jobs"
     " WHERE job_id IN (SELECT value FROM json_each(?))"
@@ -138,18 +144,19 @@ MARK_SQL = "SELECT epoch, head FROM jobstatus_meta"
 # first call it can fall back to an INSERT OR IGNORE + UPDATE pair that
 # silently drops rows of this NOT NULL schema (seen under lock contention).
 PUT_SQL = (
-    "INSERT INTO jobs (job_id, job_status, updated_at, record) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (job_id) DO UPDATE SET job_status = excluded.job_status,"
-    " updated_at = excluded.updated_at, record = excluded.record"
+    "INSERT INTO jobs (job_id, job_status, updated_at, record, record_digest)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO UPDATE SET"
+    " job_status = excluded.job_status, updated_at = excluded.updated_at,"
+    " record = excluded.record, record_digest = excluded.record_digest"
 )
 # ``swap``: one conditional statement each, so no other writer (thread or
 # process) can come between the check and the write.
 CREATE_SQL = (
-    "INSERT INTO jobs (job_id, job_status, updated_at, record) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT (job_id) DO NOTHING"
+    "INSERT INTO jobs (job_id, job_status, updated_at, record, record_digest)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING"
 )
 SWAP_SQL = (
-    "UPDATE jobs SET job_status = ?, updated_at = ?, record = ?"
+    "UPDATE jobs SET job_status = ?, updated_at = ?, record = ?, record_digest = ?"
     " WHERE job_id = ? AND position = ? AND (SELECT epoch FROM jobstatus_meta) = ?"
 )
 
@@ -312,6 +319,21 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         found = self._run(lambda: self._conn.execute(READ_SQL, (job_id,)).fetchone())
         return None if found is None else _row(found, with_record=True)
 
+    def read_text(self, job_id: str) -> tuple[Row, str] | None:
+        """``RecordTexts``: the record as this store wrote it, unparsed, when
+        its digest still matches; a row another program wrote or changed
+        (no digest, or a stale one) is parsed and encoded, as ``read``."""
+        found = self._run(
+            lambda: self._conn.execute(READ_TEXT_SQL, (job_id,)).fetchone()
+        )
+        if found is None:
+            return None
+        row = _row(found, with_record=False)
+        text, digest = found[5], found[6]
+        if digest is not None and digest == record_digest(text):
+            return row, text
+        return row, jsontext.encode(storedjson.record(job_id, text))
+
     def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
         wanted = json.dumps(list(job_ids))
         found = self._run(
@@ -400,9 +422,9 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             if version is None:
                 return None  # not a version this store gave: it matches no job
             epoch, expected_position = version
-            job_id, status, stamp, text = values
+            job_id, status, stamp, text, digest = values
             sql = SWAP_SQL
-            params = (status, stamp, text, job_id, expected_position, epoch)
+            params = (status, stamp, text, digest, job_id, expected_position, epoch)
         return self._run(lambda: self._swap_in_transaction(sql, params))
 
     def _swap_in_transaction(self, sql: str, params: Sequence[Any]) -> str | None:
@@ -510,9 +532,11 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         if nowait.asked():
             return self._run_inline(action)
         with self._lock:
-            self._follow_the_path()
             if self._waits_not:
+                # First: a replaced file's checkpoint below must wait for
+                # the old file's readers too.
                 self._restore_busy_timeout()
+            self._follow_the_path()
             for delay in (*LOCKED_RETRY_DELAYS, None):
                 try:
                     return action()
@@ -577,18 +601,36 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             self._lock.release()
 
 
-def _values(record: Mapping[str, Any], at: float | None) -> tuple[str, str, float, str]:
-    """The columns a write stores: job_id, job_status, updated_at, record."""
+def _values(
+    record: Mapping[str, Any], at: float | None
+) -> tuple[str, str, float, str, bytes]:
+    """The columns a write stores: job_id, job_status, updated_at, record,
+    record_digest."""
     job_id = checked_job_id(record)
     at = checked_at(at)
+    text = record_text(record)
     return (
         job_id,
         # The answers' own encoding: listings join this text as it is.
-        # (NaN is refused with the whole record, just below.)
+        # (NaN is refused with the whole record, just above.)
         jsontext.encode(record["job_status"]),
         time.time() if at is None else at,
-        json.dumps(record, allow_nan=False),
+        text,
+        record_digest(text),
     )
+
+
+def record_text(record: Mapping[str, Any]) -> str:
+    """``record`` as answers write it after reading it back: parsed once, so
+    that keys 1 and "1" are one key, as a read would make them. Raises
+    ``ValueError`` for NaN or Infinity, ``TypeError`` for what is not JSON."""
+    return jsontext.strict(json.loads(jsontext.strict(record)))
+
+
+def record_digest(text: str) -> bytes:
+    """What tells a record text this store wrote from one changed since by
+    another program or by hand (64 bits: a chance edit does not match)."""
+    return hashlib.blake2b(text.encode(), digest_size=8).digest()
 
 
 def _tombstone(values: Sequence[Any]) -> Tombstone:
@@ -847,6 +889,12 @@ def _new_epoch() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _record_digests(db: sqlite_utils.Database) -> None:
+    # No rewrite of the rows there: without a digest a record is parsed and
+    # encoded per read, as before, until it is written again.
+    db.conn.execute("ALTER TABLE jobs ADD COLUMN record_digest BLOB")
+
+
 #: MIGRATIONS[v] takes a database from schema version v to v + 1.
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _create_jobs_table,
@@ -854,5 +902,6 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _covering_listing_index,
     _change_order,
     _tombstones,
+    _record_digests,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

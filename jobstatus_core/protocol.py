@@ -113,9 +113,10 @@ class RecordTexts(Protocol):
     """A store that keeps each record as the JSON text answers write.
 
     ``job/status`` and ``GET /v1/job/{id}`` put the text in their answers as
-    it is, neither parsed nor encoded again. Only for a store whose texts
-    nobody else writes (the memory store): text edited by hand may not be
-    strict ASCII JSON.
+    it is, neither parsed nor encoded again. The text must be exactly
+    ``jsontext.encode`` of the record: a store whose texts others may write
+    too (SQLite) answers with a kept text only when it can tell it is its
+    own (a digest), and parses and encodes the rest.
     """
 
     def read_text(self, job_id: str) -> tuple[Row, str] | None:

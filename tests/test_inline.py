@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -326,6 +327,36 @@ def test_inline_sqlite_reads_never_wait_and_threads_wait_again(
         assert store._run(busy_timeout) == 5000
         with nowait.attempt():
             assert store._run(busy_timeout) == 0
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite
+def test_after_inline_reads_a_replaced_file_is_still_emptied_patiently(
+    tmp_path: Path,
+) -> None:
+    """The old file's WAL is checkpointed, waiting for its readers, before
+    the new file is opened: else the new one is read through the old WAL."""
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path)
+    try:
+        store.put({"job_id": "old", "job_status": "done"})
+        with nowait.attempt():
+            assert store.read("old") is not None  # the connection waits not
+        # Another connection reads the old file for a moment.
+        reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM jobs").fetchone()
+        ends = threading.Timer(0.3, lambda: reader.execute("COMMIT"))
+        ends.start()
+        restored = SQLiteStore(tmp_path / "backup.db")
+        restored.put({"job_id": "new", "job_status": "restored"})
+        restored.close()
+        os.replace(tmp_path / "backup.db", path)
+        # On a thread: reopens the file now at the path, old WAL emptied.
+        assert store.read("new") is not None and store.read("old") is None
+        ends.join()
+        reader.close()
     finally:
         store.close()
 

@@ -35,6 +35,7 @@ from jobstatus_backends.sqlite import (
     WINDOW_SQL,
     SQLiteStore,
     path_from_url,
+    record_digest,
 )
 from jobstatus_core import ConfigError, Expiring, StoreError, jsontext
 from jobstatus_core.listing import Listings
@@ -54,7 +55,14 @@ def test_schema_wal_and_version(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     columns = {row[1]: row for row in conn.execute("PRAGMA table_info(jobs)")}
-    assert set(columns) == {"job_id", "job_status", "updated_at", "record", "position"}
+    assert set(columns) == {
+        "job_id",
+        "job_status",
+        "updated_at",
+        "record",
+        "position",
+        "record_digest",
+    }
     assert columns["job_id"][5] == 1  # the primary key
     conn.close()
 
@@ -672,6 +680,10 @@ def test_a_version_4_file_opens_and_expires(tmp_path: Path) -> None:
     )
     assert (tomb.job_id, tomb.position) == ("a", 4)
     assert store.mark() == type(before)(before.epoch, 4)
+    # Its rows have no digest yet: read, parsed and encoded as before.
+    row, text = store.read_text("b") or (None, "")
+    assert text == '{"job_id":"b","job_status":"done"}'
+    assert row is not None and row.record is None and row.position == 2
     assert store.counts(None, None) == {'"done"': 1, '"running"': 1}
     store.close()
     conn = sqlite3.connect(path)
@@ -778,3 +790,49 @@ def purge_in_processes(url: str, jobs: int) -> None:
 
 def test_two_processes_purge_one_file_while_a_third_writes(tmp_path: Path) -> None:
     purge_in_processes(f"sqlite://{tmp_path / 'jobs.db'}", 600)
+
+
+def test_its_own_record_texts_are_answered_as_written(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    record = {"job_id": "j", "job_status": "done", "note": "café", 1: "one"}
+    store.put(record, at=5.0)
+    conn = sqlite3.connect(tmp_path / "jobs.db")
+    text, digest = conn.execute(
+        "SELECT record, record_digest FROM jobs WHERE job_id = 'j'"
+    ).fetchone()
+    conn.close()
+    # Written as answers write it (compact, ASCII, read back once) ...
+    assert text == '{"job_id":"j","job_status":"done","note":"caf\\u00e9","1":"one"}'
+    assert digest == record_digest(text)
+    # ... and sent as it is.
+    found = store.read_text("j")
+    assert found is not None and found[1] == text
+    assert found[0].version == store.read("j").version  # type: ignore[union-attr]
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        # Another program's JSON: spaced, raw non-ASCII, an escaped slash.
+        "UPDATE jobs SET record = ? WHERE job_id = 'j'",
+        # Its digest copied along by a careless program: still not ours.
+        "UPDATE jobs SET record = ?, record_digest = record_digest WHERE job_id = 'j'",
+        # A row another program wrote afresh, with no digest.
+        "UPDATE jobs SET record = ?, record_digest = NULL WHERE job_id = 'j'",
+    ],
+)
+def test_a_record_changed_by_another_program_is_parsed_not_passed_on(
+    tmp_path: Path, edit: str
+) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    store.put({"job_id": "j", "job_status": "running"}, at=5.0)
+    conn = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
+    edited = '{"job_id": "j", "job_status": "done", "url": "a\\/b", "note": "ü"}'
+    conn.execute(edit, (edited,))
+    conn.close()
+    found = store.read_text("j")
+    assert found is not None
+    assert found[1] == '{"job_id":"j","job_status":"done","url":"a/b","note":"\\u00fc"}'
+    assert found[1] == jsontext.encode(store.get("j"))
+    store.close()
