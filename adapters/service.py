@@ -11,7 +11,6 @@ import logging
 import os
 import secrets
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -48,7 +47,13 @@ UNSET = _Unset()
 
 
 def new_request_id() -> str:
-    return str(uuid.uuid4())
+    """A fresh UUID4 string, as ``str(uuid.uuid4())`` writes it, without the
+    ``UUID`` object between (2.5 → 1 µs: every GET answer makes one)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def make_service(

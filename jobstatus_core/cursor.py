@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -25,8 +26,10 @@ class Cursor:
     epoch: str
 
 
+@functools.lru_cache(maxsize=256)
 def filter_digest(statuses: frozenset[str] | None, since: float | None) -> str:
-    """What a cursor is bound to: the query's filter, cursor and limit aside."""
+    """What a cursor is bound to: the query's filter, cursor and limit aside.
+    Kept for the filters asked most (every page asks, and the same few)."""
     canonical = json.dumps(
         [sorted(statuses) if statuses is not None else None, since],
         separators=(",", ":"),

@@ -253,3 +253,16 @@ def test_wsgi_server_forks_workers_that_open_their_own_store() -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_request_ids_are_fresh_uuid4_strings() -> None:
+    import uuid
+
+    from jobstatus_adapters.service import new_request_id
+
+    ids = [new_request_id() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value  # lower-case, hyphenated, 36 characters
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122

@@ -95,6 +95,8 @@ ALLOWED_STDLIB = {
     "threading",
     # a read asked not to wait (nowait.attempt): per task, not per thread
     "contextvars",
+    # a small cache of a pure function (the filter digest of cursors)
+    "functools",
     "types",
 }
 
