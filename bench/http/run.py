@@ -497,7 +497,9 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         help="a directory of the packages of the code to compare with, measured"
-        " in the same rounds (e.g. symlinks into a checkout of another commit)",
+        " in the same rounds (e.g. symlinks into a checkout of another commit;"
+        " both share one SQLite file, in this code's schema: a baseline from"
+        " before schema 6 cannot open it, leave sqlite out of --stores)",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
