@@ -28,15 +28,13 @@ counted: it is the same both ways.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import psycopg_pool
-import uvloop
 from protocol import start_postgres
-from redis_client import CONCURRENCY, timed
+from redis_client import compare, timed
 
 from jobstatus_adapters.offload import StoreThreads
 from jobstatus_backends.postgres import DEFAULT_MAX_CONNECTIONS, PostgresStore, _row
@@ -83,30 +81,13 @@ def main() -> None:
         store = PostgresStore(url)
         try:
             store.put({"job_id": JOB, "job_status": "running", "progress": 40})
-            ways = {"threads": with_threads, "asyncio": with_asyncio}
-            print(
+            compare(
                 f"PostgreSQL read of one job, {args.reads} reads,"
-                f" median of {args.rounds}"
+                f" median of {args.rounds}",
+                lambda way, concurrency: way(store, args.reads, concurrency),
+                {"threads": with_threads, "asyncio": with_asyncio},
+                args.rounds,
             )
-            print(
-                f"{'in flight':>9} | {'threads CPU':>11} | {'asyncio CPU':>11} | "
-                f"{'ratio':>5} | {'threads wall':>12} | {'asyncio wall':>12}"
-            )
-            for concurrency in CONCURRENCY:
-                got: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
-                for _ in range(args.rounds):
-                    for name, way in ways.items():
-                        got[name].append(
-                            uvloop.run(way(store, args.reads, concurrency))
-                        )
-                cpu = {w: statistics.median(c for c, _ in got[w]) for w in ways}
-                wall = {w: statistics.median(t for _, t in got[w]) for w in ways}
-                print(
-                    f"{concurrency:>9} | {cpu['threads']:>8.1f} µs | "
-                    f"{cpu['asyncio']:>8.1f} µs | "
-                    f"{cpu['asyncio'] / cpu['threads']:>5.2f} | "
-                    f"{wall['threads']:>9.1f} µs | {wall['asyncio']:>9.1f} µs"
-                )
         finally:
             store.close()
             stop()

@@ -91,6 +91,35 @@ async def with_asyncio(url: str, reads: int, concurrency: int) -> tuple[float, f
         store.close()
 
 
+def compare(
+    title: str,
+    run: Callable[[Any, int], Awaitable[tuple[float, float]]],
+    ways: dict[str, Any],
+    rounds: int,
+) -> None:
+    """Print the table: ``threads`` against ``asyncio`` (the two ``ways``),
+    each ``run(way, concurrency)`` on a fresh uvloop, alternately, ``rounds``
+    times per concurrency; medians."""
+    print(title)
+    print(
+        f"{'in flight':>9} | {'threads CPU':>11} | {'asyncio CPU':>11} | "
+        f"{'ratio':>5} | {'threads wall':>12} | {'asyncio wall':>12}"
+    )
+    for concurrency in CONCURRENCY:
+        got: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
+        for _ in range(rounds):
+            for name, way in ways.items():
+                got[name].append(uvloop.run(run(way, concurrency)))
+        cpu = {w: statistics.median(c for c, _ in got[w]) for w in ways}
+        wall = {w: statistics.median(t for _, t in got[w]) for w in ways}
+        print(
+            f"{concurrency:>9} | {cpu['threads']:>8.1f} µs | "
+            f"{cpu['asyncio']:>8.1f} µs | "
+            f"{cpu['asyncio'] / cpu['threads']:>5.2f} | "
+            f"{wall['threads']:>9.1f} µs | {wall['asyncio']:>9.1f} µs"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reads", type=int, default=6400)
@@ -102,25 +131,12 @@ def main() -> None:
             store = RedisStore(url)
             store.put({"job_id": JOB, "job_status": "running", "progress": 40})
             store.close()
-            ways = {"threads": with_threads, "asyncio": with_asyncio}
-            print(f"Redis read of one job, {args.reads} reads, median of {args.rounds}")
-            print(
-                f"{'in flight':>9} | {'threads CPU':>11} | {'asyncio CPU':>11} | "
-                f"{'ratio':>5} | {'threads wall':>12} | {'asyncio wall':>12}"
+            compare(
+                f"Redis read of one job, {args.reads} reads, median of {args.rounds}",
+                lambda way, concurrency: way(url, args.reads, concurrency),
+                {"threads": with_threads, "asyncio": with_asyncio},
+                args.rounds,
             )
-            for concurrency in CONCURRENCY:
-                got: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
-                for _ in range(args.rounds):
-                    for name, way in ways.items():
-                        got[name].append(uvloop.run(way(url, args.reads, concurrency)))
-                cpu = {w: statistics.median(c for c, _ in got[w]) for w in ways}
-                wall = {w: statistics.median(t for _, t in got[w]) for w in ways}
-                print(
-                    f"{concurrency:>9} | {cpu['threads']:>8.1f} µs | "
-                    f"{cpu['asyncio']:>8.1f} µs | "
-                    f"{cpu['asyncio'] / cpu['threads']:>5.2f} | "
-                    f"{wall['threads']:>9.1f} µs | {wall['asyncio']:>9.1f} µs"
-                )
         finally:
             process.terminate()
             process.wait()

@@ -53,6 +53,8 @@ def encode(value: Any) -> str:
     reads them as floats); they are written ``null``, as JavaScript's
     ``JSON.stringify`` writes them.
     """
+    if type(value) is str:  # a status, mostly: no encoder to set up
+        return encode_basestring_ascii(value)
     try:
         return _encoded(value)
     except ValueError:  # a non-finite float: the rare case pays for a copy
