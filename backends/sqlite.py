@@ -330,7 +330,7 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             return None
         row = _row(found, with_record=False)
         text, digest = found[5], found[6]
-        if digest is not None and digest == record_digest(text):
+        if isinstance(text, str) and digest == record_digest(text):
             return row, text
         return row, jsontext.encode(storedjson.record(job_id, text))
 

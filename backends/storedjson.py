@@ -48,8 +48,11 @@ def status(text: str) -> Any:
         return text
 
 
-def record(job_id: str, text: str) -> Record:
-    """A stored record, which must be a JSON object."""
+def record(job_id: str, text: str | bytes) -> Record:
+    """A stored record, which must be a JSON object (as text, or as bytes
+    another program stored: UTF-8, read as text is)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
     try:
         value = loads(text)
     except (ValueError, RecursionError):

@@ -32,11 +32,10 @@ def _not_json(value: Any) -> Any:
 
 
 # The encoder's C function called directly: ``JSONEncoder.encode`` gets to
-# it through Python frames and closures made per call, a third of a
-# ~2.8 µs record. Made per call, with its own circular-reference markers (a cycle
-# is ValueError, as before; a shared encoder without markers would recurse
-# in C instead). (None where the C accelerator is missing: the encoder's
-# own path then.)
+# it through Python frames and closures made per call, a third of a ~2.8 µs
+# record. Made per call, with its own circular-reference markers: a cycle
+# is ValueError, as before (a shared encoder without markers would recurse
+# in C instead). Where the C accelerator is missing, the encoder's own path.
 def _encoded(value: Any) -> str:
     if c_make_encoder is None:
         return _ENCODER.encode(value)

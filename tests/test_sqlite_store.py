@@ -820,6 +820,8 @@ def test_its_own_record_texts_are_answered_as_written(tmp_path: Path) -> None:
         "UPDATE jobs SET record = ?, record_digest = record_digest WHERE job_id = 'j'",
         # A row another program wrote afresh, with no digest.
         "UPDATE jobs SET record = ?, record_digest = NULL WHERE job_id = 'j'",
+        # The same JSON stored as a BLOB, its digest left.
+        "UPDATE jobs SET record = CAST(? AS BLOB) WHERE job_id = 'j'",
     ],
 )
 def test_a_record_changed_by_another_program_is_parsed_not_passed_on(
