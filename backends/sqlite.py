@@ -330,7 +330,9 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             return None
         row = _row(found, with_record=False)
         text, digest = found[5], found[6]
-        if isinstance(text, str) and digest == record_digest(text):
+        # ASCII checked too: a digest another program computed of its own
+        # text would otherwise put raw non-ASCII in an ASCII answer.
+        if isinstance(text, str) and text.isascii() and digest == record_digest(text):
             return row, text
         return row, jsontext.encode(storedjson.record(job_id, text))
 
@@ -629,7 +631,8 @@ def record_text(record: Mapping[str, Any]) -> str:
 
 def record_digest(text: str) -> bytes:
     """What tells a record text this store wrote from one changed since by
-    another program or by hand (64 bits: a chance edit does not match)."""
+    another program or by hand (64 bits: a chance edit does not match). Not
+    a guard against a program that computes it for text of its own."""
     return hashlib.blake2b(text.encode(), digest_size=8).digest()
 
 
