@@ -23,6 +23,7 @@ from jobstatus_core import (
     jsontext,
 )
 
+from . import storedjson
 from .ageindex import AgeIndex
 from .changelog import ChangeLog
 from .graveyard import Graveyard
@@ -109,7 +110,7 @@ class MemoryStore(VersionedStoreBase, Inline):
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
         at = checked_at(at)
-        text = _kept_text(record)
+        text = storedjson.kept_text(record)
         with self._lock:
             self._write(job_id, record, text, at)
         self._subscribers.notify()
@@ -123,7 +124,7 @@ class MemoryStore(VersionedStoreBase, Inline):
     ) -> str | None:
         job_id = checked_job_id(record)
         at = checked_at(at)
-        text = _kept_text(record)
+        text = storedjson.kept_text(record)
         with self._lock:
             current = self._log.get(job_id)
             if (None if current is None else current.version) != expected:
@@ -225,10 +226,3 @@ class MemoryStore(VersionedStoreBase, Inline):
         return Row(
             row.job_id, row.status, row.updated_at, row.version, row.position, record
         )
-
-
-def _kept_text(record: Mapping[str, Any]) -> str:
-    """The record's text as job/status answers it: what encoding it parsed
-    back gives (keys that are not strings, ``1`` and ``"1"``, become one key,
-    as a reader of the JSON sees them); a non-finite number is refused."""
-    return jsontext.strict(json.loads(jsontext.strict(record)))

@@ -610,7 +610,7 @@ def _values(
     record_digest."""
     job_id = checked_job_id(record)
     at = checked_at(at)
-    text = record_text(record)
+    text = storedjson.kept_text(record)
     return (
         job_id,
         # The answers' own encoding: listings join this text as it is.
@@ -620,13 +620,6 @@ def _values(
         text,
         record_digest(text),
     )
-
-
-def record_text(record: Mapping[str, Any]) -> str:
-    """``record`` as answers write it after reading it back: parsed once, so
-    that keys 1 and "1" are one key, as a read would make them. Raises
-    ``ValueError`` for NaN or Infinity, ``TypeError`` for what is not JSON."""
-    return jsontext.strict(json.loads(jsontext.strict(record)))
 
 
 def record_digest(text: str) -> bytes:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from jobstatus_core import Record, StoreError
+from jobstatus_core import Record, StoreError, jsontext
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
@@ -68,3 +69,11 @@ def ascii_only(text: str) -> str:
     if text.isascii():
         return text
     return _NON_ASCII.sub(lambda match: json.dumps(match.group())[1:-1], text)
+
+
+def kept_text(record: Mapping[str, Any]) -> str:
+    """``record`` as answers write it after reading it back (what a store
+    keeps for ``RecordTexts``): parsed once, so that keys ``1`` and ``"1"``
+    are one key, as a reader of the JSON sees them. Raises ``ValueError``
+    for NaN or Infinity, ``TypeError`` for what is not JSON."""
+    return jsontext.strict(json.loads(jsontext.strict(record)))

@@ -121,10 +121,11 @@ def build_sqlite(path: Path, jobs: list[tuple[str, float, dict[str, Any]]]) -> N
     store.close()
     import sqlite_utils
 
-    from jobstatus_backends.sqlite import record_digest, record_text
+    from jobstatus_backends.sqlite import record_digest
+    from jobstatus_backends.storedjson import kept_text
 
     def row(job_id: str, at: float, record: dict[str, Any]) -> dict[str, Any]:
-        text = record_text(record)
+        text = kept_text(record)
         return {
             "job_id": job_id,
             "job_status": json.dumps(record["job_status"]),
