@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote
@@ -43,6 +44,7 @@ from . import jobfiles
 from .breaker import Breaker
 from .fsindex import JobIndex, ObserverFactory
 from .jobtable import ScannedJobs
+from .keptrecords import DEFAULT_CACHE_BYTES, KeptRecords
 from .subscribers import Subscribers
 from .urloptions import parse_store_url
 
@@ -54,6 +56,11 @@ DEFAULT_RECONCILE_SECONDS = 30.0
 EPOCH = "files"
 #: Beside ``jobs/``, never in it: ``jobs/`` is the Toolkit's.
 LOCK_PATH = os.path.join(".jobstatus", "lock")
+#: A file's text is kept for ``read_text`` only once its ctime is this far
+#: behind the clock when the read began: a file rewritten in place within
+#: one tick of a coarse file-system clock, at the same size, keeps its
+#: fingerprint, and a write after the read can only move a ctime this old.
+SETTLED_NS = 2_000_000_000
 
 T = TypeVar("T")
 
@@ -68,6 +75,7 @@ class FileStore(VersionedStoreBase):
         max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
         observer_factory: ObserverFactory | None = None,
         durable: bool = True,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.root = os.path.abspath(root)
         #: Whether each write reaches the disk before it shows (``?durable=``).
@@ -85,6 +93,10 @@ class FileStore(VersionedStoreBase):
         # file system can read without waiting (one probe for its life).
         self._breaker = Breaker()
         self._reads_nowait = True
+        # ``read_text``'s answers, each kept with its file's fingerprint.
+        self._kept: KeptRecords[tuple[int, int, int, int]] | None = (
+            KeptRecords(cache_bytes) if cache_bytes else None
+        )
         self.index: JobIndex | None = None
         if index:
             self.index = self._start_index(reconcile_interval, observer_factory)
@@ -92,8 +104,8 @@ class FileStore(VersionedStoreBase):
     @classmethod
     def from_url(cls, url: str, *, index: bool = True) -> FileStore:
         """``file:///abs/path[?index=off][&reconcile=SECONDS][&max_file_size=BYTES]
-        [&expire=delete][&durable=off]``: see ``open``. ``index``: whether
-        the store indexes when the URL does not say."""
+        [&expire=delete][&durable=off][&cache=BYTES]``: see ``open``.
+        ``index``: whether the store indexes when the URL does not say."""
         parsed = parse_store_url(url)
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
             raise parsed.fail("use file:///absolute/path")
@@ -102,6 +114,7 @@ class FileStore(VersionedStoreBase):
             index=parsed.options.get("index", index),
             expire=parsed.options.get("expire"),
             durable=parsed.options.get("durable", True),
+            cache_bytes=parsed.options.get("cache", DEFAULT_CACHE_BYTES),
             reconcile_interval=parsed.options.get(
                 "reconcile", DEFAULT_RECONCILE_SECONDS
             ),
@@ -117,25 +130,35 @@ class FileStore(VersionedStoreBase):
         index: bool = True,
         expire: Literal["delete"] | None = None,
         durable: bool = True,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
         reconcile_interval: float = DEFAULT_RECONCILE_SECONDS,
         max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
     ) -> FileStore:
         """The store a URL's options name: ``WatchedFileStore``, or with
         ``index=False`` a scanning ``FileStore``; with ``expire="delete"``
         their ``Expiring`` kinds, which delete expired jobs' files;
-        ``durable=False`` skips the flush before each write's rename."""
+        ``durable=False`` skips the flush before each write's rename;
+        ``cache_bytes``: how much of the texts ``read_text`` answered to keep
+        (``keptrecords``; 0: none)."""
         # Imported here: the expiring kinds are subclasses of these.
         from .fileexpiry import ExpiringFileStore, ExpiringWatchedFileStore
 
         if not index:
             kind = FileStore if expire is None else ExpiringFileStore
-            return kind(root, index=False, max_file_size=max_file_size, durable=durable)
+            return kind(
+                root,
+                index=False,
+                max_file_size=max_file_size,
+                durable=durable,
+                cache_bytes=cache_bytes,
+            )
         watched = WatchedFileStore if expire is None else ExpiringWatchedFileStore
         return watched(
             root,
             reconcile_interval=reconcile_interval,
             max_file_size=max_file_size,
             durable=durable,
+            cache_bytes=cache_bytes,
         )
 
     def _start_index(
@@ -166,6 +189,48 @@ class FileStore(VersionedStoreBase):
             if found is None:
                 return None
             return self._row(job_id, found, self._observe(job_id, found))
+
+    def read_text(self, job_id: str) -> tuple[Row, str] | None:
+        """``RecordTexts``: the file's record as answers write it; from
+        memory while the file's fingerprint (one ``lstat``) is the one it was
+        kept with."""
+        kept = self._kept
+        with self._attempt() as inline:
+            if kept is not None and job_id in kept:
+                # Kept: a valid job id, so the path stays in jobs/.
+                path = os.path.join(self.jobs_dir, job_id + jobfiles.SUFFIX)
+                try:
+                    info = os.lstat(path)
+                except OSError:
+                    pass  # gone, or unreadable: the read says which
+                else:
+                    # Compared as a plain tuple: a time past 2262 (wrapped in
+                    # the fingerprint) never matches, so is read every time.
+                    hit = kept.get(
+                        job_id,
+                        (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns),
+                    )
+                    if hit is not None:
+                        return hit
+            began_ns = time.time_ns()
+            found = jobfiles.read_job(
+                self.jobs_dir, job_id, self.max_file_size, nowait=inline
+            )
+            if found is None:
+                return None
+            position = self._observe(job_id, found)
+        status, has_status = jobfiles.status_of(found.record)
+        row = Row(
+            job_id,
+            jsontext.encode(status) if has_status else None,
+            found.mtime,
+            found.version,
+            position,
+        )
+        text = jsontext.encode(found.record)
+        if kept is not None and found.ctime_ns < began_ns - SETTLED_NS:
+            kept.keep(job_id, found.fingerprint, row, text)
+        return row, text
 
     def window(self, cutoff: float) -> Window:
         with self._attempt():
@@ -370,6 +435,7 @@ class WatchedFileStore(FileStore, TriesInline):
         max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
         observer_factory: ObserverFactory | None = None,
         durable: bool = True,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         # Before the index starts: its first events may come at once.
         self._subscribers = Subscribers()
@@ -380,6 +446,7 @@ class WatchedFileStore(FileStore, TriesInline):
             max_file_size=max_file_size,
             observer_factory=observer_factory,
             durable=durable,
+            cache_bytes=cache_bytes,
         )
 
     def indexed(self) -> int:

@@ -48,6 +48,12 @@ def byte_count(text: str) -> int:
     return int(text)
 
 
+def cache_size(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError("must be a whole number of bytes >= 0 (0: no cache)")
+    return int(text)
+
+
 def true_false(text: str) -> bool:
     if text.lower() not in ("true", "false"):
         raise ValueError("must be true or false")
@@ -98,13 +104,14 @@ _POSTGRES: dict[str, OptionParser] = {
 #: scheme -> {option: parser}. Options not listed here are refused.
 OPTIONS: dict[str, dict[str, OptionParser]] = {
     "memory": {},
-    "sqlite": {},
+    "sqlite": {"cache": cache_size},
     "file": {
         "index": on_off,
         "reconcile": seconds,
         "max_file_size": byte_count,
         "expire": delete,
         "durable": on_off,
+        "cache": cache_size,
     },
     "redis": _REDIS,
     "rediss": {

@@ -827,3 +827,87 @@ def test_a_durable_write_reaches_the_disk_before_it_shows(
     }
     assert os.listdir(tmp_path / "jobs") == ["j.json"]
     store.close()
+
+
+# -- read_text's kept answers (keptrecords) ---------------------------------
+
+
+def kept_store(tmp_path: Path, *, index: bool = True, **options: Any) -> FileStore:
+    (tmp_path / "jobs").mkdir(exist_ok=True)
+    return FileStore(tmp_path, index=index, reconcile_interval=0.5, **options)
+
+
+@pytest.fixture
+def settled_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file counts as settled: what is kept shows at once."""
+    monkeypatch.setattr("jobstatus_backends.filesystem.SETTLED_NS", -(10**18))
+
+
+@pytest.mark.parametrize("index", [True, False], ids=["index", "scan"])
+def test_read_text_is_the_records_answer_text(tmp_path: Path, index: bool) -> None:
+    store = kept_store(tmp_path, index=index)
+    write_toolkit_file(tmp_path, "a", "done", response={"é": [1, 2.5, None]})
+    found = store.read_text("a")
+    assert found is not None
+    row, text = found
+    assert text == json.dumps(store.read("a").record, separators=(",", ":"))  # type: ignore[union-attr]
+    assert (row.job_id, row.status, row.record) == ("a", '"done"', None)
+    assert store.read_text("nope") is None
+    assert store.read_text("../a") is None
+    store.close()
+
+
+def test_a_settled_file_is_answered_from_memory_until_it_changes(
+    tmp_path: Path, settled_at_once: None
+) -> None:
+    store = kept_store(tmp_path)
+    write_toolkit_file(tmp_path, "a", "running")
+    first = store.read_text("a")
+    reads = mock.Mock(wraps=jobfiles.read_job)
+    with mock.patch.object(jobfiles, "read_job", reads):
+        assert store.read_text("a") == first
+        assert reads.call_count == 0  # one lstat, no read
+        write_toolkit_file(tmp_path, "a", "done", extra="longer now")
+        changed = store.read_text("a")
+        assert reads.call_count == 1
+    assert changed is not None and json.loads(changed[1])["job_status"] == "done"
+    assert changed[0].version != first[0].version  # type: ignore[index]
+    store.put({"job_id": "a", "job_status": "again"})
+    assert json.loads(store.read_text("a")[1])["job_status"] == "again"  # type: ignore[index]
+    os.unlink(tmp_path / "jobs" / "a.json")
+    assert store.read_text("a") is None
+    store.close()
+
+
+def test_a_fresh_file_is_read_every_time(tmp_path: Path) -> None:
+    """A file changed in the last seconds may be rewritten within one tick
+    of the file system's clock at the same size, its fingerprint unmoved: it
+    is not kept, so a same-size rewrite right after a read is seen."""
+    store = kept_store(tmp_path)
+    for status in ("aaaa", "bbbb", "cccc", "dddd"):
+        write_toolkit_file(tmp_path, "a", status)  # in place, same size
+        assert json.loads(store.read_text("a")[1])["job_status"] == status  # type: ignore[index]
+    assert "a" not in store._kept  # type: ignore[operator]
+    store.close()
+
+
+def test_the_cache_is_bounded_and_can_be_turned_off(
+    tmp_path: Path, settled_at_once: None
+) -> None:
+    store = kept_store(tmp_path, cache_bytes=64 << 10)
+    for i in range(300):
+        write_toolkit_file(tmp_path, f"j{i}", "done", pad="x" * 1000)
+        assert store.read_text(f"j{i}") is not None
+    kept = store._kept
+    assert kept is not None and kept.size <= 64 << 10 and 0 < len(kept) < 300
+    assert "j299" in kept and "j0" not in kept  # the oldest went first
+    store.close()
+    off = FileStore.from_url(f"file://{tmp_path}?cache=0&index=off")
+    assert off._kept is None and off.read_text("j1") is not None
+    off.close()
+    sized = FileStore.from_url(f"file://{tmp_path}?cache=1000000&index=off")
+    assert sized._kept is not None and sized._kept.max_bytes == 1_000_000
+    sized.close()
+    for bad in ("-1", "lots", "1e6", "²"):
+        with pytest.raises(ConfigError, match="cache"):
+            FileStore.from_url(f"file://{tmp_path}?cache={bad}")

@@ -1,0 +1,83 @@
+"""Answers' record texts kept between reads, each with what proves it current.
+
+A store that reads a file or a database for each ``read_text`` keeps the
+texts of the jobs it read last and gives one back only against the same
+proof it was kept with (a file's fingerprint; a database's change counters).
+Checking the proof costs a fraction of the read it saves, and a job that
+changed since is never answered from memory: its proof no longer matches.
+
+Bounded in bytes (``?cache=`` in the store's URL; 0 keeps nothing); the job
+read longest ago goes first. Thread-safe: a hit takes no lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Generic, TypeVar
+
+from jobstatus_core import Row
+
+#: The size a store keeps by default: a few thousand Toolkit records.
+DEFAULT_CACHE_BYTES = 16 << 20
+#: What an entry costs beside its text (its key, row, proof and links).
+ENTRY_OVERHEAD = 400
+
+P = TypeVar("P")
+
+
+class KeptRecords(Generic[P]):
+    """Job id -> (proof, row, text), the most recently read last."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, tuple[P, Row, str]] = OrderedDict()
+        self._bytes = 0
+        # Keeping and clearing: a hit reads without it (each OrderedDict
+        # call is atomic under the GIL).
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._entries
+
+    def get(self, job_id: str, proof: P) -> tuple[Row, str] | None:
+        """The kept row and text, if kept with ``proof``."""
+        entry = self._entries.get(job_id)
+        if entry is None or entry[0] != proof:
+            return None
+        # Not contextlib.suppress: this is every hit's path.
+        try:  # noqa: SIM105
+            self._entries.move_to_end(job_id)
+        except KeyError:
+            pass  # dropped by another thread just now; the answer still holds
+        return entry[1], entry[2]
+
+    def keep(self, job_id: str, proof: P, row: Row, text: str) -> None:
+        """Keep ``text`` as the job's, true while ``proof`` holds. A text
+        larger than a sixteenth of the bound is not kept: one record never
+        empties the cache."""
+        size = len(text) + ENTRY_OVERHEAD
+        if size > self.max_bytes // 16:
+            return
+        with self._lock:
+            old = self._entries.pop(job_id, None)
+            if old is not None:
+                self._bytes -= len(old[2]) + ENTRY_OVERHEAD
+            self._entries[job_id] = (proof, row, text)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, _, dropped) = self._entries.popitem(last=False)
+                self._bytes -= len(dropped) + ENTRY_OVERHEAD
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    @property
+    def size(self) -> int:
+        """Bytes counted against the bound."""
+        return self._bytes

@@ -1,0 +1,67 @@
+"""Kept answers: given back only against their proof, within their bound."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from jobstatus_backends.keptrecords import ENTRY_OVERHEAD, KeptRecords
+from jobstatus_core import Row
+
+pytestmark = pytest.mark.core
+
+
+def row(job_id: str) -> Row:
+    return Row(job_id, '"done"', 1.0, "v1", 1)
+
+
+def test_a_text_is_given_back_only_against_its_proof() -> None:
+    kept: KeptRecords[int] = KeptRecords(1 << 20)
+    kept.keep("a", 7, row("a"), '{"job_id":"a"}')
+    assert kept.get("a", 7) == (row("a"), '{"job_id":"a"}')
+    assert kept.get("a", 8) is None
+    assert kept.get("b", 7) is None
+    kept.keep("a", 8, row("a"), '{"job_id":"a","x":1}')
+    assert kept.get("a", 7) is None
+    assert kept.get("a", 8) == (row("a"), '{"job_id":"a","x":1}')
+    assert len(kept) == 1 and kept.size == len('{"job_id":"a","x":1}') + ENTRY_OVERHEAD
+    kept.clear()
+    assert len(kept) == 0 and kept.size == 0 and kept.get("a", 8) is None
+
+
+def test_the_job_read_longest_ago_goes_first() -> None:
+    text = "x" * 100
+    ids = [f"j{i}" for i in range(20)]
+    kept: KeptRecords[int] = KeptRecords(20 * (100 + ENTRY_OVERHEAD))
+    for job_id in ids:
+        kept.keep(job_id, 1, row(job_id), text)
+    assert len(kept) == 20
+    assert kept.get("j0", 1) is not None  # read again: now the latest
+    kept.keep("new", 1, row("new"), text)
+    assert "j0" in kept and "j1" not in kept and "new" in kept
+    assert len(kept) == 20 and kept.size == kept.max_bytes
+
+
+def test_a_text_larger_than_a_sixteenth_of_the_bound_is_not_kept() -> None:
+    kept: KeptRecords[int] = KeptRecords(16 * 1000)
+    kept.keep("small", 1, row("small"), "x" * (1000 - ENTRY_OVERHEAD))
+    kept.keep("large", 1, row("large"), "x" * (1001 - ENTRY_OVERHEAD))
+    assert "small" in kept and "large" not in kept
+
+
+def test_threads_keeping_and_reading_keep_the_count_exact() -> None:
+    kept: KeptRecords[int] = KeptRecords(50 * (100 + ENTRY_OVERHEAD))
+
+    def work(n: int) -> None:
+        for i in range(2000):
+            job_id = f"j{(i * n) % 97}"
+            kept.keep(job_id, i, row(job_id), "y" * 100)
+            kept.get(job_id, i)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (1, 3, 7, 11)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert kept.size == len(kept) * (100 + ENTRY_OVERHEAD) <= kept.max_bytes
