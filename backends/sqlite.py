@@ -63,6 +63,7 @@ from jobstatus_core.storebase import parsed_version
 
 from . import storedjson
 from .breaker import Breaker
+from .keptrecords import DEFAULT_CACHE_BYTES, KeptRecords
 from .urloptions import parse_store_url
 
 #: ``PRAGMA application_id`` of the files jobstatus creates ("jbst").
@@ -203,6 +204,9 @@ FORGET_SQL = (
 )
 
 T = TypeVar("T")
+#: What a kept answer is true under: which connection (``_opened``), its
+#: ``PRAGMA data_version`` and its ``total_changes``.
+Proof = tuple[int, int, int]
 
 
 def path_from_url(url: str) -> Path:
@@ -218,10 +222,21 @@ def path_from_url(url: str) -> Path:
 
 class SQLiteStore(VersionedStoreBase, TriesInline):
     def __init__(
-        self, path: str | Path, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS
+        self,
+        path: str | Path,
+        *,
+        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         self.path = Path(path)
         self._busy_timeout = busy_timeout
+        # ``read_text``'s answers (``keptrecords``); None: ``?cache=0``.
+        self._kept: KeptRecords[Proof] | None = (
+            KeptRecords(cache_bytes) if cache_bytes else None
+        )
+        # How many connections this store has opened: a new one counts its
+        # data_version and total_changes afresh.
+        self._opened = 0
         if not self.path.parent.is_dir():
             raise ConfigError(
                 f"SQLite store: directory {str(self.path.parent)!r} does not exist"
@@ -243,7 +258,11 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
-        return cls(path_from_url(url))
+        """``sqlite:///abs/path.db[?cache=BYTES]`` or ``sqlite:relative.db``."""
+        return cls(
+            path_from_url(url),
+            cache_bytes=parse_store_url(url).options.get("cache", DEFAULT_CACHE_BYTES),
+        )
 
     def _open(self) -> sqlite3.Connection:
         """Connect to the file now at ``path``; raises ``ConfigError``."""
@@ -255,6 +274,7 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             after = _identity(self.path)
             if after is not None and before in (None, after):
                 self._file = after
+                self._opened += 1
                 return conn
             conn.close()  # replaced while opening: open what is there now
         raise ConfigError(f"SQLite store: {name!r} keeps being replaced")
@@ -322,19 +342,47 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
     def read_text(self, job_id: str) -> tuple[Row, str] | None:
         """``RecordTexts``: the record as this store wrote it, unparsed, when
         its digest still matches; a row another program wrote or changed
-        (no digest, or a stale one) is parsed and encoded, as ``read``."""
-        found = self._run(
-            lambda: self._conn.execute(READ_TEXT_SQL, (job_id,)).fetchone()
-        )
+        (no digest, or a stale one) is parsed and encoded, as ``read``.
+
+        Answers are kept (``keptrecords``) with the database's state: which
+        connection, ``PRAGMA data_version`` (moved by any other connection's
+        commit) and the connection's own ``total_changes``. While none has
+        moved, a kept answer is the job's; the pragma costs a third of the
+        read it replaces.
+        """
+        kept = self._kept
+
+        def fetch() -> tuple[tuple[Row, str] | None, Any, Proof | None]:
+            """(a kept answer, or the row's values and the proof to keep
+            them with)."""
+            conn = self._conn
+            if kept is None:
+                return None, conn.execute(READ_TEXT_SQL, (job_id,)).fetchone(), None
+            # Read before the row: a commit between the two makes the row
+            # newer than the proof says, never older.
+            ((version,),) = conn.execute("PRAGMA data_version").fetchall()
+            proof = (self._opened, version, conn.total_changes)
+            hit = kept.get(job_id, proof)
+            if hit is not None:
+                return hit, None, None
+            return None, conn.execute(READ_TEXT_SQL, (job_id,)).fetchone(), proof
+
+        hit, found, proof = self._run(fetch)
+        if hit is not None:
+            return hit
         if found is None:
             return None
         row = _row(found, with_record=False)
         text, digest = found[5], found[6]
         # ASCII checked too: a digest another program computed of its own
         # text would otherwise put raw non-ASCII in an ASCII answer.
-        if isinstance(text, str) and text.isascii() and digest == record_digest(text):
-            return row, text
-        return row, jsontext.encode(storedjson.record(job_id, text))
+        if not (
+            isinstance(text, str) and text.isascii() and digest == record_digest(text)
+        ):
+            text = jsontext.encode(storedjson.record(job_id, text))
+        if kept is not None and proof is not None:
+            kept.keep(job_id, proof, row, text)
+        return row, text
 
     def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
         wanted = json.dumps(list(job_ids))

@@ -831,6 +831,7 @@ def test_a_record_changed_by_another_program_is_parsed_not_passed_on(
 ) -> None:
     store = SQLiteStore(tmp_path / "jobs.db")
     store.put({"job_id": "j", "job_status": "running"}, at=5.0)
+    assert store.read_text("j") is not None  # kept, until the edit below
     conn = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
     conn.create_function("blake8", 1, record_digest)
     edited = '{"job_id": "j", "job_status": "done", "url": "a\\/b", "note": "ü"}'
@@ -841,3 +842,60 @@ def test_a_record_changed_by_another_program_is_parsed_not_passed_on(
     assert found[1] == '{"job_id":"j","job_status":"done","url":"a/b","note":"\\u00fc"}'
     assert found[1] == jsontext.encode(store.get("j"))
     store.close()
+
+
+def statements_of(store: SQLiteStore) -> list[str]:
+    """Every statement the store's connection runs from now on."""
+    ran: list[str] = []
+    store._conn.set_trace_callback(ran.append)
+    return ran
+
+
+def test_a_kept_answer_is_given_until_any_commit(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    store.put({"job_id": "j", "job_status": "running"}, at=5.0)
+    store.put({"job_id": "k", "job_status": "queued"}, at=5.0)
+    first = store.read_text("j")
+    ran = statements_of(store)
+    assert store.read_text("j") == first
+    assert ran == ["PRAGMA data_version"]  # the row is not read again
+    # Its own write, to another job: everything kept is read again.
+    store.put({"job_id": "k", "job_status": "done"}, at=6.0)
+    ran.clear()
+    assert store.read_text("j") == first
+    assert len(ran) == 2
+    # Another connection's commit (a second store on the file).
+    other = SQLiteStore(tmp_path / "jobs.db")
+    other.put({"job_id": "j", "job_status": "done"}, at=7.0)
+    other.close()
+    found = store.read_text("j")
+    assert found is not None and found[1] == '{"job_id":"j","job_status":"done"}'
+    assert found[0].version != first[0].version  # type: ignore[index]
+    store.close()
+
+
+def test_a_kept_answer_is_not_given_from_a_replaced_file(tmp_path: Path) -> None:
+    """A restored file's connection counts its own data_version afresh."""
+    path = tmp_path / "jobs.db"
+    writer = SQLiteStore(path)
+    writer.put({"job_id": "new", "job_status": "done"}, at=5.0)
+    writer.close()
+    store = SQLiteStore(path)  # no writes of its own: total_changes stays 0
+    assert store.read_text("new") is not None
+    other_store(tmp_path / "backup.db", "new")
+    os.replace(tmp_path / "backup.db", path)
+    found = store.read_text("new")
+    assert found is not None and found[1] == '{"job_id":"new","job_status":"restored"}'
+    store.close()
+
+
+def test_the_cache_option(tmp_path: Path) -> None:
+    off = SQLiteStore.from_url(f"sqlite://{tmp_path}/jobs.db?cache=0")
+    off.put({"job_id": "j", "job_status": "done"})
+    ran = statements_of(off)
+    assert off.read_text("j") is not None and off.read_text("j") is not None
+    assert len(ran) == 2 and "data_version" not in " ".join(ran)
+    off.close()
+    for bad in ("-1", "many", ""):
+        with pytest.raises(ConfigError, match="cache"):
+            SQLiteStore.from_url(f"sqlite://{tmp_path}/jobs.db?cache={bad}")
