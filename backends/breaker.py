@@ -51,9 +51,15 @@ class Breaker:
 
     def timed(self) -> _Timed:
         """One inline call: refused (``WouldBlock``) while paused, and timed."""
-        if not self.allows():
+        return _Timed(self, self.begin())
+
+    def begin(self) -> float:
+        """An inline call begins now (returned, for ``ended``); refused
+        (``WouldBlock``) while paused."""
+        now = self.clock()
+        if now < self._paused_until:
             raise WouldBlock("inline reads paused after a slow one")
-        return _Timed(self)
+        return now
 
     def ended(self, started: float) -> None:
         """An inline call that began at ``started`` is over."""
@@ -69,9 +75,9 @@ class _Timed:
     # and costs a third of a generator's.
     __slots__ = ("_breaker", "_started")
 
-    def __init__(self, breaker: Breaker) -> None:
+    def __init__(self, breaker: Breaker, started: float) -> None:
         self._breaker = breaker
-        self._started = breaker.clock()
+        self._started = started
 
     def __enter__(self) -> None:
         return None

@@ -21,6 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote
 
@@ -198,9 +199,8 @@ class FileStore(VersionedStoreBase):
         with self._attempt() as inline:
             if kept is not None and job_id in kept:
                 # Kept: a valid job id, so the path stays in jobs/.
-                path = os.path.join(self.jobs_dir, job_id + jobfiles.SUFFIX)
                 try:
-                    info = os.lstat(path)
+                    info = os.lstat(f"{self.jobs_dir}/{job_id}{jobfiles.SUFFIX}")
                 except OSError:
                     pass  # gone, or unreadable: the read says which
                 else:
@@ -354,9 +354,8 @@ class FileStore(VersionedStoreBase):
         finally:
             os.close(fd)  # releases the lock
 
-    @contextlib.contextmanager
-    def _attempt(self) -> Iterator[bool]:
-        """A read, inline when asked (``nowait``): yields whether it is.
+    def _attempt(self) -> _Attempt:
+        """A read, inline when asked (``nowait``): ``with`` gives whether it is.
 
         Only an index answers without scanning the directory: without one,
         or once the file system has refused ``RWF_NOWAIT``, every inline
@@ -365,18 +364,7 @@ class FileStore(VersionedStoreBase):
         cold inode, a wait for the index's lock while a reconcile round or
         another request's refresh reads files under it.
         """
-        if not nowait.asked():
-            yield False
-            return
-        if self.index is None or not self._reads_nowait:
-            raise WouldBlock("the file store reads on threads")
-        with self._breaker.timed():
-            try:
-                yield True
-            except jobfiles.NoWaitUnsupported as exc:
-                self._reads_nowait = False
-                logger.debug("no RWF_NOWAIT reads in %s (%s)", self.jobs_dir, exc)
-                raise
+        return _Attempt(self)
 
     def _refuse_inline(self) -> None:
         """For calls that read with ordinary I/O: on a thread, always."""
@@ -414,6 +402,38 @@ class FileStore(VersionedStoreBase):
         status, has_status = jobfiles.status_of(found.record)
         text = jsontext.encode(status) if has_status else None
         return Row(job_id, text, found.mtime, found.version, position, found.record)
+
+
+class _Attempt:
+    # A class, not contextlib's decorator: it is on every read's path.
+    __slots__ = ("_started", "_store")
+
+    def __init__(self, store: FileStore) -> None:
+        self._store = store
+        self._started: float | None = None
+
+    def __enter__(self) -> bool:
+        if not nowait.asked():
+            return False
+        store = self._store
+        if store.index is None or not store._reads_nowait:
+            raise WouldBlock("the file store reads on threads")
+        self._started = store._breaker.begin()
+        return True
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._started is None:
+            return
+        store = self._store
+        store._breaker.ended(self._started)
+        if isinstance(error, jobfiles.NoWaitUnsupported):
+            store._reads_nowait = False
+            logger.debug("no RWF_NOWAIT reads in %s (%s)", store.jobs_dir, error)
 
 
 class WatchedFileStore(FileStore, TriesInline):

@@ -5,6 +5,7 @@ pip install '.[fast]', for the stack `jobstatus serve` runs by default):
     python bench/http/run.py [--jobs 100000] [--seconds 3] [--connections 16]
         [--stores memory,sqlite,file,redis,postgres] [--interfaces asgi,wsgi]
         [--workers-stores memory,sqlite,redis] [--wrk-cpu 1] [--skip-floor]
+        [--spread] [--baseline DIR]
 
 On loopback, wrk (another process) drives, in turn:
 
@@ -16,6 +17,10 @@ On loopback, wrk (another process) drives, in turn:
   (PostgreSQL in a throwaway cluster), through the Starlette adapter on
   uvicorn — on the loop and HTTP parser ``jobstatus serve`` picks, the floor
   too — and the WSGI adapter;
+- with --spread, ``job/status`` and ``GET /v1/job/{id}`` again, each
+  request asking about a job drawn at random from all N (the other rows ask
+  about one job, as a client polling it does: the SQLite and file stores
+  then answer from their kept answers, docs/stores.md);
 - then ``jobstatus serve`` with one worker against ``--workers 2`` on the
   --workers-stores, wrk pinned to --wrk-cpu with taskset.
 
@@ -101,15 +106,34 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-def request_script(workdir: str, method: str, body: str | None) -> Path:
+#: In a path or body: each request puts a job id drawn at random there.
+ANY_ID = "$ID"
+
+
+def request_script(
+    workdir: str, method: str, body: str | None, path: str | None = None
+) -> Path:
     """A wrk script sending ``method`` (with ``body`` as JSON, if any) and the
-    benchmark's API key."""
+    benchmark's API key; where ``path`` or ``body`` holds ``ANY_ID``, each
+    request draws a job id from ``ids.txt`` in ``workdir``."""
     script = Path(workdir) / "request.lua"
     lines = [f'wrk.method = "{method}"', f'wrk.headers["x-api-key"] = "{KEY}"']
     if body is not None:
         lines += [
             f"wrk.body = {body!r}",
             'wrk.headers["Content-Type"] = "application/json"',
+        ]
+    if ANY_ID in (path or "") + (body or ""):
+        ids = Path(workdir) / "ids.txt"
+        lines += [
+            "local ids = {}",
+            f'for line in io.lines("{ids}") do ids[#ids + 1] = line end',
+            "request = function()",
+            "  local id = ids[math.random(#ids)]",
+            f"  local path = ({(path or '')!r}):gsub('%$ID', id)",
+            f"  local body = ({(body or '')!r}):gsub('%$ID', id)",
+            "  return wrk.format(nil, path, nil, body)",
+            "end",
         ]
     script.write_text("\n".join(lines) + "\n")
     return script
@@ -133,7 +157,9 @@ class Load:
 
 def wrk(url: str, pid: int, load: Load, workdir: str) -> dict[str, float]:
     """One wrk run; also the server's CPU time per request it answered."""
-    script = request_script(workdir, load.method, load.body)
+    path = "/" + url.split("/", 3)[3]
+    script = request_script(workdir, load.method, load.body, path)
+    url = url.replace(ANY_ID, "x")  # wrk's own request, never sent
     pin = [] if load.cpu is None else ["taskset", "-c", str(load.cpu)]
     cpu_before = cpu_seconds(pid)
     out = subprocess.run(
@@ -212,14 +238,23 @@ def ratio(
     )
 
 
-def endpoints(known: str) -> list[tuple[str, str, str, str | None]]:
-    """(label, method, path, body) of each endpoint measured."""
-    return [
+def endpoints(known: str, spread: int = 0) -> list[tuple[str, str, str, str | None]]:
+    """(label, method, path, body) of each endpoint measured; with
+    ``spread``, also the job endpoints asked about any of that many jobs
+    (``ANY_ID``), not one job over and over."""
+    measured = [
         ("job/status", "POST", JOB, f'{{"job_id": "{known}"}}'),
         ("jobs/status", "POST", JOBS, '{"since_seconds": 600}'),
         ("GET /v1/job/{id}", "GET", f"/v1/job/{known}", None),
         ("GET /v1/jobs?limit=100", "GET", "/v1/jobs?limit=100", None),
     ]
+    if spread:
+        any_of = f"any of {spread:,}"
+        measured += [
+            (f"job/status, {any_of}", "POST", JOB, f'{{"job_id": "{ANY_ID}"}}'),
+            (f"GET /v1/job/{{id}}, {any_of}", "GET", f"/v1/job/{ANY_ID}", None),
+        ]
+    return measured
 
 
 def start_jobstatus(
@@ -258,8 +293,10 @@ def start_jobstatus(
     return start_server(argv, env={**os.environ, "API_KEY": KEY})
 
 
-def check(base: str, method: str, path: str, body: str | None) -> int:
-    """The answer's size, after checking it is a 200."""
+def check(base: str, method: str, path: str, body: str | None, known: str) -> int:
+    """The answer's size, after checking it is a 200 (``ANY_ID``: ``known``)."""
+    path = path.replace(ANY_ID, known)
+    body = None if body is None else body.replace(ANY_ID, known)
     answer = httpx.request(
         method, base + path, content=body, headers={"x-api-key": KEY}, timeout=30
     )
@@ -339,11 +376,11 @@ def floor_table(
                     for code, directory in codes.items()
                 }
                 try:
-                    for label, method, path, body in endpoints(known):
+                    for label, method, path, body in endpoints(known, args.spread):
                         # All floors of a label serve the size first seen.
-                        size = check(started["this"][1], method, path, body)
+                        size = check(started["this"][1], method, path, body, known)
                         for _, base in started.values():
-                            check(base, method, path, body)
+                            check(base, method, path, body, known)
                         kinds = sorted({"floor", FLOORS[interface]})
                         servers = [floor_server(k, label, size) for k in kinds]
                         targets = [
@@ -434,7 +471,7 @@ def workers_table(
         try:
             for label, method, path, body in endpoints(known)[:2]:
                 for _, base in servers:
-                    check(base, method, path, body)
+                    check(base, method, path, body, known)
                 load = Load(method, body, args.seconds, args.connections, args.wrk_cpu)
                 one, two = paired(
                     (servers[1][1] + path, servers[1][0].pid),
@@ -495,6 +532,12 @@ def main() -> None:
     )
     parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="also measure job/status and GET /v1/job/{id} asked about any of"
+        " the jobs at random (the stores' kept answers then mostly miss)",
+    )
+    parser.add_argument(
         "--baseline",
         help="a directory of the packages of the code to compare with, measured"
         " in the same rounds (e.g. symlinks into a checkout of another commit;"
@@ -510,6 +553,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="jobstatus-http-") as tmp:
         jobs = plan_jobs(args.jobs, time.time())
         known = jobs[len(jobs) // 2][0]
+        Path(tmp, "ids.txt").write_text("".join(job_id + "\n" for job_id, _, _ in jobs))
+        args.spread = len(jobs) if args.spread else 0
         urls, processes, stops = open_stores(tmp, sorted(needed), jobs)  # type: ignore[arg-type]
         try:
             if not args.skip_floor:
