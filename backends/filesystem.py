@@ -94,8 +94,9 @@ class FileStore(VersionedStoreBase):
         # file system can read without waiting (one probe for its life).
         self._breaker = Breaker()
         self._reads_nowait = True
-        # ``read_text``'s answers, each kept with its file's fingerprint.
-        self._kept: KeptRecords[tuple[int, int, int, int]] | None = (
+        # ``read_text``'s answers, each kept with the index's generation and
+        # its file's fingerprint.
+        self._kept: KeptRecords[tuple[int, ...]] | None = (
             KeptRecords(cache_bytes) if cache_bytes else None
         )
         self.index: JobIndex | None = None
@@ -193,23 +194,19 @@ class FileStore(VersionedStoreBase):
 
     def read_text(self, job_id: str) -> tuple[Row, str] | None:
         """``RecordTexts``: the file's record as answers write it; from
-        memory while the file's fingerprint (one ``lstat``) is the one it was
-        kept with."""
+        memory while the file's fingerprint is the one it was kept with and
+        the index has not forgotten its jobs since (their positions)."""
         kept = self._kept
         with self._attempt() as inline:
+            jobs = self._scan if self.index is None else self.index
+            # Before the read: a rebuild of the index after it only makes
+            # what is kept miss.
+            generation = jobs.generation
             if kept is not None and job_id in kept:
                 # Kept: a valid job id, so the path stays in jobs/.
-                try:
-                    info = os.lstat(f"{self.jobs_dir}/{job_id}{jobfiles.SUFFIX}")
-                except OSError:
-                    pass  # gone, or unreadable: the read says which
-                else:
-                    # Compared as a plain tuple: a time past 2262 (wrapped in
-                    # the fingerprint) never matches, so is read every time.
-                    hit = kept.get(
-                        job_id,
-                        (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns),
-                    )
+                now = jobfiles.current_fingerprint(self.jobs_dir, job_id)
+                if now is not None:
+                    hit = kept.get(job_id, (generation, *now))
                     if hit is not None:
                         return hit
             began_ns = time.time_ns()
@@ -229,7 +226,9 @@ class FileStore(VersionedStoreBase):
         )
         text = jsontext.encode(found.record)
         if kept is not None and found.ctime_ns < began_ns - SETTLED_NS:
-            kept.keep(job_id, found.fingerprint, row, text)
+            # A time past 2262 (wrapped in the fingerprint) never matches
+            # the plain one above, so is read every time.
+            kept.keep(job_id, (generation, *found.fingerprint), row, text)
         return row, text
 
     def window(self, cutoff: float) -> Window:

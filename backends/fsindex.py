@@ -224,6 +224,11 @@ class JobIndex:
     def __len__(self) -> int:
         return len(self._table)
 
+    @property
+    def generation(self) -> int:
+        """``JobTable.generation``: read without the lock (an int)."""
+        return self._table.generation
+
     def head_now(self) -> int:
         """The head as the index holds it, without taking in pending events."""
         with self._lock:

@@ -181,6 +181,30 @@ def read_once(
     )
 
 
+def current_fingerprint(jobs_dir: str, job_id: str) -> tuple[int, int, int, int] | None:
+    """``(inode, size, mtime_ns, ctime_ns)`` of a valid job id's file as it
+    is now, or None when it cannot be opened.
+
+    Opened, not ``lstat``'ed: opening is what makes a network file system
+    ask its server (NFS's close-to-open consistency), so a file another
+    client changed and closed is seen changed, as a read would see it.
+    """
+    try:
+        fd = os.open(
+            f"{jobs_dir}/{job_id}{SUFFIX}",
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+        )
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
+
+
 def _read_to_end(fd: int, size: int, max_size: int) -> bytes | None:
     """The file's bytes, or None when there are more than ``max_size``."""
     # One read of the size fstat saw, plus a byte: a regular file reads short

@@ -59,6 +59,10 @@ class JobTable:
         self._rows = JobColumns()
         #: Files the last full rescan took from its snapshot, unread.
         self.taken_from_snapshot = 0
+        #: Moves whenever every job is forgotten (``clear``): positions
+        #: given out before then may not be the jobs' positions any more,
+        #: even for files that did not change.
+        self.generation = 0
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -120,6 +124,7 @@ class JobTable:
         if len(self._rows):
             self._rows.next_position()
         self._rows.clear()
+        self.generation += 1
 
     def rescan(self, *, full: bool, known: Snapshot | None = None) -> bool:
         """Compare the directory with the table; reread what differs.
@@ -410,6 +415,11 @@ class ScannedJobs:
     def observe(self, job_id: str, found: jobfiles.JobFile) -> int:
         with self._lock:
             return self._table.observe(job_id, found)
+
+    @property
+    def generation(self) -> int:
+        """``JobTable.generation``: read without the lock (an int)."""
+        return self._table.generation
 
     def head_now(self) -> int:
         with self._lock:

@@ -12,6 +12,7 @@ read longest ago goes first. Thread-safe: a hit takes no lock.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import OrderedDict
 from typing import Generic, TypeVar
@@ -20,8 +21,9 @@ from jobstatus_core import Row
 
 #: The size a store keeps by default: a few thousand Toolkit records.
 DEFAULT_CACHE_BYTES = 16 << 20
-#: What an entry costs beside its text (its key, row, proof and links).
-ENTRY_OVERHEAD = 400
+#: What an entry costs beside its text and its row's status text: its key,
+#: row, version, proof and links (measured with tracemalloc).
+ENTRY_OVERHEAD = 560
 
 P = TypeVar("P")
 
@@ -59,18 +61,18 @@ class KeptRecords(Generic[P]):
         """Keep ``text`` as the job's, true while ``proof`` holds. A text
         larger than a sixteenth of the bound is not kept: one record never
         empties the cache."""
-        size = len(text) + ENTRY_OVERHEAD
+        size = _size(row, text)
         if size > self.max_bytes // 16:
             return
         with self._lock:
             old = self._entries.pop(job_id, None)
             if old is not None:
-                self._bytes -= len(old[2]) + ENTRY_OVERHEAD
+                self._bytes -= _size(old[1], old[2])
             self._entries[job_id] = (proof, row, text)
             self._bytes += size
             while self._bytes > self.max_bytes:
-                _, (_, _, dropped) = self._entries.popitem(last=False)
-                self._bytes -= len(dropped) + ENTRY_OVERHEAD
+                _, (_, dropped_row, dropped) = self._entries.popitem(last=False)
+                self._bytes -= _size(dropped_row, dropped)
 
     def clear(self) -> None:
         with self._lock:
@@ -81,3 +83,9 @@ class KeptRecords(Generic[P]):
     def size(self) -> int:
         """Bytes counted against the bound."""
         return self._bytes
+
+
+def _size(row: Row, text: str) -> int:
+    """The bytes an entry holds, as counted against the bound."""
+    status = 0 if row.status is None else sys.getsizeof(row.status)
+    return sys.getsizeof(text) + status + ENTRY_OVERHEAD

@@ -48,10 +48,20 @@ def byte_count(text: str) -> int:
     return int(text)
 
 
+#: The least ``cache=`` that keeps anything: a sixteenth of it is the
+#: largest entry kept (``keptrecords``).
+MIN_CACHE_BYTES = 65536
+
+
 def cache_size(text: str) -> int:
-    if not (text.isascii() and text.isdigit()):
-        raise ValueError("must be a whole number of bytes >= 0 (0: no cache)")
-    return int(text)
+    rule = f"must be 0 (no cache) or a whole number of bytes >= {MIN_CACHE_BYTES}"
+    # Digits only, and few enough to be a size (not a 5,000-digit number).
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise ValueError(rule)
+    value = int(text)
+    if 0 < value < MIN_CACHE_BYTES:
+        raise ValueError(rule)
+    return value
 
 
 def true_false(text: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -908,6 +909,28 @@ def test_the_cache_is_bounded_and_can_be_turned_off(
     sized = FileStore.from_url(f"file://{tmp_path}?cache=1000000&index=off")
     assert sized._kept is not None and sized._kept.max_bytes == 1_000_000
     sized.close()
-    for bad in ("-1", "lots", "1e6", "²"):
-        with pytest.raises(ConfigError, match="cache"):
+    for bad in ("-1", "lots", "1e6", "²", "65535", "9" * 5000):
+        with pytest.raises(ConfigError, match="cache") as failed:
             FileStore.from_url(f"file://{tmp_path}?cache={bad}")
+        assert "must be 0 (no cache) or a whole number of bytes >= 65536" in str(
+            failed.value
+        )
+
+
+def test_a_kept_answer_keeps_the_jobs_position_when_the_index_is_rebuilt(
+    tmp_path: Path, settled_at_once: None
+) -> None:
+    """The jobs directory moved away and back: the index forgets every job
+    and places them again, at new positions, their files unchanged."""
+    store = kept_store(tmp_path)
+    write_toolkit_file(tmp_path, "a", "done")
+    assert store.read_text("a") is not None
+    os.rename(tmp_path / "jobs", tmp_path / "away")
+    wait_for(lambda: listing(store) == {}, LATENCY)
+    os.rename(tmp_path / "away", tmp_path / "jobs")
+    wait_for(lambda: listing(store) == {"a": "done"}, LATENCY)
+    row = store.read("a")
+    found = store.read_text("a")
+    assert row is not None and found is not None
+    assert found[0] == dataclasses.replace(row, record=None)
+    store.close()

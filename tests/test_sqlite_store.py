@@ -896,6 +896,6 @@ def test_the_cache_option(tmp_path: Path) -> None:
     assert off.read_text("j") is not None and off.read_text("j") is not None
     assert len(ran) == 2 and "data_version" not in " ".join(ran)
     off.close()
-    for bad in ("-1", "many", ""):
+    for bad in ("-1", "many", "", "1000"):
         with pytest.raises(ConfigError, match="cache"):
             SQLiteStore.from_url(f"sqlite://{tmp_path}/jobs.db?cache={bad}")
