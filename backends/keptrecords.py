@@ -7,7 +7,10 @@ Checking the proof costs a fraction of the read it saves, and a job that
 changed since is never answered from memory: its proof no longer matches.
 
 Bounded in bytes (``?cache=`` in the store's URL; 0 keeps nothing); the job
-read longest ago goes first. Thread-safe: a hit takes no lock.
+read longest ago goes first. A job is kept from its second read on
+(``admits``): one read once — a client asking about many jobs once each —
+neither pays for a proof nor pushes out the jobs being polled. Thread-safe:
+a hit takes no lock.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ DEFAULT_CACHE_BYTES = 16 << 20
 #: row, version, proof and links (measured with tracemalloc).
 ENTRY_OVERHEAD = 560
 
+#: Bits of the filter of jobs asked about once (32 KiB): one per hash of an
+#: id, all cleared once an eighth are set. A false "asked before" (another
+#: id's bit) only keeps a job one read early.
+SEEN_BITS = 1 << 18
+
 P = TypeVar("P")
 
 
@@ -39,8 +47,30 @@ class KeptRecords(Generic[P]):
         # call is atomic under the GIL).
         self._lock = threading.Lock()
 
+        self._seen = bytearray(SEEN_BITS // 8)
+        self._seen_count = 0
+
     def __len__(self) -> int:
         return len(self._entries)
+
+    def admits(self, job_id: str) -> bool:
+        """Whether a read of the job should be kept (and its proof read):
+        it is kept already, or was asked about since the filter's last
+        clearing. Races between threads only keep a job one read early or
+        late."""
+        if job_id in self._entries:
+            return True
+        bit = hash(job_id) & (SEEN_BITS - 1)
+        mask = 1 << (bit & 7)
+        seen = self._seen
+        if seen[bit >> 3] & mask:
+            return True
+        seen[bit >> 3] |= mask
+        self._seen_count += 1
+        if self._seen_count > SEEN_BITS // 8:
+            self._seen = bytearray(SEEN_BITS // 8)
+            self._seen_count = 0
+        return False
 
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._entries

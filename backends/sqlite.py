@@ -356,7 +356,7 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             """(a kept answer, or the row's values and the proof to keep
             them with)."""
             conn = self._conn
-            if kept is None:
+            if kept is None or not kept.admits(job_id):
                 return None, conn.execute(READ_TEXT_SQL, (job_id,)).fetchone(), None
             # Read before the row: a commit between the two makes the row
             # newer than the proof says, never older.
@@ -380,7 +380,7 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             isinstance(text, str) and text.isascii() and digest == record_digest(text)
         ):
             text = jsontext.encode(storedjson.record(job_id, text))
-        if kept is not None and proof is not None:
+        if kept is not None and proof is not None:  # admitted
             kept.keep(job_id, proof, row, text)
         return row, text
 

@@ -8,7 +8,7 @@ import tracemalloc
 
 import pytest
 
-from jobstatus_backends.keptrecords import ENTRY_OVERHEAD, KeptRecords
+from jobstatus_backends.keptrecords import ENTRY_OVERHEAD, SEEN_BITS, KeptRecords
 from jobstatus_core import Row
 
 pytestmark = pytest.mark.core
@@ -92,3 +92,15 @@ def test_threads_keeping_and_reading_keep_the_count_exact() -> None:
     for thread in threads:
         thread.join()
     assert kept.size == len(kept) * counted(text) <= kept.max_bytes
+
+
+def test_a_job_is_admitted_from_its_second_read() -> None:
+    kept: KeptRecords[int] = KeptRecords(1 << 20)
+    assert not kept.admits("a")
+    assert kept.admits("a") and kept.admits("a")
+    kept.keep("b", 1, row("b"), "{}")
+    assert kept.admits("b")  # kept already
+    # Many jobs asked about once: the filter clears itself, and most of
+    # them are still asked about "once" (false repeats only keep early).
+    once = [f"once-{n}" for n in range(4 * SEEN_BITS // 8)]
+    assert sum(kept.admits(job_id) for job_id in once) < len(once) // 4

@@ -831,7 +831,8 @@ def test_a_record_changed_by_another_program_is_parsed_not_passed_on(
 ) -> None:
     store = SQLiteStore(tmp_path / "jobs.db")
     store.put({"job_id": "j", "job_status": "running"}, at=5.0)
-    assert store.read_text("j") is not None  # kept, until the edit below
+    for _ in range(2):
+        assert store.read_text("j") is not None  # kept, until the edit below
     conn = sqlite3.connect(tmp_path / "jobs.db", isolation_level=None)
     conn.create_function("blake8", 1, record_digest)
     edited = '{"job_id": "j", "job_status": "done", "url": "a\\/b", "note": "ü"}'
@@ -855,8 +856,12 @@ def test_a_kept_answer_is_given_until_any_commit(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "jobs.db")
     store.put({"job_id": "j", "job_status": "running"}, at=5.0)
     store.put({"job_id": "k", "job_status": "queued"}, at=5.0)
-    first = store.read_text("j")
     ran = statements_of(store)
+    first = store.read_text("j")
+    assert len(ran) == 1  # asked once: the row alone, no proof
+    assert store.read_text("j") == first
+    assert len(ran) == 3 and ran[1] == "PRAGMA data_version"  # kept now
+    ran.clear()
     assert store.read_text("j") == first
     assert ran == ["PRAGMA data_version"]  # the row is not read again
     # Its own write, to another job: everything kept is read again.
@@ -881,7 +886,8 @@ def test_a_kept_answer_is_not_given_from_a_replaced_file(tmp_path: Path) -> None
     writer.put({"job_id": "new", "job_status": "done"}, at=5.0)
     writer.close()
     store = SQLiteStore(path)  # no writes of its own: total_changes stays 0
-    assert store.read_text("new") is not None
+    for _ in range(2):
+        assert store.read_text("new") is not None
     other_store(tmp_path / "backup.db", "new")
     os.replace(tmp_path / "backup.db", path)
     found = store.read_text("new")
