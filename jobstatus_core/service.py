@@ -243,9 +243,13 @@ class StatusService:
 
     def _listing_json(self, since: float) -> str:
         """The listing as JSON text: pre-encoded by the store when it can."""
-        if self._presence is not None and not self._presence.exists():
+        listing = self._checked_listing(self.listings.json(since))
+        # Only an empty listing asks whether the store is there: one that
+        # lists jobs was read from it (``Presence``).
+        presence = self._presence
+        if listing == "{}" and presence is not None and not presence.exists():
             raise problems.jobs_directory_not_found()
-        return self._checked_listing(self.listings.json(since))
+        return listing
 
     # -- helpers of the handlers of the other endpoints -------------------
 

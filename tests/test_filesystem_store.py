@@ -228,6 +228,23 @@ def test_missing_jobs_directory_is_404_over_http(tmp_path: Path, serve: Any) -> 
     store.close()
 
 
+def test_a_listed_jobs_directory_removed_is_404_at_once(
+    fstore: FileStore, tmp_path: Path, serve: Any
+) -> None:
+    """Presence is asked only of an empty listing: a listing that was kept
+    with jobs in it must not outlive the directory."""
+    url = serve(create_app(service_for(fstore)))
+    write_toolkit_file(tmp_path, "x", "done")
+    fstore.read("x")  # indexed at once
+    for _ in range(3):  # kept by now
+        many = httpx.post(url + JOBS_STATUS_PATH, json={}, headers=JSON)
+        assert many.json()["response"] == {"x": "done"}
+    os.rename(tmp_path / "jobs", tmp_path / "gone")
+    many = httpx.post(url + JOBS_STATUS_PATH, json={}, headers=JSON)
+    assert many.status_code == 404, many.text
+    assert many.json()["message"] == "Jobs directory not found"
+
+
 def test_burst_of_10000_files_while_serving(tmp_path: Path, serve: Any) -> None:
     (tmp_path / "jobs").mkdir()
     store = FileStore(tmp_path, reconcile_interval=1.0)
