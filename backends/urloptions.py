@@ -36,14 +36,20 @@ def on_off(text: str) -> bool:
     return text.lower() == "on"
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits, few enough to be a count (not a 5,000-digit number,
+    which ``int`` refuses with a message of its own)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def whole_number(text: str) -> int:
-    if not text.isdigit():
+    if not _digits(text):
         raise ValueError("must be a whole number >= 0")
     return int(text)
 
 
 def byte_count(text: str) -> int:
-    if not text.isdigit() or int(text) == 0:
+    if not _digits(text) or int(text) == 0:
         raise ValueError("must be a whole number of bytes > 0")
     return int(text)
 
@@ -55,8 +61,7 @@ MIN_CACHE_BYTES = 65536
 
 def cache_size(text: str) -> int:
     rule = f"must be 0 (no cache) or a whole number of bytes >= {MIN_CACHE_BYTES}"
-    # Digits only, and few enough to be a size (not a 5,000-digit number).
-    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+    if not _digits(text):
         raise ValueError(rule)
     value = int(text)
     if 0 < value < MIN_CACHE_BYTES:

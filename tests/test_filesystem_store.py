@@ -402,6 +402,12 @@ def test_url_options(tmp_path: Path) -> None:
             FileStore.from_url(bad)
 
 
+def test_a_number_option_says_its_rule_whatever_the_text(tmp_path: Path) -> None:
+    for bad in ("9" * 5000, "٣", "0"):
+        with pytest.raises(ConfigError, match="must be a whole number of bytes > 0"):
+            FileStore.from_url(f"file://{tmp_path}?max_file_size={bad}")
+
+
 def test_index_memory_is_bounded_by_jobs_not_events(tmp_path: Path) -> None:
     (tmp_path / "jobs").mkdir()
     store = FileStore(tmp_path)
