@@ -202,7 +202,6 @@ class FileStore(VersionedStoreBase):
             # Before the read: a rebuild of the index after it only makes
             # what is kept miss.
             generation = jobs.generation
-            admitted = kept is not None and kept.admits(job_id)
             if kept is not None and job_id in kept:
                 # Kept: a valid job id, so the path stays in jobs/.
                 now = jobfiles.current_fingerprint(self.jobs_dir, job_id)
@@ -226,10 +225,13 @@ class FileStore(VersionedStoreBase):
             position,
         )
         text = jsontext.encode(found.record)
-        if kept is not None and admitted and found.ctime_ns < began_ns - SETTLED_NS:
-            # A time past 2262 (wrapped in the fingerprint) never matches
-            # the plain one above, so is read every time.
-            kept.keep(job_id, (generation, *found.fingerprint), row, text)
+        if kept is not None and found.ctime_ns < began_ns - SETTLED_NS:
+            if kept.wants(job_id):
+                # A time past 2262 (wrapped in the fingerprint) never
+                # matches the plain one above, so is read every time.
+                kept.keep(job_id, (generation, *found.fingerprint), row, text)
+            else:
+                kept.read_once(job_id)
         return row, text
 
     def window(self, cutoff: float) -> Window:

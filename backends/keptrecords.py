@@ -7,10 +7,10 @@ Checking the proof costs a fraction of the read it saves, and a job that
 changed since is never answered from memory: its proof no longer matches.
 
 Bounded in bytes (``?cache=`` in the store's URL; 0 keeps nothing); the job
-read longest ago goes first. A job is kept from its second read on
-(``admits``): one read once — a client asking about many jobs once each —
-neither pays for a proof nor pushes out the jobs being polled. Thread-safe:
-a hit takes no lock.
+read longest ago goes first; a 32 KiB filter besides. A job is kept from
+its second read on (``wants``, ``read_once``): one read once — a client
+asking about many jobs once each — neither pays for a proof nor pushes out
+the jobs being polled. Thread-safe: a hit takes no lock.
 """
 
 from __future__ import annotations
@@ -53,27 +53,30 @@ class KeptRecords(Generic[P]):
     def __len__(self) -> int:
         return len(self._entries)
 
-    def admits(self, job_id: str) -> bool:
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._entries
+
+    def wants(self, job_id: str) -> bool:
         """Whether a read of the job should be kept (and its proof read):
-        it is kept already, or was asked about since the filter's last
-        clearing. Races between threads only keep a job one read early or
-        late."""
+        it is kept already, or a read of it was noted (``read_once``) since
+        the filter's last clearing. Races between threads only keep a job
+        one read early or late."""
         if job_id in self._entries:
             return True
         bit = hash(job_id) & (SEEN_BITS - 1)
-        mask = 1 << (bit & 7)
+        return bool(self._seen[bit >> 3] & (1 << (bit & 7)))
+
+    def read_once(self, job_id: str) -> None:
+        """A read of the job was done and not kept: the next one will be.
+        Noted only once the read is done, so that an attempt refused on the
+        event loop and made again on a thread counts once."""
+        bit = hash(job_id) & (SEEN_BITS - 1)
         seen = self._seen
-        if seen[bit >> 3] & mask:
-            return True
-        seen[bit >> 3] |= mask
+        seen[bit >> 3] |= 1 << (bit & 7)
         self._seen_count += 1
         if self._seen_count > SEEN_BITS // 8:
             self._seen = bytearray(SEEN_BITS // 8)
             self._seen_count = 0
-        return False
-
-    def __contains__(self, job_id: str) -> bool:
-        return job_id in self._entries
 
     def get(self, job_id: str, proof: P) -> tuple[Row, str] | None:
         """The kept row and text, if kept with ``proof``."""

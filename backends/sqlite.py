@@ -351,12 +351,13 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         read it replaces.
         """
         kept = self._kept
+        wanted = kept is not None and kept.wants(job_id)
 
         def fetch() -> tuple[tuple[Row, str] | None, Any, Proof | None]:
             """(a kept answer, or the row's values and the proof to keep
             them with)."""
             conn = self._conn
-            if kept is None or not kept.admits(job_id):
+            if kept is None or not wanted:
                 return None, conn.execute(READ_TEXT_SQL, (job_id,)).fetchone(), None
             # Read before the row: a commit between the two makes the row
             # newer than the proof says, never older.
@@ -372,6 +373,8 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             return hit
         if found is None:
             return None
+        if kept is not None and not wanted:
+            kept.read_once(job_id)
         row = _row(found, with_record=False)
         text, digest = found[5], found[6]
         # ASCII checked too: a digest another program computed of its own
@@ -380,7 +383,7 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             isinstance(text, str) and text.isascii() and digest == record_digest(text)
         ):
             text = jsontext.encode(storedjson.record(job_id, text))
-        if kept is not None and proof is not None:  # admitted
+        if kept is not None and proof is not None:  # wanted
             kept.keep(job_id, proof, row, text)
         return row, text
 

@@ -102,8 +102,9 @@ class Presence(Protocol):
     """A store that can be missing while the service runs (files: ``jobs/``).
 
     ``jobs/status`` then answers ``404 Jobs directory not found``. Asked only
-    when the listing is empty: a store that lists jobs must be there (the
-    file store's listings are read from ``jobs/``, and empty when it is gone).
+    when the listing is empty or fails: a store that lists jobs must be there
+    (the file store's listings are read from ``jobs/``, and empty or failing
+    when it is gone).
     """
 
     def exists(self) -> bool:

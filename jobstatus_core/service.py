@@ -243,10 +243,17 @@ class StatusService:
 
     def _listing_json(self, since: float) -> str:
         """The listing as JSON text: pre-encoded by the store when it can."""
-        listing = self._checked_listing(self.listings.json(since))
-        # Only an empty listing asks whether the store is there: one that
-        # lists jobs was read from it (``Presence``).
+        # Only an empty or a failed listing asks whether the store is there:
+        # one that lists jobs was read from it (``Presence``).
         presence = self._presence
+        try:
+            listing = self._checked_listing(self.listings.json(since))
+        except Exception:
+            # A listing that failed because the store is gone (``jobs`` a
+            # symlink loop, its parent unreadable) is that 404.
+            if presence is not None and not presence.exists():
+                raise problems.jobs_directory_not_found() from None
+            raise
         if listing == "{}" and presence is not None and not presence.exists():
             raise problems.jobs_directory_not_found()
         return listing

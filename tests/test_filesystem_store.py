@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import anyio
 import httpx
 import pytest
 from watchdog.observers.polling import PollingObserver
@@ -32,6 +33,8 @@ from jobstatus_core import (
     Stale,
     StoreError,
     Tombstone,
+    WouldBlock,
+    nowait,
 )
 from jobstatus_core.protocol import Notifying
 
@@ -225,6 +228,50 @@ def test_missing_jobs_directory_is_404_over_http(tmp_path: Path, serve: Any) -> 
         ),
         LATENCY,
     )
+    store.close()
+
+
+def test_a_read_refused_on_the_loop_and_made_on_a_thread_counts_once(
+    tmp_path: Path, settled_at_once: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adapter tries a read on the event loop, then on a thread: a job
+    a client asked about once is not kept by the two attempts."""
+    store = kept_store(tmp_path)
+    write_toolkit_file(tmp_path, "a", "done")
+
+    def cold(fd: int, size: int) -> bytes:
+        raise WouldBlock("the job file is not in the page cache")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(jobfiles, "_read_cached", cold)
+        with nowait.attempt(), pytest.raises(WouldBlock):
+            store.read_text("a")
+    assert store.read_text("a") is not None  # the thread's attempt
+    assert "a" not in store._kept  # type: ignore[operator]
+    assert store.read_text("a") is not None  # a second request
+    assert "a" in store._kept  # type: ignore[operator]
+    store.close()
+
+
+@pytest.mark.parametrize("index", [True, False], ids=["index", "scan"])
+def test_jobs_a_symlink_loop_is_404_not_500(tmp_path: Path, index: bool) -> None:
+    """A listing that fails because jobs/ cannot be listed asks Presence."""
+    store = kept_store(tmp_path, index=index)
+    write_toolkit_file(tmp_path, "x", "done")
+    store.read("x")
+    app = create_app(service_for(store))
+
+    async def ask() -> httpx.Response:
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await c.post(JOBS_STATUS_PATH, json={}, headers=JSON)
+
+    assert anyio.run(ask).json()["response"] == {"x": "done"}
+    shutil.rmtree(tmp_path / "jobs")
+    (tmp_path / "jobs").symlink_to(tmp_path / "jobs")  # ELOOP
+    many = anyio.run(ask)
+    assert many.status_code == 404, many.text
+    assert many.json()["message"] == "Jobs directory not found"
     store.close()
 
 

@@ -94,13 +94,18 @@ def test_threads_keeping_and_reading_keep_the_count_exact() -> None:
     assert kept.size == len(kept) * counted(text) <= kept.max_bytes
 
 
-def test_a_job_is_admitted_from_its_second_read() -> None:
+def test_a_job_is_wanted_from_its_second_read() -> None:
     kept: KeptRecords[int] = KeptRecords(1 << 20)
-    assert not kept.admits("a")
-    assert kept.admits("a") and kept.admits("a")
+    assert not kept.wants("a") and not kept.wants("a")  # asking notes nothing
+    kept.read_once("a")
+    assert kept.wants("a")
     kept.keep("b", 1, row("b"), "{}")
-    assert kept.admits("b")  # kept already
-    # Many jobs asked about once: the filter clears itself, and most of
-    # them are still asked about "once" (false repeats only keep early).
+    assert kept.wants("b")  # kept already
+    # Many jobs read once: the filter clears itself, and most of them are
+    # still "read once" (false repeats only keep a job one read early).
     once = [f"once-{n}" for n in range(4 * SEEN_BITS // 8)]
-    assert sum(kept.admits(job_id) for job_id in once) < len(once) // 4
+    wanted = 0
+    for job_id in once:
+        wanted += kept.wants(job_id)
+        kept.read_once(job_id)
+    assert wanted < len(once) // 4

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlite_utils
@@ -37,7 +38,14 @@ from jobstatus_backends.sqlite import (
     path_from_url,
     record_digest,
 )
-from jobstatus_core import ConfigError, Expiring, StoreError, jsontext
+from jobstatus_core import (
+    ConfigError,
+    Expiring,
+    StoreError,
+    WouldBlock,
+    jsontext,
+    nowait,
+)
 from jobstatus_core.listing import Listings
 from jobstatus_core.rows import Query, Stale
 
@@ -905,3 +913,38 @@ def test_the_cache_option(tmp_path: Path) -> None:
     for bad in ("-1", "many", "", "1000"):
         with pytest.raises(ConfigError, match="cache"):
             SQLiteStore.from_url(f"sqlite://{tmp_path}/jobs.db?cache={bad}")
+
+
+class LockedOnce:
+    """The store's connection, whose first SELECT finds the database
+    locked (fault injection): an inline read refused mid-call."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.failed = False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if not self.failed and sql.startswith("SELECT"):
+            self.failed = True
+            raise sqlite3.OperationalError("database is locked")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def test_a_read_refused_inline_and_made_on_a_thread_counts_once(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    store.put({"job_id": "j", "job_status": "done"}, at=5.0)
+    conn = store._conn
+    store._conn = LockedOnce(conn)  # type: ignore[assignment]
+    with nowait.attempt(), pytest.raises(WouldBlock):
+        store.read_text("j")
+    store._conn = conn
+    assert store.read_text("j") is not None  # the thread's attempt
+    assert "j" not in store._kept  # type: ignore[operator]  # one request
+    assert store.read_text("j") is not None  # a second request: kept now
+    assert "j" in store._kept  # type: ignore[operator]
+    store.close()
