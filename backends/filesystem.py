@@ -41,7 +41,7 @@ from jobstatus_core import (
 from jobstatus_core.errors import one_line_reason
 from jobstatus_core.rows import Query, Window
 
-from . import jobfiles
+from . import jobfiles, turnmemo
 from .breaker import Breaker
 from .fsindex import JobIndex, ObserverFactory
 from .jobtable import ScannedJobs
@@ -98,6 +98,10 @@ class FileStore(VersionedStoreBase):
         # its file's fingerprint.
         self._kept: KeptRecords[tuple[int, ...]] | None = (
             KeptRecords(cache_bytes) if cache_bytes else None
+        )
+        # Kept jobs' fingerprints, for the rest of the event loop's turn.
+        self._fingerprints: turnmemo.TurnMemo[str, tuple[int, int, int, int] | None] = (
+            turnmemo.TurnMemo()
         )
         self.index: JobIndex | None = None
         if index:
@@ -203,8 +207,13 @@ class FileStore(VersionedStoreBase):
             # what is kept miss.
             generation = jobs.generation
             if kept is not None and job_id in kept:
-                # Kept: a valid job id, so the path stays in jobs/.
-                now = jobfiles.current_fingerprint(self.jobs_dir, job_id)
+                # Kept: a valid job id, so the path stays in jobs/. Opened
+                # once per turn of the event loop (turnmemo): every poll
+                # the turn answers arrived before it.
+                now = self._fingerprints.value(
+                    job_id,
+                    lambda: jobfiles.current_fingerprint(self.jobs_dir, job_id),
+                )
                 if now is not None:
                     hit = kept.get(job_id, (generation, *now))
                     if hit is not None:
@@ -354,6 +363,7 @@ class FileStore(VersionedStoreBase):
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
+            turnmemo.wrote()
             os.close(fd)  # releases the lock
 
     def _attempt(self) -> _Attempt:

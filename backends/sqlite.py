@@ -64,6 +64,7 @@ from jobstatus_core.storebase import parsed_version
 from . import storedjson
 from .breaker import Breaker
 from .keptrecords import DEFAULT_CACHE_BYTES, KeptRecords
+from .turnmemo import TurnMemo, wrote
 from .urloptions import parse_store_url
 
 #: ``PRAGMA application_id`` of the files jobstatus creates ("jbst").
@@ -237,6 +238,10 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         # How many connections this store has opened: a new one counts its
         # data_version and total_changes afresh.
         self._opened = 0
+        # PRAGMA data_version by connection, for the rest of the loop's turn.
+        self._versions: TurnMemo[int, int] = TurnMemo()
+        # mark() by (connection, total_changes), for the rest of the turn.
+        self._marks: TurnMemo[tuple[int, int], Mark] = TurnMemo()
         if not self.path.parent.is_dir():
             raise ConfigError(
                 f"SQLite store: directory {str(self.path.parent)!r} does not exist"
@@ -348,7 +353,8 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         connection, ``PRAGMA data_version`` (moved by any other connection's
         commit) and the connection's own ``total_changes``. While none has
         moved, a kept answer is the job's; the pragma costs a third of the
-        read it replaces.
+        read it replaces, and is read once per turn of the event loop
+        (``turnmemo``).
         """
         kept = self._kept
         wanted = kept is not None and kept.wants(job_id)
@@ -360,8 +366,10 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             if kept is None or not wanted:
                 return None, conn.execute(READ_TEXT_SQL, (job_id,)).fetchone(), None
             # Read before the row: a commit between the two makes the row
-            # newer than the proof says, never older.
-            ((version,),) = conn.execute("PRAGMA data_version").fetchall()
+            # newer than the proof says, never older. Once per turn of the
+            # event loop (turnmemo): every read the turn makes is of a
+            # request that arrived before it.
+            version = self._versions.value(self._opened, self._data_version)
             proof = (self._opened, version, conn.total_changes)
             hit = kept.get(job_id, proof)
             if hit is not None:
@@ -447,8 +455,22 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         }
 
     def mark(self) -> Mark:
-        epoch, head = self._run(lambda: self._conn.execute(MARK_SQL).fetchone())
+        def fetch() -> Mark:
+            # Once per turn of the event loop while this connection has
+            # written nothing (turnmemo): a listing polled by many clients
+            # asks for the mark on each poll.
+            turn = (self._opened, self._conn.total_changes)
+            return self._marks.value(turn, self._read_mark)
+
+        return self._run(fetch)
+
+    def _read_mark(self) -> Mark:
+        epoch, head = self._conn.execute(MARK_SQL).fetchone()
         return Mark(str(epoch), int(head))
+
+    def _data_version(self) -> int:
+        ((version,),) = self._conn.execute("PRAGMA data_version").fetchall()
+        return int(version)
 
     def jobs(self) -> list[tuple[str, float]]:
         return self._run(
@@ -457,7 +479,7 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
 
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         values = _values(record, at)
-        self._run(lambda: self._conn.execute(PUT_SQL, values))
+        self._write(lambda: self._conn.execute(PUT_SQL, values))
 
     def swapped(
         self,
@@ -478,7 +500,7 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             job_id, status, stamp, text, digest = values
             sql = SWAP_SQL
             params = (status, stamp, text, digest, job_id, expected_position, epoch)
-        return self._run(lambda: self._swap_in_transaction(sql, params))
+        return self._write(lambda: self._swap_in_transaction(sql, params))
 
     def _swap_in_transaction(self, sql: str, params: Sequence[Any]) -> str | None:
         # The triggers give the row its position after the statement, so the
@@ -549,7 +571,7 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             self._conn.execute("COMMIT")
             return left
 
-        return self._run(bury)
+        return self._write(bury)
 
     def tombstones(self, job_ids: Sequence[str]) -> dict[str, Tombstone]:
         wanted = json.dumps(list(job_ids))
@@ -572,7 +594,7 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         return [_tombstone(values) for values in found]
 
     def forget(self, *, before: float, limit: int) -> int:
-        dropped = self._run(
+        dropped = self._write(
             lambda: self._conn.execute(FORGET_SQL, (before, limit)).rowcount
         )
         return max(0, dropped)
@@ -580,6 +602,12 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def _write(self, action: Callable[[], T]) -> T:
+        try:
+            return self._run(action)
+        finally:
+            wrote()  # the loop's kept proofs (turnmemo) end here
 
     def _run(self, action: Callable[[], T]) -> T:
         if nowait.asked():

@@ -166,19 +166,19 @@ class LiveWSGIServer:
 class LiveServer:
     """A real uvicorn server on a loopback port, in a thread of this process."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, loop: str = "asyncio") -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        # The plain asyncio loop, as `pip install jobstatus` serves; uvloop
-        # (in the test extra) is covered by the store-thread tests and by
-        # `jobstatus serve`, whose uvicorn picks it when installed.
+        # By default the plain asyncio loop, as `pip install jobstatus`
+        # serves; uvloop (in the test extra) where a test asks for it, and
+        # in `jobstatus serve`, whose uvicorn picks it when installed.
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
             port=self.port,
             log_level="warning",
             lifespan="off",
-            loop="asyncio",
+            loop=loop,  # type: ignore[arg-type]
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn")

@@ -139,6 +139,8 @@ class CorruptConnection:
     """Stands in for a connection to a corrupted file (SQLite caches pages,
     so scribbling on the file under an open connection is not seen at once)."""
 
+    total_changes = 0  # an attribute of the connection, not a statement
+
     def execute(self, *args: Any) -> Any:
         raise sqlite3.DatabaseError("database disk image is malformed")
 

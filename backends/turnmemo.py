@@ -1,0 +1,109 @@
+"""Values read on the event loop, good until the loop has gone round once.
+
+A kept answer is given again only against proof, read after the request
+arrived, that the job has not changed. Reading the proof once per request
+is more than that needs: a value read on the loop at a moment ``m`` may
+stand for every callback the loop runs before a callback scheduled at ``m``
+(``call_soon``) — asyncio and uvloop run their ready callbacks in the order
+they were scheduled, so each of those was scheduled before ``m``, by a
+request whose bytes had arrived by then. Under load a turn of the loop
+handles a request from each connection that sent one; they share one proof.
+
+A callback can do more than answer one request, though: a test's task may
+call an app in process (httpx's ``ASGITransport``), write to the store some
+other way, and call it again, all in one step. So a value is given only
+
+- inside a read the adapter tries on the loop (``nowait.asked()``), to
+  another task than the one that read it (each request a server hands the
+  app is a task of its own; the task that read it may have written since);
+- until any store of this process writes (``wrote()``), through any object;
+- on a loop without a task factory: an eager task (Python 3.12's
+  ``eager_task_factory``) starts a request's handler as its bytes arrive,
+  ahead of the callbacks already scheduled.
+
+What this leaves: a write by another process, or by code of this one that
+does not go through a store, made in the same step of a task as an in-process
+call of the app that follows it, while another task read the value in the
+same turn (docs/stores.md, "Kept answers").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from jobstatus_core import nowait
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+#: Writes the stores of this process have made (``wrote``): a turn's values
+#: stand only while it has not moved.
+_writes = 0
+
+
+def wrote() -> None:
+    """Called by a store after each write it makes (also one that failed:
+    part of it may have been done)."""
+    global _writes
+    _writes += 1
+
+
+class _Turn(Generic[K, V]):
+    __slots__ = ("loop", "values", "writes")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, writes: int) -> None:
+        self.loop = loop
+        self.writes = writes
+        # key -> (value, the task that read it)
+        self.values: dict[K, tuple[V, object]] = {}
+
+
+class TurnMemo(Generic[K, V]):
+    """Values by key for the rest of the running loop's turn. Safe to share
+    between loops on several threads: each turn is its own object, replaced
+    whole, and a value is found only on the loop it was read on."""
+
+    def __init__(self) -> None:
+        self._turn: _Turn[K, V] | None = None
+
+    def value(self, key: K, read: Callable[[], V]) -> V:
+        """The value kept for ``key`` this turn, else ``read()``'s, kept."""
+        turn = self._turn
+        if turn is not None and turn.writes == _writes and nowait.asked():
+            loop = _running_loop()
+            found = turn.values.get(key) if turn.loop is loop else None
+            if found is not None and found[1] is not asyncio.current_task(loop):
+                return found[0]
+        writes = _writes  # before the read: a write during it is noticed
+        value = read()
+        self._keep(key, value, writes)
+        return value
+
+    def _keep(self, key: K, value: V, writes: int) -> None:
+        if writes != _writes or not nowait.asked():
+            return
+        loop = _running_loop()
+        if loop is None:
+            return
+        turn = self._turn
+        if turn is None or turn.loop is not loop or turn.writes != writes:
+            if loop.get_task_factory() is not None:
+                return
+            turn = _Turn(loop, writes)
+            self._turn = turn
+            loop.call_soon(self._end, turn)
+        turn.values[key] = (value, asyncio.current_task(loop))
+
+    def _end(self, turn: _Turn[K, V]) -> None:
+        # Only its own turn: another loop's may have replaced it meanwhile.
+        if self._turn is turn:
+            self._turn = None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

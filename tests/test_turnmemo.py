@@ -1,0 +1,268 @@
+"""Proofs read once per turn of the event loop (``turnmemo``): shared by the
+requests of one turn, never by a request sent after a write it could see."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from jobstatus_adapters.starlette import create_app
+from jobstatus_backends import turnmemo
+from jobstatus_backends.filesystem import FileStore
+from jobstatus_backends.sqlite import SQLiteStore
+from jobstatus_backends.turnmemo import TurnMemo
+from jobstatus_core import Store, nowait
+
+from .helpers import API_KEY, LiveServer, service_for
+
+JOB = "/v1/toolkit/job/status"
+#: Writes, each followed by a poll that must see it, under other polls' load.
+WRITES = 50
+POLLERS = 12
+
+
+class Reads:
+    """A value read from the world, counting the reads."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        self.count += 1
+        return self.count
+
+
+def in_attempt(memo: TurnMemo[str, int], read: Reads) -> int:
+    with nowait.attempt():  # as the adapter tries a read on the loop
+        return memo.value("k", read)
+
+
+async def together(*reads: Callable[[], int]) -> list[int]:
+    """Each in a task of its own, all scheduled in one turn."""
+
+    async def run(read: Callable[[], int]) -> int:
+        return read()
+
+    return list(await asyncio.gather(*(run(read) for read in reads)))
+
+
+@pytest.mark.core
+def test_the_tasks_of_one_turn_share_a_value_until_the_loop_goes_round() -> None:
+    memo: TurnMemo[str, int] = TurnMemo()
+    read = Reads()
+
+    async def main() -> None:
+        once = lambda: in_attempt(memo, read)  # noqa: E731
+        assert await together(once, once, once) == [1, 1, 1]
+        assert await together(once, once) == [2, 2]  # a later turn reads again
+
+    asyncio.run(main())
+    assert read.count == 2
+
+
+@pytest.mark.core
+def test_the_task_that_read_a_value_reads_again() -> None:
+    """It may have written some other way since (an app called in process,
+    twice in one step)."""
+    memo: TurnMemo[str, int] = TurnMemo()
+    read = Reads()
+
+    async def main() -> list[int]:
+        return [in_attempt(memo, read), in_attempt(memo, read)]
+
+    assert asyncio.run(main()) == [1, 2]
+
+
+@pytest.mark.core
+def test_a_write_through_any_store_ends_the_turns_values() -> None:
+    memo: TurnMemo[str, int] = TurnMemo()
+    read = Reads()
+
+    def writing() -> int:
+        turnmemo.wrote()
+        return in_attempt(memo, read)
+
+    async def main() -> list[int]:
+        once = lambda: in_attempt(memo, read)  # noqa: E731
+        return await together(once, writing, once)
+
+    assert asyncio.run(main()) == [1, 2, 2]
+
+
+@pytest.mark.core
+def test_a_write_during_the_read_is_not_kept() -> None:
+    memo: TurnMemo[str, int] = TurnMemo()
+    read = Reads()
+
+    def read_while_written() -> int:
+        turnmemo.wrote()  # another thread's write, between the read's start and end
+        return read()
+
+    async def main() -> list[int]:
+        first = lambda: memo_value(read_while_written)  # noqa: E731
+        return await together(first, lambda: in_attempt(memo, read))
+
+    def memo_value(reader: Callable[[], int]) -> int:
+        with nowait.attempt():
+            return memo.value("k", reader)
+
+    assert asyncio.run(main()) == [1, 2]
+
+
+@pytest.mark.core
+def test_nothing_is_kept_outside_an_attempt_on_a_loop() -> None:
+    memo: TurnMemo[str, int] = TurnMemo()
+    read = Reads()
+    assert [in_attempt(memo, read), in_attempt(memo, read)] == [1, 2]  # no loop
+
+    async def main() -> list[int]:
+        plain = lambda: memo.value("k", read)  # noqa: E731  # no attempt
+        return await together(plain, plain)
+
+    assert asyncio.run(main()) == [3, 4]
+
+
+@pytest.mark.core
+def test_nothing_is_kept_on_a_loop_with_a_task_factory() -> None:
+    """An eager task runs a request's handler as its bytes arrive, ahead of
+    the callbacks the turn already has."""
+    memo: TurnMemo[str, int] = TurnMemo()
+    read = Reads()
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda loop, coro, **kw: asyncio.Task(coro, loop=loop))
+        once = lambda: in_attempt(memo, read)  # noqa: E731
+        return await together(once, once)
+
+    assert asyncio.run(main()) == [1, 2]
+
+
+@pytest.mark.core
+def test_a_value_read_on_one_loop_is_not_given_on_another() -> None:
+    memo: TurnMemo[str, int] = TurnMemo()
+    read = Reads()
+    inside, outside = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    async def holder() -> None:
+        # Reads, then holds its turn open (blocking: the turn cannot end)
+        # while the other loop asks.
+        seen.append(in_attempt(memo, read))
+        inside.set()
+        outside.wait(10)
+
+    async def other() -> None:
+        seen.extend(await together(lambda: in_attempt(memo, read)))
+
+    thread = threading.Thread(target=lambda: asyncio.run(holder()))
+    thread.start()
+    assert inside.wait(10)
+    asyncio.run(other())
+    outside.set()
+    thread.join(10)
+    assert seen == [1, 2]
+
+
+def toolkit_write(jobs: Path, job_id: str, status: str) -> None:
+    """As the Toolkit writes a job: a whole new file renamed into place."""
+    part = jobs / f".{job_id}.part"
+    part.write_text(json.dumps({"job_id": job_id, "job_status": status}))
+    part.replace(jobs / f"{job_id}.json")
+
+
+def sqlite_write(path: Path, job_id: str, status: str) -> None:
+    """As another program writes a job: its own connection, plain SQL."""
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE jobs SET job_status = ?, record = ?, record_digest = NULL"
+            " WHERE job_id = ?",
+            (
+                json.dumps(status),
+                json.dumps({"job_id": job_id, "job_status": status}),
+                job_id,
+            ),
+        )
+    conn.close()
+
+
+async def polled_while_written(
+    url: str, write: Callable[[int], None], writes: int
+) -> list[tuple[int, str]]:
+    """``POLLERS`` clients poll job "j" without pause; meanwhile each write is
+    followed, once made, by a poll of its own. Returns (write, status seen)
+    of the polls that did not see their write."""
+    headers = {"x-api-key": API_KEY}
+    body = {"job_id": "j"}
+    done = asyncio.Event()
+    missed: list[tuple[int, str]] = []
+    limits = httpx.Limits(max_connections=POLLERS + 1)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+
+        async def poll() -> None:
+            while not done.is_set():
+                await client.post(JOB, json=body, headers=headers)
+
+        pollers = [asyncio.create_task(poll()) for _ in range(POLLERS)]
+        try:
+            for n in range(1, writes + 1):
+                await asyncio.to_thread(write, n)
+                answer = await client.post(JOB, json=body, headers=headers)
+                status = answer.json()["response"]["job_status"]
+                if status != f"step-{n}":
+                    missed.append((n, status))
+        finally:
+            done.set()
+            await asyncio.gather(*pollers)
+    return missed
+
+
+def run(coro: Coroutine[Any, Any, list[tuple[int, str]]]) -> list[tuple[int, str]]:
+    return asyncio.run(coro)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.sqlite
+def test_sqlite_a_poll_sent_after_a_write_sees_it(tmp_path: Path, loop: str) -> None:
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path)
+    store.put({"job_id": "j", "job_status": "step-0"})
+    missed = serve_and_poll(store, loop, lambda n: sqlite_write(path, "j", f"step-{n}"))
+    assert missed == []
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.filesystem
+def test_files_a_poll_sent_after_a_write_sees_it(
+    tmp_path: Path, loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every file kept at once, however fresh: the kept answers are what is
+    # proved here, not the settling rule (tests/test_filesystem_store.py).
+    monkeypatch.setattr("jobstatus_backends.filesystem.SETTLED_NS", -(10**18))
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    toolkit_write(jobs, "j", "step-0")
+    store = FileStore.open(tmp_path)
+    missed = serve_and_poll(
+        store, loop, lambda n: toolkit_write(jobs, "j", f"step-{n}")
+    )
+    assert missed == []
+
+
+def serve_and_poll(
+    store: Store, loop: str, write: Callable[[int], None]
+) -> list[tuple[int, str]]:
+    try:
+        app = create_app(service_for(store), dashboard=False)
+        with LiveServer(app, loop=loop) as server:
+            return run(polled_while_written(server.url, write, WRITES))
+    finally:
+        store.close()
