@@ -53,7 +53,14 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from functools import partial
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -83,6 +90,7 @@ from jobstatus_core.registry import redact
 
 from . import storedjson
 from .redisasync import AsyncClients, Use
+from .turnmemo import TurnMemo, wrote
 from .urloptions import parse_store_url
 
 #: Rows expired per script: a script holds Redis, so a purge of 1,000 jobs
@@ -549,6 +557,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
         # Reads on an event loop go through redis.asyncio (redisasync); a
         # client given by the host has no asyncio twin: those go to threads.
         self._async: AsyncClients | None = None
+        # The round trips sent after this turn of the loop, by read key.
+        self._round_trips: TurnMemo[Hashable, Callable[[], Awaitable[Any]]] = TurnMemo()
         if client is not None:
             self._client = client
         else:
@@ -620,6 +630,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             ("get", key),
             lambda: self._client.get(key),
             lambda conn: conn.client.get(key),
+            shared=True,
         )
         return None if raw is None else storedjson.record(job_id, cast(str, raw))
 
@@ -637,6 +648,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 ("read", *ids),
                 lambda: self._read_script(keys=keys, args=args),
                 lambda conn: conn.script(READ_SCRIPT, keys, args),
+                shared=True,
             ),
         )
         return self._rows(ids, reply)
@@ -764,6 +776,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
                     ("counts",),
                     lambda: self._client.hgetall(self._counts),
                     lambda conn: conn.client.hgetall(self._counts),
+                    shared=True,
                 ),
             )
             found = {status: int(n) for status, n in kept.items()}
@@ -795,6 +808,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 ("mark",),
                 lambda: self._mark_script(keys=keys, args=args),
                 lambda conn: conn.script(MARK_SCRIPT, keys, args),
+                # The token only names an epoch not made yet: one suits all.
+                shared=True,
             ),
         )
         return Mark(epoch, int(head), server)
@@ -847,7 +862,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         status = jsontext.encode(record["job_status"])
         stamp = time.time() if at is None else at
         self._upgrade()
-        version = self._run(
+        version = self._run_write(
             lambda: self._write_script(
                 keys=[self._key(job_id), *self._change_keys],
                 args=[
@@ -919,7 +934,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         pairs = [value for row in rows for value in (row.job_id, row.version)]
         reply = cast(
             list[str],
-            self._run(
+            self._run_write(
                 lambda: self._expire_script(
                     keys=self._change_keys,
                     args=[
@@ -950,6 +965,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 ("tombstones", *ids),
                 lambda: self._client.hmget(self._tombstones, ids),
                 lambda conn: conn.client.hmget(self._tombstones, ids),
+                shared=True,
             ),
         )
         return {
@@ -997,7 +1013,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             return 0
         return cast(
             int,
-            self._run(
+            self._run_write(
                 lambda: self._forget_script(
                     keys=[self._tombstones, self._buried, self._expired],
                     args=[repr(float(before)), limit],
@@ -1026,7 +1042,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         with self._upgrade_lock:
             if self._upgraded:
                 return
-            self._run(self._upgrade_all)
+            self._run_write(self._upgrade_all)
             self._upgraded = True
 
     def _upgrade_all(self) -> None:
@@ -1115,11 +1131,22 @@ class RedisStore(VersionedStoreBase, TriesInline):
         if self._async is not None:
             self._async.close()
 
-    def _read(self, key: Hashable, action: Callable[[], T], use: Use) -> T:
+    def _read(
+        self,
+        key: Hashable,
+        action: Callable[[], T],
+        use: Use,
+        *,
+        shared: bool = False,
+    ) -> T:
         """A read: ``action`` with the sync client; on an event loop
         (``nowait``), the reply of ``use`` on the loop's asyncio client that
         an earlier attempt of the call awaited, else ``WouldBlock`` naming
-        it. Errors either way are the same ``StoreError``s."""
+        it. Errors either way are the same ``StoreError``s.
+
+        ``shared``: ``key`` says all the command sends, so the requests of one
+        turn of the loop that ask for the same key share one round trip,
+        sent after the turn (``turnmemo``) — after each of them arrived."""
         if not nowait.asked():
             return self._run(action)
         found = nowait.fetched(key)
@@ -1127,6 +1154,9 @@ class RedisStore(VersionedStoreBase, TriesInline):
             if self._async is None:
                 raise WouldBlock("a Redis client given by the host reads on threads")
             clients = self._async
+            if shared:
+                fetch = self._round_trips.value(key, lambda: clients.shared(use))
+                raise WouldBlock("a Redis round trip", key=key, fetch=fetch)
             raise WouldBlock(
                 "a Redis round trip", key=key, fetch=lambda: clients.fetch(use)
             )
@@ -1137,6 +1167,12 @@ class RedisStore(VersionedStoreBase, TriesInline):
             # Not Redis' answer (a loop shutting down, say): a thread tries.
             raise WouldBlock(f"the round trip on the loop failed: {value!r}")
         return self._mapped(partial(_reraise, value))
+
+    def _run_write(self, action: Callable[[], T]) -> T:
+        try:
+            return self._run(action)
+        finally:
+            wrote()  # the loop's shared round trips (turnmemo) end here
 
     def _run(self, action: Callable[[], T]) -> T:
         if nowait.asked():

@@ -10,6 +10,7 @@ CPU per read on an idle machine, and no thread to wake.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -54,8 +55,37 @@ class AsyncClients:
         async with connection.slots:
             return await use(connection)
 
+    def shared(self, use: Use) -> Callable[[], Awaitable[Any]]:
+        """A fetch of ``use`` that requests may share: the first call starts
+        it as a task of its own, which sends its command when the loop next
+        gets to it — every request that shares it asked before that. Each
+        awaits it shielded: one that goes away cancels nothing.
+
+        Measured against the first request sending at once and the others
+        sharing its reply: more requests share each round trip (job/status
+        on one polled job 0.40 of the floor against 0.34)."""
+        task: asyncio.Future[Any] | None = None
+
+        def fetch() -> Awaitable[Any]:
+            nonlocal task
+            if task is None:
+                # In a context of its own: the caller's says it is on the
+                # loop trying a read (``nowait``).
+                task = contextvars.Context().run(asyncio.ensure_future, self.fetch(use))
+                task.add_done_callback(_retrieved)
+            return asyncio.shield(task)
+
+        return fetch
+
     def close(self) -> None:
         self._loops.close()
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    # Every request sharing it may have gone: its failure is retrieved
+    # here, not logged as one nobody saw.
+    if not task.cancelled():
+        task.exception()
 
 
 async def _closed(connection: Connection) -> None:

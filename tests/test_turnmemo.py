@@ -7,7 +7,7 @@ import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,12 @@ import pytest
 from jobstatus_adapters.starlette import create_app
 from jobstatus_backends import turnmemo
 from jobstatus_backends.filesystem import FileStore
+from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_backends.turnmemo import TurnMemo
-from jobstatus_core import Store, nowait
+from jobstatus_core import Store, WouldBlock, nowait
 
-from .helpers import API_KEY, LiveServer, service_for
+from .helpers import API_KEY, LiveServer, RedisServer, service_for
 
 JOB = "/v1/toolkit/job/status"
 #: Writes, each followed by a poll that must see it, under other polls' load.
@@ -266,3 +267,100 @@ def serve_and_poll(
             return run(polled_while_written(server.url, write, WRITES))
     finally:
         store.close()
+
+
+def evalsha_calls(url: str) -> int:
+    import redis
+
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def read_on_the_loop(store: RedisStore, job_id: str) -> str | None:
+    """As the Starlette adapter reads on the loop: tried, its round trip
+    awaited, tried again with the reply."""
+    fetched: dict[Hashable, nowait.Outcome] = {}
+    while True:
+        try:
+            with nowait.attempt(fetched):
+                row = store.read(job_id)
+                return None if row is None else row.status
+        except WouldBlock as refused:
+            assert refused.fetch is not None and refused.key not in fetched
+            fetched[refused.key] = (True, await refused.fetch())
+
+
+@pytest.mark.redis
+def test_redis_reads_of_one_turn_share_a_round_trip(redis_server: RedisServer) -> None:
+    url = redis_server.url + "?prefix=turns:"
+    store = RedisStore.from_url(url)
+    for job_id in ("a", "b"):
+        store.put({"job_id": job_id, "job_status": "running"})
+
+    async def main() -> None:
+        await read_on_the_loop(store, "a")  # the layout checked, scripts loaded
+        before = evalsha_calls(redis_server.url)
+        seen = await asyncio.gather(*(read_on_the_loop(store, "a") for _ in range(8)))
+        assert seen == ['"running"'] * 8
+        assert evalsha_calls(redis_server.url) - before == 1
+        # Another job is another round trip; a later turn, another again.
+        before = evalsha_calls(redis_server.url)
+        both = [read_on_the_loop(store, job_id) for job_id in ("a", "b", "a")]
+        assert await asyncio.gather(*both) == ['"running"'] * 3
+        assert evalsha_calls(redis_server.url) - before == 2
+        # A write, then a read: a round trip of its own, sent after the write.
+        store.put({"job_id": "a", "job_status": "done"})
+        assert await read_on_the_loop(store, "a") == '"done"'
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+
+
+@pytest.mark.redis
+def test_redis_requests_sharing_a_round_trip_outlive_the_one_that_sent_it(
+    redis_server: RedisServer,
+) -> None:
+    import redis
+
+    url = redis_server.url + "?prefix=cancelled:"
+    store = RedisStore.from_url(url)
+    store.put({"job_id": "a", "job_status": "running"})
+    raw = redis.Redis.from_url(redis_server.url)
+
+    async def main() -> None:
+        await read_on_the_loop(store, "a")  # the layout checked, scripts loaded
+        raw.client_pause(500)  # the round trip waits on redis-server
+        reads = [asyncio.create_task(read_on_the_loop(store, "a")) for _ in range(3)]
+        await asyncio.sleep(0.2)  # all three asked: one round trip, in flight
+        reads[0].cancel()  # its client went away
+        assert await asyncio.gather(*reads[1:]) == ['"running"'] * 2
+        assert reads[0].cancelled()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+        raw.close()
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.redis
+def test_redis_a_poll_sent_after_a_write_sees_it(
+    redis_server: RedisServer, loop: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"{redis_server.url}?prefix=sees-{loop}:"
+    store = RedisStore.from_url(url)
+    # Another client, as another process's: its writes end no turn here.
+    monkeypatch.setattr("jobstatus_backends.redis.wrote", lambda: None)
+    writer = RedisStore.from_url(url)
+    writer.put({"job_id": "j", "job_status": "step-0"})
+
+    def write(n: int) -> None:
+        writer.put({"job_id": "j", "job_status": f"step-{n}"})
+
+    try:
+        assert serve_and_poll(store, loop, write) == []
+    finally:
+        writer.close()
