@@ -201,6 +201,15 @@ class FileStore(VersionedStoreBase):
         memory while the file's fingerprint is the one it was kept with and
         the index has not forgotten its jobs since (their positions)."""
         kept = self._kept
+        if kept is not None:
+            # Opened already this turn of the loop (turnmemo): no attempt
+            # needed, the disk is not touched.
+            now = self._fingerprints.get(job_id)
+            if now is not None:
+                jobs = self._scan if self.index is None else self.index
+                hit = kept.get(job_id, (jobs.generation, *now))
+                if hit is not None:
+                    return hit
         with self._attempt() as inline:
             jobs = self._scan if self.index is None else self.index
             # Before the read: a rebuild of the index after it only makes

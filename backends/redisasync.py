@@ -66,14 +66,20 @@ class AsyncClients:
         on one polled job 0.40 of the floor against 0.34)."""
         task: asyncio.Future[Any] | None = None
 
-        def fetch() -> Awaitable[Any]:
+        async def fetch() -> Any:
             nonlocal task
             if task is None:
                 # In a context of its own: the caller's says it is on the
                 # loop trying a read (``nowait``).
                 task = contextvars.Context().run(asyncio.ensure_future, self.fetch(use))
                 task.add_done_callback(_retrieved)
-            return asyncio.shield(task)
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise  # this request is cancelled
+            # The shared task was (a loop shutting down): this request's own.
+            return await self.fetch(use)
 
         return fetch
 

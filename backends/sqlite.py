@@ -358,6 +358,10 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         """
         kept = self._kept
         wanted = kept is not None and kept.wants(job_id)
+        if kept is not None and wanted:
+            hit = self._looked_up(lambda: self._kept_this_turn(kept, job_id))
+            if hit is not None:
+                return hit
 
         def fetch() -> tuple[tuple[Row, str] | None, Any, Proof | None]:
             """(a kept answer, or the row's values and the proof to keep
@@ -455,6 +459,12 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         }
 
     def mark(self) -> Mark:
+        turn = self._looked_up(
+            lambda: self._marks.get((self._opened, self._conn.total_changes))
+        )
+        if turn is not None:
+            return turn
+
         def fetch() -> Mark:
             # Once per turn of the event loop while this connection has
             # written nothing (turnmemo): a listing polled by many clients
@@ -463,6 +473,27 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             return self._marks.value(turn, self._read_mark)
 
         return self._run(fetch)
+
+    def _looked_up(self, look: Callable[[], T | None]) -> T | None:
+        """``look()`` on the loop, under the connection's lock if it is free:
+        what this turn of the loop has read already (``turnmemo``) needs no
+        statement, so none of ``_run_inline``'s guards either."""
+        if not nowait.asked() or not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return look()
+        except sqlite3.Error:
+            return None  # (a closed connection) the statement's path says so
+        finally:
+            self._lock.release()
+
+    def _kept_this_turn(
+        self, kept: KeptRecords[Proof], job_id: str
+    ) -> tuple[Row, str] | None:
+        version = self._versions.get(self._opened)
+        if version is None:
+            return None
+        return kept.get(job_id, (self._opened, version, self._conn.total_changes))
 
     def _read_mark(self) -> Mark:
         epoch, head = self._conn.execute(MARK_SQL).fetchone()

@@ -70,16 +70,29 @@ class TurnMemo(Generic[K, V]):
 
     def value(self, key: K, read: Callable[[], V]) -> V:
         """The value kept for ``key`` this turn, else ``read()``'s, kept."""
-        turn = self._turn
-        if turn is not None and turn.writes == _writes and nowait.asked():
-            loop = _running_loop()
-            found = turn.values.get(key) if turn.loop is loop else None
-            if found is not None and found[1] is not asyncio.current_task(loop):
-                return found[0]
+        found = self._found(key)
+        if found is not None:
+            return found[0]
         writes = _writes  # before the read: a write during it is noticed
         value = read()
         self._keep(key, value, writes)
         return value
+
+    def get(self, key: K) -> V | None:
+        """The value kept for ``key`` this turn, if any (None too when the
+        value kept is None)."""
+        found = self._found(key)
+        return None if found is None else found[0]
+
+    def _found(self, key: K) -> tuple[V, object] | None:
+        turn = self._turn
+        if turn is None or turn.writes != _writes or not nowait.asked():
+            return None
+        loop = _running_loop()
+        found = turn.values.get(key) if turn.loop is loop else None
+        if found is None or found[1] is asyncio.current_task(loop):
+            return None
+        return found
 
     def _keep(self, key: K, value: V, writes: int) -> None:
         if writes != _writes or not nowait.asked():
