@@ -30,6 +30,7 @@ same turn (docs/stores.md, "Kept answers").
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -51,10 +52,11 @@ def wrote() -> None:
 
 
 class _Turn(Generic[K, V]):
-    __slots__ = ("loop", "values", "writes")
+    __slots__ = ("loop", "thread", "values", "writes")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, writes: int) -> None:
         self.loop = loop
+        self.thread = threading.get_ident()
         self.writes = writes
         # key -> (value, the task that read it)
         self.values: dict[K, tuple[V, object]] = {}
@@ -86,10 +88,20 @@ class TurnMemo(Generic[K, V]):
 
     def _found(self, key: K) -> tuple[V, object] | None:
         turn = self._turn
-        if turn is None or turn.writes != _writes or not nowait.asked():
+        if (
+            turn is None
+            or turn.writes != _writes
+            or turn.thread != threading.get_ident()
+            or not nowait.asked()
+        ):
             return None
-        loop = _running_loop()
-        found = turn.values.get(key) if turn.loop is loop else None
+        # On the thread the turn was read on, its loop, while it runs, is
+        # the running one (one loop runs on a thread at a time). Not asked
+        # of asyncio: its get_running_loop() makes a getpid() system call.
+        loop = turn.loop
+        if not loop.is_running():
+            return None
+        found = turn.values.get(key)
         if found is None or found[1] is asyncio.current_task(loop):
             return None
         return found
@@ -97,17 +109,20 @@ class TurnMemo(Generic[K, V]):
     def _keep(self, key: K, value: V, writes: int) -> None:
         if writes != _writes or not nowait.asked():
             return
-        loop = _running_loop()
-        if loop is None:
-            return
         turn = self._turn
-        if turn is None or turn.loop is not loop or turn.writes != writes:
-            if loop.get_task_factory() is not None:
+        if (
+            turn is None
+            or turn.writes != writes
+            or turn.thread != threading.get_ident()
+            or not turn.loop.is_running()
+        ):
+            loop = _running_loop()
+            if loop is None or loop.get_task_factory() is not None:
                 return
             turn = _Turn(loop, writes)
             self._turn = turn
             loop.call_soon(self._end, turn)
-        turn.values[key] = (value, asyncio.current_task(loop))
+        turn.values[key] = (value, asyncio.current_task(turn.loop))
 
     def _end(self, turn: _Turn[K, V]) -> None:
         # Only its own turn: another loop's may have replaced it meanwhile.
