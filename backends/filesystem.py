@@ -99,7 +99,9 @@ class FileStore(VersionedStoreBase):
         self._kept: KeptRecords[tuple[int, ...]] | None = (
             KeptRecords(cache_bytes) if cache_bytes else None
         )
-        # Kept jobs' fingerprints, for the rest of the event loop's turn.
+        # The mark and kept jobs' fingerprints, for the rest of the event
+        # loop's turn.
+        self._marks: turnmemo.TurnMemo[str, Mark] = turnmemo.TurnMemo()
         self._fingerprints: turnmemo.TurnMemo[str, tuple[int, int, int, int] | None] = (
             turnmemo.TurnMemo()
         )
@@ -274,8 +276,15 @@ class FileStore(VersionedStoreBase):
             return self._query(lambda jobs: jobs.counts(statuses, cutoff))
 
     def mark(self) -> Mark:
+        # Once per turn of the event loop (turnmemo): the index's head takes
+        # its lock, the events pending and a stat of jobs/ to read.
+        found = self._marks.get(EPOCH)
+        if found is not None:
+            return found
         with self._attempt():
-            return Mark(EPOCH, self._query(lambda jobs: jobs.head()))
+            return self._marks.value(
+                EPOCH, lambda: Mark(EPOCH, self._query(lambda jobs: jobs.head()))
+            )
 
     def jobs(self) -> list[tuple[str, float]]:
         if not self.exists():

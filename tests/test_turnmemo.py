@@ -9,7 +9,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Coroutine, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -20,7 +20,7 @@ from jobstatus_backends.filesystem import FileStore
 from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_backends.turnmemo import TurnMemo
-from jobstatus_core import Store, WouldBlock, nowait
+from jobstatus_core import Mark, Store, WouldBlock, nowait
 
 from .helpers import API_KEY, LiveServer, RedisServer, service_for
 
@@ -46,10 +46,13 @@ def in_attempt(memo: TurnMemo[str, int], read: Reads) -> int:
         return memo.value("k", read)
 
 
-async def together(*reads: Callable[[], int]) -> list[int]:
+T = TypeVar("T")
+
+
+async def together(*reads: Callable[[], T]) -> list[T]:
     """Each in a task of its own, all scheduled in one turn."""
 
-    async def run(read: Callable[[], int]) -> int:
+    async def run(read: Callable[[], T]) -> T:
         return read()
 
     return list(await asyncio.gather(*(run(read) for read in reads)))
@@ -171,6 +174,79 @@ def test_a_value_read_on_one_loop_is_not_given_on_another() -> None:
     outside.set()
     thread.join(10)
     assert seen == [1, 2]
+
+
+@pytest.mark.filesystem
+def test_files_the_mark_is_read_once_a_turn_and_again_after_a_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    store = FileStore.open(tmp_path)
+    assert store.index is not None
+    heads: list[int] = []
+    real_head = store.index.head
+
+    def head() -> int:
+        heads.append(real_head())
+        return heads[-1]
+
+    monkeypatch.setattr(store.index, "head", head)
+
+    def mark() -> Mark:
+        with nowait.attempt():
+            return store.mark()
+
+    def write_then_mark() -> Mark:
+        store.put({"job_id": "a", "job_status": "done"})
+        return mark()
+
+    async def main() -> None:
+        first = await together(mark, mark, mark)
+        assert len(heads) == 1 and first == [first[0]] * 3
+        await together(mark)  # a later turn
+        assert len(heads) == 2
+        before, after = await together(mark, write_then_mark)
+        assert len(heads) == 4 and after.head > before.head
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+
+
+@pytest.mark.sqlite
+def test_sqlite_the_mark_is_read_once_a_turn_and_again_after_a_write(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(tmp_path / "jobs.db")
+    other = SQLiteStore(tmp_path / "jobs.db")  # another object: its writes count
+    ran: list[str] = []
+    store._conn.set_trace_callback(ran.append)
+
+    def marks() -> int:
+        return sum("jobstatus_meta" in sql for sql in ran)
+
+    def mark() -> Mark:
+        with nowait.attempt():
+            return store.mark()
+
+    def write_then_mark() -> Mark:
+        other.put({"job_id": "a", "job_status": "done"})
+        return mark()
+
+    async def main() -> None:
+        first = await together(mark, mark, mark)
+        assert marks() == 1 and first == [first[0]] * 3
+        await together(mark)  # a later turn
+        assert marks() == 2
+        before, after = await together(mark, write_then_mark)
+        assert marks() == 4 and after.head > before.head
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+        other.close()
 
 
 def toolkit_write(jobs: Path, job_id: str, status: str) -> None:
