@@ -176,6 +176,31 @@ def test_a_value_read_on_one_loop_is_not_given_on_another() -> None:
     assert seen == [1, 2]
 
 
+def marks_read_once_a_turn(
+    store: Store, reads: Callable[[], int], write: Callable[[], None]
+) -> None:
+    """``store.mark()`` asked by three tasks of one turn: read once (``reads``
+    counts); in a later turn, again; after ``write`` in the turn, again."""
+
+    def mark() -> Mark:
+        with nowait.attempt():
+            return store.mark()
+
+    def write_then_mark() -> Mark:
+        write()
+        return mark()
+
+    async def main() -> None:
+        first = await together(mark, mark, mark)
+        assert reads() == 1 and first == [first[0]] * 3
+        await together(mark)  # a later turn
+        assert reads() == 2
+        before, after = await together(mark, write_then_mark)
+        assert reads() == 4 and after.head > before.head
+
+    asyncio.run(main())
+
+
 @pytest.mark.filesystem
 def test_files_the_mark_is_read_once_a_turn_and_again_after_a_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -191,25 +216,12 @@ def test_files_the_mark_is_read_once_a_turn_and_again_after_a_write(
         return heads[-1]
 
     monkeypatch.setattr(store.index, "head", head)
-
-    def mark() -> Mark:
-        with nowait.attempt():
-            return store.mark()
-
-    def write_then_mark() -> Mark:
-        store.put({"job_id": "a", "job_status": "done"})
-        return mark()
-
-    async def main() -> None:
-        first = await together(mark, mark, mark)
-        assert len(heads) == 1 and first == [first[0]] * 3
-        await together(mark)  # a later turn
-        assert len(heads) == 2
-        before, after = await together(mark, write_then_mark)
-        assert len(heads) == 4 and after.head > before.head
-
     try:
-        asyncio.run(main())
+        marks_read_once_a_turn(
+            store,
+            lambda: len(heads),
+            lambda: store.put({"job_id": "a", "job_status": "done"}),
+        )
     finally:
         store.close()
 
@@ -222,28 +234,12 @@ def test_sqlite_the_mark_is_read_once_a_turn_and_again_after_a_write(
     other = SQLiteStore(tmp_path / "jobs.db")  # another object: its writes count
     ran: list[str] = []
     store._conn.set_trace_callback(ran.append)
-
-    def marks() -> int:
-        return sum("jobstatus_meta" in sql for sql in ran)
-
-    def mark() -> Mark:
-        with nowait.attempt():
-            return store.mark()
-
-    def write_then_mark() -> Mark:
-        other.put({"job_id": "a", "job_status": "done"})
-        return mark()
-
-    async def main() -> None:
-        first = await together(mark, mark, mark)
-        assert marks() == 1 and first == [first[0]] * 3
-        await together(mark)  # a later turn
-        assert marks() == 2
-        before, after = await together(mark, write_then_mark)
-        assert marks() == 4 and after.head > before.head
-
     try:
-        asyncio.run(main())
+        marks_read_once_a_turn(
+            store,
+            lambda: sum("jobstatus_meta" in sql for sql in ran),
+            lambda: other.put({"job_id": "a", "job_status": "done"}),
+        )
     finally:
         store.close()
         other.close()
