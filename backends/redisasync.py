@@ -59,7 +59,7 @@ class AsyncClients:
         """A fetch of ``use`` that requests may share: the first call starts
         it as a task of its own, which sends its command when the loop next
         gets to it — every request that shares it asked before that. Each
-        awaits it shielded: one that goes away cancels nothing.
+        waits for it: one that goes away cancels nothing.
 
         Measured against the first request sending at once and the others
         sharing its reply: more requests share each round trip (job/status
@@ -73,13 +73,13 @@ class AsyncClients:
                 # loop trying a read (``nowait``).
                 task = contextvars.Context().run(asyncio.ensure_future, self.fetch(use))
                 task.add_done_callback(_retrieved)
-            try:
-                return await asyncio.shield(task)
-            except asyncio.CancelledError:
-                if not task.cancelled():
-                    raise  # this request is cancelled
-            # The shared task was (a loop shutting down): this request's own.
-            return await self.fetch(use)
+            # Waited for, not awaited: this request's cancellation raises
+            # here and leaves the task to the others.
+            await asyncio.wait((task,))
+            if task.cancelled():
+                # (A loop shutting down cancels every task.) Its own.
+                return await self.fetch(use)
+            return task.result()
 
         return fetch
 

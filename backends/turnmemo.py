@@ -30,6 +30,7 @@ same turn (docs/stores.md, "Kept answers").
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -49,6 +50,11 @@ def wrote() -> None:
     part of it may have been done)."""
     global _writes
     _writes += 1
+
+
+# A forked child inherits the parent's turn, and a copy of its loop that
+# says it runs and never gets to end it: the child starts with none.
+os.register_at_fork(after_in_child=wrote)
 
 
 class _Turn(Generic[K, V]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Coroutine, Hashable
@@ -132,6 +133,25 @@ def test_nothing_is_kept_outside_an_attempt_on_a_loop() -> None:
         return await together(plain, plain)
 
     assert asyncio.run(main()) == [3, 4]
+
+
+@pytest.mark.core
+def test_a_forked_child_starts_with_no_turn() -> None:
+    """Its copy of the parent's loop says it runs, and never ends the turn."""
+    memo: TurnMemo[str, int] = TurnMemo()
+    read = Reads()
+
+    def fork_and_ask() -> int:
+        pid = os.fork()
+        if pid == 0:  # the child: its own loop, another task
+            seen = asyncio.run(together(lambda: in_attempt(memo, read)))
+            os._exit(0 if seen == [2] else 1)
+        return os.waitpid(pid, 0)[1]
+
+    async def main() -> list[int]:
+        return await together(lambda: in_attempt(memo, read), fork_and_ask)
+
+    assert asyncio.run(main()) == [1, 0]
 
 
 @pytest.mark.core
@@ -413,6 +433,38 @@ def test_redis_requests_sharing_a_round_trip_outlive_the_one_that_sent_it(
     try:
         asyncio.run(main())
     finally:
+        store.close()
+        raw.close()
+
+
+@pytest.mark.redis
+def test_redis_a_request_cancelled_with_its_shared_round_trip_stays_cancelled(
+    redis_server: RedisServer,
+) -> None:
+    """As a loop shutting down cancels every task: no request sends a round
+    trip of its own instead."""
+    import redis
+
+    url = redis_server.url + "?prefix=shutdown:"
+    store = RedisStore.from_url(url)
+    store.put({"job_id": "a", "job_status": "running"})
+    raw = redis.Redis.from_url(redis_server.url)
+
+    async def main() -> list[object]:
+        await read_on_the_loop(store, "a")  # the layout checked, scripts loaded
+        raw.client_pause(1000)
+        reads = [asyncio.create_task(read_on_the_loop(store, "a")) for _ in range(3)]
+        await asyncio.sleep(0.2)  # all three asked: one round trip, in flight
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+        return await asyncio.gather(*reads, return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(main())
+        assert all(isinstance(o, asyncio.CancelledError) for o in outcomes), outcomes
+    finally:
+        raw.client_unpause()
         store.close()
         raw.close()
 
