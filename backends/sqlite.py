@@ -459,18 +459,18 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         }
 
     def mark(self) -> Mark:
-        turn = self._looked_up(
+        this_turn = self._looked_up(
             lambda: self._marks.get((self._opened, self._conn.total_changes))
         )
-        if turn is not None:
-            return turn
+        if this_turn is not None:
+            return this_turn
 
         def fetch() -> Mark:
             # Once per turn of the event loop while this connection has
             # written nothing (turnmemo): a listing polled by many clients
             # asks for the mark on each poll.
-            turn = (self._opened, self._conn.total_changes)
-            return self._marks.value(turn, self._read_mark)
+            key = (self._opened, self._conn.total_changes)
+            return self._marks.value(key, self._read_mark)
 
         return self._run(fetch)
 

@@ -71,7 +71,8 @@ class _Turn(Generic[K, V]):
 class TurnMemo(Generic[K, V]):
     """Values by key for the rest of the running loop's turn. Safe to share
     between loops on several threads: each turn is its own object, replaced
-    whole, and a value is found only on the loop it was read on."""
+    whole, and a value is found only on the thread it was read on, while the
+    loop it was read on runs (a forked child starts afresh)."""
 
     def __init__(self) -> None:
         self._turn: _Turn[K, V] | None = None
