@@ -8,9 +8,9 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -42,7 +42,7 @@ class Reads:
         return self.count
 
 
-def in_attempt(memo: TurnMemo[str, int], read: Reads) -> int:
+def in_attempt(memo: TurnMemo[str, int], read: Callable[[], int]) -> int:
     with nowait.attempt():  # as the adapter tries a read on the loop
         return memo.value("k", read)
 
@@ -112,12 +112,8 @@ def test_a_write_during_the_read_is_not_kept() -> None:
         return read()
 
     async def main() -> list[int]:
-        first = lambda: memo_value(read_while_written)  # noqa: E731
+        first = lambda: in_attempt(memo, read_while_written)  # noqa: E731
         return await together(first, lambda: in_attempt(memo, read))
-
-    def memo_value(reader: Callable[[], int]) -> int:
-        with nowait.attempt():
-            return memo.value("k", reader)
 
     assert asyncio.run(main()) == [1, 2]
 
@@ -318,10 +314,6 @@ async def polled_while_written(
     return missed
 
 
-def run(coro: Coroutine[Any, Any, list[tuple[int, str]]]) -> list[tuple[int, str]]:
-    return asyncio.run(coro)
-
-
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 @pytest.mark.sqlite
 def test_sqlite_a_poll_sent_after_a_write_sees_it(tmp_path: Path, loop: str) -> None:
@@ -356,7 +348,7 @@ def serve_and_poll(
     try:
         app = create_app(service_for(store), dashboard=False)
         with LiveServer(app, loop=loop) as server:
-            return run(polled_while_written(server.url, write, WRITES))
+            return asyncio.run(polled_while_written(server.url, write, WRITES))
     finally:
         store.close()
 
