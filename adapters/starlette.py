@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import replace
 from typing import TypeVar
@@ -405,12 +406,12 @@ def _route_path(path: str, root_path: str) -> str:
 
 def _on_asyncio() -> bool:
     """Whether this runs on an asyncio loop, where a store's fetches (asyncio
-    coroutines) can be awaited; under trio the call goes to a thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
+    coroutines) can be awaited; under trio the call goes to a thread.
+    Starlette runs on one or the other (anyio), and trio is the one asked:
+    asyncio's ``get_running_loop()`` makes a ``getpid()`` system call on
+    Python 3.11, a cost per request whose read is fetched on the loop."""
+    trio = sys.modules.get("trio")
+    return trio is None or not trio.lowlevel.in_trio_run()
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import redis.asyncio as aredis
@@ -74,8 +75,12 @@ class AsyncClients:
                 task = contextvars.Context().run(asyncio.ensure_future, self.fetch(use))
                 task.add_done_callback(_retrieved)
             # Waited for, not awaited: this request's cancellation raises
-            # here and leaves the task to the others.
-            await asyncio.wait((task,))
+            # here and leaves the task to the others. A future of its own
+            # (as asyncio.wait makes, without its sets and coroutine, and
+            # its get_running_loop(): a getpid() system call on 3.11).
+            woken = task.get_loop().create_future()
+            task.add_done_callback(partial(_wake, woken))
+            await woken
             if task.cancelled():
                 # (A loop shutting down cancels every task.) Its own.
                 return await self.fetch(use)
@@ -85,6 +90,11 @@ class AsyncClients:
 
     def close(self) -> None:
         self._loops.close()
+
+
+def _wake(woken: asyncio.Future[None], task: asyncio.Future[Any]) -> None:
+    if not woken.done():  # cancelled with the request that waited
+        woken.set_result(None)
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:

@@ -196,6 +196,8 @@ class StatusService:
                 else:
                     record = self.store.get(job_id)
                     text = None if record is None else jsontext.encode(record)
+            except WouldBlock:
+                raise  # not a failure: the adapter runs the call again
             except Exception as exc:
                 raise self._store_error("job status", exc) from None
             if text is None:
@@ -216,7 +218,7 @@ class StatusService:
             since = since_seconds_of(payload, self.default_since)
             try:
                 listing = self._listing_json(cutoff(self.clock(), since))
-            except ApiError:
+            except (ApiError, WouldBlock):
                 raise
             except Exception as exc:
                 raise self._store_error("job statuses", exc) from None
@@ -264,7 +266,7 @@ class StatusService:
         """``call()``; a store failure becomes the contract's error."""
         try:
             return call()
-        except ApiError:
+        except (ApiError, WouldBlock):
             raise
         except Exception as exc:
             raise self._store_error(what, exc) from None
@@ -350,9 +352,10 @@ class StatusService:
             hook(exc)
 
     def _store_error(self, what: str, exc: Exception) -> ApiError:
-        if isinstance(exc, WouldBlock):
-            # Not a failure: the adapter runs the call again on a thread.
-            raise exc
+        # A WouldBlock is re-raised by each caller's own bare ``raise``, never
+        # from here: raised from this frame, whose argument holds it, it would
+        # make a cycle (exception, traceback, frame) per request on the loop,
+        # left to the garbage collector.
         self.note_store_error(exc)
         if isinstance(exc, StoreUnavailable):
             self.logger.warning(

@@ -554,3 +554,33 @@ def test_the_layout_check_never_waits_on_the_loop(redis_store: RedisStore) -> No
             redis_store.read("a")
         assert time.monotonic() - started < 1
     assert redis_store.read("a") is not None  # on a thread: checks, then reads
+
+
+@pytest.mark.redis
+def test_a_read_refused_on_the_loop_leaves_no_garbage_cycle(
+    redis_store: RedisStore,
+) -> None:
+    """A ``WouldBlock`` carries a traceback of the frames it left: held by one
+    of them, it makes a cycle per request that only the garbage collector
+    frees — whose full passes then cost more than the read (docs/performance.md)."""
+    import asyncio
+    import gc
+
+    app = create_app(service_for(redis_store))
+
+    async def requests() -> None:
+        for _ in range(10):
+            sent = await asgi_post_job(app, "a")
+            assert sent[0]["status"] == 200
+
+    asyncio.run(requests())  # the clients, scripts and pools made once
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        asyncio.run(requests())
+        gc.collect()
+        left = [each for each in gc.garbage if isinstance(each, WouldBlock)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []
