@@ -36,7 +36,7 @@ from jobstatus_core.window import cutoff
 
 from . import listen
 from .logconfig import LEVELS, LOG_FORMATS
-from .serverstack import ServerStack, server_stack
+from .serverstack import ServerStack, freeze_heap, server_stack
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -260,6 +260,7 @@ def _run_server(
             cors_origins=settings.cors_origins,
             dashboard=settings.dashboard,
         )
+        freeze_heap()
         uvicorn.run(app, **options)
         return 0
     # Workers are new processes: they read the store and the keys of this
@@ -316,11 +317,13 @@ def app_from_environ() -> ASGIApp:
 
     settings = Settings.from_environ(os.environ, cwd=os.getcwd())
     store = store_from_url(settings.store_url)
-    return create_app(
+    app = create_app(
         build_service(store, settings, settings.api_keys),
         cors_origins=settings.cors_origins,
         dashboard=settings.dashboard,
     )
+    freeze_heap()
+    return app
 
 
 def _record(args: argparse.Namespace, settings: Settings, store: Store) -> int:

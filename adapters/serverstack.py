@@ -1,7 +1,9 @@
-"""The event loop and HTTP parser that `jobstatus serve` runs uvicorn on."""
+"""The event loop and HTTP parser that `jobstatus serve` runs uvicorn on,
+and what it does with the heap once the app is built."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 from dataclasses import dataclass
 
@@ -31,3 +33,15 @@ def server_stack() -> ServerStack:
 
 def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
+
+
+def freeze_heap() -> None:
+    """Leave what the process holds once its app is built (modules, the
+    store, the app) out of the garbage collector's full passes: it lives as
+    long as the server. Each full pass walks the whole heap, and a server
+    under load makes one every few hundred requests (the objects of the
+    requests in flight when a younger pass runs are promoted, and enough
+    promoted objects call for a full pass); measured in docs/performance.md.
+    Called by `jobstatus serve` in each worker; an app embedding jobstatus
+    may call it (or ``gc.freeze()``) once its own start is done."""
+    gc.freeze()

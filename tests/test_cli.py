@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobstatus_adapters.cli import _parser
+from jobstatus_adapters.cli import _parser, app_from_environ
 from jobstatus_adapters.serverstack import ServerStack, server_stack
 from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_core import __version__
@@ -403,6 +403,26 @@ def test_server_stack_without_the_fast_extra(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(sys.modules, "httptools", None)
     assert server_stack() == ServerStack(loop="asyncio", http="h11")
     assert server_stack().describe() == "uvicorn, loop asyncio, http h11"
+
+
+@pytest.mark.sqlite
+def test_a_worker_leaves_its_start_out_of_full_collections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker of `serve --workers N` builds its app here; what it holds
+    then (modules, store, app) is frozen out of the collector's full passes
+    (docs/performance.md, "The garbage collector")."""
+    import gc
+
+    monkeypatch.setenv("JOBSTATUS_STORE", f"sqlite:{tmp_path}/jobs.db")
+    monkeypatch.setenv("JOBSTATUS_API_KEYS", "k")
+    gc.unfreeze()
+    try:
+        app_from_environ()
+        frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+    assert frozen > 10_000  # the modules alone hold more
 
 
 def cmdline(pid: int) -> bytes:

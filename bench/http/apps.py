@@ -51,6 +51,7 @@ def floor(size: int, port: int) -> None:
         return Response(body, media_type="application/json")
 
     app = Starlette(routes=[Route("/floor", endpoint, methods=["GET", "POST"])])
+    freeze_heap()  # the floor is served as jobstatus is
     stack = server_stack()
     uvicorn.run(
         app,
@@ -139,7 +140,17 @@ def app_of(url: str, fill: int) -> Any:
     from jobstatus_adapters import make_service
     from jobstatus_adapters.starlette import create_app
 
-    return create_app(make_service(open_store(url, fill), api_keys=[KEY]))
+    app = create_app(make_service(open_store(url, fill), api_keys=[KEY]))
+    freeze_heap()  # as `jobstatus serve` does once its app is built
+    return app
+
+
+def freeze_heap() -> None:
+    try:
+        from jobstatus_adapters.serverstack import freeze_heap as freeze
+    except ImportError:  # a --baseline checkout from before it: as it served
+        return
+    freeze()
 
 
 def app_from_environ() -> Any:
