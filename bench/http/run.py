@@ -4,7 +4,8 @@ Run by hand (not a test; needs wrk: apt-get install wrk; and the fast extra,
 pip install '.[fast]', for the stack `jobstatus serve` runs by default):
     python bench/http/run.py [--jobs 100000] [--seconds 3] [--connections 16]
         [--stores memory,sqlite,file,redis,postgres] [--interfaces asgi,wsgi]
-        [--workers-stores memory,sqlite,redis] [--wrk-cpu 1] [--skip-floor]
+        [--workers-stores memory,sqlite,redis] [--wrk-cpu 1]
+        [--workers-pipeline 1] [--skip-floor]
         [--spread] [--baseline DIR]
 
 On loopback, wrk (another process) drives, in turn:
@@ -22,7 +23,8 @@ On loopback, wrk (another process) drives, in turn:
   about one job, as a client polling it does: the SQLite and file stores
   then answer from their kept answers, docs/stores.md);
 - then ``jobstatus serve`` with one worker against ``--workers 2`` on the
-  --workers-stores, wrk pinned to --wrk-cpu with taskset.
+  --workers-stores, wrk pinned to --wrk-cpu with taskset (and with
+  --workers-pipeline N, writing N requests at once per connection).
 
 It prints requests/s (also as a ratio to the floor serving a body of the
 same size), the server's CPU time per request (its own and its children's,
@@ -111,11 +113,17 @@ ANY_ID = "$ID"
 
 
 def request_script(
-    workdir: str, method: str, body: str | None, path: str | None = None
+    workdir: str,
+    method: str,
+    body: str | None,
+    path: str | None = None,
+    pipeline: int = 1,
 ) -> Path:
     """A wrk script sending ``method`` (with ``body`` as JSON, if any) and the
     benchmark's API key; where ``path`` or ``body`` holds ``ANY_ID``, each
-    request draws a job id from ``ids.txt`` in ``workdir``."""
+    request draws a job id from ``ids.txt`` in ``workdir``. ``pipeline``:
+    requests written at once on a connection (HTTP/1.1 pipelining), each
+    answered and counted as one."""
     script = Path(workdir) / "request.lua"
     lines = [f'wrk.method = "{method}"', f'wrk.headers["x-api-key"] = "{KEY}"']
     if body is not None:
@@ -129,11 +137,25 @@ def request_script(
             "local ids = {}",
             f'for line in io.lines("{ids}") do ids[#ids + 1] = line end',
             "request = function()",
-            "  local id = ids[math.random(#ids)]",
-            f"  local path = ({(path or '')!r}):gsub('%$ID', id)",
-            f"  local body = ({(body or '')!r}):gsub('%$ID', id)",
-            "  return wrk.format(nil, path, nil, body)",
+            "  local batch = {}",
+            f"  for i = 1, {pipeline} do",
+            "    local id = ids[math.random(#ids)]",
+            f"    local path = ({(path or '')!r}):gsub('%$ID', id)",
+            f"    local body = ({(body or '')!r}):gsub('%$ID', id)",
+            "    batch[i] = wrk.format(nil, path, nil, body)",
+            "  end",
+            "  return table.concat(batch)",
             "end",
+        ]
+    elif pipeline > 1:
+        # Made once: wrk's own request is too, without a script.
+        lines += [
+            "init = function(args)",
+            "  local batch = {}",
+            f"  for i = 1, {pipeline} do batch[i] = wrk.format() end",
+            "  pipelined = table.concat(batch)",
+            "end",
+            "request = function() return pipelined end",
         ]
     script.write_text("\n".join(lines) + "\n")
     return script
@@ -153,12 +175,13 @@ class Load:
     connections: int
     cpu: int | None = None
     timeout: float = 2  # wrk's own default: slower answers count as errors
+    pipeline: int = 1
 
 
 def wrk(url: str, pid: int, load: Load, workdir: str) -> dict[str, float]:
     """One wrk run; also the server's CPU time per request it answered."""
     path = "/" + url.split("/", 3)[3]
-    script = request_script(workdir, load.method, load.body, path)
+    script = request_script(workdir, load.method, load.body, path, load.pipeline)
     url = url.replace(ANY_ID, "x")  # wrk's own request, never sent
     pin = [] if load.cpu is None else ["taskset", "-c", str(load.cpu)]
     cpu_before = cpu_seconds(pid)
@@ -472,7 +495,14 @@ def workers_table(
             for label, method, path, body in endpoints(known)[:2]:
                 for _, base in servers:
                     check(base, method, path, body, known)
-                load = Load(method, body, args.seconds, args.connections, args.wrk_cpu)
+                load = Load(
+                    method,
+                    body,
+                    args.seconds,
+                    args.connections,
+                    args.wrk_cpu,
+                    pipeline=args.workers_pipeline,
+                )
                 one, two = paired(
                     (servers[1][1] + path, servers[1][0].pid),
                     [(servers[0][1] + path, servers[0][0].pid)],
@@ -493,11 +523,16 @@ def workers_table(
                 process.terminate()
                 process.wait(30)
     pin = "any CPU" if args.wrk_cpu is None else f"taskset -c {args.wrk_cpu}"
+    pipelined = (
+        f", {args.workers_pipeline} requests pipelined per write"
+        if args.workers_pipeline > 1
+        else ""
+    )
     print()
     print(
         f"{args.jobs:,} jobs; {server_stack().describe()}; wrk -t1"
-        f" -c{args.connections} -d{args.seconds:g}s on {pin}; servers unpinned;"
-        f" medians of {args.repeat} alternating rounds"
+        f" -c{args.connections} -d{args.seconds:g}s on {pin}{pipelined};"
+        f" servers unpinned; medians of {args.repeat} alternating rounds"
     )
     print()
     print(
@@ -529,6 +564,14 @@ def main() -> None:
         type=int,
         default=1,
         help="CPU wrk is pinned to in the workers runs",
+    )
+    parser.add_argument(
+        "--workers-pipeline",
+        type=int,
+        default=1,
+        help="requests wrk writes at once per connection in the workers runs"
+        " (HTTP pipelining): wrk then costs a fraction of the CPU per request,"
+        " which on a 2-core machine it takes from the workers",
     )
     parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument(
