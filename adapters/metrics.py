@@ -10,6 +10,7 @@ store's kept counts, which every worker shares.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -67,8 +68,8 @@ class Metrics:
         )
         self.in_progress = Gauge(
             "jobstatus_requests_in_progress",
-            "Requests being answered, by operation: on get_job and wait_jobs,"
-            " the open waiters; on the event-stream operations, the open streams",
+            "Requests waiting for a change or streaming events, by operation:"
+            " the open waiters and the open streams",
             ("operation",),
             registry=own,
             multiprocess_mode="livesum",
@@ -80,10 +81,11 @@ class Metrics:
             registry=own,
         )
         # Each request's children, kept: ``labels()`` builds its key and
-        # takes a lock, four times a request. Both are bounded (operations,
-        # and the status codes of the contract).
-        self._by_operation: dict[str, tuple[Gauge, Histogram]] = {}
+        # takes a lock. All are bounded (operations, and the status codes of
+        # the contract).
+        self._latency: dict[str, Histogram] = {}
         self._by_answer: dict[tuple[str, int], Counter] = {}
+        self._open: dict[str, Gauge] = {}
         self.registry.register(_JobCounts(service, self))
         service.store_error_hooks.append(self.count_store_error)
         service.exposition = self.exposition
@@ -95,19 +97,14 @@ class Metrics:
     def exposition(self) -> tuple[str, bytes]:
         return CONTENT_TYPE_LATEST, generate_latest(self.registry)
 
-    def start(self, operation: str) -> float:
-        children = self._by_operation.get(operation)
-        if children is None:
-            children = self._by_operation[operation] = (
-                self.in_progress.labels(operation),
-                self.latency.labels(operation),
-            )
-        children[0].inc()
+    def start(self) -> float:
+        """The moment a request's latency counts from (``done``)."""
         return time.perf_counter()
 
     def done(self, operation: str, code: int, started: float) -> None:
-        in_progress, latency = self._by_operation[operation]  # made by start
-        in_progress.dec()
+        latency = self._latency.get(operation)
+        if latency is None:
+            latency = self._latency[operation] = self.latency.labels(operation)
         latency.observe(time.perf_counter() - started)
         counter = self._by_answer.get((operation, code))
         if counter is None:
@@ -115,6 +112,21 @@ class Metrics:
                 operation, str(code)
             )
         counter.inc()
+
+    @contextlib.contextmanager
+    def open(self, operation: str) -> Iterator[None]:
+        """A wait or an event stream of ``operation``, counted in progress
+        while it lasts. Only these: a request answered at once is over
+        before any scrape could see it, and counting each one cost two
+        locked updates a request (four with several workers' files)."""
+        gauge = self._open.get(operation)
+        if gauge is None:
+            gauge = self._open[operation] = self.in_progress.labels(operation)
+        gauge.inc()
+        try:
+            yield
+        finally:
+            gauge.dec()
 
 
 class _JobCounts(Collector):
@@ -175,7 +187,7 @@ class WSGIMetrics:
         method = environ.get("REQUEST_METHOD", "")
         name = operation_of(self.router, method, path) or UNMATCHED
         code = 500
-        started = self.metrics.start(name)
+        started = self.metrics.start()
 
         def counted(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
             nonlocal code

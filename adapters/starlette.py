@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sys
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TypeVar
 from urllib.parse import parse_qs
@@ -95,12 +97,12 @@ class StatusApp:
         self.router = Router(OPERATIONS, prefix)
         #: The store threads every endpoint shares.
         self.threads = StoreThreads()
+        self.metrics = Metrics(service)
         self.endpoints = {
-            path: _Endpoint(service, methods, self.threads)
+            path: _Endpoint(service, methods, self.threads, self.metrics)
             for path, methods in self.router.methods.items()
         }
-        self.not_found = _Endpoint(service, {}, None)
-        self.metrics = Metrics(service)
+        self.not_found = _Endpoint(service, {}, None, self.metrics)
         self.fallback = Starlette(
             routes=[*pages, Route("/{path:path}", self.not_found)]
         )
@@ -136,7 +138,7 @@ class StatusApp:
     async def _count(self, name: str, answering: Awaitable[int | None]) -> None:
         metrics = self.metrics
         code: int | None = None
-        started = metrics.start(name)
+        started = metrics.start()
         try:
             code = await answering
         finally:
@@ -171,8 +173,12 @@ class _Endpoint:
         service: StatusService,
         methods: dict[str, Operation],
         threads: StoreThreads | None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.service = service
+        #: Counts the open waits and streams; None under ``status_routes``,
+        #: which counts nothing (a host app's own metrics do).
+        self.metrics = metrics
         #: The operations of this path by method; none: the catch-all 404.
         self.methods = methods
         self.allowed = tuple(methods)
@@ -234,14 +240,16 @@ class _Endpoint:
         answer = await self._call(operation, request)
         if isinstance(answer, Feed):
             try:
-                return await self._stream(answer, scope, receive, send)
+                with self._open(operation):
+                    return await self._stream(answer, scope, receive, send)
             except ApiError as err:
                 return await _send(send, service.error(path, err, started))
         if isinstance(answer, Waiting):
             try:
-                reply = await self._wait(
-                    operation, request, answer, receive, generation
-                )
+                with self._open(operation):
+                    reply = await self._wait(
+                        operation, request, answer, receive, generation
+                    )
             except ApiError as err:
                 reply = service.error(path, err, started)
             except _Disconnected:
@@ -249,6 +257,12 @@ class _Endpoint:
         else:
             reply = answer
         return await _send(send, reply)
+
+    def _open(self, operation: Operation) -> AbstractContextManager[None]:
+        """A wait or a stream, counted in progress (``Metrics.open``)."""
+        if self.metrics is None:
+            return contextlib.nullcontext()
+        return self.metrics.open(operation.name)
 
     async def _call(
         self, operation: Operation, request: Request

@@ -64,7 +64,8 @@ class WSGIApp:
         self.max_waiters = min(max_waiters, service.max_waiters)
         self.router = Router(OPERATIONS, prefix)
         # Metrics and CORS wrap this app's own answers, never the fallback's.
-        own: WSGIApplication = WSGIMetrics(self._answer, Metrics(service), self.router)
+        self.metrics = Metrics(service)
+        own: WSGIApplication = WSGIMetrics(self._answer, self.metrics, self.router)
         self._own = WSGICors(own, cors_origins) if cors_origins else own
 
     def __call__(
@@ -127,7 +128,8 @@ class WSGIApp:
         assert not isinstance(answer, Feed)  # refused above: streams need ASGI
         if isinstance(answer, Waiting):
             try:
-                answer = self._wait(operation, request, answer, generation)
+                with self.metrics.open(operation.name):
+                    answer = self._wait(operation, request, answer, generation)
             except ApiError as err:
                 answer = service.error(endpoint, err, started)
         return _respond(answer, start_response)

@@ -45,7 +45,8 @@ JSON_HEADERS = (("content-type", "application/json"),)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+# Not frozen, as Request (requests.py): one or two are made per request.
+@dataclass(slots=True)
 class Reply:
     status: int
     headers: tuple[tuple[str, str], ...]
