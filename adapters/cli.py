@@ -36,7 +36,7 @@ from jobstatus_core.window import cutoff
 
 from . import listen
 from .logconfig import LEVELS, LOG_FORMATS
-from .serverstack import ServerStack, freeze_heap, server_stack
+from .serverstack import ServerStack, server_stack, settle_heap
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp
@@ -260,7 +260,7 @@ def _run_server(
             cors_origins=settings.cors_origins,
             dashboard=settings.dashboard,
         )
-        freeze_heap()
+        settle_heap()
         uvicorn.run(app, **options)
         return 0
     # Workers are new processes: they read the store and the keys of this
@@ -322,7 +322,7 @@ def app_from_environ() -> ASGIApp:
         cors_origins=settings.cors_origins,
         dashboard=settings.dashboard,
     )
-    freeze_heap()
+    settle_heap()
     return app
 
 

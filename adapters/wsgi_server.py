@@ -22,7 +22,7 @@ from typing import Any
 
 from jobstatus_core import ApiError, ConfigError, Store
 
-from .serverstack import freeze_heap
+from .serverstack import settle_heap
 from .wsgi import DEFAULT_WSGI_WAITERS, WSGIApp
 
 #: Threads per worker: status requests are short and mostly wait on I/O.
@@ -104,7 +104,7 @@ def _serve(
         server = create_server(app, **options)
         if isinstance(app, WSGIApp):
             server.channel_class = _envelope_channel(app)
-        freeze_heap()
+        settle_heap()
         with _stop_on(signal.SIGTERM):
             server.run()  # returns on SystemExit or KeyboardInterrupt
     finally:

@@ -51,7 +51,7 @@ def floor(size: int, port: int) -> None:
         return Response(body, media_type="application/json")
 
     app = Starlette(routes=[Route("/floor", endpoint, methods=["GET", "POST"])])
-    freeze_heap()  # the floor is served as jobstatus is
+    settle_heap()  # the floor is served as jobstatus is
     stack = server_stack()
     uvicorn.run(
         app,
@@ -141,16 +141,16 @@ def app_of(url: str, fill: int) -> Any:
     from jobstatus_adapters.starlette import create_app
 
     app = create_app(make_service(open_store(url, fill), api_keys=[KEY]))
-    freeze_heap()  # as `jobstatus serve` does once its app is built
+    settle_heap()  # as `jobstatus serve` does once its app is built
     return app
 
 
-def freeze_heap() -> None:
+def settle_heap() -> None:
     try:
-        from jobstatus_adapters.serverstack import freeze_heap as freeze
+        from jobstatus_adapters.serverstack import settle_heap as settle
     except ImportError:  # a --baseline checkout from before it: as it served
         return
-    freeze()
+    settle()
 
 
 def app_from_environ() -> Any:
