@@ -423,9 +423,17 @@ def _on_asyncio() -> bool:
     coroutines) can be awaited; under trio the call goes to a thread.
     Starlette runs on one or the other (anyio), and trio is the one asked:
     asyncio's ``get_running_loop()`` makes a ``getpid()`` system call on
-    Python 3.11, a cost per request whose read is fetched on the loop."""
+    Python 3.11, a cost per request whose read is fetched on the loop. Asked
+    for the current trio *task* (every trio version has it): in trio's guest
+    mode the asyncio host's own tasks run while a trio run is on."""
     trio = sys.modules.get("trio")
-    return trio is None or not trio.lowlevel.in_trio_run()
+    if trio is None:
+        return True
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:  # not in a trio task
+        return True
+    return False
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -524,6 +524,22 @@ def test_under_trio_redis_reads_go_to_threads(redis_store: RedisStore) -> None:
     assert store_threads(app).calls == 1  # asyncio's client cannot run here
 
 
+def test_asyncio_is_told_from_trio_with_trio_imported() -> None:
+    """Where a store's fetch may be awaited: asked of trio (its current
+    task), never of asyncio's getpid()-making get_running_loop()."""
+    import asyncio
+
+    import trio
+
+    from jobstatus_adapters.starlette import _on_asyncio
+
+    async def asked() -> bool:
+        return _on_asyncio()
+
+    assert asyncio.run(asked()) is True
+    assert trio.run(asked) is False
+
+
 @pytest.mark.redis
 def test_many_redis_reads_at_once_on_one_loop_all_answer(
     redis_store: RedisStore,

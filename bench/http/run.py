@@ -136,17 +136,23 @@ def request_script(
         lines += [
             "local ids = {}",
             f'for line in io.lines("{ids}") do ids[#ids + 1] = line end',
-            "request = function()",
-            "  local batch = {}",
-            f"  for i = 1, {pipeline} do",
-            "    local id = ids[math.random(#ids)]",
-            f"    local path = ({(path or '')!r}):gsub('%$ID', id)",
-            f"    local body = ({(body or '')!r}):gsub('%$ID', id)",
-            "    batch[i] = wrk.format(nil, path, nil, body)",
-            "  end",
-            "  return table.concat(batch)",
+            "local function one()",
+            "  local id = ids[math.random(#ids)]",
+            f"  local path = ({(path or '')!r}):gsub('%$ID', id)",
+            f"  local body = ({(body or '')!r}):gsub('%$ID', id)",
+            "  return wrk.format(nil, path, nil, body)",
             "end",
         ]
+        if pipeline == 1:
+            lines += ["request = one"]
+        else:
+            lines += [
+                "request = function()",
+                "  local batch = {}",
+                f"  for i = 1, {pipeline} do batch[i] = one() end",
+                "  return table.concat(batch)",
+                "end",
+            ]
     elif pipeline > 1:
         # Made once: wrk's own request is too, without a script.
         lines += [
@@ -546,6 +552,13 @@ def workers_table(
         )
 
 
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--jobs", type=int, default=100_000)
@@ -567,7 +580,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--workers-pipeline",
-        type=int,
+        type=positive,
         default=1,
         help="requests wrk writes at once per connection in the workers runs"
         " (HTTP pipelining): wrk then costs a fraction of the CPU per request,"
