@@ -67,6 +67,13 @@ class _Turn(Generic[K, V]):
         # key -> (value, the task that read it)
         self.values: dict[K, tuple[V, object]] = {}
 
+    def running_here(self) -> bool:
+        """Whether this turn's loop is the one running on this thread. On
+        the thread the turn was read on, its loop, while it runs, is the
+        running one (one loop runs on a thread at a time). Not asked of
+        asyncio: its get_running_loop() makes a getpid() system call."""
+        return self.thread == threading.get_ident() and self.loop.is_running()
+
 
 class TurnMemo(Generic[K, V]):
     """Values by key for the rest of the running loop's turn. Safe to share
@@ -98,18 +105,12 @@ class TurnMemo(Generic[K, V]):
         if (
             turn is None
             or turn.writes != _writes
-            or turn.thread != threading.get_ident()
             or not nowait.asked()
+            or not turn.running_here()
         ):
             return None
-        # On the thread the turn was read on, its loop, while it runs, is
-        # the running one (one loop runs on a thread at a time). Not asked
-        # of asyncio: its get_running_loop() makes a getpid() system call.
-        loop = turn.loop
-        if not loop.is_running():
-            return None
         found = turn.values.get(key)
-        if found is None or found[1] is asyncio.current_task(loop):
+        if found is None or found[1] is asyncio.current_task(turn.loop):
             return None
         return found
 
@@ -117,12 +118,7 @@ class TurnMemo(Generic[K, V]):
         if writes != _writes or not nowait.asked():
             return
         turn = self._turn
-        if (
-            turn is None
-            or turn.writes != writes
-            or turn.thread != threading.get_ident()
-            or not turn.loop.is_running()
-        ):
+        if turn is None or turn.writes != writes or not turn.running_here():
             loop = _running_loop()
             if loop is None or loop.get_task_factory() is not None:
                 return

@@ -20,28 +20,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aredis
 import uvloop
+from redis_client import timed
 from redis_expiry import start_redis
 
 RECORD = '{"job_id": "j", "job_status": "done", "response": "' + "x" * 380 + '"}'
-
-
-async def timed(call: Callable[[], Awaitable[Any]], calls: int) -> tuple[float, float]:
-    """(CPU µs, wall µs) per call."""
-    for _ in range(calls // 10):
-        await call()
-    cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(calls):
-        await call()
-    return (
-        (time.process_time() - cpu) / calls * 1e6,
-        (time.perf_counter() - wall) / calls * 1e6,
-    )
 
 
 async def measure(url: str, calls: int, rounds: int) -> None:
@@ -60,8 +46,8 @@ async def measure(url: str, calls: int, rounds: int) -> None:
     assert await by_client() == await by_connection() == RECORD
     results: dict[str, list[tuple[float, float]]] = {"client": [], "connection": []}
     for _ in range(rounds):
-        results["client"].append(await timed(by_client, calls))
-        results["connection"].append(await timed(by_connection, calls))
+        results["client"].append(await timed(by_client, calls, 1))
+        results["connection"].append(await timed(by_connection, calls, 1))
     await client.connection_pool.release(connection)
     await client.aclose()
     cpu = {way: statistics.median(r[0] for r in runs) for way, runs in results.items()}
