@@ -90,6 +90,7 @@ from jobstatus_core.registry import redact
 
 from . import storedjson
 from .redisasync import AsyncClients, Use
+from .redispipe import Address, converted
 from .turnmemo import TurnMemo, wrote
 from .urloptions import parse_store_url
 
@@ -554,8 +555,10 @@ class RedisStore(VersionedStoreBase, TriesInline):
         # Whether this instance has seen the layout complete (see _upgrade).
         self._upgraded = False
         self._upgrade_lock = threading.Lock()
-        # Reads on an event loop go through redis.asyncio (redisasync); a
-        # client given by the host has no asyncio twin: those go to threads.
+        # Reads on an event loop go through the loop's pipe (redisasync),
+        # to the address redis-py reads from the same URL and arguments; a
+        # client given by the host, or connections the pipe does not make
+        # (a credential provider's), read on threads.
         self._async: AsyncClients | None = None
         # The round trips sent after this turn of the loop, by read key.
         self._round_trips: TurnMemo[Hashable, Callable[[], Awaitable[Any]]] = TurnMemo()
@@ -563,9 +566,12 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._client = client
         else:
             self._client = _connect(url, timeout, connection)
-            self._async = AsyncClients(
-                partial(_connect, url, timeout, connection, aredis.Redis)
+            address = Address.of(
+                _connect(url, timeout, connection, aredis.Redis).connection_pool,
+                timeout,
             )
+            if address is not None:
+                self._async = AsyncClients(address)
         register = self._client.register_script
         self._write_script = register(WRITE_SCRIPT)
         self._read_script = register(READ_SCRIPT)
@@ -629,7 +635,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         raw = self._read(
             ("get", key),
             lambda: self._client.get(key),
-            lambda conn: conn.client.get(key),
+            lambda pipe: pipe.call("GET", key),
             shared=True,
         )
         return None if raw is None else storedjson.record(job_id, cast(str, raw))
@@ -647,7 +653,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._read(
                 ("read", *ids),
                 lambda: self._read_script(keys=keys, args=args),
-                lambda conn: conn.script(READ_SCRIPT, keys, args),
+                lambda pipe: pipe.script(READ_SCRIPT, keys, args),
                 shared=True,
             ),
         )
@@ -683,7 +689,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._read(
                 ("window",),
                 lambda: self._window_script(keys=keys, args=args),
-                lambda conn: conn.script(WINDOW_SCRIPT, keys, args),
+                lambda pipe: pipe.script(WINDOW_SCRIPT, keys, args),
             ),
         )
         oldest = float(reply[0]) if reply[0] else None
@@ -704,7 +710,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 self._read(
                     ("pairs",),
                     lambda: self._pairs_script(keys=keys, args=args),
-                    lambda conn: conn.script(PAIRS_SCRIPT, keys, args),
+                    lambda pipe: pipe.script(PAIRS_SCRIPT, keys, args),
                 ),
             )
             return [
@@ -775,7 +781,9 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 self._read(
                     ("counts",),
                     lambda: self._client.hgetall(self._counts),
-                    lambda conn: conn.client.hgetall(self._counts),
+                    lambda pipe: converted(
+                        pipe.call("HGETALL", self._counts), _as_dict
+                    ),
                     shared=True,
                 ),
             )
@@ -807,7 +815,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._read(
                 ("mark",),
                 lambda: self._mark_script(keys=keys, args=args),
-                lambda conn: conn.script(MARK_SCRIPT, keys, args),
+                lambda pipe: pipe.script(MARK_SCRIPT, keys, args),
                 # The token only names an epoch not made yet: one suits all.
                 shared=True,
             ),
@@ -964,7 +972,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._read(
                 ("tombstones", *ids),
                 lambda: self._client.hmget(self._tombstones, ids),
-                lambda conn: conn.client.hmget(self._tombstones, ids),
+                lambda pipe: pipe.call("HMGET", self._tombstones, *ids),
                 shared=True,
             ),
         )
@@ -1292,6 +1300,11 @@ def _connect(
         )
     except ValueError as exc:
         raise ConfigError(f"store URL {redact(url)!r}: {exc}") from None
+
+
+def _as_dict(flat: list[str]) -> dict[str, str]:
+    """HGETALL's reply as redis-py gives it: a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _reraise(exc: BaseException) -> NoReturn:

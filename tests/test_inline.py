@@ -29,7 +29,7 @@ from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_core import StoreUnavailable, TriesInline, WouldBlock, nowait
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
-from .helpers import API_KEY, service_for
+from .helpers import API_KEY, free_port, service_for
 
 JOB = "/v1/toolkit/job/status"
 #: Far above any answer from a loop that is not stalled, far below the delay
@@ -482,34 +482,33 @@ def test_redis_reads_on_the_loop_await_redis_asyncio(
 
 
 @pytest.mark.redis
-def test_a_redis_read_on_the_loop_fails_as_on_a_thread(
-    redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_redis_read_on_the_loop_fails_as_on_a_thread() -> None:
     import asyncio
 
     import redis
 
-    async def unreachable(*args: Any, **kwargs: Any) -> Any:
-        raise redis.ConnectionError("injected")
+    # The fault: nothing listens where the store connects.
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
 
     async def read_on_the_loop() -> None:
         fetched: dict[Any, nowait.Outcome] = {}
         with pytest.raises(WouldBlock) as asked, nowait.attempt(fetched):
-            redis_store.get("a")
+            store.get("a")
         assert asked.value.fetch is not None
-        # The fault: the round trip fails; the store maps it on the next try.
-        monkeypatch.setattr("redis.asyncio.Redis.get", unreachable)
-        try:
+        with pytest.raises(redis.ConnectionError) as failed:
             await asked.value.fetch()
-        except redis.ConnectionError as exc:
-            fetched[asked.value.key] = (False, exc)
+        fetched[asked.value.key] = (False, failed.value)
+        # The store maps it on the next try, as the sync client's.
         with (
             pytest.raises(StoreUnavailable, match="Redis unreachable"),
             nowait.attempt(fetched),
         ):
-            redis_store.get("a")
+            store.get("a")
 
-    asyncio.run(read_on_the_loop())
+    try:
+        asyncio.run(read_on_the_loop())
+    finally:
+        store.close()
 
 
 @pytest.mark.redis

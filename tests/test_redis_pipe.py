@@ -1,0 +1,225 @@
+"""The event loop's pipe to redis-server (backends/redispipe.py), on a real
+server: what it writes together, how it matches replies, how it fails."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+
+from jobstatus_backends.redispipe import Address, Pipe
+
+from .helpers import RedisServer, free_port
+
+pytestmark = pytest.mark.redis
+
+redis = pytest.importorskip("redis")
+aredis = pytest.importorskip("redis.asyncio")
+
+T = TypeVar("T")
+
+
+def address_of(url: str, timeout: float = 1.0, **connection: Any) -> Address:
+    address = Address.of(aredis.ConnectionPool.from_url(url, **connection), timeout)
+    assert address is not None
+    return address
+
+
+def on_a_pipe(address: Address, use: Callable[[Pipe], Awaitable[T]]) -> T:
+    async def main() -> T:
+        pipe = Pipe(address)
+        try:
+            return await use(pipe)
+        finally:
+            pipe.close()
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> Iterator[Any]:
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    yield client
+    client.client_unpause()
+    client.close()
+
+
+def reads_processed(raw: Any) -> int:
+    return int(raw.info("stats")["total_reads_processed"])
+
+
+def test_the_commands_of_a_turn_go_in_one_write(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    raw.mset({f"pipe:{n}": f"value {n}" for n in range(200)})
+
+    async def use(pipe: Pipe) -> tuple[list[Any], int, int]:
+        await pipe.call("PING")  # connected
+        before = reads_processed(raw)
+        replies = await asyncio.gather(
+            *(pipe.call("GET", f"pipe:{n}") for n in range(200))
+        )
+        together = reads_processed(raw) - before
+        before = reads_processed(raw)
+        for n in range(20):
+            await pipe.call("GET", f"pipe:{n}")
+        apart = reads_processed(raw) - before
+        return replies, together, apart
+
+    replies, together, apart = on_a_pipe(address_of(redis_server.url), use)
+    # Each its own reply, in the order asked.
+    assert replies == [f"value {n}" for n in range(200)]
+    # The INFO calls are reads of the raw client's own: one each.
+    assert together <= 3, together
+    assert apart >= 20, apart
+
+
+def test_an_error_reply_fails_its_own_command_only(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    raw.set("pipe:text", "t")
+    raw.hset("pipe:hash", "f", "v")
+
+    async def use(pipe: Pipe) -> list[Any]:
+        return await asyncio.gather(
+            pipe.call("GET", "pipe:text"),
+            pipe.call("GET", "pipe:hash"),  # WRONGTYPE
+            pipe.call("HGETALL", "pipe:hash"),
+            return_exceptions=True,
+        )
+
+    text, wrong, flat = on_a_pipe(address_of(redis_server.url), use)
+    assert text == "t"
+    assert isinstance(wrong, redis.ResponseError) and "WRONGTYPE" in str(wrong)
+    assert flat == ["f", "v"]
+
+
+def test_bytes_that_are_not_utf8_read_as_replacement_characters(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    raw.set("pipe:bytes", b"ok \xff\xfe end")
+    reply = on_a_pipe(
+        address_of(redis_server.url), lambda p: p.call("GET", "pipe:bytes")
+    )
+    assert reply == "ok \ufffd\ufffd end"
+
+
+def test_a_script_the_server_lost_is_sent_whole(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    lua = "return {KEYS[1], ARGV[1]}"
+
+    async def use(pipe: Pipe) -> list[Any]:
+        first = await pipe.script(lua, ["k"], ["a"])
+        raw.script_flush()
+        return [first, await pipe.script(lua, ["k"], ["b"])]
+
+    assert on_a_pipe(address_of(redis_server.url), use) == [["k", "a"], ["k", "b"]]
+    # And EVAL cached it again.
+    digest = hashlib.sha1(lua.encode()).hexdigest()
+    assert raw.script_exists(digest) == [True]
+
+
+def test_a_silent_server_times_out_and_the_next_command_reconnects(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    raw.set("pipe:late", "here")
+
+    async def use(pipe: Pipe) -> tuple[float, BaseException | None, Any]:
+        await pipe.call("PING")
+        raw.client_pause(1500)
+        began = time.monotonic()
+        failure: BaseException | None = None
+        try:
+            await pipe.call("GET", "pipe:late")
+        except redis.TimeoutError as exc:
+            failure = exc
+        waited = time.monotonic() - began
+        raw.client_unpause()
+        # A new connection: the old one's late reply is answered to no one.
+        return waited, failure, await pipe.call("GET", "pipe:late")
+
+    waited, failure, after = on_a_pipe(address_of(redis_server.url, 0.3), use)
+    assert isinstance(failure, redis.TimeoutError)
+    assert 0.25 <= waited < 1.2, waited
+    assert after == "here"
+
+
+def test_a_killed_connection_fails_what_it_carried_then_reconnects(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    raw.set("pipe:k", "v")
+
+    async def use(pipe: Pipe) -> tuple[BaseException | None, Any]:
+        connection = await pipe.call("CLIENT", "ID")
+        pending = pipe.call("BLPOP", "pipe:never", 5)  # in flight when killed
+        await asyncio.sleep(0.1)
+        raw.client_kill_filter(_id=connection)
+        try:
+            await pending
+            failure: BaseException | None = None
+        except redis.ConnectionError as exc:
+            failure = exc
+        return failure, await pipe.call("GET", "pipe:k")
+
+    failure, after = on_a_pipe(address_of(redis_server.url, 10), use)
+    assert isinstance(failure, redis.ConnectionError)
+    assert after == "v"
+
+
+def test_a_cancelled_command_leaves_the_next_reply_to_its_own_command(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    raw.mset({"pipe:a": "A", "pipe:b": "B"})
+
+    async def use(pipe: Pipe) -> Any:
+        await pipe.call("PING")
+        raw.client_pause(300)
+        first = asyncio.ensure_future(pipe.call("GET", "pipe:a"))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        return await pipe.call("GET", "pipe:b")
+
+    assert on_a_pipe(address_of(redis_server.url), use) == "B"
+
+
+def test_nothing_listening_is_a_connection_error(redis_server: RedisServer) -> None:
+    address = address_of(f"redis://127.0.0.1:{free_port()}/0")
+    with pytest.raises(redis.ConnectionError, match="Error connecting"):
+        on_a_pipe(address, lambda p: p.call("PING"))
+
+
+def test_a_user_and_a_database_are_sent_first(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    raw.acl_setuser(
+        "pipe-user",
+        enabled=True,
+        passwords=["+pipe-secret"],
+        keys=["*"],
+        commands=["+@all"],
+    )
+    raw.execute_command("SELECT", 0)
+    other = redis.Redis.from_url(redis_server.url[:-1] + "5", decode_responses=True)
+    other.set("pipe:db", "in five")
+    other.close()
+    url = redis_server.url.replace("//", "//pipe-user:pipe-secret@")[:-1] + "5"
+    assert on_a_pipe(address_of(url), lambda p: p.call("GET", "pipe:db")) == "in five"
+    wrong = url.replace("pipe-secret", "wrong")
+    with pytest.raises(redis.AuthenticationError):
+        on_a_pipe(address_of(wrong), lambda p: p.call("GET", "pipe:db"))
+
+
+def test_a_credential_provider_leaves_reads_to_threads(
+    redis_server: RedisServer,
+) -> None:
+    from redis.credentials import UsernamePasswordCredentialProvider
+
+    pool = aredis.ConnectionPool.from_url(
+        redis_server.url, credential_provider=UsernamePasswordCredentialProvider()
+    )
+    assert Address.of(pool, 1.0) is None
