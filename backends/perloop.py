@@ -30,29 +30,16 @@ class PerLoop(Generic[C]):
         # The generators that close each client with its loop, kept alive
         # until then.
         self._closers: dict[asyncio.AbstractEventLoop, AsyncGenerator[None, None]] = {}
-        #: The thread, loop and client of the last get that found one.
-        self._last: tuple[int, asyncio.AbstractEventLoop, C] | None = None
 
     def __len__(self) -> int:
         """How many loops have a client (closed ones until they are noticed)."""
         return len(self._clients)
 
     async def get(self) -> C:
-        last = self._last
-        # On the thread it was made on, its loop, while it runs, is the
-        # running one: asked so, not of asyncio, whose get_running_loop()
-        # makes a getpid() system call on 3.11 (and the lock is not taken).
-        if (
-            last is not None
-            and last[0] == threading.get_ident()
-            and last[1].is_running()
-        ):
-            return last[2]
         loop = asyncio.get_running_loop()
         with self._lock:
             client = self._clients.get(loop)
             if client is not None:
-                self._last = (threading.get_ident(), loop, client)
                 return client
             for closed in [each for each in self._clients if each.is_closed()]:
                 del self._clients[closed]
@@ -76,7 +63,6 @@ class PerLoop(Generic[C]):
         """Close each loop's client on its loop (those still running)."""
         with self._lock:
             closers = list(self._closers.items())
-            self._last = None
             self._clients.clear()
             self._closers.clear()
         for loop, closer in closers:

@@ -89,8 +89,9 @@ from jobstatus_core import (
 from jobstatus_core.registry import redact
 
 from . import storedjson
+from .answertexts import AnswerTexts
 from .redisasync import AsyncClients, Use
-from .redispipe import Address, converted
+from .redispipe import Address, ConnectionLost, converted
 from .turnmemo import TurnMemo, wrote
 from .urloptions import parse_store_url
 
@@ -560,6 +561,9 @@ class RedisStore(VersionedStoreBase, TriesInline):
         # client given by the host, or connections the pipe does not make
         # (a credential provider's), read on threads.
         self._async: AsyncClients | None = None
+        # ``read_text``'s answers by stored text (a polled job's is not
+        # parsed again).
+        self._answer_texts = AnswerTexts()
         # The round trips sent after this turn of the loop, by read key.
         self._round_trips: TurnMemo[Hashable, Callable[[], Awaitable[Any]]] = TurnMemo()
         if client is not None:
@@ -644,11 +648,34 @@ class RedisStore(VersionedStoreBase, TriesInline):
         return self.read_many([job_id]).get(job_id)
 
     def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
-        self._upgrade()
         ids = list(dict.fromkeys(job_ids))
+        reply = self._read_reply(ids)
+        rows = {}
+        for n, job_id in enumerate(ids):
+            text, *values = reply[1 + 4 * n : 5 + 4 * n]
+            if text is not None:
+                record = storedjson.record(job_id, text)
+                rows[job_id] = _row(reply[0], job_id, values, record)
+        return rows
+
+    def read_text(self, job_id: str) -> tuple[Row, str] | None:
+        """``RecordTexts``: the row (its record left out) and the record as
+        answers write it, from ``read``'s round trip; a stored text seen
+        before is not parsed again (``answertexts``)."""
+        reply = self._read_reply([job_id])
+        text, *values = reply[1:5]
+        if text is None:
+            return None
+        row = _row(reply[0], job_id, values, None)
+        return row, self._answer_texts.of(job_id, text)
+
+    def _read_reply(self, ids: list[str]) -> list[Any]:
+        """``READ_SCRIPT``'s reply for ``ids``: the epoch, then per id its
+        text, status, time and position (None each for no such job)."""
+        self._upgrade()
         keys = [self._updated, self._status, self._changes, self._epoch]
         args = [self._jobs, *ids]
-        reply = cast(
+        return cast(
             list[Any],
             self._read(
                 ("read", *ids),
@@ -657,27 +684,6 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 shared=True,
             ),
         )
-        return self._rows(ids, reply)
-
-    @staticmethod
-    def _rows(ids: list[str], reply: list[Any]) -> dict[str, Row]:
-        """The rows of ``READ_SCRIPT``'s reply for ``ids``."""
-        epoch = cast(str, reply[0])
-        rows = {}
-        for n, job_id in enumerate(ids):
-            text, status, updated, position = reply[1 + 4 * n : 5 + 4 * n]
-            if text is None:
-                continue
-            at = int(float(position)) if position is not None else 0
-            rows[job_id] = Row(
-                job_id,
-                status,
-                0.0 if updated is None else float(updated),
-                f"{epoch}-{at}",
-                at,
-                storedjson.record(job_id, text),
-            )
-        return rows
 
     def window(self, cutoff: float) -> Window:
         keys, args = [self._updated, self._status], [repr(cutoff)]
@@ -1171,8 +1177,9 @@ class RedisStore(VersionedStoreBase, TriesInline):
         ok, value = found
         if ok:
             return cast(T, value)
-        if not isinstance(value, redis.RedisError):
-            # Not Redis' answer (a loop shutting down, say): a thread tries.
+        if not isinstance(value, redis.RedisError) or isinstance(value, ConnectionLost):
+            # Not Redis' answer (a loop shutting down, say), or a connection
+            # lost under it: a thread tries, with the sync client's retries.
             raise WouldBlock(f"the round trip on the loop failed: {value!r}")
         return self._mapped(partial(_reraise, value))
 
@@ -1196,6 +1203,20 @@ class RedisStore(VersionedStoreBase, TriesInline):
             raise StoreUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
         except redis.RedisError as exc:
             raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def _row(epoch: str, job_id: str, values: list[Any], record: Record | None) -> Row:
+    """A row from ``READ_SCRIPT``'s status, time and position of a job."""
+    status, updated, position = values
+    at = int(float(position)) if position is not None else 0
+    return Row(
+        job_id,
+        status,
+        0.0 if updated is None else float(updated),
+        f"{epoch}-{at}",
+        at,
+        record,
+    )
 
 
 def _tombstone(job_id: str, value: str) -> Tombstone:

@@ -37,18 +37,20 @@ class AsyncClients:
         request that shares it asked before that. Each waits for the reply:
         one that goes away cancels nothing."""
         sent: asyncio.Future[Any] | None = None
+        waiting: list[asyncio.Future[None]] = []
 
         async def fetch() -> Any:
             nonlocal sent
             if sent is None:
                 sent = use(await self._loops.get())
-                sent.add_done_callback(_retrieved)
+                sent.add_done_callback(partial(_wake, waiting))
+            elif sent.done():
+                return sent.result()
             # Waited for, not awaited: this request's cancellation raises
-            # here and leaves the reply to the others. A future of its own
-            # (as asyncio.wait makes, without its sets and coroutine, and
-            # its get_running_loop(): a getpid() system call on 3.11).
+            # here and leaves the reply to the others. A future of its own,
+            # all woken by one callback of the reply's.
             woken = sent.get_loop().create_future()
-            sent.add_done_callback(partial(_wake, woken))
+            waiting.append(woken)
             await woken
             return sent.result()
 
@@ -58,16 +60,14 @@ class AsyncClients:
         self._loops.close()
 
 
-def _wake(woken: asyncio.Future[None], sent: asyncio.Future[Any]) -> None:
-    if not woken.done():  # cancelled with the request that waited
-        woken.set_result(None)
-
-
-def _retrieved(sent: asyncio.Future[Any]) -> None:
+def _wake(waiting: list[asyncio.Future[None]], sent: asyncio.Future[Any]) -> None:
     # Every request sharing it may have gone: its failure is retrieved
     # here, not logged as one nobody saw.
     if not sent.cancelled():
         sent.exception()
+    for woken in waiting:
+        if not woken.done():  # cancelled with the request that waited
+            woken.set_result(None)
 
 
 async def _closed(pipe: Pipe) -> None:

@@ -27,6 +27,8 @@ from typing import Any
 import hiredis
 import redis
 import redis.asyncio as aredis
+from redis._parsers.base import BaseParser
+from redis.exceptions import AuthenticationWrongNumberOfArgsError, NoScriptError
 
 Arg = str | int | float
 
@@ -72,16 +74,22 @@ class Address:
             timeout=timeout,
         )
 
-    def handshake(self) -> list[tuple[Arg, ...]]:
-        """The commands a new connection sends before any other."""
-        commands: list[tuple[Arg, ...]] = []
+    def handshake(self) -> list[tuple[tuple[Arg, ...], Instead | None]]:
+        """The commands a new connection sends before any other, each with
+        what to send instead on an error."""
+        commands: list[tuple[tuple[Arg, ...], Instead | None]] = []
         if self.password is not None:
+            # As redis-py's HELLO: the user "default" when none is named,
+            # which a server without a password lets in whatever is given;
+            # before Redis 6, AUTH takes the password alone.
+            auth = ("AUTH", self.username or "default", self.password)
             if self.username:
-                commands.append(("AUTH", self.username, self.password))
+                commands.append((auth, None))
             else:
-                commands.append(("AUTH", self.password))
+                older = (AuthenticationWrongNumberOfArgsError, ("AUTH", self.password))
+                commands.append((auth, older))
         if self.db:
-            commands.append(("SELECT", self.db))
+            commands.append((("SELECT", self.db), None))
         return commands
 
 
@@ -109,7 +117,8 @@ class Pipe:
         command = (len(keys), *keys, *args)
         # EVAL, if sent, caches it again for the EVALSHAs after it.
         evalsha = _packed(("EVALSHA", digest, *command))
-        return self._open_wire().send(evalsha, ("EVAL", lua, *command))
+        instead = (NoScriptError, ("EVAL", lua, *command))
+        return self._open_wire().send(evalsha, instead)
 
     def _open_wire(self) -> _Wire:
         wire = self._wire
@@ -122,9 +131,19 @@ class Pipe:
             self._wire.fail(lambda: redis.ConnectionError("the store was closed"))
 
 
-#: A command's future (None for the handshake's), when it times out, and
-#: the command to send instead if the server has lost a script (EVALSHA's).
-_Pending = tuple["asyncio.Future[Any] | None", float, "tuple[Arg, ...] | None"]
+class ConnectionLost(redis.ConnectionError):
+    """The connection closed with the command in flight (redis-server
+    restarted, a client killed): worth trying again on a new one, as
+    redis-py's sync client does."""
+
+
+#: The command to send in place of one answered with this error (EVAL for
+#: an EVALSHA whose script the server lost, AUTH's older form).
+Instead = tuple[type[redis.RedisError], tuple[Arg, ...]]
+
+#: A command's future, when it times out, and what to send instead on an
+#: error.
+_Pending = tuple["asyncio.Future[Any]", float, "Instead | None"]
 
 
 class _Wire(asyncio.Protocol):
@@ -135,22 +154,25 @@ class _Wire(asyncio.Protocol):
         self._timeout = address.timeout
         self.failed = False
         self._transport: asyncio.Transport | None = None
+        # Sent one at a time once connected; the commands asked wait for
+        # them all (``_ready``): an AUTH refused must not leave them NOAUTH.
+        self._greeting = deque(address.handshake())
+        self._ready = False
         self._pending: deque[_Pending] = deque()
         self._out: list[bytes] = []
         self._flushing = False
         # One timer at most: when it fires it looks at the oldest command
         # and sets itself again if that one still has time.
         self._timer: asyncio.TimerHandle | None = None
+        # Error replies made into redis-py's exceptions as its own hiredis
+        # parser makes them (LOADING a BusyLoadingError, NOSCRIPT a
+        # NoScriptError...): the store maps them as on a thread.
         self._reader = hiredis.Reader(
             encoding="utf-8",
             errors="replace",
-            replyError=redis.ResponseError,
+            replyError=BaseParser.parse_error,
             protocolError=redis.InvalidResponse,
         )
-        deadline = self._loop.time() + self._timeout
-        for command in address.handshake():
-            self._pending.append((None, deadline, None))
-            self._out.append(_packed(command))
         self._opening = self._loop.create_task(self._open(address))
 
     async def _open(self, address: Address) -> None:
@@ -161,7 +183,7 @@ class _Wire(asyncio.Protocol):
                 await self._loop.create_connection(
                     lambda: self, address.host, address.port, ssl=address.tls
                 )
-        except (OSError, ssl.SSLError) as exc:
+        except Exception as exc:  # OSError, ssl.SSLError, a bad host's UnicodeError
             where = address.path or f"{address.host}:{address.port}"
             message = f"Error connecting to {where}: {exc}"
             self.fail(lambda: redis.ConnectionError(message))
@@ -171,22 +193,19 @@ class _Wire(asyncio.Protocol):
             raise
 
     def send(
-        self, packed: bytes, noscript: tuple[Arg, ...] | None = None
+        self, packed: bytes, instead: Instead | None = None
     ) -> asyncio.Future[Any]:
         future = self._loop.create_future()
-        self._queue(future, self._loop.time() + self._timeout, packed, noscript)
+        self._queue(future, packed, instead)
         return future
 
     def _queue(
-        self,
-        future: asyncio.Future[Any],
-        deadline: float,
-        packed: bytes,
-        noscript: tuple[Arg, ...] | None,
+        self, future: asyncio.Future[Any], packed: bytes, instead: Instead | None
     ) -> None:
-        self._pending.append((future, deadline, noscript))
+        # Sent last, due last: the timer looks at the oldest command only.
+        self._pending.append((future, self._loop.time() + self._timeout, instead))
         self._out.append(packed)
-        if self._transport is not None and not self._flushing:
+        if self._ready and not self._flushing:
             # Written by a callback of its own after this turn, with every
             # command the turn asks; never inside the step that asked: the
             # requests that share a reply (turnmemo) arrived before that.
@@ -197,8 +216,8 @@ class _Wire(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flushing = False
-        if self._transport is not None and self._out:
-            self._transport.write(b"".join(self._out))
+        if self._ready and self._out:
+            self._transport.write(b"".join(self._out))  # type: ignore[union-attr]
             self._out.clear()
 
     def _expire(self) -> None:
@@ -216,38 +235,57 @@ class _Wire(asyncio.Protocol):
             transport.abort()  # type: ignore[attr-defined]
             return
         self._transport = transport  # type: ignore[assignment]
-        self._flush()
+        self._greet()
+
+    def _greet(self) -> None:
+        """The handshake's next command; once it is done, every command
+        asked meanwhile."""
+        if self._greeting:
+            self._transport.write(_packed(self._greeting[0][0]))  # type: ignore[union-attr]
+        else:
+            self._ready = True
+            self._flush()
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
         try:
             while (reply := self._reader.gets()) is not False:
-                future, deadline, noscript = self._pending.popleft()
-                if future is None:  # the handshake's
-                    if isinstance(reply, redis.ResponseError):
-                        self._refused(reply)
+                if not self._ready:
+                    self._greeted(reply)
+                    if self.failed:
                         return
-                elif future.done():  # its caller went away
                     continue
-                elif not isinstance(reply, redis.ResponseError):
+                future, _, instead = self._pending.popleft()
+                if future.done():  # its caller went away
+                    continue
+                if not isinstance(reply, redis.RedisError):
                     future.set_result(reply)
-                elif noscript is not None and str(reply).startswith("NOSCRIPT"):
-                    self._queue(future, deadline, _packed(noscript), None)
+                elif instead is not None and isinstance(reply, instead[0]):
+                    self._queue(future, _packed(instead[1]), None)
                 else:
                     future.set_exception(reply)
         except (redis.InvalidResponse, IndexError) as exc:
             message = f"Protocol error: {exc}"
             self.fail(lambda: redis.ConnectionError(message))
 
-    def _refused(self, reply: redis.ResponseError) -> None:
-        text = str(reply)
-        if "WRONGPASS" in text or "invalid password" in text or "NOAUTH" in text:
-            self.fail(lambda: redis.AuthenticationError("authentication failed"))
-        else:
-            self.fail(lambda: redis.ConnectionError(f"refused: {text[:200]}"))
+    def _greeted(self, reply: Any) -> None:
+        """The handshake's reply: the next command, its older form, or
+        every command carried failed as it was (a wrong password as
+        redis-py's AuthenticationError, a database out of range as its
+        ResponseError), as a new connection of redis-py's fails."""
+        if not self._greeting:  # a reply nothing asked for
+            raise redis.InvalidResponse(f"unexpected reply {reply!r:.100}")
+        _, instead = self._greeting.popleft()
+        if isinstance(reply, redis.RedisError):
+            if instead is None or not isinstance(reply, instead[0]):
+                kind, args = type(reply), reply.args
+                self.fail(lambda: kind(*args))
+                return
+            self._greeting.appendleft((instead[1], None))
+        self._greet()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.fail(lambda: redis.ConnectionError("Connection closed by server."))
+        self.fail(lambda: ConnectionLost("Connection closed by server."))
 
     def fail(self, error: Callable[[], Exception]) -> None:
         """Fail every command in flight (each with an exception of its own:
@@ -258,7 +296,7 @@ class _Wire(asyncio.Protocol):
         pending, self._pending = self._pending, deque()
         self._out.clear()
         for future, _, _ in pending:
-            if future is not None and not future.done():
+            if not future.done():
                 future.set_exception(error())
         if self._timer is not None:
             self._timer.cancel()

@@ -14,7 +14,7 @@ from .problems import ApiError, invalid_payload
 from .requests import Request
 from .rows import Query, Row
 from .types import Record
-from .validation import JOB_ID_RULE, is_valid_job_id, parse_body, request_id_of
+from .validation import JOB_ID_RULE, is_valid_job_id, request_id_of
 
 if TYPE_CHECKING:
     from .service import Reply, StatusService
@@ -121,7 +121,7 @@ def list_jobs(service: StatusService, request: Request) -> Reply:
 def batch(service: StatusService, request: Request) -> Reply:
     request_id = None
     try:
-        payload = parse_body(request.body)
+        payload = request.payload()
         request_id = request_id_of(payload)
         job_ids = job_ids_of(payload)
         rows = service.store_call(
@@ -280,7 +280,7 @@ def issue_token(service: StatusService, request: Request) -> Reply:
     """``POST /v1/tokens``: a scoped read token for a browser (SPEC §12)."""
     request_id = None
     try:
-        payload = parse_body(request.body)
+        payload = request.payload()
         request_id = request_id_of(payload)
         everything = payload.get("all")
         if everything is not None and not isinstance(everything, bool):

@@ -31,7 +31,6 @@ from .validation import (
     content_length,
     is_json_media_type,
     job_id_of,
-    parse_body,
     request_id_of,
     since_seconds_of,
 )
@@ -187,7 +186,7 @@ class StatusService:
         request_id: RequestId = None
         job_id: str | None = None
         try:
-            payload = parse_body(request.body)
+            payload = request.payload()
             request_id = request_id_of(payload)
             job_id = job_id_of(payload)
             try:
@@ -214,7 +213,7 @@ class StatusService:
         endpoint, started = request.endpoint, request.started
         request_id: RequestId = None
         try:
-            payload = parse_body(request.body)
+            payload = request.payload()
             request_id = request_id_of(payload)
             since = since_seconds_of(payload, self.default_since)
             try:

@@ -20,7 +20,7 @@ from .problems import ApiError, invalid_payload
 from .reading import etag_headers, get_job, job_ids_of, tombstone
 from .requests import Request
 from .rows import Row
-from .validation import JOB_ID_RULE, is_valid_job_id, parse_body, request_id_of
+from .validation import JOB_ID_RULE, is_valid_job_id, request_id_of
 
 if TYPE_CHECKING:
     from .service import Reply, StatusService
@@ -99,7 +99,7 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
     """``POST /v1/jobs/wait``: answers as soon as any of the jobs meets it."""
     request_id = None
     try:
-        payload = parse_body(request.body)
+        payload = request.payload()
         request_id = request_id_of(payload)
         job_ids = job_ids_of(payload)
         for job_id in job_ids:

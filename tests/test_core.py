@@ -614,3 +614,17 @@ def test_encode_is_the_standard_encoders_compact_ascii_text(value: Any) -> None:
     """``encode`` runs the standard C encoder, made once: byte for byte what
     ``json.dumps`` writes, compact and in ASCII (lone surrogates too)."""
     assert jsontext.encode(value) == json.dumps(value, separators=(",", ":"))
+
+
+def test_a_request_parses_its_body_once() -> None:
+    from jobstatus_core.requests import Request
+
+    request = Request("/v1/toolkit/job/status", "POST", {}, b'{"job_id": "a"}')
+    assert request.payload() == {"job_id": "a"}
+    # A handler tried on the loop runs again after its store's round trip:
+    # the same parse, not a second one.
+    assert request.payload() is request.payload()
+    bad = Request("/v1/toolkit/job/status", "POST", {}, b"{")
+    for _ in range(2):
+        with pytest.raises(ApiError, match="Invalid JSON"):
+            bad.payload()

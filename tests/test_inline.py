@@ -29,7 +29,7 @@ from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_core import StoreUnavailable, TriesInline, WouldBlock, nowait
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
-from .helpers import API_KEY, free_port, service_for
+from .helpers import API_KEY, free_port, service_for, start_redis
 
 JOB = "/v1/toolkit/job/status"
 #: Far above any answer from a loop that is not stalled, far below the delay
@@ -509,6 +509,42 @@ def test_a_redis_read_on_the_loop_fails_as_on_a_thread() -> None:
         asyncio.run(read_on_the_loop())
     finally:
         store.close()
+
+
+@pytest.mark.redis
+def test_a_redis_connection_lost_under_a_read_on_the_loop_is_read_on_a_thread(
+    tmp_path: Path,
+) -> None:
+    """As redis-py's sync client retries on a new connection, not a 503 for
+    every request in flight when redis-server drops its clients."""
+    import asyncio
+
+    import redis
+
+    server = start_redis(tmp_path)
+    store = RedisStore(server.url)
+    store.put({"job_id": "a", "job_status": "done"})
+    raw = redis.Redis.from_url(server.url)
+    app = create_app(service_for(store))
+
+    async def main() -> list[dict[str, Any]]:
+        await asgi_post_job(app, "a")  # the layout checked, the pipe open
+        raw.client_pause(600, all=False)  # holds the read's script in flight
+        read = asyncio.ensure_future(asgi_post_job(app, "a"))
+        await asyncio.sleep(0.2)
+        raw.client_kill_filter(_type="normal", skipme=True)
+        return await read
+
+    try:
+        before = store_threads(app).calls
+        sent = asyncio.run(main())
+        assert sent[0]["status"] == 200, sent
+        assert json.loads(sent[1]["body"])["response"]["job_status"] == "done"
+        assert store_threads(app).calls == before + 1
+    finally:
+        store.close()
+        raw.close()
+        server.stop()
 
 
 @pytest.mark.redis

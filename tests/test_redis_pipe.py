@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
+import socket
+import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from jobstatus_backends.redispipe import Address, Pipe
 
-from .helpers import RedisServer, free_port
+from .helpers import RedisServer, free_port, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -223,3 +227,75 @@ def test_a_credential_provider_leaves_reads_to_threads(
         redis_server.url, credential_provider=UsernamePasswordCredentialProvider()
     )
     assert Address.of(pool, 1.0) is None
+
+
+def own_redis(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server started with ``options``, and its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server not found")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *options],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def accepting() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(accepting, 10)
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def test_error_replies_are_redis_pys_own_exceptions(tmp_path: Path) -> None:
+    """As its parser makes them: a full server is a ConnectionError (the
+    store's 503), as on a thread, not a ResponseError (500)."""
+    process, url = own_redis(tmp_path, "--maxclients", "2")
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    holders = []
+    try:
+        while len(holders) < 5:  # the clients it takes, however it counts
+            holder = socket.create_connection(("127.0.0.1", port))
+            holders.append(holder)
+            holder.sendall(b"PING\r\n")
+            if holder.recv(64).startswith(b"-ERR max number of clients"):
+                break
+        else:
+            pytest.fail("redis-server took more clients than --maxclients")
+        with pytest.raises(redis.exceptions.MaxClientsReachedError):
+            on_a_pipe(address_of(url), lambda p: p.call("PING"))
+    finally:
+        for holder in holders:
+            holder.close()
+        process.terminate()
+        process.wait(10)
+
+
+def test_a_password_for_a_server_without_one_is_let_in(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    # As redis-py's own handshake: the default user, which has none.
+    raw.set("pipe:open", "yes")
+    url = redis_server.url.replace("//", "//:not-needed@")
+    assert on_a_pipe(address_of(url), lambda p: p.call("GET", "pipe:open")) == "yes"
+
+
+def test_a_refused_handshake_fails_what_waited_as_it_was_refused(
+    redis_server: RedisServer,
+) -> None:
+    # Not NOAUTH, nor a timeout: the database's own refusal, at once.
+    began = time.monotonic()
+    with pytest.raises(redis.ResponseError, match="DB index is out of range"):
+        on_a_pipe(address_of(redis_server.url[:-1] + "99"), lambda p: p.call("PING"))
+    assert time.monotonic() - began < 0.5
+
+
+def test_a_host_name_that_cannot_be_encoded_fails_at_once() -> None:
+    address = address_of("redis://bad..host:6379/0", 3.0)
+    began = time.monotonic()
+    with pytest.raises(redis.ConnectionError, match="Error connecting"):
+        on_a_pipe(address, lambda p: p.call("PING"))
+    assert time.monotonic() - began < 1.0

@@ -52,6 +52,29 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+def test_a_record_edited_by_hand_is_answered_as_edited(
+    redis_server: RedisServer,
+) -> None:
+    """Answer texts are remembered by the whole stored text: a record
+    changed behind the store's back is never answered as it was."""
+    import redis
+
+    store = RedisStore.from_url(redis_server.url + "?prefix=edited:")
+    store.put({"job_id": "a", "job_status": "running"})
+    found = store.read_text("a")
+    assert found is not None and found[1] == '{"job_id":"a","job_status":"running"}'
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    raw.set("edited:job:a", '{"job_id": "a", "job_status": "done", "by": "hand"}')
+    found = store.read_text("a")
+    assert found is not None
+    assert found[1] == '{"job_id":"a","job_status":"done","by":"hand"}'
+    raw.set("edited:job:a", "[]")
+    with pytest.raises(StoreError, match="not a JSON object"):
+        store.read_text("a")
+    raw.close()
+    store.close()
+
+
 def test_layout(redis_server: RedisServer) -> None:
     import redis
 
