@@ -104,9 +104,10 @@ class Pipe:
         self._digests: dict[str, str] = {}
 
     def call(self, *args: Arg) -> asyncio.Future[Any]:
-        """The reply to one command; a Redis error reply raises as redis-py's
-        ``ResponseError``, a lost or silent connection as its
-        ``ConnectionError`` or ``TimeoutError``."""
+        """The reply to one command. An error reply raises as redis-py's
+        parser makes it (a ``ResponseError``; ``LOADING`` a
+        ``BusyLoadingError``...), a connection that closed under it as
+        ``ConnectionLost``, a silent one as ``TimeoutError``."""
         return self._open_wire().send(_packed(args))
 
     def script(self, lua: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
