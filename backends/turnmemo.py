@@ -71,7 +71,11 @@ class _Turn(Generic[K, V]):
         """Whether this turn's loop is the one running on this thread. On
         the thread the turn was read on, its loop, while it runs, is the
         running one (one loop runs on a thread at a time). Not asked of
-        asyncio: its get_running_loop() makes a getpid() system call."""
+        asyncio: its get_running_loop() makes a getpid() system call.
+        What this cannot tell: the loop stopped with the turn still open,
+        and run on another thread while this one runs another loop — the
+        turn's values (until its loop runs ``_end``) would be found here.
+        No server moves a stopped loop between threads."""
         return self.thread == threading.get_ident() and self.loop.is_running()
 
 

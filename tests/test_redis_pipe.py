@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.redispipe import Address, Pipe
 
-from .helpers import RedisServer, free_port, wait_for
+from .helpers import RedisServer, free_port, read_on_the_loop, wait_for
 
 pytestmark = pytest.mark.redis
 
@@ -229,14 +230,18 @@ def test_a_credential_provider_leaves_reads_to_threads(
     assert Address.of(pool, 1.0) is None
 
 
-def own_redis(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server started with ``options``, and its URL."""
+def own_redis(
+    tmp_path: Path, *options: str, tls: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server started with ``options`` (``tls``: on its TLS port
+    only), and its URL."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server not found")
     port = free_port()
+    ports = ["--port", "0", "--tls-port", str(port)] if tls else ["--port", str(port)]
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *options],
+        [binary, *ports, "--bind", "127.0.0.1", "--save", "", *options],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -247,7 +252,7 @@ def own_redis(tmp_path: Path, *options: str) -> tuple[subprocess.Popen[bytes], s
             return sock.connect_ex(("127.0.0.1", port)) == 0
 
     wait_for(accepting, 10)
-    return process, f"redis://127.0.0.1:{port}/0"
+    return process, f"{'rediss' if tls else 'redis'}://127.0.0.1:{port}/0"
 
 
 def test_error_replies_are_redis_pys_own_exceptions(tmp_path: Path) -> None:
@@ -299,3 +304,50 @@ def test_a_host_name_that_cannot_be_encoded_fails_at_once() -> None:
     with pytest.raises(redis.ConnectionError, match="Error connecting"):
         on_a_pipe(address, lambda p: p.call("PING"))
     assert time.monotonic() - began < 1.0
+
+
+def test_reads_over_tls(tmp_path: Path) -> None:
+    """rediss:// with its CA: the pipe connects with the TLS context
+    redis-py builds from the same URL, and the store reads on the loop."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail("openssl not found (.ci/run installs it)")
+
+    def run(command: str) -> None:
+        subprocess.run(
+            [openssl, *command.split()], cwd=tmp_path, check=True, capture_output=True
+        )
+
+    new_key = "req -newkey rsa:2048 -nodes -days 1"
+    run(f"{new_key} -x509 -keyout ca.key -out ca.crt -subj /CN=ca")
+    run(f"{new_key} -keyout server.key -out server.csr -subj /CN=server")
+    (tmp_path / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run(
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial"
+        " -out server.crt -days 1 -extfile san.cnf"
+    )
+    process, base = own_redis(
+        tmp_path,
+        *("--tls-cert-file", "server.crt", "--tls-key-file", "server.key"),
+        *("--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"),
+        tls=True,
+    )
+    url = f"{base}?ssl_ca_certs={tmp_path / 'ca.crt'}"
+    store = RedisStore.from_url(url)
+    try:
+        store.put({"job_id": "a", "job_status": "done"})
+        assert store._async is not None  # the loop reads through a pipe
+
+        async def read() -> str | None:
+            return await read_on_the_loop(store, "a")
+
+        assert asyncio.run(read()) == '"done"'
+        address = address_of(base, ssl_ca_certs=str(tmp_path / "ca.crt"))
+        assert address.tls is not None
+        # Without the CA the certificate is refused, as by redis-py.
+        with pytest.raises(redis.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+            on_a_pipe(address_of(base), lambda p: p.call("PING"))
+    finally:
+        store.close()
+        process.terminate()
+        process.wait(10)

@@ -8,7 +8,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,9 +21,9 @@ from jobstatus_backends.filesystem import FileStore
 from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_backends.turnmemo import TurnMemo
-from jobstatus_core import Mark, Store, WouldBlock, nowait
+from jobstatus_core import Mark, Store, nowait
 
-from .helpers import API_KEY, LiveServer, RedisServer, service_for
+from .helpers import API_KEY, LiveServer, RedisServer, read_on_the_loop, service_for
 
 JOB = "/v1/toolkit/job/status"
 #: Writes, each followed by a poll that must see it, under other polls' load.
@@ -358,20 +358,6 @@ def evalsha_calls(url: str) -> int:
 
     stats = redis.Redis.from_url(url).info("commandstats")
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
-
-
-async def read_on_the_loop(store: RedisStore, job_id: str) -> str | None:
-    """As the Starlette adapter reads on the loop: tried, its round trip
-    awaited, tried again with the reply."""
-    fetched: dict[Hashable, nowait.Outcome] = {}
-    while True:
-        try:
-            with nowait.attempt(fetched):
-                row = store.read(job_id)
-                return None if row is None else row.status
-        except WouldBlock as refused:
-            assert refused.fetch is not None and refused.key not in fetched
-            fetched[refused.key] = (True, await refused.fetch())
 
 
 @pytest.mark.redis
