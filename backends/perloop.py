@@ -1,6 +1,6 @@
 """One client per event loop, for a network store's reads on the loop (Redis).
 
-An asyncio client's connections belong to the loop that opened them: a
+A connection made on an event loop belongs to the loop that opened it: a
 server with several loops (threads, tests) needs one client on each. Each is
 made on its loop's first use, closed when that loop shuts down, and dropped
 from here once the loop is closed (noticed when another loop makes its own).

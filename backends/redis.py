@@ -1154,7 +1154,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         shared: bool = False,
     ) -> T:
         """A read: ``action`` with the sync client; on an event loop
-        (``nowait``), the reply of ``use`` on the loop's asyncio client that
+        (``nowait``), the reply of ``use`` on the loop's pipe that
         an earlier attempt of the call awaited, else ``WouldBlock`` naming
         it. Errors either way are the same ``StoreError``s.
 

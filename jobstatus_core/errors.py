@@ -49,7 +49,7 @@ class WouldBlock(JobStatusError):
     is fine (a worker thread).
 
     ``fetch``, when given, is what the store was waiting for as a coroutine
-    (a Redis round trip on ``redis.asyncio``): an event loop may await it
+    (a Redis round trip on the loop's own connection): an event loop may await it
     and try the call again with its outcome under ``key``
     (``nowait.attempt(fetched)``), instead of moving to a thread.
     """

@@ -7,7 +7,7 @@ same call on a worker thread. A context variable, not an argument: the
 service's handlers between the adapter and the store stay as they are, and
 the worker thread (another context) reads the ordinary way.
 
-A store with an asyncio client (Redis) says in its ``WouldBlock`` what it
+A store with a client on the loop (Redis) says in its ``WouldBlock`` what it
 was waiting for (``fetch``); the adapter awaits it on the loop and attempts
 the call again with the outcome in ``fetched``, where the store finds it
 (``fetched(key)``). Calls made here only read, so a repeat is harmless.

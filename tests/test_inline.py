@@ -450,7 +450,7 @@ async def asgi_post_job(app: ASGIApp, job_id: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.redis
-def test_redis_reads_on_the_loop_await_redis_asyncio(
+def test_redis_reads_on_the_loop_await_the_loops_pipe(
     redis_store: RedisStore, serve: Callable[[ASGIApp], str]
 ) -> None:
     app = create_app(service_for(redis_store))
@@ -584,7 +584,7 @@ def test_many_redis_reads_at_once_on_one_loop_all_answer(
     app = create_app(service_for(redis_store))
 
     async def burst() -> set[int]:
-        # More than the asyncio client's pool holds (100) at once.
+        # More at once than a connection pool would hold (100): one pipe.
         answers = await asyncio.gather(*(asgi_post_job(app, "a") for _ in range(300)))
         return {sent[0]["status"] for sent in answers}
 
