@@ -306,7 +306,7 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             # instead of failing every statement that meets it.
             conn.text_factory = _lenient_text
             try:
-                _prepare(conn, name, writable)
+                _prepare(conn, name, writable, self._busy_timeout)
             except ConfigError:
                 conn.close()
                 raise
@@ -784,7 +784,9 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _prepare(conn: sqlite3.Connection, name: str, writable: bool) -> None:
+def _prepare(
+    conn: sqlite3.Connection, name: str, writable: bool, busy_timeout: float
+) -> None:
     """Check that the file is a jobstatus database (or empty), and bring its
     schema to ``SCHEMA_VERSION``; never alters anyone else's database."""
     version = _schema_version(conn, name)
@@ -796,7 +798,7 @@ def _prepare(conn: sqlite3.Connection, name: str, writable: bool) -> None:
             f"SQLite store: {name!r} {what} and is read-only: jobstatus must "
             f"write it once to bring it to schema version {SCHEMA_VERSION}"
         )
-    conn.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(conn, busy_timeout)
     # In WAL mode NORMAL syncs at checkpoints, not at every commit: a commit
     # survives the process crashing; power loss may undo the last few
     # commits, never corrupt the file. FULL would cost an fsync per change.
@@ -832,6 +834,23 @@ def _prepare(conn: sqlite3.Connection, name: str, writable: bool) -> None:
     conn.execute("COMMIT")
 
 
+def _switch_to_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """``PRAGMA journal_mode=WAL``, tried again for up to ``busy_timeout``
+    while another connection holds the lock it needs: SQLite answers the
+    switch "database is locked" at once, without its busy handler, while
+    another process opening the same new file is switching it (6 processes
+    opening one new file at once: 8 refusals in 90 opens)."""
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_lock_conflict(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)
+
+
 def _claimed_inode(conn: sqlite3.Connection) -> int | None:
     found = conn.execute("SELECT inode FROM jobstatus_meta").fetchone()
     return None if found is None else found[0]
@@ -844,9 +863,17 @@ def _application_id(conn: sqlite3.Connection) -> int:
 def _schema_version(conn: sqlite3.Connection, name: str) -> int:
     """The jobstatus schema version of the file: 0 when it is empty; raises
     ``ConfigError`` for a database of another program or a newer jobstatus."""
-    application_id = _application_id(conn)
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    # One statement, one snapshot: read one by one, another process's
+    # migration committing in between showed its tables without its
+    # application_id — "not a jobstatus database".
+    application_id, version, objects = map(
+        int,
+        conn.execute(
+            "SELECT (SELECT application_id FROM pragma_application_id),"
+            " (SELECT user_version FROM pragma_user_version),"
+            " (SELECT count(*) FROM sqlite_master)"
+        ).fetchone(),
+    )
     if application_id == APPLICATION_ID:
         if version > SCHEMA_VERSION:
             raise ConfigError(

@@ -948,3 +948,29 @@ def test_a_read_refused_inline_and_made_on_a_thread_counts_once(
     assert store.read_text("j") is not None  # a second request: kept now
     assert "j" in store._kept  # type: ignore[operator]
     store.close()
+
+
+def _open_at_once(args: tuple[str, Any]) -> str | None:
+    """In a process of its own: open the store when all the others do."""
+    path, barrier = args
+    barrier.wait()
+    try:
+        SQLiteStore(path).close()
+    except Exception as exc:
+        return repr(exc)
+    return None
+
+
+def test_processes_opening_one_new_file_at_once_all_open(tmp_path: Path) -> None:
+    """As workers starting together do: SQLite refuses the switch to WAL at
+    once, without its busy handler, while another opener is switching."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    openers = 6
+    with context.Manager() as manager, context.Pool(openers) as pool:
+        for round_ in range(5):
+            path = str(tmp_path / f"new-{round_}.db")
+            barrier = manager.Barrier(openers)
+            failed = pool.map(_open_at_once, [(path, barrier)] * openers)
+            assert failed == [None] * openers, failed
