@@ -37,6 +37,8 @@ from jobstatus_core.config import (
 )
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
+from .serverstack import json_parser
+
 
 class _Unset:
     def __repr__(self) -> str:
@@ -118,6 +120,7 @@ def make_service(
         stream_seconds=stream_seconds,
         terminal=terminal,
         open_operations=("metrics",) if metrics_auth == "none" else (),
+        json_loads=json_parser(),
     )
     _services.add(service)
     return service

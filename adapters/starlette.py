@@ -234,6 +234,7 @@ class _Endpoint:
             scope.get("path_params", {}),
             started,
             grant,
+            parser=service.parse_body,
         )
         # Taken before the first read: a change after it wakes the wait.
         generation = changes_for(service).generation if operation.waits else 0

@@ -121,6 +121,7 @@ class WSGIApp:
             found.path_params,
             started,
             grant,
+            parser=service.parse_body,
         )
         # Taken before the first read: a change after it wakes the wait.
         generation = changes_for(service).generation if operation.waits else 0

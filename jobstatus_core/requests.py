@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,14 +34,17 @@ class Request:
     grant: Grant = EVERYTHING
     #: A wait under way: what the handler returned last time (SPEC §10).
     waiting: Waiting | None = None
+    #: Reads the body (``StatusService.parse_body``: with the fast parser
+    #: the adapter's service was given).
+    parser: Callable[[bytes], dict[str, Any]] = parse_body
     _payload: dict[str, Any] | None = field(
         default=None, init=False, repr=False, compare=False
     )
 
     def payload(self) -> dict[str, Any]:
-        """The body as a JSON object (``validation.parse_body``; raises its
-        ``ApiError``), parsed once: a handler tried on the event loop runs
-        again, whole, after the round trip its store asked for."""
+        """The body as a JSON object (``parser``; raises ``ApiError``),
+        parsed once: a handler tried on the event loop runs again, whole,
+        after the round trip its store asked for."""
         if self._payload is None:
-            self._payload = parse_body(self.body)
+            self._payload = self.parser(self.body)
         return self._payload

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import cursor, errors, jsontext, problems, tokens
@@ -31,6 +32,7 @@ from .validation import (
     content_length,
     is_json_media_type,
     job_id_of,
+    parse_body,
     request_id_of,
     since_seconds_of,
 )
@@ -78,6 +80,7 @@ class StatusService:
         stream_seconds: float = 0.0,
         terminal: Iterable[str] = ("done", "failed", "cancelled"),
         open_operations: Iterable[str] = (),
+        json_loads: Callable[[bytes], Any] | None = None,
     ) -> None:
         if not isinstance(store, Store):
             missing = sorted(
@@ -110,6 +113,12 @@ class StatusService:
         #: Operations served without authentication besides those the table
         #: marks so (``metrics`` under ``JOBSTATUS_METRICS_AUTH=none``).
         self.open_operations = frozenset(open_operations)
+        #: Reads request bodies (``Request.parser``): ``parse_body`` with
+        #: ``json_loads``, a faster parser to try first (orjson's, which
+        #: ``make_service`` passes when it is installed), or ``json`` alone.
+        self.parse_body: Callable[[bytes], dict[str, Any]] = (
+            parse_body if json_loads is None else partial(parse_body, fast=json_loads)
+        )
         #: ``GET /metrics``: (media type, text); an adapter installs it.
         self.exposition: Callable[[], tuple[str, bytes]] | None = None
         #: Called with each store failure (the metrics count them).

@@ -189,6 +189,34 @@ def test_custom_auth_and_envelope_knobs(serve_service: Callable[..., str]) -> No
     )
 
 
+def test_bodies_are_read_with_orjson_as_json_reads_them(
+    serve_service: Callable[..., str],
+) -> None:
+    """The service reads bodies with orjson (installed with the test
+    extra) and leaves to json what orjson reads otherwise: an id past 64
+    bits, which orjson makes a float, is json's integer, echoed as null."""
+    import orjson
+
+    store = store_from_url("memory://")
+    store.put({"job_id": "a", "job_status": "done"})
+    service = service_for(store)
+    assert service.parse_body.keywords == {"fast": orjson.loads}  # type: ignore[attr-defined]
+    url = serve_service(service)
+    for id_text, echoed in [
+        ("9007199254740993", "9007199254740993"),
+        ("123456789012345678901234567890", "null"),
+        ("-0.0", "-0.0"),
+        ("NaN", "null"),
+    ]:
+        response = httpx.post(
+            url + JOB_STATUS_PATH,
+            headers={"x-api-key": API_KEY, "content-type": "application/json"},
+            content=f'{{"job_id": "a", "id": {id_text}}}'.encode(),
+        )
+        assert response.status_code == 200, response.text
+        assert f'"id":{echoed},' in response.text
+
+
 def test_no_auth_must_be_explicit(serve_service: Callable[..., str]) -> None:
     store = store_from_url("memory://")
     with pytest.raises(ConfigError, match="auth=None"):
