@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobstatus_core import (
     ApiError,
+    AsyncRecordTexts,
     Inline,
     Reply,
     StatusService,
@@ -26,7 +27,13 @@ from jobstatus_core import (
     nowait,
 )
 from jobstatus_core import feed as feeds
-from jobstatus_core.contract import OPERATIONS, Operation, Router, normalized_prefix
+from jobstatus_core.contract import (
+    OPERATIONS,
+    Operation,
+    Router,
+    TextRead,
+    normalized_prefix,
+)
 from jobstatus_core.feed import Feed
 from jobstatus_core.problems import method_not_allowed, route_not_found
 from jobstatus_core.requests import Request
@@ -269,7 +276,36 @@ class _Endpoint:
         self, operation: Operation, request: Request
     ) -> Reply | Waiting | Feed:
         service = self.service
+        store = service.async_texts
+        if operation.text_read is not None and store is not None and _on_asyncio():
+            reply = await self._from_text(operation.text_read, store, request)
+            if reply is not None:
+                return reply
+            if self.threads is not None:
+                # What a store's refusal on the loop leads to (a layout to
+                # check, a connection lost): the sync client, on a thread.
+                return await self.threads.run(
+                    lambda: service.handle(operation, request)
+                )
         return await self._run(lambda: service.handle(operation, request))
+
+    async def _from_text(
+        self, text_read: TextRead, store: AsyncRecordTexts, request: Request
+    ) -> Reply | None:
+        """The answer from one job's text awaited on the loop: the request
+        read once, the store once, the answer made once. None when the store
+        cannot read it here (``WouldBlock``)."""
+        service = self.service
+        asked = text_read.ask(service, request)
+        if isinstance(asked, Reply):
+            return asked
+        try:
+            found = await store.read_text_async(asked.job_id)
+        except WouldBlock:
+            return None
+        except Exception as exc:  # the store's failure, answered as the handler does
+            return text_read.answer(service, asked, exc)
+        return text_read.answer(service, asked, None if found is None else found[1])
 
     async def _run(self, call: Callable[[], T]) -> T:
         # Every call made here reads (no HTTP operation writes to the

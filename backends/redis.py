@@ -662,7 +662,26 @@ class RedisStore(VersionedStoreBase, TriesInline):
         """``RecordTexts``: the row (its record left out) and the record as
         answers write it, from ``read``'s round trip; a stored text seen
         before is not parsed again (``answertexts``)."""
-        reply = self._read_reply([job_id])
+        return self._text_of(job_id, self._read_reply([job_id]))
+
+    async def read_text_async(self, job_id: str) -> tuple[Row, str] | None:
+        """``AsyncRecordTexts``: ``read_text``'s round trip awaited on the
+        loop's pipe, shared by the requests of a turn that ask for it."""
+        with nowait.attempt():
+            self._upgrade()  # refuses until a thread has checked the layout
+            keys, args = self._read_args([job_id])
+            fetch = self._fetch(
+                ("read", job_id),
+                lambda pipe: pipe.script(READ_SCRIPT, keys, args),
+                shared=True,
+            )
+        try:
+            reply = await fetch()
+        except Exception as error:
+            self._refused(error)
+        return self._text_of(job_id, reply)
+
+    def _text_of(self, job_id: str, reply: list[Any]) -> tuple[Row, str] | None:
         text, *values = reply[1:5]
         if text is None:
             return None
@@ -673,8 +692,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         """``READ_SCRIPT``'s reply for ``ids``: the epoch, then per id its
         text, status, time and position (None each for no such job)."""
         self._upgrade()
-        keys = [self._updated, self._status, self._changes, self._epoch]
-        args = [self._jobs, *ids]
+        keys, args = self._read_args(ids)
         return cast(
             list[Any],
             self._read(
@@ -684,6 +702,13 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 shared=True,
             ),
         )
+
+    def _read_args(self, ids: list[str]) -> tuple[list[str], list[str]]:
+        """``READ_SCRIPT``'s keys and arguments for ``ids``."""
+        return [self._updated, self._status, self._changes, self._epoch], [
+            self._jobs,
+            *ids,
+        ]
 
     def window(self, cutoff: float) -> Window:
         keys, args = [self._updated, self._status], [repr(cutoff)]
@@ -1165,23 +1190,33 @@ class RedisStore(VersionedStoreBase, TriesInline):
             return self._run(action)
         found = nowait.fetched(key)
         if found is None:
-            if self._async is None:
-                raise WouldBlock("a Redis client given by the host reads on threads")
-            clients = self._async
-            if shared:
-                fetch = self._round_trips.value(key, lambda: clients.shared(use))
-                raise WouldBlock("a Redis round trip", key=key, fetch=fetch)
-            raise WouldBlock(
-                "a Redis round trip", key=key, fetch=lambda: clients.fetch(use)
-            )
+            fetch = self._fetch(key, use, shared=shared)
+            raise WouldBlock("a Redis round trip", key=key, fetch=fetch)
         ok, value = found
         if ok:
             return cast(T, value)
-        if not isinstance(value, redis.RedisError) or isinstance(value, ConnectionLost):
-            # Not Redis' answer (a loop shutting down, say), or a connection
-            # lost under it: a thread tries, with the sync client's retries.
-            raise WouldBlock(f"the round trip on the loop failed: {value!r}")
-        return self._mapped(partial(_reraise, value))
+        self._refused(value)
+
+    def _fetch(
+        self, key: Hashable, use: Use, *, shared: bool
+    ) -> Callable[[], Awaitable[Any]]:
+        """The round trip of ``use`` on the loop's pipe, to await (``_read``)."""
+        if self._async is None:
+            raise WouldBlock("a Redis client given by the host reads on threads")
+        clients = self._async
+        if shared:
+            return self._round_trips.value(key, lambda: clients.shared(use))
+        return lambda: clients.fetch(use)
+
+    def _refused(self, error: Exception) -> NoReturn:
+        """A round trip on the loop failed: Redis's answer raised as the
+        store's error. Anything else (a loop shutting down, say), or a
+        connection lost under it: ``WouldBlock``, and a thread tries, with
+        the sync client's retries."""
+        if not isinstance(error, redis.RedisError) or isinstance(error, ConnectionLost):
+            raise WouldBlock(f"the round trip on the loop failed: {error!r}")
+        self._mapped(partial(_reraise, error))
+        raise AssertionError("_mapped raises what _reraise raised")
 
     def _run_write(self, action: Callable[[], T]) -> T:
         try:

@@ -19,6 +19,7 @@ from .errors import (
 )
 from .problems import ApiError
 from .protocol import (
+    AsyncRecordTexts,
     Checkable,
     Enumerable,
     Expiring,
@@ -47,6 +48,7 @@ __all__ = [
     "JOB_STATUS_PATH",
     "ApiError",
     "ApiKeyAuth",
+    "AsyncRecordTexts",
     "Auth",
     "Checkable",
     "ConfigError",

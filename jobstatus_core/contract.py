@@ -17,10 +17,23 @@ from . import feed, openapi, operating, reading, schemas, waiting
 if TYPE_CHECKING:
     from .feed import Feed
     from .requests import Request
-    from .service import Reply, StatusService
+    from .service import Asked, Reply, StatusService
     from .waiting import Waiting
 
 Handler = Callable[["StatusService", "Request"], "Reply | Waiting | Feed"]
+
+
+@dataclass(frozen=True, slots=True)
+class TextRead:
+    """How an operation answers from one job's text, in parts: ``ask``
+    reads the request (the job to read, or an answer refusing it);
+    ``answer`` answers from the text (None: no such job) or the store's
+    failure. Its handler does the three in a row, with ``read_text``; an
+    adapter whose store reads texts on the event loop
+    (``AsyncRecordTexts``) awaits the read between the two instead."""
+
+    ask: Callable[[StatusService, Request], Asked | Reply]
+    answer: Callable[[StatusService, Asked, str | Exception | None], Reply]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +79,22 @@ class Operation:
     reads_store: bool = True
     #: The media type of a 200; anything but JSON is answered as is, no envelope.
     media_type: str = "application/json"
+    #: Answered from one job's text, in parts an adapter may call itself.
+    text_read: TextRead | None = None
 
 
 def _job_status(service: StatusService, request: Request) -> Reply:
     return service.job_status(request)
+
+
+def _ask_job_status(service: StatusService, request: Request) -> Asked | Reply:
+    return service.ask_job_status(request)
+
+
+def _answer_job_status(
+    service: StatusService, asked: Asked, found: str | Exception | None
+) -> Reply:
+    return service.answer_job_status(asked, found)
 
 
 def _jobs_status(service: StatusService, request: Request) -> Reply:
@@ -106,6 +131,7 @@ OPERATIONS: tuple[Operation, ...] = (
         answers=(400, 404, 405, 413, 415),
         body=schemas.TOOLKIT_JOB_BODY,
         response=schemas.RECORD,
+        text_read=TextRead(_ask_job_status, _answer_job_status),
     ),
     Operation(
         "toolkit_jobs_status",

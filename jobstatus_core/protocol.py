@@ -128,6 +128,24 @@ class RecordTexts(Protocol):
 
 
 @runtime_checkable
+class AsyncRecordTexts(Protocol):
+    """A ``RecordTexts`` store that can also read a text on the running
+    event loop, awaiting its own connection (Redis's pipe).
+
+    ``job/status`` is then answered from one awaited read: its request is
+    read once, the store read once, the answer made once
+    (``contract.TextRead``), where a store read tried on the loop
+    (``nowait``) refuses, is awaited, and the whole handler runs again.
+    """
+
+    async def read_text_async(self, job_id: str) -> tuple[Row, str] | None:
+        """What ``read_text`` answers, read on the running event loop.
+        Raises ``WouldBlock`` when it cannot be (a client it cannot use
+        there, a connection lost under it): the caller then reads the
+        usual way. Other errors are ``read_text``'s."""
+
+
+@runtime_checkable
 class Enumerable(Protocol):
     """A store that can list every job it holds; the built-in stores all can.
 

@@ -19,7 +19,7 @@ from .errors import ConfigError, StoreError, StoreUnavailable, WouldBlock
 from .listing import Listings
 from .pages import Pages
 from .problems import ApiError
-from .protocol import Expiring, Presence, RecordTexts, Store
+from .protocol import AsyncRecordTexts, Expiring, Presence, RecordTexts, Store
 from .requests import Request
 from .tokens import Grant
 
@@ -52,6 +52,17 @@ class Reply:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+
+
+@dataclass(slots=True)
+class Asked:
+    """A ``job/status`` request read and checked: what the one store read
+    its answer needs is for, and what the answer echoes."""
+
+    endpoint: str
+    started: float
+    request_id: RequestId
+    job_id: str
 
 
 class StatusService:
@@ -138,6 +149,8 @@ class StatusService:
         self._presence = store if isinstance(store, Presence) else None
         #: The store as one that keeps records as JSON text, or None.
         self.record_texts = store if isinstance(store, RecordTexts) else None
+        #: The store as one that reads those texts on the event loop, or None.
+        self.async_texts = store if isinstance(store, AsyncRecordTexts) else None
         #: The store as one that expires jobs (tombstones answer 410), or None.
         self.expiring = store if isinstance(store, Expiring) else None
 
@@ -190,31 +203,57 @@ class StatusService:
         return problems.payload_too_large(self.max_body)
 
     def job_status(self, request: Request) -> Reply:
-        """``POST /v1/toolkit/job/status``."""
-        endpoint, started = request.endpoint, request.started
+        """``POST /v1/toolkit/job/status``: ``ask_job_status``, the job's
+        text read, ``answer_job_status`` (``contract.TextRead``)."""
+        asked = self.ask_job_status(request)
+        if isinstance(asked, Reply):
+            return asked
+        try:
+            if self.record_texts is not None:
+                found = self.record_texts.read_text(asked.job_id)
+                text = None if found is None else found[1]
+            else:
+                record = self.store.get(asked.job_id)
+                text = None if record is None else jsontext.encode(record)
+        except WouldBlock:
+            raise  # not a failure: the adapter runs the call again
+        except Exception as exc:
+            return self.answer_job_status(asked, exc)
+        return self.answer_job_status(asked, text)
+
+    def ask_job_status(self, request: Request) -> Asked | Reply:
+        """``job/status``'s body read and checked: the job to read, or the
+        answer refusing the request."""
         request_id: RequestId = None
-        job_id: str | None = None
         try:
             payload = request.payload()
             request_id = request_id_of(payload)
             job_id = job_id_of(payload)
-            try:
-                if self.record_texts is not None:
-                    found = self.record_texts.read_text(job_id)
-                    text = None if found is None else found[1]
-                else:
-                    record = self.store.get(job_id)
-                    text = None if record is None else jsontext.encode(record)
-            except WouldBlock:
-                raise  # not a failure: the adapter runs the call again
-            except Exception as exc:
-                raise self._store_error("job status", exc) from None
-            if text is None:
-                raise problems.job_not_found()
         except ApiError as err:
-            return self.error(endpoint, err, started, request_id, job_id)
-        return self._reply(
-            endpoint, 200, request_id, job_id, None, "success", started, text
+            return self.error(request.endpoint, err, request.started, request_id)
+        return Asked(request.endpoint, request.started, request_id, job_id)
+
+    def answer_job_status(self, asked: Asked, found: str | Exception | None) -> Reply:
+        """``job/status``'s answer: from the job's record as JSON text, or
+        for no such job (None), or for the store's failure."""
+        if isinstance(found, str):
+            return self._reply(
+                asked.endpoint,
+                200,
+                asked.request_id,
+                asked.job_id,
+                None,
+                "success",
+                asked.started,
+                found,
+            )
+        err = (
+            problems.job_not_found()
+            if found is None
+            else self._store_error("job status", found)
+        )
+        return self.error(
+            asked.endpoint, err, asked.started, asked.request_id, asked.job_id
         )
 
     def jobs_status(self, request: Request) -> Reply:

@@ -4,8 +4,9 @@ A wrapper (metrics, tracing, a test's counting store) subclasses
 ``StoreWrapper`` and overrides the calls it wraps; ``wrap`` builds it with
 exactly the optional capabilities of the store inside — a wrapper around the
 file store still answers ``404 Jobs directory not found``, one around the
-memory store still runs on the event loop. ``RecordTexts`` alone is not
-passed on: ``job/status`` would read past a wrapper's own ``get``.
+memory store still runs on the event loop. ``RecordTexts`` and
+``AsyncRecordTexts`` alone are not passed on: ``job/status`` would read past
+a wrapper's own ``get``.
 """
 
 from __future__ import annotations

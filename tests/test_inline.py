@@ -27,6 +27,8 @@ from jobstatus_backends.filesystem import FileStore, WatchedFileStore
 from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_core import StoreUnavailable, TriesInline, WouldBlock, nowait
+from jobstatus_core.feed import Feed
+from jobstatus_core.waiting import Waiting
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
 from .helpers import API_KEY, free_port, service_for, start_redis
@@ -509,6 +511,90 @@ def test_a_redis_read_on_the_loop_fails_as_on_a_thread() -> None:
         asyncio.run(read_on_the_loop())
     finally:
         store.close()
+
+
+def answered(sent: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    """Status and envelope of an answer, its timings left out."""
+    body = json.loads(sent[1]["body"])
+    return sent[0]["status"], {
+        k: v for k, v in body.items() if k not in ("run_time", "total_time")
+    }
+
+
+@pytest.mark.redis
+def test_redis_job_status_on_the_loop_reads_once_and_answers_as_the_handler(
+    tmp_path: Path,
+) -> None:
+    """On the loop, ``job/status`` on Redis is made of its ``TextRead``: the
+    body read once, the round trip awaited, the answer made once — the
+    handler's own read (``read_text``), refused on the loop and made again
+    after its round trip, is not made at all; and the answers are the
+    handler's, byte for byte but the timings: found, missing, and a Redis
+    error (a job key of the wrong type)."""
+    import asyncio
+
+    import redis
+
+    from jobstatus_core.contract import OPERATIONS
+    from jobstatus_core.requests import Request
+
+    server = start_redis(tmp_path)
+    store = RedisStore.from_url(server.url + "?prefix=loop:")
+    store.put({"job_id": "a", "job_status": "done", "response": {"n": [1, "é"]}})
+    raw = redis.Redis.from_url(server.url)
+    raw.hset("loop:job:wrong", "not", "a string")
+    service = service_for(store)
+    app = create_app(service)
+    operation = next(op for op in OPERATIONS if op.name == "toolkit_job_status")
+
+    def by_handler(job_id: str) -> tuple[int, dict[str, Any]]:
+        body = json.dumps({"job_id": job_id}).encode()
+        reply = service.handle(operation, Request(JOB, "POST", {}, body))
+        assert not isinstance(reply, (Waiting, Feed))
+        return answered([{"status": reply.status}, {"body": reply.body}])
+
+    def not_on_the_loop(job_id: str) -> None:
+        raise AssertionError(f"read_text({job_id!r}) called on the loop")
+
+    try:
+        expected = {job_id: by_handler(job_id) for job_id in ("a", "nope", "wrong")}
+        assert [status for status, _ in expected.values()] == [200, 404, 500]
+        # The fault: the handler's read fails any request it serves.
+        store.read_text = not_on_the_loop  # type: ignore[method-assign]
+        before = store_threads(app).calls
+        for job_id, answer in expected.items():
+            assert answered(asyncio.run(asgi_post_job(app, job_id))) == answer
+        assert store_threads(app).calls == before
+    finally:
+        store.close()
+        raw.close()
+        server.stop()
+
+
+@pytest.mark.redis
+def test_redis_job_status_is_read_on_a_thread_until_the_layout_is_checked(
+    tmp_path: Path,
+) -> None:
+    """A store that has not yet checked its layout (a fresh instance on an
+    existing database) refuses the read on the loop: the request is
+    answered from a thread, which checks it, and the next from the loop."""
+    import asyncio
+
+    server = start_redis(tmp_path)
+    RedisStore(server.url).put({"job_id": "a", "job_status": "done"})
+    store = RedisStore(server.url)  # another instance: nothing checked yet
+    app = create_app(service_for(store))
+    try:
+        before = store_threads(app).calls
+        first = asyncio.run(asgi_post_job(app, "a"))
+        assert store_threads(app).calls == before + 1
+        second = asyncio.run(asgi_post_job(app, "a"))
+        assert store_threads(app).calls == before + 1
+        assert answered(first) == answered(second)
+        assert answered(first)[1]["response"]["job_status"] == "done"
+    finally:
+        store.close()
+        server.stop()
 
 
 @pytest.mark.redis
