@@ -31,12 +31,11 @@ from jobstatus_core.contract import (
     OPERATIONS,
     Operation,
     Router,
-    TextRead,
     normalized_prefix,
 )
 from jobstatus_core.feed import Feed
 from jobstatus_core.problems import method_not_allowed, route_not_found
-from jobstatus_core.requests import Request
+from jobstatus_core.requests import Asked, Request
 from jobstatus_core.waiting import Waiting, finish
 
 from .changes import changes_for
@@ -277,35 +276,38 @@ class _Endpoint:
     ) -> Reply | Waiting | Feed:
         service = self.service
         store = service.async_texts
-        if operation.text_read is not None and store is not None and _on_asyncio():
-            reply = await self._from_text(operation.text_read, store, request)
-            if reply is not None:
-                return reply
-            if self.threads is not None:
-                # What a store's refusal on the loop leads to (a layout to
-                # check, a connection lost): the sync client, on a thread.
-                return await self.threads.run(
-                    lambda: service.handle(operation, request)
-                )
+        text_read = operation.text_read
+        if text_read is not None and store is not None and _on_asyncio():
+            asked = text_read.ask(service, request)
+            if isinstance(asked, Reply):
+                return asked
+            if asked is not None:
+                answer = await self._from_text(operation, store, asked)
+                if answer is not None:
+                    return answer
         return await self._run(lambda: service.handle(operation, request))
 
     async def _from_text(
-        self, text_read: TextRead, store: AsyncRecordTexts, request: Request
-    ) -> Reply | None:
+        self, operation: Operation, store: AsyncRecordTexts, asked: Asked
+    ) -> Reply | Waiting | Feed | None:
         """The answer from one job's text awaited on the loop: the request
-        read once, the store once, the answer made once. None when the store
-        cannot read it here (``WouldBlock``)."""
-        service = self.service
-        asked = text_read.ask(service, request)
-        if isinstance(asked, Reply):
-            return asked
+        read once, the store once, the answer made once. None when one
+        read does not answer it (``TextRead.answer``): the handler then
+        does."""
+        service, text_read = self.service, operation.text_read
+        assert text_read is not None  # _call asked it
         try:
             found = await store.read_text_async(asked.job_id)
         except WouldBlock:
-            return None
+            if self.threads is None:
+                return None
+            # What a store's refusal on the loop leads to (a layout to
+            # check, a connection lost): the sync client, on a thread.
+            request = asked.request
+            return await self.threads.run(lambda: service.handle(operation, request))
         except Exception as exc:  # the store's failure, answered as the handler does
             return text_read.answer(service, asked, exc)
-        return text_read.answer(service, asked, None if found is None else found[1])
+        return text_read.answer(service, asked, found)
 
     async def _run(self, call: Callable[[], T]) -> T:
         # Every call made here reads (no HTTP operation writes to the

@@ -16,8 +16,9 @@ from . import feed, openapi, operating, reading, schemas, waiting
 
 if TYPE_CHECKING:
     from .feed import Feed
-    from .requests import Request
-    from .service import Asked, Reply, StatusService
+    from .requests import Asked, Request
+    from .rows import Row
+    from .service import Reply, StatusService
     from .waiting import Waiting
 
 Handler = Callable[["StatusService", "Request"], "Reply | Waiting | Feed"]
@@ -26,14 +27,18 @@ Handler = Callable[["StatusService", "Request"], "Reply | Waiting | Feed"]
 @dataclass(frozen=True, slots=True)
 class TextRead:
     """How an operation answers from one job's text, in parts: ``ask``
-    reads the request (the job to read, or an answer refusing it);
-    ``answer`` answers from the text (None: no such job) or the store's
-    failure. Its handler does the three in a row, with ``read_text``; an
-    adapter whose store reads texts on the event loop
-    (``AsyncRecordTexts``) awaits the read between the two instead."""
+    reads the request — the job to read, or the answer refusing it;
+    ``answer`` answers from the job's row and text (``read_text``'s), from
+    its absence (None) or from the store's failure. Its handler does the
+    same around ``read_text``; an adapter whose store reads texts on the
+    event loop (``AsyncRecordTexts``) awaits the read between the two
+    instead. Either part may give None: not a request, or not an answer,
+    one read makes — the adapter then runs the handler."""
 
-    ask: Callable[[StatusService, Request], Asked | Reply]
-    answer: Callable[[StatusService, Asked, str | Exception | None], Reply]
+    ask: Callable[[StatusService, Request], Asked | Reply | None]
+    answer: Callable[
+        [StatusService, Asked, tuple[Row, str] | Exception | None], Reply | None
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +97,11 @@ def _ask_job_status(service: StatusService, request: Request) -> Asked | Reply:
 
 
 def _answer_job_status(
-    service: StatusService, asked: Asked, found: str | Exception | None
+    service: StatusService, asked: Asked, found: tuple[Row, str] | Exception | None
 ) -> Reply:
-    return service.answer_job_status(asked, found)
+    return service.answer_job_status(
+        asked, found[1] if isinstance(found, tuple) else found
+    )
 
 
 def _jobs_status(service: StatusService, request: Request) -> Reply:
@@ -151,6 +158,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/job/{job_id}",
         "One job's record, with ETag and Last-Modified",
         waiting.get_job_waiting,
+        text_read=TextRead(waiting.ask_job_now, reading.answer_job),
         params=(
             JOB_ID_PARAM,
             Param(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import cursor, jsontext, params, problems, tokens
 from .pages import PageKey
 from .problems import ApiError, invalid_payload
-from .requests import Request
+from .requests import Asked, Request
 from .rows import Query, Row
 from .types import Record
 from .validation import JOB_ID_RULE, is_valid_job_id, request_id_of
@@ -23,22 +23,22 @@ MAX_BATCH = 1000
 
 
 def get_job(service: StatusService, request: Request) -> Reply:
-    job_id = request.path_params["job_id"]
-    if not is_valid_job_id(job_id):
-        return service.fail(
-            request, ApiError(400, f"Invalid parameter: job_id must be {JOB_ID_RULE}")
-        )
-    if not request.grant.allows(job_id):
-        return service.fail(request, tokens.forbidden(), job_id=job_id)
+    """``GET /v1/job/{id}`` (without ``wait``): ``ask_job``, the job's row
+    and text read, ``answer_job`` — and, for a job that is not there, its
+    tombstone looked up."""
+    asked = ask_job(service, request)
+    if not isinstance(asked, Asked):
+        return asked
+    job_id = asked.job_id
     texts = service.record_texts
-    text = None
+    found: tuple[Row, str | None] | None
     try:
         if texts is not None:
             found = service.store_call("job status", lambda: texts.read_text(job_id))
-            row, text = (None, None) if found is None else found
         else:
             row = service.store_call("job status", lambda: service.store.read(job_id))
-        if row is None:
+            found = None if row is None else (row, None)
+        if found is None:
             tomb = tombstone(service, job_id)
             if tomb is not None:
                 return service.fail(
@@ -47,11 +47,47 @@ def get_job(service: StatusService, request: Request) -> Reply:
             raise problems.job_not_found()
     except ApiError as err:
         return service.fail(request, err, job_id=job_id)
+    return _job_found(service, asked, *found)
+
+
+def ask_job(service: StatusService, request: Request) -> Asked | Reply:
+    """``GET /v1/job/{id}``'s request checked: the job to read, or the
+    answer refusing it."""
+    job_id = request.path_params["job_id"]
+    if not is_valid_job_id(job_id):
+        return service.fail(
+            request, ApiError(400, f"Invalid parameter: job_id must be {JOB_ID_RULE}")
+        )
+    if not request.grant.allows(job_id):
+        return service.fail(request, tokens.forbidden(), job_id=job_id)
+    return Asked(request, job_id)
+
+
+def answer_job(
+    service: StatusService, asked: Asked, found: tuple[Row, str] | Exception | None
+) -> Reply | None:
+    """``GET /v1/job/{id}``'s answer from the job's row and text, or for the
+    store's failure; None for a job that is not there (``get_job`` then
+    looks for its tombstone: another read)."""
+    if found is None:
+        return None
+    if isinstance(found, Exception):
+        err = service.store_failure("job status", found)
+        return service.fail(asked.request, err, job_id=asked.job_id)
+    return _job_found(service, asked, *found)
+
+
+def _job_found(
+    service: StatusService, asked: Asked, row: Row, text: str | None
+) -> Reply:
+    """The answer for the job's row and its record's text (None: the
+    row's record, encoded): 304 when the client's ETag is current."""
     headers = etag_headers(row)
+    request = asked.request
     if _matches(request.headers.get("if-none-match"), headers[0][1]):
         return service.not_modified(headers)
     return service.success(
-        request, row.record, job_id=job_id, headers=headers, response_json=text
+        request, row.record, job_id=asked.job_id, headers=headers, response_json=text
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .tokens import EVERYTHING, Grant
-from .types import Headers
+from .types import Headers, RequestId
 from .validation import parse_body
 
 if TYPE_CHECKING:
@@ -48,3 +48,14 @@ class Request:
         if self._payload is None:
             self._payload = self.parser(self.body)
         return self._payload
+
+
+@dataclass(slots=True)
+class Asked:
+    """A request read and checked, before the one store read its answer
+    needs (``contract.TextRead``): the job to read, and what the answer
+    echoes."""
+
+    request: Request
+    job_id: str
+    request_id: RequestId = None

@@ -20,7 +20,7 @@ from .listing import Listings
 from .pages import Pages
 from .problems import ApiError
 from .protocol import AsyncRecordTexts, Expiring, Presence, RecordTexts, Store
-from .requests import Request
+from .requests import Asked, Request
 from .tokens import Grant
 
 if TYPE_CHECKING:
@@ -52,17 +52,6 @@ class Reply:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
-
-
-@dataclass(slots=True)
-class Asked:
-    """A ``job/status`` request read and checked: what the one store read
-    its answer needs is for, and what the answer echoes."""
-
-    endpoint: str
-    started: float
-    request_id: RequestId
-    job_id: str
 
 
 class StatusService:
@@ -231,30 +220,29 @@ class StatusService:
             job_id = job_id_of(payload)
         except ApiError as err:
             return self.error(request.endpoint, err, request.started, request_id)
-        return Asked(request.endpoint, request.started, request_id, job_id)
+        return Asked(request, job_id, request_id)
 
     def answer_job_status(self, asked: Asked, found: str | Exception | None) -> Reply:
         """``job/status``'s answer: from the job's record as JSON text, or
         for no such job (None), or for the store's failure."""
+        endpoint, started = asked.request.endpoint, asked.request.started
         if isinstance(found, str):
             return self._reply(
-                asked.endpoint,
+                endpoint,
                 200,
                 asked.request_id,
                 asked.job_id,
                 None,
                 "success",
-                asked.started,
+                started,
                 found,
             )
         err = (
             problems.job_not_found()
             if found is None
-            else self._store_error("job status", found)
+            else self.store_failure("job status", found)
         )
-        return self.error(
-            asked.endpoint, err, asked.started, asked.request_id, asked.job_id
-        )
+        return self.error(endpoint, err, started, asked.request_id, asked.job_id)
 
     def jobs_status(self, request: Request) -> Reply:
         """``POST /v1/toolkit/jobs/status``."""
@@ -269,7 +257,7 @@ class StatusService:
             except (ApiError, WouldBlock):
                 raise
             except Exception as exc:
-                raise self._store_error("job statuses", exc) from None
+                raise self.store_failure("job statuses", exc) from None
         except ApiError as err:
             return self.error(endpoint, err, started, request_id)
         return self._reply(
@@ -317,7 +305,7 @@ class StatusService:
         except (ApiError, WouldBlock):
             raise
         except Exception as exc:
-            raise self._store_error(what, exc) from None
+            raise self.store_failure(what, exc) from None
 
     def success(
         self,
@@ -399,7 +387,10 @@ class StatusService:
         for hook in self.store_error_hooks:
             hook(exc)
 
-    def _store_error(self, what: str, exc: Exception) -> ApiError:
+    def store_failure(self, what: str, exc: Exception) -> ApiError:
+        """The contract's error for a store call about ``what`` that raised
+        ``exc`` (500, or 503 when the store is unavailable), logged and
+        counted (``store_error_hooks``)."""
         # A WouldBlock is re-raised by each caller's own bare ``raise``, never
         # from here: raised from this frame, whose argument holds it, it would
         # make a cycle (exception, traceback, frame) per request on the loop,

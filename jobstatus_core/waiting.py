@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from . import cursor, params, problems, tokens
 from .interest import Interest
 from .problems import ApiError, invalid_payload
-from .reading import etag_headers, get_job, job_ids_of, tombstone
-from .requests import Request
+from .reading import ask_job, etag_headers, get_job, job_ids_of, tombstone
+from .requests import Asked, Request
 from .rows import Row
 from .validation import JOB_ID_RULE, is_valid_job_id, request_id_of
 
@@ -42,6 +42,14 @@ class Waiting:
     after_position: int = 0
     #: The adapter sets it when the time is up or the server is stopping.
     final: bool = False
+
+
+def ask_job_now(service: StatusService, request: Request) -> Asked | Reply | None:
+    """``GET /v1/job/{id}``'s ``TextRead.ask``: ``reading.ask_job``, or
+    None for a wait, which its handler serves."""
+    if params.first(request.query, "wait") is not None:
+        return None
+    return ask_job(service, request)
 
 
 def get_job_waiting(service: StatusService, request: Request) -> Reply | Waiting:

@@ -571,6 +571,106 @@ def test_redis_job_status_on_the_loop_reads_once_and_answers_as_the_handler(
         server.stop()
 
 
+async def asgi_get_job(
+    app: ASGIApp, job_id: str, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """``GET /v1/job/{id}`` through ``app`` in this task: the messages sent."""
+    path = f"/v1/job/{job_id}"
+    sent_headers = {"x-api-key": API_KEY, **(headers or {})}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.encode(), v.encode()) for k, v in sent_headers.items()],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.redis
+def test_redis_get_job_on_the_loop_reads_once_and_answers_as_the_handler(
+    tmp_path: Path,
+) -> None:
+    """``GET /v1/job/{id}`` on Redis, on the loop, from its ``TextRead``: a
+    job found (and its ETag current: 304) or a Redis error answered from
+    one awaited read, never the handler's; a job not there answered by the
+    handler, which looks for its tombstone (404, or 410 for one expired).
+    Every answer the handler's, but the timings."""
+    import asyncio
+
+    import redis
+
+    from jobstatus_core.contract import OPERATIONS
+    from jobstatus_core.requests import Request
+
+    server = start_redis(tmp_path)
+    store = RedisStore.from_url(server.url + "?prefix=get:")
+    store.put({"job_id": "a", "job_status": "done", "n": 1})
+    store.put({"job_id": "old", "job_status": "done"})
+    store.expire([store.read("old")], at=1000.0)  # type: ignore[list-item]
+    raw = redis.Redis.from_url(server.url)
+    raw.hset("get:job:wrong", "not", "a string")
+    service = service_for(store)
+    app = create_app(service)
+    operation = next(op for op in OPERATIONS if op.name == "get_job")
+    etag = store.read("a").version  # type: ignore[union-attr]
+    current = {"if-none-match": f'"{etag}"'}
+
+    def by_handler(job_id: str, headers: dict[str, str]) -> tuple[int, Any]:
+        request = Request(
+            f"/v1/job/{job_id}", "GET", headers, path_params={"job_id": job_id}
+        )
+        reply = service.handle(operation, request)
+        assert not isinstance(reply, (Waiting, Feed))
+        return (
+            reply.status,
+            dict(reply.headers),
+            reply.body and answered([{"status": reply.status}, {"body": reply.body}]),
+        )
+
+    def on_the_loop(job_id: str, headers: dict[str, str]) -> tuple[int, Any]:
+        sent = asyncio.run(asgi_get_job(app, job_id, headers))
+        named = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+        named.pop("content-length")
+        body = sent[1].get("body", b"")
+        return sent[0]["status"], named, body and answered(sent)
+
+    def not_on_the_loop(job_id: str) -> None:
+        raise AssertionError(f"read_text({job_id!r}) called on the loop")
+
+    try:
+        one_read = [("a", {}), ("a", current), ("wrong", {})]
+        handled = [("nope", {}), ("old", {})]
+        expected = {
+            (job_id, str(headers)): by_handler(job_id, headers)
+            for job_id, headers in one_read + handled
+        }
+        assert [answer[0] for answer in expected.values()] == [200, 304, 500, 404, 410]
+        before = store_threads(app).calls
+        for job_id, headers in handled:
+            assert on_the_loop(job_id, headers) == expected[job_id, str(headers)]
+        # The fault: the handler's read fails any request it serves.
+        store.read_text = not_on_the_loop  # type: ignore[method-assign]
+        for job_id, headers in one_read:
+            assert on_the_loop(job_id, headers) == expected[job_id, str(headers)]
+        assert store_threads(app).calls == before
+    finally:
+        store.close()
+        raw.close()
+        server.stop()
+
+
 @pytest.mark.redis
 def test_redis_job_status_is_read_on_a_thread_until_the_layout_is_checked(
     tmp_path: Path,
