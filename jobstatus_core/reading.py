@@ -67,8 +67,9 @@ def answer_job(
     service: StatusService, asked: Asked, found: tuple[Row, str] | Exception | None
 ) -> Reply | None:
     """``GET /v1/job/{id}``'s answer from the job's row and text, or for the
-    store's failure; None for a job that is not there (``get_job`` then
-    looks for its tombstone: another read)."""
+    store's failure; None for a job that is not there: ``get_job`` answers
+    it, reading the job again and then its tombstone (on Redis one round
+    trip more than before the split, for a job not there only)."""
     if found is None:
         return None
     if isinstance(found, Exception):

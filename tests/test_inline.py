@@ -422,22 +422,24 @@ def redis_store(redis_server: Any) -> Iterator[RedisStore]:
     store.close()
 
 
-async def asgi_post_job(app: ASGIApp, job_id: str) -> list[dict[str, Any]]:
-    """``job/status`` through ``app`` in this task, without a server: the
-    messages it sends."""
-    body = json.dumps({"job_id": job_id}).encode()
+async def asgi_call(
+    app: ASGIApp,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """A request through ``app`` in this task, without a server, with the
+    API key: the messages it sends."""
+    sent_headers = {"x-api-key": API_KEY, **(headers or {})}
     scope = {
         "type": "http",
-        "method": "POST",
-        "path": JOB,
-        "raw_path": JOB.encode(),
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
-        "headers": [
-            (b"x-api-key", API_KEY.encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ],
+        "headers": [(k.encode(), v.encode()) for k, v in sent_headers.items()],
     }
     sent: list[dict[str, Any]] = []
 
@@ -449,6 +451,13 @@ async def asgi_post_job(app: ASGIApp, job_id: str) -> list[dict[str, Any]]:
 
     await app(scope, receive, send)
     return sent
+
+
+async def asgi_post_job(app: ASGIApp, job_id: str) -> list[dict[str, Any]]:
+    """``job/status`` through ``app`` in this task: the messages sent."""
+    body = json.dumps({"job_id": job_id}).encode()
+    headers = {"content-type": "application/json", "content-length": str(len(body))}
+    return await asgi_call(app, "POST", JOB, body, headers)
 
 
 @pytest.mark.redis
@@ -571,33 +580,6 @@ def test_redis_job_status_on_the_loop_reads_once_and_answers_as_the_handler(
         server.stop()
 
 
-async def asgi_get_job(
-    app: ASGIApp, job_id: str, headers: dict[str, str] | None = None
-) -> list[dict[str, Any]]:
-    """``GET /v1/job/{id}`` through ``app`` in this task: the messages sent."""
-    path = f"/v1/job/{job_id}"
-    sent_headers = {"x-api-key": API_KEY, **(headers or {})}
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(k.encode(), v.encode()) for k, v in sent_headers.items()],
-    }
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await app(scope, receive, send)
-    return sent
-
-
 @pytest.mark.redis
 def test_redis_get_job_on_the_loop_reads_once_and_answers_as_the_handler(
     tmp_path: Path,
@@ -640,7 +622,7 @@ def test_redis_get_job_on_the_loop_reads_once_and_answers_as_the_handler(
         )
 
     def on_the_loop(job_id: str, headers: dict[str, str]) -> tuple[int, Any]:
-        sent = asyncio.run(asgi_get_job(app, job_id, headers))
+        sent = asyncio.run(asgi_call(app, "GET", f"/v1/job/{job_id}", b"", headers))
         named = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
         named.pop("content-length")
         body = sent[1].get("body", b"")

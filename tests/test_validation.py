@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 from jobstatus_core.problems import ApiError
 from jobstatus_core.validation import parse_body
 
+from .test_core import JSON_VALUES
+
 #: Bodies where orjson and json part ways, or nearly: each must be read by
 #: ``parse_body`` with orjson exactly as without it.
 EDGES = [
@@ -86,21 +88,6 @@ def test_the_fast_parser_is_used_when_it_agrees() -> None:
 
     assert parse_body(b'{"job_id": "a"}', counting) == {"job_id": "a"}
     assert calls == [b'{"job_id": "a"}']
-
-
-JSON_VALUES = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats()
-    | st.text(),
-    lambda inner: (
-        st.lists(inner, max_size=3)
-        | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=10,
-)
 
 
 @settings(max_examples=400, deadline=None)
