@@ -32,8 +32,9 @@ class TextRead:
     its absence (None) or from the store's failure. Its handler does the
     same around ``read_text``; an adapter whose store reads texts on the
     event loop (``AsyncRecordTexts``) awaits the read between the two
-    instead. Either part may give None: not a request, or not an answer,
-    one read makes — the adapter then runs the handler."""
+    instead. Either part may give None, for a request or a result one read
+    does not answer (a wait; a job not there): the adapter then runs the
+    handler."""
 
     ask: Callable[[StatusService, Request], Asked | Reply | None]
     answer: Callable[
@@ -398,7 +399,10 @@ def normalized_prefix(prefix: str) -> str:
 def _compile(template: str) -> re.Pattern[str]:
     parts = re.split(r"\{(\w+)\}", template)
     pattern = "".join(
-        re.escape(part) if i % 2 == 0 else f"(?P<{part}>[^/]+)"
+        # No line end in a parameter: Starlette's routes never match one
+        # (their "$" would before a final newline, so the ASGI adapter
+        # refuses such paths as no route), and both adapters answer alike.
+        re.escape(part) if i % 2 == 0 else rf"(?P<{part}>[^/\n]+)"
         for i, part in enumerate(parts)
     )
     return re.compile(pattern)

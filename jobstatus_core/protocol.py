@@ -132,9 +132,9 @@ class AsyncRecordTexts(Protocol):
     """A ``RecordTexts`` store that can also read a text on the running
     event loop, awaiting its own connection (Redis's pipe).
 
-    ``job/status`` is then answered from one awaited read: its request is
-    read once, the store read once, the answer made once
-    (``contract.TextRead``), where a store read tried on the loop
+    ``job/status`` and ``GET /v1/job/{id}`` are then answered from one
+    awaited read: the request read once, the store once, the answer made
+    once (``contract.TextRead``), where a store read tried on the loop
     (``nowait``) refuses, is awaited, and the whole handler runs again.
     """
 

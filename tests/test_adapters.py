@@ -129,9 +129,9 @@ def test_the_whole_app_mounts_in_a_host_app(serve: Callable[[ASGIApp], str]) -> 
 
 @pytest.mark.parametrize("path", ["/a%0Ab", "/v1/jobs%0Ax", "/v1/job/a%0A"])
 def test_a_path_with_a_line_end_is_404_in_the_envelope(
-    serve: Callable[[ASGIApp], str], path: str
+    serve_service: Callable[..., str], path: str
 ) -> None:
-    url = serve(create_app(service_for(store_from_url("memory://"))))
+    url = serve_service(service_for(store_from_url("memory://")))
     response = httpx.get(url + path, headers={"x-api-key": API_KEY})
     assert response.status_code == 404
     assert response.json()["message"] == "Not found"
