@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobstatus_core import (
     ApiError,
-    AsyncRecordTexts,
+    AsyncReads,
     Inline,
     Reply,
     StatusService,
@@ -35,7 +35,7 @@ from jobstatus_core.contract import (
 )
 from jobstatus_core.feed import Feed
 from jobstatus_core.problems import method_not_allowed, route_not_found
-from jobstatus_core.requests import Asked, Request
+from jobstatus_core.requests import JobAsked, ListingAsked, Request
 from jobstatus_core.waiting import Waiting, finish
 
 from .changes import changes_for
@@ -275,29 +275,29 @@ class _Endpoint:
         self, operation: Operation, request: Request
     ) -> Reply | Waiting | Feed:
         service = self.service
-        store = service.async_texts
-        text_read = operation.text_read
-        if text_read is not None and store is not None and _on_asyncio():
-            asked = text_read.ask(service, request)
+        store = service.async_reads
+        one_read = operation.one_read
+        if one_read is not None and store is not None and _on_asyncio():
+            asked = one_read.ask(service, request)
             if isinstance(asked, Reply):
                 return asked
             if asked is not None:
-                answer = await self._from_text(operation, store, asked)
+                answer = await self._from_one_read(operation, store, asked)
                 if answer is not None:
                     return answer
         return await self._run(lambda: service.handle(operation, request))
 
-    async def _from_text(
-        self, operation: Operation, store: AsyncRecordTexts, asked: Asked
+    async def _from_one_read(
+        self, operation: Operation, store: AsyncReads, asked: JobAsked | ListingAsked
     ) -> Reply | Waiting | Feed | None:
-        """The answer from one job's text awaited on the loop: the request
-        read once, the store once, the answer made once. None when one
-        read does not answer it (``TextRead.answer``): the handler then
-        does."""
-        service, text_read = self.service, operation.text_read
-        assert text_read is not None  # _call asked it
+        """The answer from one store read awaited on the loop
+        (``OneRead``): the request read once, the store once, the answer
+        made once. None when that read does not answer it: the handler
+        then does."""
+        service, one_read = self.service, operation.one_read
+        assert one_read is not None  # _call asked it
         try:
-            found = await store.read_text_async(asked.job_id)
+            found = await asked.read(store)
         except WouldBlock:
             if self.threads is None:
                 return None
@@ -306,8 +306,8 @@ class _Endpoint:
             request = asked.request
             return await self.threads.run(lambda: service.handle(operation, request))
         except Exception as exc:  # the store's failure, answered as the handler does
-            return text_read.answer(service, asked, exc)
-        return text_read.answer(service, asked, found)
+            return one_read.answer(service, asked, exc)
+        return one_read.answer(service, asked, found)
 
     async def _run(self, call: Callable[[], T]) -> T:
         # Every call made here reads (no HTTP operation writes to the

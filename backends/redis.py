@@ -665,8 +665,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
         return self._text_of(job_id, self._read_reply([job_id]))
 
     async def read_text_async(self, job_id: str) -> tuple[Row, str] | None:
-        """``AsyncRecordTexts``: ``read_text``'s round trip awaited on the
-        loop's pipe, shared by the requests of a turn that ask for it."""
+        """``AsyncReads``: ``read_text``'s round trip awaited on the loop's
+        pipe, shared by the requests of a turn that ask for it."""
         with nowait.attempt():
             self._upgrade()  # refuses until a thread has checked the layout
             keys, args = self._read_args([job_id])
@@ -675,11 +675,27 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 lambda pipe: pipe.script(READ_SCRIPT, keys, args),
                 shared=True,
             )
+        return self._text_of(job_id, await self._awaited(fetch))
+
+    async def mark_async(self) -> Mark:
+        """``AsyncReads``: ``mark``'s round trip awaited on the loop's pipe,
+        shared as ``read_text_async``'s."""
+        keys, args = self._mark_args()
+        with nowait.attempt():
+            fetch = self._fetch(
+                ("mark",),
+                lambda pipe: pipe.script(MARK_SCRIPT, keys, args),
+                shared=True,
+            )
+        return _mark(await self._awaited(fetch))
+
+    async def _awaited(self, fetch: Callable[[], Awaitable[Any]]) -> Any:
+        """The reply of a round trip on the loop; its failure as ``_read``
+        raises it (``_refused``)."""
         try:
-            reply = await fetch()
+            return await fetch()
         except Exception as error:
             self._refused(error)
-        return self._text_of(job_id, reply)
 
     def _text_of(self, job_id: str, reply: list[Any]) -> tuple[Row, str] | None:
         text, *values = reply[1:5]
@@ -838,20 +854,21 @@ class RedisStore(VersionedStoreBase, TriesInline):
         }
 
     def mark(self) -> Mark:
-        # The epoch a store without one takes: made per attempt, so the key
-        # leaves it out.
-        keys, args = [self._epoch, self._counter], [secrets.token_hex(8)]
-        epoch, head, server = cast(
-            list[str],
+        keys, args = self._mark_args()
+        return _mark(
             self._read(
                 ("mark",),
                 lambda: self._mark_script(keys=keys, args=args),
                 lambda pipe: pipe.script(MARK_SCRIPT, keys, args),
                 # The token only names an epoch not made yet: one suits all.
                 shared=True,
-            ),
+            )
         )
-        return Mark(epoch, int(head), server)
+
+    def _mark_args(self) -> tuple[list[str], list[str]]:
+        """``MARK_SCRIPT``'s keys and arguments: the epoch a store without
+        one takes is made per call, so the round trip's key leaves it out."""
+        return [self._epoch, self._counter], [secrets.token_hex(8)]
 
     def jobs(self) -> list[tuple[str, float]]:
         pairs = cast(
@@ -1238,6 +1255,12 @@ class RedisStore(VersionedStoreBase, TriesInline):
             raise StoreUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
         except redis.RedisError as exc:
             raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def _mark(reply: Any) -> Mark:
+    """A mark from ``MARK_SCRIPT``'s epoch, head and server run id."""
+    epoch, head, server = cast(list[str], reply)
+    return Mark(epoch, int(head), server)
 
 
 def _row(epoch: str, job_id: str, values: list[Any], record: Record | None) -> Row:

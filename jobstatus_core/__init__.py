@@ -19,7 +19,7 @@ from .errors import (
 )
 from .problems import ApiError
 from .protocol import (
-    AsyncRecordTexts,
+    AsyncReads,
     Checkable,
     Enumerable,
     Expiring,
@@ -48,7 +48,7 @@ __all__ = [
     "JOB_STATUS_PATH",
     "ApiError",
     "ApiKeyAuth",
-    "AsyncRecordTexts",
+    "AsyncReads",
     "Auth",
     "Checkable",
     "ConfigError",

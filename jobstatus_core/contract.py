@@ -10,36 +10,37 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import feed, openapi, operating, reading, schemas, waiting
 
 if TYPE_CHECKING:
     from .feed import Feed
-    from .requests import Asked, Request
-    from .rows import Row
+    from .requests import JobAsked, ListingAsked, Request
+    from .rows import Mark, Row
     from .service import Reply, StatusService
     from .waiting import Waiting
 
 Handler = Callable[["StatusService", "Request"], "Reply | Waiting | Feed"]
+#: What a ``OneRead`` asks for (its request read), and what the read gives.
+A = TypeVar("A")
+F = TypeVar("F")
 
 
 @dataclass(frozen=True, slots=True)
-class TextRead:
-    """How an operation answers from one job's text, in parts: ``ask``
-    reads the request — the job to read, or the answer refusing it;
-    ``answer`` answers from the job's row and text (``read_text``'s), from
-    its absence (None) or from the store's failure. Its handler does the
-    same around ``read_text``; an adapter whose store reads texts on the
-    event loop (``AsyncRecordTexts``) awaits the read between the two
-    instead. Either part may give None, for a request or a result one read
-    does not answer (a wait; a job not there): the adapter then runs the
-    handler."""
+class OneRead(Generic[A, F]):
+    """How an operation answers from one store read, in parts: ``ask``
+    reads the request — what to read (``A``, whose ``read`` says which
+    read), or the answer refusing it; ``answer`` answers from what was read
+    (``F``) or from the store's failure. Its handler does the same around
+    the store's sync call; an adapter whose store makes those reads on the
+    event loop (``AsyncReads``) awaits the read between the two instead.
+    Either part may give None, for a request or a result one read does not
+    answer (a wait; a job not there; a listing not kept): the adapter then
+    runs the handler."""
 
-    ask: Callable[[StatusService, Request], Asked | Reply | None]
-    answer: Callable[
-        [StatusService, Asked, tuple[Row, str] | Exception | None], Reply | None
-    ]
+    ask: Callable[[StatusService, Request], A | Reply | None]
+    answer: Callable[[StatusService, A, F | Exception], Reply | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,24 +86,36 @@ class Operation:
     reads_store: bool = True
     #: The media type of a 200; anything but JSON is answered as is, no envelope.
     media_type: str = "application/json"
-    #: Answered from one job's text, in parts an adapter may call itself.
-    text_read: TextRead | None = None
+    #: Answered from one store read, in parts an adapter may call itself.
+    one_read: OneRead[Any, Any] | None = None
 
 
 def _job_status(service: StatusService, request: Request) -> Reply:
     return service.job_status(request)
 
 
-def _ask_job_status(service: StatusService, request: Request) -> Asked | Reply:
+def _ask_job_status(service: StatusService, request: Request) -> JobAsked | Reply:
     return service.ask_job_status(request)
 
 
 def _answer_job_status(
-    service: StatusService, asked: Asked, found: tuple[Row, str] | Exception | None
+    service: StatusService,
+    asked: JobAsked,
+    found: tuple[Row, str] | Exception | None,
 ) -> Reply:
     return service.answer_job_status(
         asked, found[1] if isinstance(found, tuple) else found
     )
+
+
+def _ask_jobs_status(service: StatusService, request: Request) -> ListingAsked | Reply:
+    return service.ask_jobs_status(request)
+
+
+def _answer_jobs_status(
+    service: StatusService, asked: ListingAsked, found: Mark | Exception
+) -> Reply | None:
+    return service.answer_jobs_status(asked, found)
 
 
 def _jobs_status(service: StatusService, request: Request) -> Reply:
@@ -139,7 +152,7 @@ OPERATIONS: tuple[Operation, ...] = (
         answers=(400, 404, 405, 413, 415),
         body=schemas.TOOLKIT_JOB_BODY,
         response=schemas.RECORD,
-        text_read=TextRead(_ask_job_status, _answer_job_status),
+        one_read=OneRead(_ask_job_status, _answer_job_status),
     ),
     Operation(
         "toolkit_jobs_status",
@@ -152,6 +165,7 @@ OPERATIONS: tuple[Operation, ...] = (
         body=schemas.TOOLKIT_JOBS_BODY,
         body_optional=True,
         response=schemas.TOOLKIT_LISTING,
+        one_read=OneRead(_ask_jobs_status, _answer_jobs_status),
     ),
     Operation(
         "get_job",
@@ -159,7 +173,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/job/{job_id}",
         "One job's record, with ETag and Last-Modified",
         waiting.get_job_waiting,
-        text_read=TextRead(waiting.ask_job_now, reading.answer_job),
+        one_read=OneRead(waiting.ask_job_now, reading.answer_job),
         params=(
             JOB_ID_PARAM,
             Param(

@@ -53,6 +53,24 @@ class Listings:
         # newer than the mark, so the next call sees a moved mark and drops
         # the text; the text itself is never older than its mark.
         mark = self._store.mark()
+        kept = self.kept(mark, cutoff)
+        if kept is not None:
+            return kept
+        now = self._timer()
+        window = self._store.window(cutoff)
+        text = jsontext.join_members(window.members)
+        oldest = math.inf if window.oldest is None else window.oldest
+        with self._lock:
+            if mark == self._mark:
+                self._kept = [k for k in self._kept if now - k.taken <= MAX_AGE_SECONDS]
+                self._kept.append(_Kept(cutoff, oldest, text, now))
+                del self._kept[: -self._size]
+        return text
+
+    def kept(self, mark: Mark, cutoff: float) -> str | None:
+        """The listing kept for ``cutoff`` while the store is at ``mark``
+        (read after the request arrived), if one is; a mark that moved
+        drops them all."""
         now = self._timer()
         with self._lock:
             if mark != self._mark:
@@ -64,12 +82,4 @@ class Listings:
                     and now - kept.taken <= MAX_AGE_SECONDS
                 ):
                     return kept.text
-        window = self._store.window(cutoff)
-        text = jsontext.join_members(window.members)
-        oldest = math.inf if window.oldest is None else window.oldest
-        with self._lock:
-            if mark == self._mark:
-                self._kept = [k for k in self._kept if now - k.taken <= MAX_AGE_SECONDS]
-                self._kept.append(_Kept(cutoff, oldest, text, now))
-                del self._kept[: -self._size]
-        return text
+        return None

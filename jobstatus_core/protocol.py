@@ -128,21 +128,24 @@ class RecordTexts(Protocol):
 
 
 @runtime_checkable
-class AsyncRecordTexts(Protocol):
-    """A ``RecordTexts`` store that can also read a text on the running
-    event loop, awaiting its own connection (Redis's pipe).
+class AsyncReads(Protocol):
+    """A ``RecordTexts`` store that can also make its polled reads on the
+    running event loop, awaiting a connection of its own (Redis's pipe).
 
-    ``job/status`` and ``GET /v1/job/{id}`` are then answered from one
-    awaited read: the request read once, the store once, the answer made
-    once (``contract.TextRead``), where a store read tried on the loop
-    (``nowait``) refuses, is awaited, and the whole handler runs again.
+    ``job/status``, ``GET /v1/job/{id}`` and ``jobs/status`` are then
+    answered from one awaited read: the request read once, the store once,
+    the answer made once (``contract.OneRead``), where a store read tried
+    on the loop (``nowait``) refuses, is awaited, and the whole handler
+    runs again. Each raises ``WouldBlock`` when it cannot read there (a
+    client it cannot use on the loop, a connection lost under the read):
+    the caller then reads the usual way. Other errors are the sync call's.
     """
 
     async def read_text_async(self, job_id: str) -> tuple[Row, str] | None:
-        """What ``read_text`` answers, read on the running event loop.
-        Raises ``WouldBlock`` when it cannot be (a client it cannot use
-        there, a connection lost under it): the caller then reads the
-        usual way. Other errors are ``read_text``'s."""
+        """What ``read_text`` answers, read on the running event loop."""
+
+    async def mark_async(self) -> Mark:
+        """What ``mark`` answers, read on the running event loop."""
 
 
 @runtime_checkable

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import cursor, jsontext, params, problems, tokens
 from .pages import PageKey
 from .problems import ApiError, invalid_payload
-from .requests import Asked, Request
+from .requests import JobAsked, Request
 from .rows import Query, Row
 from .types import Record
 from .validation import JOB_ID_RULE, is_valid_job_id, request_id_of
@@ -27,7 +27,7 @@ def get_job(service: StatusService, request: Request) -> Reply:
     and text read, ``answer_job`` — and, for a job that is not there, its
     tombstone looked up."""
     asked = ask_job(service, request)
-    if not isinstance(asked, Asked):
+    if not isinstance(asked, JobAsked):
         return asked
     job_id = asked.job_id
     texts = service.record_texts
@@ -50,7 +50,7 @@ def get_job(service: StatusService, request: Request) -> Reply:
     return _job_found(service, asked, *found)
 
 
-def ask_job(service: StatusService, request: Request) -> Asked | Reply:
+def ask_job(service: StatusService, request: Request) -> JobAsked | Reply:
     """``GET /v1/job/{id}``'s request checked: the job to read, or the
     answer refusing it."""
     job_id = request.path_params["job_id"]
@@ -60,11 +60,11 @@ def ask_job(service: StatusService, request: Request) -> Asked | Reply:
         )
     if not request.grant.allows(job_id):
         return service.fail(request, tokens.forbidden(), job_id=job_id)
-    return Asked(request, job_id)
+    return JobAsked(request, job_id)
 
 
 def answer_job(
-    service: StatusService, asked: Asked, found: tuple[Row, str] | Exception | None
+    service: StatusService, asked: JobAsked, found: tuple[Row, str] | Exception | None
 ) -> Reply | None:
     """``GET /v1/job/{id}``'s answer from the job's row and text, or for the
     store's failure; None for a job that is not there: ``get_job`` answers
@@ -79,7 +79,7 @@ def answer_job(
 
 
 def _job_found(
-    service: StatusService, asked: Asked, row: Row, text: str | None
+    service: StatusService, asked: JobAsked, row: Row, text: str | None
 ) -> Reply:
     """The answer for the job's row and its record's text (None: the
     row's record, encoded): 304 when the client's ETag is current."""

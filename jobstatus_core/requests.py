@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +11,8 @@ from .types import Headers, RequestId
 from .validation import parse_body
 
 if TYPE_CHECKING:
+    from .protocol import AsyncReads
+    from .rows import Mark, Row
     from .waiting import Waiting
 
 
@@ -51,11 +53,28 @@ class Request:
 
 
 @dataclass(slots=True)
-class Asked:
-    """A request read and checked, before the one store read its answer
-    needs (``contract.TextRead``): the job to read, and what the answer
-    echoes."""
+class JobAsked:
+    """A request about one job read and checked, before the one store read
+    its answer needs (``contract.OneRead``): the job's row and text."""
 
     request: Request
     job_id: str
+    #: The body's ``id``, which the answer echoes.
     request_id: RequestId = None
+
+    def read(self, store: AsyncReads) -> Awaitable[tuple[Row, str] | None]:
+        return store.read_text_async(self.job_id)
+
+
+@dataclass(slots=True)
+class ListingAsked:
+    """A ``jobs/status`` request read and checked, before the one store
+    read a kept listing needs (``contract.OneRead``): the store's mark."""
+
+    request: Request
+    request_id: RequestId
+    #: The window's oldest time, from the request's ``since_seconds``.
+    cutoff: float
+
+    def read(self, store: AsyncReads) -> Awaitable[Mark]:
+        return store.mark_async()

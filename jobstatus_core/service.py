@@ -19,13 +19,14 @@ from .errors import ConfigError, StoreError, StoreUnavailable, WouldBlock
 from .listing import Listings
 from .pages import Pages
 from .problems import ApiError
-from .protocol import AsyncRecordTexts, Expiring, Presence, RecordTexts, Store
-from .requests import Asked, Request
+from .protocol import AsyncReads, Expiring, Presence, RecordTexts, Store
+from .requests import JobAsked, ListingAsked, Request
 from .tokens import Grant
 
 if TYPE_CHECKING:
     from .contract import Operation
     from .feed import Feed
+    from .rows import Mark
     from .waiting import Waiting
 from .types import Auth, Headers, RequestId
 from .validation import (
@@ -138,8 +139,9 @@ class StatusService:
         self._presence = store if isinstance(store, Presence) else None
         #: The store as one that keeps records as JSON text, or None.
         self.record_texts = store if isinstance(store, RecordTexts) else None
-        #: The store as one that reads those texts on the event loop, or None.
-        self.async_texts = store if isinstance(store, AsyncRecordTexts) else None
+        #: The store as one that makes its polled reads on the event loop
+        #: (``contract.OneRead``), or None.
+        self.async_reads = store if isinstance(store, AsyncReads) else None
         #: The store as one that expires jobs (tombstones answer 410), or None.
         self.expiring = store if isinstance(store, Expiring) else None
 
@@ -193,7 +195,7 @@ class StatusService:
 
     def job_status(self, request: Request) -> Reply:
         """``POST /v1/toolkit/job/status``: ``ask_job_status``, the job's
-        text read, ``answer_job_status`` (``contract.TextRead``)."""
+        text read, ``answer_job_status`` (``contract.OneRead``)."""
         asked = self.ask_job_status(request)
         if isinstance(asked, Reply):
             return asked
@@ -210,7 +212,7 @@ class StatusService:
             return self.answer_job_status(asked, exc)
         return self.answer_job_status(asked, text)
 
-    def ask_job_status(self, request: Request) -> Asked | Reply:
+    def ask_job_status(self, request: Request) -> JobAsked | Reply:
         """``job/status``'s body read and checked: the job to read, or the
         answer refusing the request."""
         request_id: RequestId = None
@@ -220,9 +222,11 @@ class StatusService:
             job_id = job_id_of(payload)
         except ApiError as err:
             return self.error(request.endpoint, err, request.started, request_id)
-        return Asked(request, job_id, request_id)
+        return JobAsked(request, job_id, request_id)
 
-    def answer_job_status(self, asked: Asked, found: str | Exception | None) -> Reply:
+    def answer_job_status(
+        self, asked: JobAsked, found: str | Exception | None
+    ) -> Reply:
         """``job/status``'s answer: from the job's record as JSON text, or
         for no such job (None), or for the store's failure."""
         endpoint, started = asked.request.endpoint, asked.request.started
@@ -245,23 +249,53 @@ class StatusService:
         return self.error(endpoint, err, started, asked.request_id, asked.job_id)
 
     def jobs_status(self, request: Request) -> Reply:
-        """``POST /v1/toolkit/jobs/status``."""
-        endpoint, started = request.endpoint, request.started
+        """``POST /v1/toolkit/jobs/status``: ``ask_jobs_status``, then the
+        listing (kept, or read) — what ``answer_jobs_status`` answers from
+        the store's mark alone when a kept listing is current."""
+        asked = self.ask_jobs_status(request)
+        if isinstance(asked, Reply):
+            return asked
+        try:
+            listing = self._listing_json(asked.cutoff)
+        except WouldBlock:
+            raise  # not a failure: the adapter runs the call again
+        except ApiError as err:
+            return self._listing_reply(asked, err)
+        except Exception as exc:
+            return self._listing_reply(asked, self.store_failure("job statuses", exc))
+        return self._listing_reply(asked, listing)
+
+    def ask_jobs_status(self, request: Request) -> ListingAsked | Reply:
+        """``jobs/status``'s body read and checked: the window to list, or
+        the answer refusing the request."""
         request_id: RequestId = None
         try:
             payload = request.payload()
             request_id = request_id_of(payload)
             since = since_seconds_of(payload, self.default_since)
-            try:
-                listing = self._listing_json(cutoff(self.clock(), since))
-            except (ApiError, WouldBlock):
-                raise
-            except Exception as exc:
-                raise self.store_failure("job statuses", exc) from None
         except ApiError as err:
-            return self.error(endpoint, err, started, request_id)
+            return self.error(request.endpoint, err, request.started, request_id)
+        return ListingAsked(request, request_id, cutoff(self.clock(), since))
+
+    def answer_jobs_status(
+        self, asked: ListingAsked, found: Mark | Exception
+    ) -> Reply | None:
+        """``jobs/status``'s answer from the store's mark: the kept listing
+        while it is current; None when none is (the handler reads the
+        window), or when an empty one may mean a store that is not there."""
+        if isinstance(found, Exception):
+            return self._listing_reply(asked, self.store_failure("job statuses", found))
+        listing = self.listings.kept(found, asked.cutoff)
+        if listing is None or (listing == "{}" and self._presence is not None):
+            return None
+        return self._listing_reply(asked, self._checked_listing(listing))
+
+    def _listing_reply(self, asked: ListingAsked, listing: str | ApiError) -> Reply:
+        endpoint, started = asked.request.endpoint, asked.request.started
+        if isinstance(listing, ApiError):
+            return self.error(endpoint, listing, started, asked.request_id)
         return self._reply(
-            endpoint, 200, request_id, None, None, "success", started, listing
+            endpoint, 200, asked.request_id, None, None, "success", started, listing
         )
 
     def error(

@@ -18,7 +18,7 @@ from . import cursor, params, problems, tokens
 from .interest import Interest
 from .problems import ApiError, invalid_payload
 from .reading import ask_job, etag_headers, get_job, job_ids_of, tombstone
-from .requests import Asked, Request
+from .requests import JobAsked, Request
 from .rows import Row
 from .validation import JOB_ID_RULE, is_valid_job_id, request_id_of
 
@@ -44,8 +44,8 @@ class Waiting:
     final: bool = False
 
 
-def ask_job_now(service: StatusService, request: Request) -> Asked | Reply | None:
-    """``GET /v1/job/{id}``'s ``TextRead.ask``: ``reading.ask_job``, or
+def ask_job_now(service: StatusService, request: Request) -> JobAsked | Reply | None:
+    """``GET /v1/job/{id}``'s ``OneRead.ask``: ``reading.ask_job``, or
     None for a wait, which its handler serves."""
     if params.first(request.query, "wait") is not None:
         return None

@@ -5,7 +5,7 @@ A wrapper (metrics, tracing, a test's counting store) subclasses
 exactly the optional capabilities of the store inside — a wrapper around the
 file store still answers ``404 Jobs directory not found``, one around the
 memory store still runs on the event loop. ``RecordTexts`` and
-``AsyncRecordTexts`` alone are not passed on: ``job/status`` would read past
+``AsyncReads`` alone are not passed on: ``job/status`` would read past
 a wrapper's own ``get``.
 """
 

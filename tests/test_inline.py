@@ -34,6 +34,7 @@ from jobstatus_core.wrapping import StoreWrapper, wrap
 from .helpers import API_KEY, free_port, service_for, start_redis
 
 JOB = "/v1/toolkit/job/status"
+JOBS = "/v1/toolkit/jobs/status"
 #: Far above any answer from a loop that is not stalled, far below the delay
 #: injected into the slow read: only a stalled loop crosses it.
 SLOW_READ_SECONDS = 2.0
@@ -534,7 +535,7 @@ def answered(sent: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
 def test_redis_job_status_on_the_loop_reads_once_and_answers_as_the_handler(
     tmp_path: Path,
 ) -> None:
-    """On the loop, ``job/status`` on Redis is made of its ``TextRead``: the
+    """On the loop, ``job/status`` on Redis is made of its ``OneRead``: the
     body read once, the round trip awaited, the answer made once — the
     handler's own read (``read_text``), refused on the loop and made again
     after its round trip, is not made at all; and the answers are the
@@ -584,7 +585,7 @@ def test_redis_job_status_on_the_loop_reads_once_and_answers_as_the_handler(
 def test_redis_get_job_on_the_loop_reads_once_and_answers_as_the_handler(
     tmp_path: Path,
 ) -> None:
-    """``GET /v1/job/{id}`` on Redis, on the loop, from its ``TextRead``: a
+    """``GET /v1/job/{id}`` on Redis, on the loop, from its ``OneRead``: a
     job found (and its ETag current: 304) or a Redis error answered from
     one awaited read, never the handler's; a job not there answered by the
     handler, which looks for its tombstone (404, or 410 for one expired).
@@ -647,6 +648,74 @@ def test_redis_get_job_on_the_loop_reads_once_and_answers_as_the_handler(
         for job_id, headers in one_read:
             assert on_the_loop(job_id, headers) == expected[job_id, str(headers)]
         assert store_threads(app).calls == before
+    finally:
+        store.close()
+        raw.close()
+        server.stop()
+
+
+@pytest.mark.redis
+def test_redis_jobs_status_on_the_loop_answers_a_kept_listing_from_the_mark(
+    tmp_path: Path,
+) -> None:
+    """``jobs/status`` on Redis, on the loop, from its ``OneRead``: while the
+    listing the last request read is kept and the store's mark has not
+    moved, the answer is made from the mark awaited alone — neither the
+    handler's mark nor the window is read; a write moves the mark, and the
+    next request reads the new listing; a failing mark answers as the
+    handler does."""
+    import asyncio
+
+    import redis
+
+    from jobstatus_core.contract import OPERATIONS
+    from jobstatus_core.requests import Request
+
+    server = start_redis(tmp_path)
+    store = RedisStore.from_url(server.url + "?prefix=list:")
+    store.put({"job_id": "a", "job_status": "done"})
+    raw = redis.Redis.from_url(server.url)
+    service = service_for(store)
+    app = create_app(service)
+    operation = next(op for op in OPERATIONS if op.name == "toolkit_jobs_status")
+    body = json.dumps({"since_seconds": 3600}).encode()
+
+    def fresh_id_left_out(answer: tuple[int, dict[str, Any]]) -> Any:
+        # A listing's envelope names a new request id each time.
+        return answer[0], {k: v for k, v in answer[1].items() if k != "job_id"}
+
+    def on_the_loop() -> Any:
+        sent = asyncio.run(asgi_call(app, "POST", JOBS, body))
+        return fresh_id_left_out(answered(sent))
+
+    def by_handler() -> Any:
+        reply = service.handle(operation, Request(JOBS, "POST", {}, body))
+        assert not isinstance(reply, (Waiting, Feed))
+        return fresh_id_left_out(
+            answered([{"status": reply.status}, {"body": reply.body}])
+        )
+
+    def not_on_the_loop(*args: Any) -> None:
+        raise AssertionError("read by the handler on the loop")
+
+    read_mark, read_window = store.mark, store.window
+    try:
+        first = on_the_loop()  # not kept yet: the handler reads and keeps it
+        assert first[0] == 200 and list(first[1]["response"]) == ["a"]
+        # The fault: the handler's reads fail any request it serves.
+        store.mark = store.window = not_on_the_loop  # type: ignore[method-assign, assignment]
+        before = store_threads(app).calls
+        assert on_the_loop() == first
+        assert store_threads(app).calls == before
+        store.mark, store.window = read_mark, read_window  # type: ignore[method-assign]
+        store.put({"job_id": "b", "job_status": "running"})
+        moved = on_the_loop()
+        assert moved[0] == 200 and list(moved[1]["response"]) == ["a", "b"]
+        raw.delete("list:epoch")
+        raw.hset("list:epoch", "not", "a string")  # the mark's GET: WRONGTYPE
+        failed = by_handler()
+        assert failed[0] == 500
+        assert on_the_loop() == failed
     finally:
         store.close()
         raw.close()
