@@ -288,7 +288,11 @@ class StatusService:
         listing = self.listings.kept(found, asked.cutoff)
         if listing is None or (listing == "{}" and self._presence is not None):
             return None
-        return self._listing_reply(asked, self._checked_listing(listing))
+        try:
+            checked = self._checked_listing(listing)
+        except Exception as exc:  # a text the store kept but JSON refuses
+            return self._listing_reply(asked, self.store_failure("job statuses", exc))
+        return self._listing_reply(asked, checked)
 
     def _listing_reply(self, asked: ListingAsked, listing: str | ApiError) -> Reply:
         endpoint, started = asked.request.endpoint, asked.request.started
