@@ -4,6 +4,7 @@ a slow disk can hold the loop: real stores, a real uvicorn server; faults
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
@@ -27,7 +28,9 @@ from jobstatus_backends.filesystem import FileStore, WatchedFileStore
 from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_core import StoreUnavailable, TriesInline, WouldBlock, nowait
+from jobstatus_core.contract import OPERATIONS
 from jobstatus_core.feed import Feed
+from jobstatus_core.requests import Request
 from jobstatus_core.waiting import Waiting
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
@@ -531,9 +534,24 @@ def answered(sent: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     }
 
 
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
+    """A redis-server of the test's own, and a plain client of it, for the
+    faults no store would make."""
+    import redis
+
+    server = start_redis(tmp_path)
+    raw = redis.Redis.from_url(server.url)
+    try:
+        yield server.url, raw
+    finally:
+        raw.close()
+        server.stop()
+
+
 @pytest.mark.redis
 def test_redis_job_status_on_the_loop_reads_once_and_answers_as_the_handler(
-    tmp_path: Path,
+    own_redis: tuple[str, Any],
 ) -> None:
     """On the loop, ``job/status`` on Redis is made of its ``OneRead``: the
     body read once, the round trip awaited, the answer made once — the
@@ -541,17 +559,9 @@ def test_redis_job_status_on_the_loop_reads_once_and_answers_as_the_handler(
     after its round trip, is not made at all; and the answers are the
     handler's, byte for byte but the timings: found, missing, and a Redis
     error (a job key of the wrong type)."""
-    import asyncio
-
-    import redis
-
-    from jobstatus_core.contract import OPERATIONS
-    from jobstatus_core.requests import Request
-
-    server = start_redis(tmp_path)
-    store = RedisStore.from_url(server.url + "?prefix=loop:")
+    url, raw = own_redis
+    store = RedisStore.from_url(url + "?prefix=loop:")
     store.put({"job_id": "a", "job_status": "done", "response": {"n": [1, "é"]}})
-    raw = redis.Redis.from_url(server.url)
     raw.hset("loop:job:wrong", "not", "a string")
     service = service_for(store)
     app = create_app(service)
@@ -577,32 +587,22 @@ def test_redis_job_status_on_the_loop_reads_once_and_answers_as_the_handler(
         assert store_threads(app).calls == before
     finally:
         store.close()
-        raw.close()
-        server.stop()
 
 
 @pytest.mark.redis
 def test_redis_get_job_on_the_loop_reads_once_and_answers_as_the_handler(
-    tmp_path: Path,
+    own_redis: tuple[str, Any],
 ) -> None:
     """``GET /v1/job/{id}`` on Redis, on the loop, from its ``OneRead``: a
     job found (and its ETag current: 304) or a Redis error answered from
     one awaited read, never the handler's; a job not there answered by the
     handler, which looks for its tombstone (404, or 410 for one expired).
     Every answer the handler's, but the timings."""
-    import asyncio
-
-    import redis
-
-    from jobstatus_core.contract import OPERATIONS
-    from jobstatus_core.requests import Request
-
-    server = start_redis(tmp_path)
-    store = RedisStore.from_url(server.url + "?prefix=get:")
+    url, raw = own_redis
+    store = RedisStore.from_url(url + "?prefix=get:")
     store.put({"job_id": "a", "job_status": "done", "n": 1})
     store.put({"job_id": "old", "job_status": "done"})
     store.expire([store.read("old")], at=1000.0)  # type: ignore[list-item]
-    raw = redis.Redis.from_url(server.url)
     raw.hset("get:job:wrong", "not", "a string")
     service = service_for(store)
     app = create_app(service)
@@ -650,13 +650,11 @@ def test_redis_get_job_on_the_loop_reads_once_and_answers_as_the_handler(
         assert store_threads(app).calls == before
     finally:
         store.close()
-        raw.close()
-        server.stop()
 
 
 @pytest.mark.redis
 def test_redis_jobs_status_on_the_loop_answers_a_kept_listing_from_the_mark(
-    tmp_path: Path,
+    own_redis: tuple[str, Any],
 ) -> None:
     """``jobs/status`` on Redis, on the loop, from its ``OneRead``: while the
     listing the last request read is kept and the store's mark has not
@@ -664,17 +662,9 @@ def test_redis_jobs_status_on_the_loop_answers_a_kept_listing_from_the_mark(
     handler's mark nor the window is read; a write moves the mark, and the
     next request reads the new listing; a failing mark answers as the
     handler does."""
-    import asyncio
-
-    import redis
-
-    from jobstatus_core.contract import OPERATIONS
-    from jobstatus_core.requests import Request
-
-    server = start_redis(tmp_path)
-    store = RedisStore.from_url(server.url + "?prefix=list:")
+    url, raw = own_redis
+    store = RedisStore.from_url(url + "?prefix=list:")
     store.put({"job_id": "a", "job_status": "done"})
-    raw = redis.Redis.from_url(server.url)
     service = service_for(store)
     app = create_app(service)
     operation = next(op for op in OPERATIONS if op.name == "toolkit_jobs_status")
@@ -718,8 +708,6 @@ def test_redis_jobs_status_on_the_loop_answers_a_kept_listing_from_the_mark(
         assert on_the_loop() == failed
     finally:
         store.close()
-        raw.close()
-        server.stop()
 
 
 @pytest.mark.redis
