@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -29,6 +29,7 @@ from jobstatus_core import (
 from jobstatus_core import feed as feeds
 from jobstatus_core.contract import (
     OPERATIONS,
+    OneRead,
     Operation,
     Router,
     normalized_prefix,
@@ -282,20 +283,23 @@ class _Endpoint:
             if isinstance(asked, Reply):
                 return asked
             if asked is not None:
-                answer = await self._from_one_read(operation, store, asked)
+                answer = await self._from_one_read(operation, one_read, store, asked)
                 if answer is not None:
                     return answer
         return await self._run(lambda: service.handle(operation, request))
 
     async def _from_one_read(
-        self, operation: Operation, store: AsyncReads, asked: JobAsked | ListingAsked
+        self,
+        operation: Operation,
+        one_read: OneRead[Any, Any],
+        store: AsyncReads,
+        asked: JobAsked | ListingAsked,
     ) -> Reply | Waiting | Feed | None:
         """The answer from one store read awaited on the loop
         (``OneRead``): the request read once, the store once, the answer
         made once. None when that read does not answer it: the handler
         then does."""
-        service, one_read = self.service, operation.one_read
-        assert one_read is not None  # _call asked it
+        service = self.service
         try:
             found = await asked.read(store)
         except WouldBlock:

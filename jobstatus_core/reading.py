@@ -24,8 +24,9 @@ MAX_BATCH = 1000
 
 def get_job(service: StatusService, request: Request) -> Reply:
     """``GET /v1/job/{id}`` (without ``wait``): ``ask_job``, the job's row
-    and text read, ``answer_job`` — and, for a job that is not there, its
-    tombstone looked up."""
+    and text read, and the answer ``answer_job`` makes of them
+    (``_job_found``) — or, for a job that is not there, its tombstone
+    looked up."""
     asked = ask_job(service, request)
     if not isinstance(asked, JobAsked):
         return asked
