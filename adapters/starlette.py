@@ -36,7 +36,7 @@ from jobstatus_core.contract import (
 )
 from jobstatus_core.feed import Feed
 from jobstatus_core.problems import method_not_allowed, route_not_found
-from jobstatus_core.requests import JobAsked, ListingAsked, Request
+from jobstatus_core.requests import Asked, Request
 from jobstatus_core.waiting import Waiting, finish
 
 from .changes import changes_for
@@ -293,7 +293,7 @@ class _Endpoint:
         operation: Operation,
         one_read: OneRead[Any, Any],
         store: AsyncReads,
-        asked: JobAsked | ListingAsked,
+        asked: Asked,
     ) -> Reply | Waiting | Feed | None:
         """The answer from one store read awaited on the loop
         (``OneRead``): the request read once, the store once, the answer

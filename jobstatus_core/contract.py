@@ -207,6 +207,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/jobs",
         "Jobs in change order: filter, page, count",
         reading.list_jobs,
+        one_read=OneRead(reading.ask_kept_page, reading.answer_page),
         params=(
             STATUS_PARAM,
             Param(

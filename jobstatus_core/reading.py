@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import cursor, jsontext, params, problems, tokens
 from .pages import PageKey
 from .problems import ApiError, invalid_payload
-from .requests import JobAsked, Request
-from .rows import Query, Row
+from .requests import JobAsked, PageAsked, Request
+from .rows import Mark, Query, Row
 from .types import Record
 from .validation import JOB_ID_RULE, is_valid_job_id, request_id_of
 
@@ -94,44 +94,35 @@ def _job_found(
 
 
 def list_jobs(service: StatusService, request: Request) -> Reply:
-    query = request.query
+    """``GET /v1/jobs``: ``ask_page``, the store's mark, the kept page
+    ``answer_page`` finds under it — or the page read from the store."""
+    asked = ask_page(service, request)
+    if not isinstance(asked, PageAsked):
+        return asked
+    store = service.store
     try:
-        statuses = params.statuses(query)
-        since = params.since_seconds(query)
-        limit = params.limit(query)
-        with_counts = params.flag(query, "counts")
-        with_records = params.include_record(query)
-        digest = cursor.filter_digest(statuses, since)
-        given = params.first(query, "cursor")
-        resume = None if not given else service.decode_cursor(given, digest)
-        store = service.store
         mark = service.store_call("job statuses", store.mark)
-        if resume is not None and resume.epoch != mark.epoch:
-            raise cursor.cursor_expired()
-        cutoff = None if since is None else service.clock() - since
-        after = 0 if resume is None else resume.position
-        granted = request.grant.job_ids
-        # A token's page is read by id (at most 1,000 jobs) and not kept.
-        key = (
-            PageKey(statuses, since, after, limit, with_counts, with_records)
-            if granted is None
-            else None
-        )
-        kept = None if key is None else service.pages.get(key, mark, cutoff)
-        if kept is not None:
-            return service.success(request, None, response_json=kept)
-        wanted = Query(statuses, cutoff, after, limit + 1, with_records)
-        counts: dict[str, int] | None = None
+    except ApiError as err:
+        return service.fail(request, err)
+    answer = answer_page(service, asked, mark)
+    if answer is not None:
+        return answer
+    statuses, cutoff, limit = asked.statuses, asked.cutoff, asked.limit
+    after = 0 if asked.resume is None else asked.resume.position
+    wanted = Query(statuses, cutoff, after, limit + 1, asked.records)
+    granted = request.grant.job_ids
+    counts: dict[str, int] | None = None
+    try:
         if granted is not None:
             rows, counts = service.store_call(
                 "job statuses",
                 lambda: _narrowed(
-                    store.read_many(sorted(granted)), wanted, with_counts
+                    store.read_many(sorted(granted)), wanted, asked.counts
                 ),
             )
         else:
             rows = service.store_call("job statuses", lambda: store.page(wanted))
-            if with_counts:
+            if asked.counts:
                 counts = service.store_call(
                     "job statuses", lambda: store.counts(statuses, cutoff)
                 )
@@ -143,17 +134,85 @@ def list_jobs(service: StatusService, request: Request) -> Reply:
     position = rows[-1].position if rows else after
     # Joined from texts, byte for byte what encoding the page whole would
     # give (tests/test_pages.py), at half its cost.
-    items = ",".join([_item_text(row, with_records) for row in rows])
-    token = service.encode_cursor(cursor.Cursor(position, mark.epoch), digest)
+    items = ",".join([_item_text(row, asked.records) for row in rows])
+    token = service.encode_cursor(cursor.Cursor(position, mark.epoch), asked.digest)
     more = "true" if has_more else "false"
     text = f'{{"jobs":[{items}],"cursor":{jsontext.string(token)},"has_more":{more}'
     if counts is not None:
         counted = {_status_key(status): n for status, n in counts.items()}
         text += f',"counts":{jsontext.encode(counted)}'
     text += "}"
-    if key is not None:
-        service.pages.keep(key, mark, cutoff, oldest, text)
+    if asked.key is not None:
+        service.pages.keep(asked.key, mark, cutoff, oldest, text)
     return service.success(request, None, response_json=text)
+
+
+def ask_page(service: StatusService, request: Request) -> PageAsked | Reply:
+    """``GET /v1/jobs``'s query read and checked: the page to answer, or
+    the answer refusing it."""
+    query = request.query
+    try:
+        statuses = params.statuses(query)
+        since = params.since_seconds(query)
+        limit = params.limit(query)
+        with_counts = params.flag(query, "counts")
+        with_records = params.include_record(query)
+        digest = cursor.filter_digest(statuses, since)
+        given = params.first(query, "cursor")
+        resume = None if not given else service.decode_cursor(given, digest)
+    except ApiError as err:
+        return service.fail(request, err)
+    cutoff = None if since is None else service.clock() - since
+    after = 0 if resume is None else resume.position
+    # A token's page is read by id (at most 1,000 jobs) and not kept.
+    key = (
+        PageKey(statuses, since, after, limit, with_counts, with_records)
+        if request.grant.job_ids is None
+        else None
+    )
+    return PageAsked(
+        request,
+        statuses,
+        since,
+        limit,
+        with_counts,
+        with_records,
+        digest,
+        resume,
+        cutoff,
+        key,
+    )
+
+
+def ask_kept_page(service: StatusService, request: Request) -> PageAsked | Reply | None:
+    """``GET /v1/jobs``'s ``OneRead.ask``: ``ask_page``, or None for a
+    page that is never kept (a token's; counts over a window), which its
+    handler serves."""
+    asked = ask_page(service, request)
+    if isinstance(asked, PageAsked) and (
+        asked.key is None or (asked.counts and asked.cutoff is not None)
+    ):
+        return None
+    return asked
+
+
+def answer_page(
+    service: StatusService, asked: PageAsked, found: Mark | Exception
+) -> Reply | None:
+    """``GET /v1/jobs``'s answer from the store's mark: the kept page while
+    it is exact (``Pages``), or the refusal of a cursor from another life
+    of the store; None when no page is kept: the handler reads it."""
+    request = asked.request
+    if isinstance(found, Exception):
+        return service.fail(request, service.store_failure("job statuses", found))
+    if asked.resume is not None and asked.resume.epoch != found.epoch:
+        return service.fail(request, cursor.cursor_expired())
+    if asked.key is None:
+        return None
+    kept = service.pages.get(asked.key, found, asked.cutoff)
+    if kept is None:
+        return None
+    return service.success(request, None, response_json=kept)
 
 
 def batch(service: StatusService, request: Request) -> Reply:

@@ -11,6 +11,8 @@ from .types import Headers, RequestId
 from .validation import parse_body
 
 if TYPE_CHECKING:
+    from .cursor import Cursor
+    from .pages import PageKey
     from .protocol import AsyncReads
     from .rows import Mark, Row
     from .waiting import Waiting
@@ -78,3 +80,32 @@ class ListingAsked:
 
     def read(self, store: AsyncReads) -> Awaitable[Mark]:
         return store.mark_async()
+
+
+@dataclass(slots=True)
+class PageAsked:
+    """A ``GET /v1/jobs`` request read and checked, before the store's mark
+    (``contract.OneRead``): a kept page needs that read alone."""
+
+    request: Request
+    statuses: frozenset[str] | None
+    since: float | None
+    limit: int
+    counts: bool
+    records: bool
+    #: The filter's digest, which the page's cursor is bound to.
+    digest: str
+    #: Where the page starts: the request's cursor (None: the first page).
+    resume: Cursor | None
+    #: The window's oldest time (None: no ``since_seconds``).
+    cutoff: float | None
+    #: What a kept page is found by; None for a token's page, never kept.
+    key: PageKey | None
+
+    def read(self, store: AsyncReads) -> Awaitable[Mark]:
+        return store.mark_async()
+
+
+#: What a ``contract.OneRead`` may ask for: a request read and checked,
+#: naming the one store read its answer needs.
+Asked = JobAsked | ListingAsked | PageAsked

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -27,7 +28,7 @@ from jobstatus_backends.breaker import Breaker
 from jobstatus_backends.filesystem import FileStore, WatchedFileStore
 from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.sqlite import SQLiteStore
-from jobstatus_core import StoreUnavailable, TriesInline, WouldBlock, nowait
+from jobstatus_core import StoreUnavailable, TriesInline, WouldBlock, cursor, nowait
 from jobstatus_core.contract import OPERATIONS
 from jobstatus_core.feed import Feed
 from jobstatus_core.requests import Request
@@ -436,12 +437,13 @@ async def asgi_call(
     """A request through ``app`` in this task, without a server, with the
     API key: the messages it sends."""
     sent_headers = {"x-api-key": API_KEY, **(headers or {})}
+    path, _, query = path.partition("?")
     scope = {
         "type": "http",
         "method": method,
         "path": path,
         "raw_path": path.encode(),
-        "query_string": b"",
+        "query_string": query.encode(),
         "root_path": "",
         "headers": [(k.encode(), v.encode()) for k, v in sent_headers.items()],
     }
@@ -706,6 +708,71 @@ def test_redis_jobs_status_on_the_loop_answers_a_kept_listing_from_the_mark(
         failed = by_handler()
         assert failed[0] == 500
         assert on_the_loop() == failed
+    finally:
+        store.close()
+
+
+@pytest.mark.redis
+def test_redis_get_jobs_on_the_loop_answers_a_kept_page_from_the_mark(
+    own_redis: tuple[str, Any],
+) -> None:
+    """``GET /v1/jobs`` on Redis, on the loop, from its ``OneRead``: a page
+    kept under the store's mark, and a cursor from another life of the
+    store (410), are answered from the mark awaited alone — neither the
+    handler's mark nor the page is read; a write moves the mark, and the
+    next request reads the new page; a failing mark answers as the handler
+    does."""
+    url, raw = own_redis
+    store = RedisStore.from_url(url + "?prefix=page:")
+    store.put({"job_id": "a", "job_status": "done"})
+    store.put({"job_id": "b", "job_status": "queued"})
+    service = service_for(store)
+    app = create_app(service)
+    operation = next(op for op in OPERATIONS if op.name == "list_jobs")
+    digest = cursor.filter_digest(None, None)
+    elsewhere = service.encode_cursor(cursor.Cursor(1, "another-life"), digest)
+    first_page, expired = "/v1/jobs?limit=1", f"/v1/jobs?cursor={elsewhere}"
+
+    def fresh_id_left_out(answer: tuple[int, dict[str, Any]]) -> Any:
+        # A page's envelope names a new request id each time.
+        return answer[0], {k: v for k, v in answer[1].items() if k != "job_id"}
+
+    def on_the_loop(path: str) -> Any:
+        return fresh_id_left_out(answered(asyncio.run(asgi_call(app, "GET", path))))
+
+    def by_handler(path: str) -> Any:
+        query = parse_qs(path.partition("?")[2])
+        reply = service.handle(operation, Request("/v1/jobs", "GET", {}, b"", query))
+        assert not isinstance(reply, (Waiting, Feed))
+        return fresh_id_left_out(
+            answered([{"status": reply.status}, {"body": reply.body}])
+        )
+
+    def not_on_the_loop(*args: Any) -> None:
+        raise AssertionError("read by the handler on the loop")
+
+    read_mark, read_page = store.mark, store.page
+    try:
+        gone = by_handler(expired)
+        assert gone[0] == 410
+        first = on_the_loop(first_page)  # not kept yet: the handler keeps it
+        assert first == by_handler(first_page)
+        assert [job["job_id"] for job in first[1]["response"]["jobs"]] == ["a"]
+        # The fault: the handler's reads fail any request it serves.
+        store.mark = store.page = not_on_the_loop  # type: ignore[method-assign, assignment]
+        before = store_threads(app).calls
+        assert on_the_loop(first_page) == first
+        assert on_the_loop(expired) == gone
+        assert store_threads(app).calls == before
+        store.mark, store.page = read_mark, read_page  # type: ignore[method-assign]
+        store.put({"job_id": "a", "job_status": "failed"})
+        moved = on_the_loop(first_page)
+        assert [job["job_id"] for job in moved[1]["response"]["jobs"]] == ["b"]
+        raw.delete("page:epoch")
+        raw.hset("page:epoch", "not", "a string")  # the mark's GET: WRONGTYPE
+        failed = by_handler(first_page)
+        assert failed[0] == 500
+        assert on_the_loop(first_page) == failed
     finally:
         store.close()
 

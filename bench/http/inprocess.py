@@ -159,6 +159,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             b'{"since_seconds": 600}',
             b"",
         ),
+        "GET jobs": ("GET", "/v1/jobs", b"", b"limit=100"),
     }
     collections = Collections()
     thresholds = gc.get_threshold()
