@@ -9,7 +9,7 @@ import sys
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
@@ -47,6 +47,7 @@ from .offload import StoreThreads
 from .routing import origin_path
 
 T = TypeVar("T")
+F = TypeVar("F")
 #: A comment line this often keeps proxies from closing an idle stream.
 HEARTBEAT_SECONDS = 15.0
 #: Round trips one store call may await on the loop (a Redis mark, then its
@@ -291,14 +292,15 @@ class _Endpoint:
     async def _from_one_read(
         self,
         operation: Operation,
-        one_read: OneRead[Any, Any],
+        one_read: OneRead[Asked[F], F],
         store: AsyncReads,
-        asked: Asked,
+        asked: Asked[F],
     ) -> Reply | Waiting | Feed | None:
         """The answer from one store read awaited on the loop
         (``OneRead``): the request read once, the store once, the answer
-        made once. None when that read does not answer it: the handler
-        then does."""
+        made once. When that read does not answer it, the handler does,
+        given what was read (``for_handler``). None when the store refused
+        the read and there are no store threads: the handler then tries."""
         service = self.service
         try:
             found = await asked.read(store)
@@ -311,7 +313,11 @@ class _Endpoint:
             return await self.threads.run(lambda: service.handle(operation, request))
         except Exception as exc:  # the store's failure, answered as the handler does
             return one_read.answer(service, asked, exc)
-        return one_read.answer(service, asked, found)
+        answer = one_read.answer(service, asked, found)
+        if answer is None:
+            request = asked.for_handler(found)
+            return await self._run(lambda: service.handle(operation, request))
+        return answer
 
     async def _run(self, call: Callable[[], T]) -> T:
         # Every call made here reads (no HTTP operation writes to the

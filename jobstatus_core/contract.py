@@ -16,14 +16,14 @@ from . import feed, openapi, operating, reading, schemas, waiting
 
 if TYPE_CHECKING:
     from .feed import Feed
-    from .requests import JobAsked, ListingAsked, Request
+    from .requests import Asked, JobAsked, ListingAsked, Request
     from .rows import Mark, Row
     from .service import Reply, StatusService
     from .waiting import Waiting
 
 Handler = Callable[["StatusService", "Request"], "Reply | Waiting | Feed"]
 #: What a ``OneRead`` asks for (its request read), and what the read gives.
-A = TypeVar("A")
+A = TypeVar("A", bound="Asked[Any]")
 F = TypeVar("F")
 
 

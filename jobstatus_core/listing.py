@@ -47,12 +47,14 @@ class Listings:
         self._mark: Mark | None = None
         self._kept: list[_Kept] = []
 
-    def json(self, cutoff: float) -> str:
-        """The listing as the answer's JSON text."""
+    def json(self, cutoff: float, mark: Mark | None = None) -> str:
+        """The listing as the answer's JSON text; ``mark``: the store's,
+        when read already, after the request arrived."""
         # The mark is read before the window: a change between the two is
         # newer than the mark, so the next call sees a moved mark and drops
         # the text; the text itself is never older than its mark.
-        mark = self._store.mark()
+        if mark is None:
+            mark = self._store.mark()
         kept = self.kept(mark, cutoff)
         if kept is not None:
             return kept

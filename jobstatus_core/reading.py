@@ -100,8 +100,10 @@ def list_jobs(service: StatusService, request: Request) -> Reply:
     if not isinstance(asked, PageAsked):
         return asked
     store = service.store
+    mark = request.mark
     try:
-        mark = service.store_call("job statuses", store.mark)
+        if mark is None:
+            mark = service.store_call("job statuses", store.mark)
     except ApiError as err:
         return service.fail(request, err)
     answer = answer_page(service, asked, mark)

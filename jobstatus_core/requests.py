@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .tokens import EVERYTHING, Grant
 from .types import Headers, RequestId
@@ -41,6 +41,10 @@ class Request:
     #: Reads the body (``StatusService.parse_body``: with the fast parser
     #: the adapter's service was given).
     parser: Callable[[bytes], dict[str, Any]] = parse_body
+    #: The store's mark, read for this request after it arrived (an
+    #: adapter's awaited ``OneRead`` that did not answer it): the handler
+    #: starts from it rather than reading it again.
+    mark: Mark | None = None
     _payload: dict[str, Any] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -52,6 +56,26 @@ class Request:
         if self._payload is None:
             self._payload = self.parser(self.body)
         return self._payload
+
+
+F = TypeVar("F")
+
+
+class Asked(Protocol[F]):
+    """What a ``contract.OneRead`` asks for: a request read and checked
+    (``JobAsked``, ``ListingAsked``, ``PageAsked``), naming the one store
+    read (``F``: what it gives) its answer needs."""
+
+    request: Request
+
+    def read(self, store: AsyncReads) -> Awaitable[F]:
+        """The read, awaited on the event loop."""
+        ...
+
+    def for_handler(self, found: F) -> Request:
+        """The request the handler answers when ``OneRead.answer`` does
+        not, with what was read."""
+        ...
 
 
 @dataclass(slots=True)
@@ -67,6 +91,12 @@ class JobAsked:
     def read(self, store: AsyncReads) -> Awaitable[tuple[Row, str] | None]:
         return store.read_text_async(self.job_id)
 
+    def for_handler(self, found: tuple[Row, str] | None) -> Request:
+        """The request its handler answers when ``OneRead.answer`` does
+        not (a job not there: the handler reads it again, then its
+        tombstone)."""
+        return self.request
+
 
 @dataclass(slots=True)
 class ListingAsked:
@@ -80,6 +110,11 @@ class ListingAsked:
 
     def read(self, store: AsyncReads) -> Awaitable[Mark]:
         return store.mark_async()
+
+    def for_handler(self, found: Mark) -> Request:
+        """The request its handler answers when ``OneRead.answer`` does not
+        (nothing kept under the mark): with the mark, not read again."""
+        return replace(self.request, mark=found)
 
 
 @dataclass(slots=True)
@@ -105,7 +140,7 @@ class PageAsked:
     def read(self, store: AsyncReads) -> Awaitable[Mark]:
         return store.mark_async()
 
-
-#: What a ``contract.OneRead`` may ask for: a request read and checked,
-#: naming the one store read its answer needs.
-Asked = JobAsked | ListingAsked | PageAsked
+    def for_handler(self, found: Mark) -> Request:
+        """The request its handler answers when ``OneRead.answer`` does not
+        (nothing kept under the mark): with the mark, not read again."""
+        return replace(self.request, mark=found)

@@ -256,7 +256,7 @@ class StatusService:
         if isinstance(asked, Reply):
             return asked
         try:
-            listing = self._listing_json(asked.cutoff)
+            listing = self._listing_json(asked.cutoff, request.mark)
         except WouldBlock:
             raise  # not a failure: the adapter runs the call again
         except ApiError as err:
@@ -317,13 +317,14 @@ class StatusService:
             return Reply(reply.status, reply.headers + err.headers, reply.body)
         return reply
 
-    def _listing_json(self, since: float) -> str:
-        """The listing as JSON text: pre-encoded by the store when it can."""
+    def _listing_json(self, since: float, mark: Mark | None) -> str:
+        """The listing as JSON text: pre-encoded by the store when it can
+        (``mark``: the store's, when the request has read it already)."""
         # Only an empty or a failed listing asks whether the store is there:
         # one that lists jobs was read from it (``Presence``).
         presence = self._presence
         try:
-            listing = self._checked_listing(self.listings.json(since))
+            listing = self._checked_listing(self.listings.json(since, mark))
         except Exception:
             # A listing that failed because the store is gone (``jobs`` a
             # symlink loop, its parent unreadable) is that 404.

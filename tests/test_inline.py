@@ -662,8 +662,8 @@ def test_redis_jobs_status_on_the_loop_answers_a_kept_listing_from_the_mark(
     listing the last request read is kept and the store's mark has not
     moved, the answer is made from the mark awaited alone — neither the
     handler's mark nor the window is read; a write moves the mark, and the
-    next request reads the new listing; a failing mark answers as the
-    handler does."""
+    next request's handler reads the new listing from the mark awaited; a
+    failing mark answers as the handler does."""
     url, raw = own_redis
     store = RedisStore.from_url(url + "?prefix=list:")
     store.put({"job_id": "a", "job_status": "done"})
@@ -699,10 +699,14 @@ def test_redis_jobs_status_on_the_loop_answers_a_kept_listing_from_the_mark(
         before = store_threads(app).calls
         assert on_the_loop() == first
         assert store_threads(app).calls == before
-        store.mark, store.window = read_mark, read_window  # type: ignore[method-assign]
+        store.window = read_window  # type: ignore[method-assign]
         store.put({"job_id": "b", "job_status": "running"})
+        # Not kept under the moved mark: the handler reads the window, from
+        # the mark awaited (not read again).
         moved = on_the_loop()
         assert moved[0] == 200 and list(moved[1]["response"]) == ["a", "b"]
+        assert store_threads(app).calls == before
+        store.mark = read_mark  # type: ignore[method-assign]
         raw.delete("list:epoch")
         raw.hset("list:epoch", "not", "a string")  # the mark's GET: WRONGTYPE
         failed = by_handler()
@@ -720,8 +724,8 @@ def test_redis_get_jobs_on_the_loop_answers_a_kept_page_from_the_mark(
     kept under the store's mark, and a cursor from another life of the
     store (410), are answered from the mark awaited alone — neither the
     handler's mark nor the page is read; a write moves the mark, and the
-    next request reads the new page; a failing mark answers as the handler
-    does."""
+    next request's handler reads the new page from the mark awaited; a
+    failing mark answers as the handler does."""
     url, raw = own_redis
     store = RedisStore.from_url(url + "?prefix=page:")
     store.put({"job_id": "a", "job_status": "done"})
@@ -764,10 +768,15 @@ def test_redis_get_jobs_on_the_loop_answers_a_kept_page_from_the_mark(
         assert on_the_loop(first_page) == first
         assert on_the_loop(expired) == gone
         assert store_threads(app).calls == before
-        store.mark, store.page = read_mark, read_page  # type: ignore[method-assign]
+        store.page = read_page  # type: ignore[method-assign]
         store.put({"job_id": "a", "job_status": "failed"})
+        # Not kept under the moved mark: the handler reads the page (its
+        # scripts run on a thread), from the mark awaited (not read again).
         moved = on_the_loop(first_page)
         assert [job["job_id"] for job in moved[1]["response"]["jobs"]] == ["b"]
+        assert store_threads(app).calls == before + 1
+        store.mark = read_mark  # type: ignore[method-assign]
+        assert moved == by_handler(first_page)
         raw.delete("page:epoch")
         raw.hset("page:epoch", "not", "a string")  # the mark's GET: WRONGTYPE
         failed = by_handler(first_page)
