@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TypeVar
-from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
@@ -44,7 +43,7 @@ from .cors import asgi_cors
 from .eventstream import HEARTBEAT, EventStream
 from .metrics import UNMATCHED, Metrics
 from .offload import StoreThreads
-from .routing import origin_path
+from .routing import origin_path, query_of
 
 T = TypeVar("T")
 F = TypeVar("F")
@@ -217,13 +216,7 @@ class _Endpoint:
             if operation is None:
                 raise method_not_allowed(method, self.allowed)
             headers = _headers(scope)
-            raw_query = scope["query_string"]
-            # Most requests have none: parse_qs costs a microsecond even then.
-            query = (
-                parse_qs(raw_query.decode("latin-1"), keep_blank_values=True)
-                if raw_query
-                else {}
-            )
+            query = query_of(scope["query_string"].decode("latin-1"))
             grant = service.check_request(operation, headers, query)
             body = b""
             if operation.reads_body:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, Protocol
-from urllib.parse import parse_qs
 
 from jobstatus_core import ApiError, Reply, StatusService
 from jobstatus_core.contract import OPERATIONS, Match, Operation, Router
@@ -24,7 +23,7 @@ from jobstatus_core.waiting import Waiting, finish
 from .changes import changes_for
 from .cors import WSGICors
 from .metrics import Metrics, WSGIMetrics
-from .routing import origin_path
+from .routing import origin_path, query_of
 
 Environ = dict[str, Any]
 ExcInfo = Any
@@ -104,7 +103,7 @@ class WSGIApp:
                     501, "Not implemented: event streams need the ASGI adapter"
                 )
             headers = _headers(environ)
-            query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+            query = query_of(environ.get("QUERY_STRING", ""))
             grant = service.check_request(operation, headers, query)
             body = b""
             if operation.reads_body:

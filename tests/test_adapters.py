@@ -294,3 +294,31 @@ def test_request_ids_are_fresh_uuid4_strings() -> None:
         parsed = uuid.UUID(value)
         assert str(parsed) == value  # lower-case, hyphenated, 36 characters
         assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["", "limit=100", "status=done&status=failed,queued&limit=", "a=1&a=2&b&c=%20x"],
+)
+def test_queries_are_read_as_parse_qs_reads_them_and_shared_unchangeable(
+    raw: str,
+) -> None:
+    from urllib.parse import parse_qs
+
+    from jobstatus_adapters import routing
+
+    query = routing.query_of(raw)
+    assert {k: list(v) for k, v in query.items()} == parse_qs(
+        raw, keep_blank_values=True
+    )
+    assert routing.query_of(raw) is query  # read once, then shared
+    with pytest.raises(TypeError):
+        query["limit"] = ("1",)  # type: ignore[index]
+
+
+def test_the_table_of_queries_read_is_bounded() -> None:
+    from jobstatus_adapters import routing
+
+    for n in range(3 * routing.KEPT_QUERIES):
+        assert routing.query_of(f"cursor={n}")["cursor"] == (str(n),)
+    assert len(routing._QUERIES) <= routing.KEPT_QUERIES
