@@ -536,6 +536,23 @@ def answered(sent: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
     }
 
 
+def handled(reply: Any) -> tuple[int, dict[str, Any]]:
+    """``answered`` for what a handler returned: a reply, not a wait."""
+    assert not isinstance(reply, (Waiting, Feed))
+    return answered([{"status": reply.status}, {"body": reply.body}])
+
+
+def fresh_id_left_out(answer: tuple[int, dict[str, Any]]) -> Any:
+    """An answer without its envelope's ``job_id``: a listing's or a
+    page's names a new request id each time."""
+    return answer[0], {k: v for k, v in answer[1].items() if k != "job_id"}
+
+
+def read_by_the_handler(*args: Any) -> None:
+    """The fault the loop's tests inject in a store read its handler makes."""
+    raise AssertionError("read by the handler on the loop")
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[tuple[str, Any]]:
     """A redis-server of the test's own, and a plain client of it, for the
@@ -571,9 +588,7 @@ def test_redis_job_status_on_the_loop_reads_once_and_answers_as_the_handler(
 
     def by_handler(job_id: str) -> tuple[int, dict[str, Any]]:
         body = json.dumps({"job_id": job_id}).encode()
-        reply = service.handle(operation, Request(JOB, "POST", {}, body))
-        assert not isinstance(reply, (Waiting, Feed))
-        return answered([{"status": reply.status}, {"body": reply.body}])
+        return handled(service.handle(operation, Request(JOB, "POST", {}, body)))
 
     def not_on_the_loop(job_id: str) -> None:
         raise AssertionError(f"read_text({job_id!r}) called on the loop")
@@ -672,30 +687,20 @@ def test_redis_jobs_status_on_the_loop_answers_a_kept_listing_from_the_mark(
     operation = next(op for op in OPERATIONS if op.name == "toolkit_jobs_status")
     body = json.dumps({"since_seconds": 3600}).encode()
 
-    def fresh_id_left_out(answer: tuple[int, dict[str, Any]]) -> Any:
-        # A listing's envelope names a new request id each time.
-        return answer[0], {k: v for k, v in answer[1].items() if k != "job_id"}
-
     def on_the_loop() -> Any:
         sent = asyncio.run(asgi_call(app, "POST", JOBS, body))
         return fresh_id_left_out(answered(sent))
 
     def by_handler() -> Any:
         reply = service.handle(operation, Request(JOBS, "POST", {}, body))
-        assert not isinstance(reply, (Waiting, Feed))
-        return fresh_id_left_out(
-            answered([{"status": reply.status}, {"body": reply.body}])
-        )
-
-    def not_on_the_loop(*args: Any) -> None:
-        raise AssertionError("read by the handler on the loop")
+        return fresh_id_left_out(handled(reply))
 
     read_mark, read_window = store.mark, store.window
     try:
         first = on_the_loop()  # not kept yet: the handler reads and keeps it
         assert first[0] == 200 and list(first[1]["response"]) == ["a"]
         # The fault: the handler's reads fail any request it serves.
-        store.mark = store.window = not_on_the_loop  # type: ignore[method-assign, assignment]
+        store.mark = store.window = read_by_the_handler  # type: ignore[method-assign, assignment]
         before = store_threads(app).calls
         assert on_the_loop() == first
         assert store_threads(app).calls == before
@@ -737,23 +742,13 @@ def test_redis_get_jobs_on_the_loop_answers_a_kept_page_from_the_mark(
     elsewhere = service.encode_cursor(cursor.Cursor(1, "another-life"), digest)
     first_page, expired = "/v1/jobs?limit=1", f"/v1/jobs?cursor={elsewhere}"
 
-    def fresh_id_left_out(answer: tuple[int, dict[str, Any]]) -> Any:
-        # A page's envelope names a new request id each time.
-        return answer[0], {k: v for k, v in answer[1].items() if k != "job_id"}
-
     def on_the_loop(path: str) -> Any:
         return fresh_id_left_out(answered(asyncio.run(asgi_call(app, "GET", path))))
 
     def by_handler(path: str) -> Any:
         query = parse_qs(path.partition("?")[2])
         reply = service.handle(operation, Request("/v1/jobs", "GET", {}, b"", query))
-        assert not isinstance(reply, (Waiting, Feed))
-        return fresh_id_left_out(
-            answered([{"status": reply.status}, {"body": reply.body}])
-        )
-
-    def not_on_the_loop(*args: Any) -> None:
-        raise AssertionError("read by the handler on the loop")
+        return fresh_id_left_out(handled(reply))
 
     read_mark, read_page = store.mark, store.page
     try:
@@ -763,7 +758,7 @@ def test_redis_get_jobs_on_the_loop_answers_a_kept_page_from_the_mark(
         assert first == by_handler(first_page)
         assert [job["job_id"] for job in first[1]["response"]["jobs"]] == ["a"]
         # The fault: the handler's reads fail any request it serves.
-        store.mark = store.page = not_on_the_loop  # type: ignore[method-assign, assignment]
+        store.mark = store.page = read_by_the_handler  # type: ignore[method-assign, assignment]
         before = store_threads(app).calls
         assert on_the_loop(first_page) == first
         assert on_the_loop(expired) == gone
