@@ -516,12 +516,24 @@ async def _read_body(receive: Receive, service: StatusService) -> bytes:
             return b"".join(chunks)
 
 
+#: Replies' headers as ASGI sends them, made once per set: most answers
+#: share one (``content-type``), a polled job's its ETag's. At most
+#: ``ENCODED_HEADERS`` sets; the table starts over when full.
+ENCODED_HEADERS = 1024
+_encoded_headers: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]] = {}
+
+
 async def _send(send: Send, reply: Reply) -> int:
-    headers = [
-        (name.encode("latin-1"), value.encode("latin-1"))
-        for name, value in reply.headers
-    ]
-    headers.append((b"content-length", str(len(reply.body)).encode("latin-1")))
+    encoded = _encoded_headers.get(reply.headers)
+    if encoded is None:
+        encoded = [
+            (name.encode("latin-1"), value.encode("latin-1"))
+            for name, value in reply.headers
+        ]
+        if len(_encoded_headers) >= ENCODED_HEADERS:
+            _encoded_headers.clear()
+        _encoded_headers[reply.headers] = encoded
+    headers = [*encoded, (b"content-length", b"%d" % len(reply.body))]
     await send(
         {"type": "http.response.start", "status": reply.status, "headers": headers}
     )
