@@ -29,20 +29,32 @@ def origin_path(target: str) -> str | None:
 #: full. Clients poll with the same query (parse_qs takes 1.6 µs of a
 #: ``GET /v1/jobs?limit=100``); threads may race to read one, alike.
 KEPT_QUERIES = 256
+#: Only a query a poll sends is kept: short (a cursor is ~80 characters),
+#: of a few parameters, and without a token. Any client may send a long
+#: one, before it is authenticated: kept, 256 of them would hold hundreds
+#: of megabytes; and a token is not kept past its request.
+KEPT_QUERY_LENGTH = 256
+KEPT_QUERY_PARAMETERS = 8
 _QUERIES: dict[str, Query] = {}
 _NO_QUERY: Query = MappingProxyType({})
 
 
 def query_of(raw: str) -> Query:
     """A query string's parameters, every value kept (blank ones too), read
-    once per text: what is answered is shared, so it cannot be changed."""
+    once per text when it is a poll's: what is answered may be shared, so
+    it cannot be changed."""
     if not raw:
         return _NO_QUERY
     query = _QUERIES.get(raw)
     if query is None:
         parsed = parse_qs(raw, keep_blank_values=True)
         query = MappingProxyType({name: tuple(v) for name, v in parsed.items()})
-        if len(_QUERIES) >= KEPT_QUERIES:
-            _QUERIES.clear()
-        _QUERIES[raw] = query
+        if (
+            len(raw) <= KEPT_QUERY_LENGTH
+            and raw.count("&") < KEPT_QUERY_PARAMETERS
+            and "token" not in query
+        ):
+            if len(_QUERIES) >= KEPT_QUERIES:
+                _QUERIES.clear()
+            _QUERIES[raw] = query
     return query

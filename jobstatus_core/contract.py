@@ -16,7 +16,7 @@ from . import feed, openapi, operating, reading, schemas, waiting
 
 if TYPE_CHECKING:
     from .feed import Feed
-    from .requests import Asked, JobAsked, ListingAsked, Request
+    from .requests import Asked, JobAsked, ListingAsked, PageAsked, Request
     from .rows import Mark, Row
     from .service import Reply, StatusService
     from .waiting import Waiting
@@ -122,6 +122,22 @@ def _jobs_status(service: StatusService, request: Request) -> Reply:
     return service.jobs_status(request)
 
 
+#: The operations' ``OneRead``s, each typed whole: its two parts, and what
+#: it asks for, are checked to agree (``Operation.one_read`` holds any).
+_JOB_STATUS_READ: OneRead[JobAsked, tuple[Row, str] | None] = OneRead(
+    _ask_job_status, _answer_job_status
+)
+_JOBS_STATUS_READ: OneRead[ListingAsked, Mark] = OneRead(
+    _ask_jobs_status, _answer_jobs_status
+)
+_GET_JOB_READ: OneRead[JobAsked, tuple[Row, str] | None] = OneRead(
+    waiting.ask_job_now, reading.answer_job
+)
+_LIST_JOBS_READ: OneRead[PageAsked, Mark] = OneRead(
+    reading.ask_kept_page, reading.answer_page
+)
+
+
 def _openapi(service: StatusService, request: Request) -> Reply:
     return openapi.serve(service, request, OPERATIONS)
 
@@ -152,7 +168,7 @@ OPERATIONS: tuple[Operation, ...] = (
         answers=(400, 404, 405, 413, 415),
         body=schemas.TOOLKIT_JOB_BODY,
         response=schemas.RECORD,
-        one_read=OneRead(_ask_job_status, _answer_job_status),
+        one_read=_JOB_STATUS_READ,
     ),
     Operation(
         "toolkit_jobs_status",
@@ -165,7 +181,7 @@ OPERATIONS: tuple[Operation, ...] = (
         body=schemas.TOOLKIT_JOBS_BODY,
         body_optional=True,
         response=schemas.TOOLKIT_LISTING,
-        one_read=OneRead(_ask_jobs_status, _answer_jobs_status),
+        one_read=_JOBS_STATUS_READ,
     ),
     Operation(
         "get_job",
@@ -173,7 +189,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/job/{job_id}",
         "One job's record, with ETag and Last-Modified",
         waiting.get_job_waiting,
-        one_read=OneRead(waiting.ask_job_now, reading.answer_job),
+        one_read=_GET_JOB_READ,
         params=(
             JOB_ID_PARAM,
             Param(
@@ -207,7 +223,7 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/jobs",
         "Jobs in change order: filter, page, count",
         reading.list_jobs,
-        one_read=OneRead(reading.ask_kept_page, reading.answer_page),
+        one_read=_LIST_JOBS_READ,
         params=(
             STATUS_PARAM,
             Param(

@@ -322,3 +322,42 @@ def test_the_table_of_queries_read_is_bounded() -> None:
     for n in range(3 * routing.KEPT_QUERIES):
         assert routing.query_of(f"cursor={n}")["cursor"] == (str(n),)
     assert len(routing._QUERIES) <= routing.KEPT_QUERIES
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "pad=" + "x" * 300,  # long: anyone may send one, before any key
+        "&".join(f"p{n}=" for n in range(10)),  # many parameters
+        "token=secret&limit=5",  # a token is not kept past its request
+    ],
+)
+def test_queries_no_poll_sends_are_read_but_not_kept(raw: str) -> None:
+    from urllib.parse import parse_qs
+
+    from jobstatus_adapters import routing
+
+    query = routing.query_of(raw)
+    assert {k: list(v) for k, v in query.items()} == parse_qs(
+        raw, keep_blank_values=True
+    )
+    assert raw not in routing._QUERIES
+    assert routing.query_of(raw) is not query
+
+
+def test_both_adapters_read_queries_through_the_table(
+    serve: Callable[[ASGIApp], str], serve_wsgi: Callable[[Any], str]
+) -> None:
+    from jobstatus_adapters import routing
+
+    for n, url in enumerate(
+        (
+            serve(create_app(service_for(store_from_url("memory://")))),
+            serve_wsgi(WSGIApp(service_for(store_from_url("memory://")))),
+        )
+    ):
+        raw = f"limit={n + 7}"
+        routing._QUERIES.pop(raw, None)
+        response = httpx.get(f"{url}/v1/jobs?{raw}", headers={"x-api-key": API_KEY})
+        assert response.status_code == 200
+        assert routing._QUERIES[raw] == {"limit": (str(n + 7),)}

@@ -28,7 +28,14 @@ from jobstatus_backends.breaker import Breaker
 from jobstatus_backends.filesystem import FileStore, WatchedFileStore
 from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.sqlite import SQLiteStore
-from jobstatus_core import StoreUnavailable, TriesInline, WouldBlock, cursor, nowait
+from jobstatus_core import (
+    StoreUnavailable,
+    TriesInline,
+    WouldBlock,
+    cursor,
+    nowait,
+    tokens,
+)
 from jobstatus_core.contract import OPERATIONS
 from jobstatus_core.feed import Feed
 from jobstatus_core.requests import Request
@@ -777,6 +784,38 @@ def test_redis_get_jobs_on_the_loop_answers_a_kept_page_from_the_mark(
         failed = by_handler(first_page)
         assert failed[0] == 500
         assert on_the_loop(first_page) == failed
+    finally:
+        store.close()
+
+
+@pytest.mark.redis
+def test_redis_get_jobs_on_the_loop_never_answers_a_token_the_kept_page(
+    own_redis: tuple[str, Any],
+) -> None:
+    """The API key's page kept under the mark, nothing written since: the
+    same query with a token is answered its own jobs and counts, not the
+    kept page, on the loop as by the handler."""
+    url, _ = own_redis
+    store = RedisStore.from_url(url + "?prefix=scoped:")
+    for job_id, status in (("a", "done"), ("b", "failed"), ("c", "queued")):
+        store.put({"job_id": job_id, "job_status": status})
+    service = service_for(store)
+    app = create_app(service)
+    token = tokens.issue(["a", "c"], service.clock() + 60, service.secret)
+
+    def jobs_and_counts(headers: dict[str, str]) -> Any:
+        sent = asyncio.run(asgi_call(app, "GET", "/v1/jobs?counts=true", b"", headers))
+        status, body = answered(sent)
+        assert status == 200
+        page = body["response"]
+        return [job["job_id"] for job in page["jobs"]], page["counts"]
+
+    try:
+        whole = jobs_and_counts({})
+        assert whole == (["a", "b", "c"], {"done": 1, "failed": 1, "queued": 1})
+        assert jobs_and_counts({}) == whole  # kept
+        scoped = jobs_and_counts({"authorization": f"Bearer {token}"})
+        assert scoped == (["a", "c"], {"done": 1, "queued": 1})
     finally:
         store.close()
 

@@ -219,6 +219,24 @@ def test_a_tokens_page_is_not_kept() -> None:
     assert store.pages == 0  # read by id, never paged
 
 
+def test_a_token_is_never_answered_the_page_kept_for_the_api_key() -> None:
+    """Nothing written between: the API key's page is kept, and the same
+    query with a token still reads the token's jobs alone."""
+    store = CountingStore()
+    for n, (job_id, status) in enumerate(
+        [("a", "done"), ("b", "failed"), ("c", "queued")]
+    ):
+        store.put({"job_id": job_id, "job_status": status}, at=90.0 + n)
+    service = service_of(store, Clock(100.0))
+    query = {"counts": ["true"]}
+    whole = json.loads(listing(service, query))["response"]
+    assert [job["job_id"] for job in whole["jobs"]] == ["a", "b", "c"]
+    assert json.loads(listing(service, query))["response"] == whole  # kept
+    scoped = json.loads(listing(service, query, Grant(frozenset({"a", "c"}))))
+    assert [job["job_id"] for job in scoped["response"]["jobs"]] == ["a", "c"]
+    assert scoped["response"]["counts"] == {"done": 1, "queued": 1}
+
+
 class RowsStore(MemoryStore):
     """A memory store whose pages are the rows a test gives: values no write
     through ``put`` makes (non-finite or whole-number times, statuses as
