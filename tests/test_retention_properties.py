@@ -55,6 +55,8 @@ FINAL = 1000.0
 EPOCH = 1_000_000_000.0
 #: Seeded examples per store: processes cost a start each, threads do not.
 SEEDS_PROCESSES = 8
+#: Far above the time every part of a round takes to open its store.
+BARRIER_SECONDS = 120.0
 SEEDS_THREADS = 25
 
 
@@ -152,12 +154,22 @@ Task = tuple[str, str, Any]
 
 
 def run(
-    task: Task, store: Store | None = None, ready: Callable[[], Any] | None = None
+    task: Task,
+    store: Store | None = None,
+    ready: Callable[[], Any] | None = None,
+    failed: Callable[[], Any] | None = None,
 ) -> dict[str, int]:
     """One writer's or purger's part, on ``store`` or a store it opens;
-    ``ready`` is called once the store is open, before the first call."""
+    ``ready`` is called once the store is open, before the first call, and
+    ``failed`` instead when it cannot be opened: the parts waiting for this
+    one at the barrier are let go, and the round fails rather than hangs."""
     kind, url, script = task
-    opened = store if store is not None else store_from_url(url)
+    try:
+        opened = store if store is not None else store_from_url(url)
+    except BaseException:
+        if failed is not None:
+            failed()
+        raise
     try:
         if ready is not None:
             ready()
@@ -183,8 +195,13 @@ def _joined(barrier: Any) -> None:
 
 def _run(task: Task) -> dict[str, int]:
     # A round of as many parts as the pool has processes: each process takes
-    # one part (a process waiting at the barrier takes no other).
-    return run(task, ready=_together.wait)
+    # one part (a process waiting at the barrier takes no other). Bounded: a
+    # part lost some other way fails the round (BrokenBarrierError).
+    return run(
+        task,
+        ready=lambda: _together.wait(BARRIER_SECONDS),
+        failed=_together.abort,
+    )
 
 
 Runner = Callable[[list[Task]], list[dict[str, int]]]
