@@ -31,7 +31,10 @@ same size), the server's CPU time per request (its own and its children's,
 from /proc: steadier than requests/s on a shared machine), p50 and p99.
 Each target run comes right after runs of its floors; figures are medians of
 --repeat such rounds. WSGI rows are also compared with a bare WSGI app under
-the same gunicorn set-up.
+the same gunicorn set-up. The workers table also gives the cores the server
+kept busy over a run and the cores all else took (wrk, a store's server, the
+kernel's network work; from /proc/stat): two workers on two cores can use
+only what the others leave them.
 """
 
 from __future__ import annotations
@@ -106,6 +109,18 @@ def cpu_seconds(pid: int) -> float:
         if member in stats:
             total += stats[member][1]
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """(CPU seconds all cores spent busy, seconds since boot) from
+    /proc/stat: over a run, how many cores were busy in all."""
+    fields = [
+        int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    ]
+    ticks = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal: idle and iowait rest
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / ticks, time.monotonic()
 
 
 #: In a path or body: each request puts a job id drawn at random there.
@@ -191,6 +206,7 @@ def wrk(url: str, pid: int, load: Load, workdir: str) -> dict[str, float]:
     url = url.replace(ANY_ID, "x")  # wrk's own request, never sent
     pin = [] if load.cpu is None else ["taskset", "-c", str(load.cpu)]
     cpu_before = cpu_seconds(pid)
+    busy_before, began = machine_busy()
     out = subprocess.run(
         [
             *pin,
@@ -209,6 +225,7 @@ def wrk(url: str, pid: int, load: Load, workdir: str) -> dict[str, float]:
         check=True,
     ).stdout
     cpu = cpu_seconds(pid) - cpu_before
+    busy_after, ended = machine_busy()
 
     def ms(label: str) -> float:
         value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)", out, re.M).groups()  # type: ignore[union-attr]
@@ -222,6 +239,10 @@ def wrk(url: str, pid: int, load: Load, workdir: str) -> dict[str, float]:
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "cpu_us": cpu / max(requests, 1) * 1e6,
+        # Cores the server kept busy, and all else (wrk, a store's server):
+        # on a 2-core machine what the others take, the workers cannot.
+        "server_cores": cpu / (ended - began),
+        "other_cores": max(0.0, busy_after - busy_before - cpu) / (ended - began),
         "p50": ms("50%"),
         "p99": ms("99%"),
         "errors": float(errors.group(1) if errors else 0)
@@ -542,13 +563,16 @@ def workers_table(
     )
     print()
     print(
-        "| target | 1 worker req/s | 2 workers req/s | 2 / 1 | CPU/req 1 | CPU/req 2 |"
+        "| target | 1 worker req/s | 2 workers req/s | 2 / 1 | CPU/req 1 | CPU/req 2"
+        " | cores: server, others (1) | cores: server, others (2) |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, one, two, gain in rows:
         print(
             f"| {name} | {one['rps']:,.0f} | {two['rps']:,.0f} | {gain:.2f}"
-            f" | {one['cpu_us']:.0f} µs | {two['cpu_us']:.0f} µs |"
+            f" | {one['cpu_us']:.0f} µs | {two['cpu_us']:.0f} µs"
+            f" | {one['server_cores']:.2f}, {one['other_cores']:.2f}"
+            f" | {two['server_cores']:.2f}, {two['other_cores']:.2f} |"
         )
 
 
