@@ -112,8 +112,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def machine_busy() -> tuple[float, float]:
-    """(CPU seconds all cores spent busy, seconds since boot) from
-    /proc/stat: over a run, how many cores were busy in all."""
+    """(CPU seconds all cores have spent busy, from /proc/stat; the
+    monotonic clock): two readings tell how many cores a run kept busy."""
     fields = [
         int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     ]
