@@ -98,15 +98,11 @@ class JobAsked:
         return self.request
 
 
-@dataclass(slots=True)
-class ListingAsked:
-    """A ``jobs/status`` request read and checked, before the one store
-    read a kept listing needs (``contract.OneRead``): the store's mark."""
+class _ReadsMark:
+    """An ``Asked`` whose one read is the store's mark: the two listings'."""
 
+    __slots__ = ()
     request: Request
-    request_id: RequestId
-    #: The window's oldest time, from the request's ``since_seconds``.
-    cutoff: float
 
     def read(self, store: AsyncReads) -> Awaitable[Mark]:
         return store.mark_async()
@@ -118,7 +114,18 @@ class ListingAsked:
 
 
 @dataclass(slots=True)
-class PageAsked:
+class ListingAsked(_ReadsMark):
+    """A ``jobs/status`` request read and checked, before the one store
+    read a kept listing needs (``contract.OneRead``): the store's mark."""
+
+    request: Request
+    request_id: RequestId
+    #: The window's oldest time, from the request's ``since_seconds``.
+    cutoff: float
+
+
+@dataclass(slots=True)
+class PageAsked(_ReadsMark):
     """A ``GET /v1/jobs`` request read and checked, before the store's mark
     (``contract.OneRead``): a kept page needs that read alone."""
 
@@ -136,11 +143,3 @@ class PageAsked:
     cutoff: float | None
     #: What a kept page is found by; None for a token's page, never kept.
     key: PageKey | None
-
-    def read(self, store: AsyncReads) -> Awaitable[Mark]:
-        return store.mark_async()
-
-    def for_handler(self, found: Mark) -> Request:
-        """The request its handler answers when ``OneRead.answer`` does not
-        (nothing kept under the mark): with the mark, not read again."""
-        return replace(self.request, mark=found)

@@ -55,9 +55,9 @@ FINAL = 1000.0
 EPOCH = 1_000_000_000.0
 #: Seeded examples per store: processes cost a start each, threads do not.
 SEEDS_PROCESSES = 8
+SEEDS_THREADS = 25
 #: Far above the time every part of a round takes to open its store.
 BARRIER_SECONDS = 120.0
-SEEDS_THREADS = 25
 
 
 @dataclass(frozen=True, slots=True)
