@@ -2,10 +2,12 @@
 
 Requests are counted by operation (the contract table's name, never a raw
 path: a label per job id would grow without end) and status code, around
-either adapter. Under ``jobstatus serve --workers N`` every worker writes its
-counts to ``PROMETHEUS_MULTIPROC_DIR`` (a temporary directory per ``serve``)
-and a scrape of any worker sums them all; jobs by status come from the
-store's kept counts, which every worker shares.
+either adapter: on an event loop once the loop's turn that answered them
+ends, all of the turn's answers at once (``Metrics.done``). Under
+``jobstatus serve --workers N`` every worker writes its counts to
+``PROMETHEUS_MULTIPROC_DIR`` (a temporary directory per ``serve``) and a
+scrape of any worker sums them all; jobs by status come from the store's
+kept counts, which every worker shares.
 """
 
 from __future__ import annotations
@@ -195,8 +197,9 @@ def _observe_all(histogram: Histogram, amounts: list[float]) -> None:
     """``histogram.observe`` of each amount, in one update of its sum and one
     of each bucket hit. The client has no such call, so this writes the
     child's values as ``observe`` does (its bucket: the first bound at or
-    above the amount); ``test_metrics.py`` holds the two to the same text,
-    so a client whose insides change fails there, not in production."""
+    above the amount); ``tests/test_metrics.py`` holds the two to the same
+    samples, so a client whose insides change fails there, not in
+    production."""
     bounds = histogram._upper_bounds
     hits: dict[int, int] = {}
     for amount in amounts:
