@@ -95,8 +95,8 @@ class Metrics:
         self._by_answer: dict[tuple[str, int], Counter] = {}
         self._open: dict[str, Gauge] = {}
         # Answers on an event loop wait here for the end of the loop's turn
-        # (``done``). A deque: appending and draining are each atomic, so a
-        # scrape on any thread can drain it too, and nothing is counted
+        # (``done``). A deque: each append and each popleft is atomic, so a
+        # scrape on any thread can drain it too, and no answer is counted
         # twice or lost.
         self._pending: deque[Answer] = deque()
         #: The thread and loop a flush is scheduled on, until it runs.
@@ -122,7 +122,8 @@ class Metrics:
         """A request answered on the running event loop, counted with the
         others its turn answered once the turn ends: one update a bucket and
         a code for all of them, where each request on its own cost three
-        locked ones (written to a file under several workers)."""
+        locked ones (written to a file under several workers). With no
+        asyncio loop (trio run on its own), counted at once."""
         answer = (operation, code, time.perf_counter() - started)
         flush_on = self._flush_on
         # The loop the flush waits on runs here, so it will run. Asked
@@ -154,7 +155,8 @@ class Metrics:
         self.count(answers)
 
     def count(self, answers: Iterable[Answer]) -> None:
-        """Counts answers now (a WSGI app's, on its threads)."""
+        """Counts answers now: a turn's (``flush``), or one (a WSGI app's,
+        on its threads; trio's)."""
         by_answer: dict[tuple[str, int], int] = {}
         took: dict[str, list[float]] = {}
         for operation, code, seconds in answers:
@@ -194,12 +196,13 @@ class Metrics:
 
 
 def _observe_all(histogram: Histogram, amounts: list[float]) -> None:
-    """``histogram.observe`` of each amount, in one update of its sum and one
-    of each bucket hit. The client has no such call, so this writes the
-    child's values as ``observe`` does (its bucket: the first bound at or
-    above the amount); ``tests/test_metrics.py`` holds the two to the same
-    samples, so a client whose insides change fails there, not in
-    production."""
+    """``histogram.observe`` of each amount (a duration: never NaN), in one
+    update of its sum and one of each bucket hit. The client has no such
+    call, so this writes the child's values as ``observe`` does (its bucket:
+    the first bound at or above the amount; the sum, one addition of the
+    amounts' sum, can differ in its last bits). ``tests/test_metrics.py``
+    holds the two to the same samples, so a client whose insides change
+    fails there, not in production."""
     bounds = histogram._upper_bounds
     hits: dict[int, int] = {}
     for amount in amounts:
