@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from bisect import bisect_left
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -157,15 +157,11 @@ class Metrics:
     def count(self, answers: Iterable[Answer]) -> None:
         """Counts answers now: a turn's (``flush``), or one (a WSGI app's,
         on its threads; trio's)."""
-        by_answer: dict[tuple[str, int], int] = {}
-        took: dict[str, list[float]] = {}
+        by_answer: defaultdict[tuple[str, int], int] = defaultdict(int)
+        took: defaultdict[str, list[float]] = defaultdict(list)
         for operation, code, seconds in answers:
-            key = operation, code
-            by_answer[key] = by_answer.get(key, 0) + 1
-            if operation in took:
-                took[operation].append(seconds)
-            else:
-                took[operation] = [seconds]
+            by_answer[operation, code] += 1
+            took[operation].append(seconds)
         for key, n in by_answer.items():
             counter = self._by_answer.get(key)
             if counter is None:
@@ -204,10 +200,9 @@ def _observe_all(histogram: Histogram, amounts: list[float]) -> None:
     holds the two to the same samples, so a client whose insides change
     fails there, not in production."""
     bounds = histogram._upper_bounds
-    hits: dict[int, int] = {}
+    hits: defaultdict[int, int] = defaultdict(int)
     for amount in amounts:
-        bucket = bisect_left(bounds, amount)
-        hits[bucket] = hits.get(bucket, 0) + 1
+        hits[bisect_left(bounds, amount)] += 1
     histogram._sum.inc(sum(amounts))
     buckets = histogram._buckets
     for bucket, n in hits.items():
