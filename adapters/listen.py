@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
+from collections.abc import Callable
+from typing import Any
 
 from jobstatus_core import ConfigError
 
@@ -46,3 +49,48 @@ def check_address(host: str, port: int) -> None:
             raise ConfigError(
                 f"--host: cannot listen on {host!r}: {exc.strerror}"
             ) from None
+
+
+def worker_listener(host: str, port: int) -> socket.socket | None:
+    """What ``serve --workers N`` hands uvicorn's supervisor in place of the
+    one socket its workers would share; None where the kernel would not
+    spread connections over sockets of a port (not Linux).
+
+    Workers sharing one socket race to accept, and the first to wake takes
+    every connection waiting: a client or proxy that opens its connections
+    at once can put them all on one worker, for as long as they stay open,
+    while the others idle. Here each worker listens on a socket of its own,
+    bound with ``SO_REUSEPORT``, and Linux hands each new connection to one
+    of them by a hash of its addresses. The supervisor sends its sockets to
+    each worker it spawns, restarts included, by pickling them; this one
+    unpickles as such a socket of the worker's own. It holds the port in
+    this process, bound but not listening, so it takes no connection."""
+    if sys.platform != "linux" or not hasattr(socket, "SO_REUSEPORT"):
+        return None
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    )[0]
+    return _bound(_OwnListeners, family, kind, proto, address)
+
+
+class _OwnListeners(socket.socket):
+    def __reduce__(self) -> tuple[Callable[..., socket.socket], tuple[Any, ...]]:
+        # Unpickled in a worker: a plain socket, bound there to this address.
+        address = self.getsockname()
+        return (_bound, (socket.socket, self.family, self.type, self.proto, address))
+
+
+def _bound(
+    made: type[socket.socket], family: int, kind: int, proto: int, address: Any
+) -> socket.socket:
+    """A ``made`` socket bound to ``address`` with ``SO_REUSEPORT``."""
+    sock = made(family, kind, proto)
+    try:
+        # As the servers do: a port in TIME_WAIT is free to use.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
