@@ -268,17 +268,7 @@ def _run_server(
     store.close()
     os.environ["JOBSTATUS_STORE"] = url
     os.environ["JOBSTATUS_API_KEYS"] = ",".join(keys)
-    factory = f"{__name__}:app_from_environ"
-    own = listen.worker_listener(args.host, args.port)
-    if own is None:
-        uvicorn.run(factory, factory=True, workers=args.workers, **options)
-        return 0
-    from uvicorn.supervisors import Multiprocess
-
-    # uvicorn.run's own supervisor, given a socket each worker binds anew.
-    config = uvicorn.Config(factory, factory=True, workers=args.workers, **options)
-    with own, contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
-        Multiprocess(config, sockets=[own]).run()
+    listen.run_workers(f"{__name__}:app_from_environ", args.workers, **options)
     return 0
 
 

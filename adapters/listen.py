@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import sys
@@ -49,6 +50,24 @@ def check_address(host: str, port: int) -> None:
             raise ConfigError(
                 f"--host: cannot listen on {host!r}: {exc.strerror}"
             ) from None
+
+
+def run_workers(factory: str, workers: int, **options: Any) -> None:
+    """Serve the app ``factory`` (an import string) builds in each of
+    ``workers`` processes, spawned and kept running by uvicorn's supervisor,
+    each listening on a socket of its own (``worker_listener``) where the
+    kernel spreads connections, else on one socket they share."""
+    import uvicorn
+
+    own = worker_listener(options["host"], options["port"])
+    if own is None:
+        uvicorn.run(factory, factory=True, workers=workers, **options)
+        return
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(factory, factory=True, workers=workers, **options)
+    with own, contextlib.suppress(KeyboardInterrupt):  # as uvicorn.run
+        Multiprocess(config, sockets=[own]).run()
 
 
 def worker_listener(host: str, port: int) -> socket.socket | None:

@@ -11,8 +11,9 @@ returns a fixed body of SIZE bytes, to a POST or a GET — the framework's floor
 that ``jobstatus serve --interface wsgi`` uses — the WSGI server's floor.
 ``jobstatus``: the real app on a store prepared by run.py (``memory://`` is
 filled here, in the serving process, from the same job plan). With WORKERS
-over 1 it is served as ``jobstatus serve --workers N`` serves it: uvicorn
-spawning N workers, each building the app from a factory (here, each filling
+over 1 it is served as ``jobstatus serve --workers N`` serves it
+(``listen.run_workers``): uvicorn spawning N workers, each on a listening
+socket of its own, each building the app from a factory (here, each filling
 its own ``memory://``).
 """
 
@@ -111,6 +112,7 @@ def jobstatus(url: str, port: int, interface: str, fill: int, workers: int) -> N
         return
     import uvicorn
 
+    from jobstatus_adapters import listen
     from jobstatus_adapters.serverstack import server_stack
 
     stack = server_stack()
@@ -127,13 +129,9 @@ def jobstatus(url: str, port: int, interface: str, fill: int, workers: int) -> N
         return
     # As `jobstatus serve --workers N`: spawned workers, each calling the factory.
     os.environ["BENCH_STORE"], os.environ["BENCH_FILL"] = url, str(fill)
-    uvicorn.run(
-        "apps:app_from_environ",
-        factory=True,
-        workers=workers,
-        app_dir=str(Path(__file__).resolve().parent),
-        **options,
-    )
+    # Spawned workers import "apps" from this script's directory, which is
+    # the first entry of the path they are given.
+    listen.run_workers("apps:app_from_environ", workers, **options)
 
 
 def app_of(url: str, fill: int) -> Any:
