@@ -431,8 +431,9 @@ def test_workers_share_connections_opened_at_once(tmp_path: Path) -> None:
         wait_for(both_answer, 30)
         # Each listens on a socket of its own, where sharing one the worker
         # that woke first took every connection waiting: in 2 of 8 bursts of
-        # 16, and 13 or more in 3 others. Spread by the kernel, 32 fall 4 or
-        # fewer on a worker once in 400,000 bursts.
+        # 16, and 13 or more in 3 others. Spread by the kernel (a hash of
+        # each connection's addresses), 32 fall 3 or fewer on a worker once
+        # in 390,000 bursts.
         listening = _listening_on(running.port)
         held = [_sockets_of(pid) & listening for pid in seen]
         bursts = [_pids_answering(running.port, 32) for _ in range(10)]
@@ -440,7 +441,7 @@ def test_workers_share_connections_opened_at_once(tmp_path: Path) -> None:
         running.stop()
     assert len(listening) == 2 and all(len(one) == 1 for one in held), held
     for burst in bursts:
-        assert set(burst) == seen and min(burst.values()) > 4, bursts
+        assert set(burst) == seen and min(burst.values()) >= 4, bursts
 
 
 @pytest.mark.sqlite
