@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import socket
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from jobstatus_core import ConfigError
+
+logger = logging.getLogger("jobstatus.serve")
 
 #: The port range a server can listen on (0, "any free port", is refused:
 #: nobody could find the server).
@@ -82,34 +85,51 @@ def worker_listener(host: str, port: int) -> socket.socket | None:
     bound with ``SO_REUSEPORT``, and Linux hands each new connection to one
     of them by a hash of its addresses. The supervisor sends its sockets to
     each worker it spawns, restarts included, by pickling them; this one
-    unpickles as such a socket of the worker's own. It holds the port in
-    this process, bound but not listening, so it takes no connection."""
+    unpickles as such a socket of the worker's own.
+
+    This one holds the port in this process, bound but not listening (it
+    takes no connection), and without ``SO_REUSEADDR``: while every worker
+    is down no other socket can take the port, short of one of this user's
+    with ``SO_REUSEPORT``. Where that bind is refused (an earlier server's
+    connections in TIME_WAIT, which only ``SO_REUSEADDR`` passes), None: the
+    workers share one socket for this run."""
     if sys.platform != "linux" or not hasattr(socket, "SO_REUSEPORT"):
         return None
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM
-    )[0]
-    return _bound(_OwnListeners, family, kind, proto, address)
+    # The family as uvicorn's own socket takes it ("localhost": 127.0.0.1).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    holder = _OwnListeners(family, socket.SOCK_STREAM)
+    try:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind((host, port))
+    except OSError as exc:
+        holder.close()
+        logger.warning(
+            "the workers share one listening socket: a socket of each refused (%s)",
+            exc.strerror,
+        )
+        return None
+    return holder
 
 
 class _OwnListeners(socket.socket):
     def __reduce__(self) -> tuple[Callable[..., socket.socket], tuple[Any, ...]]:
-        # Unpickled in a worker: a plain socket, bound there to this address.
-        address = self.getsockname()
-        return (_bound, (socket.socket, self.family, self.type, self.proto, address))
+        return (_worker_socket, (self.family, self.getsockname()))
 
 
-def _bound(
-    made: type[socket.socket], family: int, kind: int, proto: int, address: Any
-) -> socket.socket:
-    """A ``made`` socket bound to ``address`` with ``SO_REUSEPORT``."""
-    sock = made(family, kind, proto)
+def _worker_socket(family: int, address: Any) -> socket.socket:
+    """Unpickled in a worker: a socket of its own, bound to ``address`` with
+    ``SO_REUSEPORT``. A bind refused ends the worker as uvicorn's own
+    start-up failures do, which its supervisor does not restart."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         # As the servers do: a port in TIME_WAIT is free to use.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-    except BaseException:
+    except OSError as exc:
+        from uvicorn.config import STARTUP_FAILURE
+
         sock.close()
-        raise
+        logger.error("a worker cannot listen on %s: %s", address, exc.strerror)
+        sys.exit(STARTUP_FAILURE)
     return sock
