@@ -437,7 +437,7 @@ def test_workers_share_connections_opened_at_once(tmp_path: Path) -> None:
         wait_for(both_answer, 30)
         # Each listens on a socket of its own, where sharing one the worker
         # that woke first took every connection waiting: in 2 of 8 bursts of
-        # 16, and 13 or more in 3 others, on a busy machine. Spread by the
+        # 16, and 13 or more in 3 others, in one measurement. Spread by the
         # kernel (a hash of each connection's addresses), 32 fall 3 or fewer
         # on a worker once in 390,000 bursts.
         listening = _listening_on(running.port)
