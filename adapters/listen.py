@@ -1,4 +1,5 @@
-"""The address ``jobstatus serve`` listens on, checked before it says so."""
+"""The address ``jobstatus serve`` listens on, checked before it says so,
+and the sockets its workers listen on (``run_workers``)."""
 
 from __future__ import annotations
 
