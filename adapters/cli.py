@@ -252,7 +252,7 @@ def _run_server(
         "log_config": log_config,
         "access_log": args.access_log,
         "loop": stack.loop,
-        "http": stack.http,
+        "http": stack.protocol(),
     }
     if args.workers == 1:
         app = create_app(

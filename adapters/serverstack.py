@@ -4,6 +4,7 @@ heap once the app is built."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib.util
 from collections.abc import Callable
@@ -24,6 +25,17 @@ class ServerStack:
 
     def describe(self) -> str:
         return f"uvicorn, loop {self.loop}, http {self.http}"
+
+    def protocol(self) -> type[asyncio.Protocol]:
+        """uvicorn's protocol for ``http``, sending each turn's writes of a
+        connection together (``turnwrites``): uvicorn's ``http`` setting."""
+        if self.http == "httptools":
+            from .turnwrites_fast import HttpToolsTurnWrites
+
+            return HttpToolsTurnWrites
+        from .turnwrites import H11TurnWrites
+
+        return H11TurnWrites
 
 
 def server_stack() -> ServerStack:

@@ -66,7 +66,7 @@ def main(port: int) -> None:
         port=port,
         log_level="warning",
         loop=stack.loop,
-        http=stack.http,
+        http=stack.protocol(),
     )
 
 

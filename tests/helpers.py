@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -166,7 +167,12 @@ class LiveWSGIServer:
 class LiveServer:
     """A real uvicorn server on a loopback port, in a thread of this process."""
 
-    def __init__(self, app: ASGIApp, loop: str = "asyncio") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        loop: str = "asyncio",
+        http: type[asyncio.Protocol] | str = "auto",
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # By default the plain asyncio loop, as `pip install jobstatus`
@@ -179,6 +185,7 @@ class LiveServer:
             log_level="warning",
             lifespan="off",
             loop=loop,  # type: ignore[arg-type]
+            http=http,  # type: ignore[arg-type]
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="test-uvicorn")

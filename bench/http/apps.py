@@ -61,7 +61,7 @@ def floor(size: int, port: int) -> None:
         log_level="warning",
         access_log=False,
         loop=stack.loop,
-        http=stack.http,
+        http=stack.protocol(),
     )
 
 
@@ -122,7 +122,7 @@ def jobstatus(url: str, port: int, interface: str, fill: int, workers: int) -> N
         "log_level": "warning",
         "access_log": False,
         "loop": stack.loop,
-        "http": stack.http,
+        "http": stack.protocol(),
     }
     if workers == 1:
         uvicorn.run(app_of(url, fill), **options)
