@@ -1,11 +1,13 @@
-"""A connection's writes sent together at the end of the loop's turn, and
-the uvicorn protocols `jobstatus serve` runs with them.
+"""A response's status line, headers and body sent with one write, and the
+uvicorn protocols `jobstatus serve` runs with it.
 
 uvicorn writes a response's status line and headers, then its body, each
 with a write of its own: two sends, two TCP segments, and two wakes of the
-client, for an answer that fits in one. Held until the end of the turn that
-made them, a response's writes leave in one ``writelines`` (one ``writev``
-on uvloop): measured in docs/performance.md ("A response in one write")."""
+client, for an answer that fits in one. Here a write waits for the next, and
+the two leave in one ``writelines`` (one ``writev`` on uvloop); a write that
+no other follows in its turn of the loop (the head of a HEAD answer, or of
+a stream whose body comes later) leaves at the turn's end. Measured in
+docs/performance.md ("A response in one write")."""
 
 from __future__ import annotations
 
@@ -14,49 +16,53 @@ from typing import Any, cast
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-#: Bytes held before they are sent at once, without waiting for the turn's
-#: end: asyncio's default high-water mark, so a body written in many parts
-#: within one turn meets the transport's flow control as it would unheld.
+#: A write this large is never held: asyncio's default high-water mark, so
+#: that a large body meets the transport's flow control as it would unheld.
 HELD_AT_MOST = 64 * 1024
+
+Data = bytes | bytearray | memoryview
 
 
 class TurnWrites(asyncio.Transport):
-    """``transport``, with the writes of one turn of the loop held and
-    sent together in the next (or at once past ``HELD_AT_MOST`` bytes, or
-    before the transport closes or ends its writing); all else is the
+    """``transport``, with each write under ``HELD_AT_MOST`` bytes held
+    until the next write, sent with it, or until the end of the loop's turn
+    (or the transport's close, or end of writing); all else is the
     transport's own."""
 
-    __slots__ = ("_held", "_held_bytes", "_loop", "_transport")
+    __slots__ = ("_held", "_loop", "_transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         super().__init__()
         self._transport = transport
         self._loop = asyncio.get_running_loop()
-        self._held: list[bytes | bytearray | memoryview] = []
-        self._held_bytes = 0
+        self._held: Data = b""
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: Data) -> None:
         if not data:
             return
-        if not self._held:
+        if self._held:
+            held, self._held = self._held, b""
+            self._transport.writelines((held, data))
+        elif len(data) < HELD_AT_MOST:
+            self._held = data
             self._loop.call_soon(self._send)
-        self._held.append(data)
-        self._held_bytes += len(data)
-        if self._held_bytes >= HELD_AT_MOST:
-            self._send()
+        else:
+            self._transport.write(data)
 
     def writelines(self, list_of_data: Any) -> None:
         for data in list_of_data:
             self.write(data)
 
     def _send(self) -> None:
+        """Send what is held at the end of the turn, if the write after it
+        has not sent it already."""
         if not self._held:
-            return  # sent before the turn ended
-        held, self._held, self._held_bytes = self._held, [], 0
-        # A connection lost meanwhile takes no more writes: asyncio would
-        # count them and log a warning after a few.
+            return
+        held, self._held = self._held, b""
+        # Not to a connection lost meanwhile: asyncio counts writes there
+        # and logs a warning after a few.
         if not self._transport.is_closing():
-            self._transport.writelines(held)
+            self._transport.write(held)
 
     def close(self) -> None:
         self._send()
@@ -67,11 +73,11 @@ class TurnWrites(asyncio.Transport):
         self._transport.write_eof()
 
     def abort(self) -> None:
-        self._held, self._held_bytes = [], 0
+        self._held = b""
         self._transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        return self._held_bytes + self._transport.get_write_buffer_size()
+        return len(self._held) + self._transport.get_write_buffer_size()
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         return self._transport.get_write_buffer_limits()

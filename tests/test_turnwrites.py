@@ -245,19 +245,25 @@ def until(condition: Callable[[], bool]) -> None:
 
 
 @pytest.mark.parametrize("loop", list(LOOPS))
-def test_writes_are_held_to_the_turns_end_and_no_further(loop: str) -> None:
+def test_a_write_waits_for_the_next_or_the_turns_end(loop: str) -> None:
     async def test(turn: TurnWrites, client: socket.socket) -> None:
         turn.write(b"status line, ")
-        turn.write(b"body")
         time.sleep(0.05)  # the loop's turn goes on: nothing sent yet
         assert waiting(client) == 0
-        assert turn.get_write_buffer_size() == len(b"status line, body")
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        assert turn.get_write_buffer_size() == len(b"status line, ")
+        turn.write(b"body")  # sent with the write before it, in one segment
         until(lambda: waiting(client) == len(b"status line, body"))
         assert client.recv(100) == b"status line, body"
         assert data_segments_in(client) == 1
-        # Past the high-water mark, sent at once, where flow control sees it.
+        # Alone in its turn: sent at the turn's end.
+        turn.write(b"a head alone")
+        time.sleep(0.05)
+        assert waiting(client) == 0
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        until(lambda: waiting(client) == len(b"a head alone"))
+        assert client.recv(100) == b"a head alone"
+        # As large as the high-water mark: never held.
         turn.write(b"y" * HELD_AT_MOST)
         until(lambda: waiting(client) > 0)
 

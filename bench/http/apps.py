@@ -61,8 +61,14 @@ def floor(size: int, port: int) -> None:
         log_level="warning",
         access_log=False,
         loop=stack.loop,
-        http=stack.protocol(),
+        http=uvicorn_http(stack),
     )
+
+
+def uvicorn_http(stack: Any) -> Any:
+    """uvicorn's ``http`` setting for ``stack``: its protocol; code from
+    before ``ServerStack.protocol`` (a run.py --baseline) ran uvicorn's own."""
+    return stack.protocol() if hasattr(stack, "protocol") else stack.http
 
 
 def wsgi_floor(size: int, port: int) -> None:
@@ -122,7 +128,7 @@ def jobstatus(url: str, port: int, interface: str, fill: int, workers: int) -> N
         "log_level": "warning",
         "access_log": False,
         "loop": stack.loop,
-        "http": stack.protocol(),
+        "http": uvicorn_http(stack),
     }
     if workers == 1:
         uvicorn.run(app_of(url, fill), **options)

@@ -340,7 +340,7 @@ def start_jobstatus(
             "warning",
         ]
 
-    return start_server(argv, env={**os.environ, "API_KEY": KEY})
+    return start_server(argv, env={**(code_env(code) or os.environ), "API_KEY": KEY})
 
 
 def check(base: str, method: str, path: str, body: str | None, known: str) -> int:
@@ -391,13 +391,20 @@ def open_stores(
     return urls, processes, stops
 
 
+def code_dirs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The codes measured, by name: this checkout's (None), after the
+    --baseline's packages if given."""
+    codes: dict[str, str | None] = {"this": None}
+    if args.baseline:
+        codes = {"baseline": os.path.abspath(args.baseline), **codes}
+    return codes
+
+
 def floor_table(
     args: argparse.Namespace, urls: dict[str, str], known: str, tmp: str
 ) -> None:
     processes: list[subprocess.Popen[bytes]] = []
-    codes: dict[str, str | None] = {"this": None}
-    if args.baseline:
-        codes = {"baseline": os.path.abspath(args.baseline), **codes}
+    codes = code_dirs(args)
     # (kind, label) -> (body size, server); kind is "floor" or "wsgi-floor".
     floors: dict[tuple[str, str], tuple[int, Server]] = {}
     floor_runs: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -511,12 +518,16 @@ def floor_table(
 def workers_table(
     args: argparse.Namespace, urls: dict[str, str], known: str, tmp: str
 ) -> None:
-    """One worker against two, on the same store, in alternating runs."""
+    """One worker against two, on the same store, in alternating runs; with
+    --baseline, the baseline's one and two workers in the same rounds."""
+    codes = code_dirs(args)
     rows = []
     for name in args.workers_stores.split(","):
         print(f"{name} / 1 and 2 workers ...", file=sys.stderr, flush=True)
         servers = [
-            start_jobstatus(name, urls[name], args.jobs, "asgi", n) for n in (1, 2)
+            start_jobstatus(name, urls[name], args.jobs, "asgi", n, directory)
+            for directory in codes.values()
+            for n in (1, 2)
         ]
         try:
             for label, method, path, body in endpoints(known)[:2]:
@@ -530,21 +541,24 @@ def workers_table(
                     args.wrk_cpu,
                     pipeline=args.workers_pipeline,
                 )
-                one, two = paired(
-                    (servers[1][1] + path, servers[1][0].pid),
-                    [(servers[0][1] + path, servers[0][0].pid)],
+                runs = paired(
+                    (servers[-1][1] + path, servers[-1][0].pid),
+                    [(base + path, process.pid) for process, base in servers[:-1]],
                     load,
                     args.repeat,
                     tmp,
                 )
-                rows.append(
-                    (
-                        f"{label} · {name}",
-                        median_of(one),
-                        median_of(two),
-                        ratio(two, one),
+                for index, code in enumerate(codes):
+                    one, two = runs[2 * index : 2 * index + 2]
+                    suffix = "" if len(codes) == 1 else f" · {code}"
+                    rows.append(
+                        (
+                            f"{label} · {name}{suffix}",
+                            median_of(one),
+                            median_of(two),
+                            ratio(two, one),
+                        )
                     )
-                )
         finally:
             for process, _ in servers:
                 process.terminate()
