@@ -35,7 +35,7 @@ class TurnWrites(asyncio.Transport):
         super().__init__()
         self._transport = transport
         self._loop = asyncio.get_running_loop()
-        self._held: Data = b""
+        self._held = b""
 
     def write(self, data: Data) -> None:
         if not data:
@@ -44,7 +44,9 @@ class TurnWrites(asyncio.Transport):
             held, self._held = self._held, b""
             self._transport.writelines((held, data))
         elif len(data) < HELD_AT_MOST:
-            self._held = data
+            # Its own copy of a buffer its writer may reuse, as a transport
+            # keeps what it cannot send at once.
+            self._held = data if isinstance(data, bytes) else bytes(data)
             self._loop.call_soon(self._send)
         else:
             self._transport.write(data)

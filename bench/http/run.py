@@ -24,7 +24,8 @@ On loopback, wrk (another process) drives, in turn:
   then answer from their kept answers, docs/stores.md);
 - then ``jobstatus serve`` with one worker against ``--workers 2`` on the
   --workers-stores, wrk pinned to --wrk-cpu with taskset (and with
-  --workers-pipeline N, writing N requests at once per connection).
+  --workers-pipeline N, writing N requests at once per connection); with
+  --baseline, the baseline's one and two workers in the same rounds.
 
 It prints requests/s (also as a ratio to the floor serving a body of the
 same size), the server's CPU time per request (its own and its children's,
