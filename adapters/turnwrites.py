@@ -47,7 +47,7 @@ class TurnWrites(asyncio.Transport):
             # Its own copy of a buffer its writer may reuse, as a transport
             # keeps what it cannot send at once.
             self._held = data if isinstance(data, bytes) else bytes(data)
-            self._loop.call_soon(self._send)
+            self._loop.call_soon(self.flush)
         else:
             self._transport.write(data)
 
@@ -55,9 +55,9 @@ class TurnWrites(asyncio.Transport):
         for data in list_of_data:
             self.write(data)
 
-    def _send(self) -> None:
-        """Send what is held at the end of the turn, if the write after it
-        has not sent it already."""
+    def flush(self) -> None:
+        """Send what is held: at the end of the turn, if the write after it
+        has not sent it already, or before the transport closes."""
         if not self._held:
             return
         held, self._held = self._held, b""
@@ -67,11 +67,11 @@ class TurnWrites(asyncio.Transport):
             self._transport.write(held)
 
     def close(self) -> None:
-        self._send()
+        self.flush()
         self._transport.close()
 
     def write_eof(self) -> None:
-        self._send()
+        self.flush()
         self._transport.write_eof()
 
     def abort(self) -> None:
@@ -114,10 +114,26 @@ class TurnWrites(asyncio.Transport):
         return self._transport.get_extra_info(name, default)
 
 
-class H11TurnWrites(H11Protocol):
-    """uvicorn's h11 protocol on ``TurnWrites``."""
+class OnTurnWrites(asyncio.Protocol):
+    """What a uvicorn HTTP protocol needs to run on ``TurnWrites``: mixed
+    in before it."""
+
+    _turn: TurnWrites
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream's transport (uvloop's are not asyncio.Transport's
         # subclasses, only alike).
-        super().connection_made(TurnWrites(cast(asyncio.Transport, transport)))
+        self._turn = TurnWrites(cast(asyncio.Transport, transport))
+        super().connection_made(self._turn)
+
+    def eof_received(self) -> None:
+        # The transport closes itself when this returns (uvicorn keeps no
+        # half-open connection): what the turn wrote leaves first, as it
+        # would have unheld — the only write of a HEAD, 204 or 304 answer
+        # to a client that ended its side after its request.
+        self._turn.flush()
+        super().eof_received()
+
+
+class H11TurnWrites(OnTurnWrites, H11Protocol):
+    """uvicorn's h11 protocol on ``TurnWrites``."""

@@ -48,6 +48,10 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     written in one turn; ``/echo``: the request's body."""
     assert scope["type"] == "http"
     body = scope["path"].encode()
+    if scope["path"] == "/204":
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+        return
     if scope["path"] == "/echo":
         body = (await receive())["body"]
     parts = [body]
@@ -315,3 +319,33 @@ def test_writes_held_when_the_connection_is_lost_are_dropped_quietly(
 
     on_a_connection(LOOPS[loop], test)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("request_line", [b"HEAD /x", b"GET /204"])
+def test_a_client_that_half_closes_gets_its_answer(
+    server: LiveServer, request_line: bytes
+) -> None:
+    """A request then the client's end of writing (``nc -N``, HTTP/1.0
+    clients): uvicorn's transport closes itself on the EOF, in the turn
+    that may also hold the answer's only write."""
+    with connect(server.port) as sock:
+        sock.sendall(request_line + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(1 << 16):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 ")
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_a_held_buffer_is_sent_as_it_was_written(loop: str) -> None:
+    async def test(turn: TurnWrites, client: socket.socket) -> None:
+        buffer = bytearray(b"as written")
+        turn.write(buffer)
+        buffer[:] = b"reused now"  # its writer's to reuse once write returns
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        until(lambda: waiting(client) == len(b"as written"))
+        assert client.recv(100) == b"as written"
+
+    on_a_connection(LOOPS[loop], test)
