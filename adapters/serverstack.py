@@ -27,8 +27,8 @@ class ServerStack:
         return f"uvicorn, loop {self.loop}, http {self.http}"
 
     def protocol(self) -> type[asyncio.Protocol]:
-        """uvicorn's protocol for ``http``, sending each turn's writes of a
-        connection together (``turnwrites``): uvicorn's ``http`` setting."""
+        """uvicorn's protocol for ``http`` on ``turnwrites.TurnWrites`` (a
+        response's head and body in one write): uvicorn's ``http`` setting."""
         if self.http == "httptools":
             from .turnwrites_fast import HttpToolsTurnWrites
 
