@@ -1,4 +1,4 @@
-"""A connection's writes sent together at the end of the loop's turn
+"""A write held until the next one or the end of the loop's turn
 (``jobstatus_adapters.turnwrites``): a response in one TCP segment, and
 nothing lost, late or out of order for it. Real uvicorn servers on loopback
 ports, and real sockets; the segments counted by the kernel (TCP_INFO)."""
@@ -33,7 +33,7 @@ pytestmark = [
 ]
 
 PART = 10_000
-BIG = 20 * PART  # three times what a turn holds at most
+BIG = 20 * PART  # three times the largest write held
 
 
 def data_segments_in(sock: socket.socket) -> int:
