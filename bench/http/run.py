@@ -34,8 +34,9 @@ Each target run comes right after runs of its floors; figures are medians of
 --repeat such rounds. WSGI rows are also compared with a bare WSGI app under
 the same gunicorn set-up. The workers table also gives the cores the server
 kept busy over a run and the cores all else took (wrk, a store's server, the
-kernel's network work; from /proc/stat): two workers on two cores can use
-only what the others leave them.
+kernel's network work; from /proc/stat), and of those, wrk's own (its
+rusage) and the store's server's (Redis; from /proc): two workers on two
+cores can use only what the others leave them.
 """
 
 from __future__ import annotations
@@ -200,15 +201,20 @@ class Load:
     pipeline: int = 1
 
 
-def wrk(url: str, pid: int, load: Load, workdir: str) -> dict[str, float]:
-    """One wrk run; also the server's CPU time per request it answered."""
+def wrk(
+    url: str, pid: int, load: Load, workdir: str, store_pid: int | None = None
+) -> dict[str, float]:
+    """One wrk run; also the server's CPU time per request it answered, and
+    the cores the server, wrk and the store's own server (``store_pid``, if
+    any) kept busy."""
     path = "/" + url.split("/", 3)[3]
     script = request_script(workdir, load.method, load.body, path, load.pipeline)
     url = url.replace(ANY_ID, "x")  # wrk's own request, never sent
     pin = [] if load.cpu is None else ["taskset", "-c", str(load.cpu)]
     cpu_before = cpu_seconds(pid)
+    store_before = 0.0 if store_pid is None else cpu_seconds(store_pid)
     busy_before, began = machine_busy()
-    out = subprocess.run(
+    process = subprocess.Popen(
         [
             *pin,
             "wrk",
@@ -221,11 +227,18 @@ def wrk(url: str, pid: int, load: Load, workdir: str) -> dict[str, float]:
             str(script),
             url,
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-    ).stdout
+    )
+    assert process.stdout is not None
+    out = process.stdout.read()
+    # wait4, not wait: wrk's own CPU time (taskset execs it, same pid).
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, process.args, out)
     cpu = cpu_seconds(pid) - cpu_before
+    store = 0.0 if store_pid is None else cpu_seconds(store_pid) - store_before
     busy_after, ended = machine_busy()
 
     def ms(label: str) -> float:
@@ -244,6 +257,8 @@ def wrk(url: str, pid: int, load: Load, workdir: str) -> dict[str, float]:
         # on a 2-core machine what the others take, the workers cannot.
         "server_cores": cpu / (ended - began),
         "other_cores": max(0.0, busy_after - busy_before - cpu) / (ended - began),
+        "wrk_cores": (usage.ru_utime + usage.ru_stime) / (ended - began),
+        "store_cores": store / (ended - began),
         "p50": ms("50%"),
         "p99": ms("99%"),
         "errors": float(errors.group(1) if errors else 0)
@@ -263,6 +278,7 @@ def paired(
     load: Load,
     repeat: int,
     workdir: str,
+    store_pid: int | None = None,
 ) -> list[list[dict[str, float]]]:
     """--repeat rounds: a run of each floor, then one of the target.
 
@@ -271,7 +287,7 @@ def paired(
     Returns the runs of each floor, then the target's.
     """
     rounds = [
-        [wrk(url, pid, load, workdir) for url, pid in (*floors, target)]
+        [wrk(url, pid, load, workdir, store_pid) for url, pid in (*floors, target)]
         for _ in range(repeat)
     ]
     return [list(runs) for runs in zip(*rounds, strict=True)]
@@ -357,9 +373,9 @@ def check(base: str, method: str, path: str, body: str | None, known: str) -> in
 
 def open_stores(
     tmp: str, names: list[str], jobs: list[tuple[str, float, dict[str, object]]]
-) -> tuple[dict[str, str], list[subprocess.Popen[bytes]], list[object]]:
-    """Every store named, holding ``jobs``: URLs, server processes, and the
-    PostgreSQL cluster's stop function (if any)."""
+) -> tuple[dict[str, str], dict[str, subprocess.Popen[bytes]], list[object]]:
+    """Every store named, holding ``jobs``: URLs, server processes by store
+    name, and the PostgreSQL cluster's stop function (if any)."""
     build_files(Path(tmp) / "storage", jobs)
     build_sqlite(Path(tmp) / "jobs.db", jobs)
     urls = {
@@ -367,7 +383,7 @@ def open_stores(
         "sqlite": f"sqlite://{tmp}/jobs.db",
         "file": f"file://{tmp}/storage",
     }
-    processes: list[subprocess.Popen[bytes]] = []
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     stops: list[object] = []
     source = f"file://{tmp}/storage?index=off"
     if "redis" in names:
@@ -375,7 +391,7 @@ def open_stores(
         if redis is None:
             sys.exit("redis-server not found: leave redis out of --stores")
         redis_process, urls["redis"] = redis
-        processes.append(redis_process)
+        processes["redis"] = redis_process
         timed_migrate(source, urls["redis"])
     if "postgres" in names:
         # Its own directory: the cluster runs as the postgres user when root,
@@ -517,7 +533,11 @@ def floor_table(
 
 
 def workers_table(
-    args: argparse.Namespace, urls: dict[str, str], known: str, tmp: str
+    args: argparse.Namespace,
+    urls: dict[str, str],
+    known: str,
+    tmp: str,
+    store_servers: dict[str, subprocess.Popen[bytes]],
 ) -> None:
     """One worker against two, on the same store, in alternating runs; with
     --baseline, the baseline's one and two workers in the same rounds."""
@@ -548,6 +568,7 @@ def workers_table(
                     load,
                     args.repeat,
                     tmp,
+                    store_servers[name].pid if name in store_servers else None,
                 )
                 for index, code in enumerate(codes):
                     one, two = runs[2 * index : 2 * index + 2]
@@ -557,7 +578,10 @@ def workers_table(
                             f"{label} · {name}{suffix}",
                             median_of(one),
                             median_of(two),
-                            ratio(two, one),
+                            [
+                                t["rps"] / o["rps"]
+                                for t, o in zip(two, one, strict=True)
+                            ],
                         )
                     )
         finally:
@@ -578,16 +602,27 @@ def workers_table(
     )
     print()
     print(
-        "| target | 1 worker req/s | 2 workers req/s | 2 / 1 | CPU/req 1 | CPU/req 2"
-        " | cores: server, others (1) | cores: server, others (2) |"
+        "| target | 1 worker req/s | 2 workers req/s | 2 / 1 | rounds' 2 / 1"
+        " | CPU/req 1 | CPU/req 2"
+        " | cores: server, others (wrk, store) (1)"
+        " | cores: server, others (wrk, store) (2) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for name, one, two, gain in rows:
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def cores(run: dict[str, float]) -> str:
+        return (
+            f"{run['server_cores']:.2f}, {run['other_cores']:.2f}"
+            f" ({run['wrk_cores']:.2f}, {run['store_cores']:.2f})"
+        )
+
+    for name, one, two, gains in rows:
+        # The median, and the spread of the rounds it is the median of.
         print(
-            f"| {name} | {one['rps']:,.0f} | {two['rps']:,.0f} | {gain:.2f}"
+            f"| {name} | {one['rps']:,.0f} | {two['rps']:,.0f}"
+            f" | {statistics.median(gains):.2f}"
+            f" | {min(gains):.2f} to {max(gains):.2f}"
             f" | {one['cpu_us']:.0f} µs | {two['cpu_us']:.0f} µs"
-            f" | {one['server_cores']:.2f}, {one['other_cores']:.2f}"
-            f" | {two['server_cores']:.2f}, {two['other_cores']:.2f} |"
+            f" | {cores(one)} | {cores(two)} |"
         )
 
 
@@ -655,9 +690,9 @@ def main() -> None:
             if not args.skip_floor:
                 floor_table(args, urls, known, tmp)
             if args.workers_stores:
-                workers_table(args, urls, known, tmp)
+                workers_table(args, urls, known, tmp, processes)
         finally:
-            for process in processes:
+            for process in processes.values():
                 process.terminate()
                 process.wait(30)
             for stop in stops:
