@@ -231,7 +231,8 @@ def wrk(
         text=True,
     )
     assert process.stdout is not None
-    out = process.stdout.read()
+    with process.stdout as stream:
+        out = stream.read()
     # wait4, not wait: wrk's own CPU time (taskset execs it, same pid).
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
