@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 
+from jobstatus_core import batchreads
+
 T = TypeVar("T")
 
 _Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
@@ -108,11 +110,14 @@ class StoreThreads:
 
 def _run_batch(batch: _Batch) -> None:
     outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
-    for call, future in batch:
-        try:
-            outcomes.append((future, True, call()))
-        except BaseException as exc:  # handed to the awaiting task, as raised
-            outcomes.append((future, False, exc))
+    # Every call was asked before the batch started: a value read during it
+    # may answer them all (``batchreads``).
+    with batchreads.batch():
+        for call, future in batch:
+            try:
+                outcomes.append((future, True, call()))
+            except BaseException as exc:  # handed to the awaiting task, as raised
+                outcomes.append((future, False, exc))
     loop = batch[0][1].get_loop()
     # A loop closed while the batch ran has nobody waiting on it.
     with contextlib.suppress(RuntimeError):

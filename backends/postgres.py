@@ -44,7 +44,7 @@ import secrets
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -62,6 +62,7 @@ from jobstatus_core import (
     Tombstone,
     VersionedStoreBase,
     Window,
+    batchreads,
     checked_at,
     checked_job_id,
     jsontext,
@@ -165,7 +166,7 @@ class PostgresStore(VersionedStoreBase):
     # -- reading -------------------------------------------------------------
 
     def read(self, job_id: str) -> Row | None:
-        found = self._fetch(self._sql.read, (job_id,))
+        found = self._shared(("read", job_id), self._sql.read, (job_id,))
         return _row(found[0], with_record=True) if found else None
 
     def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
@@ -217,7 +218,7 @@ class PostgresStore(VersionedStoreBase):
         }
 
     def mark(self) -> Mark:
-        ((epoch, head, server),) = self._fetch(self._sql.mark, ())
+        ((epoch, head, server),) = self._shared("mark", self._sql.mark, ())
         return Mark(epoch, int(head), server)
 
     def jobs(self) -> list[tuple[str, float]]:
@@ -354,11 +355,23 @@ class PostgresStore(VersionedStoreBase):
 
     # -- plumbing --------------------------------------------------------------
 
-    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _shared(
+        self, key: Hashable, sql: str, params: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
+        """``_fetch``, read once for the calls of a batch a store thread
+        runs (``batchreads``): a turn's polls of the mark, or of one job,
+        then cost one statement."""
+        return batchreads.shared(
+            self, key, lambda: self._fetch(sql, params, shared=True)
+        )
+
+    def _fetch(
+        self, sql: str, params: Sequence[Any], *, shared: bool = False
+    ) -> list[tuple[Any, ...]]:
         def fetch(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
             return conn.execute(sql, params).fetchall()
 
-        return self._run(fetch)
+        return self._run(fetch, shared=shared)
 
     def _write(self, sql: str, params: Sequence[Any]) -> int:
         def write(conn: psycopg.Connection[Any]) -> int:
@@ -366,7 +379,13 @@ class PostgresStore(VersionedStoreBase):
 
         return self._run(write)
 
-    def _run(self, action: Callable[[psycopg.Connection[Any]], T]) -> T:
+    def _run(
+        self, action: Callable[[psycopg.Connection[Any]], T], *, shared: bool = False
+    ) -> T:
+        if not shared:
+            # Any other statement may write (``swap``'s, a purge's): what
+            # the batch read before it no longer stands for what follows.
+            batchreads.forget()
         if not self._ready:
             self._setup()
         with _translated(), self._pool.connection() as conn:

@@ -3,6 +3,7 @@ notifications across instances, and indexed queries."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from jobstatus_adapters.offload import StoreThreads
 from jobstatus_backends.postgres import (
     SCHEMA_VERSION,
     PostgresStore,
@@ -193,6 +195,75 @@ def test_swaps_from_two_instances_lose_no_update(
         "job_status": "running",
         "n": 200,
     }
+
+
+class Counted(PostgresStore):
+    """Counts the statements it runs (a real store, on a real cluster)."""
+
+    statements = 0
+    _lock = threading.Lock()
+
+    def _run(self, action: Any, *, shared: bool = False) -> Any:
+        with self._lock:
+            self.statements += 1
+        return super()._run(action, shared=shared)
+
+
+def in_one_batch(calls: list[Callable[[], Any]]) -> list[Any]:
+    """``calls`` made in one turn of an event loop through the Starlette
+    adapter's store threads: one batch, run in this order."""
+
+    async def main() -> list[Any]:
+        threads = StoreThreads()
+        tasks = [asyncio.ensure_future(threads.run(call)) for call in calls]
+        return list(await asyncio.gather(*tasks))
+
+    return asyncio.run(main())
+
+
+def test_the_polls_of_one_batch_read_the_mark_and_a_job_once(url: str) -> None:
+    store = Counted.from_url(url)
+    try:
+        store.put({"job_id": "j", "job_status": "running"})
+        before = store.statements
+        marks = in_one_batch([store.mark] * 16)
+        rows = in_one_batch([partial(store.read, "j")] * 16)
+        assert store.statements - before == 2
+        assert len(set(marks)) == 1 and marks[0] == store.mark()
+        assert {row.status for row in rows} == {'"running"'}
+        # Outside a batch (a direct call, the WSGI adapter) each reads.
+        before = store.statements
+        store.mark(), store.mark()
+        assert store.statements - before == 2
+    finally:
+        store.close()
+
+
+def test_a_batch_reads_again_after_a_write_and_the_next_batch_sees_others(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    store, other = Counted.from_url(url), opened(url)
+    try:
+        store.put({"job_id": "j", "job_status": "queued"})
+        first, _, second, row = in_one_batch(
+            [
+                store.mark,
+                partial(store.put, {"job_id": "j", "job_status": "running"}),
+                store.mark,
+                partial(store.read, "j"),
+            ]
+        )
+        assert second.head > first.head
+        assert row is not None and row.status == '"running"'
+        # A write by another instance between two batches: the next batch's
+        # read is made after it, and sees it.
+        (before,) = in_one_batch([store.mark])
+        other.put({"job_id": "j", "job_status": "done"})
+        after, row = in_one_batch([store.mark, partial(store.read, "j")])
+        assert after.head > before.head
+        assert row is not None and row.status == '"done"'
+    finally:
+        store.close()
 
 
 def test_recorders_on_two_instances_agree(
