@@ -17,9 +17,10 @@ is never followed by a value read before it.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from contextvars import ContextVar, Token
-from types import TracebackType
+from contextvars import ContextVar
 from typing import Any, TypeVar
+
+from .scoped import Scoped
 
 T = TypeVar("T")
 
@@ -31,25 +32,10 @@ _values: ContextVar[dict[tuple[int, Hashable], Any] | None] = ContextVar(
 )
 
 
-def batch() -> _Batch:
+def batch() -> Scoped[dict[tuple[int, Hashable], Any] | None]:
     """Around one batch of calls on this thread, each asked before it
     started: what they read through ``shared`` is shared until it ends."""
-    return _Batch()
-
-
-class _Batch:
-    # A class, not contextlib's decorator: the core imports no more than it
-    # needs (tests/test_core.py).
-    def __enter__(self) -> None:
-        self._token: Token[dict[tuple[int, Hashable], Any] | None] = _values.set({})
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        _values.reset(self._token)
+    return Scoped(_values, {})
 
 
 def shared(owner: object, key: Hashable, read: Callable[[], T]) -> T:

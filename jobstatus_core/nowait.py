@@ -16,9 +16,10 @@ the call again with the outcome in ``fetched``, where the store finds it
 from __future__ import annotations
 
 from collections.abc import Hashable
-from contextvars import ContextVar, Token
-from types import TracebackType
+from contextvars import ContextVar
 from typing import Any
+
+from .scoped import Scoped
 
 #: A fetch's outcome: (True, its value) or (False, the exception it raised).
 Outcome = tuple[bool, Any]
@@ -28,28 +29,12 @@ _fetched: ContextVar[dict[Hashable, Outcome] | None] = ContextVar(
 )
 
 
-def attempt(fetched: dict[Hashable, Outcome] | None = None) -> _Attempt:
+def attempt(
+    fetched: dict[Hashable, Outcome] | None = None,
+) -> Scoped[dict[Hashable, Outcome] | None]:
     """Store calls made inside may raise ``WouldBlock`` instead of waiting;
     ``fetched``: the outcomes of fetches earlier attempts asked for."""
-    return _Attempt({} if fetched is None else fetched)
-
-
-class _Attempt:
-    # A class, not contextlib's decorator: the core imports no more than it
-    # needs (tests/test_core.py).
-    def __init__(self, fetched: dict[Hashable, Outcome]) -> None:
-        self._fetched = fetched
-
-    def __enter__(self) -> None:
-        self._token: Token[dict[Hashable, Outcome] | None] = _fetched.set(self._fetched)
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        _fetched.reset(self._token)
+    return Scoped(_fetched, {} if fetched is None else fetched)
 
 
 def asked() -> bool:
