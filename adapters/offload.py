@@ -16,7 +16,16 @@ from jobstatus_core import batchreads
 T = TypeVar("T")
 
 _Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
-_Batch = list[_Call]
+
+
+class _Batch(list[_Call]):
+    """The calls of one loop iteration, in the order they were asked."""
+
+    #: Set once the batch is handed to the workers: no call joins it after
+    #: (each call of a batch was asked before it started, which
+    #: ``batchreads`` relies on).
+    sent = False
+
 
 THREAD_NAME = "jobstatus-store"
 
@@ -62,20 +71,23 @@ class StoreThreads:
         gathering: tuple[asyncio.AbstractEventLoop, _Batch] | None = getattr(
             self._gathering, "current", None
         )
-        # Checked against the running loop: a loop that stopped before
-        # sending its batch must not leave the next loop of this thread
-        # adding calls to a batch nobody will send.
-        if gathering is not None and gathering[0] is loop:
+        # Checked against the running loop and the batch: a loop that
+        # stopped before sending its batch must not leave the next loop of
+        # this thread adding calls to a batch nobody will send, nor a loop
+        # that sent it from another thread meanwhile add to a batch gone.
+        if gathering is not None and gathering[0] is loop and not gathering[1].sent:
             batch = gathering[1]
         else:
-            batch = []
+            batch = _Batch()
             self._gathering.current = (loop, batch)
             loop.call_soon(self._send_batch, batch)
         batch.append((call, future))
         return await future
 
     def _send_batch(self, batch: _Batch) -> None:
-        if getattr(self._gathering, "current", (None, None))[1] is batch:
+        batch.sent = True
+        gathering = getattr(self._gathering, "current", None)
+        if gathering is not None and gathering[1] is batch:
             self._gathering.current = None
         with self._lock:
             # Put and count under one lock: a worker that is about to exit

@@ -166,7 +166,9 @@ class PostgresStore(VersionedStoreBase):
     # -- reading -------------------------------------------------------------
 
     def read(self, job_id: str) -> Row | None:
-        found = self._shared(("read", job_id), self._sql.read, (job_id,))
+        # A job not found is not shared: a caller may look its tombstone up
+        # next, and must not put a fresh lookup beside an older "none".
+        found = self._shared(("read", job_id), self._sql.read, (job_id,), keep=bool)
         return _row(found[0], with_record=True) if found else None
 
     def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
@@ -356,13 +358,17 @@ class PostgresStore(VersionedStoreBase):
     # -- plumbing --------------------------------------------------------------
 
     def _shared(
-        self, key: Hashable, sql: str, params: Sequence[Any]
+        self,
+        key: Hashable,
+        sql: str,
+        params: Sequence[Any],
+        keep: Callable[[list[tuple[Any, ...]]], bool] | None = None,
     ) -> list[tuple[Any, ...]]:
         """``_fetch``, read once for the calls of a batch a store thread
         runs (``batchreads``): a turn's polls of the mark, or of one job,
         then cost one statement."""
         return batchreads.shared(
-            self, key, lambda: self._fetch(sql, params, shared=True)
+            self, key, lambda: self._fetch(sql, params, shared=True), keep
         )
 
     def _fetch(

@@ -38,10 +38,15 @@ def batch() -> Scoped[dict[tuple[int, Hashable], Any] | None]:
     return Scoped(_values, {})
 
 
-def shared(owner: object, key: Hashable, read: Callable[[], T]) -> T:
+def shared(
+    owner: object,
+    key: Hashable,
+    read: Callable[[], T],
+    keep: Callable[[T], bool] | None = None,
+) -> T:
     """``read()``'s value, read once per batch for ``owner`` and ``key``
-    (a read that raises is not kept: the next call tries again); outside a
-    batch, ``read()``."""
+    (a read that raises is not kept, nor one ``keep`` refuses: the next
+    call reads again); outside a batch, ``read()``."""
     values = _values.get()
     if values is None:
         return read()
@@ -52,7 +57,8 @@ def shared(owner: object, key: Hashable, read: Callable[[], T]) -> T:
         value: T = values[slot]
         return value
     value = read()
-    values[slot] = value
+    if keep is None or keep(value):
+        values[slot] = value
     return value
 
 

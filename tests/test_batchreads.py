@@ -100,3 +100,15 @@ def test_another_threads_batch_is_its_own() -> None:
         assert batchreads.shared(owner, "k", lambda: "again") == "main"
     thread.join(5)
     assert seen == ["other", "other batch"]
+
+
+def test_a_value_keep_refuses_is_read_again() -> None:
+    read = Counter()
+    owner = object()
+    with batchreads.batch():
+        odd = [
+            batchreads.shared(owner, "k", read, keep=lambda n: n % 2 == 0)
+            for _ in range(3)
+        ]
+    # 1 (odd: not kept), 2 (kept), then 2 again
+    assert odd == [1, 2, 2]

@@ -11,6 +11,7 @@ import pytest
 import trio  # noqa: F401 - the backend anyio runs below
 
 from jobstatus_adapters.offload import THREAD_NAME, StoreThreads
+from jobstatus_core import batchreads
 
 pytestmark = pytest.mark.core
 
@@ -143,3 +144,72 @@ def test_trio_uses_anyio_threads() -> None:
     name = anyio.run(main, backend="trio")
     assert name != threading.current_thread().name
     assert name != THREAD_NAME
+
+
+def test_a_loop_that_stopped_before_sending_still_gets_its_answer() -> None:
+    """Two loops taking turns on one thread: the first stops with its batch
+    gathered, the second runs a whole batch meanwhile; the first batch is
+    still sent, and answered, when the first loop runs again."""
+    threads = StoreThreads()
+
+    async def ask(tag: str) -> str:
+        return await threads.run(lambda: tag)
+
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        waiting = first.create_task(ask("a"))
+        first.call_soon(first.stop)
+        first.run_forever()  # "a" gathered, its batch not sent yet
+        assert second.run_until_complete(ask("b")) == "b"
+        assert first.run_until_complete(asyncio.wait_for(waiting, 5)) == "a"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_no_call_joins_a_batch_already_sent() -> None:
+    """A loop stopped with its batch gathered, then run for a moment on
+    another thread (which sends the batch): a call asked afterwards on the
+    first thread goes into a batch of its own, never into the one sent."""
+    threads = StoreThreads()
+    gate = threading.Event()
+    # Which batch a call ran in is seen through batchreads: a value shared
+    # within a batch is never seen by a call of another batch.
+    owner = object()
+    value = ["before"]
+
+    def read() -> str:
+        return batchreads.shared(owner, "v", lambda: value[0])
+
+    def slow() -> str:
+        gate.wait(5)
+        return "slow"
+
+    async def ask(work: object) -> str:
+        return await threads.run(work)  # type: ignore[arg-type]
+
+    loop = asyncio.new_event_loop()
+    try:
+        first = loop.create_task(ask(read))
+        held = loop.create_task(ask(slow))
+        loop.call_soon(loop.stop)
+        loop.run_forever()  # the batch (read, slow) gathered, not sent
+
+        def elsewhere() -> None:
+            loop.call_later(0.2, loop.stop)
+            loop.run_forever()  # sends the batch from this thread
+
+        other = threading.Thread(target=elsewhere)
+        other.start()
+        other.join(5)
+        value[0] = "after"  # a write, then a call asked on the first thread
+        later = loop.run_until_complete(asyncio.wait_for(ask(read), 5))
+        gate.set()
+        assert later == "after"
+        assert loop.run_until_complete(asyncio.gather(first, held)) == [
+            "before",
+            "slow",
+        ]
+    finally:
+        gate.set()
+        loop.close()

@@ -231,6 +231,11 @@ def test_the_polls_of_one_batch_read_the_mark_and_a_job_once(url: str) -> None:
         assert store.statements - before == 2
         assert len(set(marks)) == 1 and marks[0] == store.mark()
         assert {row.status for row in rows} == {'"running"'}
+        # A job not found is read by each call: the caller may look its
+        # tombstone up next, which must not sit beside an older "none".
+        before = store.statements
+        assert in_one_batch([partial(store.read, "missing")] * 3) == [None] * 3
+        assert store.statements - before == 3
         # Outside a batch (a direct call, the WSGI adapter) each reads.
         before = store.statements
         store.mark(), store.mark()
