@@ -106,9 +106,9 @@ def test_a_value_keep_refuses_is_read_again() -> None:
     read = Counter()
     owner = object()
     with batchreads.batch():
-        odd = [
+        values = [
             batchreads.shared(owner, "k", read, keep=lambda n: n % 2 == 0)
             for _ in range(3)
         ]
     # 1 (odd: not kept), 2 (kept), then 2 again
-    assert odd == [1, 2, 2]
+    assert values == [1, 2, 2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 
 import anyio
 import pytest
@@ -185,8 +186,8 @@ def test_no_call_joins_a_batch_already_sent() -> None:
         gate.wait(5)
         return "slow"
 
-    async def ask(work: object) -> str:
-        return await threads.run(work)  # type: ignore[arg-type]
+    async def ask(work: Callable[[], str]) -> str:
+        return await threads.run(work)
 
     loop = asyncio.new_event_loop()
     try:
