@@ -44,7 +44,14 @@ import secrets
 import select
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from typing import Any, TypeVar
 
 import psycopg
@@ -62,6 +69,7 @@ from jobstatus_core import (
     Tombstone,
     VersionedStoreBase,
     Window,
+    WouldBlock,
     batchreads,
     checked_at,
     checked_job_id,
@@ -71,6 +79,8 @@ from jobstatus_core.registry import redact
 from jobstatus_core.storebase import parsed_version
 
 from . import storedjson
+from .answertexts import AnswerTexts
+from .postgresasync import LoopReads, Rows
 from .urloptions import parse_store_url
 
 logger = logging.getLogger("jobstatus.postgres")
@@ -140,6 +150,12 @@ class PostgresStore(VersionedStoreBase):
         self._pool_open = False
         self._listener = _Listener(self._conninfo, self.channel, timeout)
         self._closed = False
+        # ``AsyncReads``: the mark and polled jobs read on each event loop's
+        # own connection, one statement for the reads asked meanwhile.
+        self._loop_reads = LoopReads(self._conninfo, self._sql.loop_reads, _Found)
+        # ``read_text``'s answers by stored text (a polled job's is not
+        # parsed again).
+        self._answer_texts = AnswerTexts()
 
     @classmethod
     def from_url(cls, url: str) -> PostgresStore:
@@ -170,6 +186,36 @@ class PostgresStore(VersionedStoreBase):
         # next, and must not put a fresh lookup beside an older "none".
         found = self._shared(("read", job_id), self._sql.read, (job_id,), keep=bool)
         return _row(found[0], with_record=True) if found else None
+
+    def read_text(self, job_id: str) -> tuple[Row, str] | None:
+        """``RecordTexts``: ``read``'s row (its record left out) and the
+        record as answers write it, a stored text seen before not parsed
+        again (``answertexts``)."""
+        found = self._shared(("read", job_id), self._sql.read, (job_id,), keep=bool)
+        return self._text_of(found[0]) if found else None
+
+    async def read_text_async(self, job_id: str) -> tuple[Row, str] | None:
+        """``AsyncReads``: ``read_text`` on the running loop's connection,
+        in one statement with the other reads asked meanwhile
+        (``postgresasync``)."""
+        values = (await self._loop_found(job_id)).rows.get(job_id)
+        return None if values is None else self._text_of(values)
+
+    async def mark_async(self) -> Mark:
+        """``AsyncReads``: ``mark`` read as ``read_text_async`` reads."""
+        return (await self._loop_found(None)).mark
+
+    def _loop_found(self, job_id: str | None) -> Awaitable[_Found]:
+        if not self._ready or self._closed:
+            # The schema is made or checked by the first read on a thread.
+            raise WouldBlock("PostgreSQL's schema is checked on a thread first")
+        return self._loop_reads.found(job_id)
+
+    def _text_of(self, values: Sequence[Any]) -> tuple[Row, str]:
+        """``read``'s columns as ``read_text`` answers them."""
+        return _row(values, with_record=False), self._answer_texts.of(
+            values[0], values[5]
+        )
 
     def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
         found = self._fetch(self._sql.read_many, (list(job_ids),))
@@ -352,6 +398,7 @@ class PostgresStore(VersionedStoreBase):
         with self._setup_lock:
             self._closed = True
         self._listener.stop()
+        self._loop_reads.close()
         if self._pool_open:
             self._pool.close()
 
@@ -499,6 +546,13 @@ class _Statements:
             " WHERE updated_at >= %s AND job_status IS NOT NULL GROUP BY job_status"
         )
         self.mark = f"SELECT epoch, head, pg_postmaster_start_time()::text FROM {meta}"
+        # The reads of an event loop (``postgresasync``): the mark, then
+        # ``read``'s columns of each job asked, none when no job is there.
+        self.loop_reads = (
+            "SELECT m.epoch, m.head, pg_postmaster_start_time()::text, j.job_id,"
+            " j.job_status, j.updated_at, j.position, m.epoch, j.record"
+            f" FROM {meta} AS m LEFT JOIN {jobs} AS j ON j.job_id = ANY(%s::text[])"
+        )
         self.jobs = f"SELECT job_id, updated_at FROM {jobs}"
         # Every write first bumps the head: the meta row's lock, held until
         # commit, makes positions visible in the order they were given.
@@ -879,6 +933,18 @@ def _values(record: Mapping[str, Any], at: float | None) -> tuple[str, str, floa
         time.time() if at is None else at,
         json.dumps(record, allow_nan=False),
     )
+
+
+class _Found:
+    """A statement of ``_Statements.loop_reads`` parsed: the mark, and
+    ``read``'s columns by job id."""
+
+    __slots__ = ("mark", "rows")
+
+    def __init__(self, rows: Rows) -> None:
+        epoch, head, server = rows[0][:3]
+        self.mark = Mark(epoch, int(head), server)
+        self.rows = {values[3]: values[3:] for values in rows if values[3] is not None}
 
 
 def _tombstone(values: Sequence[Any]) -> Tombstone:

@@ -21,20 +21,35 @@ import httpx
 import pytest
 
 from jobstatus_adapters.offload import StoreThreads
+from jobstatus_adapters.starlette import create_app
+from jobstatus_backends import postgresasync
 from jobstatus_backends.postgres import (
     SCHEMA_VERSION,
     PostgresStore,
     _create_tables,
+    _Found,
     _Statements,
 )
+from jobstatus_backends.postgresasync import LoopReads, Rows
 from jobstatus_backends.recorder import Recorder
-from jobstatus_core import ConfigError, Query, Stale, StoreUnavailable
+from jobstatus_core import (
+    ConfigError,
+    Mark,
+    Query,
+    Stale,
+    StoreUnavailable,
+    WouldBlock,
+    jsontext,
+)
+from jobstatus_core.service import JOB_STATUS_PATH
 
 from .helpers import (
+    API_KEY,
     PostgresServer,
     ServeProcess,
     clean_env,
     free_port,
+    service_for,
     start_postgres,
     wait_for,
 )
@@ -43,6 +58,7 @@ from .test_sqlite_store import purge_in_processes
 pytestmark = pytest.mark.postgres
 
 JSON = {"content-type": "application/json", "x-api-key": "k"}
+KEYED = {"x-api-key": API_KEY}
 
 
 def fresh_url(server: PostgresServer) -> str:
@@ -269,6 +285,151 @@ def test_a_batch_reads_again_after_a_write_and_the_next_batch_sees_others(
         assert row is not None and row.status == '"done"'
     finally:
         store.close()
+
+
+class LoopCounted(PostgresStore):
+    """Counts the statements its event loops' reads send (each is parsed
+    once, for all the reads it answers)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loop_statements = 0
+
+        def parsed(rows: Rows) -> _Found:
+            self.loop_statements += 1
+            return _Found(rows)
+
+        self._loop_reads.close()
+        self._loop_reads = LoopReads(self._conninfo, self._sql.loop_reads, parsed)
+
+
+@pytest.fixture
+def counted(url: str) -> Iterator[LoopCounted]:
+    store = LoopCounted.from_url(url)
+    yield store
+    store.close()
+
+
+def test_the_reads_a_loop_asks_together_are_one_statement(counted: LoopCounted) -> None:
+    counted.put({"job_id": "a", "job_status": "running", "n": 1.0})
+    counted.put({"job_id": "b", "job_status": {"done": True}})
+
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *[counted.read_text_async("a") for _ in range(8)],
+            counted.read_text_async("b"),
+            counted.read_text_async("missing"),
+            counted.mark_async(),
+            counted.mark_async(),
+        )
+
+    *texts, missing, mark, again = asyncio.run(main())
+    assert counted.loop_statements == 1
+    assert texts[:8] == [counted.read_text("a")] * 8
+    row, text = texts[8]
+    assert (row.job_id, row.status, row.record) == ("b", '{"done":true}', None)
+    assert row.version == counted.read("b").version
+    assert text == jsontext.encode({"job_id": "b", "job_status": {"done": True}})
+    assert missing is None
+    assert mark == again == counted.mark()
+
+
+def test_a_read_asked_while_a_statement_is_out_goes_in_the_next(
+    counted: LoopCounted, opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    """It never joins a statement sent before it was asked: a write
+    committed before the ask is seen, through any instance."""
+    other = opened(url)
+    counted.put({"job_id": "j", "job_status": "queued"})
+
+    async def main() -> tuple[Any, Any, Mark, Mark]:
+        await counted.mark_async()  # the loop's connection is made
+        first = asyncio.ensure_future(counted.read_text_async("j"))
+        first_mark = asyncio.ensure_future(counted.mark_async())
+        # Its statement sent (the connection is made, so at the second
+        # step): the write below is committed while that statement is out.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        other.put({"job_id": "j", "job_status": "running"})
+        second, second_mark = await asyncio.gather(
+            counted.read_text_async("j"), counted.mark_async()
+        )
+        return await first, second, await first_mark, second_mark
+
+    _, (row, _), first_mark, second_mark = asyncio.run(main())
+    assert row.status == '"running"'
+    assert second_mark.head > first_mark.head
+    assert counted.loop_statements == 3
+
+
+def test_a_reader_that_goes_away_leaves_the_others_their_answer(
+    counted: LoopCounted,
+) -> None:
+    counted.put({"job_id": "j", "job_status": "done"})
+
+    async def main() -> Any:
+        gone = asyncio.ensure_future(counted.read_text_async("j"))
+        kept = asyncio.ensure_future(counted.read_text_async("j"))
+        await asyncio.sleep(0)  # both asked
+        gone.cancel()
+        return await kept
+
+    assert asyncio.run(main()) == counted.read_text("j")
+    assert counted.loop_statements == 1
+
+
+def test_a_store_reads_on_threads_until_its_schema_is_checked(url: str) -> None:
+    store = LoopCounted.from_url(url)
+    try:
+        with pytest.raises(WouldBlock):
+            asyncio.run(store.mark_async())
+        store.mark()
+        assert asyncio.run(store.mark_async()) == store.mark()
+        assert store.loop_statements == 1
+    finally:
+        store.close()
+
+
+def test_a_lost_connection_sends_a_loops_reads_to_threads_for_a_while(
+    counted: LoopCounted,
+    postgres_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(postgresasync, "COOLDOWN_SECONDS", 0.5)
+    counted.put({"job_id": "j", "job_status": "done"})
+    app = create_app(service_for(counted))
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+
+            async def ask() -> Any:
+                answer = await c.post(
+                    JOB_STATUS_PATH, json={"job_id": "j"}, headers=KEYED
+                )
+                assert answer.status_code == 200, answer.text
+                return answer.json()["response"]["job_status"]
+
+            assert await ask() == "done"
+            assert counted.loop_statements == 1
+            (killed,) = sql(
+                postgres_server,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE query LIKE %s AND pid <> pg_backend_pid()",
+                f"%{counted.schema}%LEFT JOIN%",
+            )
+            assert killed == (1,)
+            # The read on the loop fails: the handler answers on a thread,
+            # and the loop's reads go there until the cooldown is over.
+            assert await ask() == "done"
+            with pytest.raises(WouldBlock):
+                await counted.read_text_async("j")
+            assert counted.loop_statements == 1
+            await asyncio.sleep(0.6)
+            assert await ask() == "done"
+            assert counted.loop_statements == 2
+
+    asyncio.run(main())
 
 
 def test_recorders_on_two_instances_agree(
@@ -514,6 +675,7 @@ def test_every_query_uses_its_index(many: PostgresStore) -> None:
     cases = [
         (statements.read, ("job-7",), "jobs_pkey"),
         (statements.read_many, (["job-7", "job-9"],), "jobs_pkey"),
+        (statements.loop_reads, (["job-7", "job-9"],), "jobs_pkey"),
         (statements.window, (1_019_000.0,), "jobs_updated_at"),
         (statements.window_counts, (1_019_000.0,), "jobs_updated_at"),
         (

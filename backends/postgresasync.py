@@ -1,0 +1,153 @@
+"""The PostgreSQL store's polled reads from an event loop: a connection of
+the loop's own, one statement out at a time, and every read asked while it
+is out sent together in the next.
+
+On the loop (``AsyncReads``) ``job/status`` and the listings each need one
+read: a job's row, or the store's mark. A statement per read costs more
+than the thread hop it would save (docs/performance.md, "PostgreSQL on the
+event loop: built, measured, not taken"); a statement per round trip does
+not. The reads asked while a statement is out wait for its reply and then
+go as one statement — the mark and every job asked — so under load one
+statement answers many requests, and with none out a read goes at once.
+
+Never stale: a statement is sent after every read it answers was asked,
+and each statement is its own snapshot (autocommit), so it sees every write
+committed before any of those requests arrived, through any instance. A
+read never joins a statement already sent.
+
+Any failure here (the connection refused or lost, a statement timing out)
+raises ``WouldBlock``: the caller then reads on a store thread, with the
+pool's retries and the store's own errors, and this loop's reads go there
+for ``COOLDOWN_SECONDS`` before its connection is tried again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import psycopg
+
+from jobstatus_core import WouldBlock
+
+from .perloop import PerLoop
+
+R = TypeVar("R")
+
+#: How long a loop's reads go to threads after its connection failed.
+COOLDOWN_SECONDS = 5.0
+
+Rows = list[tuple[Any, ...]]
+
+
+class LoopReads(Generic[R]):
+    """Reads of ``statement`` on each event loop's own connection.
+
+    ``statement`` takes one parameter, the job ids asked (a ``text[]``,
+    empty when only the mark was); ``parse`` makes its rows into what each
+    read is answered (once per statement, for all who asked)."""
+
+    def __init__(
+        self, conninfo: str, statement: str, parse: Callable[[Rows], R]
+    ) -> None:
+        self._loops: PerLoop[_Reader[R]] = PerLoop(
+            lambda: _Reader(conninfo, statement, parse), _closed
+        )
+
+    async def found(self, job_id: str | None) -> R:
+        """The next statement's answer, ``job_id`` among the jobs it reads
+        (None: the mark only)."""
+        reader = await self._loops.get()
+        return await reader.found(job_id)
+
+    def close(self) -> None:
+        self._loops.close()
+
+
+class _Reader(Generic[R]):
+    """One loop's connection and the reads asked for its next statement."""
+
+    def __init__(self, conninfo: str, statement: str, parse: Callable[[Rows], R]):
+        self._conninfo = conninfo
+        self._statement = statement
+        self._parse = parse
+        self._loop = asyncio.get_running_loop()
+        self._connection: psycopg.AsyncConnection[Any] | None = None
+        # Asked since the statement out was sent: its job ids, its readers.
+        self._ids: set[str] = set()
+        self._waiting: list[asyncio.Future[R]] = []
+        self._sending = False
+        self._refused_until = 0.0
+
+    async def found(self, job_id: str | None) -> R:
+        if self._refused_until and time.monotonic() < self._refused_until:
+            raise WouldBlock("PostgreSQL's connection on the loop failed lately")
+        waiting: asyncio.Future[R] = self._loop.create_future()
+        if job_id is not None:
+            self._ids.add(job_id)
+        self._waiting.append(waiting)
+        if not self._sending:
+            self._sending = True
+            self._loop.create_task(self._send())
+        # A reader that goes away cancels its own future only.
+        return await waiting
+
+    async def _send(self) -> None:
+        """Sends what was asked, one statement after another, until nothing
+        was asked while the last one was out."""
+        waiting: list[asyncio.Future[R]] = []
+        try:
+            while self._waiting:
+                waiting, ids = self._waiting, sorted(self._ids)
+                self._waiting, self._ids = [], set()
+                try:
+                    answer = self._parse(await self._fetch(ids))
+                except Exception as error:
+                    for each in waiting:
+                        if not each.done():
+                            each.set_exception(_refusal(error))
+                else:
+                    for each in waiting:
+                        if not each.done():
+                            each.set_result(answer)
+                waiting = []
+        finally:
+            self._sending = False
+            # Cancelled with its loop: nobody is left to answer these.
+            for each in (*waiting, *self._waiting):
+                each.cancel()
+
+    async def _fetch(self, ids: Sequence[str]) -> Rows:
+        try:
+            connection = self._connection
+            if connection is None:
+                connection = await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True
+                )
+                self._connection = connection
+            cursor = await connection.execute(self._statement, (ids,), prepare=True)
+            return await cursor.fetchall()
+        except Exception:
+            self._refused_until = time.monotonic() + COOLDOWN_SECONDS
+            # A new connection next time: this one may be broken.
+            with contextlib.suppress(Exception):
+                await self.close()
+            raise
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+
+def _refusal(error: Exception) -> WouldBlock:
+    if isinstance(error, WouldBlock):
+        return error
+    return WouldBlock(f"PostgreSQL's read on the loop failed: {error!r}")
+
+
+async def _closed(reader: _Reader[Any]) -> None:
+    await reader.close()
