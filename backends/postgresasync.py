@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -46,8 +46,8 @@ Rows = list[tuple[Any, ...]]
 class LoopReads(Generic[R]):
     """Reads of ``statement`` on each event loop's own connection.
 
-    ``statement`` takes one parameter, the job ids asked (a ``text[]``,
-    empty when only the mark was); ``parse`` makes its rows into what each
+    ``statement`` takes one parameter, the job ids asked joined by spaces
+    (empty when only the mark was); ``parse`` makes its rows into what each
     read is answered (once per statement, for all who asked)."""
 
     def __init__(
@@ -101,7 +101,7 @@ class _Reader(Generic[R]):
         waiting: list[asyncio.Future[R]] = []
         try:
             while self._waiting:
-                waiting, ids = self._waiting, sorted(self._ids)
+                waiting, ids = self._waiting, " ".join(self._ids)
                 self._waiting, self._ids = [], set()
                 try:
                     answer = self._parse(await self._fetch(ids))
@@ -120,7 +120,7 @@ class _Reader(Generic[R]):
             for each in (*waiting, *self._waiting):
                 each.cancel()
 
-    async def _fetch(self, ids: Sequence[str]) -> Rows:
+    async def _fetch(self, ids: str) -> Rows:
         try:
             connection = self._connection
             if connection is None:

@@ -1,5 +1,5 @@
 """PostgreSQL reads from the event loop: the sync pool on the store threads
-against psycopg's asyncio pool on the loop — why the store reads on threads.
+against the store's own reads on the loop (``AsyncReads``).
 
 Run by hand (not a test; needs PostgreSQL's server binaries):
     python bench/postgres_client.py [--rounds 5]
@@ -9,20 +9,23 @@ Starts a throwaway cluster (bench/protocol.py's) and writes one job through
 ``--reads`` times in all, for C in 1, 4, 16 and 64, two ways, each through
 the store's own code:
 
-- ``threads``: what the Starlette adapter does for PostgreSQL —
-  ``StoreThreads.run(lambda: store.read(job_id))``, psycopg's sync pool on a
-  worker thread, the calls of one loop iteration handed over in one batch;
-- ``asyncio``: the store's read statement on a psycopg
-  ``AsyncConnectionPool`` of the same size from the loop itself, no
-  thread, the rows made into a ``Row`` by the store's own code — the least
-  a read on the loop would cost (docs/performance.md, "PostgreSQL on the
-  event loop: measured, not taken").
+- ``threads``: ``StoreThreads.run(lambda: store.read_text(job_id))``,
+  psycopg's sync pool on a worker thread, the calls of one loop iteration
+  handed over in one batch (which shares one read among them:
+  ``batchreads``);
+- ``asyncio``: ``store.read_text_async(job_id)``, what the Starlette
+  adapter awaits for ``job/status``: the loop's own psycopg
+  ``AsyncConnection``, one statement out at a time, the reads asked while
+  it is out sent together as the next (``backends/postgresasync.py``).
+  (An earlier way, one statement per read on an ``AsyncConnectionPool``,
+  measured slower than the threads: docs/performance.md, "PostgreSQL on
+  the event loop: built, measured, not taken".)
 
 Each round runs both ways alternately; the table gives the median over
 rounds of this process's CPU time per read (what bounds a server's
 requests per second) and of the wall time per read, and the ratio
 asyncio/threads (below 1: asyncio cheaper). The server's own CPU is not
-counted: it is the same both ways.
+counted: it is the same both ways, or less with fewer statements.
 """
 
 from __future__ import annotations
@@ -32,42 +35,24 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import psycopg_pool
 from protocol import start_postgres
 from redis_client import compare, timed
 
 from jobstatus_adapters.offload import StoreThreads
-from jobstatus_backends.postgres import DEFAULT_MAX_CONNECTIONS, PostgresStore, _row
-from jobstatus_core import Row
+from jobstatus_backends.postgres import PostgresStore
 
 JOB = "job-1"
 
 
 async def with_threads(store: PostgresStore, reads: int, concurrency: int) -> Any:
     threads = StoreThreads()
-    return await timed(lambda: threads.run(lambda: store.read(JOB)), reads, concurrency)
+    return await timed(
+        lambda: threads.run(lambda: store.read_text(JOB)), reads, concurrency
+    )
 
 
 async def with_asyncio(store: PostgresStore, reads: int, concurrency: int) -> Any:
-    pool = psycopg_pool.AsyncConnectionPool(
-        store._conninfo,
-        kwargs={"autocommit": True},
-        min_size=1,
-        max_size=DEFAULT_MAX_CONNECTIONS,
-        open=False,
-    )
-    await pool.open()
-    sql = store._sql.read
-
-    async def read() -> Row:
-        async with pool.connection() as conn:
-            cursor = await conn.execute(sql, (JOB,))
-            return _row((await cursor.fetchall())[0], with_record=True)
-
-    try:
-        return await timed(read, reads, concurrency)
-    finally:
-        await pool.close()
+    return await timed(lambda: store.read_text_async(JOB), reads, concurrency)
 
 
 def main() -> None:
@@ -81,6 +66,7 @@ def main() -> None:
         store = PostgresStore(url)
         try:
             store.put({"job_id": JOB, "job_status": "running", "progress": 40})
+            store.read(JOB)  # the schema checked: the loop's reads may begin
             compare(
                 f"PostgreSQL read of one job, {args.reads} reads,"
                 f" median of {args.rounds}",
