@@ -152,7 +152,9 @@ class PostgresStore(VersionedStoreBase):
         self._closed = False
         # ``AsyncReads``: the mark and polled jobs read on each event loop's
         # own connection, one statement for the reads asked meanwhile.
-        self._loop_reads = LoopReads(self._conninfo, self._sql.loop_reads, _Found)
+        self._loop_reads = LoopReads(
+            self._conninfo, self._sql.loop_reads, _Found, timeout
+        )
         # ``read_text``'s answers by stored text (a polled job's is not
         # parsed again).
         self._answer_texts = AnswerTexts()

@@ -15,18 +15,20 @@ and each statement is its own snapshot (autocommit), so it sees every write
 committed before any of those requests arrived, through any instance. A
 read never joins a statement already sent.
 
-Any failure here (the connection refused or lost, a statement timing out)
-raises ``WouldBlock``: the caller then reads on a store thread, with the
-pool's retries and the store's own errors, and this loop's reads go there
-for ``COOLDOWN_SECONDS`` before its connection is tried again.
+Any failure here (the connection refused or lost, a statement timing out,
+no answer within the store's ``timeout``) raises ``WouldBlock``: the
+caller then reads on a store thread, with the pool's retries and the
+store's own errors, and this loop's reads go there for
+``COOLDOWN_SECONDS`` before its connection is tried again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -36,6 +38,7 @@ from jobstatus_core import WouldBlock
 from .perloop import PerLoop
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 #: How long a loop's reads go to threads after its connection failed.
 COOLDOWN_SECONDS = 5.0
@@ -48,13 +51,20 @@ class LoopReads(Generic[R]):
 
     ``statement`` takes one parameter, the job ids asked joined by spaces
     (empty when only the mark was); ``parse`` makes its rows into what each
-    read is answered (once per statement, for all who asked)."""
+    read is answered (once per statement, for all who asked). A connection
+    made and a statement answered must each take at most ``timeout``
+    seconds (``statement_timeout`` bounds the server's part; this, a server
+    that stopped answering)."""
 
     def __init__(
-        self, conninfo: str, statement: str, parse: Callable[[Rows], R]
+        self,
+        conninfo: str,
+        statement: str,
+        parse: Callable[[Rows], R],
+        timeout: float,
     ) -> None:
         self._loops: PerLoop[_Reader[R]] = PerLoop(
-            lambda: _Reader(conninfo, statement, parse), _closed
+            lambda: _Reader(conninfo, statement, parse, timeout), _closed
         )
 
     async def found(self, job_id: str | None) -> R:
@@ -70,16 +80,24 @@ class LoopReads(Generic[R]):
 class _Reader(Generic[R]):
     """One loop's connection and the reads asked for its next statement."""
 
-    def __init__(self, conninfo: str, statement: str, parse: Callable[[Rows], R]):
+    def __init__(
+        self,
+        conninfo: str,
+        statement: str,
+        parse: Callable[[Rows], R],
+        timeout: float,
+    ) -> None:
         self._conninfo = conninfo
         self._statement = statement
         self._parse = parse
+        self._timeout = timeout
         self._loop = asyncio.get_running_loop()
         self._connection: psycopg.AsyncConnection[Any] | None = None
         # Asked since the statement out was sent: its job ids, its readers.
         self._ids: set[str] = set()
         self._waiting: list[asyncio.Future[R]] = []
-        self._sending = False
+        # The task sending them, kept: the loop holds its tasks weakly.
+        self._sender: asyncio.Task[None] | None = None
         self._refused_until = 0.0
 
     async def found(self, job_id: str | None) -> R:
@@ -89,9 +107,8 @@ class _Reader(Generic[R]):
         if job_id is not None:
             self._ids.add(job_id)
         self._waiting.append(waiting)
-        if not self._sending:
-            self._sending = True
-            self._loop.create_task(self._send())
+        if self._sender is None:
+            self._sender = self._loop.create_task(self._send())
         # A reader that goes away cancels its own future only.
         return await waiting
 
@@ -115,21 +132,15 @@ class _Reader(Generic[R]):
                             each.set_result(answer)
                 waiting = []
         finally:
-            self._sending = False
+            self._sender = None
             # Cancelled with its loop: nobody is left to answer these.
             for each in (*waiting, *self._waiting):
                 each.cancel()
 
     async def _fetch(self, ids: str) -> Rows:
         try:
-            connection = self._connection
-            if connection is None:
-                connection = await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True
-                )
-                self._connection = connection
-            cursor = await connection.execute(self._statement, (ids,), prepare=True)
-            return await cursor.fetchall()
+            connection = self._connection or await self._connect()
+            return await _within(self._timeout, _rows(connection, self._statement, ids))
         except Exception:
             self._refused_until = time.monotonic() + COOLDOWN_SECONDS
             # A new connection next time: this one may be broken.
@@ -137,10 +148,32 @@ class _Reader(Generic[R]):
                 await self.close()
             raise
 
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        connect = psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        connection = await _within(self._timeout, connect)
+        self._connection = connection
+        return connection
+
     async def close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             await connection.close()
+
+
+async def _rows(
+    connection: psycopg.AsyncConnection[Any], statement: str, ids: str
+) -> Rows:
+    cursor = await connection.execute(statement, (ids,), prepare=True)
+    return await cursor.fetchall()
+
+
+async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
+    """What ``awaitable`` gives, or ``TimeoutError`` after ``seconds``."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    # No asyncio.timeout before 3.11: wait_for, which costs a task.
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 def _refusal(error: Exception) -> WouldBlock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -300,7 +301,9 @@ class LoopCounted(PostgresStore):
             return _Found(rows)
 
         self._loop_reads.close()
-        self._loop_reads = LoopReads(self._conninfo, self._sql.loop_reads, parsed)
+        self._loop_reads = LoopReads(
+            self._conninfo, self._sql.loop_reads, parsed, self.timeout
+        )
 
 
 @pytest.fixture
@@ -430,6 +433,37 @@ def test_a_lost_connection_sends_a_loops_reads_to_threads_for_a_while(
             assert counted.loop_statements == 2
 
     asyncio.run(main())
+
+
+def test_a_frozen_server_process_sends_a_loops_reads_to_threads_in_time(
+    postgres_server: PostgresServer,
+) -> None:
+    """``statement_timeout`` is the server's: the loop bounds a server
+    process that stopped answering itself."""
+    store = LoopCounted.from_url(fresh_url(postgres_server) + "&timeout=0.5")
+
+    async def main() -> float:
+        await store.mark_async()  # the loop's connection is made
+        ((pid,),) = sql(
+            postgres_server,
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE %s",
+            f"%{store.schema}%LEFT JOIN%",
+        )
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(WouldBlock):
+                await store.mark_async()
+            return time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    try:
+        store.mark()
+        assert 0.4 < asyncio.run(main()) < 1.5
+        assert store.loop_statements == 1
+    finally:
+        store.close()
 
 
 def test_recorders_on_two_instances_agree(
