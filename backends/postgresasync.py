@@ -25,10 +25,9 @@ store's own errors, and this loop's reads go there for
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -38,7 +37,6 @@ from jobstatus_core import WouldBlock
 from .perloop import PerLoop
 
 R = TypeVar("R")
-T = TypeVar("T")
 
 #: How long a loop's reads go to threads after its connection failed.
 COOLDOWN_SECONDS = 5.0
@@ -140,17 +138,29 @@ class _Reader(Generic[R]):
     async def _fetch(self, ids: str) -> Rows:
         try:
             connection = self._connection or await self._connect()
-            return await _within(self._timeout, _rows(connection, self._statement, ids))
         except Exception:
             self._refused_until = time.monotonic() + COOLDOWN_SECONDS
-            # A new connection next time: this one may be broken.
-            with contextlib.suppress(Exception):
-                await self.close()
             raise
+        statement = self._loop.create_task(_rows(connection, self._statement, ids))
+        # Waited for, not cancelled at the timeout: psycopg would wait for
+        # the server to take a cancel, and a server that stopped answering
+        # never does.
+        await asyncio.wait((statement,), timeout=self._timeout)
+        if statement.done() and not statement.cancelled() and not statement.exception():
+            return statement.result()
+        # A new connection next time, after the cooldown: this one may be
+        # broken, or still carry the statement, closed once it ends.
+        self._refused_until = time.monotonic() + COOLDOWN_SECONDS
+        self._connection = None
+        statement.add_done_callback(partial(_close_after, connection))
+        if statement.done():
+            return statement.result()  # raises what the statement raised
+        raise TimeoutError("PostgreSQL did not answer the loop's read in time")
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         connect = psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-        connection = await _within(self._timeout, connect)
+        # A task for it, as wait_for makes: once per connection.
+        connection = await asyncio.wait_for(connect, self._timeout)
         self._connection = connection
         return connection
 
@@ -167,13 +177,13 @@ async def _rows(
     return await cursor.fetchall()
 
 
-async def _within(seconds: float, awaitable: Awaitable[T]) -> T:
-    """What ``awaitable`` gives, or ``TimeoutError`` after ``seconds``."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    # No asyncio.timeout before 3.11: wait_for, which costs a task.
-    return await asyncio.wait_for(awaitable, seconds)
+def _close_after(
+    connection: psycopg.AsyncConnection[Any], statement: asyncio.Task[Rows]
+) -> None:
+    """Closes the connection a failed statement was sent on, once it ended."""
+    if not statement.cancelled():
+        statement.exception()  # retrieved: its readers were answered already
+    statement.get_loop().create_task(connection.close())
 
 
 def _refusal(error: Exception) -> WouldBlock:
