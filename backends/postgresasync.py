@@ -61,9 +61,11 @@ class LoopReads(Generic[R]):
         parse: Callable[[Rows], R],
         timeout: float,
     ) -> None:
-        self._loops: PerLoop[_Reader[R]] = PerLoop(
-            lambda: _Reader(conninfo, statement, parse, timeout), _closed
-        )
+        self.conninfo = conninfo
+        self.statement = statement
+        self.parse = parse
+        self.timeout = timeout
+        self._loops: PerLoop[_Reader[R]] = PerLoop(lambda: _Reader(self), _closed)
 
     async def found(self, job_id: str | None) -> R:
         """The next statement's answer, ``job_id`` among the jobs it reads
@@ -78,17 +80,8 @@ class LoopReads(Generic[R]):
 class _Reader(Generic[R]):
     """One loop's connection and the reads asked for its next statement."""
 
-    def __init__(
-        self,
-        conninfo: str,
-        statement: str,
-        parse: Callable[[Rows], R],
-        timeout: float,
-    ) -> None:
-        self._conninfo = conninfo
-        self._statement = statement
-        self._parse = parse
-        self._timeout = timeout
+    def __init__(self, reads: LoopReads[R]) -> None:
+        self._reads = reads
         self._loop = asyncio.get_running_loop()
         self._connection: psycopg.AsyncConnection[Any] | None = None
         # Asked since the statement out was sent: its job ids, its readers.
@@ -119,7 +112,7 @@ class _Reader(Generic[R]):
                 waiting, ids = self._waiting, " ".join(self._ids)
                 self._waiting, self._ids = [], set()
                 try:
-                    answer = self._parse(await self._fetch(ids))
+                    answer = self._reads.parse(await self._fetch(ids))
                 except Exception as error:
                     for each in waiting:
                         if not each.done():
@@ -141,11 +134,12 @@ class _Reader(Generic[R]):
         except Exception:
             self._refused_until = time.monotonic() + COOLDOWN_SECONDS
             raise
-        statement = self._loop.create_task(_rows(connection, self._statement, ids))
+        reads = self._reads
+        statement = self._loop.create_task(_rows(connection, reads.statement, ids))
         # Waited for, not cancelled at the timeout: psycopg would wait for
         # the server to take a cancel, and a server that stopped answering
         # never does.
-        await asyncio.wait((statement,), timeout=self._timeout)
+        await asyncio.wait((statement,), timeout=reads.timeout)
         if statement.done() and not statement.cancelled() and not statement.exception():
             return statement.result()
         # A new connection next time, after the cooldown: this one may be
@@ -158,9 +152,10 @@ class _Reader(Generic[R]):
         raise TimeoutError("PostgreSQL did not answer the loop's read in time")
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        connect = psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
+        reads = self._reads
+        connect = psycopg.AsyncConnection.connect(reads.conninfo, autocommit=True)
         # A task for it, as wait_for makes: once per connection.
-        connection = await asyncio.wait_for(connect, self._timeout)
+        connection = await asyncio.wait_for(connect, reads.timeout)
         self._connection = connection
         return connection
 
