@@ -65,6 +65,8 @@ class LoopReads(Generic[R]):
         self.statement = statement
         self.parse = parse
         self.timeout = timeout
+        #: Set by ``close``: a reader then opens no connection again.
+        self.closed = False
         self._loops: PerLoop[_Reader[R]] = PerLoop(lambda: _Reader(self), _closed)
 
     async def found(self, job_id: str | None) -> R:
@@ -74,6 +76,7 @@ class LoopReads(Generic[R]):
         return await reader.found(job_id)
 
     def close(self) -> None:
+        self.closed = True
         self._loops.close()
 
 
@@ -98,7 +101,10 @@ class _Reader(Generic[R]):
         if job_id is not None:
             self._ids.add(job_id)
         self._waiting.append(waiting)
-        if self._sender is None:
+        # Done already: an eager task factory (Python 3.12's) runs a task's
+        # first steps inside create_task, and a connection refused at once
+        # ends the sender there, before it is kept here.
+        if self._sender is None or self._sender.done():
             self._sender = self._loop.create_task(self._send())
         # A reader that goes away cancels its own future only.
         return await waiting
@@ -129,6 +135,9 @@ class _Reader(Generic[R]):
                 each.cancel()
 
     async def _fetch(self, ids: str) -> Rows:
+        # Also for the reads asked while a statement that failed was out.
+        if self._reads.closed or time.monotonic() < self._refused_until:
+            raise WouldBlock("PostgreSQL's reads on the loop wait after a failure")
         try:
             connection = self._connection or await self._connect()
         except Exception:

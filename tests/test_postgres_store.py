@@ -452,18 +452,42 @@ def test_a_frozen_server_process_sends_a_loops_reads_to_threads_in_time(
         os.kill(pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
-            with pytest.raises(WouldBlock):
-                await store.mark_async()
+            first = asyncio.ensure_future(store.mark_async())
+            for _ in range(3):  # its statement sent
+                await asyncio.sleep(0)
+            # Asked while it is out: refused with it, on no new connection.
+            queued = asyncio.ensure_future(store.read_text_async("j"))
+            for read in (first, queued):
+                with pytest.raises(WouldBlock):
+                    await read
             return time.monotonic() - started
         finally:
             os.kill(pid, signal.SIGCONT)
 
     try:
-        store.mark()
+        store.put({"job_id": "j", "job_status": "done"})
         assert 0.4 < asyncio.run(main()) < 1.5
         assert store.loop_statements == 1
     finally:
         store.close()
+
+
+def test_loop_reads_closed_open_no_connection_again(counted: LoopCounted) -> None:
+    """Reads asked before ``close`` whose turn comes after it: refused, not
+    read on a connection nobody would close."""
+    reads = counted._loop_reads
+
+    async def main() -> None:
+        await reads.found(None)  # the loop's connection is made
+        reads.close()
+        for _ in range(3):  # its closing, scheduled on the loop, has run
+            await asyncio.sleep(0)
+        with pytest.raises(WouldBlock):
+            await reads.found(None)
+
+    counted.mark()
+    asyncio.run(main())
+    assert counted.loop_statements == 1
 
 
 def test_recorders_on_two_instances_agree(
