@@ -349,9 +349,9 @@ def test_a_read_asked_while_a_statement_is_out_goes_in_the_next(
         await counted.mark_async()  # the loop's connection is made
         first = asyncio.ensure_future(counted.read_text_async("j"))
         first_mark = asyncio.ensure_future(counted.mark_async())
-        # Its statement sent (the connection is made, so at the second
-        # step): the write below is committed while that statement is out.
-        for _ in range(3):
+        # Its statement sent (a few steps: the reader's sender, then the
+        # statement's task): the write below commits while it is out.
+        for _ in range(5):
             await asyncio.sleep(0)
         other.put({"job_id": "j", "job_status": "running"})
         second, second_mark = await asyncio.gather(
@@ -453,7 +453,7 @@ def test_a_frozen_server_process_sends_a_loops_reads_to_threads_in_time(
         try:
             started = time.monotonic()
             first = asyncio.ensure_future(store.mark_async())
-            for _ in range(3):  # its statement sent
+            for _ in range(5):  # its statement sent
                 await asyncio.sleep(0)
             # Asked while it is out: refused with it, on no new connection.
             queued = asyncio.ensure_future(store.read_text_async("j"))
