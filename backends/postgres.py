@@ -153,7 +153,7 @@ class PostgresStore(VersionedStoreBase):
         # ``AsyncReads``: the mark and polled jobs read on each event loop's
         # own connection, one statement for the reads asked meanwhile.
         self._loop_reads = LoopReads(
-            self._conninfo, self._sql.loop_reads, _Found, timeout
+            self._conninfo, self._sql.loop_reads, self._sql.mark, _Found, timeout
         )
         # ``read_text``'s answers by stored text (a polled job's is not
         # parsed again).
@@ -942,14 +942,18 @@ def _values(record: Mapping[str, Any], at: float | None) -> tuple[str, str, floa
 
 class _Found:
     """A statement of ``_Statements.loop_reads`` parsed: the mark, and
-    ``read``'s columns by job id."""
+    ``read``'s columns by job id (none from ``_Statements.mark``)."""
 
     __slots__ = ("mark", "rows")
 
     def __init__(self, rows: Rows) -> None:
         epoch, head, server = rows[0][:3]
         self.mark = Mark(epoch, int(head), server)
-        self.rows = {values[3]: values[3:] for values in rows if values[3] is not None}
+        # The mark's statement has its three columns only: no jobs asked.
+        joined = len(rows[0]) > 3
+        self.rows = {
+            values[3]: values[3:] for values in rows if joined and values[3] is not None
+        }
 
 
 def _tombstone(values: Sequence[Any]) -> Tombstone:

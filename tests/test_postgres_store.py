@@ -302,7 +302,7 @@ class LoopCounted(PostgresStore):
 
         self._loop_reads.close()
         self._loop_reads = LoopReads(
-            self._conninfo, self._sql.loop_reads, parsed, self.timeout
+            self._conninfo, self._sql.loop_reads, self._sql.mark, parsed, self.timeout
         )
 
 
@@ -346,7 +346,8 @@ def test_a_read_asked_while_a_statement_is_out_goes_in_the_next(
     counted.put({"job_id": "j", "job_status": "queued"})
 
     async def main() -> tuple[Any, Any, Mark, Mark]:
-        await counted.mark_async()  # the loop's connection is made
+        # The loop's connection made, the statement prepared on it.
+        await counted.read_text_async("j")
         first = asyncio.ensure_future(counted.read_text_async("j"))
         first_mark = asyncio.ensure_future(counted.mark_async())
         # Its statement sent (a few steps: the reader's sender, then the
@@ -446,8 +447,8 @@ def test_a_frozen_server_process_sends_a_loops_reads_to_threads_in_time(
         await store.mark_async()  # the loop's connection is made
         ((pid,),) = sql(
             postgres_server,
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE %s",
-            f"%{store.schema}%LEFT JOIN%",
+            "SELECT pid FROM pg_stat_activity WHERE query = %s",
+            store._sql.mark,
         )
         os.kill(pid, signal.SIGSTOP)
         try:
