@@ -51,10 +51,9 @@ class LoopReads(Generic[R]):
     ``mark_statement``, sent when only the mark was asked, none (a
     parameter costs psycopg about 10 µs a statement); ``parse`` makes the
     rows of either into what each read is answered (once per statement,
-    for all who asked). A connection
-    made and a statement answered must each take at most ``timeout``
-    seconds (``statement_timeout`` bounds the server's part; this, a server
-    that stopped answering)."""
+    for all who asked). A connection made and a statement answered must
+    each take at most ``timeout`` seconds (``statement_timeout`` bounds the
+    server's part; this, a server that stopped answering)."""
 
     def __init__(
         self,
