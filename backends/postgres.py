@@ -184,17 +184,15 @@ class PostgresStore(VersionedStoreBase):
     # -- reading -------------------------------------------------------------
 
     def read(self, job_id: str) -> Row | None:
-        # A job not found is not shared: a caller may look its tombstone up
-        # next, and must not put a fresh lookup beside an older "none".
-        found = self._shared(("read", job_id), self._sql.read, (job_id,), keep=bool)
-        return _row(found[0], with_record=True) if found else None
+        found = self._read_values(job_id)
+        return None if found is None else _row(found, with_record=True)
 
     def read_text(self, job_id: str) -> tuple[Row, str] | None:
         """``RecordTexts``: ``read``'s row (its record left out) and the
         record as answers write it, a stored text seen before not parsed
         again (``answertexts``)."""
-        found = self._shared(("read", job_id), self._sql.read, (job_id,), keep=bool)
-        return self._text_of(found[0]) if found else None
+        found = self._read_values(job_id)
+        return None if found is None else self._text_of(found)
 
     async def read_text_async(self, job_id: str) -> tuple[Row, str] | None:
         """``AsyncReads``: ``read_text`` on the running loop's connection,
@@ -212,6 +210,14 @@ class PostgresStore(VersionedStoreBase):
             # The schema is made or checked by the first read on a thread.
             raise WouldBlock("PostgreSQL's schema is checked on a thread first")
         return self._loop_reads.found(job_id)
+
+    def _read_values(self, job_id: str) -> tuple[Any, ...] | None:
+        """``_Statements.read``'s row of the job, shared by a batch's calls
+        (``read`` and ``read_text`` alike). A job not found is not shared:
+        a caller may look its tombstone up next, and must not put a fresh
+        lookup beside an older "none"."""
+        found = self._shared(("read", job_id), self._sql.read, (job_id,), keep=bool)
+        return found[0] if found else None
 
     def _text_of(self, values: Sequence[Any]) -> tuple[Row, str]:
         """``read``'s columns as ``read_text`` answers them."""

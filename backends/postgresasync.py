@@ -104,9 +104,9 @@ class _Reader(Generic[R]):
         if job_id is not None:
             self._ids.add(job_id)
         self._waiting.append(waiting)
-        # Done already: an eager task factory (Python 3.12's) runs a task's
-        # first steps inside create_task, and a connection refused at once
-        # ends the sender there, before it is kept here.
+        # A sender that is done has sent all it was asked (also one that an
+        # eager task factory, Python 3.12's, ran to its end inside
+        # create_task, before it was kept here).
         if self._sender is None or self._sender.done():
             self._sender = self._loop.create_task(self._send())
         # A reader that goes away cancels its own future only.
@@ -132,7 +132,6 @@ class _Reader(Generic[R]):
                             each.set_result(answer)
                 waiting = []
         finally:
-            self._sender = None
             # Cancelled with its loop: nobody is left to answer these.
             for each in (*waiting, *self._waiting):
                 each.cancel()
