@@ -556,13 +556,13 @@ class _Statements:
         self.mark = f"SELECT epoch, head, pg_postmaster_start_time()::text FROM {meta}"
         # The reads of an event loop (``postgresasync``): the mark, then
         # ``read``'s columns of each job asked, none when no job is there.
-        # The ids come as one text, split on spaces (no job id has one): a
-        # list costs psycopg 14 µs more a statement to adapt.
+        # Sent through libpq itself, so its parameter is libpq's ``$1``: the
+        # ids as one text, split on spaces (no job id has one).
         self.loop_reads = (
             "SELECT m.epoch, m.head, pg_postmaster_start_time()::text, j.job_id,"
             " j.job_status, j.updated_at, j.position, m.epoch, j.record"
             f" FROM {meta} AS m LEFT JOIN {jobs} AS j"
-            " ON j.job_id = ANY(string_to_array(%s, ' '))"
+            " ON j.job_id = ANY(string_to_array($1, ' '))"
         )
         self.jobs = f"SELECT job_id, updated_at FROM {jobs}"
         # Every write first bumps the head: the meta row's lock, held until

@@ -14,9 +14,9 @@ the store's own code:
   handed over in one batch (which shares one read among them:
   ``batchreads``);
 - ``asyncio``: ``store.read_text_async(job_id)``, what the Starlette
-  adapter awaits for ``job/status``: the loop's own psycopg
-  ``AsyncConnection``, one statement out at a time, the reads asked while
-  it is out sent together as the next (``backends/postgresasync.py``).
+  adapter awaits for ``job/status``: the loop's own connection, one
+  statement out at a time, the reads asked while it is out sent together
+  as the next (``backends/postgresasync.py``).
   (An earlier way, one statement per read on an ``AsyncConnectionPool``,
   measured slower than the threads: docs/performance.md, "PostgreSQL on
   the event loop: built, measured, not taken".)
@@ -26,20 +26,29 @@ rounds of this process's CPU time per read (what bounds a server's
 requests per second) and of the wall time per read, and the ratio
 asyncio/threads (below 1: asyncio cheaper). The server's own CPU is not
 counted: it is the same both ways, or less with fewer statements.
+
+A second table gives what one statement costs on the loop, one at a time:
+the store's loop statement for the job, prepared, sent by psycopg's
+``AsyncConnection.execute`` against the store's own ``Wire`` (libpq
+through psycopg's ``pgconn``, what ``asyncio`` above sends with).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import psycopg
+import uvloop
 from protocol import start_postgres
 from redis_client import compare, timed
 
 from jobstatus_adapters.offload import StoreThreads
 from jobstatus_backends.postgres import PostgresStore
+from jobstatus_backends.postgresasync import Wire
 
 JOB = "job-1"
 
@@ -53,6 +62,50 @@ async def with_threads(store: PostgresStore, reads: int, concurrency: int) -> An
 
 async def with_asyncio(store: PostgresStore, reads: int, concurrency: int) -> Any:
     return await timed(lambda: store.read_text_async(JOB), reads, concurrency)
+
+
+async def statements(store: PostgresStore, way: str, reads: int) -> tuple[float, float]:
+    """(CPU µs, wall µs) per statement, one at a time, on a new connection."""
+    statement, ids = store._sql.loop_reads, JOB
+    connection = await psycopg.AsyncConnection.connect(store._conninfo, autocommit=True)
+    try:
+        if way == "psycopg":
+            # psycopg's own placeholder for the same statement.
+            text = statement.replace("$1", "%s")
+
+            async def read() -> Any:
+                cursor = await connection.execute(text, (ids,), prepare=True)
+                return await cursor.fetchall()
+        else:
+            wire = Wire(connection)
+
+            async def read() -> Any:
+                return await wire.rows(statement, (ids.encode(),), 5.0)
+
+        return await timed(read, reads, 1)
+    finally:
+        await connection.close()
+
+
+def compare_statements(store: PostgresStore, reads: int, rounds: int) -> None:
+    print(
+        f"One statement at a time on the loop, {reads} statements, median of {rounds}"
+    )
+    print(
+        f"{'psycopg CPU':>11} | {'Wire CPU':>8} | {'ratio':>5} | "
+        f"{'psycopg wall':>12} | {'Wire wall':>9}"
+    )
+    got: dict[str, list[tuple[float, float]]] = {"psycopg": [], "wire": []}
+    for _ in range(rounds):
+        for way, measured in got.items():
+            measured.append(uvloop.run(statements(store, way, reads)))
+    cpu = {w: statistics.median(c for c, _ in m) for w, m in got.items()}
+    wall = {w: statistics.median(t for _, t in m) for w, m in got.items()}
+    print(
+        f"{cpu['psycopg']:>8.1f} µs | {cpu['wire']:>5.1f} µs | "
+        f"{cpu['wire'] / cpu['psycopg']:>5.2f} | "
+        f"{wall['psycopg']:>9.1f} µs | {wall['wire']:>6.1f} µs"
+    )
 
 
 def main() -> None:
@@ -74,6 +127,8 @@ def main() -> None:
                 {"threads": with_threads, "asyncio": with_asyncio},
                 args.rounds,
             )
+            print()
+            compare_statements(store, args.reads, args.rounds)
         finally:
             store.close()
             stop()

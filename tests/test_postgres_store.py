@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvloop
 
 from jobstatus_adapters.offload import StoreThreads
 from jobstatus_adapters.starlette import create_app
@@ -31,7 +32,7 @@ from jobstatus_backends.postgres import (
     _Found,
     _Statements,
 )
-from jobstatus_backends.postgresasync import LoopReads, Rows
+from jobstatus_backends.postgresasync import LoopReads, Rows, Wire
 from jobstatus_backends.recorder import Recorder
 from jobstatus_core import (
     ConfigError,
@@ -491,6 +492,77 @@ def test_loop_reads_closed_open_no_connection_again(counted: LoopCounted) -> Non
     assert counted.loop_statements == 1
 
 
+async def on_a_wire(server: PostgresServer, use: Callable[[Any, Wire], Any]) -> Any:
+    """``use(connection, wire)`` awaited on a new connection's wire."""
+    import psycopg
+
+    connection = await psycopg.AsyncConnection.connect(server.url, autocommit=True)
+    wire = Wire(connection)
+    try:
+        return await use(connection, wire)
+    finally:
+        wire.close()
+        assert connection.closed
+
+
+RUN_ON = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+@pytest.mark.parametrize("run", RUN_ON.values(), ids=list(RUN_ON))
+def test_a_wire_sends_a_statement_larger_than_its_socket_takes(
+    postgres_server: PostgresServer, run: Callable[[Any], Any]
+) -> None:
+    ids = " ".join(f"job-{n:07d}-{'x' * 80}" for n in range(100_000))
+
+    async def use(connection: Any, wire: Wire) -> Rows:
+        with socket.socket(fileno=os.dup(connection.pgconn.socket)) as sent_on:
+            # Sent in parts, as the socket takes them.
+            assert sent_on.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < len(ids)
+        counted = "SELECT count(DISTINCT id) FROM unnest(string_to_array($1, ' ')) id"
+        return await wire.rows(counted, (ids.encode(),), 10.0)
+
+    assert run(on_a_wire(postgres_server, use)) == [(100_000,)]
+
+
+def test_an_error_fails_its_statement_and_not_the_wire(
+    postgres_server: PostgresServer,
+) -> None:
+    import psycopg
+
+    async def use(connection: Any, wire: Wire) -> Rows:
+        with pytest.raises(psycopg.OperationalError, match="division by zero"):
+            await wire.rows("SELECT 1 / 0 WHERE $1 = ''", (b"",), 5.0)
+        return await wire.rows("SELECT $1::text, 2::bigint, 0.5::float8", (b"on",), 5.0)
+
+    assert asyncio.run(on_a_wire(postgres_server, use)) == [("on", 2, 0.5)]
+
+
+@pytest.mark.parametrize("run", RUN_ON.values(), ids=list(RUN_ON))
+def test_a_wire_whose_connection_was_lost_idle_fails_at_once(
+    postgres_server: PostgresServer, run: Callable[[Any], Any]
+) -> None:
+    """Its socket closed by libpq under the loop's reader: dropped from the
+    loop once, and a later connection on the same socket number is read."""
+    import psycopg
+
+    async def use(connection: Any, wire: Wire) -> Rows:
+        await wire.rows("SELECT $1::text", (b"x",), 5.0)
+        pid = connection.pgconn.backend_pid
+        assert sql(postgres_server, "SELECT pg_terminate_backend(%s)", pid) == [(True,)]
+        await asyncio.sleep(0.2)  # its end of file seen while idle
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError):
+            await wire.rows("SELECT $1::text", (b"x",), 5.0)
+        assert time.monotonic() - started < 1.0
+        wire.close()
+        return await on_a_wire(
+            postgres_server,
+            lambda _, again: again.rows("SELECT $1::text", (b"y",), 5.0),
+        )
+
+    assert run(on_a_wire(postgres_server, use)) == [("y",)]
+
+
 def test_recorders_on_two_instances_agree(
     opened: Callable[[str], PostgresStore], url: str
 ) -> None:
@@ -725,7 +797,18 @@ def plan(store: PostgresStore, statement: str, params: tuple[Any, ...]) -> str:
     import psycopg
 
     with psycopg.connect(store._conninfo, autocommit=True) as conn:
-        rows = conn.execute(f"EXPLAIN {statement}", params).fetchall()
+        if "$1" in statement:
+            # Sent through libpq prepared (postgresasync): its plan once
+            # PostgreSQL settles on a generic one.
+            conn.execute("SET plan_cache_mode = force_generic_plan")
+            conn.execute(f"PREPARE planned AS {statement}")
+            marks = ", ".join(["%s"] * len(params))
+            explain = psycopg.ClientCursor(conn)
+            rows = explain.execute(
+                f"EXPLAIN EXECUTE planned({marks})", params
+            ).fetchall()
+        else:
+            rows = conn.execute(f"EXPLAIN {statement}", params).fetchall()
     return "\n".join(row[0] for row in rows)
 
 
