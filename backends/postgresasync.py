@@ -19,7 +19,9 @@ Any failure here (the connection refused or lost, a statement timing out,
 no answer within the store's ``timeout``) raises ``WouldBlock``: the
 caller then reads on a store thread, with the pool's retries and the
 store's own errors, and this loop's reads go there for
-``COOLDOWN_SECONDS`` before its connection is tried again.
+``COOLDOWN_SECONDS`` before its connection is tried again. A connection
+lost while no statement was out (a restart, an idle timeout) failed no
+read: the next read makes a new one at once.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -97,6 +100,7 @@ class _Reader(Generic[R]):
         # The task sending them, kept: the loop holds its tasks weakly.
         self._sender: asyncio.Task[None] | None = None
         self._refused_until = 0.0
+        self._closed = False
 
     async def found(self, job_id: str | None) -> R:
         if self._refused_until and time.monotonic() < self._refused_until:
@@ -143,7 +147,11 @@ class _Reader(Generic[R]):
             raise WouldBlock("PostgreSQL's reads on the loop wait after a failure")
         reads = self._reads
         try:
-            wire = self._wire or await self._connect()
+            wire = self._wire
+            if wire is None or wire.closed:
+                # One lost while idle (a restart, an idle timeout) is
+                # replaced at once: no statement of it failed.
+                wire = await self._connect()
             if ids:
                 return await wire.rows(reads.statement, (ids.encode(),), reads.timeout)
             return await wire.rows(reads.mark_statement, (), reads.timeout)
@@ -157,8 +165,13 @@ class _Reader(Generic[R]):
         reads = self._reads
         connect = psycopg.AsyncConnection.connect(reads.conninfo, autocommit=True)
         # A task for it, as wait_for makes: once per connection.
-        self._wire = Wire(await asyncio.wait_for(connect, reads.timeout))
-        return self._wire
+        wire = Wire(await asyncio.wait_for(connect, reads.timeout))
+        if self._closed:  # closed with its loop while connecting
+            wire.close()
+            raise WouldBlock("PostgreSQL's reads on this loop are closed")
+        self._close_wire()
+        self._wire = wire
+        return wire
 
     def _close_wire(self) -> None:
         wire, self._wire = self._wire, None
@@ -166,6 +179,7 @@ class _Reader(Generic[R]):
             wire.close()
 
     async def close(self) -> None:
+        self._closed = True
         self._close_wire()
 
 
@@ -197,29 +211,42 @@ class Wire:
         self._timer: asyncio.TimerHandle | None = None
         self._failed: Exception | None = None
         self._closed = False
+        self._writing = False
         self._loop.add_reader(self._socket, self._readable)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     async def rows(
         self, statement: str, params: Sequence[bytes], timeout: float
     ) -> Rows:
-        name = self._prepared.get(statement)
-        if name is None:
-            name = f"jobstatus_loop_{len(self._prepared)}".encode()
-            self._pgconn.send_prepare(name, statement.encode())
-            await self._answer(timeout)
-            self._prepared[statement] = name
-        self._pgconn.send_query_prepared(name, params)
-        (result,) = await self._answer(timeout)
+        """The rows of ``statement`` (prepared on its first use), answered
+        within ``timeout`` seconds, its preparing included."""
+        deadline = self._loop.time() + timeout
+        try:
+            name = self._prepared.get(statement)
+            if name is None:
+                name = f"jobstatus_loop_{len(self._prepared)}".encode()
+                self._pgconn.send_prepare(name, statement.encode())
+                await self._answer(deadline)
+                self._prepared[statement] = name
+            self._pgconn.send_query_prepared(name, params)
+            (result,) = await self._answer(deadline)
+        except asyncio.CancelledError:
+            # Its answer would be read as the next statement's.
+            self.close()
+            raise
         types = self._types
         types.set_pgresult(result)
         return types.load_rows(0, result.ntuples, tuple)
 
-    def _answer(self, timeout: float) -> asyncio.Future[list[pq.abc.PGresult]]:
+    def _answer(self, deadline: float) -> asyncio.Future[list[pq.abc.PGresult]]:
         """The results of what was just sent, once all have come."""
         if self._failed is not None:
             raise self._failed
         self._out = self._loop.create_future()
-        self._timer = self._loop.call_later(timeout, self._late, timeout)
+        self._timer = self._loop.call_at(deadline, self._late)
         self._flush()
         return self._out
 
@@ -227,12 +254,20 @@ class Wire:
         # A nonblocking connection may keep part of a statement back until
         # the socket takes it.
         try:
-            if self._pgconn.flush():
-                self._loop.add_writer(self._socket, self._flush)
-            else:
-                self._loop.remove_writer(self._socket)
+            left = self._pgconn.flush()
         except psycopg.Error as error:
             self._fail(error)
+            return
+        if left and not self._writing:
+            self._loop.add_writer(self._socket, self._flush)
+            self._writing = True
+        elif not left and self._writing:
+            self._loop.remove_writer(self._socket)
+            self._writing = False
+            # Sent, or dropped by libpq when sending failed (the server went
+            # away: it then counts on a read for the error). Read at once:
+            # uvloop stops watching a socket in error, and says nothing.
+            self._readable()
 
     def _readable(self) -> None:
         pgconn = self._pgconn
@@ -248,6 +283,11 @@ class Wire:
                     self._results.append(result)
         except psycopg.Error as error:
             self._fail(error)
+            return
+        if pgconn.status == pq.ConnStatus.BAD:
+            # libpq dropped the connection without raising (a reply it
+            # could not follow): its socket number is free for another's.
+            self._fail(psycopg.OperationalError("the connection was lost"))
 
     def _answered(self) -> None:
         out, results = self._out, self._results
@@ -263,8 +303,8 @@ class Wire:
         else:
             out.set_result(results)
 
-    def _late(self, timeout: float) -> None:
-        self._fail(TimeoutError(f"PostgreSQL did not answer in {timeout} s"))
+    def _late(self) -> None:
+        self._fail(TimeoutError("PostgreSQL did not answer the loop's read in time"))
 
     def _fail(self, error: Exception) -> None:
         if self._failed is None:
@@ -284,10 +324,17 @@ class Wire:
         out, self._out = self._out, None
         if out is not None and not out.done():
             out.set_exception(self._failed)
-        self._loop.remove_reader(self._socket)
-        self._loop.remove_writer(self._socket)
-        # What psycopg's ``close`` does, without waiting on the loop.
-        self._pgconn.finish()
+        try:
+            # asyncio's selector raises for a socket libpq closed already
+            # while the other direction is still watched.
+            with suppress(OSError):
+                self._loop.remove_reader(self._socket)
+            if self._writing:
+                with suppress(OSError):
+                    self._loop.remove_writer(self._socket)
+        finally:
+            # What psycopg's ``close`` does, without waiting on the loop.
+            self._pgconn.finish()
 
 
 _ANSWERED = (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK)

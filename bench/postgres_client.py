@@ -68,23 +68,21 @@ async def statements(store: PostgresStore, way: str, reads: int) -> tuple[float,
     """(CPU µs, wall µs) per statement, one at a time, on a new connection."""
     statement, ids = store._sql.loop_reads, JOB
     connection = await psycopg.AsyncConnection.connect(store._conninfo, autocommit=True)
+    if way == "psycopg":
+        # psycopg's own placeholder for the same statement.
+        text = statement.replace("$1", "%s")
+
+        async def read() -> Any:
+            cursor = await connection.execute(text, (ids,), prepare=True)
+            return await cursor.fetchall()
+
+        async with connection:
+            return await timed(read, reads, 1)
+    wire = Wire(connection)
     try:
-        if way == "psycopg":
-            # psycopg's own placeholder for the same statement.
-            text = statement.replace("$1", "%s")
-
-            async def read() -> Any:
-                cursor = await connection.execute(text, (ids,), prepare=True)
-                return await cursor.fetchall()
-        else:
-            wire = Wire(connection)
-
-            async def read() -> Any:
-                return await wire.rows(statement, (ids.encode(),), 5.0)
-
-        return await timed(read, reads, 1)
+        return await timed(lambda: wire.rows(statement, (ids.encode(),), 5.0), reads, 1)
     finally:
-        await connection.close()
+        wire.close()  # and its connection, its reader first off the loop
 
 
 def compare_statements(store: PostgresStore, reads: int, rounds: int) -> None:

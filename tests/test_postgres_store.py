@@ -395,12 +395,40 @@ def test_a_store_reads_on_threads_until_its_schema_is_checked(url: str) -> None:
         store.close()
 
 
-def test_a_lost_connection_sends_a_loops_reads_to_threads_for_a_while(
-    counted: LoopCounted,
-    postgres_server: PostgresServer,
-    monkeypatch: pytest.MonkeyPatch,
+def loop_backend(server: PostgresServer, store: PostgresStore) -> int:
+    """The pid of the server process serving the store's loop reads."""
+    ((pid,),) = sql(
+        server,
+        "SELECT pid FROM pg_stat_activity"
+        " WHERE query LIKE %s AND pid <> pg_backend_pid()",
+        f"%{store.schema}%LEFT JOIN%",
+    )
+    return int(pid)
+
+
+def test_a_connection_lost_while_idle_is_replaced_at_once(
+    counted: LoopCounted, postgres_server: PostgresServer
 ) -> None:
+    """A restart, an idle timeout: no statement failed, so no cooldown."""
+    counted.put({"job_id": "j", "job_status": "done"})
+
+    async def main() -> Any:
+        await counted.read_text_async("j")
+        pid = loop_backend(postgres_server, counted)
+        sql(postgres_server, "SELECT pg_terminate_backend(%s, 5000)", pid)
+        await asyncio.sleep(0.05)  # its end of file read on the loop
+        return await counted.read_text_async("j")
+
+    assert asyncio.run(main()) == counted.read_text("j")
+    assert counted.loop_statements == 2
+
+
+def test_a_connection_lost_under_a_statement_sends_a_loops_reads_to_threads(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For a while: the server may be going away."""
     monkeypatch.setattr(postgresasync, "COOLDOWN_SECONDS", 0.5)
+    counted = LoopCounted.from_url(fresh_url(postgres_server) + "&timeout=5")
     counted.put({"job_id": "j", "job_status": "done"})
     app = create_app(service_for(counted))
 
@@ -417,24 +445,32 @@ def test_a_lost_connection_sends_a_loops_reads_to_threads_for_a_while(
 
             assert await ask() == "done"
             assert counted.loop_statements == 1
-            (killed,) = sql(
-                postgres_server,
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                " WHERE query LIKE %s AND pid <> pg_backend_pid()",
-                f"%{counted.schema}%LEFT JOIN%",
-            )
-            assert killed == (1,)
-            # The read on the loop fails: the handler answers on a thread,
-            # and the loop's reads go there until the cooldown is over.
-            assert await ask() == "done"
+            pid = loop_backend(postgres_server, counted)
+            # Stopped, its statement sent, then ended under it.
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                out = asyncio.ensure_future(counted.read_text_async("j"))
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                sql(postgres_server, "SELECT pg_terminate_backend(%s)", pid)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            with pytest.raises(WouldBlock):
+                await out
+            # The loop's reads go to threads until the cooldown is over; the
+            # handler answers there.
             with pytest.raises(WouldBlock):
                 await counted.read_text_async("j")
+            assert await ask() == "done"
             assert counted.loop_statements == 1
             await asyncio.sleep(0.6)
             assert await ask() == "done"
             assert counted.loop_statements == 2
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        counted.close()
 
 
 def test_a_frozen_server_process_sends_a_loops_reads_to_threads_in_time(
@@ -561,6 +597,39 @@ def test_a_wire_whose_connection_was_lost_idle_fails_at_once(
         )
 
     assert run(on_a_wire(postgres_server, use)) == [("y",)]
+
+
+@pytest.mark.parametrize("run", RUN_ON.values(), ids=list(RUN_ON))
+def test_a_wire_lost_while_sending_closes_cleanly(
+    postgres_server: PostgresServer, run: Callable[[Any], Any]
+) -> None:
+    """libpq closes the socket while the loop still waits to write to it:
+    the statement fails, the connection is closed, the loop logs nothing."""
+    import psycopg
+
+    async def use(connection: Any, wire: Wire) -> list[str]:
+        loop = asyncio.get_running_loop()
+        logged: list[str] = []
+        loop.set_exception_handler(lambda _, context: logged.append(str(context)))
+        await wire.rows("SELECT 1 WHERE $1 = ''", (b"",), 5.0)  # prepared
+        pid = connection.pgconn.backend_pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # More than the socket takes: the rest waits for it to drain.
+            sending = asyncio.ensure_future(
+                wire.rows("SELECT 1 WHERE $1 = ''", (b"x" * 50_000_000,), 30.0)
+            )
+            await asyncio.sleep(0.2)
+            sql(postgres_server, "SELECT pg_terminate_backend(%s)", pid)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        with pytest.raises(psycopg.OperationalError):
+            await asyncio.wait_for(sending, 10)
+        await asyncio.sleep(0.1)
+        assert wire.closed and connection.closed
+        return logged
+
+    assert run(on_a_wire(postgres_server, use)) == []
 
 
 def test_recorders_on_two_instances_agree(
