@@ -53,11 +53,11 @@ class LoopReads(Generic[R]):
 
     ``statement`` takes one parameter (libpq's ``$1``), the job ids asked
     joined by spaces; ``mark_statement``, sent when only the mark was
-    asked, none and no join; ``parse`` makes the
-    rows of either into what each read is answered (once per statement,
-    for all who asked). A connection made and a statement answered must
-    each take at most ``timeout`` seconds (``statement_timeout`` bounds the
-    server's part; this, a server that stopped answering)."""
+    asked, none and no join; ``parse`` makes the rows of either into what
+    each read is answered (once per statement, for all who asked). A
+    connection made and a statement answered must each take at most
+    ``timeout`` seconds (``statement_timeout`` bounds the server's part;
+    this, a server that stopped answering)."""
 
     def __init__(
         self,
