@@ -169,7 +169,6 @@ class _Reader(Generic[R]):
         if self._closed:  # closed with its loop while connecting
             wire.close()
             raise WouldBlock("PostgreSQL's reads on this loop are closed")
-        self._close_wire()
         self._wire = wire
         return wire
 
@@ -199,6 +198,8 @@ class Wire:
     fails the statement out, and every later one raises."""
 
     def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        # Kept while its ``pgconn`` is used: psycopg warns when an open
+        # connection is collected.
         self._connection = connection
         self._pgconn = connection.pgconn
         self._socket = self._pgconn.socket
@@ -209,14 +210,14 @@ class Wire:
         self._results: list[pq.abc.PGresult] = []
         self._out: asyncio.Future[list[pq.abc.PGresult]] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # Set once closed: what every later statement raises.
         self._failed: Exception | None = None
-        self._closed = False
         self._writing = False
         self._loop.add_reader(self._socket, self._readable)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._failed is not None
 
     async def rows(
         self, statement: str, params: Sequence[bytes], timeout: float
@@ -306,24 +307,21 @@ class Wire:
     def _late(self) -> None:
         self._fail(TimeoutError("PostgreSQL did not answer the loop's read in time"))
 
-    def _fail(self, error: Exception) -> None:
-        if self._failed is None:
-            self._failed = error
-        self.close()
-
     def close(self) -> None:
         """Closes the connection now, failing a statement out."""
-        if self._closed:
-            # Its socket's number may be another connection's by now.
+        self._fail(psycopg.OperationalError("the loop's connection is closed"))
+
+    def _fail(self, error: Exception) -> None:
+        """Closes the connection, a statement out failing with ``error``."""
+        if self._failed is not None:
+            # Closed: its socket's number may be another connection's by now.
             return
-        self._closed = True
-        if self._failed is None:
-            self._failed = psycopg.OperationalError("the loop's connection is closed")
+        self._failed = error
         if self._timer is not None:
             self._timer.cancel()
         out, self._out = self._out, None
         if out is not None and not out.done():
-            out.set_exception(self._failed)
+            out.set_exception(error)
         try:
             # asyncio's selector raises for a socket libpq closed already
             # while the other direction is still watched.
