@@ -110,6 +110,14 @@ class Pipe:
         ``ConnectionLost``, a silent one as ``TimeoutError``."""
         return self._open_wire().send(_packed(args))
 
+    def served(self, *args: Arg) -> asyncio.Future[tuple[Any, str | None]]:
+        """``call``'s reply with the run id of the server that answered it:
+        a connection speaks to one server for its life (a restart or a
+        failover closes it), so its handshake asks once what every reply it
+        carries would say. None when the server did not tell."""
+        wire = self._open_wire()
+        return converted(wire.send(_packed(args)), lambda reply: (reply, wire.server))
+
     def script(self, lua: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
         """Run ``lua`` by its digest; sent whole if the server lost it."""
         digest = self._digests.get(lua)
@@ -142,6 +150,10 @@ class ConnectionLost(redis.ConnectionError):
 #: an EVALSHA whose script the server lost, AUTH's older form).
 Instead = tuple[type[redis.RedisError], tuple[Arg, ...]]
 
+#: The handshake's last command: the server's run id (``Pipe.served``), which
+#: every start of a redis-server draws anew.
+_WHO: tuple[Arg, ...] = ("INFO", "server")
+
 #: A command's future, when it times out, and what to send instead on an
 #: error.
 _Pending = tuple["asyncio.Future[Any]", float, "Instead | None"]
@@ -157,8 +169,11 @@ class _Wire(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         # Sent one at a time once connected; the commands asked wait for
         # them all (``_ready``): an AUTH refused must not leave them NOAUTH.
-        self._greeting = deque(address.handshake())
+        self._greeting = deque([*address.handshake(), (_WHO, None)])
         self._ready = False
+        #: The run id ``_WHO`` read; None until then, or if refused (reads
+        #: go on; ``served``'s caller learns it otherwise).
+        self.server: str | None = None
         self._pending: deque[_Pending] = deque()
         self._out: list[bytes] = []
         self._flushing = False
@@ -273,11 +288,17 @@ class _Wire(asyncio.Protocol):
         """The handshake's reply: the next command, its older form, or
         every command carried failed as it was (a wrong password as
         redis-py's AuthenticationError, a database out of range as its
-        ResponseError), as a new connection of redis-py's fails."""
+        ResponseError), as a new connection of redis-py's fails; the run id
+        kept, where the server gave it."""
         if not self._greeting:  # a reply nothing asked for
             raise redis.InvalidResponse(f"unexpected reply {reply!r:.100}")
-        _, instead = self._greeting.popleft()
-        if isinstance(reply, redis.RedisError):
+        command, instead = self._greeting.popleft()
+        if command is _WHO and not isinstance(reply, redis.ConnectionError):
+            # INFO refused (an ACL, a renamed command) leaves the run id
+            # unknown, not the connection unusable.
+            if isinstance(reply, str):
+                self.server = _run_id(reply)
+        elif isinstance(reply, redis.RedisError):
             if instead is None or not isinstance(reply, instead[0]):
                 kind, args = type(reply), reply.args
                 self.fail(lambda: kind(*args))
@@ -306,6 +327,14 @@ class _Wire(asyncio.Protocol):
             self._transport.abort()
         if not self._opening.done() and self._opening is not asyncio.current_task():
             self._opening.cancel()  # timed out while connecting
+
+
+def _run_id(info: str) -> str | None:
+    """The ``run_id`` field of ``INFO server``'s text."""
+    for line in info.splitlines():
+        if line.startswith("run_id:"):
+            return line.removeprefix("run_id:")
+    return None
 
 
 def _packed(command: tuple[Arg, ...]) -> bytes:

@@ -219,6 +219,32 @@ def test_a_user_and_a_database_are_sent_first(
         on_a_pipe(address_of(wrong), lambda p: p.call("GET", "pipe:db"))
 
 
+def test_a_reply_comes_with_the_run_id_of_its_server(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    raw.set("pipe:who", "here")
+    reply = on_a_pipe(
+        address_of(redis_server.url), lambda p: p.served("GET", "pipe:who")
+    )
+    assert reply == ("here", raw.info("server")["run_id"])
+
+
+def test_a_user_denied_info_still_reads(redis_server: RedisServer, raw: Any) -> None:
+    """The handshake's INFO refused: no run id, and the connection serves."""
+    raw.acl_setuser(
+        "no-info",
+        enabled=True,
+        passwords=["+no-info-secret"],
+        keys=["*"],
+        commands=["+@all", "-info"],
+    )
+    raw.set("pipe:who", "here")
+    url = redis_server.url.replace("//", "//no-info:no-info-secret@")
+    reply = on_a_pipe(address_of(url), lambda p: p.served("GET", "pipe:who"))
+    assert reply == ("here", None)
+    raw.acl_deluser("no-info")
+
+
 def test_a_credential_provider_leaves_reads_to_threads(
     redis_server: RedisServer,
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from jobstatus_core import (
     Stale,
     StoreError,
     StoreUnavailable,
+    WouldBlock,
 )
 from jobstatus_core.listing import MAX_AGE_SECONDS, Listings
 
@@ -205,6 +207,90 @@ def test_a_restarted_redis_without_persistence_is_never_answered_from_a_kept_lis
     assert listings.json(0) == expected
     first.close()
     second.close()
+
+
+def copied(directory: Path) -> Path:
+    """A copy of ``directory`` beside it, made while its server is down."""
+    copy = directory.with_name(directory.name + "-copy")
+    shutil.copytree(directory, copy)
+    return copy
+
+
+async def mark_on_the_loop(store: RedisStore) -> Mark:
+    """The mark as a request on the loop reads it; a connection lost with
+    a restart is seen (and left) by the first try."""
+    for _ in range(100):
+        try:
+            return await store.mark_async()
+        except WouldBlock:
+            await asyncio.sleep(0.02)
+    raise AssertionError("the loop's mark kept failing")
+
+
+def test_a_redis_restarted_behind_its_last_writes_is_never_answered_from_a_kept_listing(
+    own_redis: RedisServer,
+) -> None:
+    """As a failover to a replica that had not seen the last writes: the
+    same epoch and, after new writes, the same head, over other data. The
+    run id tells them apart, on a thread and on the loop (whose connection
+    learnt it when it opened). The timer never moves."""
+
+    async def main() -> None:
+        listings, first, second = two_instances(own_redis.url, Clock(0.0))
+        own_redis.stop()
+        behind = copied(own_redis.directory)  # its AOF at head 3
+        own_redis.start()
+        wait_for(lambda: _readable(second), 5)
+        for job_id in ("lost-4", "lost-5"):
+            second.put({"job_id": job_id, "job_status": "done"}, at=200.0)
+        old = '"old-1":"done","old-2":"done","old-3":"done"'
+        lost = "{" + old + ',"lost-4":"done","lost-5":"done"}'
+        before = await mark_on_the_loop(first)
+        assert listings.json(0, before) == lost  # kept under the loop's mark
+        own_redis.stop()
+        shutil.rmtree(own_redis.directory)
+        shutil.copytree(behind, own_redis.directory)
+        own_redis.start()
+        wait_for(lambda: _readable(second), 5)
+        for job_id in ("new-4", "new-5"):  # head 5 again
+            second.put({"job_id": job_id, "job_status": "queued"}, at=200.0)
+        after = await mark_on_the_loop(first)
+        expected = "{" + old + ',"new-4":"queued","new-5":"queued"}'
+        assert listings.json(0, after) == expected
+        assert listings.json(0) == expected
+        assert (after.epoch, after.head) == (before.epoch, 5)
+        assert after.server != before.server and after == first.mark()
+        first.close()
+        second.close()
+
+    asyncio.run(main())
+
+
+def test_the_loops_mark_is_the_threads(redis_server: RedisServer) -> None:
+    """One mark whichever way it is read: on an empty store the loop's sets
+    the epoch the first write then takes, as the thread's does."""
+    import redis
+
+    url = redis_server.url.replace("/0", "/6") + "?prefix=loopmark:"
+    raw = redis.Redis.from_url(url.split("?")[0], decode_responses=True)
+    raw.flushdb()
+    store = RedisStore.from_url(url)
+
+    async def main() -> None:
+        empty = await mark_on_the_loop(store)
+        assert empty.head == 0 and empty.epoch == raw.get("loopmark:epoch")
+        assert empty.server == raw.info("server")["run_id"]
+        assert await mark_on_the_loop(store) == empty == store.mark()
+        store.put({"job_id": "a", "job_status": "queued"})
+        row = store.read("a")
+        assert row is not None and row.version == f"{empty.epoch}-1"
+        assert await mark_on_the_loop(store) == Mark(empty.epoch, 1, empty.server)
+        assert store.mark() == Mark(empty.epoch, 1, empty.server)
+
+    asyncio.run(main())
+    raw.flushdb()
+    raw.close()
+    store.close()
 
 
 def test_hand_edited_values_list_as_valid_json(redis_server: RedisServer) -> None:
