@@ -50,9 +50,11 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import secrets
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import (
     Awaitable,
     Callable,
@@ -211,17 +213,17 @@ local server = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
 return {epoch, redis.call('GET', KEYS[2]) or '0', server}
 """
 
-# KEYS: updated, status; ARGV: the cutoff. Returns the oldest listed score
-# ('' when none is listed) and the '"job_id":status' members, in time order;
-# jobs without a status are left out. Ids and statuses are joined as they
-# are: the caller checks the text (see RedisStore._members).
+# KEYS: updated, status; ARGV: the cutoff. Returns each job's score and its
+# '"job_id":status' member, alternately, in time order; jobs without a
+# status are left out. Ids and statuses are joined as they are: the caller
+# checks the text (see RedisStore._members).
 WINDOW_SCRIPT = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES')
-local out = {''}
+local out = {}
 for i = 1, #ids, 2 do
   local status = redis.call('HGET', KEYS[2], ids[i])
   if status then
-    if #out == 1 then out[1] = ids[i + 1] end
+    out[#out + 1] = ids[i + 1]
     out[#out + 1] = '"' .. ids[i] .. '":' .. status
   end
 end
@@ -740,20 +742,24 @@ class RedisStore(VersionedStoreBase, TriesInline):
         ]
 
     def window(self, cutoff: float) -> Window:
-        keys, args = [self._updated, self._status], [repr(cutoff)]
+        """Read from the start of the second ``cutoff`` falls in, with each
+        job's time, and cut at ``cutoff`` here: a kept listing ages out
+        (``Listings``) for every request of a turn at once, and those
+        asking about the same second share one round trip."""
+        second = math.floor(cutoff)
+        keys, args = [self._updated, self._status], [repr(float(second))]
         reply = cast(
             list[str],
-            # Keyed without the cutoff, which the next attempt computes a
-            # moment later: it takes the window as of the first, as if the
-            # request had come that moment earlier.
             self._read(
-                ("window",),
+                ("window", second),
                 lambda: self._window_script(keys=keys, args=args),
                 lambda pipe: pipe.script(WINDOW_SCRIPT, keys, args),
+                shared=True,
             ),
         )
-        oldest = float(reply[0]) if reply[0] else None
-        return Window(self._members(cutoff, reply[1:]), oldest)
+        first = 2 * bisect_left(reply[::2], cutoff, key=float)
+        oldest = float(reply[first]) if first < len(reply) else None
+        return Window(self._members(cutoff, reply[first + 1 :: 2]), oldest)
 
     def _members(self, cutoff: float, members: list[str]) -> list[str]:
         """``members`` if they join into strict JSON, else the members built

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -48,6 +48,8 @@ OWN_ENV_MARKERS = (
 )
 #: Stores that live inside one process: no second process can open them.
 IN_PROCESS_STORES = {"memory", "dbm"}
+
+T = TypeVar("T")
 
 
 def store_url_for(kind: str, tmp_path: Path) -> str:
@@ -453,15 +455,20 @@ def stat_with_size(info: os.stat_result, size: int) -> os.stat_result:
     return os.stat_result(fields, {name: getattr(info, name) for name in extra})
 
 
-async def read_on_the_loop(store: Store, job_id: str) -> str | None:
-    """As the Starlette adapter reads on the loop: tried, its round trip
-    awaited, tried again with the reply."""
+async def attempted_on_the_loop(call: Callable[[], T]) -> T:
+    """``call`` as the Starlette adapter runs a store read on the loop:
+    tried, its round trip awaited, tried again with the reply."""
     fetched: dict[Hashable, nowait.Outcome] = {}
     while True:
         try:
             with nowait.attempt(fetched):
-                row = store.read(job_id)
-                return None if row is None else row.status
+                return call()
         except WouldBlock as refused:
             assert refused.fetch is not None and refused.key not in fetched
             fetched[refused.key] = (True, await refused.fetch())
+
+
+async def read_on_the_loop(store: Store, job_id: str) -> str | None:
+    """The job's status, read on the loop (``attempted_on_the_loop``)."""
+    row = await attempted_on_the_loop(lambda: store.read(job_id))
+    return None if row is None else row.status

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,9 +22,16 @@ from jobstatus_backends.filesystem import FileStore
 from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.sqlite import SQLiteStore
 from jobstatus_backends.turnmemo import TurnMemo
-from jobstatus_core import Mark, Store, nowait
+from jobstatus_core import Mark, Store, Window, nowait
 
-from .helpers import API_KEY, LiveServer, RedisServer, read_on_the_loop, service_for
+from .helpers import (
+    API_KEY,
+    LiveServer,
+    RedisServer,
+    attempted_on_the_loop,
+    read_on_the_loop,
+    service_for,
+)
 
 JOB = "/v1/toolkit/job/status"
 #: Writes, each followed by a poll that must see it, under other polls' load.
@@ -384,6 +392,46 @@ def test_redis_reads_of_one_turn_share_a_round_trip(redis_server: RedisServer) -
 
     try:
         asyncio.run(main())
+    finally:
+        store.close()
+
+
+@pytest.mark.redis
+def test_redis_windows_of_one_second_share_a_round_trip_each_cut_at_its_cutoff(
+    redis_server: RedisServer,
+) -> None:
+    """The requests of a turn whose kept listing aged out at once: one
+    window read for the second their cutoffs fall in, each answer exactly
+    its own window, as on a thread."""
+    url = redis_server.url + "?prefix=windows:"
+    store = RedisStore.from_url(url)
+    for job_id, at in (("z", 99.9), ("a", 100.2), ("b", 100.5), ("c", 100.7)):
+        store.put({"job_id": job_id, "job_status": "running"}, at=at)
+    store.put({"job_id": "d", "job_status": "done"}, at=101.0)
+    cutoffs = (100.5, 100.75, 100.2, 101.0, 101.5)
+
+    async def main() -> list[Window]:
+        await attempted_on_the_loop(lambda: store.window(0.0))  # scripts loaded
+        before = evalsha_calls(redis_server.url)
+        windows = await asyncio.gather(
+            *(attempted_on_the_loop(partial(store.window, c)) for c in cutoffs)
+        )
+        assert evalsha_calls(redis_server.url) - before == 2  # 100 and 101
+        return windows
+
+    try:
+        windows = asyncio.run(main())
+        members = [list(window.members) for window in windows]
+        assert members == [
+            ['"b":"running"', '"c":"running"', '"d":"done"'],
+            ['"d":"done"'],
+            ['"a":"running"', '"b":"running"', '"c":"running"', '"d":"done"'],
+            ['"d":"done"'],
+            [],
+        ]
+        oldest = [window.oldest for window in windows]
+        assert oldest == [100.5, 101.0, 100.2, 101.0, None]
+        assert windows == [store.window(c) for c in cutoffs]
     finally:
         store.close()
 
