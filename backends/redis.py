@@ -4,7 +4,8 @@ Keys, under a prefix (``jobstatus:`` unless ``?prefix=`` says otherwise):
 
 - ``<prefix>job:<job_id>``: the whole record, as JSON;
 - ``<prefix>updated``: a sorted set, job_id scored by "last written": the
-  Toolkit window is one ``ZRANGEBYSCORE``, O(log n + matches);
+  Toolkit window is one ``ZRANGEBYSCORE``, O(log n + matches) (the
+  matches of its cutoff's whole second);
 - ``<prefix>status``: a hash job_id -> job_status (JSON text), so listings
   never parse whole records;
 - ``<prefix>changes``: a sorted set, job_id scored by its position (its last
@@ -202,18 +203,21 @@ return out
 # none (an empty store's mark already names the life its writes will have).
 # Returns epoch, head and the server's run id, which changes with every start
 # of a server: a failover to a replica that had not seen the last writes
-# cannot repeat a mark.
+# cannot repeat a mark. Empty where INFO is refused (an ACL, a renamed
+# command): the mark is then epoch and head alone.
 MARK_SCRIPT = """
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
 end
-local server = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local info = redis.pcall('INFO', 'server')
+local server = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
 return {epoch, redis.call('GET', KEYS[2]) or '0', server}
 """
 
-# KEYS: updated, status; ARGV: the cutoff. Returns each job's score and its
+# KEYS: updated, status; ARGV: where the window starts (the start of its
+# cutoff's second: RedisStore.window). Returns each job's score and its
 # '"job_id":status' member, alternately, in time order; jobs without a
 # status are left out. Ids and statuses are joined as they are: the caller
 # checks the text (see RedisStore._members).
@@ -230,14 +234,16 @@ end
 return out
 """
 
-# KEYS: updated, status; ARGV: the cutoff. Job ids and their raw statuses,
-# alternately: the window built outside Redis, for hand-edited values.
+# KEYS: updated, status; ARGV: where the window starts. Each job's score, id
+# and raw status, in time order: the window built outside Redis, for
+# hand-edited values.
 PAIRS_SCRIPT = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES')
 local out = {}
-for i = 1, #ids do
+for i = 1, #ids, 2 do
   local status = redis.call('HGET', KEYS[2], ids[i])
   if status then
+    out[#out + 1] = ids[i + 1]
     out[#out + 1] = ids[i]
     out[#out + 1] = status
   end
@@ -683,22 +689,22 @@ class RedisStore(VersionedStoreBase, TriesInline):
         """``AsyncReads``: ``mark``'s round trip awaited on the loop's pipe,
         shared as ``read_text_async``'s: the epoch and the counter in one
         MGET, with the run id the pipe's connection learnt when it opened —
-        ``MARK_SCRIPT``'s mark without its ``INFO``, 12 µs of Redis's time
-        a call against 0.2 (docs/performance.md). A store without an epoch
-        yet, or a server that did not give its run id, takes the script."""
+        ``MARK_SCRIPT``'s mark without its ``INFO`` (docs/stores.md, "the
+        mark on the loop"). A store without an epoch yet takes the script,
+        which sets one."""
         with nowait.attempt():
             fetch = self._fetch(
-                ("mark",),
+                ("mark", "served"),
                 lambda pipe: pipe.served("MGET", self._epoch, self._counter),
                 shared=True,
             )
         (epoch, head), server = await self._awaited(fetch)
-        if epoch is not None and server is not None:
+        if epoch is not None:
             return Mark(epoch, int(head or 0), server)
         keys, args = self._mark_args()
         with nowait.attempt():
             fetch = self._fetch(
-                ("mark", "script"),
+                ("mark",),  # as ``mark``'s, which a turn may share with it
                 lambda pipe: pipe.script(MARK_SCRIPT, keys, args),
                 shared=True,
             )
@@ -746,8 +752,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
         job's time, and cut at ``cutoff`` here: a kept listing ages out
         (``Listings``) for every request of a turn at once, and those
         asking about the same second share one round trip."""
-        second = math.floor(cutoff)
-        keys, args = [self._updated, self._status], [repr(float(second))]
+        second = _second(cutoff)
+        keys, args = [self._updated, self._status], [repr(second)]
         reply = cast(
             list[str],
             self._read(
@@ -770,18 +776,23 @@ class RedisStore(VersionedStoreBase, TriesInline):
         try:
             storedjson.loads(text)
         except (ValueError, RecursionError):
-            keys, args = [self._updated, self._status], [repr(cutoff)]
+            # Read as the window was, and cut at the same cutoff.
+            second = _second(cutoff)
+            keys, args = [self._updated, self._status], [repr(second)]
             flat = cast(
                 list[str],
                 self._read(
-                    ("pairs",),
+                    ("pairs", second),
                     lambda: self._pairs_script(keys=keys, args=args),
                     lambda pipe: pipe.script(PAIRS_SCRIPT, keys, args),
                 ),
             )
+            first = 3 * bisect_left(flat[::3], cutoff, key=float)
             return [
                 jsontext.encode(job_id) + ":" + jsontext.encode(storedjson.status(raw))
-                for job_id, raw in zip(flat[::2], flat[1::2], strict=True)
+                for job_id, raw in zip(
+                    flat[first + 1 :: 3], flat[first + 2 :: 3], strict=True
+                )
             ]
         if text.isascii():
             return members
@@ -1276,11 +1287,16 @@ class RedisStore(VersionedStoreBase, TriesInline):
             raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
 
 
+def _second(cutoff: float) -> float:
+    """Where a window read for ``cutoff`` starts: the start of its second
+    (``window``); a cutoff that is not finite, itself."""
+    return float(math.floor(cutoff)) if math.isfinite(cutoff) else cutoff
+
+
 def _mark(reply: Any) -> Mark:
-    """A mark from ``MARK_SCRIPT``'s epoch, head and server run id (left
-    out of the reply by a server whose ``INFO`` has none)."""
-    epoch, head, *server = cast(list[str], reply)
-    return Mark(epoch, int(head), "".join(server))
+    """A mark from ``MARK_SCRIPT``'s epoch, head and server run id."""
+    epoch, head, server = cast(list[str], reply)
+    return Mark(epoch, int(head), server)
 
 
 def _row(epoch: str, job_id: str, values: list[Any], record: Record | None) -> Row:

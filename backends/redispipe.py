@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import ssl
 from collections import deque
 from collections.abc import Callable
@@ -28,7 +29,11 @@ import hiredis
 import redis
 import redis.asyncio as aredis
 from redis._parsers.base import BaseParser
-from redis.exceptions import AuthenticationWrongNumberOfArgsError, NoScriptError
+from redis.exceptions import (
+    AuthenticationWrongNumberOfArgsError,
+    NoPermissionError,
+    NoScriptError,
+)
 
 Arg = str | int | float
 
@@ -110,11 +115,12 @@ class Pipe:
         ``ConnectionLost``, a silent one as ``TimeoutError``."""
         return self._open_wire().send(_packed(args))
 
-    def served(self, *args: Arg) -> asyncio.Future[tuple[Any, str | None]]:
+    def served(self, *args: Arg) -> asyncio.Future[tuple[Any, str]]:
         """``call``'s reply with the run id of the server that answered it:
         a connection speaks to one server for its life (a restart or a
         failover closes it), so its handshake asks once what every reply it
-        carries would say. None when the server did not tell."""
+        carries would say. Empty where the server does not tell (``INFO``
+        refused, or without one), as ``MARK_SCRIPT`` reads it then."""
         wire = self._open_wire()
         return converted(wire.send(_packed(args)), lambda reply: (reply, wire.server))
 
@@ -171,9 +177,9 @@ class _Wire(asyncio.Protocol):
         # them all (``_ready``): an AUTH refused must not leave them NOAUTH.
         self._greeting = deque([*address.handshake(), (_WHO, None)])
         self._ready = False
-        #: The run id ``_WHO`` read; None until then, or if refused (reads
-        #: go on; ``served``'s caller learns it otherwise).
-        self.server: str | None = None
+        #: The run id ``_WHO`` read (``served``); empty if the server does
+        #: not tell.
+        self.server = ""
         self._pending: deque[_Pending] = deque()
         self._out: list[bytes] = []
         self._flushing = False
@@ -293,11 +299,10 @@ class _Wire(asyncio.Protocol):
         if not self._greeting:  # a reply nothing asked for
             raise redis.InvalidResponse(f"unexpected reply {reply!r:.100}")
         command, instead = self._greeting.popleft()
-        if command is _WHO and not isinstance(reply, redis.ConnectionError):
-            # INFO refused (an ACL, a renamed command) leaves the run id
-            # unknown, not the connection unusable.
-            if isinstance(reply, str):
-                self.server = _run_id(reply)
+        if command is _WHO and isinstance(reply, str):
+            self.server = _run_id(reply)
+        elif command is _WHO and _refused(reply):
+            pass  # an ACL or a renamed command: no run id, reads go on
         elif isinstance(reply, redis.RedisError):
             if instead is None or not isinstance(reply, instead[0]):
                 kind, args = type(reply), reply.args
@@ -329,12 +334,19 @@ class _Wire(asyncio.Protocol):
             self._opening.cancel()  # timed out while connecting
 
 
-def _run_id(info: str) -> str | None:
-    """The ``run_id`` field of ``INFO server``'s text."""
-    for line in info.splitlines():
-        if line.startswith("run_id:"):
-            return line.removeprefix("run_id:")
-    return None
+def _run_id(info: str) -> str:
+    """The ``run_id`` field of ``INFO server``'s text, read as
+    ``MARK_SCRIPT`` reads it (hex digits; empty if there are none)."""
+    found = re.search(r"run_id:([0-9A-Fa-f]+)", info)
+    return "" if found is None else found[1]
+
+
+def _refused(reply: Any) -> bool:
+    """Whether ``reply`` refuses ``INFO`` itself (an ACL without it, a
+    renamed command) rather than the connection (a full server, BUSY...)."""
+    return isinstance(reply, NoPermissionError) or (
+        type(reply) is redis.ResponseError and str(reply).startswith("unknown command")
+    )
 
 
 def _packed(command: tuple[Arg, ...]) -> bytes:

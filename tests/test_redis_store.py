@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -27,6 +29,7 @@ from jobstatus_core import (
     Stale,
     StoreError,
     StoreUnavailable,
+    Window,
     WouldBlock,
 )
 from jobstatus_core.listing import MAX_AGE_SECONDS, Listings
@@ -35,6 +38,7 @@ from .helpers import (
     Clock,
     RedisServer,
     ServeProcess,
+    attempted_on_the_loop,
     clean_env,
     free_port,
     start_redis,
@@ -268,7 +272,8 @@ def test_a_redis_restarted_behind_its_last_writes_is_never_answered_from_a_kept_
 
 def test_the_loops_mark_is_the_threads(redis_server: RedisServer) -> None:
     """One mark whichever way it is read: on an empty store the loop's sets
-    the epoch the first write then takes, as the thread's does."""
+    the epoch the first write then takes, as the thread's does; read on the
+    loop by ``mark`` and ``mark_async`` in one turn, each its own."""
     import redis
 
     url = redis_server.url.replace("/0", "/6") + "?prefix=loopmark:"
@@ -284,13 +289,54 @@ def test_the_loops_mark_is_the_threads(redis_server: RedisServer) -> None:
         store.put({"job_id": "a", "job_status": "queued"})
         row = store.read("a")
         assert row is not None and row.version == f"{empty.epoch}-1"
-        assert await mark_on_the_loop(store) == Mark(empty.epoch, 1, empty.server)
-        assert store.mark() == Mark(empty.epoch, 1, empty.server)
+        now = Mark(empty.epoch, 1, empty.server)
+        both = await asyncio.gather(
+            attempted_on_the_loop(store.mark), mark_on_the_loop(store)
+        )
+        assert both == [now, now]
+        assert store.mark() == now
 
-    asyncio.run(main())
-    raw.flushdb()
-    raw.close()
-    store.close()
+    try:
+        asyncio.run(main())
+    finally:
+        raw.flushdb()
+        raw.close()
+        store.close()
+
+
+def test_a_user_denied_info_reads_marks_without_a_run_id(
+    redis_server: RedisServer,
+) -> None:
+    """An ACL without INFO (or INFO renamed): the marks are epoch and head,
+    the same on a thread and on the loop, and they still move."""
+    import redis
+
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    raw.acl_setuser(
+        "no-info-store",
+        enabled=True,
+        passwords=["+secret"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", "-info"],
+    )
+    url = redis_server.url.replace("//", "//no-info-store:secret@")
+    store = RedisStore.from_url(url + "?prefix=noinfo:")
+
+    async def main() -> None:
+        store.put({"job_id": "a", "job_status": "queued"})
+        mark = store.mark()
+        assert mark.server == "" and mark.head >= 1
+        assert await mark_on_the_loop(store) == mark
+        store.put({"job_id": "a", "job_status": "done"})
+        assert await mark_on_the_loop(store) == store.mark() != mark
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+        raw.acl_deluser("no-info-store")
+        raw.close()
 
 
 def test_hand_edited_values_list_as_valid_json(redis_server: RedisServer) -> None:
@@ -329,6 +375,23 @@ def test_hand_edited_values_list_as_valid_json(redis_server: RedisServer) -> Non
     }
     with pytest.raises(StoreError, match="the record of job ours is not a JSON"):
         store.get("ours")
+    # Cut at the cutoff as the window is, on a thread and on the loop (two
+    # cutoffs of one second, one round trip).
+    late = ['"spaced":{"a":[1,2]}', '"bytes":"\\ufffd\\ufffd"']
+    assert list(store.window(8.0).members) == late
+    assert store.window(8.5).members == late[1:] and store.window(8.5).oldest == 9.0
+
+    async def main() -> list[Window]:
+        cutoffs = (8.0, 8.5, -math.inf)
+        return list(
+            await asyncio.gather(
+                *(attempted_on_the_loop(partial(store.window, c)) for c in cutoffs)
+            )
+        )
+
+    on_the_loop = asyncio.run(main())
+    assert on_the_loop == [store.window(c) for c in (8.0, 8.5, -math.inf)]
+    assert [len(w.members) for w in on_the_loop] == [2, 1, 9]
     store.close()
 
 
