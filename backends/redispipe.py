@@ -117,10 +117,11 @@ class Pipe:
 
     def served(self, *args: Arg) -> asyncio.Future[tuple[Any, str]]:
         """``call``'s reply with the run id of the server that answered it:
-        a connection speaks to one server for its life (a restart or a
-        failover closes it), so its handshake asks once what every reply it
-        carries would say. Empty where the server does not tell (``INFO``
-        refused, or without one), as ``MARK_SCRIPT`` reads it then."""
+        a connection speaks to one server for its life (a restart closes
+        it; a failover moves new connections, not this one), so its
+        handshake asks once what every reply it carries would say. Empty
+        where the server does not tell (``INFO`` refused, or without one),
+        as ``MARK_SCRIPT`` reads it then."""
         wire = self._open_wire()
         return converted(wire.send(_packed(args)), lambda reply: (reply, wire.server))
 
