@@ -239,8 +239,9 @@ def test_a_redis_restarted_behind_its_last_writes_is_never_answered_from_a_kept_
     run id tells them apart, on a thread and on the loop (whose connection
     learnt it when it opened). The timer never moves."""
 
+    listings, first, second = two_instances(own_redis.url, Clock(0.0))
+
     async def main() -> None:
-        listings, first, second = two_instances(own_redis.url, Clock(0.0))
         own_redis.stop()
         behind = copied(own_redis.directory)  # its AOF at head 3
         own_redis.start()
@@ -264,10 +265,12 @@ def test_a_redis_restarted_behind_its_last_writes_is_never_answered_from_a_kept_
         assert listings.json(0) == expected
         assert (after.epoch, after.head) == (before.epoch, 5)
         assert after.server != before.server and after == first.mark()
+
+    try:
+        asyncio.run(main())
+    finally:
         first.close()
         second.close()
-
-    asyncio.run(main())
 
 
 def test_the_loops_mark_is_the_threads(redis_server: RedisServer) -> None:
