@@ -753,7 +753,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         (``Listings``) for every request of a turn at once, and those
         asking about the same second share one round trip."""
         second = _second(cutoff)
-        keys, args = [self._updated, self._status], [repr(second)]
+        keys, args = self._window_args(second)
         reply = cast(
             list[str],
             self._read(
@@ -767,6 +767,11 @@ class RedisStore(VersionedStoreBase, TriesInline):
         oldest = float(reply[first]) if first < len(reply) else None
         return Window(self._members(cutoff, reply[first + 1 :: 2]), oldest)
 
+    def _window_args(self, second: float) -> tuple[list[str], list[str]]:
+        """``WINDOW_SCRIPT``'s and ``PAIRS_SCRIPT``'s keys and arguments
+        for a window read from ``second`` (``_second``)."""
+        return [self._updated, self._status], [repr(second)]
+
     def _members(self, cutoff: float, members: list[str]) -> list[str]:
         """``members`` if they join into strict JSON, else the members built
         again from the raw ids and statuses, each status read by
@@ -778,7 +783,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         except (ValueError, RecursionError):
             # Read as the window was, and cut at the same cutoff.
             second = _second(cutoff)
-            keys, args = [self._updated, self._status], [repr(second)]
+            keys, args = self._window_args(second)
             flat = cast(
                 list[str],
                 self._read(

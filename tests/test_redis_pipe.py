@@ -18,7 +18,13 @@ import pytest
 from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.redispipe import Address, Pipe
 
-from .helpers import RedisServer, free_port, read_on_the_loop, wait_for
+from .helpers import (
+    RedisServer,
+    free_port,
+    read_on_the_loop,
+    redis_user,
+    wait_for,
+)
 
 pytestmark = pytest.mark.redis
 
@@ -201,22 +207,16 @@ def test_nothing_listening_is_a_connection_error(redis_server: RedisServer) -> N
 def test_a_user_and_a_database_are_sent_first(
     redis_server: RedisServer, raw: Any
 ) -> None:
-    raw.acl_setuser(
-        "pipe-user",
-        enabled=True,
-        passwords=["+pipe-secret"],
-        keys=["*"],
-        commands=["+@all"],
-    )
-    raw.execute_command("SELECT", 0)
     other = redis.Redis.from_url(redis_server.url[:-1] + "5", decode_responses=True)
     other.set("pipe:db", "in five")
     other.close()
-    url = redis_server.url.replace("//", "//pipe-user:pipe-secret@")[:-1] + "5"
-    assert on_a_pipe(address_of(url), lambda p: p.call("GET", "pipe:db")) == "in five"
-    wrong = url.replace("pipe-secret", "wrong")
-    with pytest.raises(redis.AuthenticationError):
-        on_a_pipe(address_of(wrong), lambda p: p.call("GET", "pipe:db"))
+    with redis_user(raw, "pipe-user", "pipe-secret") as user:
+        url = redis_server.url.replace("//", "//" + user)[:-1] + "5"
+        got = on_a_pipe(address_of(url), lambda p: p.call("GET", "pipe:db"))
+        assert got == "in five"
+        wrong = url.replace("pipe-secret", "wrong")
+        with pytest.raises(redis.AuthenticationError):
+            on_a_pipe(address_of(wrong), lambda p: p.call("GET", "pipe:db"))
 
 
 def test_a_reply_comes_with_the_run_id_of_its_server(
@@ -231,19 +231,10 @@ def test_a_reply_comes_with_the_run_id_of_its_server(
 
 def test_a_user_denied_info_still_reads(redis_server: RedisServer, raw: Any) -> None:
     """The handshake's INFO refused: no run id, and the connection serves."""
-    raw.acl_setuser(
-        "no-info",
-        enabled=True,
-        passwords=["+no-info-secret"],
-        keys=["*"],
-        commands=["+@all", "-info"],
-    )
     raw.set("pipe:who", "here")
-    url = redis_server.url.replace("//", "//no-info:no-info-secret@")
-    try:
+    with redis_user(raw, "no-info", "no-info-secret", "info") as user:
+        url = redis_server.url.replace("//", "//" + user)
         reply = on_a_pipe(address_of(url), lambda p: p.served("GET", "pipe:who"))
-    finally:
-        raw.acl_deluser("no-info")
     assert reply == ("here", "")
 
 

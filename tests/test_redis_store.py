@@ -41,6 +41,7 @@ from .helpers import (
     attempted_on_the_loop,
     clean_env,
     free_port,
+    redis_user,
     start_redis,
     wait_for,
 )
@@ -314,19 +315,7 @@ def test_a_user_denied_info_reads_marks_without_a_run_id(
     the same on a thread and on the loop, and they still move."""
     import redis
 
-    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    raw.acl_setuser(
-        "no-info-store",
-        enabled=True,
-        passwords=["+secret"],
-        keys=["*"],
-        channels=["*"],
-        commands=["+@all", "-info"],
-    )
-    url = redis_server.url.replace("//", "//no-info-store:secret@")
-    store = RedisStore.from_url(url + "?prefix=noinfo:")
-
-    async def main() -> None:
+    async def main(store: RedisStore) -> None:
         store.put({"job_id": "a", "job_status": "queued"})
         mark = store.mark()
         assert mark.server == "" and mark.head >= 1
@@ -334,12 +323,15 @@ def test_a_user_denied_info_reads_marks_without_a_run_id(
         store.put({"job_id": "a", "job_status": "done"})
         assert await mark_on_the_loop(store) == store.mark() != mark
 
-    try:
-        asyncio.run(main())
-    finally:
-        store.close()
-        raw.acl_deluser("no-info-store")
-        raw.close()
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    with redis_user(raw, "no-info-store", "secret", "info") as user:
+        url = redis_server.url.replace("//", "//" + user)
+        store = RedisStore.from_url(url + "?prefix=noinfo:")
+        try:
+            asyncio.run(main(store))
+        finally:
+            store.close()
+    raw.close()
 
 
 def test_hand_edited_values_list_as_valid_json(redis_server: RedisServer) -> None:
