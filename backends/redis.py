@@ -95,7 +95,6 @@ from . import storedjson
 from .answertexts import AnswerTexts
 from .redisasync import AsyncClients, Use
 from .redispipe import Address, ConnectionLost, converted
-from .turnmemo import TurnMemo, wrote
 from .urloptions import parse_store_url
 
 #: Rows expired per script: a script holds Redis, so a purge of 1,000 jobs
@@ -572,8 +571,6 @@ class RedisStore(VersionedStoreBase, TriesInline):
         # ``read_text``'s answers by stored text (a polled job's is not
         # parsed again).
         self._answer_texts = AnswerTexts()
-        # The round trips sent after this turn of the loop, by read key.
-        self._round_trips: TurnMemo[Hashable, Callable[[], Awaitable[Any]]] = TurnMemo()
         if client is not None:
             self._client = client
         else:
@@ -647,7 +644,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         raw = self._read(
             ("get", key),
             lambda: self._client.get(key),
-            lambda pipe: pipe.call("GET", key),
+            lambda pipe, share: pipe.call("GET", key, share=share),
             shared=True,
         )
         return None if raw is None else storedjson.record(job_id, cast(str, raw))
@@ -674,15 +671,15 @@ class RedisStore(VersionedStoreBase, TriesInline):
 
     async def read_text_async(self, job_id: str) -> tuple[Row, str] | None:
         """``AsyncReads``: ``read_text``'s round trip awaited on the loop's
-        pipe, shared by the requests of a turn that ask for it."""
+        pipe, shared by the requests that ask for it before it is written."""
         with nowait.attempt():
             self._upgrade()  # refuses until a thread has checked the layout
-            keys, args = self._read_args([job_id])
-            fetch = self._fetch(
-                ("read", job_id),
-                lambda pipe: pipe.script(READ_SCRIPT, keys, args),
-                shared=True,
-            )
+        keys, args = self._read_args([job_id])
+        fetch = self._fetch(
+            ("read", job_id),
+            lambda pipe, share: pipe.script(READ_SCRIPT, keys, args, share),
+            shared=True,
+        )
         return self._text_of(job_id, await self._awaited(fetch))
 
     async def mark_async(self) -> Mark:
@@ -692,22 +689,22 @@ class RedisStore(VersionedStoreBase, TriesInline):
         ``MARK_SCRIPT``'s mark without its ``INFO`` (docs/stores.md, "the
         mark on the loop"). A store without an epoch yet takes the script,
         which sets one."""
-        with nowait.attempt():
-            fetch = self._fetch(
-                ("mark", "served"),
-                lambda pipe: pipe.served("MGET", self._epoch, self._counter),
-                shared=True,
-            )
+        fetch = self._fetch(
+            ("mark", "served"),
+            lambda pipe, share: pipe.served(
+                "MGET", self._epoch, self._counter, share=share
+            ),
+            shared=True,
+        )
         (epoch, head), server = await self._awaited(fetch)
         if epoch is not None:
             return Mark(epoch, int(head or 0), server)
         keys, args = self._mark_args()
-        with nowait.attempt():
-            fetch = self._fetch(
-                ("mark",),  # as ``mark``'s, which a turn may share with it
-                lambda pipe: pipe.script(MARK_SCRIPT, keys, args),
-                shared=True,
-            )
+        fetch = self._fetch(
+            ("mark",),  # as ``mark``'s, which may share its round trip
+            lambda pipe, share: pipe.script(MARK_SCRIPT, keys, args, share),
+            shared=True,
+        )
         return _mark(await self._awaited(fetch))
 
     async def _awaited(self, fetch: Callable[[], Awaitable[Any]]) -> Any:
@@ -735,7 +732,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._read(
                 ("read", *ids),
                 lambda: self._read_script(keys=keys, args=args),
-                lambda pipe: pipe.script(READ_SCRIPT, keys, args),
+                lambda pipe, share: pipe.script(READ_SCRIPT, keys, args, share),
                 shared=True,
             ),
         )
@@ -759,7 +756,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._read(
                 ("window", second),
                 lambda: self._window_script(keys=keys, args=args),
-                lambda pipe: pipe.script(WINDOW_SCRIPT, keys, args),
+                lambda pipe, share: pipe.script(WINDOW_SCRIPT, keys, args, share),
                 shared=True,
             ),
         )
@@ -789,7 +786,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 self._read(
                     ("pairs", second),
                     lambda: self._pairs_script(keys=keys, args=args),
-                    lambda pipe: pipe.script(PAIRS_SCRIPT, keys, args),
+                    lambda pipe, share: pipe.script(PAIRS_SCRIPT, keys, args, share),
                 ),
             )
             first = 3 * bisect_left(flat[::3], cutoff, key=float)
@@ -863,8 +860,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 self._read(
                     ("counts",),
                     lambda: self._client.hgetall(self._counts),
-                    lambda pipe: converted(
-                        pipe.call("HGETALL", self._counts), _as_dict
+                    lambda pipe, share: converted(
+                        pipe.call("HGETALL", self._counts, share=share), _as_dict
                     ),
                     shared=True,
                 ),
@@ -894,7 +891,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._read(
                 ("mark",),
                 lambda: self._mark_script(keys=keys, args=args),
-                lambda pipe: pipe.script(MARK_SCRIPT, keys, args),
+                lambda pipe, share: pipe.script(MARK_SCRIPT, keys, args, share),
                 # The token only names an epoch not made yet: one suits all.
                 shared=True,
             )
@@ -953,7 +950,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         status = jsontext.encode(record["job_status"])
         stamp = time.time() if at is None else at
         self._upgrade()
-        version = self._run_write(
+        version = self._run(
             lambda: self._write_script(
                 keys=[self._key(job_id), *self._change_keys],
                 args=[
@@ -1025,7 +1022,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         pairs = [value for row in rows for value in (row.job_id, row.version)]
         reply = cast(
             list[str],
-            self._run_write(
+            self._run(
                 lambda: self._expire_script(
                     keys=self._change_keys,
                     args=[
@@ -1055,7 +1052,9 @@ class RedisStore(VersionedStoreBase, TriesInline):
             self._read(
                 ("tombstones", *ids),
                 lambda: self._client.hmget(self._tombstones, ids),
-                lambda pipe: pipe.call("HMGET", self._tombstones, *ids),
+                lambda pipe, share: pipe.call(
+                    "HMGET", self._tombstones, *ids, share=share
+                ),
                 shared=True,
             ),
         )
@@ -1104,7 +1103,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             return 0
         return cast(
             int,
-            self._run_write(
+            self._run(
                 lambda: self._forget_script(
                     keys=[self._tombstones, self._buried, self._expired],
                     args=[repr(float(before)), limit],
@@ -1133,7 +1132,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
         with self._upgrade_lock:
             if self._upgraded:
                 return
-            self._run_write(self._upgrade_all)
+            self._run(self._upgrade_all)
             self._upgraded = True
 
     def _upgrade_all(self) -> None:
@@ -1235,9 +1234,10 @@ class RedisStore(VersionedStoreBase, TriesInline):
         an earlier attempt of the call awaited, else ``WouldBlock`` naming
         it. Errors either way are the same ``StoreError``s.
 
-        ``shared``: ``key`` says all the command sends, so the requests of one
-        turn of the loop that ask for the same key share one round trip,
-        sent after the turn (``turnmemo``) — after each of them arrived."""
+        ``shared``: ``key`` says all the command sends, so the requests that
+        ask for the same key before the pipe writes it (at the end of the
+        loop's turn) share its round trip — written after each of them
+        asked (``Pipe.call``)."""
         if not nowait.asked():
             return self._run(action)
         found = nowait.fetched(key)
@@ -1255,10 +1255,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
         """The round trip of ``use`` on the loop's pipe, to await (``_read``)."""
         if self._async is None:
             raise WouldBlock("a Redis client given by the host reads on threads")
-        clients = self._async
-        if shared:
-            return self._round_trips.value(key, lambda: clients.shared(use))
-        return lambda: clients.fetch(use)
+        clients, share = self._async, key if shared else None
+        return lambda: clients.fetch(use, share)
 
     def _refused(self, error: Exception) -> NoReturn:
         """A round trip on the loop failed: Redis's answer raised as the
@@ -1269,12 +1267,6 @@ class RedisStore(VersionedStoreBase, TriesInline):
             raise WouldBlock(f"the round trip on the loop failed: {error!r}")
         self._mapped(partial(_reraise, error))
         raise AssertionError("_mapped raises what _reraise raised")
-
-    def _run_write(self, action: Callable[[], T]) -> T:
-        try:
-            return self._run(action)
-        finally:
-            wrote()  # the loop's shared round trips (turnmemo) end here
 
     def _run(self, action: Callable[[], T]) -> T:
         if nowait.asked():

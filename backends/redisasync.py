@@ -11,15 +11,15 @@ the pipe takes less again (bench/redis_roundtrip.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from functools import partial
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from .perloop import PerLoop
 from .redispipe import Address, Pipe
 
-#: A command sent on a pipe: its reply's future.
-Use = Callable[[Pipe], "asyncio.Future[Any]"]
+#: A command sent on a pipe, under a ``share`` key (or None): its reply's
+#: future.
+Use = Callable[[Pipe, Hashable | None], "asyncio.Future[Any]"]
 
 
 class AsyncClients:
@@ -28,46 +28,14 @@ class AsyncClients:
     def __init__(self, address: Address) -> None:
         self._loops = PerLoop(lambda: Pipe(address), _closed)
 
-    async def fetch(self, use: Use) -> Any:
-        return await use(await self._loops.get())
-
-    def shared(self, use: Use) -> Callable[[], Awaitable[Any]]:
-        """A fetch of ``use`` that requests may share: the first call sends
-        its command — the pipe writes it after the loop's turn, so every
-        request that shares it asked before that. Each waits for the reply:
-        one that goes away cancels nothing."""
-        sent: asyncio.Future[Any] | None = None
-        waiting: list[asyncio.Future[None]] = []
-
-        async def fetch() -> Any:
-            nonlocal sent
-            if sent is None:
-                sent = use(await self._loops.get())
-                sent.add_done_callback(partial(_wake, waiting))
-            elif sent.done():
-                return sent.result()
-            # Waited for, not awaited: this request's cancellation raises
-            # here and leaves the reply to the others. A future of its own,
-            # all woken by one callback of the reply's.
-            woken = sent.get_loop().create_future()
-            waiting.append(woken)
-            await woken
-            return sent.result()
-
-        return fetch
+    async def fetch(self, use: Use, share: Hashable | None = None) -> Any:
+        """``use``'s reply on the running loop's pipe, its command sent under
+        ``share`` (``Pipe.call``: the requests asking under one key before
+        it is written share one round trip)."""
+        return await use(await self._loops.get(), share)
 
     def close(self) -> None:
         self._loops.close()
-
-
-def _wake(waiting: list[asyncio.Future[None]], sent: asyncio.Future[Any]) -> None:
-    # Every request sharing it may have gone: its failure is retrieved
-    # here, not logged as one nobody saw.
-    if not sent.cancelled():
-        sent.exception()
-    for woken in waiting:
-        if not woken.done():  # cancelled with the request that waited
-            woken.set_result(None)
 
 
 async def _closed(pipe: Pipe) -> None:

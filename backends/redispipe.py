@@ -8,6 +8,11 @@ once, 37 against 4 µs a GET (bench/redis_roundtrip.py): the commands of
 every request of a turn share one write and one read, where the pool made
 a round trip, and its system calls, for each.
 
+A command asked under a ``share`` key that a command not yet written was
+asked under takes that command's reply: the requests of a turn that read
+the same thing share one round trip, and since it is written after each of
+them asked, its reply is never older than any of them.
+
 It speaks RESP2 as redis-py does with ``decode_responses=True`` (text read
 as UTF-8, bytes that are not read as U+FFFD) and answers with redis-py's
 exceptions, so the store maps its failures one way whichever client read.
@@ -20,7 +25,7 @@ import hashlib
 import re
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -108,33 +113,42 @@ class Pipe:
         self._wire: _Wire | None = None
         self._digests: dict[str, str] = {}
 
-    def call(self, *args: Arg) -> asyncio.Future[Any]:
+    def call(self, *args: Arg, share: Hashable | None = None) -> asyncio.Future[Any]:
         """The reply to one command. An error reply raises as redis-py's
         parser makes it (a ``ResponseError``; ``LOADING`` a
         ``BusyLoadingError``...), a connection that closed under it as
-        ``ConnectionLost``, a silent one as ``TimeoutError``."""
-        return self._open_wire().send(_packed(args))
+        ``ConnectionLost``, a silent one as ``TimeoutError``.
 
-    def served(self, *args: Arg) -> asyncio.Future[tuple[Any, str]]:
+        ``share``: a key that says all the command reads; asked while a
+        command under the same key waits to be written, this one is not
+        sent, and takes that one's reply (a future of its own: a caller
+        that goes away cancels nothing for the others)."""
+        return self._open_wire().send(args, share=share)
+
+    def served(
+        self, *args: Arg, share: Hashable | None = None
+    ) -> asyncio.Future[tuple[Any, str]]:
         """``call``'s reply with the run id of the server that answered it:
         a connection speaks to one server for its life (a restart closes
         it; a failover moves new connections, not this one), so its
         handshake asks once what every reply it carries would say. Empty
         where the server does not tell (``INFO`` refused, or without one),
-        as ``MARK_SCRIPT`` reads it then."""
-        wire = self._open_wire()
-        return converted(wire.send(_packed(args)), lambda reply: (reply, wire.server))
+        as ``MARK_SCRIPT`` reads it then. (``share``: as ``call``'s, a key
+        of its own: ``call`` shares no reply with it.)"""
+        return self._open_wire().send(args, share=share, served=True)
 
-    def script(self, lua: str, keys: list[str], args: list[Any]) -> asyncio.Future[Any]:
-        """Run ``lua`` by its digest; sent whole if the server lost it."""
+    def script(
+        self, lua: str, keys: list[str], args: list[Any], share: Hashable | None = None
+    ) -> asyncio.Future[Any]:
+        """Run ``lua`` by its digest; sent whole if the server lost it
+        (``share``: as ``call``'s)."""
         digest = self._digests.get(lua)
         if digest is None:
             digest = self._digests[lua] = hashlib.sha1(lua.encode()).hexdigest()
         command = (len(keys), *keys, *args)
         # EVAL, if sent, caches it again for the EVALSHAs after it.
-        evalsha = _packed(("EVALSHA", digest, *command))
         instead = (NoScriptError, ("EVAL", lua, *command))
-        return self._open_wire().send(evalsha, instead)
+        return self._open_wire().send(("EVALSHA", digest, *command), instead, share)
 
     def _open_wire(self) -> _Wire:
         wire = self._wire
@@ -161,9 +175,35 @@ Instead = tuple[type[redis.RedisError], tuple[Arg, ...]]
 #: every start of a redis-server draws anew.
 _WHO: tuple[Arg, ...] = ("INFO", "server")
 
-#: A command's future, when it times out, and what to send instead on an
-#: error.
-_Pending = tuple["asyncio.Future[Any]", float, "Instead | None"]
+
+class _Sent:
+    """A command asked: who waits on its reply, when it times out, what to
+    send instead on an error, and whether its reply goes with the run id."""
+
+    __slots__ = ("deadline", "instead", "served", "waiters")
+
+    def __init__(
+        self, waiter: asyncio.Future[Any], instead: Instead | None, served: bool
+    ) -> None:
+        self.waiters = [waiter]
+        self.deadline = 0.0  # set as it is queued
+        self.instead = instead
+        self.served = served
+
+    def answer(self, result: Any) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():  # its caller went away
+                waiter.set_result(result)
+
+    def refuse(self, error: Callable[[], Exception]) -> None:
+        """Each waiter its own exception: one raised in many tasks would
+        gather all their tracebacks."""
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_exception(error())
+
+    def awaited(self) -> bool:
+        return not all(waiter.done() for waiter in self.waiters)
 
 
 class _Wire(asyncio.Protocol):
@@ -181,8 +221,10 @@ class _Wire(asyncio.Protocol):
         #: The run id ``_WHO`` read (``served``); empty if the server does
         #: not tell.
         self.server = ""
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[_Sent] = deque()
         self._out: list[bytes] = []
+        # The commands not written yet, by ``share`` key.
+        self._unsent: dict[Hashable, _Sent] = {}
         self._flushing = False
         # One timer at most: when it fires it looks at the oldest command
         # and sets itself again if that one still has time.
@@ -216,38 +258,53 @@ class _Wire(asyncio.Protocol):
             raise
 
     def send(
-        self, packed: bytes, instead: Instead | None = None
+        self,
+        command: tuple[Arg, ...],
+        instead: Instead | None = None,
+        share: Hashable | None = None,
+        *,
+        served: bool = False,
     ) -> asyncio.Future[Any]:
+        """A future of ``command``'s reply (``Pipe.call`` says how)."""
         future = self._loop.create_future()
-        self._queue(future, packed, instead)
+        if share is not None:
+            unsent = self._unsent.get(share)
+            if unsent is not None:
+                unsent.waiters.append(future)
+                return future
+        sent = _Sent(future, instead, served)
+        if share is not None:
+            self._unsent[share] = sent
+        self._queue(sent, _packed(command))
         return future
 
-    def _queue(
-        self, future: asyncio.Future[Any], packed: bytes, instead: Instead | None
-    ) -> None:
+    def _queue(self, sent: _Sent, packed: bytes) -> None:
         # Sent last, due last: the timer looks at the oldest command only.
-        self._pending.append((future, self._loop.time() + self._timeout, instead))
+        sent.deadline = self._loop.time() + self._timeout
+        self._pending.append(sent)
         self._out.append(packed)
         if self._ready and not self._flushing:
             # Written by a callback of its own after this turn, with every
-            # command the turn asks; never inside the step that asked: the
-            # requests that share a reply (turnmemo) arrived before that.
+            # command the turn asks: the requests of the turn that ask the
+            # same (``share``) share one.
             self._flushing = True
             self._loop.call_soon(self._flush)
         if self._timer is None:
-            self._timer = self._loop.call_at(self._pending[0][1], self._expire)
+            self._timer = self._loop.call_at(self._pending[0].deadline, self._expire)
 
     def _flush(self) -> None:
         self._flushing = False
         if self._ready and self._out:
             self._transport.write(b"".join(self._out))  # type: ignore[union-attr]
             self._out.clear()
+            # Written: a command asked from now on is asked after it.
+            self._unsent.clear()
 
     def _expire(self) -> None:
         self._timer = None
         if not self._pending:
             return
-        deadline = self._pending[0][1]
+        deadline = self._pending[0].deadline
         if deadline <= self._loop.time():
             self.fail(lambda: redis.TimeoutError("Timeout reading from socket"))
         else:
@@ -278,15 +335,16 @@ class _Wire(asyncio.Protocol):
                     if self.failed:
                         return
                     continue
-                future, _, instead = self._pending.popleft()
-                if future.done():  # its caller went away
+                sent = self._pending.popleft()
+                if not sent.awaited():  # its callers went away
                     continue
                 if not isinstance(reply, redis.RedisError):
-                    future.set_result(reply)
-                elif instead is not None and isinstance(reply, instead[0]):
-                    self._queue(future, _packed(instead[1]), None)
+                    sent.answer((reply, self.server) if sent.served else reply)
+                elif sent.instead is not None and isinstance(reply, sent.instead[0]):
+                    command, sent.instead = sent.instead[1], None
+                    self._queue(sent, _packed(command))
                 else:
-                    future.set_exception(reply)
+                    sent.refuse(partial(_copy, reply))
         except (redis.InvalidResponse, IndexError) as exc:
             message = f"Protocol error: {exc}"
             self.fail(lambda: redis.ConnectionError(message))
@@ -323,9 +381,9 @@ class _Wire(asyncio.Protocol):
         self.failed = True
         pending, self._pending = self._pending, deque()
         self._out.clear()
-        for future, _, _ in pending:
-            if not future.done():
-                future.set_exception(error())
+        self._unsent.clear()
+        for sent in pending:
+            sent.refuse(error)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -348,6 +406,10 @@ def _refused(reply: Any) -> bool:
     return isinstance(reply, NoPermissionError) or (
         type(reply) is redis.ResponseError and str(reply).startswith("unknown command")
     )
+
+
+def _copy(error: Exception) -> Exception:
+    return type(error)(*error.args)
 
 
 def _packed(command: tuple[Arg, ...]) -> bytes:
