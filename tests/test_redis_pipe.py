@@ -198,6 +198,63 @@ def test_a_cancelled_command_leaves_the_next_reply_to_its_own_command(
     assert on_a_pipe(address_of(redis_server.url), use) == "B"
 
 
+def get_calls(raw: Any) -> int:
+    return int(raw.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+
+def test_a_command_asked_again_before_it_is_written_shares_its_reply(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    """Under one ``share`` key, until the pipe writes: one GET for four
+    callers, a write made meanwhile seen by all (the command leaves after
+    it), and a command asked after it left is sent again."""
+    raw.set("pipe:shared", "old")
+
+    async def use(pipe: Pipe) -> tuple[list[Any], list[Any], int, int]:
+        await pipe.call("PING")
+        before = get_calls(raw)
+        first = pipe.call("GET", "pipe:shared", share="s")
+        raw.set("pipe:shared", "new")  # acknowledged before the pipe writes
+        asked = [first, *(pipe.call("GET", "pipe:shared", share="s") for _ in range(3))]
+        # Futures of their own: each caller's, not one shared object.
+        assert len({id(future) for future in asked}) == 4
+        shared = await asyncio.gather(*asked)
+        once = get_calls(raw) - before
+        raw.set("pipe:shared", "newer")
+        before = get_calls(raw)
+        apart = await asyncio.gather(
+            pipe.call("GET", "pipe:shared", share="s"),
+            pipe.call("GET", "pipe:shared", share="other"),
+            pipe.call("GET", "pipe:shared"),
+            pipe.served("GET", "pipe:shared", share=("served", "s")),
+        )
+        return shared, apart, once, get_calls(raw) - before
+
+    shared, apart, once, sent = on_a_pipe(address_of(redis_server.url), use)
+    assert shared == ["new"] * 4
+    assert once == 1
+    run_id = raw.info("server")["run_id"]
+    assert apart == ["newer", "newer", "newer", ("newer", run_id)]
+    assert sent == 4  # other keys, no key, served: each its own
+
+
+def test_a_shared_commands_error_reaches_each_caller_as_its_own(
+    redis_server: RedisServer, raw: Any
+) -> None:
+    raw.hset("pipe:a-hash", "f", "v")
+
+    async def use(pipe: Pipe) -> list[Any]:
+        await pipe.call("PING")
+        asked = [pipe.call("GET", "pipe:a-hash", share="h") for _ in range(3)]
+        return await asyncio.gather(*asked, return_exceptions=True)
+
+    errors = on_a_pipe(address_of(redis_server.url), use)
+    assert all(isinstance(e, redis.ResponseError) for e in errors), errors
+    assert all("WRONGTYPE" in str(e) for e in errors)
+    # One exception raised in three tasks would gather all their tracebacks.
+    assert len({id(e) for e in errors}) == 3
+
+
 def test_nothing_listening_is_a_connection_error(redis_server: RedisServer) -> None:
     address = address_of(f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(redis.ConnectionError, match="Error connecting"):

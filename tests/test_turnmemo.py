@@ -1,4 +1,5 @@
-"""Proofs read once per turn of the event loop (``turnmemo``): shared by the
+"""Proofs read once per turn of the event loop (``turnmemo``; on Redis, one
+round trip for a read asked again before the pipe writes it): shared by the
 requests of one turn, never by a request sent after a write it could see."""
 
 from __future__ import annotations
