@@ -133,8 +133,8 @@ class Pipe:
         it; a failover moves new connections, not this one), so its
         handshake asks once what every reply it carries would say. Empty
         where the server does not tell (``INFO`` refused, or without one),
-        as ``MARK_SCRIPT`` reads it then. (``share``: as ``call``'s, a key
-        of its own: ``call`` shares no reply with it.)"""
+        as ``MARK_SCRIPT`` reads it then. (``share``: as ``call``'s; a
+        ``call`` under the same key shares no reply with it.)"""
         return self._open_wire().send(args, share=share, served=True)
 
     def script(
@@ -223,8 +223,8 @@ class _Wire(asyncio.Protocol):
         self.server = ""
         self._pending: deque[_Sent] = deque()
         self._out: list[bytes] = []
-        # The commands not written yet, by ``share`` key.
-        self._unsent: dict[Hashable, _Sent] = {}
+        # The commands not written yet, by (``served``, ``share`` key).
+        self._unsent: dict[tuple[bool, Hashable], _Sent] = {}
         self._flushing = False
         # One timer at most: when it fires it looks at the oldest command
         # and sets itself again if that one still has time.
@@ -267,14 +267,16 @@ class _Wire(asyncio.Protocol):
     ) -> asyncio.Future[Any]:
         """A future of ``command``'s reply (``Pipe.call`` says how)."""
         future = self._loop.create_future()
-        if share is not None:
-            unsent = self._unsent.get(share)
+        # A reply with the run id and one without are not the same reply.
+        key = None if share is None else (served, share)
+        if key is not None:
+            unsent = self._unsent.get(key)
             if unsent is not None:
                 unsent.waiters.append(future)
                 return future
         sent = _Sent(future, instead, served)
-        if share is not None:
-            self._unsent[share] = sent
+        if key is not None:
+            self._unsent[key] = sent
         self._queue(sent, _packed(command))
         return future
 

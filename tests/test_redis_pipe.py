@@ -226,7 +226,7 @@ def test_a_command_asked_again_before_it_is_written_shares_its_reply(
             pipe.call("GET", "pipe:shared", share="s"),
             pipe.call("GET", "pipe:shared", share="other"),
             pipe.call("GET", "pipe:shared"),
-            pipe.served("GET", "pipe:shared", share=("served", "s")),
+            pipe.served("GET", "pipe:shared", share="s"),
         )
         return shared, apart, once, get_calls(raw) - before
 
@@ -235,7 +235,7 @@ def test_a_command_asked_again_before_it_is_written_shares_its_reply(
     assert once == 1
     run_id = raw.info("server")["run_id"]
     assert apart == ["newer", "newer", "newer", ("newer", run_id)]
-    assert sent == 4  # other keys, no key, served: each its own
+    assert sent == 4  # another key, no key, served under the same key: apart
 
 
 def test_a_shared_commands_error_reaches_each_caller_as_its_own(
