@@ -16,7 +16,8 @@ other way, and call it again, all in one step. So a value is given only
 - inside a read the adapter tries on the loop (``nowait.asked()``), to
   another task than the one that read it (each request a server hands the
   app is a task of its own; the task that read it may have written since);
-- until any store of this process writes (``wrote()``), through any object;
+- until a store that keeps such values (SQLite, the file store) writes
+  in this process (``wrote()``), through any of its objects;
 - on a loop without a task factory: an eager task (Python 3.12's
   ``eager_task_factory``) starts a request's handler as its bytes arrive,
   ahead of the callbacks already scheduled.

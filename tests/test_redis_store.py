@@ -324,14 +324,16 @@ def test_a_user_denied_info_reads_marks_without_a_run_id(
         assert await mark_on_the_loop(store) == store.mark() != mark
 
     raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    with redis_user(raw, "no-info-store", "secret", "info") as user:
-        url = redis_server.url.replace("//", "//" + user)
-        store = RedisStore.from_url(url + "?prefix=noinfo:")
-        try:
-            asyncio.run(main(store))
-        finally:
-            store.close()
-    raw.close()
+    try:
+        with redis_user(raw, "no-info-store", "secret", "info") as user:
+            url = redis_server.url.replace("//", "//" + user)
+            store = RedisStore.from_url(url + "?prefix=noinfo:")
+            try:
+                asyncio.run(main(store))
+            finally:
+                store.close()
+    finally:
+        raw.close()
 
 
 def test_hand_edited_values_list_as_valid_json(redis_server: RedisServer) -> None:
