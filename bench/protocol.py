@@ -143,7 +143,7 @@ def fill_postgres(url: str, n: int, now: float) -> None:
 def fill_redis(url: str, n: int, now: float) -> None:
     import redis
 
-    from jobstatus_backends.redis import WRITE_SCRIPT
+    from jobstatus_backends.redisscripts import WRITE_SCRIPT
 
     store: Any = store_from_url(url)
     # A client of its own: the store's answers within a second, and a

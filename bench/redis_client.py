@@ -39,7 +39,8 @@ import uvloop
 from redis_expiry import start_redis
 
 from jobstatus_adapters.offload import StoreThreads
-from jobstatus_backends.redis import READ_SCRIPT, RedisStore
+from jobstatus_backends.redis import RedisStore
+from jobstatus_backends.redisscripts import READ_SCRIPT
 
 JOB = "job-1"
 CONCURRENCY = (1, 4, 16, 64)
