@@ -21,14 +21,11 @@ import sqlite_utils
 from jobstatus_backends.recorder import Recorder
 from jobstatus_backends.registry import store_from_url
 from jobstatus_backends.sqlite import (
-    APPLICATION_ID,
     BURIED_SQL,
     FORGET_SQL,
     KEPT_COUNTS_SQL,
-    MIGRATIONS,
     PAGE_SQL,
     ROW_COLUMNS,
-    SCHEMA_VERSION,
     STALE_OTHER_SQL,
     STALE_STATUS_SQL,
     TOMBSTONES_SQL,
@@ -38,6 +35,7 @@ from jobstatus_backends.sqlite import (
     path_from_url,
     record_digest,
 )
+from jobstatus_backends.sqliteschema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 from jobstatus_core import (
     ConfigError,
     Expiring,
