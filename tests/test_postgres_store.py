@@ -25,14 +25,9 @@ import uvloop
 from jobstatus_adapters.offload import StoreThreads
 from jobstatus_adapters.starlette import create_app
 from jobstatus_backends import postgresasync
-from jobstatus_backends.postgres import (
-    SCHEMA_VERSION,
-    PostgresStore,
-    _create_tables,
-    _Found,
-    _Statements,
-)
+from jobstatus_backends.postgres import PostgresStore, _Found
 from jobstatus_backends.postgresasync import LoopReads, Rows, Wire
+from jobstatus_backends.postgressql import SCHEMA_VERSION, Statements, create_tables
 from jobstatus_backends.recorder import Recorder
 from jobstatus_core import (
     ConfigError,
@@ -954,9 +949,9 @@ def test_a_schema_of_version_1_opens_and_expires(
     """A schema as jobstatus made it before retention keeps its jobs."""
     url = fresh_url(postgres_server)
     schema = url.rpartition("schema=")[2]
-    old = _Statements(schema, "jobs", f"{schema}.jobs")
+    old = Statements(schema, "jobs", f"{schema}.jobs")
     sql(postgres_server, f'CREATE SCHEMA "{schema}"')
-    for statement in _create_tables(old):
+    for statement in create_tables(old):
         sql(postgres_server, statement)
     sql(postgres_server, f"UPDATE {old.meta_table} SET schema_version = 1")
     for job_id, at in (("a", 1.0), ("b", 2.0)):
