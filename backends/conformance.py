@@ -38,12 +38,20 @@ from jobstatus_core import (
     Tombstone,
     jsontext,
 )
+from jobstatus_core.protocol import MAX_RECORD_DEPTH
 
 from .recorder import Recorder
 
 
 def _record(job_id: str, status: Any = "done", **extra: Any) -> dict[str, Any]:
     return {"job_id": job_id, "job_status": status, **extra}
+
+
+def _nested(levels: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(levels):
+        value = [value]
+    return value
 
 
 def _s(status: Any) -> str:
@@ -200,6 +208,24 @@ class StoreConformance:
         for thread in threads:
             thread.join()
         assert store.get("n") == _record("n", "running", count=100)
+
+    def test_a_record_nested_deeper_than_a_reader_parses_is_refused(
+        self, store: Store
+    ) -> None:
+        # The record is the first level; its response nests the rest.
+        deepest = _record("deep", response=_nested(MAX_RECORD_DEPTH - 1))
+        store.put(deepest)
+        assert store.get("deep") == deepest
+        assert store.read_many(["deep"])["deep"].record == deepest
+        over = _record("over", response=_nested(MAX_RECORD_DEPTH))
+        with pytest.raises(InvalidRecord):
+            store.put(over)
+        with pytest.raises(InvalidRecord):
+            store.swap(over, expected=None)
+        # Deeper than json.dumps itself can go: still InvalidRecord.
+        with pytest.raises(InvalidRecord):
+            Recorder(store).done("over", _nested(2_000))
+        assert store.read("over") is None
 
     def test_a_time_no_date_can_say_is_refused(self, store: Store) -> None:
         for at in (float("nan"), float("inf"), -1.0, 1.7e12):

@@ -20,7 +20,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote
@@ -94,6 +94,8 @@ class FileStore(VersionedStoreBase):
         # file system can read without waiting (one probe for its life).
         self._breaker = Breaker()
         self._reads_nowait = True
+        #: The files ``read_many`` left out, as they were when it logged them.
+        self._unreadable: dict[str, jobfiles.Fingerprint] = {}
         # ``read_text``'s answers, each kept with the index's generation and
         # its file's fingerprint.
         self._kept: KeptRecords[tuple[int, ...]] | None = (
@@ -189,14 +191,53 @@ class FileStore(VersionedStoreBase):
         return index
 
     def read(self, job_id: str) -> Row | None:
+        return self._read(job_id, jobfiles.RETRY_DELAYS_SECONDS)
+
+    def _read(self, job_id: str, waits: Sequence[float]) -> Row | None:
         with self._attempt() as inline:
             # One open, fstat and read: the version comes from the same fstat.
             found = jobfiles.read_job(
-                self.jobs_dir, job_id, self.max_file_size, nowait=inline
+                self.jobs_dir, job_id, self.max_file_size, nowait=inline, waits=waits
             )
             if found is None:
                 return None
             return self._row(job_id, found, self._observe(job_id, found))
+
+    def read_many(self, job_ids: Sequence[str]) -> dict[str, Row]:
+        """Rows of the jobs whose files are job records now. A file that does
+        not parse is read again after ``read``'s waits, all such files
+        together, and left out if it still does not, as listings leave it
+        out: one file rewritten in place must not fail a batch, a wait or a
+        feed of many jobs (``read`` alone answers it an error)."""
+        rows: dict[str, Row] = {}
+        unreadable: dict[str, jobfiles.UnreadableRecord] = {}
+        left: Sequence[str] = job_ids
+        waits = iter(jobfiles.RETRY_DELAYS_SECONDS)
+        while True:
+            for job_id in left:
+                try:
+                    row = self._read(job_id, ())
+                except jobfiles.UnreadableRecord as exc:
+                    unreadable[job_id] = exc
+                    continue
+                unreadable.pop(job_id, None)
+                self._unreadable.pop(job_id, None)
+                if row is not None:
+                    rows[job_id] = row
+            left = [job_id for job_id, exc in unreadable.items() if not exc.final]
+            wait = next(waits, None)
+            if not left or wait is None:
+                break
+            if nowait.asked():
+                raise WouldBlock("a job file is read again after a wait")
+            time.sleep(wait)
+        for job_id, exc in unreadable.items():
+            # Logged once per state of the file, as listings log it: a batch
+            # polled every second must not log it every second.
+            if self._unreadable.get(job_id) != exc.fingerprint:
+                self._unreadable[job_id] = exc.fingerprint
+                logger.warning("skipping job file: %s", exc)
+        return rows
 
     def read_text(self, job_id: str) -> tuple[Row, str] | None:
         """``RecordTexts``: the file's record as answers write it; from

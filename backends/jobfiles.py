@@ -18,7 +18,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from jobstatus_core import Record, StoreError, WouldBlock, is_valid_job_id
@@ -37,7 +37,14 @@ logger = logging.getLogger("jobstatus.filesystem")
 
 
 class UnreadableRecord(StoreError):
-    """A job file that is not a job record, even when read again."""
+    """A job file that is not a job record, even when read again;
+    ``fingerprint``: the file as it was the last time it failed; ``final``:
+    reading it again cannot help until it changes (too large)."""
+
+    def __init__(self, reason: str, fingerprint: Fingerprint, final: bool) -> None:
+        super().__init__(reason)
+        self.fingerprint = fingerprint
+        self.final = final
 
 
 class Fingerprint(NamedTuple):
@@ -251,16 +258,17 @@ def read_job(
     max_size: int = DEFAULT_MAX_FILE_SIZE,
     *,
     nowait: bool = False,
+    waits: Sequence[float] = RETRY_DELAYS_SECONDS,
 ) -> JobFile | None:
     """The job file, for one request; None when absent.
 
     A file that does not parse is taken for one being written, and read again
-    after short waits. Raises ``UnreadableRecord`` when it never parses or is
-    too large. Sleeps: never call it holding a lock others wait on.
+    after each of ``waits``. Raises ``UnreadableRecord`` when it never parses
+    or is too large. Sleeps: never call it holding a lock others wait on.
     ``nowait``: see ``read_once``; a file that does not parse raises
     ``WouldBlock`` instead of waiting to read it again.
     """
-    delays = iter(RETRY_DELAYS_SECONDS)
+    delays = iter(waits)
     while True:
         try:
             found = read_once(jobs_dir, job_id, max_size, nowait=nowait)
@@ -269,7 +277,7 @@ def read_job(
                 raise WouldBlock("the job file may be being written") from None
             delay = None if exc.final else next(delays, None)
             if delay is None:
-                raise UnreadableRecord(exc.reason) from None
+                raise UnreadableRecord(exc.reason, exc.fingerprint, exc.final) from None
             time.sleep(delay)
             continue
         return found

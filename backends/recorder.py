@@ -27,7 +27,13 @@ from collections.abc import (
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from jobstatus_core import InvalidRecord, Store, StoreError, Versioned
+from jobstatus_core import (
+    InvalidRecord,
+    Store,
+    StoreError,
+    Versioned,
+    checked_job_id,
+)
 from jobstatus_core.recording import DEFAULT_TERMINAL, Change, apply, check_fields
 
 from .registry import recording_store_from_url
@@ -173,6 +179,9 @@ class Recorder:
                     return False
                 known = None  # out of order against what may be old: read
                 continue
+            # Refused as the store would refuse it, before json.dumps meets a
+            # nesting too deep for it (a RecursionError, not InvalidRecord).
+            checked_job_id(new)
             try:
                 text = json.dumps(new, allow_nan=False)
             except (TypeError, ValueError) as exc:

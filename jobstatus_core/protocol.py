@@ -257,8 +257,17 @@ class ForkSafe(Protocol):
     survives_fork: bool
 
 
+#: How deep the objects and arrays of a record may nest. Every reader parses
+#: a record back with ``json``, whose parser counts each level against the
+#: recursion limit (1,000) from wherever it is called: a record written 970
+#: deep was read on one thread and refused on another, with a deeper stack.
+MAX_RECORD_DEPTH = 256
+
+
 def checked_job_id(record: Mapping[str, Any]) -> str:
-    """The job id of a record about to be put; raises ``InvalidRecord``."""
+    """The job id of a record about to be put, once the record is one every
+    reader can read back (its ``job_id``, its ``job_status``, nested at most
+    ``MAX_RECORD_DEPTH`` deep); raises ``InvalidRecord``."""
     if not isinstance(record, Mapping):
         raise InvalidRecord("a record must be a JSON object")
     job_id = record.get("job_id")
@@ -266,8 +275,28 @@ def checked_job_id(record: Mapping[str, Any]) -> str:
         raise InvalidRecord(f"record job_id must be {JOB_ID_RULE}")
     if "job_status" not in record:
         raise InvalidRecord("record job_status is required")
+    if not _nested_within(record, MAX_RECORD_DEPTH):
+        raise InvalidRecord(
+            f"record nests objects and arrays deeper than {MAX_RECORD_DEPTH} levels"
+        )
     assert isinstance(job_id, str)
     return job_id
+
+
+def _nested_within(record: Mapping[str, Any], limit: int) -> bool:
+    # Iterative: a recursive walk would fail on the records it must refuse.
+    containers: list[tuple[Any, int]] = [(record, 1)]
+    while containers:
+        value, depth = containers.pop()
+        if depth > limit:
+            return False
+        items = value.values() if isinstance(value, Mapping) else value
+        containers.extend(
+            (item, depth + 1)
+            for item in items
+            if isinstance(item, (Mapping, list, tuple))
+        )
+    return True
 
 
 #: The last second of year 9999: a later "last written" is a mistake (a time

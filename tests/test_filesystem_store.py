@@ -154,6 +154,75 @@ def test_partial_file_is_a_500_on_get_and_skipped_in_listing(
     store.close()
 
 
+def test_a_file_that_does_not_parse_is_left_out_of_batch_wait_and_feed(
+    tmp_path: Path, serve: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The moments a writer in place leaves: truncated, and half written.
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "empty.json").write_text("")
+    (tmp_path / "jobs" / "half.json").write_text('{"job_id": "half", "job_st')
+    write_toolkit_file(tmp_path, "good", "done")
+    store = FileStore(tmp_path, index=False)
+    url = serve(create_app(service_for(store)))
+
+    def skipped() -> list[str]:
+        return sorted(
+            record.getMessage()
+            for record in caplog.records
+            if record.getMessage().startswith("skipping job file")
+        )
+
+    try:
+        feed = url + "/v1/jobs/events?job_id=good&job_id=empty"
+        with httpx.stream("GET", feed, headers=JSON) as events:
+            assert events.status_code == 200
+            data = (line for line in events.iter_lines() if line.startswith("data:"))
+            assert json.loads(next(data)[5:])["job_id"] == "good"
+        logged = None
+        for _ in range(3):
+            batch = httpx.post(
+                url + "/v1/jobs/batch",
+                json={"job_ids": ["good", "empty", "half"]},
+                headers=JSON,
+            )
+            assert batch.status_code == 200, batch.text
+            answered = batch.json()["response"]
+            assert list(answered["jobs"]) == ["good"]
+            assert sorted(answered["unknown"]) == ["empty", "half"]
+            # Logged once per state of each file, however often it is asked.
+            assert logged in (None, skipped())
+            logged = skipped()
+        assert "skipping job file: the file of job half is not a JSON object" in logged
+        waited = httpx.post(
+            url + "/v1/jobs/wait",
+            json={"job_ids": ["good", "empty"], "timeout": 1},
+            headers=JSON,
+        )
+        assert waited.status_code == 200, waited.text
+        assert list(waited.json()["response"]["jobs"]) == ["good"]
+        assert waited.json()["response"]["pending"] == ["empty"]
+        assert skipped() == logged
+    finally:
+        store.close()
+
+
+def test_a_file_written_within_the_waits_is_read_by_read_many(tmp_path: Path) -> None:
+    (tmp_path / "jobs").mkdir()
+    path = tmp_path / "jobs" / "late.json"
+    path.write_text('{"job_id": "late", "job_st')
+    store = FileStore(tmp_path, index=False)
+    finish = threading.Timer(
+        0.02, lambda: write_toolkit_file(tmp_path, "late", "running")
+    )
+    try:
+        finish.start()
+        rows = store.read_many(["late"])
+        assert rows["late"].record == {"job_id": "late", "job_status": "running"}
+    finally:
+        finish.join()
+        store.close()
+
+
 def test_jobs_directory_removed_and_recreated(
     fstore: FileStore, tmp_path: Path
 ) -> None:
