@@ -159,10 +159,19 @@ def snapshot(service: StatusService, feed: Feed) -> Step:
 
 def changes(service: StatusService, feed: Feed, after: int) -> Step:
     """Events of changes after ``after`` (up to a batch), the position they
-    reach, and whether a per-job stream has ended."""
+    reach, and whether the stream has ended: a per-job stream's job has, or
+    the store began another life since the feed opened (a flushed or
+    restarted Redis, an SQLite file put back from a copy), where its
+    positions mean nothing. Ended so, the client resumes with its last event
+    id, is answered ``410 Cursor expired``, and starts again from a
+    snapshot, as a cursor of a list does."""
     events, position = service.store_call(
         "job statuses", lambda: _after(service, feed, after, None, everything=False)
     )
+    # Read after the changes: what was read in another life is not sent.
+    mark = service.store_call("job statuses", service.store.mark)
+    if mark.epoch != feed.epoch:
+        return Step((), b"", after, True)
     return Step(events, wire(events), position, _ended(service, feed, events))
 
 

@@ -435,6 +435,47 @@ class _Unreachable(StoreWrapper):
 
 
 @pytest.mark.memory
+@pytest.mark.redis
+def test_a_stream_ends_when_the_store_begins_another_life(
+    redis_server: Any, serve: Callable[[ASGIApp], str]
+) -> None:
+    """A flushed Redis numbers its changes from 1 again: a stream following
+    the old numbers would skip the new life's first changes and send the
+    rest with ids of the old epoch. It ends; its last event id is answered
+    410, as a list's cursor is, and the client starts again."""
+    import redis
+
+    database = redis_server.url.replace("/0", "/7")
+    store = store_from_url(database + "?prefix=lives:")
+    try:
+        url = serve(create_app(service_for(store, Clock(NOW))))
+        for n in range(5):
+            put(store, f"old-{n}", "running")
+        with (
+            stream(url, "/v1/jobs/events") as every,
+            stream(url, "/v1/job/old-0/events") as one,
+        ):
+            last = [next_job(every) for _ in range(5)][-1]
+            assert next_job(one)["data"]["job_status"] == "running"
+            raw = redis.Redis.from_url(database)
+            raw.flushdb()
+            raw.close()
+            put(store, "old-0", "queued")
+            put(store, "new", "done")
+            assert every.get(timeout=5) is None
+            assert one.get(timeout=5) is None
+        headers = {"x-api-key": API_KEY, "last-event-id": last["id"]}
+        with stream(url, "/v1/jobs/events", headers=headers) as resumed:
+            answer = resumed.get(timeout=5)
+        assert answer is not None and answer["status"] == 410
+        assert json.loads(answer["body"])["message"] == "Cursor expired"
+        with stream(url, "/v1/jobs/events") as again:
+            started = {next_job(again)["data"]["job_id"] for _ in range(2)}
+        assert started == {"old-0", "new"}
+    finally:
+        store.close()
+
+
 def test_a_store_down_when_a_stream_opens_is_answered_as_an_error(
     serve: Callable[[ASGIApp], str],
 ) -> None:
