@@ -12,10 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 
 if TYPE_CHECKING:
-    from starlette.types import ASGIApp
+    from starlette.types import ASGIApp, Receive, Scope, Send
 
     from .wsgi import Environ, StartResponse, WSGIApplication
 
@@ -33,7 +34,7 @@ def asgi_cors(app: ASGIApp, origins: Sequence[str]) -> ASGIApp:
     itself when there are none."""
     if not origins:
         return app
-    return CORSMiddleware(
+    cors = CORSMiddleware(
         app,
         allow_origins=list(origins),
         allow_methods=ALLOW_METHODS,
@@ -41,6 +42,24 @@ def asgi_cors(app: ASGIApp, origins: Sequence[str]) -> ASGIApp:
         expose_headers=EXPOSE_HEADERS,
         max_age=MAX_AGE,
     )
+    listed = frozenset(origins)
+
+    async def listed_only(scope: Scope, receive: Receive, send: Send) -> None:
+        # The middleware adds its Access-Control-Expose-Headers to the
+        # answers of every origin, listed or not: an ordinary request from
+        # one not listed goes past it, answered without any CORS header.
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            origin = headers.get("origin")
+            preflight = scope["method"] == "OPTIONS" and (
+                "access-control-request-method" in headers
+            )
+            if origin is not None and origin not in listed and not preflight:
+                await app(scope, receive, send)
+                return
+        await cors(scope, receive, send)
+
+    return listed_only
 
 
 class WSGICors:

@@ -270,7 +270,7 @@ def test_cors_answers_listed_origins_only(adapter: Callable[..., str]) -> None:
             headers={"origin": "https://evil.example", "x-api-key": API_KEY},
         )
         assert stranger.status_code == 200
-        assert "access-control-allow-origin" not in stranger.headers
+        assert not [name for name in stranger.headers if name.startswith("access-")]
     store.close()
 
 
