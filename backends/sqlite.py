@@ -326,10 +326,15 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
         with contextlib.suppress(sqlite3.Error):  # the old file's fate is moot
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._conn.close()
+        # Closed: whatever file comes next, the old one put back too, is
+        # opened anew, not taken for the one still open.
+        self._file = (0, 0)
         try:
             self._conn = self._open()
         except ConfigError as exc:
-            raise StoreError(str(exc)) from None
+            # Answered to clients: the file's name, not where it lives.
+            reason = str(exc).replace(repr(str(self.path)), repr(self.path.name))
+            raise StoreError(reason) from None
         self._waits_not = False
 
     def read(self, job_id: str) -> Row | None:

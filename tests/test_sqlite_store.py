@@ -413,6 +413,24 @@ def test_a_foreign_file_in_the_stores_place_is_an_error_not_a_change(
     store.close()
 
 
+def test_the_file_put_back_after_a_refused_one_is_read_again(tmp_path: Path) -> None:
+    """A file refused in the store's place, then the store's own file moved
+    back: the same file it had open before, read again, not the connection
+    closed when the refused one came."""
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path)
+    store.put({"job_id": "kept", "job_status": "done"}, at=100.0)
+    os.replace(path, tmp_path / "aside.db")
+    path.write_bytes(os.urandom(8192))
+    for _ in range(2):
+        with pytest.raises(StoreError, match=r"cannot use 'jobs\.db'"):
+            store.get("kept")
+    os.replace(tmp_path / "aside.db", path)
+    assert store.get("kept") == {"job_id": "kept", "job_status": "done"}
+    assert listed(store) == '{"kept":"done"}'
+    store.close()
+
+
 def write_rows(path: Path, rows: list[tuple[object, object, float, str]]) -> None:
     """Rows put in the store's table by another program, bypassing the store."""
     conn = sqlite3.connect(path, isolation_level=None)
