@@ -42,6 +42,24 @@ def content_length(headers: Headers) -> int | None:
     return int(value)
 
 
+#: What RFC 8259 calls whitespace (``bytes.strip`` also takes \v and \f).
+_JSON_WHITESPACE = b" \t\n\r"
+
+
+def _integer(digits: str) -> int | float:
+    # Past Python's int_max_str_digits (4,300) int() refuses the digits; such
+    # a number is past every float too, and is read as the float it
+    # overflows to, as 1e400 is.
+    try:
+        return int(digits)
+    except ValueError:
+        return float(digits)
+
+
+#: ``json``, but for integers of more digits than int() takes (rare: tried
+#: only after ``json.loads`` refused them).
+_LONG_INTEGERS = json.JSONDecoder(parse_int=_integer)
+
 #: A run of digits as long as the longest 64-bit integers: a number written
 #: with one may be read by a fast parser as a float where ``json`` reads an
 #: exact int (orjson does, past 64 bits).
@@ -66,7 +84,7 @@ def parse_body(
             value = None
         if type(value) is dict:
             return value
-    if not body.strip():
+    if not body.strip(_JSON_WHITESPACE):
         return {}
     try:
         # RFC 8259: JSON exchanged between systems is UTF-8. json.loads(bytes)
@@ -75,7 +93,12 @@ def parse_body(
     except UnicodeDecodeError:
         raise invalid_json("the body is not UTF-8") from None
     try:
-        value = json.loads(text)
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            raise
+        except ValueError:  # digits past int(): valid JSON all the same
+            value = _LONG_INTEGERS.decode(text)
     except RecursionError:
         raise invalid_json("nested too deep") from None
     except ValueError as exc:
@@ -147,5 +170,7 @@ def _json_type(value: object) -> str:
 
 def _json_error_detail(exc: ValueError) -> str:
     if isinstance(exc, json.JSONDecodeError):
-        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        # Some of json's messages end with "at" ("Unterminated string
+        # starting at"): the place follows once.
+        return f"{exc.msg.removesuffix(' at')} at line {exc.lineno} column {exc.colno}"
     return "could not parse the body"

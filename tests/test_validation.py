@@ -45,6 +45,10 @@ EDGES = [
     b'{"a": "\\u0000", "\\u00e9": [1, 2, {"b": null}]}',
     b'{"a": 1}\x00',
     b'{"a": 1}\x0b',
+    b"\x0b",  # not JSON's whitespace: not an empty body either
+    b"\x0c \n",
+    b'{"a": ' + b"9" * 4301 + b"}",  # more digits than int() takes
+    b'{"a": "x',
     b'{"a": 01}',
     b'{"a": 1.}',
     b'{"a": .5}',
@@ -77,6 +81,23 @@ def test_a_long_integer_is_read_exactly() -> None:
     value = parse_body(b'{"id": 123456789012345678901234567890}', orjson.loads)
     assert value["id"] == 123456789012345678901234567890
     assert type(value["id"]) is int
+
+
+def test_json_read_past_python_limits_or_whitespace() -> None:
+    # More digits than Python's int() takes (4,300) are still JSON: read as
+    # the float they overflow to, as 1e400 is, not "Invalid JSON".
+    for digits in (4_300, 4_301, 10_000):
+        value = parse_body(b'{"a": ' + b"9" * digits + b"}")
+        assert value == {"a": 10**digits - 1 if digits <= 4_300 else math.inf}
+    assert outcome(b"\x0b") == (
+        "error",
+        "400 Invalid JSON: Expecting value at line 1 column 1",
+    )
+    assert outcome(b" \t\r\n") == ("value", "{}")
+    assert outcome(b'{"a": "x') == (
+        "error",
+        "400 Invalid JSON: Unterminated string starting at line 1 column 7",
+    )
 
 
 def test_the_fast_parser_is_used_when_it_agrees() -> None:
