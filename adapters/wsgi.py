@@ -110,7 +110,8 @@ class WSGIApp:
                 body = _read_body(environ, headers, service)
                 service.check_body(headers, body)
         except ApiError as err:
-            return _respond(service.error(endpoint, err, started), start_response)
+            answer = service.error(endpoint, err, started)
+            return _respond(answer, start_response, head=method == "HEAD")
         request = Request(
             endpoint,
             method,
@@ -200,8 +201,12 @@ def _read_body(
     return b"".join(chunks)
 
 
-def _respond(reply: Reply, start_response: StartResponse) -> list[bytes]:
+def _respond(
+    reply: Reply, start_response: StartResponse, *, head: bool = False
+) -> list[bytes]:
     status = f"{reply.status} {HTTPStatus(reply.status).phrase}"
     headers = [*reply.headers, ("content-length", str(len(reply.body)))]
     start_response(status, headers)
-    return [reply.body]
+    # A HEAD answer ends with its head (RFC 9110 §9.3.2): waitress sends what
+    # it is given, and a client would read the bytes as the next answer.
+    return [] if head else [reply.body]

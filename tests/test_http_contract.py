@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -540,6 +541,29 @@ def test_head_is_405_without_body(client: httpx.Client) -> None:
     response = client.head(JOBS_STATUS_PATH)
     assert response.status_code == 405
     assert response.headers["allow"] == "POST"
+    # Read raw, on one kept connection (httpx reads no body after a HEAD):
+    # bytes after the HEAD's head would be taken for the next answer's.
+    url = client.base_url
+    head = f"HEAD {JOBS_STATUS_PATH} HTTP/1.1\r\nHost: {url.host}\r\n\r\n"
+    post = (
+        f"POST {JOBS_STATUS_PATH} HTTP/1.1\r\nHost: {url.host}\r\n"
+        f"x-api-key: {API_KEY}\r\ncontent-length: 0\r\n\r\n"
+    )
+    with socket.create_connection((url.host, url.port or 80), timeout=5) as sock:
+        sock.sendall(head.encode())
+        first = _head_of(sock)
+        sock.sendall(post.encode())
+        second = _head_of(sock)
+    assert first.startswith(b"HTTP/1.1 405 ")
+    assert second.startswith(b"HTTP/1.1 200 "), second[:80]
+
+
+def _head_of(sock: socket.socket) -> bytes:
+    """The bytes up to the end of the next answer's head."""
+    data = b""
+    while not data.endswith(b"\r\n\r\n"):
+        data += sock.recv(1)
+    return data
 
 
 # --- store failures ---------------------------------------------------------
