@@ -66,6 +66,7 @@ from collections.abc import (
 )
 from functools import partial
 from typing import Any, NoReturn, TypeVar, cast
+from urllib.parse import urlsplit
 
 import redis
 import redis.asyncio as aredis
@@ -242,6 +243,16 @@ class RedisStore(VersionedStoreBase, TriesInline):
         db = parsed.path.strip("/")
         if db and not db.isdigit():
             raise parsed.fail("the database must be a number")
+        # redis-py would take one and drop the other without a word.
+        login = urlsplit(url)
+        given = {
+            "db": bool(db),
+            "username": bool(login.username),
+            "password": login.password is not None,
+        }
+        for name, in_url in given.items():
+            if in_url and name in parsed.options:
+                raise parsed.fail(f"{name} given twice: in the URL and as {name}=")
         options = dict(parsed.options)
         prefix = options.pop("prefix", DEFAULT_PREFIX)
         timeout = options.pop("timeout", DEFAULT_TIMEOUT_SECONDS)

@@ -68,6 +68,16 @@ def assert_stopped(result: subprocess.CompletedProcess[str], *names: str) -> Non
             {"JOBSTATUS_STORE": "redis://127.0.0.1:1/0?prefix=a&prefix=b"},
             ["JOBSTATUS_STORE", "'prefix' given twice"],
         ),
+        (
+            [],
+            {"JOBSTATUS_STORE": "redis://127.0.0.1:1/0?db=1"},
+            ["JOBSTATUS_STORE", "db given twice: in the URL and as db="],
+        ),
+        (
+            [],
+            {"JOBSTATUS_STORE": "redis://:pw@127.0.0.1:1/0?password=other"},
+            ["JOBSTATUS_STORE", "password given twice"],
+        ),
         ([], {"API_KEY": "clé"}, ["API_KEY", "printable ASCII"]),
         ([], {"JOBSTATUS_API_KEYS": "ok,naïve"}, ["JOBSTATUS_API_KEYS", "ASCII"]),
         (
