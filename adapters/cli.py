@@ -30,6 +30,7 @@ from jobstatus_core import (
 )
 from jobstatus_core import __version__ as version
 from jobstatus_core.errors import one_line_reason
+from jobstatus_core.params import decimal
 from jobstatus_core.registry import redact
 from jobstatus_core.retention import expiring_store, purge
 from jobstatus_core.window import cutoff
@@ -526,7 +527,7 @@ def _positive_seconds(text: str) -> float:
 
 def _seconds(text: str) -> float:
     try:
-        value = float(text)
+        value = decimal(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value >= 0 or value == float("inf"):

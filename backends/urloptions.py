@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from jobstatus_core import ConfigError
+from jobstatus_core.params import decimal
 from jobstatus_core.registry import redact
 
 #: Turns an option's text into its value; raises ``ValueError`` with the rule.
@@ -22,7 +23,7 @@ OptionParser = Callable[[str], Any]
 
 def seconds(text: str) -> float:
     try:
-        value = float(text)
+        value = decimal(text)
     except ValueError:
         value = math.nan
     if not 0 < value < math.inf:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from .auth import key_problem
 from .errors import ConfigError
+from .params import decimal
 from .retention import DEFAULT_TOMBSTONES, OFF, Policy, parse_policy, parse_tombstones
 
 DEFAULT_SINCE_SECONDS = 600.0
@@ -136,7 +137,7 @@ def _number(environ: Mapping[str, str], name: str, default: float) -> float:
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = decimal(raw)
     except ValueError:
         raise ConfigError(
             f"{name}: expected a number of seconds, got {raw!r}"
@@ -150,10 +151,10 @@ def _whole_number(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = environ.get(name, "").strip()
     if not raw:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}: expected a whole number, got {raw!r}") from None
+    # ASCII digits: int() also reads "1_000", "+5" and full-width digits.
+    if not (raw.isascii() and raw.isdigit()):
+        raise ConfigError(f"{name}: expected a whole number, got {raw!r}")
+    value = int(raw)
     if value < 1:
         raise ConfigError(f"{name}: expected a whole number >= 1, got {raw!r}")
     return value

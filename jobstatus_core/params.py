@@ -46,12 +46,23 @@ def statuses(query: Query) -> frozenset[str] | None:
     return frozenset(jsontext.encode(value) for value in values)
 
 
+def decimal(text: str) -> float:
+    """``text`` as a number written the plain way: ASCII, no ``_`` between
+    digits, no space around (``inf`` and ``nan`` pass, for callers to
+    refuse by name). ``float`` alone reads ``1_0``, `` 5`` and full-width
+    digits.
+    Raises ``ValueError``."""
+    if not text.isascii() or "_" in text or text != text.strip():
+        raise ValueError(f"not a plain number: {text!r}")
+    return float(text)
+
+
 def since_seconds(query: Query) -> float | None:
     raw = first(query, "since_seconds")
     if raw is None or raw == "":
         return None
     try:
-        seconds = float(raw)
+        seconds = decimal(raw)
     except ValueError:
         raise invalid_parameter("since_seconds", "must be a number") from None
     if not math.isfinite(seconds):

@@ -178,7 +178,7 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
 def wait_seconds(query: params.Query, limit: float) -> float:
     raw = params.first(query, "wait")
     try:
-        seconds = float(raw or "")
+        seconds = params.decimal(raw or "")
     except ValueError:
         raise params.invalid_parameter("wait", "must be a number of seconds") from None
     if not (math.isfinite(seconds) and 0 < seconds <= limit):
