@@ -156,6 +156,13 @@ STATUS_PARAM = Param(
     {"type": "array", "items": {"type": "string"}},
 )
 EVENT_CURSOR_PARAM = Param("cursor", "Resume after this event id", {"type": "string"})
+#: What a browser's EventSource sends by itself when it reconnects.
+LAST_EVENT_ID_PARAM = Param(
+    "Last-Event-ID",
+    "Resume after this event id (before cursor when both are given)",
+    {"type": "string"},
+    where="header",
+)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation(
@@ -269,6 +276,7 @@ OPERATIONS: tuple[Operation, ...] = (
         params=(
             JOB_ID_PARAM,
             EVENT_CURSOR_PARAM,
+            LAST_EVENT_ID_PARAM,
         ),
         answers=(400, 403, 405, 410, 501, 503),
         tokens=True,
@@ -294,6 +302,7 @@ OPERATIONS: tuple[Operation, ...] = (
                 {"type": "number", "minimum": 0},
             ),
             EVENT_CURSOR_PARAM,
+            LAST_EVENT_ID_PARAM,
         ),
         answers=(400, 403, 405, 410, 501, 503),
         tokens=True,

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from .schemas import Schema, Setting
+from .schemas import ITEM, TOMBSTONE, Schema, Setting
 
 if TYPE_CHECKING:
     from .contract import Operation
@@ -183,10 +183,13 @@ def _operation(operation: Operation, open_operations: frozenset[str]) -> Schema:
 def _responses(operation: Operation, open_operations: frozenset[str]) -> Schema:
     if operation.name == "openapi":
         ok: Schema = {"type": "object", "required": ["openapi", "paths"]}
+    elif operation.media_type == "text/event-stream":
+        # One event, as OpenAPI 3.2's itemSchema says it and as tools for
+        # 3.1 (schemathesis) read ``schema`` for this media type: its fields,
+        # ``data`` the JSON of SPEC §11.
+        ok = EVENT
     elif operation.media_type != "application/json":
-        # Text as it is: Prometheus' exposition, or server-sent events whose
-        # data lines are the JSON of SPEC §11.
-        ok = {"type": "string"}
+        ok = {"type": "string"}  # Prometheus' exposition, as it is
     else:
         ok = _envelope(operation.response or {})
     media = operation.media_type.split(";", 1)[0]
@@ -219,6 +222,23 @@ def _responses(operation: Operation, open_operations: frozenset[str]) -> Schema:
             **({"headers": headers} if headers else {}),
         }
     return responses
+
+
+#: One server-sent event of the feeds (SPEC §11).
+EVENT: Schema = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["job", "expired"]},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {"oneOf": [ITEM, TOMBSTONE]},
+        },
+    },
+}
 
 
 def _authenticated(operation: Operation, open_operations: frozenset[str]) -> bool:

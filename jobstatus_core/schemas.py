@@ -40,9 +40,11 @@ JOB_IDS: Schema = {
 }
 #: Echoed when a string or number; any other value is allowed and echoed null.
 REQUEST_ID: Schema = {}
+#: A record as it is stored: what jobstatus writes always has ``job_id`` and
+#: ``job_status``; a Toolkit job file, written by another program, may lack
+#: either and is answered as it is.
 RECORD: Schema = {
     "type": "object",
-    "required": ["job_id", "job_status"],
     "properties": {"job_id": {"type": "string"}},
 }
 TOMBSTONE: Schema = {

@@ -492,4 +492,5 @@ def _token_of(
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
     given = (query or {}).get("token")
-    return given[0] if given else None
+    # Empty is none, as an empty bearer is: the API key, if any, decides.
+    return given[0] if given and given[0] else None

@@ -79,6 +79,14 @@ def test_an_all_token_reads_every_job(client: httpx.Client, store: Store) -> Non
         assert envelope_of(got)["code"] == 200
 
 
+def test_an_empty_token_is_no_token(client: httpx.Client, store: Store) -> None:
+    store.put({"job_id": "x", "job_status": "done"}, at=NOW)
+    for empty in ({"params": {"token": ""}}, {"headers": {"authorization": "Bearer"}}):
+        assert envelope_of(client.get("/v1/job/x", **empty))["code"] == 200
+        with anonymous(client) as browser:
+            assert_error(browser.get("/v1/job/x", **empty), 401, "Unauthorized")
+
+
 def test_altered_and_foreign_tokens_are_401(client: httpx.Client) -> None:
     token = token_for(client, job_ids=["a"])["token"]
     prefix, payload, signature = token.split(".")
