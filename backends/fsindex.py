@@ -54,6 +54,11 @@ ObserverFactory = Callable[[], BaseObserver]
 #: of it, and the files changed since are read at the next start.
 SNAPSHOT_INTERVAL_SECONDS = 600.0
 
+#: How often a query looks where the root and the jobs directory lead (two
+#: ``stat``s): a directory renamed into the place of another sends no event
+#: to the watches, which follow the one renamed away.
+PATHS_CHECK_SECONDS = 0.5
+
 
 def _nobody() -> None:
     pass
@@ -114,6 +119,9 @@ class JobIndex:
         # events name files by these.
         self._watched_root: str | None = None
         self._watched_jobs: str | None = None
+        # The watched root's (device, inode), and when a query looks next.
+        self._root_identity: tuple[int, int] | None = None
+        self._paths_due = 0.0
         self._observer: BaseObserver | None = None
         # The head the reconciler last announced (see reconcile).
         self._announced = 0
@@ -286,6 +294,10 @@ class JobIndex:
         self._on_change()
 
     def _refresh(self) -> None:
+        now = time.monotonic()
+        if now >= self._paths_due:
+            self._paths_due = now + PATHS_CHECK_SECONDS
+            self._follow_links()
         observer = self._observer
         if observer is None or not observer.is_alive():
             logger.warning("file observer stopped; restarting it and rescanning")
@@ -344,14 +356,19 @@ class JobIndex:
                 self._saved_head = self._table.head
 
     def _follow_links(self) -> None:
-        """Watch where the root and the jobs directory lead now."""
-        if os.path.realpath(self.root) != self._watched_root:
-            logger.info("the store's root leads elsewhere now; watching there")
+        """Watch where the root and the jobs directory lead now: elsewhere (a
+        link pointed at another directory), or to another directory at the
+        same path (one renamed into the place of the watched one)."""
+        root = os.path.realpath(self.root)
+        if root != self._watched_root or _identity(root) != self._root_identity:
+            logger.info("the store's root is another directory now; watching it")
             self._stop_observer()
             self._start_observer()
             self._recheck_dir = True
         target = os.path.realpath(self.jobs_dir)
-        if (target if os.path.isdir(target) else None) != self._watched_jobs:
+        if (target if os.path.isdir(target) else None) != self._watched_jobs or (
+            self._watched_jobs is not None and _identity(target) != self._jobs_identity
+        ):
             self._recheck_dir = True
 
     def _rescan(self, *, full: bool, known: fssnapshot.Snapshot | None = None) -> None:
@@ -363,6 +380,7 @@ class JobIndex:
         observer.name = "jobstatus-observer"
         # The root is watched for the jobs directory appearing or vanishing.
         self._watched_root = os.path.realpath(self.root)
+        self._root_identity = _identity(self._watched_root)
         observer.schedule(_Recorder(self), self._watched_root, event_filter=EVENTS)
         observer.start()
         self._observer = observer
@@ -391,3 +409,11 @@ class JobIndex:
 def _unschedule(observer: BaseObserver, watch: ObservedWatch) -> None:
     with contextlib.suppress(KeyError):  # already gone with its directory
         observer.unschedule(watch)
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of the directory at ``path``; None if none."""
+    try:
+        return fssnapshot.identity_of(path)
+    except OSError:
+        return None

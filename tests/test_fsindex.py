@@ -125,6 +125,37 @@ def test_a_retargeted_root_link_is_followed_at_the_next_reconcile(
         store.close()
 
 
+def test_a_root_renamed_into_the_place_of_another_is_followed(tmp_path: Path) -> None:
+    """A backup put back by rename: the watches follow the directory renamed
+    away and hear nothing of the new one; a query looks where the path
+    leads, at most every half second."""
+    root = tmp_path / "storage"
+    (root / "jobs").mkdir(parents=True)
+    write_job_file(root / "jobs", "from-old", "done")
+    (tmp_path / "backup" / "jobs").mkdir(parents=True)
+    write_job_file(tmp_path / "backup" / "jobs", "from-backup", "done")
+    store = FileStore(root, reconcile_interval=NEVER)
+    try:
+        assert listing(store) == {"from-old": "done"}
+        os.rename(root, tmp_path / "aside")
+        os.rename(tmp_path / "backup", root)
+        wait_for(lambda: listing(store) == {"from-backup": "done"}, EVENT_LATENCY)
+        # The new root's jobs directory is watched from then on.
+        write_job_file(root / "jobs", "next", "queued")
+        wait_for(
+            lambda: listing(store) == {"from-backup": "done", "next": "queued"},
+            EVENT_LATENCY,
+        )
+        # So is the new root itself: its jobs directory replaced by rename.
+        (root / "jobs.new").mkdir()
+        write_job_file(root / "jobs.new", "renamed", "running")
+        os.rename(root / "jobs", tmp_path / "old-jobs")
+        os.rename(root / "jobs.new", root / "jobs")
+        wait_for(lambda: listing(store) == {"renamed": "running"}, EVENT_LATENCY)
+    finally:
+        store.close()
+
+
 def test_a_retargeted_jobs_link_is_followed(tmp_path: Path) -> None:
     for name, job_id in (("old", "from-old"), ("new", "from-new")):
         (tmp_path / name).mkdir()
