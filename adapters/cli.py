@@ -559,7 +559,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--store", metavar="URL", help=STORE_HELP)
         return sub
 
-    serve = command("serve", "serve the two status endpoints over HTTP")
+    serve = command("serve", "serve the job-status API over HTTP")
     serve.add_argument(
         "--host",
         default="127.0.0.1",

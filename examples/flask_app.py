@@ -31,7 +31,7 @@ def render(job_id: str) -> tuple[dict[str, str], int]:
     return {"job_id": job_id}, 202
 
 
-# The two endpoints answer under /jobs-api; every other path stays Flask's.
+# The endpoints answer under /jobs-api; every other path stays Flask's.
 app.wsgi_app = WSGIApp(service, prefix="/jobs-api", fallback=app.wsgi_app)  # type: ignore[method-assign]
 
 if __name__ == "__main__":
