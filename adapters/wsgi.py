@@ -110,8 +110,8 @@ class WSGIApp:
                 body = _read_body(environ, headers, service)
                 service.check_body(headers, body)
         except ApiError as err:
-            answer = service.error(endpoint, err, started)
-            return _respond(answer, start_response, head=method == "HEAD")
+            refusal = service.error(endpoint, err, started)
+            return _respond(refusal, start_response, head=method == "HEAD")
         request = Request(
             endpoint,
             method,

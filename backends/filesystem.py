@@ -224,19 +224,19 @@ class FileStore(VersionedStoreBase):
                 self._unreadable.pop(job_id, None)
                 if row is not None:
                     rows[job_id] = row
-            left = [job_id for job_id, exc in unreadable.items() if not exc.final]
+            left = [job_id for job_id, why in unreadable.items() if not why.final]
             wait = next(waits, None)
             if not left or wait is None:
                 break
             if nowait.asked():
                 raise WouldBlock("a job file is read again after a wait")
             time.sleep(wait)
-        for job_id, exc in unreadable.items():
+        for job_id, why in unreadable.items():
             # Logged once per state of the file, as listings log it: a batch
             # polled every second must not log it every second.
-            if self._unreadable.get(job_id) != exc.fingerprint:
-                self._unreadable[job_id] = exc.fingerprint
-                logger.warning("skipping job file: %s", exc)
+            if self._unreadable.get(job_id) != why.fingerprint:
+                self._unreadable[job_id] = why.fingerprint
+                logger.warning("skipping job file: %s", why)
         return rows
 
     def read_text(self, job_id: str) -> tuple[Row, str] | None:
