@@ -36,7 +36,7 @@ from jobstatus_core.retention import expiring_store, purge
 from jobstatus_core.window import cutoff
 
 from . import listen
-from .logconfig import LEVELS, LOG_FORMATS, logging_config
+from .logconfig import LEVELS, LOG_FORMATS
 from .serverstack import ServerStack, server_stack, settle_heap
 
 if TYPE_CHECKING:
@@ -86,10 +86,6 @@ def _main(argv: Sequence[str] | None) -> int:
     stores: list[Store] = []
     try:
         settings = Settings.from_environ(os.environ, cwd=os.getcwd())
-        if args.command == "serve":
-            # Before the store opens: what it logs as it does (an index read
-            # from its snapshot, a job file skipped) is in the chosen format.
-            logging.config.dictConfig(_log_config(args))
         one_job = args.command in ONE_JOB_COMMANDS
         for setting, url in _store_urls(args, settings):
             try:
@@ -140,6 +136,7 @@ def _serve_with_metrics(
     args: argparse.Namespace, settings: Settings, store: Store
 ) -> int:
     from . import wsgi_server
+    from .logconfig import logging_config
 
     if args.interface == "wsgi":
         wsgi_server.require_server()  # before a key is printed for nothing
@@ -147,7 +144,10 @@ def _serve_with_metrics(
             raise ConfigError("--access-log: only with --interface asgi")
     args.port = listen.port_number(args.port)
     listen.check_address(args.host, args.port)
-    log_config = _log_config(args)  # applied already: for the server's own
+    log_config = logging_config(
+        args.log_level, access_log=args.access_log, log_format=args.log_format
+    )
+    logging.config.dictConfig(log_config)
 
     keys = settings.api_keys
     if not keys:
@@ -172,12 +172,6 @@ def _serve_with_metrics(
         settings, store, url, shared=args.interface == "asgi" and args.workers == 1
     ):
         return _run_server(args, settings, store, url, keys, log_config, stack)
-
-
-def _log_config(args: argparse.Namespace) -> dict[str, Any]:
-    return logging_config(
-        args.log_level, access_log=args.access_log, log_format=args.log_format
-    )
 
 
 @contextlib.contextmanager

@@ -320,22 +320,6 @@ def test_serve_logs_json_lines(tmp_path: Path) -> None:
     assert "hidden-token" not in stderr
 
 
-@pytest.mark.filesystem
-def test_what_the_store_logs_as_it_opens_is_in_the_chosen_format(
-    tmp_path: Path,
-) -> None:
-    (tmp_path / "jobs").mkdir()
-    (tmp_path / "jobs" / "broken.json").write_text("[1]")
-    env = clean_env(API_KEY=API_KEY, LOCAL_STORAGE_PATH=str(tmp_path))
-    server = ServeProcess(tmp_path, env, "--log-format", "json")
-    _, stderr = server.stop()
-    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
-    skipped = [line for line in lines if line["logger"] == "jobstatus.filesystem"]
-    assert skipped[0]["message"] == (
-        "skipping job file: the file of job broken is not a JSON object"
-    )
-
-
 @pytest.mark.parametrize(
     ("name", "value"),
     [("JOBSTATUS_CORS_ORIGINS", "app.example.com"), ("JOBSTATUS_METRICS_AUTH", "open")],
