@@ -48,10 +48,9 @@ def statuses(query: Query) -> frozenset[str] | None:
 
 def decimal(text: str) -> float:
     """``text`` as a number written the plain way: ASCII, no ``_`` between
-    digits, no space around (``inf`` and ``nan`` pass, for callers to
-    refuse by name). ``float`` alone reads ``1_0``, `` 5`` and full-width
-    digits.
-    Raises ``ValueError``."""
+    digits, no space around (``inf`` and ``nan`` pass, for callers to refuse
+    by name); raises ``ValueError``. ``float`` alone reads ``1_0``, `` 5``
+    and full-width digits."""
     if not text.isascii() or "_" in text or text != text.strip():
         raise ValueError(f"not a plain number: {text!r}")
     return float(text)
