@@ -160,11 +160,14 @@ class Waited:
 
 @dataclass(frozen=True, slots=True)
 class WaitedMany:
-    """Many jobs' wait: those that met the condition, those still pending."""
+    """Many jobs' wait: those that met the condition, those still pending,
+    and those that expired meanwhile (their tombstones: an expired job
+    meets any condition, SPEC §14)."""
 
     jobs: dict[str, JobState]
     pending: list[str]
     met: bool
+    expired: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +382,7 @@ class _ManyWait:
         self.longest = longest
         self.return_when = return_when
         self.met: dict[str, JobState] = {}
+        self.expired: dict[str, dict[str, Any]] = {}
         #: changed: the cursor of the first answer, so that every later
         #: request is relative to the start, not to its own arrival.
         self.after: str | None = None
@@ -400,15 +404,27 @@ class _ManyWait:
         assert answer.envelope is not None
         response = answer.envelope["response"]
         self.met.update(response["jobs"])
-        self.pending = [job_id for job_id in self.pending if job_id not in self.met]
+        # Answered at once and never pending again: asked again, an expired
+        # job would be answered at once again, for ever.
+        self.expired.update(response["expired"])
+        self.pending = [
+            job_id
+            for job_id in self.pending
+            if job_id not in self.met and job_id not in self.expired
+        ]
         if self.until == "changed" and self.after is None:
             self.after = response["cursor"]
-        done = not self.pending or (self.return_when == "any" and bool(self.met))
-        return self.result() if done else None
+        return self.result() if self._done() else None
+
+    def _done(self) -> bool:
+        return not self.pending or (
+            self.return_when == "any" and bool(self.met or self.expired)
+        )
 
     def result(self) -> WaitedMany:
-        met = not self.pending or (self.return_when == "any" and bool(self.met))
-        return WaitedMany(dict(self.met), list(self.pending), met)
+        return WaitedMany(
+            dict(self.met), list(self.pending), self._done(), dict(self.expired)
+        )
 
 
 class _Watch:

@@ -209,6 +209,27 @@ def test_wait_for_many_until_all_or_any(url: str, store: Store) -> None:
         assert first.met and list(first.jobs) == ["d"] and first.pending == ["c"]
 
 
+def test_an_expired_job_meets_a_wait_for_many(url: str, store: Store) -> None:
+    """Answered at once, with its tombstone: asked again and again, it was
+    answered at once again, and the wait never ended."""
+    from jobstatus_core import Expiring, Stale
+
+    put(store, "gone", "running")
+    put(store, "left", "running")
+    assert isinstance(store, Expiring)
+    (row,) = [r for r in store.stale(Stale(before=1e12)) if r.job_id == "gone"]
+    store.expire([row], at=5.0)
+    with JobStatusClient(url, api_key=API_KEY, max_wait=0.1) as client:
+        waited = client.wait(["gone"], timeout=30)
+        assert waited.met and waited.pending == [] and waited.jobs == {}
+        assert waited.expired["gone"]["expired_at"] == 5.0
+        either = client.wait(["gone", "left"], return_when="any", timeout=30)
+        assert either.met and list(either.expired) == ["gone"]
+        assert either.pending == ["left"]
+        both = client.wait(["gone", "left"], timeout=0.3)
+        assert not both.met and both.pending == ["left"]
+
+
 # -- retries ------------------------------------------------------------------
 
 
