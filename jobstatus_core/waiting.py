@@ -38,8 +38,11 @@ class Waiting:
     interest: Interest
     #: GET: the version the job must move away from (None: it must appear).
     after_version: str | None = None
-    #: POST: a job changed when its position is past this one.
+    #: POST: a job changed when its position is past this one, in the life
+    #: of the store this epoch names: in another (a flushed Redis, a schema
+    #: made again), every job there was written since the wait began.
     after_position: int = 0
+    after_epoch: str = ""
     #: The adapter sets it when the time is up or the server is stopping.
     final: bool = False
 
@@ -144,14 +147,16 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
             request.started + seconds,
             Interest(frozenset(job_ids)),
             after_position=after,
+            after_epoch=mark.epoch,
         )
+    another_life = mark.epoch != state.after_epoch
     met = {
         job_id: row
         for job_id, row in rows.items()
         if (
             _finished(service, row)
             if until == "finished"
-            else row.position > state.after_position
+            else another_life or row.position > state.after_position
         )
     }
     if not met and not tombs and not state.final:

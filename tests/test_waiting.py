@@ -335,3 +335,41 @@ def test_a_change_wakes_only_the_waiter_of_its_job(
             )
 
     asyncio.run(scenario())
+
+
+@pytest.mark.redis
+def test_a_wait_for_a_change_meets_the_store_beginning_another_life(
+    redis_server: RedisServer, serve: Callable[[Any], str]
+) -> None:
+    """A flushed Redis numbers its changes from 1 again: a job written there
+    was written after the wait began, whatever its position against the
+    old life's."""
+    import redis
+
+    database = redis_server.url.replace("/0", "/8")
+    store = store_from_url(database + "?prefix=waits:")
+    try:
+        for n in range(5):
+            store.put({"job_id": f"old-{n}", "job_status": "running"})
+        url = serve(create_app(service_for(store)))
+
+        def flush_and_write() -> None:
+            raw = redis.Redis.from_url(database)
+            raw.flushdb()
+            raw.close()
+            store.put({"job_id": "old-0", "job_status": "queued"})
+
+        writer = later(0.3, flush_and_write)
+        started = time.monotonic()
+        answer = httpx.post(
+            url + "/v1/jobs/wait",
+            json={"job_ids": ["old-0"], "timeout": 20, "until": "changed"},
+            headers={"x-api-key": API_KEY},
+            timeout=30,
+        )
+        writer.join()
+        response = envelope_of(answer)["response"]
+        assert list(response["jobs"]) == ["old-0"] and response["pending"] == []
+        assert time.monotonic() - started < 10
+    finally:
+        store.close()
