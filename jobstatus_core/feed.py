@@ -141,20 +141,25 @@ def open_feed(service: StatusService, request: Request) -> Reply | Feed:
 def snapshot(service: StatusService, feed: Feed) -> Step:
     """The jobs of the window (a per-job stream: its job, whenever written),
     the position to follow changes from, and whether the stream has ended;
-    on the wire with ``retry:``, or ``READY`` when there is none.
-    A store failure is the contract's error (``ApiError``), as it is for
-    every read."""
+    on the wire with ``retry:``, or, when there is none, ``READY`` with the
+    position's id: a client that loses the stream before any event resumes
+    from there, not from a new window that a change made meanwhile may have
+    left (``since_seconds=0``). A store failure is the contract's error
+    (``ApiError``), as it is for every read."""
     mark = service.store_call("job statuses", service.store.mark)
     cutoff = None if feed.single is not None else feed.cutoff
     events, position = service.store_call(
         "job statuses", lambda: _after(service, feed, 0, cutoff, everything=True)
     )
-    return Step(
-        events,
-        wire(events, retry=True) if events else READY,
-        max(position, mark.head),
-        _ended(service, feed, events),
-    )
+    position = max(position, mark.head)
+    if events:
+        sent = wire(events, retry=True)
+    else:
+        # A block of an id and no data sets the client's last event id
+        # without an event (the HTML standard's "dispatch the event").
+        at = service.encode_cursor(cursor.Cursor(position, feed.epoch), feed.digest)
+        sent = f": ready\r\nid: {at}\r\nretry: {RETRY_MS}\r\n\r\n".encode()
+    return Step(events, sent, position, _ended(service, feed, events))
 
 
 def changes(service: StatusService, feed: Feed, after: int) -> Step:

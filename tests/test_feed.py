@@ -162,6 +162,21 @@ def test_snapshot_then_every_change_then_resume(feed_url: str, store: Store) -> 
         assert next_job(events)["data"]["job_id"] == "d"
 
 
+def test_a_stream_lost_before_its_first_event_resumes_where_it_began(
+    feed_url: str, store: Store
+) -> None:
+    """An empty window still gives the stream an id: a change made while the
+    client is away is sent when it comes back, not lost to a new window."""
+    put(store, "old", "done", NOW - 100)
+    with stream(feed_url, "/v1/jobs/events", params={"since_seconds": 0}) as events:
+        ready = events.get(timeout=5)
+    assert ready is not None and "event" not in ready and ready["retry"] == "2000"
+    put(store, "meanwhile", "queued")
+    headers = {"x-api-key": API_KEY, "last-event-id": ready["id"]}
+    with stream(feed_url, "/v1/jobs/events", headers=headers) as events:
+        assert next_job(events)["data"]["job_id"] == "meanwhile"
+
+
 def test_filters_by_status_and_job(feed_url: str, store: Store) -> None:
     put(store, "a", "done")
     put(store, "b", "failed")
@@ -408,7 +423,8 @@ def test_an_idle_stream_sends_a_heartbeat(
             chunk = sock.recv(4096)
             assert chunk, received
             received += chunk
-    assert b": ready\r\nretry: 2000\r\n\r\n" in received
+    assert b"\r\n: ping" in received.split(b": ready\r\nid: ", 1)[1]
+    assert b"\r\nretry: 2000\r\n\r\n" in received
 
 
 class _Unreachable(StoreWrapper):
