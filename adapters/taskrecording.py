@@ -21,6 +21,7 @@ from typing import Any
 
 from jobstatus_backends.recorder import Recorder
 from jobstatus_core import ConfigError, ForkSafe, InvalidRecord, Store
+from jobstatus_core.protocol import MAX_RECORD_DEPTH, nests_within
 
 from .service import OPENED_BEFORE_FORK
 
@@ -36,17 +37,24 @@ REPR_LIMIT = 2000
 
 
 def response_of(value: Any) -> Any:
-    """A task's return value as a record's ``response``: JSON as is; anything
-    else as ``{"repr": repr(value)[:2000], "type": "<module>.<qualname>"}``."""
+    """A task's return value as a record's ``response``: JSON a record can
+    hold as is; anything else (not JSON, or nested deeper than a record
+    takes below its ``response``) as ``{"repr": repr(value)[:2000], "type":
+    "<module>.<qualname>"}``, so that the task's end is recorded whatever
+    it returned."""
     try:
         json.dumps(value, allow_nan=False)
+        fits = nests_within(value, MAX_RECORD_DEPTH - 1)
     except (TypeError, ValueError, RecursionError):
-        kind = type(value)
-        return {
-            "repr": repr(value)[:REPR_LIMIT],
-            "type": f"{kind.__module__}.{kind.__qualname__}",
-        }
-    return value
+        fits = False
+    if fits:
+        return value
+    kind = type(value)
+    try:
+        shown = repr(value)[:REPR_LIMIT]
+    except RecursionError:
+        shown = f"<{kind.__qualname__} nested too deep to show>"
+    return {"repr": shown, "type": f"{kind.__module__}.{kind.__qualname__}"}
 
 
 class TaskRecorder:

@@ -275,7 +275,7 @@ def checked_job_id(record: Mapping[str, Any]) -> str:
         raise InvalidRecord(f"record job_id must be {JOB_ID_RULE}")
     if "job_status" not in record:
         raise InvalidRecord("record job_status is required")
-    if not _nested_within(record, MAX_RECORD_DEPTH):
+    if not nests_within(record, MAX_RECORD_DEPTH):
         raise InvalidRecord(
             f"record nests objects and arrays deeper than {MAX_RECORD_DEPTH} levels"
         )
@@ -283,9 +283,14 @@ def checked_job_id(record: Mapping[str, Any]) -> str:
     return job_id
 
 
-def _nested_within(record: Mapping[str, Any], limit: int) -> bool:
-    # Iterative: a recursive walk would fail on the records it must refuse.
-    containers: list[tuple[Any, int]] = [(record, 1)]
+def nests_within(value: Any, limit: int) -> bool:
+    """Whether ``value``'s objects and arrays nest at most ``limit`` deep (a
+    scalar: 0, an empty list: 1)."""
+    if not isinstance(value, (Mapping, list, tuple)):
+        return True
+    # Iterative, depth first: a recursive walk would fail on the values it
+    # must refuse, and one by levels could hold a level of millions.
+    containers: list[tuple[Any, int]] = [(value, 1)]
     while containers:
         value, depth = containers.pop()
         if depth > limit:

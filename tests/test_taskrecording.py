@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-from jobstatus_adapters.taskrecording import TaskRecorder
+from jobstatus_adapters.taskrecording import TaskRecorder, response_of
 from jobstatus_backends import store_from_url
 from jobstatus_core import ForkSafe
+from jobstatus_core.protocol import MAX_RECORD_DEPTH, checked_job_id
 
 
 def test_a_store_opened_before_a_fork_serves_every_child(
@@ -43,3 +44,25 @@ def test_a_store_opened_before_a_fork_serves_every_child(
         }
     finally:
         store.close()
+
+
+def test_a_response_no_record_could_hold_is_recorded_as_its_repr() -> None:
+    """A task's end is recorded whatever it returned: JSON nested deeper
+    than a record takes below its response, or so deep that repr() itself
+    fails, is kept as a repr, as what is not JSON is."""
+
+    def nested(levels: int) -> object:
+        value: object = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    fits = nested(MAX_RECORD_DEPTH - 1)
+    assert response_of(fits) == fits
+    assert checked_job_id({"job_id": "j", "job_status": "done", "response": fits})
+    deeper = response_of(nested(MAX_RECORD_DEPTH))
+    assert deeper["type"] == "builtins.list" and deeper["repr"].startswith("[[[")
+    far = response_of(nested(100_000))
+    assert far == {"repr": "<list nested too deep to show>", "type": "builtins.list"}
+    for shown in (deeper, far):
+        checked_job_id({"job_id": "j", "job_status": "done", "response": shown})
