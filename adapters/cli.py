@@ -487,7 +487,16 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _wait(args: argparse.Namespace, client: JobStatusClient) -> int:
-    waited = client.wait(args.job_id, timeout=args.timeout)
+    from .client import Gone
+
+    try:
+        waited = client.wait(args.job_id, timeout=args.timeout)
+    except Gone as gone:
+        # Expired: it ended, and retention removed it since; its tombstone
+        # says how it ended. The server was asked: not exit 3.
+        ended = (gone.tombstone or {}).get("job_status")
+        print(f"{args.job_id} {_shown(ended)} (expired)", flush=True)
+        return 0 if ended == "done" else EXIT_FAILED
     record = waited.record
     status = None if record is None else record.get("job_status")
     print(f"{args.job_id} {'-' if status is None else _shown(status)}", flush=True)

@@ -30,7 +30,7 @@ from jobstatus_adapters.client import (
 )
 from jobstatus_adapters.starlette import create_app
 from jobstatus_backends import store_from_url
-from jobstatus_core import Store, StoreUnavailable
+from jobstatus_core import Expiring, Stale, Store, StoreUnavailable
 from jobstatus_core.rows import Row
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
@@ -212,8 +212,6 @@ def test_wait_for_many_until_all_or_any(url: str, store: Store) -> None:
 def test_an_expired_job_meets_a_wait_for_many(url: str, store: Store) -> None:
     """Answered at once, with its tombstone: asked again and again, it was
     answered at once again, and the wait never ended."""
-    from jobstatus_core import Expiring, Stale
-
     put(store, "gone", "running")
     put(store, "left", "running")
     assert isinstance(store, Expiring)
@@ -432,6 +430,12 @@ def test_jobstatus_wait_exits_by_how_the_job_ended(url: str, store: Store) -> No
     refused = command(url, "wait", "ok", key="wrong")
     assert "401 Unauthorized" in refused.communicate(timeout=60)[1]
     assert refused.returncode == 3
+    # Expired since it ended: by its tombstone, not "the server cannot be asked".
+    assert isinstance(store, Expiring)
+    store.expire([r for r in store.stale(Stale(before=1e12)) if r.job_id == "ok"], at=9)
+    expired = command(url, "wait", "ok")
+    assert expired.communicate(timeout=60)[0] == "ok done (expired)\n"
+    assert expired.returncode == 0
 
 
 def test_jobstatus_watch_prints_a_line_per_change(
