@@ -101,6 +101,11 @@ MIGRATION_TIMEOUT_SECONDS = 60.0
 #: A listening connection silent this long is asked a ``SELECT 1``, so that
 #: a connection lost without a word is noticed.
 LISTEN_HEARTBEAT_SECONDS = 5.0
+#: How long the pool tries to reconnect, its wait doubling from 1 s, before
+#: it stops and lets the next request try at once: with psycopg_pool's 300 s
+#: the tries of a long outage came 32 and 64 s apart, and the store kept
+#: answering 503 for up to that long after the server was back.
+RECONNECT_SECONDS = 5.0
 #: Waits between attempts to get a lost listening connection back.
 LISTEN_RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 
@@ -142,6 +147,7 @@ class PostgresStore(VersionedStoreBase):
             max_size=max(1, max_connections),
             open=False,
             timeout=timeout,
+            reconnect_timeout=RECONNECT_SECONDS,
             check=_check_idle,
             name=f"jobstatus-postgres-{self.channel}",
         )

@@ -737,6 +737,34 @@ def test_a_stopped_server_is_503_then_answers_again(
         unsubscribe()
 
 
+def test_a_long_outage_is_over_for_the_store_soon_after_the_server_is_back(
+    opened: Callable[[str], PostgresStore], own_postgres: PostgresServer
+) -> None:
+    """Asked throughout a 16 s outage, the pool's tries to reconnect wait
+    1, 2, 4 and 8 s: with psycopg_pool's own bound the next came 16 s after
+    the last, long after the server was back; the store's stops trying
+    after a few seconds and the next request tries at once."""
+    store = opened(fresh_url(own_postgres) + "&timeout=0.5")
+    store.put({"job_id": "kept", "job_status": "done"})
+    own_postgres.stop()
+    down_until = time.monotonic() + 16
+    while time.monotonic() < down_until:
+        with pytest.raises(StoreUnavailable):
+            store.get("kept")
+        time.sleep(0.5)
+    own_postgres.start()
+    back = time.monotonic()
+
+    def answers() -> bool:
+        try:
+            return store.get("kept") is not None
+        except StoreUnavailable:
+            return False
+
+    wait_for(answers, 30)
+    assert time.monotonic() - back < 8
+
+
 def ask(server: ServeProcess, job_id: str | None = None) -> httpx.Response:
     if job_id is None:
         return httpx.post(
