@@ -495,7 +495,8 @@ def _wait(args: argparse.Namespace, client: JobStatusClient) -> int:
         # Expired: it ended, and retention removed it since; its tombstone
         # says how it ended. The server was asked: not exit 3.
         ended = (gone.tombstone or {}).get("job_status")
-        print(f"{args.job_id} {_shown(ended)} (expired)", flush=True)
+        shown = "-" if ended is None else _shown(ended)
+        print(f"{args.job_id} {shown} (expired)", flush=True)
         return 0 if ended == "done" else EXIT_FAILED
     record = waited.record
     status = None if record is None else record.get("job_status")
@@ -539,7 +540,7 @@ def _seconds(text: str) -> float:
 
 
 def _whole(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1: {text!r}")
     return int(text)
 
@@ -624,7 +625,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     record.add_argument(
         "--attempt",
-        type=int,
+        type=_whole,
         metavar="N",
         help="the attempt this state belongs to (default: the job's current one;"
         " a higher one starts a retry)",

@@ -22,7 +22,9 @@ PORTS = range(1, 65536)
 
 def port_number(text: str) -> int:
     """``--port``'s text as a port; raises ``ConfigError`` naming it."""
-    if not text.strip().isdigit() or int(text) not in PORTS:
+    # ASCII digits alone: isdigit() and int() also take " 80" and full-width
+    # digits.
+    if not (text.isascii() and text.isdigit()) or int(text) not in PORTS:
         raise ConfigError(f"--port: expected a whole number 1-65535, got {text!r}")
     return int(text)
 

@@ -224,7 +224,13 @@ class FileStore(VersionedStoreBase):
                 self._unreadable.pop(job_id, None)
                 if row is not None:
                     rows[job_id] = row
-            left = [job_id for job_id, why in unreadable.items() if not why.final]
+            # Not waited for again: a file too large, or one that failed
+            # as it is now already (logged then), as listings skip it.
+            left = [
+                job_id
+                for job_id, why in unreadable.items()
+                if not why.final and self._unreadable.get(job_id) != why.fingerprint
+            ]
             wait = next(waits, None)
             if not left or wait is None:
                 break

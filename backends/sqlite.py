@@ -327,8 +327,11 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._conn.close()
         # Closed: whatever file comes next, the old one put back too, is
-        # opened anew, not taken for the one still open.
+        # opened anew, not taken for the one still open; and the loop's
+        # reads look at the path before their next statement, not within
+        # the second, so none runs on the closed connection.
         self._file = (0, 0)
+        self._file_seen_at = -math.inf
         try:
             self._conn = self._open()
         except ConfigError as exc:

@@ -127,7 +127,10 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
         store = service.store
         mark = service.store_call("job statuses", store.mark)
         resume = None if not given else service.decode_cursor(given, digest)
-        if resume is not None and resume.epoch != mark.epoch:
+        first = request.waiting is None
+        if resume is not None and resume.epoch != mark.epoch and first:
+            # On arrival only: a store that begins another life while the
+            # wait holds meets it (``after_epoch``, below).
             raise cursor.cursor_expired()
         rows = service.store_call("job statuses", lambda: store.read_many(job_ids))
         # An expired job meets any condition: nothing more will happen to it.

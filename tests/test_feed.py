@@ -450,7 +450,6 @@ class _Unreachable(StoreWrapper):
         return self.inner.read_many(job_ids)
 
 
-@pytest.mark.memory
 @pytest.mark.redis
 def test_a_stream_ends_when_the_store_begins_another_life(
     redis_server: Any, serve: Callable[[ASGIApp], str]
@@ -492,6 +491,7 @@ def test_a_stream_ends_when_the_store_begins_another_life(
         store.close()
 
 
+@pytest.mark.memory
 def test_a_store_down_when_a_stream_opens_is_answered_as_an_error(
     serve: Callable[[ASGIApp], str],
 ) -> None:

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,29 @@ def test_a_root_renamed_into_the_place_of_another_is_followed(tmp_path: Path) ->
         store.close()
 
 
+def test_a_root_that_is_gone_is_quietly_absent_until_it_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No observer can watch a root that is gone (an unmounted share):
+    queries answer without it, and log nothing each time."""
+    root = tmp_path / "storage"
+    (root / "jobs").mkdir(parents=True)
+    write_job_file(root / "jobs", "a", "done")
+    store = FileStore(root, reconcile_interval=NEVER)
+    try:
+        assert listing(store) == {"a": "done"}
+        os.rename(root, tmp_path / "unmounted")
+        for _ in range(3):
+            time.sleep(0.6)  # past the index's look at its paths
+            assert listing(store) == {}
+        assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+        (root / "jobs").mkdir(parents=True)
+        write_job_file(root / "jobs", "b", "queued")
+        wait_for(lambda: listing(store) == {"b": "queued"}, EVENT_LATENCY)
+    finally:
+        store.close()
+
+
 def test_a_retargeted_jobs_link_is_followed(tmp_path: Path) -> None:
     for name, job_id in (("old", "from-old"), ("new", "from-new")):
         (tmp_path / name).mkdir()
@@ -206,6 +230,33 @@ def reconcile(store: FileStore) -> None:
     """One round of what the index does every ``reconcile`` seconds."""
     if store.index is not None:
         store.index.reconcile()
+
+
+def test_reads_by_id_wait_for_a_bad_file_once_per_change(
+    tmp_path: Path, opened: list[str]
+) -> None:
+    """A batch polled every second names a file that stays broken: its
+    waits (150 ms on a store thread) come once, not at every poll."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "broken.json").write_text('{"job_id": "broken", "job_st')
+    write_job_file(jobs, "good", "done")
+    store = FileStore(tmp_path, reconcile_interval=NEVER)
+    try:
+        opened.clear()
+        assert list(store.read_many(["good", "broken"])) == ["good"]
+        first = opens_of(opened, "broken.json")
+        assert first == 1 + len(jobfiles.RETRY_DELAYS_SECONDS)
+        for _ in range(3):
+            assert list(store.read_many(["good", "broken"])) == ["good"]
+        assert opens_of(opened, "broken.json") == first + 3
+        # Changed, it is read again after the waits.
+        (jobs / "broken.json").write_text("")
+        opened.clear()
+        assert list(store.read_many(["broken"])) == []
+        assert opens_of(opened, "broken.json") == 1 + len(jobfiles.RETRY_DELAYS_SECONDS)
+    finally:
+        store.close()
 
 
 def test_a_bad_file_is_read_and_logged_once_per_change(

@@ -420,12 +420,20 @@ def test_the_file_put_back_after_a_refused_one_is_read_again(tmp_path: Path) -> 
     path = tmp_path / "jobs.db"
     store = SQLiteStore(path)
     store.put({"job_id": "kept", "job_status": "done"}, at=100.0)
+    with nowait.attempt():  # the loop's reads look at the path each second
+        assert store.get("kept") is not None
     os.replace(path, tmp_path / "aside.db")
     path.write_bytes(os.urandom(8192))
     for _ in range(2):
         with pytest.raises(StoreError, match=r"cannot use 'jobs\.db'"):
             store.get("kept")
+        # On the loop, the path is looked at first: to a thread, never a
+        # statement on the connection closed for the refused file.
+        with nowait.attempt(), pytest.raises(WouldBlock):
+            store.get("kept")
     os.replace(tmp_path / "aside.db", path)
+    with nowait.attempt(), pytest.raises(WouldBlock):
+        store.get("kept")
     assert store.get("kept") == {"job_id": "kept", "job_status": "done"}
     assert listed(store) == '{"kept":"done"}'
     store.close()

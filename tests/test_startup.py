@@ -53,6 +53,8 @@ def assert_stopped(result: subprocess.CompletedProcess[str], *names: str) -> Non
         (["--port", "70000"], {}, ["--port", "70000"]),
         (["--port", "0"], {}, ["--port"]),
         (["--port", "http"], {}, ["--port"]),
+        (["--port", "\uff18\uff10\uff18\uff10"], {}, ["--port"]),
+        (["--port", " 8080"], {}, ["--port"]),
         ([], {"JOBSTATUS_MAX_BODY": "1_000"}, ["JOBSTATUS_MAX_BODY", "'1_000'"]),
         ([], {"JOBSTATUS_MAX_BODY": "\uff11\uff12"}, ["JOBSTATUS_MAX_BODY"]),
         ([], {"JOBSTATUS_DEFAULT_SINCE": "\u0663"}, ["JOBSTATUS_DEFAULT_SINCE"]),

@@ -359,17 +359,28 @@ def test_a_wait_for_a_change_meets_the_store_beginning_another_life(
             raw.close()
             store.put({"job_id": "old-0", "job_status": "queued"})
 
-        writer = later(0.3, flush_and_write)
-        started = time.monotonic()
-        answer = httpx.post(
+        # With a cursor of the old life (as a client loops with) and without.
+        before = httpx.post(
             url + "/v1/jobs/wait",
-            json={"job_ids": ["old-0"], "timeout": 20, "until": "changed"},
+            json={"job_ids": ["old-1"], "timeout": 0.1, "until": "changed"},
             headers={"x-api-key": API_KEY},
-            timeout=30,
         )
-        writer.join()
-        response = envelope_of(answer)["response"]
-        assert list(response["jobs"]) == ["old-0"] and response["pending"] == []
-        assert time.monotonic() - started < 10
+        asked: list[dict[str, Any]] = [
+            {"after": envelope_of(before)["response"]["cursor"]},
+            {},
+        ]
+        for after in asked:
+            writer = later(0.3, flush_and_write)
+            started = time.monotonic()
+            answer = httpx.post(
+                url + "/v1/jobs/wait",
+                json={"job_ids": ["old-0"], "timeout": 20, "until": "changed", **after},
+                headers={"x-api-key": API_KEY},
+                timeout=30,
+            )
+            writer.join()
+            response = envelope_of(answer)["response"]
+            assert list(response["jobs"]) == ["old-0"] and response["pending"] == []
+            assert time.monotonic() - started < 10
     finally:
         store.close()
