@@ -360,11 +360,11 @@ class JobIndex:
         link pointed at another directory), or to another directory at the
         same path (one renamed into the place of the watched one)."""
         root = os.path.realpath(self.root)
-        now = _identity(root)
+        identity = _identity(root)
         # A root that is gone is not watched anew (no observer can watch
         # it): its jobs directory is gone too, looked at below; one made
         # again has an identity of its own.
-        if root != self._watched_root or now not in (None, self._root_identity):
+        if root != self._watched_root or identity not in (None, self._root_identity):
             logger.info("the store's root is another directory now; watching it")
             self._stop_observer()
             self._start_observer()

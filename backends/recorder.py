@@ -27,13 +27,7 @@ from collections.abc import (
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from jobstatus_core import (
-    InvalidRecord,
-    Store,
-    StoreError,
-    Versioned,
-    checked_job_id,
-)
+from jobstatus_core import InvalidRecord, Store, StoreError, Versioned
 from jobstatus_core.recording import DEFAULT_TERMINAL, Change, apply, check_fields
 
 from .registry import recording_store_from_url
@@ -179,13 +173,14 @@ class Recorder:
                     return False
                 known = None  # out of order against what may be old: read
                 continue
-            # Refused as the store would refuse it, before json.dumps meets a
-            # nesting too deep for it (a RecursionError, not InvalidRecord).
-            checked_job_id(new)
             try:
                 text = json.dumps(new, allow_nan=False)
             except (TypeError, ValueError) as exc:
                 raise InvalidRecord(f"job {change.job_id}: not JSON: {exc}") from None
+            except RecursionError:
+                # Past what json.dumps can nest; shallower but past the
+                # stores' bound, the store's put or swap refuses it.
+                raise InvalidRecord(f"job {change.job_id}: nested too deep") from None
             if self._versioned is not None:
                 version = self._versioned.swapped(new, expected=expected)
                 if version is not None:
