@@ -5,8 +5,8 @@ pip install '.[fast]', for the stack `jobstatus serve` runs by default):
     python bench/http/run.py [--jobs 100000] [--seconds 3] [--connections 16]
         [--stores memory,sqlite,file,redis,postgres] [--interfaces asgi,wsgi]
         [--workers-stores memory,sqlite,redis] [--wrk-cpu 1]
-        [--workers-pipeline 1] [--skip-floor]
-        [--spread] [--baseline DIR]
+        [--workers-pipeline 1] [--generator wrk|loadgen] [--nap-us 1000]
+        [--skip-floor] [--spread] [--baseline DIR]
 
 On loopback, wrk (another process) drives, in turn:
 
@@ -26,6 +26,12 @@ On loopback, wrk (another process) drives, in turn:
   --workers-stores, wrk pinned to --wrk-cpu with taskset (and with
   --workers-pipeline N, writing N requests at once per connection); with
   --baseline, the baseline's one and two workers in the same rounds.
+
+With --generator loadgen, ``loadgen.c`` (built with cc) drives instead of
+wrk: one request written --workers-pipeline times per connection, answers
+read up to 1 MiB at a time after a pause of --nap-us, each checked and
+counted — a fraction of wrk's CPU an answer, which on two cores is CPU the
+workers can use (docs/performance.md, "A load generator that takes less").
 
 It prints requests/s (also as a ratio to the floor serving a body of the
 same size), the server's CPU time per request (its own and its children's,
@@ -50,6 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,6 +206,110 @@ class Load:
     cpu: int | None = None
     timeout: float = 2  # wrk's own default: slower answers count as errors
     pipeline: int = 1
+    #: "wrk", or "loadgen" (loadgen.c: less CPU an answer, see its head)
+    generator: str = "wrk"
+    #: loadgen's pause between reads, letting answers gather (microseconds)
+    nap_us: int = 0
+
+
+def drive(
+    url: str, pid: int, load: Load, workdir: str, store_pid: int | None = None
+) -> dict[str, float]:
+    """One run of ``load``'s generator against ``url``."""
+    if load.generator == "loadgen":
+        return loadgen(url, pid, load, workdir, store_pid)
+    return wrk(url, pid, load, workdir, store_pid)
+
+
+def usage_of(
+    pid: int, store_pid: int | None, run: Callable[[], tuple[str, float]]
+) -> tuple[str, dict[str, float]]:
+    """``run``'s output (it returns the output and the generator's CPU
+    seconds), and the cores the server (``pid``), the store's server and
+    everything else kept busy meanwhile."""
+    cpu_before = cpu_seconds(pid)
+    store_before = 0.0 if store_pid is None else cpu_seconds(store_pid)
+    busy_before, began = machine_busy()
+    out, generator_cpu = run()
+    cpu = cpu_seconds(pid) - cpu_before
+    store = 0.0 if store_pid is None else cpu_seconds(store_pid) - store_before
+    busy_after, ended = machine_busy()
+    return out, {
+        "cpu": cpu,
+        # Cores the server kept busy, and all else (the load generator, a
+        # store's server): on a 2-core machine what the others take, the
+        # workers cannot.
+        "server_cores": cpu / (ended - began),
+        "other_cores": max(0.0, busy_after - busy_before - cpu) / (ended - began),
+        "wrk_cores": generator_cpu / (ended - began),
+        "store_cores": store / (ended - began),
+    }
+
+
+def run_timed(argv: list[str]) -> tuple[str, float]:
+    """``argv``'s standard output and CPU seconds; fails on a non-zero exit."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    with process.stdout as stream:
+        out = stream.read()
+    # wait4, not wait: the generator's own CPU time (taskset execs it, same
+    # pid).
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, argv, out)
+    return out, usage.ru_utime + usage.ru_stime
+
+
+def loadgen_binary(workdir: str) -> str:
+    """loadgen.c, compiled once into ``workdir``."""
+    binary = Path(workdir) / "loadgen"
+    if not binary.exists():
+        subprocess.run(
+            ["cc", "-O2", "-o", str(binary), str(HERE / "loadgen.c")], check=True
+        )
+    return str(binary)
+
+
+def loadgen(
+    url: str, pid: int, load: Load, workdir: str, store_pid: int | None = None
+) -> dict[str, float]:
+    """One loadgen run: what ``wrk`` measures, from loadgen's answers."""
+    assert ANY_ID not in url + (load.body or ""), "loadgen sends one request"
+    host, port, path = re.match(r"http://([^:/]+):(\d+)(/.*)", url).groups()  # type: ignore[union-attr]
+    lines = [
+        f"{load.method} {path} HTTP/1.1",
+        f"Host: {host}:{port}",
+        f"x-api-key: {KEY}",
+    ]
+    body = (load.body or "").encode()
+    if load.body is not None:
+        lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+    request = Path(workdir) / "request.bin"
+    request.write_bytes("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
+    pin = [] if load.cpu is None else ["taskset", "-c", str(load.cpu)]
+    argv = [
+        *pin,
+        loadgen_binary(workdir),
+        host,
+        port,
+        str(load.connections),
+        f"{load.seconds:g}",
+        str(load.pipeline),
+        str(request),
+        str(load.nap_us),
+    ]
+    out, used = usage_of(pid, store_pid, lambda: run_timed(argv))
+    fields = out.split()
+    got = {fields[i]: float(fields[i + 1]) for i in range(0, len(fields), 2)}
+    return {
+        "rps": got["answers"] / got["seconds"],
+        "cpu_us": used["cpu"] / max(got["answers"], 1) * 1e6,
+        **{key: value for key, value in used.items() if key != "cpu"},
+        "p50": got["p50_ms"],
+        "p99": got["p99_ms"],
+        "errors": got["errors"],
+    }
 
 
 def wrk(
@@ -211,36 +322,19 @@ def wrk(
     script = request_script(workdir, load.method, load.body, path, load.pipeline)
     url = url.replace(ANY_ID, "x")  # wrk's own request, never sent
     pin = [] if load.cpu is None else ["taskset", "-c", str(load.cpu)]
-    cpu_before = cpu_seconds(pid)
-    store_before = 0.0 if store_pid is None else cpu_seconds(store_pid)
-    busy_before, began = machine_busy()
-    process = subprocess.Popen(
-        [
-            *pin,
-            "wrk",
-            "-t1",
-            f"-c{load.connections}",
-            f"-d{load.seconds:g}s",
-            f"--timeout={load.timeout:g}s",
-            "--latency",
-            "-s",
-            str(script),
-            url,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    with process.stdout as stream:
-        out = stream.read()
-    # wait4, not wait: wrk's own CPU time (taskset execs it, same pid).
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise subprocess.CalledProcessError(process.returncode, process.args, out)
-    cpu = cpu_seconds(pid) - cpu_before
-    store = 0.0 if store_pid is None else cpu_seconds(store_pid) - store_before
-    busy_after, ended = machine_busy()
+    argv = [
+        *pin,
+        "wrk",
+        "-t1",
+        f"-c{load.connections}",
+        f"-d{load.seconds:g}s",
+        f"--timeout={load.timeout:g}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+    out, used = usage_of(pid, store_pid, lambda: run_timed(argv))
 
     def ms(label: str) -> float:
         value, unit = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)", out, re.M).groups()  # type: ignore[union-attr]
@@ -253,13 +347,8 @@ def wrk(
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "cpu_us": cpu / max(requests, 1) * 1e6,
-        # Cores the server kept busy, and all else (wrk, a store's server):
-        # on a 2-core machine what the others take, the workers cannot.
-        "server_cores": cpu / (ended - began),
-        "other_cores": max(0.0, busy_after - busy_before - cpu) / (ended - began),
-        "wrk_cores": (usage.ru_utime + usage.ru_stime) / (ended - began),
-        "store_cores": store / (ended - began),
+        "cpu_us": used["cpu"] / max(requests, 1) * 1e6,
+        **{key: value for key, value in used.items() if key != "cpu"},
         "p50": ms("50%"),
         "p99": ms("99%"),
         "errors": float(errors.group(1) if errors else 0)
@@ -288,7 +377,7 @@ def paired(
     Returns the runs of each floor, then the target's.
     """
     rounds = [
-        [wrk(url, pid, load, workdir, store_pid) for url, pid in (*floors, target)]
+        [drive(url, pid, load, workdir, store_pid) for url, pid in (*floors, target)]
         for _ in range(repeat)
     ]
     return [list(runs) for runs in zip(*rounds, strict=True)]
@@ -462,7 +551,14 @@ def floor_table(
                             (base + path, process.pid)
                             for process, base in started.values()
                         ]
-                        load = Load(method, body, args.seconds, args.connections)
+                        load = Load(
+                            method,
+                            body,
+                            args.seconds,
+                            args.connections,
+                            generator=args.generator,
+                            nap_us=args.nap_us,
+                        )
                         runs = paired(
                             targets[-1],
                             [*servers, *targets[:-1]],
@@ -497,7 +593,7 @@ def floor_table(
     print()
     print(
         f"{args.jobs:,} jobs; {server_stack().describe()};"
-        f" wrk -t1 -c{args.connections} -d{args.seconds:g}s;"
+        f" {generator_name(args)} -c{args.connections} -d{args.seconds:g}s;"
         f" each target run right after runs of its floors; medians of"
         f" {args.repeat} rounds"
     )
@@ -562,6 +658,8 @@ def workers_table(
                     args.connections,
                     args.wrk_cpu,
                     pipeline=args.workers_pipeline,
+                    generator=args.generator,
+                    nap_us=args.nap_us,
                 )
                 runs = paired(
                     (servers[-1][1] + path, servers[-1][0].pid),
@@ -597,7 +695,7 @@ def workers_table(
     )
     print()
     print(
-        f"{args.jobs:,} jobs; {server_stack().describe()}; wrk -t1"
+        f"{args.jobs:,} jobs; {server_stack().describe()}; {generator_name(args)}"
         f" -c{args.connections} -d{args.seconds:g}s on {pin}{pipelined};"
         f" servers unpinned; medians of {args.repeat} alternating rounds"
     )
@@ -605,8 +703,8 @@ def workers_table(
     print(
         "| target | 1 worker req/s | 2 workers req/s | 2 / 1 | rounds' 2 / 1"
         " | CPU/req 1 | CPU/req 2"
-        " | cores: server, others (wrk, store) (1)"
-        " | cores: server, others (wrk, store) (2) |"
+        " | cores: server, others (generator, store) (1)"
+        " | cores: server, others (generator, store) (2) |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 
@@ -625,6 +723,12 @@ def workers_table(
             f" | {one['cpu_us']:.0f} µs | {two['cpu_us']:.0f} µs"
             f" | {cores(one)} | {cores(two)} |"
         )
+
+
+def generator_name(args: argparse.Namespace) -> str:
+    if args.generator == "loadgen":
+        return f"loadgen (naps of {args.nap_us} µs)"
+    return "wrk -t1"
 
 
 def positive(text: str) -> int:
@@ -660,6 +764,19 @@ def main() -> None:
         help="requests wrk writes at once per connection in the workers runs"
         " (HTTP pipelining): wrk then costs a fraction of the CPU per request,"
         " which on a 2-core machine it takes from the workers",
+    )
+    parser.add_argument(
+        "--generator",
+        choices=["wrk", "loadgen"],
+        default="wrk",
+        help="the load generator: wrk, or loadgen.c (built with cc), which"
+        " takes a fraction of wrk's CPU an answer (--nap-us)",
+    )
+    parser.add_argument(
+        "--nap-us",
+        type=int,
+        default=1000,
+        help="loadgen's pause before each wait for answers (microseconds)",
     )
     parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument(
