@@ -343,7 +343,10 @@ class _OneWait:
         if seconds is None:
             return None
         params = [("wait", _number(seconds)), ("until", self.until)]
-        if self.baseline:
+        if self.baseline is not None:
+            # "" (absent at the start) too: no version is empty, so a job
+            # that appeared between two requests meets it at once. Without
+            # ``after`` the server would take its version at arrival.
             params.append(("after", self.baseline))
         return _Call("GET", self.path, params, holds=seconds)
 

@@ -210,7 +210,11 @@ OPERATIONS: tuple[Operation, ...] = (
                 "finished: a terminal status; changed: another version than after",
                 schemas.UNTIL,
             ),
-            Param("after", "The version to wait past", {"type": "string"}),
+            Param(
+                "after",
+                "The version to wait past (empty: the job did not exist)",
+                {"type": "string"},
+            ),
             Param(
                 "if-none-match",
                 "An ETag of an earlier answer: 304 while it is current",

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -262,6 +263,42 @@ def test_a_503_is_retried_until_the_store_answers(
     ):
         client.get("a")
     assert failing.reads == 3
+
+
+class AppearsWhileDown(StoreWrapper):
+    """A store whose job ``appears`` is written by its first read ``after``
+    seconds from now, which fails: a job started while the server was
+    unreachable."""
+
+    def __init__(self, inner: Store, after: float) -> None:
+        super().__init__(inner)
+        self.at = time.monotonic() + after
+        #: Reads since the job appeared (None: before).
+        self.reads_since: int | None = None
+
+    def read(self, job_id: str) -> Row | None:
+        if self.reads_since is not None:
+            self.reads_since += 1
+        elif time.monotonic() >= self.at:
+            self.reads_since = 0
+            put(self.inner, "appears", "queued")
+            raise StoreUnavailable("connection refused")
+        return self.inner.read(job_id)
+
+
+def test_wait_until_changed_sees_a_job_that_appeared_between_its_requests(
+    store: Store, serve_service: Callable[..., str]
+) -> None:
+    # Requests hold 1 s: the first is answered "absent" at 1 s; the second's
+    # last read, at 2 s, fails as the job appears; the third finds it.
+    appearing = wrap(store, AppearsWhileDown, 1.5)
+    url = serve_service(service_for(appearing))
+    with JobStatusClient(url, api_key=API_KEY, max_wait=1, backoff=0.01) as client:
+        waited = client.wait("appears", until="changed", timeout=30)
+    assert waited.met and waited.record is not None
+    # Absent, then there, is a change: answered at the third request's
+    # first read, not at the end of its hold.
+    assert appearing.reads_since == 1
 
 
 def test_an_unreachable_server_is_retried_then_unavailable() -> None:

@@ -102,6 +102,11 @@ def test_until_changed_is_relative_to_arrival_or_after(
         )
     )
     assert quick["waited"]["met"] and time.monotonic() - started < 2
+    # An empty after is "no such job": a job that exists has changed from it.
+    absent = {"wait": "0.2", "until": "changed", "after": ""}
+    assert envelope_of(client.get("/v1/job/c", params=absent))["waited"]["met"]
+    gone = client.get("/v1/job/nobody", params=absent)
+    assert gone.status_code == 404 and not gone.json()["waited"]["met"]
 
 
 @pytest.mark.parametrize(
