@@ -194,6 +194,8 @@ class _Call:
     body: Any = None
     #: Seconds the server may hold the answer (a wait) besides the timeout.
     holds: float = 0.0
+    #: A wait's end (``time.monotonic()``): no retry starts after it.
+    deadline: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +350,9 @@ class _OneWait:
             # that appeared between two requests meets it at once. Without
             # ``after`` the server would take its version at arrival.
             params.append(("after", self.baseline))
-        return _Call("GET", self.path, params, holds=seconds)
+        return _Call(
+            "GET", self.path, params, holds=seconds, deadline=self.deadline.at
+        )
 
     def feed(self, answer: _Answer) -> Waited | None:
         """The result when the condition holds; None: ask again."""
@@ -401,7 +405,9 @@ class _ManyWait:
         }
         if self.after is not None:
             body["after"] = self.after
-        return _Call("POST", "/v1/jobs/wait", body=body, holds=seconds)
+        return _Call(
+            "POST", "/v1/jobs/wait", body=body, holds=seconds, deadline=self.deadline.at
+        )
 
     def feed(self, answer: _Answer) -> WaitedMany | None:
         assert answer.envelope is not None
@@ -514,6 +520,14 @@ class _Base:
 
     def _gives_up(self, attempt: int) -> bool:
         return self.retries is not None and attempt >= self.retries
+
+    def _stops(self, call: _Call, attempt: int, delay: float) -> bool:
+        """Whether a failed ``call`` is not tried again after ``delay``: the
+        retries are spent, or a wait's time would be up by then (its
+        ``timeout`` is kept, not overrun by the retries)."""
+        if call.deadline is not None and time.monotonic() + delay >= call.deadline:
+            return True
+        return self._gives_up(attempt)
 
     def _timeout_for(self, call: _Call) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, read=self.timeout + call.holds)
@@ -781,15 +795,17 @@ class JobStatusClient(_Base):
                     timeout=self._timeout_for(call),
                 )
             except httpx.TransportError as exc:
-                if self._gives_up(attempt):
-                    raise self._unreachable(exc) from exc
                 delay = retry_delay(attempt, None, self.backoff)
+                if self._stops(call, attempt, delay):
+                    raise self._unreachable(exc) from exc
             else:
-                if response.status_code != 503 or self._gives_up(attempt):
+                if response.status_code != 503:
                     return _answer(response, missing_ok=missing_ok)
                 delay = retry_delay(
                     attempt, response.headers.get("retry-after"), self.backoff
                 )
+                if self._stops(call, attempt, delay):
+                    return _answer(response, missing_ok=missing_ok)
             attempt += 1
             time.sleep(delay)
 
@@ -1000,14 +1016,16 @@ class AsyncJobStatusClient(_Base):
                     timeout=self._timeout_for(call),
                 )
             except httpx.TransportError as exc:
-                if self._gives_up(attempt):
-                    raise self._unreachable(exc) from exc
                 delay = retry_delay(attempt, None, self.backoff)
+                if self._stops(call, attempt, delay):
+                    raise self._unreachable(exc) from exc
             else:
-                if response.status_code != 503 or self._gives_up(attempt):
+                if response.status_code != 503:
                     return _answer(response, missing_ok=missing_ok)
                 delay = retry_delay(
                     attempt, response.headers.get("retry-after"), self.backoff
                 )
+                if self._stops(call, attempt, delay):
+                    return _answer(response, missing_ok=missing_ok)
             attempt += 1
             await asyncio.sleep(delay)

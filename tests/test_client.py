@@ -301,6 +301,20 @@ def test_wait_until_changed_sees_a_job_that_appeared_between_its_requests(
     assert appearing.reads_since == 1
 
 
+def test_a_wait_is_not_retried_past_its_timeout(
+    store: Store, serve_service: Callable[..., str]
+) -> None:
+    failing = wrap(store, FailingStore, 1_000)
+    url = serve_service(service_for(failing))
+    # Retries 1 s apart at least would run 30 s over a 0.5 s wait.
+    with (
+        JobStatusClient(url, api_key=API_KEY, retries=5, backoff=1.0) as client,
+        pytest.raises(Unavailable, match="Job store unavailable"),
+    ):
+        client.wait("a", timeout=0.5)
+    assert failing.reads == 1
+
+
 def test_an_unreachable_server_is_retried_then_unavailable() -> None:
     # Port 9 (discard) on loopback: nothing listens, the connection is refused.
     with (
