@@ -350,9 +350,7 @@ class _OneWait:
             # that appeared between two requests meets it at once. Without
             # ``after`` the server would take its version at arrival.
             params.append(("after", self.baseline))
-        return _Call(
-            "GET", self.path, params, holds=seconds, deadline=self.deadline.at
-        )
+        return _Call("GET", self.path, params, holds=seconds, deadline=self.deadline.at)
 
     def feed(self, answer: _Answer) -> Waited | None:
         """The result when the condition holds; None: ask again."""
