@@ -310,6 +310,34 @@ def test_record_text_is_shown_never_run(
     page.close()
 
 
+def test_an_expired_job_leaves_the_list_and_its_pane_says_so(
+    browser: Any, server: Served, store: Store
+) -> None:
+    recorder = Recorder(store)
+    recorder.done("kept")
+    recorder.done("listed")
+    recorder.running("followed")  # not finished: its pane follows it
+    page = signed_in(browser, server, DESKTOP)
+    expect(row(page, "listed")).to_have_count(1)
+    page.get_by_role("button", name="followed", exact=True).click()
+    expect(page.locator("#detail-live")).to_have_text("Following live.")
+    expired = [store.read(job_id) for job_id in ("listed", "followed")]
+    store.expire([found for found in expired if found is not None], at=time.time())
+    # The feed's expired events remove them, as a reload would.
+    expect(row(page, "listed")).to_have_count(0, timeout=5000)
+    expect(row(page, "followed")).to_have_count(0)
+    expect(row(page, "kept")).to_have_count(1)
+    # The pane's stream ends for good: it is not opened again, and again.
+    expect(page.locator("#detail-live")).to_have_text(
+        "Expired: the retention policy removed it."
+    )
+    opened: list[str] = []
+    page.on("request", lambda request: opened.append(request.url))
+    page.wait_for_timeout(3500)  # past the streams' retry: 2 s
+    assert not [url for url in opened if "/v1/job/followed/events" in url]
+    page.close()
+
+
 def test_the_page_and_its_files_carry_the_policy(server: Served) -> None:
     for path in ("/dashboard/", "/dashboard/app.js", "/dashboard/style.css"):
         answer = httpx.get(server.url + path)

@@ -177,6 +177,13 @@ function openFeed() {
     state.pending.set(job.job_id, job);
     schedule();
   });
+  feed.addEventListener("expired", (event) => {
+    // The retention policy removed the job: so does the list.
+    state.lastEventId = event.lastEventId;
+    const tombstone = JSON.parse(event.data);
+    state.pending.set(tombstone.job_id, { job_id: tombstone.job_id, expired: true });
+    schedule();
+  });
   feed.onerror = () => {
     if (feed.readyState === EventSource.CLOSED) {
       // The server answered with an error (or not a stream): the browser
@@ -240,7 +247,10 @@ function flush() {
   state.renderTimer = 0;
   const batch = state.pending;
   state.pending = new Map();
-  for (const job of batch.values()) merge(job, false);
+  for (const job of batch.values()) {
+    if (job.expired) state.jobs.delete(job.job_id);
+    else merge(job, false);
+  }
   if (batch.size) scheduleCounts();
   render();
 }
@@ -596,7 +606,7 @@ function renderHistory() {
 
 function openDetail(id, opener) {
   closeDetail(false);
-  const detail = { id, opener, stream: null, asked: 0 };
+  const detail = { id, opener, stream: null, asked: 0, retryTimer: 0 };
   state.detail = detail;
   $("detail").hidden = false;
   $("panes").classList.add("with-detail");
@@ -606,8 +616,14 @@ function openDetail(id, opener) {
   $("detail-progress").hidden = true;
   $("detail-error").hidden = true;
   $("detail-title").focus();
+  followDetail(detail);
+  loadRecord(detail);
+}
+
+/** The job's own stream, from its state now. */
+function followDetail(detail) {
   const query = new URLSearchParams({ token: state.token });
-  const stream = new EventSource(`${API}/v1/job/${encodeURIComponent(id)}/events?${query}`);
+  const stream = new EventSource(`${API}/v1/job/${encodeURIComponent(detail.id)}/events?${query}`);
   detail.stream = stream;
   $("detail-live").textContent = "Connecting…";
   stream.onopen = () => {
@@ -622,16 +638,27 @@ function openDetail(id, opener) {
       $("detail-live").textContent = "Finished.";
     }
   });
+  stream.addEventListener("expired", () => {
+    // It would be sent again on every reconnection: nothing more will come.
+    stream.close();
+    $("detail-live").textContent = "Expired: the retention policy removed it.";
+  });
   stream.onerror = () => {
-    if (stream.readyState === EventSource.CLOSED) $("detail-live").textContent = "Stream closed.";
+    if (stream.readyState !== EventSource.CLOSED) return; // the browser reconnects
+    // Refused, or its resume was (410: another life of the store): the
+    // browser gives up, so start again from the job's state now.
+    $("detail-live").textContent = "Reconnecting…";
+    detail.retryTimer = setTimeout(() => {
+      if (state.detail === detail && state.token) followDetail(detail);
+    }, RECONNECT_MS);
   };
-  loadRecord(detail);
 }
 
 function closeDetail(returnFocus) {
   const detail = state.detail;
   if (!detail) return;
   state.detail = null;
+  clearTimeout(detail.retryTimer);
   if (detail.stream) detail.stream.close();
   $("detail").hidden = true;
   $("panes").classList.remove("with-detail");
