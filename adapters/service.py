@@ -35,6 +35,7 @@ from jobstatus_core.config import (
     DEFAULT_TERMINAL,
     METRICS_AUTH,
 )
+from jobstatus_core.errors import OPENED_BEFORE_FORK
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
 from .serverstack import json_parser
@@ -143,11 +144,6 @@ def signing_secret(secret: str | None, api_keys: Iterable[str]) -> bytes:
 
 #: Every service built here, so that a forked child can fix its own.
 _services: weakref.WeakSet[StatusService] = weakref.WeakSet()
-
-OPENED_BEFORE_FORK = (
-    "the store was opened before this process forked (gunicorn --preload?):"
-    " open it in each worker"
-)
 
 
 class OpenedBeforeFork(StoreWrapper):

@@ -21,9 +21,8 @@ from typing import Any
 
 from jobstatus_backends.recorder import Recorder
 from jobstatus_core import ConfigError, ForkSafe, InvalidRecord, Store
+from jobstatus_core.errors import OPENED_BEFORE_FORK
 from jobstatus_core.protocol import MAX_RECORD_DEPTH, nests_within
-
-from .service import OPENED_BEFORE_FORK
 
 log = logging.getLogger("jobstatus.queues")
 

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import inspect
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -25,9 +26,10 @@ from collections.abc import (
     Mapping,
 )
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
-from jobstatus_core import InvalidRecord, Store, StoreError, Versioned
+from jobstatus_core import ForkSafe, InvalidRecord, Store, StoreError, Versioned
+from jobstatus_core.errors import OPENED_BEFORE_FORK
 from jobstatus_core.recording import DEFAULT_TERMINAL, Change, apply, check_fields
 
 from .registry import recording_store_from_url
@@ -53,10 +55,15 @@ class Recorder:
         terminal: Collection[str] = DEFAULT_TERMINAL,
         traceback: bool = False,
     ) -> None:
-        self._owned = isinstance(store, str)
+        self._url = store if isinstance(store, str) else None
         self.store: Store = (
             recording_store_from_url(store) if isinstance(store, str) else store
         )
+        # A child forked after the store was opened must not use its
+        # connection or observer threads (``_forked``).
+        self._pid = os.getpid()
+        self._fork_safe = isinstance(self.store, ForkSafe)
+        self._fork_lock = threading.Lock()
         self.clock = clock
         self.terminal = frozenset(terminal)
         #: Whether ``failed`` with an exception records its traceback too.
@@ -158,6 +165,8 @@ class Recorder:
 
     def change(self, change: Change) -> bool:
         """Apply one change atomically; False when it was out of order."""
+        if self._pid != os.getpid():
+            self._forked()
         known = self._guess(change)
         for _ in range(MAX_TRIES):
             fresh = known is None
@@ -214,9 +223,27 @@ class Recorder:
         if self._versioned is not None and record is not None:
             self._last.remember(job_id, (record, version))
 
+    def _forked(self) -> None:
+        """First use in a child forked since the store was opened: a
+        fork-safe store is kept, one this recorder opened from a URL is
+        opened again, any other is refused (the host's job: open it in each
+        worker)."""
+        with self._fork_lock:
+            if self._pid == os.getpid():
+                return  # another thread of this child did it
+            if self._url is None and not self._fork_safe:
+                raise StoreError(OPENED_BEFORE_FORK)
+            if not self._fork_safe:
+                # The parent's store is the parent's to close.
+                self.store = recording_store_from_url(cast(str, self._url))
+                self._versioned = (
+                    self.store if isinstance(self.store, Versioned) else None
+                )
+            self._pid = os.getpid()
+
     def close(self) -> None:
         """Close the store if this recorder opened it from a URL."""
-        if self._owned:
+        if self._url is not None:
             self.store.close()
 
     def _error(self, error: BaseException | str) -> Mapping[str, Any]:

@@ -22,6 +22,14 @@ class StoreError(JobStatusError):
     """The store failed. The message is a one-line reason safe to show a client."""
 
 
+#: Why a store opened before ``os.fork()`` is not used in the child (a
+#: SQLite connection, the file store's observer threads are the parent's).
+OPENED_BEFORE_FORK = (
+    "the store was opened before this process forked (gunicorn --preload?):"
+    " open it in each worker"
+)
+
+
 class StoreUnavailable(StoreError):
     """A network store is unreachable or timed out; the request may be retried."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from jobstatus_adapters.service import OPENED_BEFORE_FORK
+from jobstatus_core.errors import OPENED_BEFORE_FORK
 
 from .helpers import free_port, wait_for
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import random
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +20,8 @@ import pytest
 
 from jobstatus_backends import store_from_url
 from jobstatus_backends.recorder import Recorder
-from jobstatus_core import Store
+from jobstatus_core import Store, StoreError
+from jobstatus_core.errors import OPENED_BEFORE_FORK
 
 from .helpers import IN_PROCESS_STORES
 
@@ -185,3 +187,35 @@ def test_two_recorders_with_kept_versions_lose_no_change(store_url: str) -> None
         for key, value in (row.record or {})["meta"].items()
     }
     assert sorted(meta) == sorted(keys[0] + keys[1])
+
+
+def _record_in_a_child(recorder: Recorder, answers: Any) -> None:
+    try:
+        answers.put(("recorded", recorder.queued("child-job")))
+    except StoreError as error:
+        answers.put(("refused", str(error)))
+
+
+@pytest.mark.sqlite
+def test_a_recorder_forked_after_its_store_opened(tmp_path: Path) -> None:
+    """gunicorn --preload, a multiprocessing pool: a child does not write
+    through its parent's SQLite connection. A recorder that opened the store
+    from its URL opens it again; one handed the store refuses, saying why."""
+    url = f"sqlite://{tmp_path / 'jobs.db'}"
+    fork = multiprocessing.get_context("fork")
+    handed, owned = Recorder(store_from_url(url)), Recorder(url)
+    handed.queued("parent-job")  # both opened and used before the fork
+    owned.queued("parent-job-2")
+    answers = fork.Queue()
+    for recorder in (handed, owned):
+        child = fork.Process(target=_record_in_a_child, args=(recorder, answers))
+        child.start()
+        child.join(30)
+        assert child.exitcode == 0
+    assert answers.get(timeout=5) == ("refused", OPENED_BEFORE_FORK)
+    assert answers.get(timeout=5) == ("recorded", True)
+    assert owned.store.read("child-job") is not None
+    # The parent's own recorders are untouched.
+    assert handed.running("parent-job") and owned.running("parent-job-2")
+    handed.store.close()
+    owned.close()
