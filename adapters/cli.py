@@ -472,8 +472,9 @@ def _ask(args: argparse.Namespace) -> int:
     try:
         from .client import ClientError, JobStatusClient
     except ImportError as exc:
+        # Not 2: to ``wait`` that is "the time was up".
         print(f"jobstatus: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_UNANSWERED
     url = args.url or os.environ.get("JOBSTATUS_URL") or DEFAULT_URL
     api_key = args.api_key or os.environ.get("API_KEY") or None
     # A watch outlives server restarts; a wait gives up after the retries.

@@ -1,6 +1,6 @@
 """A Celery app whose task states the jobstatus endpoints answer.
 
-    JOBSTATUS_STORE=sqlite:///jobs.db celery -A celery_app worker
+    JOBSTATUS_STORE=sqlite:jobs.db celery -A celery_app worker
 
 Publishers import this module too, so ``queued`` is recorded where a task is
 sent, and everything else in the worker.
@@ -28,7 +28,7 @@ app.conf.update(
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
 )
-install(app, os.environ.get("JOBSTATUS_STORE", "sqlite:///jobs.db"))
+install(app, os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db"))
 
 
 @app.task

@@ -1,6 +1,6 @@
 """An RQ queue whose job states the jobstatus endpoints answer.
 
-    JOBSTATUS_STORE=sqlite:///jobs.db rq worker -w jobstatus_adapters.rq.RecordingWorker
+    JOBSTATUS_STORE=sqlite:jobs.db rq worker -w jobstatus_adapters.rq.RecordingWorker
 
 Publishers enqueue through ``queue`` (``queued`` is recorded there); the
 worker records the rest.
@@ -21,7 +21,7 @@ from jobstatus_adapters.rq import install, progress
 redis = Redis.from_url(os.environ.get("RQ_REDIS_URL", "redis://127.0.0.1:6379/0"))
 queue = install(
     Queue(os.environ.get("RQ_QUEUE", "default"), connection=redis),
-    os.environ.get("JOBSTATUS_STORE", "sqlite:///jobs.db"),
+    os.environ.get("JOBSTATUS_STORE", "sqlite:jobs.db"),
 )
 
 

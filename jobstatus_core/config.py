@@ -163,7 +163,8 @@ def _whole_number(environ: Mapping[str, str], name: str, default: int) -> int:
 def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
     value = _number(environ, name, default)
     if value <= 0:
-        raise ConfigError(f"{name}: expected a number of seconds > 0, got {value!r}")
+        raw = environ.get(name, "").strip()  # as the other settings' errors
+        raise ConfigError(f"{name}: expected a number of seconds > 0, got {raw!r}")
     return value
 
 
