@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from jobstatus_core import __version__
 from jobstatus_core.errors import JobStatusError
+from jobstatus_core.registry import redact
 from jobstatus_core.types import Record
 from jobstatus_core.validation import JOB_ID_RULE, is_valid_job_id
 
@@ -534,7 +535,9 @@ class _Base:
         return httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT)
 
     def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
-        return Unavailable(f"cannot reach {self.base_url}: {type(exc).__name__}")
+        # Printed by ``jobstatus wait``: a password in the URL is not.
+        where = redact(self.base_url)
+        return Unavailable(f"cannot reach {where}: {type(exc).__name__}")
 
     @staticmethod
     def _list_params(

@@ -16,6 +16,9 @@ DEFAULT_SINCE_SECONDS = 600.0
 DEFAULT_MAX_BODY = 65536
 DEFAULT_SQLITE_NAME = "jobstatus.db"
 DEFAULT_MAX_WAIT = 60.0
+#: The most JOBSTATUS_MAX_WAIT may be: a day. Far more overflows the clocks
+#: a wait on a thread is timed with (WSGI: a 500 inside a request).
+MOST_MAX_WAIT = 86_400.0
 DEFAULT_MAX_WAITERS = 1000
 DEFAULT_MAX_STREAMS = 1000
 DEFAULT_TERMINAL = ("done", "failed", "cancelled")
@@ -69,7 +72,9 @@ class Settings:
             max_body=_whole_number(environ, "JOBSTATUS_MAX_BODY", DEFAULT_MAX_BODY),
             build_number=environ.get("BUILD_NUMBER") or None,
             token_secret=environ.get("JOBSTATUS_TOKEN_SECRET", "").strip() or None,
-            max_wait=_positive(environ, "JOBSTATUS_MAX_WAIT", DEFAULT_MAX_WAIT),
+            max_wait=_positive(
+                environ, "JOBSTATUS_MAX_WAIT", DEFAULT_MAX_WAIT, MOST_MAX_WAIT
+            ),
             max_waiters=_whole_number(
                 environ, "JOBSTATUS_MAX_WAITERS", DEFAULT_MAX_WAITERS
             ),
@@ -160,11 +165,16 @@ def _whole_number(environ: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def _positive(environ: Mapping[str, str], name: str, default: float) -> float:
+def _positive(
+    environ: Mapping[str, str], name: str, default: float, most: float
+) -> float:
     value = _number(environ, name, default)
-    if value <= 0:
+    if not 0 < value <= most:
         raw = environ.get(name, "").strip()  # as the other settings' errors
-        raise ConfigError(f"{name}: expected a number of seconds > 0, got {raw!r}")
+        raise ConfigError(
+            f"{name}: expected a number of seconds > 0 and at most {most:g},"
+            f" got {raw!r}"
+        )
     return value
 
 

@@ -198,7 +198,9 @@ def timeout_of(payload: dict[str, Any], limit: float) -> float:
     value = payload.get("timeout", limit)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise invalid_payload("timeout must be a number of seconds")
-    if not (math.isfinite(value) and 0 < value <= limit):
+    # Compared as given: math.isfinite of an integer past a float's range
+    # raises OverflowError (a 500); int and float compare exactly.
+    if not 0 < value <= limit:
         raise invalid_payload(f"timeout must be > 0 and at most {limit:g}")
     return float(value)
 

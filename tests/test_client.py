@@ -322,6 +322,13 @@ def test_an_unreachable_server_is_retried_then_unavailable() -> None:
         pytest.raises(Unavailable, match="cannot reach"),
     ):
         client.get("a")
+    # The message is printed by jobstatus wait: never a password in it.
+    with (
+        JobStatusClient("http://u:s3cr3t@127.0.0.1:9", retries=0) as client,
+        pytest.raises(Unavailable) as refused,
+    ):
+        client.get("a")
+    assert "s3cr3t" not in str(refused.value) and "127.0.0.1:9" in str(refused.value)
 
 
 def test_retry_after_is_honoured_and_backoff_grows() -> None:

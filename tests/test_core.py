@@ -476,6 +476,7 @@ def test_content_length_absent_or_digits() -> None:
     "name, value",
     [
         ("JOBSTATUS_MAX_WAIT", "0"),
+        ("JOBSTATUS_MAX_WAIT", "1e10"),  # past what a thread's wait can time
         ("JOBSTATUS_MAX_WAIT", "soon"),
         ("JOBSTATUS_MAX_WAITERS", "0"),
         ("JOBSTATUS_MAX_STREAMS", "1.5"),

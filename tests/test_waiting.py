@@ -169,6 +169,9 @@ def test_wait_for_any_of_many(client: httpx.Client, store: Store) -> None:
     [
         ({"job_ids": ["a"], "timeout": 0}, "Invalid payload: timeout"),
         ({"job_ids": ["a"], "timeout": 61}, "Invalid payload: timeout"),
+        # Past a float's range: an OverflowError when made a float.
+        ({"job_ids": ["a"], "timeout": 10**400}, "Invalid payload: timeout"),
+        ({"job_ids": ["a"], "timeout": -(10**400)}, "Invalid payload: timeout"),
         ({"job_ids": ["a"], "until": "soon"}, "Invalid payload: until"),
         ({"job_ids": ["a"], "after": 5}, "Invalid payload: after"),
         ({"job_ids": ["a"], "after": "x.y"}, "Invalid cursor"),
