@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -203,6 +204,10 @@ class _Call:
 class _Answer:
     envelope: dict[str, Any] | None
     headers: httpx.Headers
+
+
+#: A refused wait's message naming the server's longest (JOBSTATUS_MAX_WAIT).
+_MOST_WAIT = re.compile(r"(?:wait|timeout) must be > 0 and at most ([0-9.e+]+)$")
 
 
 def retry_delay(attempt: int, retry_after: str | None, backoff: float) -> float:
@@ -517,6 +522,16 @@ class _Base:
         if token is not None:
             self.headers["authorization"] = f"Bearer {token}"
 
+    def _take_most(self, wait: _OneWait | _ManyWait, error: BadRequest) -> None:
+        """A server whose ``JOBSTATUS_MAX_WAIT`` is below ``max_wait``
+        refuses a longer wait, naming its most: wait that long from now on
+        (this client's later waits too). Any other refusal is raised."""
+        found = _MOST_WAIT.search(error.message)
+        most = float(found.group(1)) if found else 0.0
+        if not 0 < most < wait.longest:
+            raise error
+        wait.longest = self.max_wait = most
+
     def _gives_up(self, attempt: int) -> bool:
         return self.retries is not None and attempt >= self.retries
 
@@ -714,12 +729,22 @@ class JobStatusClient(_Base):
         if isinstance(job_ids, str):
             one = _OneWait(job_ids, until, timeout, self.max_wait)
             while (call := one.call()) is not None:
-                if (done := one.feed(self._send(call, missing_ok=True))) is not None:
+                try:
+                    answer = self._send(call, missing_ok=True)
+                except BadRequest as error:
+                    self._take_most(one, error)
+                    continue
+                if (done := one.feed(answer)) is not None:
                     return done
             return one.last
         many = _ManyWait(job_ids, until, timeout, self.max_wait, return_when)
         while (call := many.call()) is not None:
-            if (result := many.feed(self._send(call))) is not None:
+            try:
+                answered = self._send(call)
+            except BadRequest as error:
+                self._take_most(many, error)
+                continue
+            if (result := many.feed(answered)) is not None:
                 return result
         return many.result()
 
@@ -935,13 +960,22 @@ class AsyncJobStatusClient(_Base):
         if isinstance(job_ids, str):
             one = _OneWait(job_ids, until, timeout, self.max_wait)
             while (call := one.call()) is not None:
-                answer = await self._send(call, missing_ok=True)
+                try:
+                    answer = await self._send(call, missing_ok=True)
+                except BadRequest as error:
+                    self._take_most(one, error)
+                    continue
                 if (done := one.feed(answer)) is not None:
                     return done
             return one.last
         many = _ManyWait(job_ids, until, timeout, self.max_wait, return_when)
         while (call := many.call()) is not None:
-            if (result := many.feed(await self._send(call))) is not None:
+            try:
+                answered = await self._send(call)
+            except BadRequest as error:
+                self._take_most(many, error)
+                continue
+            if (result := many.feed(answered)) is not None:
                 return result
         return many.result()
 

@@ -186,6 +186,37 @@ def test_wait_for_a_job_that_appears_and_one_that_never_does(
         assert not slow.met and slow.record is not None
 
 
+def test_a_wait_takes_the_longest_a_server_allows(
+    store: Store, serve_service: Callable[..., str]
+) -> None:
+    # JOBSTATUS_MAX_WAIT=1 on the server; the client asks for 60 at first.
+    url = serve_service(service_for(store, max_wait=1))
+    put(store, "one", "running")
+    put(store, "many", "running")
+    with JobStatusClient(url, api_key=API_KEY) as client:
+        writer = later(1.5, lambda: put(store, "one", "done"))
+        waited = client.wait("one", timeout=30)
+        writer.join()
+        assert waited.met and client.max_wait == 1
+        client.max_wait = 60
+        writer = later(1.5, lambda: put(store, "many", "done"))
+        many = client.wait(["many"], timeout=30)
+        writer.join()
+        assert many.met and client.max_wait == 1
+        # Any other refusal is raised as it was.
+        with pytest.raises(BadRequest, match="until must be"):
+            client.wait("one", until="soon", timeout=5)  # type: ignore[call-overload]
+
+    async def waits() -> tuple[bool, bool, float]:
+        async with AsyncJobStatusClient(url, api_key=API_KEY) as client:
+            one = await client.wait("one", timeout=30)
+            client.max_wait = 60
+            many = await client.wait(["one", "many"], timeout=30)
+            return one.met, many.met, client.max_wait
+
+    assert asyncio.run(waits()) == (True, True, 1)
+
+
 def test_wait_for_many_until_all_or_any(url: str, store: Store) -> None:
     put(store, "a", "running")
     put(store, "b", "running")
