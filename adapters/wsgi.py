@@ -98,13 +98,15 @@ class WSGIApp:
             if not isinstance(found, Match):
                 raise method_not_allowed(method, found)
             operation = found.operation
+            headers = _headers(environ)
+            query = query_of(environ.get("QUERY_STRING", ""))
+            # The key first, as on every other path: a stranger learns
+            # nothing of the server, not even that it is WSGI.
+            grant = service.check_request(operation, headers, query)
             if operation.streams:
                 raise ApiError(
                     501, "Not implemented: event streams need the ASGI adapter"
                 )
-            headers = _headers(environ)
-            query = query_of(environ.get("QUERY_STRING", ""))
-            grant = service.check_request(operation, headers, query)
             body = b""
             if operation.reads_body:
                 body = _read_body(environ, headers, service)

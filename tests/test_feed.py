@@ -279,6 +279,7 @@ def test_wsgi_answers_501_for_streams(serve_wsgi: Callable[[Any], str]) -> None:
         assert_error(
             response, 501, "Not implemented: event streams need the ASGI adapter"
         )
+        assert_error(httpx.get(url + path), 401, "Unauthorized")
 
 
 @pytest.mark.memory
