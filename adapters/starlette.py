@@ -12,6 +12,9 @@ from dataclasses import replace
 from typing import TypeVar
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -111,7 +114,8 @@ class StatusApp:
         }
         self.not_found = _Endpoint(service, {}, None, self.metrics)
         self.fallback = Starlette(
-            routes=[*pages, Route("/{path:path}", self.not_found)]
+            routes=[*pages, Route("/{path:path}", self.not_found)],
+            exception_handlers={HTTPException: functools.partial(_refused, service)},
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -521,6 +525,23 @@ async def _read_body(receive: Receive, service: StatusService) -> bytes:
 #: ``ENCODED_HEADERS`` sets; the table starts over when full.
 ENCODED_HEADERS = 1024
 _encoded_headers: dict[tuple[tuple[str, str], ...], list[tuple[bytes, bytes]]] = {}
+
+
+async def _refused(
+    service: StatusService, request: StarletteRequest, exc: Exception
+) -> Response:
+    """A refusal of the pages' routes (the dashboard's 404 and 405, raised
+    by Starlette) in the envelope, as every other path's."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        # The pages answer GET and HEAD (StaticFiles names no Allow).
+        listed = (exc.headers or {}).get("Allow", "GET, HEAD")
+        allowed = tuple(name.strip() for name in listed.split(",") if name.strip())
+        error = method_not_allowed(request.method, allowed)
+    else:
+        error = route_not_found()
+    reply = service.error(request.scope["path"], error, service.timer())
+    return Response(reply.body, reply.status, headers=dict(reply.headers))
 
 
 async def _send(send: Send, reply: Reply) -> int:

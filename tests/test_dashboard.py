@@ -348,6 +348,15 @@ def test_the_page_and_its_files_carry_the_policy(server: Served) -> None:
     moved = httpx.get(server.url + "/dashboard")
     assert moved.status_code == 307
     assert moved.headers["location"].endswith("/dashboard/")
+    # Its refusals are in the envelope, as every other path's.
+    missing = httpx.get(server.url + "/dashboard/nope.js")
+    assert missing.status_code == 404
+    assert missing.json()["message"] == "Not found"
+    for method, path in (("POST", "/dashboard/"), ("DELETE", "/dashboard/app.js")):
+        refused = httpx.request(method, server.url + path)
+        assert refused.status_code == 405, (method, path)
+        assert refused.headers["allow"] == "GET, HEAD"
+        assert refused.json()["message"].startswith(f"Method not allowed: {method}")
 
 
 def test_a_host_mounts_the_page_beside_the_api_under_a_prefix(
