@@ -77,6 +77,11 @@ class WSGIApp:
     def _route(self, environ: Environ) -> Match | tuple[str, ...] | None:
         # Servers that pass an absolute-form target whole (wsgiref) are read
         # by its path; "*" (OPTIONS *) names no endpoint.
+        if environ.get("REQUEST_URI", "").startswith("//"):
+            # waitress strips a path's leading slashes (it serves
+            # "//metrics" as "/metrics"): such a path is none of ours, as on
+            # ASGI, so that a proxy's rule for a prefix cannot be stepped by.
+            return None
         path = origin_path(environ.get("PATH_INFO", "") or "/")
         method = environ.get("REQUEST_METHOD", "")
         return None if path is None else self.router.match(method, path)

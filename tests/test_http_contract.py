@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -535,6 +536,19 @@ def test_other_methods_are_405_with_allow(
     response = client.request(method, path)
     assert_error(response, 405, "Method not allowed")
     assert response.headers["allow"] == "POST"
+
+
+def test_a_path_with_leading_slashes_is_none_of_ours(client: httpx.Client) -> None:
+    url = client.base_url
+    for path in ("//v1/job/a", "///metrics", "//v1/toolkit/jobs/status"):
+        connection = http.client.HTTPConnection(url.host, url.port, timeout=5)
+        try:
+            connection.request("GET", path, headers={"x-api-key": API_KEY})
+            answer = connection.getresponse()
+            assert answer.status == 404, path
+            assert json.loads(answer.read())["message"] == "Not found"
+        finally:
+            connection.close()
 
 
 def test_head_is_405_without_body(client: httpx.Client) -> None:
