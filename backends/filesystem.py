@@ -43,7 +43,7 @@ from jobstatus_core.rows import Query, Window
 
 from . import jobfiles, turnmemo
 from .breaker import Breaker
-from .fsindex import JobIndex, ObserverFactory
+from .fsindex import IndexUnavailable, JobIndex, ObserverFactory
 from .jobtable import ScannedJobs
 from .keptrecords import DEFAULT_CACHE_BYTES, KeptRecords
 from .subscribers import Subscribers
@@ -455,6 +455,10 @@ class FileStore(VersionedStoreBase):
         if self.index is not None:
             try:
                 return call(self.index)
+            except IndexUnavailable:
+                # No watch on the jobs directory now (said by the index).
+                if nowait.asked():
+                    raise WouldBlock("the job index is not watching") from None
             except Exception:
                 if nowait.asked():
                     # Scanning instead is for a thread, which tries again.

@@ -3,9 +3,14 @@ pages in change order and kept counts (the rows live in a ``JobTable``).
 
 The observer's handler only records which job changed; the changed files are
 read by the next listing (or by the reconciler), so a burst of writes costs one
-read per job, not one per event. Watchdog drops inotify queue overflows
-silently, so a reconciler thread also compares the index with the directory
-every ``reconcile_interval`` seconds and restarts a dead observer.
+read per job, not one per event. An inotify queue overflow (watchdog 7.1's
+``EventsLostEvent``) has the next query rescan the directory; older watchdogs
+drop it silently, so a reconciler thread also compares the index with the
+directory every ``reconcile_interval`` seconds and restarts a dead observer.
+
+When the jobs directory cannot be watched (the inotify watch limit reached,
+at start or when it is made again later), the index refuses with
+``IndexUnavailable`` and the store scans instead, until a watch succeeds.
 
 The index says when ``jobs/`` may have changed by calling ``on_change``: from
 the dispatcher thread for each event about a job file or the directory, and
@@ -38,6 +43,14 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
+
+try:
+    from watchdog.events import EventsLostEvent
+
+    #: An overflow of the kernel's event queue: events were lost.
+    LOST: tuple[type[FileSystemEvent], ...] = (EventsLostEvent,)
+except ImportError:  # watchdog < 7.1 does not report it; the reconciler finds it
+    LOST = ()
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
@@ -59,6 +72,15 @@ SNAPSHOT_INTERVAL_SECONDS = 600.0
 #: to the watches, which follow the one renamed away.
 PATHS_CHECK_SECONDS = 0.5
 
+#: How often an index that could not watch the jobs directory tries again
+#: (it answers ``IndexUnavailable`` meanwhile: the store scans).
+WATCH_RETRY_SECONDS = 5.0
+
+
+class IndexUnavailable(Exception):
+    """The index cannot follow the jobs directory now (no watch on it): the
+    store answers from a scan instead, and the index tries again later."""
+
 
 def _nobody() -> None:
     pass
@@ -74,6 +96,7 @@ EVENTS: list[type[FileSystemEvent]] = [
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,
+    *LOST,
 ]
 
 logger = logging.getLogger("jobstatus.filesystem")
@@ -86,6 +109,9 @@ class _Recorder(FileSystemEventHandler):
         self.index = index
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, LOST):
+            self.index._lost()
+            return
         self.index._saw(os.fsdecode(event.src_path))
         dest = getattr(event, "dest_path", "")
         if dest:
@@ -122,6 +148,10 @@ class JobIndex:
         # The watched root's (device, inode), and when a query looks next.
         self._root_identity: tuple[int, int] | None = None
         self._paths_due = 0.0
+        # When a failed watch of the jobs directory may be tried again, and
+        # whether it is unwatched now (said once each way).
+        self._watch_retry_at = 0.0
+        self._unwatched = False
         self._observer: BaseObserver | None = None
         # The head the reconciler last announced (see reconcile).
         self._announced = 0
@@ -275,6 +305,11 @@ class JobIndex:
 
     # -- internals (called with self._lock held, unless said otherwise) -----
 
+    def _lost(self) -> None:
+        # Dispatcher thread: events were lost, so the next query rescans.
+        self._recheck_dir = True
+        self._on_change()
+
     def _saw(self, path: str) -> None:
         # Dispatcher thread; never takes self._lock, so it never waits on a read.
         parent, name = os.path.split(path)
@@ -319,6 +354,9 @@ class JobIndex:
     def _sync_jobs_dir(self, *, from_snapshot: bool = False) -> None:
         """Watch the jobs directory if it is there, and rebuild from a scan
         (at start, taking the files the snapshot holds as they are)."""
+        now = time.monotonic()
+        if now < self._watch_retry_at:
+            raise IndexUnavailable("the jobs directory is not watched yet")
         self._recheck_dir = False
         observer = self._observer
         assert observer is not None
@@ -332,9 +370,27 @@ class JobIndex:
             return
         # Watch first, then scan: a change during the scan is read again later.
         self._watched_jobs = target
-        self._jobs_watch = observer.schedule(
-            _Recorder(self), target, event_filter=EVENTS
-        )
+        try:
+            self._jobs_watch = observer.schedule(
+                _Recorder(self), target, event_filter=EVENTS
+            )
+        except OSError as exc:
+            self._watched_jobs = None
+            # The inotify watch limit, most often: answered from scans (the
+            # store's fallback) until a watch succeeds, tried every few
+            # seconds, said once.
+            self._recheck_dir = True
+            self._watch_retry_at = now + WATCH_RETRY_SECONDS
+            if not self._unwatched:
+                self._unwatched = True
+                logger.warning(
+                    "cannot watch the jobs directory (%s); listings scan until it can",
+                    exc,
+                )
+            raise IndexUnavailable(str(exc)) from None
+        if self._unwatched:
+            self._unwatched = False
+            logger.warning("watching the jobs directory again")
         try:
             self._jobs_identity = fssnapshot.identity_of(target)
         except OSError:
@@ -403,6 +459,8 @@ class JobIndex:
         while not self._stop.wait(self.reconcile_interval):
             try:
                 self.reconcile()
+            except IndexUnavailable:
+                pass  # said when it began; queries scan meanwhile
             except Exception:
                 logger.exception("reconciling the job index failed; will retry")
             if time.monotonic() - saved_at >= SNAPSHOT_INTERVAL_SECONDS:

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,12 @@ from unittest import mock
 import anyio
 import httpx
 import pytest
+from watchdog.events import EventsLostEvent
+from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
 from jobstatus_adapters.starlette import create_app
-from jobstatus_backends import jobfiles
+from jobstatus_backends import fsindex, jobfiles
 from jobstatus_backends.fileexpiry import ExpiringFileStore, ExpiringWatchedFileStore
 from jobstatus_backends.filesystem import FileStore, WatchedFileStore
 from jobstatus_core import (
@@ -492,6 +495,71 @@ def test_no_observer_falls_back_to_scanning(tmp_path: Path) -> None:
     write_toolkit_file(tmp_path, "s", "done")
     assert listing(store) == {"s": "done"}
     store.close()
+
+
+class WatchLimitObserver(Observer):  # type: ignore[misc,valid-type]
+    """A real inotify observer that, while ``full``, refuses to watch a
+    jobs directory as a machine at its inotify watch limit does."""
+
+    full = True
+
+    def schedule(self, handler: Any, path: str, **options: Any) -> Any:
+        if self.full and os.path.basename(path) == "jobs":
+            raise OSError(errno.ENOSPC, "inotify watch limit reached")
+        return super().schedule(handler, path, **options)
+
+
+def test_a_jobs_directory_that_cannot_be_watched_is_scanned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # jobs/ appears after the start, when no watch is left for it: the
+    # listings scan (they answered {} for ever), said once, and the index
+    # takes over again when a watch succeeds.
+    monkeypatch.setattr(fsindex, "WATCH_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(WatchLimitObserver, "full", True)
+    store = FileStore(tmp_path, observer_factory=WatchLimitObserver)
+    try:
+        assert store.index is not None and listing(store) == {}
+        (tmp_path / "jobs").mkdir()
+        for n in range(3):
+            write_toolkit_file(tmp_path, f"j{n}", "done")
+        every = {f"j{n}": "done" for n in range(3)}
+        wait_for(lambda: listing(store) == every, LATENCY)  # jobs/ is seen
+        for _ in range(3):
+            assert listing(store) == every
+        said = [r for r in caplog.records if "cannot watch" in r.getMessage()]
+        assert len(said) == 1 and not [r for r in caplog.records if r.exc_info]
+        monkeypatch.setattr(WatchLimitObserver, "full", False)
+        assert listing(store) == every
+        assert store.index._jobs_watch is not None  # watched again
+        write_toolkit_file(tmp_path, "late", "done")
+        wait_for(lambda: "late" in listing(store), LATENCY)
+    finally:
+        store.close()
+
+
+def test_lost_events_have_the_next_query_rescan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    jobs = os.path.realpath(tmp_path / "jobs")
+    os.mkdir(jobs)
+    store = FileStore(tmp_path, reconcile_interval=3600)
+    try:
+        index = store.index
+        assert index is not None and index._observer is not None
+        # A file whose events were lost (the kernel's queue overflowed)...
+        with monkeypatch.context() as fault:
+            fault.setattr(index, "_saw", lambda path: None)
+            write_toolkit_file(tmp_path, "missed", "done")
+            time.sleep(0.3)  # its events came, and were dropped
+        assert listing(store) == {}
+        # ...is read once watchdog says so (through the watch's own filter),
+        # not at the next reconcile.
+        (emitter,) = [e for e in index._observer.emitters if e.watch.path == jobs]
+        emitter.queue_event(EventsLostEvent(jobs, is_directory=True))
+        wait_for(lambda: listing(store) == {"missed": "done"}, LATENCY)
+    finally:
+        store.close()
 
 
 def test_url_options(tmp_path: Path) -> None:
