@@ -245,6 +245,7 @@ def _run_server(
 
     import uvicorn
 
+    from .shutdown import ClosesStore
     from .starlette import create_app
 
     options: dict[str, Any] = {
@@ -262,7 +263,7 @@ def _run_server(
             dashboard=settings.dashboard,
         )
         settle_heap()
-        uvicorn.run(app, **options)
+        uvicorn.run(ClosesStore(app, store), **options)
         return 0
     # Workers are new processes: they read the store and the keys of this
     # run from the environment, as `app_from_environ` does.
@@ -312,6 +313,7 @@ def build_service(
 
 def app_from_environ() -> ASGIApp:
     """The app a uvicorn worker of `jobstatus serve --workers N` serves."""
+    from .shutdown import ClosesStore
     from .starlette import create_app
 
     settings = Settings.from_environ(os.environ, cwd=os.getcwd())
@@ -322,7 +324,7 @@ def app_from_environ() -> ASGIApp:
         dashboard=settings.dashboard,
     )
     settle_heap()
-    return app
+    return ClosesStore(app, store)
 
 
 def _record(args: argparse.Namespace, settings: Settings, store: Store) -> int:

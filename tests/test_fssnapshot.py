@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from jobstatus_backends import fssnapshot, jobfiles, jobtable
@@ -20,7 +21,7 @@ from jobstatus_backends.filesystem import FileStore
 from jobstatus_backends.jobcolumns import FINGERPRINT, FP_SIZE, JobColumns, make_version
 from jobstatus_core import Query
 
-from .helpers import wait_for
+from .helpers import ServeProcess, clean_env, wait_for
 
 pytestmark = pytest.mark.filesystem
 
@@ -502,3 +503,41 @@ def test_the_starts_listing_finds_the_job_files_a_scan_finds(
         job_id for job_id, _ in jobfiles.scan(str(jobs))
     }
     assert jobtable.match_listing(str(tmp_path / "none"), known.columns, {}, 0) is None
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_stopped_by_sigterm_writes_the_snapshot(
+    tmp_path: Path, workers: str
+) -> None:
+    # systemd and docker stop with SIGTERM: uvicorn then raises it again
+    # after its shutdown, and a worker of --workers N never reached a close
+    # of its store. The next start would read every file again.
+    storage = tmp_path / "storage"
+    (storage / "jobs").mkdir(parents=True)
+    for n in range(20):
+        (storage / "jobs" / f"j{n}.json").write_text(
+            json.dumps({"job_id": f"j{n}", "job_status": "done", "response": None})
+        )
+    env = clean_env(LOCAL_STORAGE_PATH=str(storage), API_KEY="k")
+    running = ServeProcess(tmp_path, env, "--workers", workers)
+    snapshot = storage / fssnapshot.SNAPSHOT_PATH
+    try:
+        # A job the serving index reads: its snapshot, if any yet (the
+        # parent of --workers N closes the store it checked the settings
+        # with), does not hold it.
+        (storage / "jobs" / "new.json").write_text(
+            json.dumps({"job_id": "new", "job_status": "done", "response": None})
+        )
+
+        def served() -> bool:
+            answer = httpx.post(
+                running.url + "/v1/toolkit/jobs/status", headers={"x-api-key": "k"}
+            )
+            return "new" in answer.json()["response"]
+
+        for _ in range(int(workers) * 4):  # each worker's index, likely
+            wait_for(served, 10)
+        before = snapshot.stat().st_mtime_ns if snapshot.exists() else 0
+    finally:
+        running.stop()
+    assert snapshot.exists() and snapshot.stat().st_mtime_ns > before
