@@ -272,6 +272,12 @@ def read_job(
     while True:
         try:
             found = read_once(jobs_dir, job_id, max_size, nowait=nowait)
+        except PermissionError:
+            # Owned by another user, mode 0600: one line, without the path
+            # (the OSError's would be logged with a traceback).
+            raise StoreError(
+                f"the file of job {job_id} cannot be read: permission denied"
+            ) from None
         except BadFile as exc:
             if nowait and not exc.final:
                 raise WouldBlock("the job file may be being written") from None
