@@ -174,6 +174,15 @@ class JobIndex:
             self._start_observer()
             self._sync_jobs_dir(from_snapshot=True)
             self._announced = self._table.head
+        reason = fssnapshot.unwritable(self.snapshot_path)
+        if reason is not None:
+            # Said at start, not only at the first save ten minutes on.
+            logger.warning(
+                "the index snapshot %s cannot be written (%s): every start"
+                " reads every job file",
+                self.snapshot_path,
+                reason,
+            )
         self._reconciler.start()
 
     def close(self) -> None:

@@ -63,6 +63,18 @@ def identity_of(jobs_dir: str) -> tuple[int, int]:
     return info.st_dev, info.st_ino
 
 
+def unwritable(path: str) -> str | None:
+    """Why no snapshot can be written at ``path`` (None: one can), found
+    without writing one: a read-only storage directory (a systemd unit's
+    ``ProtectSystem=strict``) makes every start read every job file."""
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None if os.access(directory, os.W_OK) else "not writable"
+
+
 def write(path: str, identity: tuple[int, int], taken_ns: int, rows: Columns) -> None:
     """Write ``rows`` atomically at ``path``; raises ``OSError``."""
     columns = [

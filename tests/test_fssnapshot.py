@@ -541,3 +541,17 @@ def test_serve_stopped_by_sigterm_writes_the_snapshot(
     finally:
         running.stop()
     assert snapshot.exists() and snapshot.stat().st_mtime_ns > before
+
+
+def test_a_snapshot_that_cannot_be_written_is_said_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / ".jobstatus").write_text("")  # where its directory goes
+    with caplog.at_level(logging.WARNING, logger="jobstatus.filesystem"):
+        store = FileStore(tmp_path)
+    store.close()
+    said = [
+        r.getMessage() for r in caplog.records if "cannot be written" in r.getMessage()
+    ]
+    assert len(said) == 1 and "every start reads every job file" in said[0]
