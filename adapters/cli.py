@@ -158,6 +158,12 @@ def _serve_with_metrics(
         )
     url = args.store or settings.store_url
     stack = server_stack()
+    if settings.store_setting == "the default store" and not args.store:
+        for name in ("JOBSTATUS_STORE", "LOCAL_STORAGE_PATH"):
+            if name in os.environ:
+                # Empty is unset, as the shell's VAR= is; a Toolkit
+                # operator would otherwise see only 404s and {}.
+                logger.warning("%s is empty: serving the default store", name)
     logger.info(
         "serving %s on http://%s:%s (%s, %d worker%s, retention %s)",
         redact(url),

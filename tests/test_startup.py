@@ -243,6 +243,16 @@ def test_the_start_line_hides_a_redis_password(
 
 
 @pytest.mark.sqlite
+def test_an_empty_local_storage_path_is_said_at_start(tmp_path: Path) -> None:
+    # Empty is unset (the default SQLite store), said: a Toolkit operator
+    # who exported it empty would see only 404s and {}.
+    running = ServeProcess(tmp_path, clean_env(API_KEY="k", LOCAL_STORAGE_PATH=" "))
+    _, err = running.stop()
+    assert "LOCAL_STORAGE_PATH is empty: serving the default store" in err
+    assert "serving sqlite://" in err
+
+
+@pytest.mark.sqlite
 def test_a_non_ascii_header_is_refused_not_crashed(tmp_path: Path) -> None:
     # Keys are ASCII (a non-ASCII one is refused at start, above); a client
     # that sends UTF-8 bytes in x-api-key over real HTTP gets a 401.
