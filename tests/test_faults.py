@@ -58,8 +58,11 @@ def test_permission_denied_is_500_then_recovers(
     monkeypatch.setattr(jobfiles.os, "open", denied)
     failed = ask(url, "a")
     assert failed.status_code == 500
-    assert (
-        failed.json()["message"] == "Failed to retrieve job status: Permission denied"
+    # One line, naming the job, not the path (it was the OSError's text,
+    # logged with a traceback and the absolute path).
+    assert failed.json()["message"] == (
+        "Failed to retrieve job status: the file of job a cannot be read:"
+        " permission denied"
     )
     assert ask(url).status_code == 200  # the listing does not fail for it
     monkeypatch.undo()

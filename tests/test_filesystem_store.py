@@ -1149,31 +1149,3 @@ def test_a_kept_answer_keeps_the_jobs_position_when_the_index_is_rebuilt(
     assert row is not None and found is not None
     assert found[0] == dataclasses.replace(row, record=None)
     store.close()
-
-
-def test_a_job_file_it_may_not_read_is_one_line_without_its_path(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Another user's file, mode 0600 (root reads anything, so the refusal
-    # is injected): a StoreError the service logs and answers in one line.
-    (tmp_path / "jobs").mkdir()
-    write_toolkit_file(tmp_path, "secret", "done")
-    real_open = os.open
-
-    def refusing(path: Any, *args: Any, **kwargs: Any) -> int:
-        if str(path).endswith("secret.json"):
-            raise PermissionError(errno.EACCES, "Permission denied", str(path))
-        return real_open(path, *args, **kwargs)
-
-    store = FileStore(tmp_path, index=False)
-    try:
-        monkeypatch.setattr(jobfiles.os, "open", refusing)
-        with pytest.raises(StoreError) as refused:
-            store.read("secret")
-        assert str(refused.value) == (
-            "the file of job secret cannot be read: permission denied"
-        )
-        assert not isinstance(refused.value, OSError)
-    finally:
-        monkeypatch.undo()
-        store.close()
