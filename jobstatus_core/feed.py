@@ -60,9 +60,17 @@ class Step:
     ended: bool
 
 
-#: What a stream with nothing to send yet starts with: a comment, and how long
-#: a browser waits before reconnecting.
-READY = f": ready\r\nretry: {RETRY_MS}\r\n\r\n".encode()
+def ready(at: str | None = None) -> bytes:
+    """What a stream with no event to send yet starts with: a comment, how
+    long a browser waits before reconnecting, and with ``at`` an id — a
+    block of an id and no data sets the client's last event id without an
+    event (the HTML standard's "dispatch the event")."""
+    where = "" if at is None else f"id: {at}\r\n"
+    return f": ready\r\n{where}retry: {RETRY_MS}\r\n\r\n".encode()
+
+
+#: ``ready()`` without an id: a resumed stream, whose client has its id.
+READY = ready()
 
 
 def wire(events: Sequence[Event], *, retry: bool = False) -> bytes:
@@ -141,7 +149,7 @@ def open_feed(service: StatusService, request: Request) -> Reply | Feed:
 def snapshot(service: StatusService, feed: Feed) -> Step:
     """The jobs of the window (a per-job stream: its job, whenever written),
     the position to follow changes from, and whether the stream has ended;
-    on the wire with ``retry:``, or, when there is none, ``READY`` with the
+    on the wire with ``retry:``, or, when there is none, ``ready`` with the
     position's id: a client that loses the stream before any event resumes
     from there, not from a new window that a change made meanwhile may have
     left (``since_seconds=0``). A store failure is the contract's error
@@ -155,10 +163,8 @@ def snapshot(service: StatusService, feed: Feed) -> Step:
     if events:
         sent = wire(events, retry=True)
     else:
-        # A block of an id and no data sets the client's last event id
-        # without an event (the HTML standard's "dispatch the event").
         at = service.encode_cursor(cursor.Cursor(position, feed.epoch), feed.digest)
-        sent = f": ready\r\nid: {at}\r\nretry: {RETRY_MS}\r\n\r\n".encode()
+        sent = ready(at)
     return Step(events, sent, position, _ended(service, feed, events))
 
 
