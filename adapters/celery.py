@@ -19,7 +19,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from jobstatus_core import Store
 
-from .taskrecording import TaskRecorder, response_of
+from .taskrecording import TaskRecorder
 
 __all__ = ["CeleryRecording", "install", "progress"]
 
@@ -45,7 +45,7 @@ class CeleryRecording:
         attempt = _attempt(info.get("retries"))
         task = sender or info.get("task")
         self.recording.record(
-            job_id, lambda r: r.queued(job_id, attempt=attempt, task=task)
+            job_id, lambda r: r.queued(job_id, attempt=attempt, task=task), "queued"
         )
 
     def prerun(self, sender: Task | None = None, task_id: str = "", **_: Any) -> None:
@@ -53,9 +53,7 @@ class CeleryRecording:
             return
         attempt = _attempt(sender.request.retries)
         name = sender.name
-        self.recording.record(
-            task_id, lambda r: r.running(task_id, attempt=attempt, task=name)
-        )
+        self.recording.running(task_id, attempt, task=name)
 
     def succeeded(
         self, sender: Task | None = None, result: Any = None, **_: Any
@@ -64,10 +62,7 @@ class CeleryRecording:
             return
         job_id = sender.request.id
         attempt = _attempt(sender.request.retries)
-        response = response_of(result)
-        self.recording.record(
-            job_id, lambda r: r.done(job_id, response, attempt=attempt)
-        )
+        self.recording.done(job_id, attempt, result)
 
     def failed(
         self,
@@ -83,9 +78,7 @@ class CeleryRecording:
         retries = sender.request.retries if sender.request.id == task_id else None
         attempt = None if retries is None else _attempt(retries)
         error: BaseException | str = exception or "failed"
-        self.recording.record(
-            task_id, lambda r: r.failed(task_id, error, attempt=attempt)
-        )
+        self.recording.failed(task_id, attempt, error)
 
     def revoked(
         self, sender: Task | None = None, request: Any = None, **_: Any
@@ -94,7 +87,7 @@ class CeleryRecording:
             return
         job_id = request.id
         attempt = _attempt(getattr(request, "retries", None))
-        self.recording.record(job_id, lambda r: r.cancelled(job_id, attempt=attempt))
+        self.recording.cancelled(job_id, attempt)
 
     def connect(self) -> None:
         signals.after_task_publish.connect(self.published, weak=False)
@@ -136,10 +129,7 @@ def progress(
         raise RuntimeError("jobstatus_adapters.celery.install(app, store) first")
     job_id: str = task.request.id
     attempt = _attempt(task.request.retries)
-    return recording.recording.record(
-        job_id,
-        lambda r: r.progress(job_id, done, total, message, attempt=attempt),
-    )
+    return recording.recording.progress(job_id, attempt, done, total, message)
 
 
 def _attempt(retries: object) -> int:

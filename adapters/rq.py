@@ -26,9 +26,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("the RQ adapter needs RQ: pip install 'jobstatus[rq]'") from exc
 
 from jobstatus_core import ConfigError, Store
-from jobstatus_core.recording import Change
 
-from .taskrecording import REPR_LIMIT, TaskRecorder, log, response_of
+from .taskrecording import REPR_LIMIT, TaskRecorder, log
 
 __all__ = [
     "RecordingMixin",
@@ -67,24 +66,56 @@ _running: TaskRecorder | None = None
 
 def install(queue: Queue, store: Store | str) -> Queue:
     """Record ``queued`` for every job ``queue`` enqueues or schedules; the
-    worker side is ``RecordingWorker``. Returns the queue."""
+    worker side is ``RecordingWorker``. A synchronous queue (``is_async=False``)
+    runs each job as it is enqueued: it records the job's every state
+    itself. Returns the queue."""
     recording = TaskRecorder(store)
     enqueue_job = queue.enqueue_job
+    enqueue_many = queue.enqueue_many
     schedule_job = queue.schedule_job
+    run_job = queue.run_job
 
     def enqueue_and_record(job: Job, *args: Any, **kwargs: Any) -> Job:
         job = enqueue_job(job, *args, **kwargs)
         _record_queued(recording, job)
         return job
 
+    def enqueue_many_and_record(*args: Any, **kwargs: Any) -> list[Job]:
+        # RQ enqueues these through ``_enqueue_job``, not ``enqueue_job``.
+        jobs = enqueue_many(*args, **kwargs)
+        for job in jobs:
+            _record_queued(recording, job)
+        return jobs
+
     def schedule_and_record(job: Job, *args: Any, **kwargs: Any) -> Job:
         job = schedule_job(job, *args, **kwargs)
         _record_queued(recording, job)
         return job
 
+    def run_and_record(job: Job) -> Job:
+        # A synchronous queue runs the job here, inside ``enqueue_job``,
+        # before that returns: no worker sees it.
+        global _running
+        job_id, attempt = job.id, attempt_of(job)
+        _record_queued(recording, job)  # saved to Redis just before this run
+        recording.running(job_id, attempt)
+        _running, before = recording, _running  # progress() finds it here
+        try:
+            ran = run_job(job)
+        except BaseException as exc:
+            # RQ records the failure and goes on (the enqueue returns).
+            recording.failed(job_id, attempt, exc)
+            raise
+        finally:
+            _running = before
+        recording.done(job_id, attempt, ran.return_value(refresh=False))
+        return ran
+
     # On the instance: the queue's own methods call these through ``self``.
     queue.enqueue_job = enqueue_and_record  # type: ignore[method-assign]
+    queue.enqueue_many = enqueue_many_and_record  # type: ignore[method-assign]
     queue.schedule_job = schedule_and_record  # type: ignore[method-assign]
+    queue.run_job = run_and_record  # type: ignore[method-assign]
     return queue
 
 
@@ -92,7 +123,9 @@ def _record_queued(recording: TaskRecorder, job: Job) -> None:
     job_id = job.id
     attempt = attempt_of(job)
     task = job.func_name
-    recording.record(job_id, lambda r: r.queued(job_id, attempt=attempt, task=task))
+    recording.record(
+        job_id, lambda r: r.queued(job_id, attempt=attempt, task=task), "queued"
+    )
 
 
 def attempt_of(job: Job) -> int:
@@ -144,9 +177,7 @@ class RecordingMixin(BaseWorker):
         job_id, before, task = job.id, Before.of(job), job.func_name
         attempt = before.attempt
         # Dequeued and about to run: the job is starting.
-        self.recording.record(
-            job_id, lambda r: r.running(job_id, attempt=attempt, task=task)
-        )
+        self.recording.running(job_id, attempt, task=task)
         try:
             super().execute_job(job, queue)
         finally:
@@ -222,9 +253,7 @@ class RecordingMixin(BaseWorker):
         if status == JobStatus.FINISHED:
             self._done(job, attempt)
         elif status == JobStatus.STOPPED:
-            self.recording.record(
-                job_id, lambda r: r.cancelled(job_id, attempt=attempt)
-            )
+            self.recording.cancelled(job_id, attempt)
         elif status == JobStatus.FAILED:
             if failed_here is None:
                 result = job.latest_result()
@@ -239,10 +268,7 @@ class RecordingMixin(BaseWorker):
         elif status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
             if repeated(before, job):
                 self._done(job, attempt)
-            again, task = attempt + 1, job.func_name
-            self.recording.record(
-                job_id, lambda r: r.queued(job_id, attempt=again, task=task)
-            )
+            self.recording.queued(job_id, attempt + 1, job.func_name)
         # Any other status: another worker already runs the next attempt,
         # and records it.
 
@@ -252,7 +278,7 @@ class RecordingMixin(BaseWorker):
         ``failure_ttl=0``; the worker's copy tells which."""
         attempt = before.attempt
         if before.result_ttl == 0 and before.failure_ttl != 0:
-            self.recording.record(job_id, lambda r: r.done(job_id, attempt=attempt))
+            self.recording.done(job_id, attempt, None)
         elif before.failure_ttl == 0 and before.result_ttl != 0:
             self._failed(job_id, attempt, failed_here or "")
         else:
@@ -265,19 +291,13 @@ class RecordingMixin(BaseWorker):
         try:
             result = job.latest_result()
         except Exception as exc:  # a return value that does not unpickle here
-            response: Any = unreadable(exc)
+            value: Any = unreadable(exc)
         else:
-            response = response_of(None if result is None else result.return_value)
-        self.recording.record(
-            job_id, lambda r: r.done(job_id, response, attempt=attempt)
-        )
+            value = None if result is None else result.return_value
+        self.recording.done(job_id, attempt, value)
 
     def _failed(self, job_id: str, attempt: int, exc_string: str) -> None:
-        error = error_of(exc_string)
-        self.recording.record(
-            job_id,
-            lambda r: r.change(Change(job_id, "failed", attempt=attempt, error=error)),
-        )
+        self.recording.failed(job_id, attempt, error_of(exc_string))
 
 
 class RecordingWorker(RecordingMixin, Worker):

@@ -14,15 +14,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from jobstatus_backends.recorder import Recorder
-from jobstatus_core import ConfigError, ForkSafe, InvalidRecord, Store
+from jobstatus_backends.recorder import Recorder, message_of
+from jobstatus_core import ConfigError, ForkSafe, InvalidRecord, Store, StoreError
 from jobstatus_core.errors import OPENED_BEFORE_FORK
 from jobstatus_core.protocol import MAX_RECORD_DEPTH, nests_within
+from jobstatus_core.recording import Change
 
 log = logging.getLogger("jobstatus.queues")
 
@@ -40,11 +41,13 @@ def response_of(value: Any) -> Any:
     hold as is; anything else (not JSON, or nested deeper than a record
     takes below its ``response``) as ``{"repr": repr(value)[:2000], "type":
     "<module>.<qualname>"}``, so that the task's end is recorded whatever
-    it returned."""
+    it returned (a ``repr`` that raises gives a stand-in that says why)."""
     try:
         json.dumps(value, allow_nan=False)
         fits = nests_within(value, MAX_RECORD_DEPTH - 1)
-    except (TypeError, ValueError, RecursionError):
+    except Exception:
+        # TypeError, ValueError (NaN; an int past Python's limit of digits
+        # for text), RecursionError, or whatever a value's own code raises.
         fits = False
     if fits:
         return value
@@ -53,7 +56,38 @@ def response_of(value: Any) -> Any:
         shown = repr(value)[:REPR_LIMIT]
     except RecursionError:
         shown = f"<{kind.__qualname__} nested too deep to show>"
-    return {"repr": shown, "type": f"{kind.__module__}.{kind.__qualname__}"}
+    except Exception as exc:
+        # A __repr__ that raises, an int of more than 4,300 digits: the end
+        # is still recorded, with why its value is not shown.
+        why = f"<{kind.__qualname__}: repr() failed: {type(exc).__name__}: "
+        shown = f"{why}{message_of(exc)}"[: REPR_LIMIT - 1] + ">"
+    return {"repr": shown, "type": qualified_name(kind)}
+
+
+def qualified_name(kind: type) -> str:
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def refused_response(value: Any, why: InvalidRecord) -> dict[str, Any]:
+    """The ``response`` recorded instead of one the store refused (larger
+    than it holds): the value's type, and a stand-in ``repr`` that says so."""
+    shown = f"<response not kept: {message_of(why)}>"
+    return {"repr": shown[:REPR_LIMIT], "type": qualified_name(type(value))}
+
+
+def refused_error(
+    error: BaseException | str | Mapping[str, Any], why: InvalidRecord
+) -> dict[str, Any]:
+    """The ``error`` recorded instead of one the store refused: its type,
+    and a stand-in ``message`` that says so."""
+    if isinstance(error, BaseException):
+        kind: Any = type(error).__name__
+    elif isinstance(error, str):
+        kind = "Error"
+    else:
+        kind = error.get("type", "Error")
+    shown = f"<message not kept: {message_of(why)}>"
+    return {"type": kind, "message": shown[:REPR_LIMIT]}
 
 
 class TaskRecorder:
@@ -114,18 +148,21 @@ class TaskRecorder:
         from an opened store (RQ forks a work horse per job)."""
         self.recorder  # noqa: B018 - opens it
 
-    def record(self, job_id: str, change: Callable[[Recorder], bool]) -> bool:
-        """Apply ``change`` (a call of the ``Recorder``); whether it applied."""
-        return self._record(job_id, "state", change)
+    def record(
+        self, job_id: str, change: Callable[[Recorder], bool], event: str = "state"
+    ) -> bool:
+        """Apply ``change`` (a call of the ``Recorder``); whether it applied.
+        ``event`` names the state in the warning of a change dropped."""
+        return self._record(job_id, event, change)
 
-    def queued(self, job_id: str, attempt: int | None, task: str) -> bool:
+    def queued(self, job_id: str, attempt: int | None, task: str | None) -> bool:
         return self._record(
             job_id, "queued", lambda r: r.queued(job_id, attempt=attempt, task=task)
         )
 
-    def running(self, job_id: str, attempt: int | None) -> bool:
+    def running(self, job_id: str, attempt: int | None, **fields: Any) -> bool:
         return self._record(
-            job_id, "running", lambda r: r.running(job_id, attempt=attempt)
+            job_id, "running", lambda r: r.running(job_id, attempt=attempt, **fields)
         )
 
     def progress(
@@ -145,14 +182,37 @@ class TaskRecorder:
     def done(self, job_id: str, attempt: int | None, value: Any) -> bool:
         response = response_of(value)
         return self._record(
-            job_id, "done", lambda r: r.done(job_id, response, attempt=attempt)
+            job_id,
+            "done",
+            lambda r: r.done(job_id, response, attempt=attempt),
+            lambda r, why: r.done(
+                job_id, refused_response(value, why), attempt=attempt
+            ),
         )
 
     def failed(
-        self, job_id: str, attempt: int | None, error: BaseException | str
+        self,
+        job_id: str,
+        attempt: int | None,
+        error: BaseException | str | Mapping[str, Any],
     ) -> bool:
+        """``error``: an exception, a text, or an ``error`` as recorded
+        (``{"type", "message"}``, what RQ reads back from its traceback)."""
+
+        def failed(r: Recorder) -> bool:
+            if isinstance(error, (BaseException, str)):
+                return r.failed(job_id, error, attempt=attempt)
+            return r.change(Change(job_id, "failed", attempt=attempt, error=error))
+
         return self._record(
-            job_id, "failed", lambda r: r.failed(job_id, error, attempt=attempt)
+            job_id,
+            "failed",
+            failed,
+            lambda r, why: r.change(
+                Change(
+                    job_id, "failed", attempt=attempt, error=refused_error(error, why)
+                )
+            ),
         )
 
     def cancelled(self, job_id: str, attempt: int | None) -> bool:
@@ -181,29 +241,67 @@ class TaskRecorder:
             self._opened = None
 
     def _record(
-        self, job_id: str, event: str, call: Callable[[Recorder], bool]
+        self,
+        job_id: str,
+        event: str,
+        call: Callable[[Recorder], bool],
+        instead: Callable[[Recorder, InvalidRecord], bool] | None = None,
     ) -> bool:
+        """``call``, tried again only when the store failed; ``instead``,
+        for a job's end: what to record when the store refuses the record
+        (its response or error larger than the store holds), so that the
+        job still ends."""
         pause = self.pause
         for attempt in range(1, self.tries + 1):
             try:
                 return call(self.recorder)
             except InvalidRecord as exc:
                 # Not the store's fault: trying again writes the same thing.
-                log.warning("job %s: %s not recorded: %s", job_id, event, exc)
+                if instead is not None:
+                    log.warning(
+                        "job %s: %s recorded without its value: %s",
+                        job_id,
+                        event,
+                        message_of(exc),
+                    )
+                    return self._record(job_id, event, _given(instead, exc))
+                log.warning(
+                    "job %s: %s not recorded: %s", job_id, event, message_of(exc)
+                )
                 return False
-            except Exception as exc:
+            except (StoreError, OSError) as exc:
+                # The store failed (down, busy): worth another try.
                 if attempt == self.tries:
                     log.warning(
                         "job %s: %s not recorded after %d tries, dropped: %s",
                         job_id,
                         event,
                         self.tries,
-                        exc,
+                        message_of(exc),
                     )
                     return False
                 self.sleep(pause)
                 pause *= 2
+            except Exception as exc:
+                # Not an outage (a bug, a value's own code that raised):
+                # trying again would fail the same way.
+                log.warning(
+                    "job %s: %s not recorded: %s: %s",
+                    job_id,
+                    event,
+                    type(exc).__name__,
+                    message_of(exc),
+                    # A setting (a store opened before a fork) says its fix.
+                    exc_info=None if isinstance(exc, ConfigError) else exc,
+                )
+                return False
         return False
+
+
+def _given(
+    call: Callable[[Recorder, InvalidRecord], bool], why: InvalidRecord
+) -> Callable[[Recorder], bool]:
+    return lambda r: call(r, why)
 
 
 @dataclass(frozen=True, slots=True)

@@ -391,7 +391,12 @@ class FileStore(VersionedStoreBase):
         recreated = self.index is not None and not os.path.isdir(self.jobs_dir)
         try:
             written = jobfiles.write_job(
-                self.jobs_dir, record, job_id, at, durable=self.durable
+                self.jobs_dir,
+                record,
+                job_id,
+                at,
+                durable=self.durable,
+                max_size=self.max_file_size,
             )
         except OSError as exc:
             raise StoreError(

@@ -21,7 +21,13 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from jobstatus_core import Record, StoreError, WouldBlock, is_valid_job_id
+from jobstatus_core import (
+    InvalidRecord,
+    Record,
+    StoreError,
+    WouldBlock,
+    is_valid_job_id,
+)
 from jobstatus_core.validation import JOB_ID_PATTERN
 
 SUFFIX = ".json"
@@ -388,6 +394,7 @@ def write_job(
     at: float | None,
     *,
     durable: bool = True,
+    max_size: int = DEFAULT_MAX_FILE_SIZE,
 ) -> JobFile:
     """Write a whole record atomically; returns the file as written.
 
@@ -402,8 +409,17 @@ def write_job(
     for a file renamed over another). The file is stat'ed through its
     descriptor after the rename (which moves its ctime), so the version
     returned is the one readers see, whoever renames over it next.
+
+    A record of more than ``max_size`` bytes is refused (``InvalidRecord``),
+    before anything is written: readers skip such a file, and a job whose
+    file no reader takes could never be changed again.
     """
     data = json.dumps(record, allow_nan=False).encode("utf-8")
+    if len(data) > max_size:
+        raise InvalidRecord(
+            f"job {job_id}: the record is {len(data)} bytes, more than the file"
+            f" store holds ({max_size} bytes, max_file_size)"
+        )
     # Named before it exists, so that the cleanup below covers an interrupt
     # (Ctrl-C) arriving at any point once the file may have been created.
     temp = os.path.join(jobs_dir, f".{secrets.token_hex(8)}.tmp")

@@ -39,6 +39,9 @@ MAX_TRIES = 100
 #: Jobs whose last written record and version a recorder keeps: a worker's
 #: jobs in flight, many times over.
 LAST_WRITTEN_JOBS = 1024
+#: The ``message`` of an exception whose ``str()`` raises: what Python's own
+#: tracebacks print for it (so RQ, which reads them back, records the same).
+STR_FAILED = "<exception str() failed>"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -249,12 +252,24 @@ class Recorder:
     def _error(self, error: BaseException | str) -> Mapping[str, Any]:
         if isinstance(error, str):
             return {"type": "Error", "message": error}
-        found: dict[str, Any] = {"type": type(error).__name__, "message": str(error)}
+        found: dict[str, Any] = {
+            "type": type(error).__name__,
+            "message": message_of(error),
+        }
         if self.traceback:
             import traceback
 
             found["traceback"] = "".join(traceback.format_exception(error))
         return found
+
+
+def message_of(error: BaseException) -> str:
+    """``str(error)``, or ``STR_FAILED`` when that raises: the job's end is
+    recorded whatever the exception's ``__str__`` does."""
+    try:
+        return str(error)
+    except Exception:
+        return STR_FAILED
 
 
 class AsyncRecorder:

@@ -56,3 +56,32 @@ def hold(name: str) -> int:
     ):
         time.sleep(0.01)
     return os.getpid()
+
+
+class BadStr(Exception):
+    """An exception whose ``str()`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+class NoRepr:
+    """A return value whose ``repr()`` raises (it pickles: Huey stores it)."""
+
+    def __repr__(self) -> str:
+        raise ValueError("no repr")
+
+
+@huey.task()
+def bad_str() -> None:
+    raise BadStr()
+
+
+@huey.task()
+def no_repr() -> NoRepr:
+    return NoRepr()
+
+
+@huey.task()
+def huge() -> int:
+    return 10**5000  # past Python's 4,300 digits for an int as text

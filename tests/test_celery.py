@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.celery
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 
 
 class Workers:
@@ -38,7 +39,8 @@ class Workers:
             **os.environ,
             "CELERY_BROKER_URL": broker,
             "JOBSTATUS_STORE": store_url,
-            "PYTHONPATH": str(EXAMPLES),
+            # The example app, and tests.celery_tasks (its edge cases).
+            "PYTHONPATH": os.pathsep.join([str(EXAMPLES), str(ROOT)]),
         }
         self.queue = queue
         self.cwd = cwd
@@ -53,6 +55,8 @@ class Workers:
                 "-A",
                 "celery_app",
                 "worker",
+                "--include",
+                "tests.celery_tasks",
                 "--pool",
                 "prefork",
                 "--concurrency",
@@ -274,3 +278,53 @@ def test_a_store_that_is_down_never_fails_a_task(
     finally:
         recording.uninstall()
         app.close()
+
+
+def test_a_dropped_change_names_its_state(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from celery import Celery
+
+    from jobstatus_adapters.celery import install
+
+    app = Celery("down", broker="memory://")
+    task = app.task(seven, name="down.seven")
+    recording = install(app, f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with caplog.at_level("WARNING", logger="jobstatus.queues"):
+            task.apply(task_id="down-2")
+        dropped = [r.getMessage().split(" not recorded")[0] for r in caplog.records]
+        # Named as the other adapters name them, not "state".
+        assert dropped == ["job down-2: running", "job down-2: done"]
+    finally:
+        recording.uninstall()
+        app.close()
+
+
+def test_an_exception_whose_str_raises_is_failed_with_a_stand_in(
+    setup: tuple[Celery, CeleryRecording, str, Workers], store: SQLiteStore
+) -> None:
+    job_id = str(setup[0].send_task("tests.celery_tasks.bad_str").id)
+    record = reaches(store, job_id, "failed")
+    assert record["error"] == {"type": "BadStr", "message": "<exception str() failed>"}
+
+
+def test_a_return_value_whose_repr_raises_is_done_with_a_stand_in(
+    setup: tuple[Celery, CeleryRecording, str, Workers], store: SQLiteStore
+) -> None:
+    no_repr = str(setup[0].send_task("tests.celery_tasks.no_repr").id)
+    assert reaches(store, no_repr, "done")["response"] == {
+        "repr": "<NoRepr: repr() failed: ValueError: no repr>",
+        "type": "tests.celery_tasks.NoRepr",
+    }
+
+
+def test_an_int_too_long_to_show_fails_in_celery_itself(
+    setup: tuple[Celery, CeleryRecording, str, Workers], store: SQLiteStore
+) -> None:
+    # Celery logs each return value as text before task_success: past
+    # 4,300 digits that raises in Celery, which fails the task (task_failure).
+    huge = str(setup[0].send_task("tests.celery_tasks.huge").id)
+    error = reaches(store, huge, "failed")["error"]
+    assert error["type"] == "ValueError"
+    assert error["message"].startswith("Exceeds the limit (4300 digits)")

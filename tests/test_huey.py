@@ -122,6 +122,29 @@ def test_a_value_that_is_not_json_is_recorded_as_its_repr(
     assert record["response"] == {"repr": "{1, 2}", "type": "builtins.set"}
 
 
+def test_an_exception_whose_str_raises_is_failed_with_a_stand_in(
+    queue: tuple[ModuleType, Path, str], http: httpx.Client
+) -> None:
+    message = queue[0].bad_str()
+    record = finished(http, message.id)
+    assert record["job_status"] == "failed"
+    assert record["error"] == {"type": "BadStr", "message": "<exception str() failed>"}
+
+
+def test_a_return_value_whose_repr_raises_is_done_with_a_stand_in(
+    queue: tuple[ModuleType, Path, str], http: httpx.Client
+) -> None:
+    no_repr = queue[0].no_repr()
+    huge = queue[0].huge()
+    assert finished(http, no_repr.id)["response"] == {
+        "repr": "<NoRepr: repr() failed: ValueError: no repr>",
+        "type": "tests.huey_tasks.NoRepr",
+    }
+    shown = finished(http, huge.id)["response"]
+    assert shown["type"] == "builtins.int"
+    assert shown["repr"].startswith("<int: repr() failed: ValueError: Exceeds")
+
+
 def test_a_revoked_task_is_cancelled(
     queue: tuple[ModuleType, Path, str], http: httpx.Client, store: Store
 ) -> None:

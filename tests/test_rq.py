@@ -488,3 +488,48 @@ def test_a_work_horse_opens_the_store_only_for_a_job_that_reports_progress(
     assert silent[1] > 0
     assert silent[0] <= silent[1]
     assert reporting[0] > reporting[1] and reporting[0] > silent[0]
+
+
+def test_a_return_value_whose_repr_raises_is_done_with_a_stand_in(
+    setup: tuple[Queue, str, Workers], store: SQLiteStore
+) -> None:
+    # An int past Python's 4,300 digits for an int as text.
+    job_id = str(setup[0].enqueue("builtins.pow", 10, 5000).id)
+    shown = reaches(store, job_id, "done")["response"]
+    assert shown["type"] == "builtins.int"
+    assert shown["repr"].startswith("<int: repr() failed: ValueError: Exceeds")
+
+
+def test_jobs_enqueued_many_at_once_are_queued(
+    own_queue: Queue, store: SQLiteStore
+) -> None:
+    from rq import Queue
+
+    jobs = own_queue.enqueue_many(
+        [Queue.prepare_data("builtins.pow", (2, n)) for n in (3, 4)]
+    )
+    for job in jobs:  # no worker listens: recorded by the enqueue alone
+        record = record_of(store, job.id)
+        assert record["job_status"] == "queued" and record["task"] == "builtins.pow"
+
+
+def test_a_synchronous_queue_records_every_state(
+    setup: tuple[Queue, str, Workers], store: SQLiteStore
+) -> None:
+    from rq import Queue
+
+    from jobstatus_adapters.rq import install
+
+    name = f"sync-{uuid.uuid4().hex[:8]}"
+    queue = install(
+        Queue(name, connection=setup[0].connection, is_async=False), setup[1]
+    )
+    done = queue.enqueue("builtins.pow", 2, 10)
+    failed = queue.enqueue("builtins.int", "not a number")
+    record = record_of(store, done.id)
+    assert record["job_status"] == "done" and record["response"] == 1024
+    assert record["task"] == "builtins.pow"
+    assert record["created_at"] <= record["started_at"] <= record["finished_at"]
+    record = record_of(store, failed.id)
+    assert record["job_status"] == "failed"
+    assert record["error"]["type"] == "ValueError"

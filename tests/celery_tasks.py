@@ -1,0 +1,35 @@
+"""Tasks of the edge cases tests/test_celery.py sends, added to the example
+app its workers run (``--include tests.celery_tasks``)."""
+
+from __future__ import annotations
+
+from celery_app import app
+
+
+class BadStr(Exception):
+    """An exception whose ``str()`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+class NoRepr:
+    """A return value whose ``repr()`` raises."""
+
+    def __repr__(self) -> str:
+        raise ValueError("no repr")
+
+
+@app.task
+def bad_str() -> None:
+    raise BadStr()
+
+
+@app.task
+def no_repr() -> NoRepr:
+    return NoRepr()
+
+
+@app.task
+def huge() -> int:
+    return 10**5000  # past Python's 4,300 digits for an int as text

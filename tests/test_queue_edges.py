@@ -1,0 +1,133 @@
+"""The queue adapters' recording at its edges: exceptions and return values
+whose own code raises, failures that are not the store's, and records
+larger than the file store holds. (The same cases run through real workers
+in each queue's own test module.)"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobstatus_adapters.taskrecording import TaskRecorder, response_of
+from jobstatus_backends.filesystem import FileStore
+from jobstatus_backends.memory import MemoryStore
+from jobstatus_backends.recorder import STR_FAILED, Recorder
+from jobstatus_core import InvalidRecord, Row, StoreError
+
+FIVE_MB = 5_000_000
+
+
+class BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+class NoRepr:
+    def __repr__(self) -> str:
+        raise ValueError("no repr")
+
+
+def test_an_exception_whose_str_raises_is_failed_with_its_type() -> None:
+    recorder = Recorder(MemoryStore())
+    assert recorder.failed("j", BadStr())
+    row = recorder.store.read("j")
+    assert row is not None
+    assert row.record["error"] == {"type": "BadStr", "message": STR_FAILED}
+
+
+def test_a_value_whose_repr_raises_is_a_stand_in_repr() -> None:
+    assert response_of(NoRepr()) == {
+        "repr": "<NoRepr: repr() failed: ValueError: no repr>",
+        "type": f"{__name__}.NoRepr",
+    }
+    huge = response_of(10**5000)  # past Python's 4,300 digits as text
+    assert huge["type"] == "builtins.int"
+    assert huge["repr"].startswith("<int: repr() failed: ValueError: Exceeds")
+    assert huge["repr"].endswith(">") and len(huge["repr"]) <= 2000
+
+
+class Failing(MemoryStore):
+    """Reads fail with ``error``, counted."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+        self.reads = 0
+
+    def read(self, job_id: str) -> Row | None:
+        self.reads += 1
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "reads"),
+    [(StoreError("down"), 3), (ConnectionError("refused"), 3), (KeyError("bug"), 1)],
+)
+def test_only_a_store_failure_is_tried_again(
+    error: Exception, reads: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Failing(error)
+    recording = TaskRecorder(store, sleep=lambda _: None)
+    with caplog.at_level(logging.WARNING, logger="jobstatus.queues"):
+        assert not recording.running("j", None)
+    assert store.reads == reads
+    assert caplog.records[0].getMessage().startswith("job j: running not recorded")
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Iterator[FileStore]:
+    store = FileStore(tmp_path, index=False)
+    yield store
+    store.close()
+
+
+def test_the_file_store_refuses_a_record_it_could_not_read_back(
+    files: FileStore,
+) -> None:
+    big = {"job_id": "j", "job_status": "done", "response": "x" * FIVE_MB}
+    with pytest.raises(InvalidRecord, match="4194304 bytes"):
+        files.put(big)
+    assert files.read("j") is None  # nothing written
+    files.put({"job_id": "j", "job_status": "running"})
+    with pytest.raises(InvalidRecord, match="4194304 bytes"):
+        files.put(big)
+    row = files.read("j")
+    assert row is not None and row.record["job_status"] == "running"
+
+
+def end_of(store: FileStore, job_id: str) -> dict[str, Any]:
+    row = store.read(job_id)  # readable: not over the limit
+    assert row is not None
+    return dict(row.record)
+
+
+def test_an_end_too_large_for_the_store_is_recorded_with_a_stand_in(
+    files: FileStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    recording = TaskRecorder(files)
+    for job_id in ("done", "failed"):
+        recording.queued(job_id, None, "big")
+        recording.running(job_id, None)
+    with caplog.at_level(logging.WARNING, logger="jobstatus.queues"):
+        assert recording.done("done", None, "x" * FIVE_MB)
+        assert recording.failed("failed", None, ValueError("y" * FIVE_MB))
+    done = end_of(files, "done")
+    assert done["job_status"] == "done"
+    assert done["response"]["type"] == "builtins.str"
+    assert done["response"]["repr"].startswith("<response not kept: job done: ")
+    assert "4194304 bytes" in done["response"]["repr"]
+    failed = end_of(files, "failed")
+    assert failed["job_status"] == "failed"
+    assert failed["error"]["type"] == "ValueError"
+    assert failed["error"]["message"].startswith("<message not kept: job failed: ")
+    assert [r.getMessage().split(":")[1] for r in caplog.records] == [
+        " done recorded without its value",
+        " failed recorded without its value",
+    ]
+    # The job can still change: a retry is recorded.
+    assert recording.queued("failed", 2, "big")
+    assert end_of(files, "failed")["job_status"] == "queued"
