@@ -3,6 +3,10 @@
 The page holds no data, so it needs no key to load; it signs in from the
 browser by exchanging an API key for a scoped token (``POST /v1/tokens``),
 then reads everything through the API under ``api_prefix``.
+
+Its redirect and the API base it is given are relative to the page's own
+address, so the page works wherever the app is mounted (a host's ``Mount``,
+uvicorn's ``--root-path``, a proxy that strips a prefix and says nothing).
 """
 
 from __future__ import annotations
@@ -55,13 +59,17 @@ def dashboard_routes(
     path = normalized_prefix(path)
     if not path:
         raise ValueError("the dashboard needs a path of its own, e.g. /dashboard")
-    index = _index(normalized_prefix(api_prefix), terminal)
+    index = _index(_api_from_page(path, normalized_prefix(api_prefix)), terminal)
+    # "./" keeps a last segment holding a colon from reading as a scheme.
+    to_index = "./" + path.rsplit("/", 1)[1] + "/"
 
     async def page(request: Request) -> Response:
         return Response(index, media_type="text/html", headers=dict(SECURITY_HEADERS))
 
     async def to_page(request: Request) -> Response:
-        return RedirectResponse(path + "/")
+        # Relative: an absolute "/dashboard/" would drop the prefix the app
+        # is mounted under, which only the browser's address holds for sure.
+        return RedirectResponse(to_index)
 
     return [
         Route(path, to_page, methods=["GET", "HEAD"]),
@@ -70,9 +78,20 @@ def dashboard_routes(
     ]
 
 
-def _index(api_prefix: str, terminal: Collection[str]) -> str:
+def _api_from_page(path: str, api_prefix: str) -> str:
+    """The API's base relative to the page at ``path + "/"``: up to the
+    app's root, one ``..`` per segment of ``path``, then ``api_prefix``.
+
+    The browser resolves it against the page's address, which carries
+    whatever prefix the app is mounted under; the ``..`` keep it a relative
+    path, never a scheme or a host, whatever ``api_prefix`` holds.
+    """
+    return "/".join([".."] * path.count("/")) + api_prefix
+
+
+def _index(api_base: str, terminal: Collection[str]) -> str:
     text = (FILES / "index.html").read_text(encoding="utf-8")
-    return text.replace("{{api}}", html.escape(api_prefix)).replace(
+    return text.replace("{{api}}", html.escape(api_base)).replace(
         "{{terminal}}", html.escape(",".join(sorted(terminal)))
     )
 

@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from jobstatus import Recorder
 from jobstatus_adapters.dashboard import CONTENT_SECURITY_POLICY, dashboard_routes
 from jobstatus_adapters.service import make_service
-from jobstatus_adapters.starlette import status_routes
+from jobstatus_adapters.starlette import create_app, status_routes
 from jobstatus_backends import store_from_url
 from jobstatus_core import Store
 
@@ -347,7 +348,7 @@ def test_the_page_and_its_files_carry_the_policy(server: Served) -> None:
         assert answer.headers["x-content-type-options"] == "nosniff"
     moved = httpx.get(server.url + "/dashboard")
     assert moved.status_code == 307
-    assert moved.headers["location"].endswith("/dashboard/")
+    assert moved.headers["location"] == "./dashboard/"
     # Its refusals are in the envelope, as every other path's.
     missing = httpx.get(server.url + "/dashboard/nope.js")
     assert missing.status_code == 404
@@ -373,8 +374,33 @@ def test_a_host_mounts_the_page_beside_the_api_under_a_prefix(
     page = httpx.get(url + "/ops/jobs/")
     assert page.status_code == 200
     # The prefix reaches the page escaped: it is data, never markup.
-    assert 'data-api="/jobs-api&quot;&gt;&lt;script&gt;"' in page.text
+    assert 'data-api="../../jobs-api&quot;&gt;&lt;script&gt;"' in page.text
     assert httpx.get(url + "/ops/jobs/app.js").status_code == 200
+
+
+def test_signs_in_and_follows_jobs_when_mounted_under_a_prefix(
+    browser: Any, serve: Callable[[Any], str], store: Store
+) -> None:
+    service = make_service(store, api_keys=[KEY])
+    url = serve(Starlette(routes=[Mount("/outer", app=create_app(service))]))
+    Recorder(store).done("before-sign-in")
+    page = browser.new_page(viewport=DESKTOP)
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    # Without the slash, as a person types it: the redirect keeps /outer.
+    page.goto(url + "/outer/dashboard")
+    assert page.url == url + "/outer/dashboard/"
+    page.get_by_label("API key").fill(KEY)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#connection")).to_have_text("Live")
+    expect(row(page, "before-sign-in")).to_have_count(1)
+    Recorder(store).queued("mounted-1")
+    expect(row(page, "mounted-1")).to_contain_text("queued", timeout=1000)
+    # Everything the page asked for (its files, sign-in, the feed) stayed
+    # under the mount.
+    assert requested
+    assert not [u for u in requested if not u.startswith(url + "/outer/")]
+    page.close()
 
 
 def summary(durations: list[float]) -> dict[str, float]:

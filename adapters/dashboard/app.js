@@ -2,7 +2,10 @@
 // Plain modern JavaScript, no build step and no dependency: the page must
 // work from the wheel on a machine with no internet.
 
-const API = document.body.dataset.api; // where the API is mounted: "" or "/prefix"
+// Where the API is, relative to this page ("..", "../../jobs-api"): the browser
+// resolves it against the page's address, which keeps any prefix the app is
+// mounted under.
+const API = document.body.dataset.api;
 const TERMINAL = new Set(document.body.dataset.terminal.split(",").filter(Boolean));
 // The live window: the feed's snapshot, and the chart's span.
 const WINDOW_SECONDS = 3600;
@@ -639,7 +642,8 @@ function followDetail(detail) {
     }
   });
   stream.addEventListener("expired", () => {
-    // It would be sent again on every reconnection: nothing more will come.
+    // Nothing more will come: closed here rather than reconnecting to be
+    // told so (a resumed stream of an ended job is answered 204).
     stream.close();
     $("detail-live").textContent = "Expired: the retention policy removed it.";
   });
