@@ -131,19 +131,41 @@ def open_feed(service: StatusService, request: Request) -> Reply | Feed:
         given = request.headers.get("last-event-id") or params.first(query, "cursor")
         resume = None if not given else service.decode_cursor(given, digest)
         mark = service.store_call("job statuses", service.store.mark)
-        if resume is not None and resume.epoch != mark.epoch:
+        if resume is not None and resume.epoch != mark.life:
             raise cursor.cursor_expired()
     except ApiError as err:
         return service.fail(request, err)
-    return Feed(
+    feed = Feed(
         digest,
-        mark.epoch,
+        mark.life,
         statuses,
         job_ids,
         None if resume is None else resume.position,
         service.clock() - since,
         single,
     )
+    if feed.single is not None and feed.after is not None and _over(service, feed):
+        from .service import Reply
+
+        # 204: a browser's EventSource stops reconnecting (the HTML
+        # standard), where an empty stream would hold a slot open for as
+        # long as the page stays, or end and be asked for again.
+        return Reply(204, (), b"")
+    return feed
+
+
+def _over(service: StatusService, feed: Feed) -> bool:
+    """Whether a resumed per-job stream's job had ended (a terminal status,
+    or expired) by the resume point: nothing after it is to come. A change
+    after the point (the job queued again) is followed as any other."""
+    try:
+        events, position = service.store_call(
+            "job statuses", lambda: _after(service, feed, 0, None, everything=True)
+        )
+    except ApiError:
+        return False  # the stream's own reads answer the failure
+    assert feed.after is not None
+    return position <= feed.after and _ended(service, feed, events)
 
 
 def snapshot(service: StatusService, feed: Feed) -> Step:
@@ -181,7 +203,7 @@ def changes(service: StatusService, feed: Feed, after: int) -> Step:
     )
     # Read after the changes: what was read in another life is not sent.
     mark = service.store_call("job statuses", service.store.mark)
-    if mark.epoch != feed.epoch:
+    if mark.life != feed.epoch:
         return Step((), b"", after, True)
     return Step(events, wire(events), position, _ended(service, feed, events))
 

@@ -137,7 +137,7 @@ def list_jobs(service: StatusService, request: Request) -> Reply:
     # Joined from texts, byte for byte what encoding the page whole would
     # give (tests/test_pages.py), at half its cost.
     items = ",".join([_item_text(row, asked.records) for row in rows])
-    token = service.encode_cursor(cursor.Cursor(position, mark.epoch), asked.digest)
+    token = service.encode_cursor(cursor.Cursor(position, mark.life), asked.digest)
     more = "true" if has_more else "false"
     text = f'{{"jobs":[{items}],"cursor":{jsontext.string(token)},"has_more":{more}'
     if counts is not None:
@@ -207,7 +207,7 @@ def answer_page(
     request = asked.request
     if isinstance(found, Exception):
         return service.fail(request, service.store_failure("job statuses", found))
-    if asked.resume is not None and asked.resume.epoch != found.epoch:
+    if asked.resume is not None and asked.resume.epoch != found.life:
         return service.fail(request, cursor.cursor_expired())
     if asked.key is None:
         return None

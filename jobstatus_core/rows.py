@@ -45,10 +45,21 @@ class Mark:
 
     epoch: str
     head: int
-    #: Which server answered, where a store can tell (Redis' run id): a
-    #: failover to a replica that lags behind can repeat a head, never this.
-    #: Kept listings compare it; cursors do not (the data is the same).
+    #: Which server answered, where a store can tell (Redis' run id,
+    #: PostgreSQL's start time): a failover to a replica that lags behind, or
+    #: a restart from a snapshot older than the last writes, can repeat a
+    #: head under the same epoch, never this.
     server: str = ""
+
+    @property
+    def life(self) -> str:
+        """What cursors are bound to: the epoch, and the server where the
+        store names one. Positions handed out before a restart or failover
+        may be handed out again after it (Redis saves its data now and
+        then), so a cursor from before is answered ``410 Cursor expired``
+        and its client starts again from a snapshot: a change repeated,
+        never one skipped (SPEC §8)."""
+        return f"{self.epoch}@{self.server}" if self.server else self.epoch
 
 
 @dataclass(frozen=True, slots=True)

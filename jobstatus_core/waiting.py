@@ -128,7 +128,7 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
         mark = service.store_call("job statuses", store.mark)
         resume = None if not given else service.decode_cursor(given, digest)
         first = request.waiting is None
-        if resume is not None and resume.epoch != mark.epoch and first:
+        if resume is not None and resume.epoch != mark.life and first:
             # On arrival only: a store that begins another life while the
             # wait holds meets it (``after_epoch``, below).
             raise cursor.cursor_expired()
@@ -150,9 +150,9 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
             request.started + seconds,
             Interest(frozenset(job_ids)),
             after_position=after,
-            after_epoch=mark.epoch,
+            after_epoch=mark.life,
         )
-    another_life = mark.epoch != state.after_epoch
+    another_life = mark.life != state.after_epoch
     met = {
         job_id: row
         for job_id, row in rows.items()
@@ -178,7 +178,7 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
             job_id for job_id in job_ids if job_id not in met and job_id not in tombs
         ],
         "timed_out": not met and not tombs,
-        "cursor": service.encode_cursor(cursor.Cursor(mark.head, mark.epoch), digest),
+        "cursor": service.encode_cursor(cursor.Cursor(mark.head, mark.life), digest),
     }
     return service.success(request, response, request_id=request_id)
 

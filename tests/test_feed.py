@@ -206,6 +206,36 @@ def test_a_job_stream_ends_after_a_terminal_status(feed_url: str, store: Store) 
         assert events.get(timeout=5) is None
 
 
+def test_a_job_stream_resumed_after_its_end_is_204(feed_url: str, store: Store) -> None:
+    """What every EventSource does once a stream ends: it reconnects with
+    the last event's id. Answered 204 (it stops reconnecting), not an empty
+    stream that holds a slot open."""
+    put(store, "j", "running")
+    with stream(feed_url, "/v1/job/j/events") as events:
+        assert next_job(events)["data"]["job_status"] == "running"
+        put(store, "j", "done")
+        done = next_job(events)
+        assert done["data"]["job_status"] == "done"
+        assert events.get(timeout=5) is None
+    headers = {"x-api-key": API_KEY}
+    ended = httpx.get(
+        feed_url + "/v1/job/j/events",
+        headers={**headers, "last-event-id": done["id"]},
+        timeout=5,
+    )
+    assert ended.status_code == 204 and ended.content == b""
+    assert "content-length" not in ended.headers
+    # Queued again after the point: followed as any change.
+    put(store, "j", "queued")
+    with stream(
+        feed_url, "/v1/job/j/events", headers={**headers, "last-event-id": done["id"]}
+    ) as events:
+        assert next_job(events)["data"]["job_status"] == "queued"
+        put(store, "j", "failed")
+        assert next_job(events)["data"]["job_status"] == "failed"
+        assert events.get(timeout=5) is None
+
+
 @pytest.mark.parametrize(
     "path, params, code, message",
     [

@@ -13,13 +13,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp
 
+from jobstatus_adapters.starlette import create_app
 from jobstatus_backends.recorder import Recorder
 from jobstatus_backends.redis import RedisStore
 from jobstatus_core import (
@@ -35,6 +38,7 @@ from jobstatus_core import (
 from jobstatus_core.listing import MAX_AGE_SECONDS, Listings
 
 from .helpers import (
+    API_KEY,
     Clock,
     RedisServer,
     ServeProcess,
@@ -42,11 +46,15 @@ from .helpers import (
     clean_env,
     free_port,
     redis_user,
+    service_for,
     start_redis,
     wait_for,
 )
 
 pytestmark = pytest.mark.redis
+
+#: The moment the records of the HTTP tests are written at.
+NOW = Clock().now
 
 JSON = {"content-type": "application/json", "x-api-key": "k"}
 
@@ -1027,4 +1035,57 @@ def test_a_purge_batch_is_expired_in_short_scripts(
     assert [t.job_id for t in tombs] == [f"j{i:02}" for i in range(20)]
     assert [t.position for t in tombs] == sorted(t.position for t in tombs)
     assert len(scripts) == 3
+    store.close()
+
+
+def test_cursors_from_before_a_redis_restarted_behind_its_writes_are_410(
+    own_redis: RedisServer, serve: Callable[[ASGIApp], str]
+) -> None:
+    """A restart from an AOF (or a failover to a replica) behind the last
+    writes repeats positions under the same epoch: a cursor from before it
+    would resume past the changes written since, silently. Cursors are
+    bound to the server's run too: 410, and the client starts again."""
+    store = RedisStore.from_url(own_redis.url + "?prefix=behind:")
+    for job_id in ("old-1", "old-2", "old-3"):
+        store.put({"job_id": job_id, "job_status": "done"}, at=NOW)
+    own_redis.stop()
+    behind = copied(own_redis.directory)  # its AOF at head 3
+    own_redis.start()
+    wait_for(lambda: _readable(store), 5)
+    url = serve(create_app(service_for(store, Clock(NOW))))
+    headers = {"x-api-key": API_KEY}
+
+    def answered(path: str, **options: Any) -> httpx.Response:
+        # The app's connection to Redis is lost with each restart: the
+        # first request may find it so (503) and the next opens another.
+        for _ in range(50):
+            got = httpx.get(url + path, **{"headers": headers, **options})
+            if got.status_code != 503:
+                return got
+            time.sleep(0.1)
+        raise AssertionError(f"{path}: still 503")
+
+    for job_id in ("lost-4", "lost-5"):
+        store.put({"job_id": job_id, "job_status": "done"}, at=NOW)
+    page = answered("/v1/jobs", params={"limit": 10}).json()["response"]
+    assert [job["job_id"] for job in page["jobs"]][-1] == "lost-5"
+    kept = page["cursor"]
+    own_redis.stop()
+    shutil.rmtree(own_redis.directory)
+    shutil.copytree(behind, own_redis.directory)
+    own_redis.start()
+    wait_for(lambda: _readable(store), 5)
+    for job_id in ("new-4", "new-5", "new-6"):  # positions 4 to 6 again
+        store.put({"job_id": job_id, "job_status": "queued"}, at=NOW)
+    resumed = answered("/v1/jobs", params={"cursor": kept})
+    assert resumed.status_code == 410, resumed.text
+    assert resumed.json()["message"] == "Cursor expired"
+    feed = answered(
+        "/v1/jobs/events", headers={**headers, "last-event-id": kept}, timeout=5
+    )
+    assert feed.status_code == 410, feed.text
+    # Started again without it: every job of this life.
+    again = answered("/v1/jobs", params={"limit": 10}).json()["response"]
+    listed = [job["job_id"] for job in again["jobs"]]
+    assert listed == ["old-1", "old-2", "old-3", "new-4", "new-5", "new-6"]
     store.close()
