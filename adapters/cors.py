@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from .wsgi import Environ, StartResponse, WSGIApplication
 
 ALLOW_METHODS = ("GET", "POST")
-ALLOW_HEADERS = ("authorization", "content-type", "if-none-match", "x-api-key")
+# last-event-id: a fetch-based event-stream client (one that sends a
+# token as Authorization) resumes with it; EventSource sends it unasked.
+ALLOW_HEADERS = (
+    "authorization",
+    "content-type",
+    "if-none-match",
+    "last-event-id",
+    "x-api-key",
+)
 EXPOSE_HEADERS = ("etag", "last-modified", "retry-after")
 MAX_AGE = 600
 #: What a browser may send without asking (the Fetch standard's safelist).

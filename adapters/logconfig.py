@@ -1,7 +1,9 @@
 """Log lines of ``jobstatus serve``: time, level, logger, message, on stderr.
 
 One ``logging.config.dictConfig`` for the jobstatus loggers and uvicorn's, so
-every line a server prints has the same shape, in every worker.
+every line a server prints has the same shape, in every worker. Secrets in
+query strings are blanked there, and in the access logs of the servers a
+host runs the adapters under (``guard_access_logs``).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import datetime
 import json
 import logging
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -35,18 +38,54 @@ def _redact_query(match: re.Match[str]) -> str:
     return "?" + "&".join(parts)
 
 
+#: gunicorn's access-log atoms that hold a secret whole: the request
+#: headers that carry the key or a token (``%({x-api-key}i)s``).
+SECRET_ATOMS = frozenset({"{x-api-key}i", "{authorization}i"})
+#: The access loggers of the servers the adapters run under.
+ACCESS_LOGGERS = ("uvicorn.access", "gunicorn.access", "hypercorn.access")
+
+
 class RedactSecrets(logging.Filter):
-    """Blanks query-string secrets in a record (access log lines carry paths)."""
+    """Blanks query-string secrets in a record (access log lines carry paths):
+    in its message and its arguments, a tuple (uvicorn's) or gunicorn's
+    mapping of atoms, where ``q`` is the query without its ``?``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(
-                _QUERY.sub(_redact_query, arg) if isinstance(arg, str) else arg
-                for arg in record.args
-            )
+        args = record.args
+        if isinstance(args, tuple):
+            record.args = tuple(_blanked(arg) for arg in args)
+        elif isinstance(args, Mapping):
+            record.args = {
+                name: "***" if name in SECRET_ATOMS else _atom(name, value)
+                for name, value in args.items()
+            }
         if isinstance(record.msg, str):
             record.msg = _QUERY.sub(_redact_query, record.msg)
         return True
+
+
+def _blanked(value: object) -> object:
+    return _QUERY.sub(_redact_query, value) if isinstance(value, str) else value
+
+
+def _atom(name: str, value: object) -> object:
+    """A gunicorn atom blanked: ``q`` is a query without its ``?``."""
+    if name == "q" and isinstance(value, str):
+        return _QUERY.sub(_redact_query, "?" + value)[1:]
+    return _blanked(value)
+
+
+def guard_access_logs() -> None:
+    """Adds ``RedactSecrets`` to the access loggers of uvicorn, gunicorn and
+    hypercorn, once each: a host serving the adapters logs its requests
+    through its server, which would write a ``?token=`` as it came (SPEC
+    §7: neither keys nor tokens are logged). A filter on the logger itself,
+    as the servers log access records on it; a server configuring its
+    logging later (``dictConfig``) keeps a logger's filters."""
+    for name in ACCESS_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(kept, RedactSecrets) for kept in logger.filters):
+            logger.addFilter(RedactSecrets())
 
 
 class JsonLines(logging.Formatter):

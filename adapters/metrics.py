@@ -18,6 +18,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from bisect import bisect_left
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
     from .wsgi import Environ, StartResponse, WSGIApplication
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: The metrics' names all start so: in a shared directory a host's own
+#: metrics are beside ours, and a scrape of ours shows ours alone.
+OWN_PREFIX = "jobstatus_"
 #: The label of a request no operation matched (our own 404 and 405).
 UNMATCHED = "none"
 #: One request answered: its operation, status code and seconds to answer.
@@ -52,7 +56,19 @@ Answer = tuple[str, int, float]
 
 
 class Metrics:
-    """The metrics of one service; installs its ``/metrics`` exposition."""
+    """The metrics of one service; installs its ``/metrics`` exposition.
+    Made by ``Metrics.of``: one a service, whichever adapters serve it."""
+
+    @classmethod
+    def of(cls, service: StatusService) -> Metrics:
+        """``service``'s metrics, made with its first adapter: two adapters
+        over one service (an app mounted twice, ASGI beside WSGI) count
+        into one set, where each would have replaced the other's
+        exposition and counted a store failure twice."""
+        metrics = _BY_SERVICE.get(service)
+        if metrics is None:
+            metrics = _BY_SERVICE[service] = cls(service)
+        return metrics
 
     def __init__(self, service: StatusService) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -61,7 +77,7 @@ class Metrics:
         # and the collector reads every worker's file.
         own: CollectorRegistry | None = None if shared else self.registry
         if shared:
-            MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+            self.registry.register(_OwnFiles())
         self.requests = Counter(
             "jobstatus_requests",
             "Requests answered, by operation and status code",
@@ -191,6 +207,11 @@ class Metrics:
             gauge.dec()
 
 
+_BY_SERVICE: weakref.WeakKeyDictionary[StatusService, Metrics] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _observe_all(histogram: Histogram, amounts: list[float]) -> None:
     """``histogram.observe`` of each amount (a duration: never NaN), in one
     update of its sum and one of each bucket hit. The client has no such
@@ -207,6 +228,23 @@ def _observe_all(histogram: Histogram, amounts: list[float]) -> None:
     buckets = histogram._buckets
     for bucket, n in hits.items():
         buckets[bucket].inc(n)
+
+
+class _OwnFiles(Collector):
+    """Every process's counts from the shared directory, ours alone: a host
+    that set ``PROMETHEUS_MULTIPROC_DIR`` for its own metrics writes them
+    there too."""
+
+    def __init__(self) -> None:
+        self._all = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._all.collect():  # type: ignore[no-untyped-call]
+            if family.name.startswith(OWN_PREFIX):
+                yield family
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
 
 
 class _JobCounts(Collector):

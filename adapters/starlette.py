@@ -44,6 +44,7 @@ from jobstatus_core.waiting import Waiting, finish
 from .changes import changes_for
 from .cors import asgi_cors
 from .eventstream import HEARTBEAT, EventStream
+from .logconfig import guard_access_logs
 from .metrics import UNMATCHED, Metrics
 from .offload import StoreThreads
 from .routing import origin_path, query_of
@@ -62,6 +63,7 @@ def status_routes(service: StatusService, prefix: str = "") -> list[BaseRoute]:
     ``"/jobs-api"``): one route per path of the contract table."""
     prefix = normalized_prefix(prefix)
     threads = StoreThreads()
+    guard_access_logs()
     return [
         Route(prefix + path, _Endpoint(service, methods, threads))
         for path, methods in Router(OPERATIONS).methods.items()
@@ -107,7 +109,8 @@ class StatusApp:
         self.router = Router(OPERATIONS, prefix)
         #: The store threads every endpoint shares.
         self.threads = StoreThreads()
-        self.metrics = Metrics(service)
+        self.metrics = Metrics.of(service)
+        guard_access_logs()
         self.endpoints = {
             path: _Endpoint(service, methods, self.threads, self.metrics)
             for path, methods in self.router.methods.items()
@@ -227,7 +230,7 @@ class _Endpoint:
                 body = await _read_body(receive, service)
                 service.check_body(headers, body)
         except ApiError as err:
-            return await _send(send, service.error(path, err, started))
+            return await _send(send, service.error(path, err, started), method)
         except _Disconnected:
             return None
         request = Request(
@@ -249,7 +252,7 @@ class _Endpoint:
                 with self._open(operation):
                     return await self._stream(answer, scope, receive, send)
             except ApiError as err:
-                return await _send(send, service.error(path, err, started))
+                return await _send(send, service.error(path, err, started), method)
         if isinstance(answer, Waiting):
             try:
                 with self._open(operation):
@@ -262,7 +265,7 @@ class _Endpoint:
                 return None
         else:
             reply = answer
-        return await _send(send, reply)
+        return await _send(send, reply, method)
 
     def _open(self, operation: Operation) -> AbstractContextManager[None]:
         """A wait or a stream, counted in progress (``Metrics.open``)."""
@@ -544,7 +547,9 @@ async def _refused(
     return Response(reply.body, reply.status, headers=dict(reply.headers))
 
 
-async def _send(send: Send, reply: Reply) -> int:
+async def _send(send: Send, reply: Reply, method: str) -> int:
+    """Sends ``reply``; to a HEAD, its head alone (the Content-Length of
+    the body a GET gets, RFC 9110 §8.6)."""
     encoded = _encoded_headers.get(reply.headers)
     if encoded is None:
         encoded = [
@@ -554,9 +559,15 @@ async def _send(send: Send, reply: Reply) -> int:
         if len(_encoded_headers) >= ENCODED_HEADERS:
             _encoded_headers.clear()
         _encoded_headers[reply.headers] = encoded
-    headers = [*encoded, (b"content-length", b"%d" % len(reply.body))]
+    # No length on a 204 (RFC 9110 §8.6: a resumed per-job stream's end).
+    headers = (
+        encoded
+        if reply.status == 204
+        else [*encoded, (b"content-length", b"%d" % len(reply.body))]
+    )
     await send(
         {"type": "http.response.start", "status": reply.status, "headers": headers}
     )
-    await send({"type": "http.response.body", "body": reply.body})
+    body = b"" if method == "HEAD" else reply.body
+    await send({"type": "http.response.body", "body": body})
     return reply.status

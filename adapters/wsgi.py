@@ -22,6 +22,7 @@ from jobstatus_core.waiting import Waiting, finish
 
 from .changes import changes_for
 from .cors import WSGICors
+from .logconfig import guard_access_logs
 from .metrics import Metrics, WSGIMetrics
 from .routing import origin_path, query_of
 
@@ -63,7 +64,8 @@ class WSGIApp:
         self.max_waiters = min(max_waiters, service.max_waiters)
         self.router = Router(OPERATIONS, prefix)
         # Metrics and CORS wrap this app's own answers, never the fallback's.
-        self.metrics = Metrics(service)
+        self.metrics = Metrics.of(service)
+        guard_access_logs()
         own: WSGIApplication = WSGIMetrics(self._answer, self.metrics, self.router)
         self._own = WSGICors(own, cors_origins) if cors_origins else own
 
@@ -82,7 +84,7 @@ class WSGIApp:
             # "//metrics" as "/metrics"): such a path is none of ours, as on
             # ASGI, so that a proxy's rule for a prefix cannot be stepped by.
             return None
-        path = origin_path(environ.get("PATH_INFO", "") or "/")
+        path = origin_path(_path_info(environ) or "/")
         method = environ.get("REQUEST_METHOD", "")
         return None if path is None else self.router.match(method, path)
 
@@ -91,12 +93,12 @@ class WSGIApp:
     ) -> Iterable[bytes]:
         service = self.service
         started = service.timer()
-        target = environ.get("PATH_INFO", "") or "/"
+        target = _path_info(environ) or "/"
         method = environ.get("REQUEST_METHOD", "")
         path = origin_path(target)
         found = self._route(environ)
         # Mounted under a dispatcher, the client's path is SCRIPT_NAME + PATH_INFO.
-        endpoint = environ.get("SCRIPT_NAME", "") + (path or target)
+        endpoint = _text(environ.get("SCRIPT_NAME", "")) + (path or target)
         try:
             if found is None:
                 raise route_not_found()
@@ -135,12 +137,25 @@ class WSGIApp:
         answer = service.handle(operation, request)
         assert not isinstance(answer, Feed)  # refused above: streams need ASGI
         if isinstance(answer, Waiting):
-            try:
-                with self.metrics.open(operation.name):
-                    answer = self._wait(operation, request, answer, generation)
-            except ApiError as err:
-                answer = service.error(endpoint, err, started)
-        return _respond(answer, start_response)
+            if not environ.get("wsgi.multithread", True):
+                # One thread serves every request (gunicorn's sync worker):
+                # holding it would stop the host's own routes for the whole
+                # wait. An early answer is the contract's (SPEC §10: best
+                # effort, clients loop); a 503 would fail every wait.
+                answer = self._now(operation, request, answer)
+            else:
+                try:
+                    with self.metrics.open(operation.name):
+                        answer = self._wait(operation, request, answer, generation)
+                except ApiError as err:
+                    answer = service.error(endpoint, err, started)
+        return _respond(answer, start_response, head=method == "HEAD")
+
+    def _now(self, operation: Operation, request: Request, answer: Waiting) -> Reply:
+        """A wait's answer as things stand, without holding the thread."""
+        reply = self.service.handle(operation, replace(request, waiting=finish(answer)))
+        assert isinstance(reply, Reply)  # a wait whose time is up is answered
+        return reply
 
     def _wait(
         self, operation: Operation, request: Request, answer: Waiting, generation: int
@@ -163,6 +178,21 @@ class WSGIApp:
                 assert not isinstance(again, Feed)  # a wait never streams
                 result = again
         return result
+
+
+def _text(native: str) -> str:
+    """A PEP 3333 path string (the URL's bytes, each one a latin-1
+    character) as the text the client meant: UTF-8, an invalid byte as
+    U+FFFD, as uvicorn decodes the ASGI path, so both adapters agree."""
+    try:
+        raw = native.encode("latin-1")
+    except UnicodeEncodeError:
+        return native  # not bytes as PEP 3333 says: text already
+    return raw.decode("utf-8", "replace")
+
+
+def _path_info(environ: Environ) -> str:
+    return _text(environ.get("PATH_INFO", ""))
 
 
 def _headers(environ: Environ) -> dict[str, str]:
@@ -192,8 +222,18 @@ def _read_body(
     elif environ.get("wsgi.input_terminated"):
         # A chunked upload the server ends for us: read up to one past the limit.
         remaining = service.max_body + 1
+    elif "transfer-encoding" in headers:
+        # A body is coming, but neither a length nor the server (wsgiref,
+        # Django's runserver) says where it ends (PEP 3333: reading past it
+        # may block): answering for an empty body would serve the wrong
+        # request.
+        raise ApiError(
+            411,
+            "Length required: this server cannot read a chunked body;"
+            " send Content-Length",
+        )
     else:
-        return b""  # PEP 3333: without a length, reading is not safe
+        return b""  # neither a length nor a Transfer-Encoding: no body
     chunks: list[bytes] = []
     size = 0
     while remaining > 0:

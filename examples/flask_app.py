@@ -1,6 +1,10 @@
 """A Flask app with the job-status endpoints mounted under /jobs-api.
 
-API_KEY=s3cret JOBSTATUS_STORE=sqlite:jobs.db gunicorn flask_app:app
+export API_KEY=s3cret JOBSTATUS_STORE=sqlite:jobs.db
+gunicorn -k gthread --threads 24 flask_app:app
+
+Threads: waits hold one each (WSGIApp's max_waiters, 16) and 8 serve the rest;
+gunicorn's default sync worker answers a wait at once (docs/embedding.md).
 """
 
 import os

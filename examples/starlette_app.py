@@ -47,12 +47,15 @@ app = Starlette(
         Mount("/jobs-api", routes=status_routes(service)),
     ],
     middleware=[
-        # Browsers on another origin may poll; the key travels in a header.
+        # Browsers on another origin may poll, with a scoped token
+        # (Authorization: Bearer) the host mints for them; If-None-Match
+        # and a readable ETag let them poll GET /v1/job/{id} for 304s.
         Middleware(
             CORSMiddleware,
             allow_origins=["https://app.example.com"],
             allow_methods=["GET", "POST"],
-            allow_headers=["x-api-key", "content-type"],
+            allow_headers=["authorization", "content-type", "if-none-match"],
+            expose_headers=["etag", "last-modified", "retry-after"],
         )
     ],
     lifespan=lifespan,

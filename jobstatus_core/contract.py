@@ -399,6 +399,14 @@ class Router:
         self.methods: dict[str, dict[str, Operation]] = {}
         for operation in operations:
             self.methods.setdefault(operation.path, {})[operation.method] = operation
+        for methods in self.methods.values():
+            get = methods.get("GET")
+            # HEAD wherever GET is (RFC 9110 §9.3.2: load balancers check
+            # health with it): the same answer, its body left out by the
+            # adapter. Not on a stream, whose head is all there is to send
+            # before it follows changes for as long as the client stays.
+            if get is not None and not get.streams:
+                methods.setdefault("HEAD", get)
         # Paths without parameters by their text: a dict look-up, where
         # trying each pattern in turn cost 0.5 µs a request for the fifth.
         self._exact = {

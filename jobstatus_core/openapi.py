@@ -131,9 +131,12 @@ def service_document(
     service: StatusService, operations: Sequence[Operation], prefix: str = ""
 ) -> dict[str, Any]:
     """The document of ``service`` mounted under ``prefix``: what a host
-    merges into its own (docs/embedding.md)."""
+    merges into its own (docs/embedding.md). Without an exposition (routes
+    mounted alone, ``status_routes``) ``/metrics`` answers 404: not listed."""
     from . import __version__
 
+    if service.exposition is None:
+        operations = [op for op in operations if op.name != "metrics"]
     return document(
         operations,
         prefix=prefix,

@@ -54,9 +54,36 @@ def test_get_job_errors(client: httpx.Client) -> None:
     assert_error(client.get("/v1/job/.hidden"), 400, "Invalid parameter: job_id")
     assert_error(client.get("/v1/job/" + "x" * 129), 400, "Invalid parameter: job_id")
     refused = client.post("/v1/job/abc")
-    assert_error(refused, 405, "Method not allowed: POST; use GET")
-    assert refused.headers["allow"] == "GET"
+    assert_error(refused, 405, "Method not allowed: POST; use GET or HEAD")
+    assert refused.headers["allow"] == "GET, HEAD"
     assert_error(httpx.get(f"{client.base_url}/v1/job/abc"), 401, "Unauthorized")
+
+
+def test_head_answers_get_s_head_without_its_body(
+    client: httpx.Client, store: Store
+) -> None:
+    put(store, "job-1", response={"file_url": "https://x/y.mp4"})
+    got = client.get("/v1/job/job-1")
+    for path in ("/v1/job/job-1", "/v1/jobs?limit=5", "/v1/openapi.json"):
+        head = client.head(path)
+        assert head.status_code == 200 and head.content == b"", path
+        whole = client.get(path)  # on the same kept connection: read whole
+        assert whole.status_code == 200 and whole.content, path
+        assert head.headers["content-type"] == whole.headers["content-type"]
+    head = client.head("/v1/job/job-1")
+    assert head.headers["etag"] == got.headers["etag"]
+    # A GET's length, but for the envelope's run and total times (a few
+    # digits each).
+    assert abs(int(head.headers["content-length"]) - len(got.content)) <= 10
+    again = client.head("/v1/job/job-1", headers={"if-none-match": got.headers["etag"]})
+    assert again.status_code == 304
+    missing = client.head("/v1/job/nope")
+    assert missing.status_code == 404 and missing.content == b""
+    assert client.get("/v1/job/nope").status_code == 404
+    # A stream is all body: HEAD is not one of its methods.
+    refused = client.head("/v1/jobs/events")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET"
+    assert client.get("/v1/job/job-1").json()["response"]["job_id"] == "job-1"
 
 
 # --- GET /v1/jobs -------------------------------------------------------------

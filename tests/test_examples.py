@@ -100,16 +100,23 @@ def test_host_route_and_status_endpoints_side_by_side(host: tuple[str, str]) -> 
 def test_cross_origin_preflight(host: tuple[str, str]) -> None:
     _, url = host
     answer = httpx.options(
-        url + "/jobs-api/v1/toolkit/jobs/status",
+        url + "/jobs-api/v1/job/render-1",
         headers={
             "origin": "https://app.example.com",
-            "access-control-request-method": "POST",
-            "access-control-request-headers": "x-api-key, content-type",
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "authorization, if-none-match",
         },
     )
     assert answer.status_code == 200
     assert answer.headers["access-control-allow-origin"] == "https://app.example.com"
-    assert "x-api-key" in answer.headers["access-control-allow-headers"]
+    assert "authorization" in answer.headers["access-control-allow-headers"]
+    # What a browser's script may read of an answer: the ETag to send back.
+    polled = httpx.get(
+        url + "/jobs-api/v1/job/render-1",
+        headers={"origin": "https://app.example.com", "x-api-key": KEY},
+    )
+    assert polled.status_code == 200
+    assert "etag" in polled.headers["access-control-expose-headers"]
 
 
 def test_host_records_jobs_through_the_recorder(host: tuple[str, str]) -> None:

@@ -1,6 +1,7 @@
 """The request metrics' bulk counting (``Metrics.done``, ``Metrics.count``):
 the same figures as one ``observe`` and one ``inc`` a request, in both of
-prometheus_client's value kinds, and none lost or counted twice."""
+prometheus_client's value kinds, and none lost or counted twice; one set a
+service, whichever adapters serve it; ours alone from a shared directory."""
 
 from __future__ import annotations
 
@@ -10,14 +11,20 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 from prometheus_client import CollectorRegistry, Histogram
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.types import ASGIApp
 
 from jobstatus_adapters.metrics import Metrics, _observe_all
+from jobstatus_adapters.starlette import create_app, status_routes
 from jobstatus_backends import store_from_url
 
-from .helpers import service_for
+from .helpers import API_KEY, service_for
 
 #: On the bounds, between them, below the first and past the last (+Inf).
 AMOUNTS = [0.0, 0.005, 0.0051, 0.01, 0.3, 0.3, 2.5, 10.0, 11.0, 1e-7, 0.0749]
@@ -198,3 +205,63 @@ def test_a_turn_on_a_new_loop_is_counted_though_an_old_loop_stopped() -> None:
     asyncio.run(answer())
     requests = "jobstatus_requests_total"
     assert value(found, requests, operation="get_job", code="200") == 2
+
+
+def test_adapters_over_one_service_count_into_one_set(
+    serve: Callable[[ASGIApp], str],
+) -> None:
+    service = service_for(store_from_url("memory://"))
+    alone = service_for(store_from_url("memory://"))
+    host = Starlette(
+        routes=[
+            Mount("/alone", routes=status_routes(alone)),
+            Mount("/r", routes=status_routes(service)),
+            Mount("/a", app=create_app(service)),
+            Mount("/b", app=create_app(service, dashboard=False)),
+        ]
+    )
+    url = serve(host)
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+        for _ in range(3):
+            assert http.get("/a/v1/job/nope").status_code == 404
+        assert http.get("/b/v1/job/nope").status_code == 404
+        counted = 'jobstatus_requests_total{code="404",operation="get_job"} 4.0'
+        for mount in ("/a", "/b", "/r"):
+            scraped = http.get(mount + "/metrics")
+            assert scraped.status_code == 200 and counted in scraped.text, mount
+        # Routes alone count nothing: no /metrics, and their document
+        # does not list it.
+        assert http.get("/alone/metrics").status_code == 404
+        listed = http.get("/alone/v1/openapi.json").json()["paths"]
+        assert "/alone/metrics" not in listed and "/alone/healthz" in listed
+        assert "/a/metrics" in http.get("/a/v1/openapi.json").json()["paths"]
+
+
+#: A host with its own metrics in the shared directory, then ours.
+HOST_BESIDE = """
+from prometheus_client import Counter
+from jobstatus_backends import store_from_url
+from jobstatus_adapters.metrics import Metrics
+from jobstatus import make_service
+
+Counter("myapp_logins", "the host's own").inc()
+service = make_service(store_from_url("memory://"), api_keys=["k" * 16])
+metrics = Metrics.of(service)
+metrics.count((("get_job", 404, 0.01),))
+print(service.exposition()[1].decode())
+"""
+
+
+def test_a_shared_directory_shows_our_metrics_alone(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", HOST_BESIDE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert any(tmp_path.iterdir())  # both wrote to the files
+    assert 'jobstatus_requests_total{code="404",operation="get_job"} 1.0' in done.stdout
+    assert "myapp" not in done.stdout

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,7 +13,7 @@ import pytest
 
 from jobstatus_core import Store
 
-from .helpers import API_KEY, Clock
+from .helpers import API_KEY, Clock, free_port, wait_for
 from .test_http_contract import assert_error, envelope_of
 
 NOW = Clock().now
@@ -147,3 +150,72 @@ def test_access_log_lines_never_carry_a_token() -> None:
     line = record.getMessage()
     assert "jst1" not in line and "=k" not in line
     assert "?status=done&token=***&x=1&%74oken=***&API_KEY=***" in line
+
+
+HOST_APP = """
+from jobstatus import WSGIApp, create_app, make_service, open_store
+
+service = make_service(open_store("memory://"), api_keys=["k" * 16])
+asgi = create_app(service)
+wsgi = WSGIApp(service)
+"""
+
+
+@pytest.mark.core
+@pytest.mark.parametrize(
+    "server",
+    [
+        ["uvicorn", "--app-dir", "{dir}", "host:asgi", "--port", "{port}"],
+        [
+            "gunicorn",
+            "--chdir",
+            "{dir}",
+            "-b",
+            "127.0.0.1:{port}",
+            "host:wsgi",
+            "--access-logfile",
+            "-",
+            "--access-logformat",
+            "%(r)s %(q)s %({x-api-key}i)s %(s)s",
+        ],
+    ],
+    ids=["uvicorn", "gunicorn"],
+)
+def test_a_host_s_own_server_logs_no_token(tmp_path: Path, server: list[str]) -> None:
+    """The host runs its server with its own logging; the adapters still
+    keep tokens and keys out of its access log."""
+    (tmp_path / "host.py").write_text(HOST_APP)
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        *(
+            part.replace("{dir}", str(tmp_path)).replace("{port}", str(port))
+            for part in server
+        ),
+    ]
+    log = tmp_path / "log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+
+            def up() -> bool:
+                try:
+                    return httpx.get(url + "/healthz").status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            wait_for(up, timeout=20)
+            secret = "jst1.c2VjcmV0.dG9rZW4"
+            answer = httpx.get(
+                f"{url}/v1/jobs?limit=1&token={secret}",
+                headers={"x-api-key": "k" * 16},
+            )
+            assert answer.status_code in (200, 401)
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
+    written = log.read_text()
+    assert "/v1/jobs?limit=1&token=***" in written, written
+    assert secret not in written and "k" * 16 not in written
