@@ -453,13 +453,19 @@ def write_job(
 
 
 def _create(jobs_dir: str, temp: str) -> int:
-    """Create the new file ``temp`` for writing, and ``jobs_dir`` if missing."""
+    """Create the new file ``temp`` for writing, and ``jobs_dir`` if missing.
+
+    Its mode is the Toolkit's own files' (Python's ``open``: 0666 less the
+    umask): a server running as another user than the workers reads what
+    they write, and a Toolkit file rewritten keeps the mode its kind has.
+    A deployment that keeps records private sets the umask (systemd's
+    ``UMask=0077``)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.open(temp, flags, 0o600)
+        return os.open(temp, flags, 0o666)
     except FileNotFoundError:
         os.makedirs(jobs_dir, exist_ok=True)
-        return os.open(temp, flags, 0o600)
+        return os.open(temp, flags, 0o666)
 
 
 def _rename_aside(path: str, aside: str) -> None:

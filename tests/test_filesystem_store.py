@@ -81,6 +81,22 @@ def test_put_writes_the_toolkit_layout(fstore: FileStore, tmp_path: Path) -> Non
     ]  # no temp left
 
 
+def test_job_files_take_the_mode_the_toolkit_s_have(
+    fstore: FileStore, tmp_path: Path
+) -> None:
+    """0666 less the umask, as Python's open() makes the Toolkit's: a server
+    running as another user than the workers reads what they write."""
+    for umask, mode in ((0o022, 0o644), (0o077, 0o600)):
+        before = os.umask(umask)
+        try:
+            toolkit = write_toolkit_file(tmp_path, f"toolkit-{umask:o}", "done")
+            fstore.put({"job_id": f"ours-{umask:o}", "job_status": "done"})
+        finally:
+            os.umask(before)
+        ours = tmp_path / "jobs" / f"ours-{umask:o}.json"
+        assert ours.stat().st_mode & 0o777 == mode == toolkit.stat().st_mode & 0o777
+
+
 def test_reads_files_written_by_others(fstore: FileStore, tmp_path: Path) -> None:
     write_toolkit_file(tmp_path, "ext-1", "running", queue_id=5)
     assert fstore.get("ext-1") == {
