@@ -200,6 +200,27 @@ class _Call:
     deadline: float | None = None
 
 
+#: An unmet wait answered before half its time is asked again no sooner
+#: than this after it was asked: a server that cannot hold waits (a WSGI
+#: worker with one thread, one stopping) is polled once a second, not as
+#: fast as it answers.
+EARLY_PAUSE = 1.0
+
+
+def _early_pause(call: _Call, asked: float) -> float:
+    """Seconds to pause before asking again after an unmet answer to
+    ``call``, asked at ``asked`` (``time.monotonic()``); never past its
+    deadline."""
+    now = time.monotonic()
+    took = now - asked
+    if took >= call.holds / 2:
+        return 0.0
+    pause = EARLY_PAUSE - took
+    if call.deadline is not None:
+        pause = min(pause, call.deadline - now)
+    return max(pause, 0.0)
+
+
 @dataclass(frozen=True, slots=True)
 class _Answer:
     envelope: dict[str, Any] | None
@@ -729,6 +750,7 @@ class JobStatusClient(_Base):
         if isinstance(job_ids, str):
             one = _OneWait(job_ids, until, timeout, self.max_wait)
             while (call := one.call()) is not None:
+                asked = time.monotonic()
                 try:
                     answer = self._send(call, missing_ok=True)
                 except BadRequest as error:
@@ -736,9 +758,11 @@ class JobStatusClient(_Base):
                     continue
                 if (done := one.feed(answer)) is not None:
                     return done
+                time.sleep(_early_pause(call, asked))
             return one.last
         many = _ManyWait(job_ids, until, timeout, self.max_wait, return_when)
         while (call := many.call()) is not None:
+            asked = time.monotonic()
             try:
                 answered = self._send(call)
             except BadRequest as error:
@@ -746,6 +770,7 @@ class JobStatusClient(_Base):
                 continue
             if (result := many.feed(answered)) is not None:
                 return result
+            time.sleep(_early_pause(call, asked))
         return many.result()
 
     def watch(
@@ -960,6 +985,7 @@ class AsyncJobStatusClient(_Base):
         if isinstance(job_ids, str):
             one = _OneWait(job_ids, until, timeout, self.max_wait)
             while (call := one.call()) is not None:
+                asked = time.monotonic()
                 try:
                     answer = await self._send(call, missing_ok=True)
                 except BadRequest as error:
@@ -967,9 +993,11 @@ class AsyncJobStatusClient(_Base):
                     continue
                 if (done := one.feed(answer)) is not None:
                     return done
+                await asyncio.sleep(_early_pause(call, asked))
             return one.last
         many = _ManyWait(job_ids, until, timeout, self.max_wait, return_when)
         while (call := many.call()) is not None:
+            asked = time.monotonic()
             try:
                 answered = await self._send(call)
             except BadRequest as error:
@@ -977,6 +1005,7 @@ class AsyncJobStatusClient(_Base):
                 continue
             if (result := many.feed(answered)) is not None:
                 return result
+            await asyncio.sleep(_early_pause(call, asked))
         return many.result()
 
     async def watch(

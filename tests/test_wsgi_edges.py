@@ -26,23 +26,10 @@ from jobstatus_adapters.wsgi import WSGIApp
 from jobstatus_backends import store_from_url
 from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH
 
-from .helpers import API_KEY, service_for, wait_for
+from .helpers import API_KEY, free_port, service_for, wait_for
 from .test_http_contract import strict_json
 
-#: The loopback ports these tests may serve on.
-PORTS = range(18150, 18200)
 PREFIX = "/jobs"
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError(f"no free port in {PORTS}")
 
 
 def exchange(port: int, request: bytes) -> tuple[int, dict[str, Any]]:
@@ -280,6 +267,29 @@ def test_a_sync_worker_answers_a_wait_at_once_and_keeps_serving_the_host(
             assert result.met and result.record is not None
             assert result.record["job_status"] == "done"
             assert looping.seconds < 5
+    finally:
+        store.close()
+
+
+def test_the_client_polls_a_sync_worker_once_a_second(tmp_path: Path) -> None:
+    """A server that answers every wait at once is asked again a second
+    after the last ask, not as fast as it answers."""
+    store = store_from_url(f"sqlite://{tmp_path / 'jobs.db'}")
+    store.put({"job_id": "slow", "job_status": "running"})
+
+    def asked(http: httpx.Client, url: str) -> float:
+        text = http.get(url + "/jobs/metrics", headers=KEYED).text
+        line = 'jobstatus_requests_total{code="200",operation="get_job"} '
+        found = [row for row in text.splitlines() if row.startswith(line)]
+        return float(found[0][len(line) :]) if found else 0.0
+
+    try:
+        with gunicorn(tmp_path) as url, httpx.Client(timeout=30) as http:
+            with JobStatusClient(url + PREFIX, api_key=API_KEY) as client:
+                result, seconds = timed(lambda: client.wait("slow", timeout=3))
+            assert not result.met and 2.5 < seconds < 5
+            # About one a second (3 or 4); as fast as answered: hundreds.
+            assert 2 <= asked(http, url) <= 5
     finally:
         store.close()
 
