@@ -5,19 +5,7 @@ from __future__ import annotations
 
 from celery_app import app
 
-
-class BadStr(Exception):
-    """An exception whose ``str()`` raises."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-
-class NoRepr:
-    """A return value whose ``repr()`` raises."""
-
-    def __repr__(self) -> str:
-        raise ValueError("no repr")
+from tests.awkward import BadStr, NoRepr
 
 
 @app.task

@@ -14,6 +14,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from jobstatus_adapters.dramatiq import install, progress
+from tests.awkward import BadStr, NoRepr
 
 broker = RedisBroker(url=os.environ["JOBSTATUS_TEST_REDIS"])
 dramatiq.set_broker(broker)
@@ -58,20 +59,6 @@ def hold(name: str) -> int:
     ):
         time.sleep(0.01)
     return os.getpid()
-
-
-class BadStr(Exception):
-    """An exception whose ``str()`` raises."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-
-class NoRepr:
-    """A return value whose ``repr()`` raises."""
-
-    def __repr__(self) -> str:
-        raise ValueError("no repr")
 
 
 @dramatiq.actor(max_retries=0)

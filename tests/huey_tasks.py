@@ -13,6 +13,7 @@ from pathlib import Path
 from huey import RedisHuey
 
 from jobstatus_adapters.huey import install, progress
+from tests.awkward import BadStr, NoRepr
 
 huey = RedisHuey("jobstatus-tests", url=os.environ["JOBSTATUS_TEST_REDIS"])
 recording = install(huey, os.environ["JOBSTATUS_STORE"])
@@ -56,20 +57,6 @@ def hold(name: str) -> int:
     ):
         time.sleep(0.01)
     return os.getpid()
-
-
-class BadStr(Exception):
-    """An exception whose ``str()`` raises."""
-
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-
-class NoRepr:
-    """A return value whose ``repr()`` raises (it pickles: Huey stores it)."""
-
-    def __repr__(self) -> str:
-        raise ValueError("no repr")
 
 
 @huey.task()

@@ -315,7 +315,7 @@ def test_a_return_value_whose_repr_raises_is_done_with_a_stand_in(
     no_repr = str(setup[0].send_task("tests.celery_tasks.no_repr").id)
     assert reaches(store, no_repr, "done")["response"] == {
         "repr": "<NoRepr: repr() failed: ValueError: no repr>",
-        "type": "tests.celery_tasks.NoRepr",
+        "type": "tests.awkward.NoRepr",
     }
 
 

@@ -138,7 +138,7 @@ def test_a_return_value_whose_repr_raises_is_done_with_a_stand_in(
     huge = queue[0].huge.send()
     assert finished(http, no_repr.message_id)["response"] == {
         "repr": "<NoRepr: repr() failed: ValueError: no repr>",
-        "type": "tests.dramatiq_tasks.NoRepr",
+        "type": "tests.awkward.NoRepr",
     }
     shown = finished(http, huge.message_id)["response"]
     assert shown["type"] == "builtins.int"

@@ -18,17 +18,9 @@ from jobstatus_backends.memory import MemoryStore
 from jobstatus_backends.recorder import STR_FAILED, Recorder
 from jobstatus_core import InvalidRecord, Row, StoreError
 
+from .awkward import BadStr, NoRepr
+
 FIVE_MB = 5_000_000
-
-
-class BadStr(Exception):
-    def __str__(self) -> str:
-        raise RuntimeError("no str for you")
-
-
-class NoRepr:
-    def __repr__(self) -> str:
-        raise ValueError("no repr")
 
 
 def test_an_exception_whose_str_raises_is_failed_with_its_type() -> None:
