@@ -28,10 +28,15 @@ from jobstatus_core.recording import Change
 log = logging.getLogger("jobstatus.queues")
 
 #: Tries of one event against a store that fails, and the first pause between
-#: them (doubled each time): a blip is ridden out, an outage costs a task
-#: well under a second per event.
+#: them (doubled each time): a blip is ridden out, a store that refuses
+#: connections costs a task well under a second per event (one that hangs,
+#: its timeout a try: ``DOWN_SECONDS``).
 TRIES = 3
 FIRST_PAUSE = 0.05
+#: After a change dropped for the store's failure, how long the changes
+#: after it are tried once: a store that hangs (accepts connections, never
+#: answers) then costs each event one timeout, not three and the pauses.
+DOWN_SECONDS = 5.0
 #: The longest ``repr`` kept of a response that is not JSON.
 REPR_LIMIT = 2000
 
@@ -105,11 +110,15 @@ class TaskRecorder:
         tries: int = TRIES,
         pause: float = FIRST_PAUSE,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._url = store if isinstance(store, str) else None
         self.tries = tries
         self.pause = pause
         self.sleep = sleep
+        self.clock = clock
+        #: Until when the store is taken for down (``DOWN_SECONDS``).
+        self._down_until = 0.0
         self._lock = threading.Lock()
         self._opened: tuple[int, Recorder] | None = None
         self._given = None if isinstance(store, str) else Recorder(store)
@@ -252,9 +261,10 @@ class TaskRecorder:
         (its response or error larger than the store holds), so that the
         job still ends."""
         pause = self.pause
-        for attempt in range(1, self.tries + 1):
+        tries = 1 if self.clock() < self._down_until else self.tries
+        for attempt in range(1, tries + 1):
             try:
-                return call(self.recorder)
+                applied = call(self.recorder)
             except InvalidRecord as exc:
                 # Not the store's fault: trying again writes the same thing.
                 if instead is not None:
@@ -271,12 +281,14 @@ class TaskRecorder:
                 return False
             except (StoreError, OSError) as exc:
                 # The store failed (down, busy): worth another try.
-                if attempt == self.tries:
+                if attempt == tries:
+                    self._down_until = self.clock() + DOWN_SECONDS
                     log.warning(
-                        "job %s: %s not recorded after %d tries, dropped: %s",
+                        "job %s: %s not recorded after %d %s, dropped: %s",
                         job_id,
                         event,
-                        self.tries,
+                        tries,
+                        "try" if tries == 1 else "tries",
                         message_of(exc),
                     )
                     return False
@@ -295,6 +307,9 @@ class TaskRecorder:
                     exc_info=None if isinstance(exc, ConfigError) else exc,
                 )
                 return False
+            else:
+                self._down_until = 0.0  # it answers again
+                return applied
         return False
 
 

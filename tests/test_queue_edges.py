@@ -43,16 +43,18 @@ def test_a_value_whose_repr_raises_is_a_stand_in_repr() -> None:
 
 
 class Failing(MemoryStore):
-    """Reads fail with ``error``, counted."""
+    """Reads fail with ``error`` (None: they do not), counted."""
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: Exception | None) -> None:
         super().__init__()
         self.error = error
         self.reads = 0
 
     def read(self, job_id: str) -> Row | None:
         self.reads += 1
-        raise self.error
+        if self.error is not None:
+            raise self.error
+        return super().read(job_id)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +70,31 @@ def test_only_a_store_failure_is_tried_again(
         assert not recording.running("j", None)
     assert store.reads == reads
     assert caplog.records[0].getMessage().startswith("job j: running not recorded")
+
+
+def test_after_a_change_dropped_for_an_outage_the_next_are_tried_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store that hangs costs each later event one try (one timeout),
+    not three and the pauses, until it answers again or 5 s pass."""
+    store = Failing(StoreError("timed out"))
+    now = [100.0]
+    recording = TaskRecorder(store, sleep=lambda _: None, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="jobstatus.queues"):
+        assert not recording.running("j", None)
+        assert store.reads == 3
+        assert not recording.done("j", None, 1)
+        assert store.reads == 4  # tried once
+        assert "after 1 try, dropped" in caplog.records[-1].getMessage()
+        now[0] += 6  # past the 5 s: tried as a store never seen down
+        assert not recording.done("j", None, 1)
+        assert store.reads == 7
+        store.error = None  # it answers again: taken for up at once
+        assert recording.done("j", None, 1)
+        store.error = StoreError("timed out")
+        reads = store.reads
+        assert not recording.done("k", None, 1)
+        assert store.reads == reads + 3
 
 
 @pytest.fixture
