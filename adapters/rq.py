@@ -342,7 +342,9 @@ def error_of(exc_string: str) -> dict[str, str]:
     ``max``) is recorded as ``Recorder.failed`` records a text: its last
     line, as an ``Error``.
     """
-    lines = exc_string.rstrip().splitlines()
+    # Lines as traceback joins them ("\n" alone): a message's own "\r\n",
+    # "\x0b" or U+2028, and its trailing spaces, stay as raised.
+    lines = exc_string.rstrip("\n").split("\n")
     # The last exception of a chain: after the last separator Python prints
     # at the left margin (those of a group's members are indented).
     for at in range(len(lines) - 1, -1, -1):

@@ -321,6 +321,15 @@ def test_the_error_read_back_from_rqs_traceback_is_the_exceptions() -> None:
     }
     assert error_of(traceback_of(empty)) == {"type": "OSError", "message": ""}
 
+    def separators() -> None:
+        raise ValueError("a\r\nb\x0bc\x1cd\u2028e  ")
+
+    # As raised: only traceback's own "\n" splits it.
+    assert error_of(traceback_of(separators)) == {
+        "type": "ValueError",
+        "message": "a\r\nb\x0bc\x1cd\u2028e  ",
+    }
+
     def handled() -> None:
         try:
             raise KeyError("inner")
