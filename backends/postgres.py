@@ -148,7 +148,6 @@ class PostgresStore(VersionedStoreBase):
             open=False,
             timeout=timeout,
             reconnect_timeout=RECONNECT_SECONDS,
-            check=_check_idle,
             name=f"jobstatus-postgres-{self.channel}",
         )
         # Opened on first use: a store made and never used (a wrong password
@@ -455,8 +454,29 @@ class PostgresStore(VersionedStoreBase):
             batchreads.forget()
         if not self._ready:
             self._setup()
-        with _translated(), self._pool.connection() as conn:
+        with _translated(), self._connection() as conn:
             return action(conn)
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection, as ``pool.connection()`` gives it, but one
+        the server closed (a restart) is handed back closed, which the pool
+        replaces, and another taken at once: the first request after an
+        outage answers. The pool's own check (``check=``) waits a second or
+        more after a failed one, past a request's timeout (a 503 for the
+        first request after every restart)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            conn = self._pool.getconn(max(deadline - time.monotonic(), 0.001))
+            if not _closed_by_server(conn):
+                break
+            conn.close()
+            self._pool.putconn(conn)
+        try:
+            with conn:
+                yield conn
+        finally:
+            self._pool.putconn(conn)
 
     def _setup(self) -> None:
         """Create or migrate the schema once per instance, under an advisory
@@ -469,7 +489,7 @@ class PostgresStore(VersionedStoreBase):
             if not self._pool_open:
                 self._pool.open(wait=False)
                 self._pool_open = True
-            with _translated(), self._pool.connection() as conn:
+            with _translated(), self._connection() as conn:
                 if self._schema_version(conn) != SCHEMA_VERSION:
                     with conn.transaction():
                         conn.execute(
@@ -622,18 +642,24 @@ class _Listener:
                 self._notify()
 
 
-def _check_idle(conn: psycopg.Connection[Any]) -> None:
-    """The pool's check of a connection it is about to hand out.
+def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """Whether a pooled connection is dead: closed, or closed by the server.
 
     A connection the server closed (a restart) has its end of file waiting:
-    readable while idle. Only then is it asked a round trip, which fails and
-    has the pool replace it, so the first request after an outage answers
-    instead of failing on a dead connection; a live idle one costs no round
-    trip (a check on every use doubled a read's time).
+    readable while idle. Only then is it asked a round trip, which tells;
+    a live idle one costs no round trip (a check on every use doubled a
+    read's time).
     """
+    if conn.closed:
+        return True
     readable, _, _ = select.select([conn.fileno()], [], [], 0)
-    if readable:
+    if not readable:
+        return False
+    try:
         psycopg_pool.ConnectionPool.check_connection(conn)
+    except psycopg.Error:
+        return True
+    return False
 
 
 @contextlib.contextmanager
