@@ -12,7 +12,6 @@ import datetime
 import json
 import logging
 import re
-from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -54,11 +53,14 @@ class RedactSecrets(logging.Filter):
         args = record.args
         if isinstance(args, tuple):
             record.args = tuple(_blanked(arg) for arg in args)
-        elif isinstance(args, Mapping):
-            record.args = {
-                name: "***" if name in SECRET_ATOMS else _atom(name, value)
-                for name, value in args.items()
-            }
+        elif isinstance(args, dict):
+            # Changed in place, keeping its type: gunicorn's atoms are a dict
+            # of its own that answers "-" for an atom it lacks (a header the
+            # request did not send), where a plain dict raises while the
+            # line is formatted. The record's own: made for this log call.
+            for name, value in list(args.items()):
+                blank = "***" if name in SECRET_ATOMS else _atom(name, value)
+                dict.__setitem__(args, name, blank)
         if isinstance(record.msg, str):
             record.msg = _QUERY.sub(_redact_query, record.msg)
         return True

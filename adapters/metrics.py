@@ -65,10 +65,11 @@ class Metrics:
         over one service (an app mounted twice, ASGI beside WSGI) count
         into one set, where each would have replaced the other's
         exposition and counted a store failure twice."""
-        metrics = _BY_SERVICE.get(service)
-        if metrics is None:
-            metrics = _BY_SERVICE[service] = cls(service)
-        return metrics
+        with _MADE:
+            metrics = _BY_SERVICE.get(service)
+            if metrics is None:
+                metrics = _BY_SERVICE[service] = cls(service)
+            return metrics
 
     def __init__(self, service: StatusService) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -207,9 +208,14 @@ class Metrics:
             gauge.dec()
 
 
+#: Each service's metrics (``Metrics.of``). Weak: a service dropped goes
+#: with its store, so nothing its metrics hold refers back to it strongly
+#: (``_JobCounts``); its hooks and exposition refer to them.
 _BY_SERVICE: weakref.WeakKeyDictionary[StatusService, Metrics] = (
     weakref.WeakKeyDictionary()
 )
+#: Adapters built on several threads at once make one set a service.
+_MADE = threading.Lock()
 
 
 def _observe_all(histogram: Histogram, amounts: list[float]) -> None:
@@ -251,15 +257,19 @@ class _JobCounts(Collector):
     """``jobstatus_jobs{status}``: the store's kept counts, read per scrape."""
 
     def __init__(self, service: StatusService, metrics: Metrics) -> None:
-        self.service = service
+        # Weak: the metrics are kept by the service's key in _BY_SERVICE.
+        self.service = weakref.ref(service)
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
+        service = self.service()
+        if service is None:
+            return  # scraped as its service went: nothing to count
         family = GaugeMetricFamily(
             "jobstatus_jobs", "Jobs in the store, by status", labels=("status",)
         )
         try:
-            counts = self.service.store.counts(None, None)
+            counts = service.store.counts(None, None)
         except WouldBlock:
             raise  # tried again on a thread: not a failure
         except Exception as exc:
@@ -269,7 +279,7 @@ class _JobCounts(Collector):
             value = json.loads(text)
             family.add_metric((value if isinstance(value, str) else text,), n)
         yield family
-        store = self.service.store
+        store = service.store
         if isinstance(store, Indexed):
             yield GaugeMetricFamily(
                 "jobstatus_index_jobs",

@@ -265,3 +265,23 @@ def test_a_shared_directory_shows_our_metrics_alone(tmp_path: Path) -> None:
     assert any(tmp_path.iterdir())  # both wrote to the files
     assert 'jobstatus_requests_total{code="404",operation="get_job"} 1.0' in done.stdout
     assert "myapp" not in done.stdout
+
+
+def test_a_service_dropped_goes_with_its_metrics() -> None:
+    """The set of metrics kept for a service holds it weakly: a host that
+    builds and drops services (tests, reloads) does not keep their stores."""
+    import gc
+    import weakref
+
+    from jobstatus_adapters.wsgi import WSGIApp
+
+    gone = []
+    for _ in range(3):
+        service = service_for(store_from_url("memory://"))
+        WSGIApp(service)
+        create_app(service)
+        assert service.exposition is not None
+        gone.append(weakref.ref(service))
+        del service
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None, None]

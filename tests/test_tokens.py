@@ -219,3 +219,7 @@ def test_a_host_s_own_server_logs_no_token(tmp_path: Path, server: list[str]) ->
     written = log.read_text()
     assert "/v1/jobs?limit=1&token=***" in written, written
     assert secret not in written and "k" * 16 not in written
+    # Every line written: the health probes without the key too (an atom
+    # the request lacks is gunicorn's "-", not an error while formatting).
+    assert "Logging error" not in written, written
+    assert "/healthz" in written
