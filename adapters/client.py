@@ -418,6 +418,8 @@ class _ManyWait:
         #: changed: the cursor of the first answer, so that every later
         #: request is relative to the start, not to its own arrival.
         self.after: str | None = None
+        #: The last answer brought jobs that met it.
+        self.progressed = False
 
     def call(self) -> _Call | None:
         seconds = self.deadline.step(self.longest)
@@ -437,6 +439,9 @@ class _ManyWait:
     def feed(self, answer: _Answer) -> WaitedMany | None:
         assert answer.envelope is not None
         response = answer.envelope["response"]
+        # Some jobs met it (the server answers as soon as ANY does): not an
+        # early answer to pause after, whether or not all have.
+        self.progressed = bool(response["jobs"] or response["expired"])
         self.met.update(response["jobs"])
         # Answered at once and never pending again: asked again, an expired
         # job would be answered at once again, for ever.
@@ -770,7 +775,8 @@ class JobStatusClient(_Base):
                 continue
             if (result := many.feed(answered)) is not None:
                 return result
-            time.sleep(_early_pause(call, asked))
+            if not many.progressed:
+                time.sleep(_early_pause(call, asked))
         return many.result()
 
     def watch(
@@ -1005,7 +1011,8 @@ class AsyncJobStatusClient(_Base):
                 continue
             if (result := many.feed(answered)) is not None:
                 return result
-            await asyncio.sleep(_early_pause(call, asked))
+            if not many.progressed:
+                await asyncio.sleep(_early_pause(call, asked))
         return many.result()
 
     async def watch(

@@ -155,7 +155,10 @@ class LiveWSGIServer:
         # fails it with EBADF: the loop stops here, then closes them itself.
         while not self._stopping.is_set():
             wasyncore.loop(timeout=0.05, map=self.server._map, count=1)  # type: ignore[union-attr]
-        self.server.close()
+        # The listening socket and every connection still open (a client's
+        # kept-alive one): closed, not left to the garbage collector, whose
+        # ResourceWarning at the session's end fails it.
+        wasyncore.close_all(self.server._map)  # type: ignore[union-attr]
 
     def __enter__(self) -> LiveWSGIServer:
         self.thread.start()

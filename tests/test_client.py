@@ -241,6 +241,28 @@ def test_wait_for_many_until_all_or_any(url: str, store: Store) -> None:
         assert first.met and list(first.jobs) == ["d"] and first.pending == ["c"]
 
 
+def test_a_wait_for_many_asks_again_at_once_after_some_met(
+    url: str, store: Store
+) -> None:
+    """An answer that came early because some jobs met the condition is
+    progress, not a server that cannot hold waits: asked again at once."""
+    put(store, "a", "running")
+    put(store, "b", "running")
+    with JobStatusClient(url, api_key=API_KEY) as client:
+        writers = [
+            later(0.1, lambda: put(store, "a", "done")),
+            later(0.4, lambda: put(store, "b", "done")),
+        ]
+        started = time.monotonic()
+        waited = client.wait(["a", "b"], timeout=30)
+        seconds = time.monotonic() - started
+        for writer in writers:
+            writer.join()
+    assert waited.met and sorted(waited.jobs) == ["a", "b"]
+    # Paused a second after a's answer, it came at 1 s.
+    assert seconds < 0.85, seconds
+
+
 def test_an_expired_job_meets_a_wait_for_many(url: str, store: Store) -> None:
     """Answered at once, with its tombstone: asked again and again, it was
     answered at once again, and the wait never ended."""
