@@ -108,7 +108,11 @@ def install(queue: Queue, store: Store | str) -> Queue:
             raise
         finally:
             _running = before
-        recording.done(job_id, attempt, ran.return_value(refresh=False))
+        # What the job returned, as RQ holds it after ``perform``: reading it
+        # back from Redis (``return_value``) could fail a job that succeeded
+        # (a blip, a result that does not unpickle), and with
+        # ``result_ttl=0`` finds nothing.
+        recording.done(job_id, attempt, ran._result)
         return ran
 
     # On the instance: the queue's own methods call these through ``self``.

@@ -43,13 +43,21 @@ class Statements:
             f"SELECT job_status, count(*) FROM {jobs}"
             " WHERE updated_at >= %s AND job_status IS NOT NULL GROUP BY job_status"
         )
-        self.mark = f"SELECT epoch, head, pg_postmaster_start_time()::text FROM {meta}"
+        # The server's start as seconds since 1970 (the server's run, in
+        # cursors): text in the session's TimeZone would differ between
+        # instances set apart, and every cursor would be 410 on the other.
+        self.mark = (
+            "SELECT epoch, head,"
+            " extract(epoch FROM pg_postmaster_start_time())::text"
+            f" FROM {meta}"
+        )
         # The reads of an event loop (``postgresasync``): the mark, then
         # ``read``'s columns of each job asked, none when no job is there.
         # Sent through libpq itself, so its parameter is libpq's ``$1``: the
         # ids as one text, split on spaces (no job id has one).
         self.loop_reads = (
-            "SELECT m.epoch, m.head, pg_postmaster_start_time()::text, j.job_id,"
+            "SELECT m.epoch, m.head,"
+            " extract(epoch FROM pg_postmaster_start_time())::text, j.job_id,"
             " j.job_status, j.updated_at, j.position, m.epoch, j.record"
             f" FROM {meta} AS m LEFT JOIN {jobs} AS j"
             " ON j.job_id = ANY(string_to_array($1, ' '))"

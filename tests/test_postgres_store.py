@@ -737,6 +737,22 @@ def test_a_stopped_server_is_503_then_answers_again(
         unsubscribe()
 
 
+def test_instances_in_other_time_zones_mark_one_run(
+    opened: Callable[[str], PostgresStore],
+    postgres_server: PostgresServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server's run is in every cursor: two instances whose sessions
+    print times in other zones (PGTZ, a role's setting) must name it alike,
+    or each answers the other's cursors 410."""
+    url = fresh_url(postgres_server)
+    marks = []
+    for zone in ("UTC", "Asia/Tokyo"):
+        monkeypatch.setenv("PGTZ", zone)  # read by libpq as it connects
+        marks.append(opened(url).mark())
+    assert marks[0].server and marks[0].life == marks[1].life
+
+
 def test_the_first_request_after_a_restart_answers(
     opened: Callable[[str], PostgresStore], own_postgres: PostgresServer
 ) -> None:

@@ -535,6 +535,9 @@ def test_a_synchronous_queue_records_every_state(
     )
     done = queue.enqueue("builtins.pow", 2, 10)
     failed = queue.enqueue("builtins.int", "not a number")
+    # No result kept in Redis: the value is the run's own, not read back.
+    unkept = queue.enqueue("builtins.pow", 3, 3, result_ttl=0)
+    assert record_of(store, unkept.id)["response"] == 27
     record = record_of(store, done.id)
     assert record["job_status"] == "done" and record["response"] == 1024
     assert record["task"] == "builtins.pow"
