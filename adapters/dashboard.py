@@ -74,6 +74,9 @@ def dashboard_routes(
     return [
         Route(path, to_page, methods=["GET", "HEAD"]),
         Route(path + "/", page, methods=["GET", "HEAD"]),
+        # The page by its file's name too: the files' mount below would
+        # serve its template, which names no API.
+        Route(path + "/index.html", page, methods=["GET", "HEAD"]),
         Mount(path, _Secured(StaticFiles(directory=FILES))),
     ]
 

@@ -69,6 +69,10 @@ def test_the_page_leads_back_under_the_mount(
     service = make_service(store_from_url("memory://"), api_keys=[KEY])
     url = serve(host(service))
     assert_leads_back(url + page, url + page + "/", api_base, api)
+    # By its file's name, the same page: never the template.
+    by_name = httpx.get(url + page + "/index.html")
+    assert by_name.status_code == 200 and "{{" not in by_name.text
+    assert by_name.text == httpx.get(url + page + "/").text
 
 
 @pytest.fixture
