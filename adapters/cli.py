@@ -522,6 +522,13 @@ def _watch(args: argparse.Namespace, client: JobStatusClient) -> int:
         job_ids=args.job_id or None,
         since_seconds=args.since,
     ):
+        if change.kind == "reset":
+            print(
+                "(the store began again: jobs shown before may be gone;"
+                " its jobs follow)",
+                flush=True,
+            )
+            continue
         data = change.data
         at = data.get("updated_at") if change.kind == "job" else data.get("expired_at")
         line = f"{_when(at)}  {change.job_id}  {_shown(change.job_status)}"

@@ -174,7 +174,10 @@ class WaitedMany:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One event of the change feed: ``kind`` is ``job`` or ``expired``."""
+    """One event of the change feed: ``kind`` is ``job`` or ``expired``; or
+    ``reset`` (``RESET``, no job): the store began another life (flushed,
+    restored, restarted behind its writes), so the jobs seen before may be
+    gone; the window's jobs follow, as at the start."""
 
     kind: str
     job_id: str
@@ -183,6 +186,10 @@ class Change:
     data: dict[str, Any]
     #: Where the feed resumes after this change.
     cursor: str | None
+
+
+#: The change a watch yields when it starts again from the window.
+RESET = Change("reset", "", None, {}, None)
 
 
 # -- the rules both clients share --------------------------------------------
@@ -483,7 +490,16 @@ class _Watch:
             self.params.append(("since_seconds", _number(since_seconds)))
         self.last_id: str | None = None
         self.retry: float | None = None
+        #: Started again from the window: ``RESET`` is yielded first.
+        self.reset = False
         self._seen: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+
+    def opened(self) -> Change | None:
+        """``RESET`` once, on the first stream after a start again."""
+        if not self.reset:
+            return None
+        self.reset = False
+        return RESET
 
     def headers(self) -> dict[str, str]:
         return {} if self.last_id is None else {"last-event-id": self.last_id}
@@ -511,6 +527,8 @@ class _Watch:
         longer resume starts again from the window (SPEC §9)."""
         if isinstance(error, Gone) and error.message.startswith(CURSOR_EXPIRED):
             self.last_id = None
+            self.reset = True
+            self._seen.clear()
             return True
         return isinstance(error, Unavailable)
 
@@ -815,6 +833,8 @@ class JobStatusClient(_Base):
                         )
                     else:
                         _check_stream(response)
+                        if (reset := state.opened()) is not None:
+                            yield reset
                         for sse in source.iter_sse():
                             failures = 0
                             change = state.accept(sse)
@@ -1050,6 +1070,8 @@ class AsyncJobStatusClient(_Base):
                         )
                     else:
                         _check_stream(response)
+                        if (reset := state.opened()) is not None:
+                            yield reset
                         async for sse in source.aiter_sse():
                             failures = 0
                             change = state.accept(sse)

@@ -461,6 +461,35 @@ def test_watch_resumes_after_the_stream_is_cut(
     assert app.requests[1]["last-event-id"]
 
 
+def test_watch_says_when_it_starts_again_after_a_store_s_new_life(
+    store: Store, serve: Callable[[ASGIApp], str]
+) -> None:
+    """Resumed on a store that began another life (410 Cursor expired): a
+    ``reset`` change, then the new life's window, so that a consumer drops
+    the jobs it holds and ends with the store's state."""
+    for job_id in ("a", "b", "c"):
+        put(store, job_id, "running")
+    url = serve(DropAfter(create_app(service_for(store)), events=2))
+    other = store_from_url("memory://")  # another epoch: another life
+    put(other, "z", "queued")
+    seen = []
+    with JobStatusClient(url, api_key=API_KEY, backoff=0.01) as client:
+        for change in client.watch():
+            seen.append((change.kind, change.job_id))
+            if change.job_id == "c":  # the snapshot's last: the cut follows
+                serve(create_app(service_for(other)))
+            if change.job_id == "z":
+                break
+    assert seen == [
+        ("job", "a"),
+        ("job", "b"),
+        ("job", "c"),
+        ("reset", ""),
+        ("job", "z"),
+    ]
+    other.close()
+
+
 def test_watch_through_wsgi_says_streams_need_asgi(
     store: Store, serve_wsgi: Callable[[Any], str]
 ) -> None:
