@@ -349,7 +349,10 @@ class Changes:
         store = self.store
         mark = store.mark()
         seen = self._seen
-        if seen is None or mark.epoch != seen.epoch or mark.head < seen.head:
+        # Another life, or another run of the store's server (restarted
+        # behind its writes, failed over): positions may repeat, so nothing
+        # read since the last look stands; everybody reads the store again.
+        if seen is None or mark.life != seen.life or mark.head < seen.head:
             # The first look wakes everybody too: a waiter that read the store
             # before this thread started may have missed a change since.
             self._seen = mark

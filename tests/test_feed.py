@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,7 +27,7 @@ from jobstatus_core.cursor import Cursor
 from jobstatus_core.rows import Query, Row
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
-from .helpers import API_KEY, Clock, service_for, wait_for
+from .helpers import API_KEY, Clock, service_for, start_redis, wait_for
 from .test_http_contract import assert_error
 from .test_waiting import ReadCounting
 
@@ -520,6 +522,60 @@ def test_a_stream_ends_when_the_store_begins_another_life(
         assert started == {"old-0", "new"}
     finally:
         store.close()
+
+
+@pytest.mark.redis
+def test_streams_end_when_redis_restarts_behind_its_writes(
+    tmp_path: Path, serve: Callable[[ASGIApp], str]
+) -> None:
+    """Restarted from an AOF behind its last writes, Redis hands out the
+    same positions again: a stream of one job, woken by the change hub's
+    look, ends as the stream of every job does (each resumes: 410)."""
+    (tmp_path / "redis").mkdir()
+    server = start_redis(tmp_path / "redis")
+    store = store_from_url(server.url + "?prefix=behind:")
+    try:
+        put(store, "kept", "running")
+        server.stop()
+        behind = tmp_path / "behind"
+        shutil.copytree(server.directory, behind)  # its AOF at head 1
+        server.start()
+        wait_for(lambda: _answers(store), 5)
+        url = serve(create_app(service_for(store, Clock(NOW))))
+        put(store, "lost", "running")
+        with (
+            stream(url, "/v1/jobs/events") as every,
+            stream(url, "/v1/job/kept/events") as one,
+        ):
+            assert {next_job(every)["data"]["job_id"] for _ in range(2)} == {
+                "kept",
+                "lost",
+            }
+            assert next_job(one)["data"]["job_status"] == "running"
+            server.stop()
+            shutil.rmtree(server.directory)
+            shutil.copytree(behind, server.directory)
+            server.start()
+            wait_for(lambda: _answers(store), 5)
+            for job_id in ("new-2", "new-3", "new-4"):  # past the old head
+                put(store, job_id, "queued")
+            put(store, "kept", "done")
+            assert every.get(timeout=5) is None
+            # Its job changed in the new run: ended, not followed with
+            # positions that mean nothing there.
+            ended = one.get(timeout=5)
+            assert ended is None or ended.get("event") != "job"
+    finally:
+        store.close()
+        server.stop()
+
+
+def _answers(store: Store) -> bool:
+    try:
+        store.mark()
+    except StoreUnavailable:
+        return False
+    return True
 
 
 @pytest.mark.memory
