@@ -170,6 +170,28 @@ class LiveWSGIServer:
         self.server.task_dispatcher.shutdown()  # type: ignore[union-attr]
 
 
+@contextlib.contextmanager
+def wsgiref_server(app: Any) -> Iterator[int]:
+    """The standard library's WSGI server (what Django's runserver builds
+    on): it hands the app what it got, neither decoding a chunked body nor
+    saying where one ends. Yields its port."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
+    thread = threading.Thread(target=server.serve_forever, name="test-wsgiref")
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
 class LiveServer:
     """A real uvicorn server on a loopback port, in a thread of this process."""
 

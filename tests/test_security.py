@@ -9,7 +9,6 @@ import logging
 import os
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from jobstatus_adapters.wsgi import WSGIApp
 from jobstatus_backends.filesystem import FileStore
 from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, ApiKeyAuth, StatusService
 
-from .helpers import API_KEY, ServeProcess, clean_env, service_for
+from .helpers import API_KEY, ServeProcess, clean_env, service_for, wsgiref_server
 from .test_http_contract import strict_json
 
 pytestmark = pytest.mark.filesystem
@@ -320,26 +319,6 @@ def envelope_from(status: int, headers: dict[str, str], body: bytes) -> Any:
     answer = strict_json(body)
     assert answer["code"] == status
     return answer
-
-
-@contextlib.contextmanager
-def wsgiref_server(app: Any) -> Iterator[int]:
-    """The standard library's WSGI server: it hands the app what it got."""
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = make_server("127.0.0.1", 0, app, handler_class=Quiet)
-    thread = threading.Thread(target=server.serve_forever, name="test-wsgiref")
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 @pytest.fixture(params=["asgi", "waitress", "wsgiref"])

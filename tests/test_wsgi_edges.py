@@ -26,7 +26,7 @@ from jobstatus_adapters.wsgi import WSGIApp
 from jobstatus_backends import store_from_url
 from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH
 
-from .helpers import API_KEY, free_port, service_for, wait_for
+from .helpers import API_KEY, free_port, service_for, wait_for, wsgiref_server
 from .test_http_contract import strict_json
 
 PREFIX = "/jobs"
@@ -45,27 +45,6 @@ def exchange(port: int, request: bytes) -> tuple[int, dict[str, Any]]:
     envelope = strict_json(body)
     assert envelope["code"] == status
     return status, envelope
-
-
-@contextlib.contextmanager
-def wsgiref_server(app: Any) -> Iterator[int]:
-    """The standard library's server, as Django's runserver builds on it:
-    it neither decodes a chunked body nor says where one ends."""
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-    class Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = make_server("127.0.0.1", free_port(), app, handler_class=Quiet)
-    thread = threading.Thread(target=server.serve_forever, name="test-wsgiref")
-    thread.start()
-    try:
-        yield server.server_port
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def chunked_post(path: str, body: bytes) -> bytes:
