@@ -60,7 +60,9 @@ class JobStatusMiddleware(Middleware):
     ) -> None:
         attempt = attempt_of(message)
         enter_task(CurrentTask(self.recorder, message.message_id, attempt))
-        self.recorder.running(message.message_id, attempt)
+        # The task too: a worker may start it before the publisher's
+        # ``queued`` lands, which the order rules then drop.
+        self.recorder.running(message.message_id, attempt, task=message.actor_name)
 
     def after_process_message(
         self,

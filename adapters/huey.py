@@ -47,7 +47,9 @@ class HueyHooks:
 
     def executing(self, signal: str, task: Any) -> None:
         enter_task(CurrentTask(self.recorder, task.id, None))
-        self.recorder.running(task.id, None)
+        # The task too, as Dramatiq's and Celery's: the publisher's
+        # ``queued`` may land after it, and be dropped.
+        self.recorder.running(task.id, None, task=task.name)
 
     def finished(self, task: Any, value: Any, exception: BaseException | None) -> None:
         leave_task()
