@@ -192,6 +192,17 @@ def wsgiref_server(app: Any) -> Iterator[int]:
         thread.join(10)
 
 
+def answers(store: Store) -> bool:
+    """Whether ``store`` reads its mark (after a restart of its server)."""
+    from jobstatus_core import StoreUnavailable
+
+    try:
+        store.mark()
+    except StoreUnavailable:
+        return False
+    return True
+
+
 class LiveServer:
     """A real uvicorn server on a loopback port, in a thread of this process."""
 

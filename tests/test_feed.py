@@ -27,7 +27,7 @@ from jobstatus_core.cursor import Cursor
 from jobstatus_core.rows import Query, Row
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
-from .helpers import API_KEY, Clock, service_for, start_redis, wait_for
+from .helpers import API_KEY, Clock, answers, service_for, start_redis, wait_for
 from .test_http_contract import assert_error
 from .test_waiting import ReadCounting
 
@@ -540,7 +540,7 @@ def test_streams_end_when_redis_restarts_behind_its_writes(
         behind = tmp_path / "behind"
         shutil.copytree(server.directory, behind)  # its AOF at head 1
         server.start()
-        wait_for(lambda: _answers(store), 5)
+        wait_for(lambda: answers(store), 5)
         url = serve(create_app(service_for(store, Clock(NOW))))
         put(store, "lost", "running")
         with (
@@ -556,7 +556,7 @@ def test_streams_end_when_redis_restarts_behind_its_writes(
             shutil.rmtree(server.directory)
             shutil.copytree(behind, server.directory)
             server.start()
-            wait_for(lambda: _answers(store), 5)
+            wait_for(lambda: answers(store), 5)
             for job_id in ("new-2", "new-3", "new-4"):  # past the old head
                 put(store, job_id, "queued")
             put(store, "kept", "done")
@@ -568,14 +568,6 @@ def test_streams_end_when_redis_restarts_behind_its_writes(
     finally:
         store.close()
         server.stop()
-
-
-def _answers(store: Store) -> bool:
-    try:
-        store.mark()
-    except StoreUnavailable:
-        return False
-    return True
 
 
 @pytest.mark.memory

@@ -44,6 +44,7 @@ from .helpers import (
     API_KEY,
     PostgresServer,
     ServeProcess,
+    answers,
     clean_env,
     free_port,
     service_for,
@@ -731,7 +732,7 @@ def test_a_stopped_server_is_503_then_answers_again(
         assert ask(server, "render-9").json()["response"]["job_status"] == "done"
         # This process's pool has its own reconnect schedule (tried again
         # within a few seconds: the test below bounds it).
-        wait_for(lambda: _answers(store), 10)
+        wait_for(lambda: answers(store), 10)
         assert store.get("render-9") == {"job_id": "render-9", "job_status": "done"}
         # The listening connection came back and said "look again".
         wait_for(woken.is_set, 10)
@@ -1049,11 +1050,3 @@ def test_an_expiry_wakes_a_subscriber_of_another_instance(
 
 def test_two_processes_purge_one_schema_while_a_third_writes(url: str) -> None:
     purge_in_processes(url, 600)
-
-
-def _answers(store: PostgresStore) -> bool:
-    try:
-        store.mark()
-    except StoreUnavailable:
-        return False
-    return True

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -27,24 +26,16 @@ from jobstatus_backends import store_from_url
 from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH
 
 from .helpers import API_KEY, free_port, service_for, wait_for, wsgiref_server
-from .test_http_contract import strict_json
+from .test_security import envelope_from
+from .test_security import exchange as raw_exchange
 
 PREFIX = "/jobs"
 
 
 def exchange(port: int, request: bytes) -> tuple[int, dict[str, Any]]:
     """One raw request on its own connection: the status and the envelope."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    assert b"content-type: application/json" in head.lower(), data[:300]
-    envelope = strict_json(body)
-    assert envelope["code"] == status
-    return status, envelope
+    status, headers, body = raw_exchange(port, request)
+    return status, envelope_from(status, headers, body)
 
 
 def chunked_post(path: str, body: bytes) -> bytes:
