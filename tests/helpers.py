@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from jobstatus_adapters.changes import Changes
 from jobstatus_adapters.service import make_service
 from jobstatus_core import StatusService, Store, WouldBlock, nowait
 
@@ -527,3 +529,47 @@ async def read_on_the_loop(store: Store, job_id: str) -> str | None:
     """The job's status, read on the loop (``attempted_on_the_loop``)."""
     row = await attempted_on_the_loop(lambda: store.read(job_id))
     return None if row is None else row.status
+
+
+def in_progress(url: str, operation: str, key: str = API_KEY) -> float | None:
+    """``jobstatus_requests_in_progress`` of ``operation`` in a scrape of
+    ``url`` (a ``/metrics``): the waits or streams it holds open; ``None``
+    before the first one."""
+    text = httpx.get(url, headers={"x-api-key": key}, timeout=10).text
+    found = re.search(
+        rf'^jobstatus_requests_in_progress{{operation="{operation}"}} (\S+)$',
+        text,
+        re.M,
+    )
+    return None if found is None else float(found.group(1))
+
+
+class Writer(threading.Thread):
+    """``script`` on a thread of its own; ``join`` re-raises what failed in
+    it. Its writes wait for the server to be waiting (``waiting``), not for
+    a timer: a wait that reached the server after the timer fired would find
+    the change made already, and a wait "until changed" never met."""
+
+    def __init__(self, script: Callable[[], object]) -> None:
+        super().__init__(name="test-writer")
+        self.script = script
+        self.error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.script()
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self, timeout: float | None = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
+
+
+def waiting(hub: Changes) -> None:
+    """Until a wait has read the store and sleeps until a change: its
+    version (or position) is taken, so a change from now on is one it
+    waits for."""
+    wait_for(lambda: hub.subscribed >= 1, 30)

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+import jobstatus_adapters.client
+from jobstatus_adapters.changes import changes_for
 from jobstatus_adapters.client import (
     MAX_RETRY_AFTER,
     AsyncJobStatusClient,
@@ -31,11 +33,11 @@ from jobstatus_adapters.client import (
 )
 from jobstatus_adapters.starlette import create_app
 from jobstatus_backends import store_from_url
-from jobstatus_core import Expiring, Stale, Store, StoreUnavailable
+from jobstatus_core import Expiring, Stale, StatusService, Store, StoreUnavailable
 from jobstatus_core.rows import Row
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
-from .helpers import API_KEY, service_for
+from .helpers import API_KEY, Writer, service_for, wait_for, waiting
 
 pytestmark = pytest.mark.memory
 
@@ -58,8 +60,13 @@ def store() -> Iterator[Store]:
 
 
 @pytest.fixture
-def url(store: Store, serve_service: Callable[..., str]) -> str:
-    return serve_service(service_for(store))
+def service(store: Store) -> StatusService:
+    return service_for(store)
+
+
+@pytest.fixture
+def url(service: StatusService, serve_service: Callable[..., str]) -> str:
+    return serve_service(service)
 
 
 @pytest.fixture
@@ -160,11 +167,19 @@ def test_wait_loops_over_early_answers_until_the_job_finishes(
 
 
 def test_wait_until_changed_keeps_the_version_of_its_start(
-    url: str, store: Store
+    url: str, store: Store, service: StatusService
 ) -> None:
     put(store, "c", "queued")
+
+    def script() -> None:
+        # The first wait took the version at the start; the change comes
+        # several 0.1 s answers later.
+        waiting(changes_for(service))
+        time.sleep(0.5)
+        put(store, "c", "running")
+
     with JobStatusClient(url, api_key=API_KEY, max_wait=0.1) as client:
-        writer = later(0.5, lambda: put(store, "c", "running"))
+        writer = Writer(script)
         waited = client.wait("c", until="changed", timeout=30)
         writer.join()
     assert waited.met and waited.record is not None
@@ -172,10 +187,16 @@ def test_wait_until_changed_keeps_the_version_of_its_start(
 
 
 def test_wait_for_a_job_that_appears_and_one_that_never_does(
-    url: str, store: Store
+    url: str, store: Store, service: StatusService
 ) -> None:
+    def script() -> None:
+        # The first wait found no job; it appears a few answers later.
+        waiting(changes_for(service))
+        time.sleep(0.3)
+        put(store, "new", "failed")
+
     with JobStatusClient(url, api_key=API_KEY, max_wait=0.1) as client:
-        writer = later(0.4, lambda: put(store, "new", "failed"))
+        writer = Writer(script)
         appeared = client.wait("new", until="changed", timeout=30)
         writer.join()
         assert appeared.met and appeared.record is not None
@@ -217,7 +238,9 @@ def test_a_wait_takes_the_longest_a_server_allows(
     assert asyncio.run(waits()) == (True, True, 1)
 
 
-def test_wait_for_many_until_all_or_any(url: str, store: Store) -> None:
+def test_wait_for_many_until_all_or_any(
+    url: str, store: Store, service: StatusService
+) -> None:
     put(store, "a", "running")
     put(store, "b", "running")
     with JobStatusClient(url, api_key=API_KEY, max_wait=0.1) as client:
@@ -235,32 +258,46 @@ def test_wait_for_many_until_all_or_any(url: str, store: Store) -> None:
         }
         put(store, "c", "running")
         put(store, "d", "queued")
-        writer = later(0.3, lambda: put(store, "d", "running"))
+        # Once the first wait has taken the store's position at its arrival.
+        hub = changes_for(service)
+        writer = Writer(lambda: (waiting(hub), put(store, "d", "running")))
         first = client.wait(["c", "d"], until="changed", return_when="any", timeout=30)
         writer.join()
         assert first.met and list(first.jobs) == ["d"] and first.pending == ["c"]
 
 
 def test_a_wait_for_many_asks_again_at_once_after_some_met(
-    url: str, store: Store
+    url: str, store: Store, service: StatusService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An answer that came early because some jobs met the condition is
     progress, not a server that cannot hold waits: asked again at once."""
+    # A pause after an early answer, were it taken here, would be this long:
+    # far past the bound below, however loaded the machine.
+    monkeypatch.setattr(jobstatus_adapters.client, "EARLY_PAUSE", 10.0)
     put(store, "a", "running")
     put(store, "b", "running")
+    hub = changes_for(service)
+
+    def script() -> None:
+        # Past the hub's first look (it wakes everybody once), the first wait
+        # sleeps; a finishes, and that wait answers with a alone.
+        wait_for(lambda: hub.generation >= 1 and hub.subscribed == 1, 30)
+        seen = hub.generation
+        put(store, "a", "done")
+        # The look that found a woke and dropped that wait: a wait asleep
+        # past it is the client's next one, and b finishes while it holds.
+        wait_for(lambda: hub.generation > seen and hub.subscribed == 1, 30)
+        put(store, "b", "done")
+
     with JobStatusClient(url, api_key=API_KEY) as client:
-        writers = [
-            later(0.1, lambda: put(store, "a", "done")),
-            later(0.4, lambda: put(store, "b", "done")),
-        ]
+        writer = Writer(script)
         started = time.monotonic()
         waited = client.wait(["a", "b"], timeout=30)
         seconds = time.monotonic() - started
-        for writer in writers:
-            writer.join()
+        writer.join()
     assert waited.met and sorted(waited.jobs) == ["a", "b"]
-    # Paused a second after a's answer, it came at 1 s.
-    assert seconds < 0.85, seconds
+    # Paused after a's answer, it came 10 s later.
+    assert seconds < 5, seconds
 
 
 def test_an_expired_job_meets_a_wait_for_many(url: str, store: Store) -> None:

@@ -46,10 +46,15 @@ from .helpers import API_KEY, free_port, service_for, start_redis
 
 JOB = "/v1/toolkit/job/status"
 JOBS = "/v1/toolkit/jobs/status"
-#: Far above any answer from a loop that is not stalled, far below the delay
-#: injected into the slow read: only a stalled loop crosses it.
-SLOW_READ_SECONDS = 2.0
-PROMPT_SECONDS = 1.0
+#: Far above any answer from a loop that is not stalled (even on a busy
+#: machine), far below the delay injected into the slow read: only a
+#: stalled loop crosses it.
+SLOW_READ_SECONDS = 10.0
+PROMPT_SECONDS = 5.0
+#: An inline-read budget no read on a loaded machine reaches: the default
+#: (10 ms) is crossed by one preemption, after which every inline call is
+#: refused for 5 s. For tests that are not about the breaker.
+LAVISH_BUDGET = 60.0
 #: Tries at evicting a file that the index's observer may read back in.
 EVICTIONS = 50
 
@@ -82,7 +87,7 @@ def files(tmp_path: Path) -> Iterator[FileStore]:
     assert isinstance(store, WatchedFileStore)
     # A budget no read on a loaded machine reaches: the breaker has its own
     # tests; here an inline attempt is refused only by the page cache.
-    store._breaker = Breaker(budget=60.0)
+    store._breaker = Breaker(budget=LAVISH_BUDGET)
     yield store
     store.close()
 
@@ -301,6 +306,7 @@ def test_inline_sqlite_reads_notice_a_replaced_file_within_a_second(
 ) -> None:
     path = tmp_path / "jobs.db"
     store = SQLiteStore(path)
+    store._breaker = Breaker(budget=LAVISH_BUDGET)  # refused only as replaced
     try:
         store.put({"job_id": "old", "job_status": "done"})
         with nowait.attempt():
@@ -327,6 +333,7 @@ def test_inline_sqlite_reads_never_wait_and_threads_wait_again(
     tmp_path: Path,
 ) -> None:
     store = SQLiteStore(tmp_path / "jobs.db")
+    store._breaker = Breaker(budget=LAVISH_BUDGET)  # never paused, nor interrupted
 
     def busy_timeout() -> int:
         return int(store._conn.execute("PRAGMA busy_timeout").fetchone()[0])
@@ -353,6 +360,7 @@ def test_after_inline_reads_a_replaced_file_is_still_emptied_patiently(
     the new file is opened: else the new one is read through the old WAL."""
     path = tmp_path / "jobs.db"
     store = SQLiteStore(path)
+    store._breaker = Breaker(budget=LAVISH_BUDGET)  # never paused, nor interrupted
     try:
         store.put({"job_id": "old", "job_status": "done"})
         with nowait.attempt():
@@ -414,6 +422,7 @@ def test_the_expiring_file_store_reads_its_tombstones_on_threads(
 @pytest.mark.sqlite
 def test_an_inline_sqlite_read_never_waits_for_the_connection(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "jobs.db")
+    store._breaker = Breaker(budget=LAVISH_BUDGET)  # refused only as in use
     try:
         store.put({"job_id": "a", "job_status": "done"})
         # A thread's call holds the connection.
@@ -857,17 +866,24 @@ def test_a_redis_connection_lost_under_a_read_on_the_loop_is_read_on_a_thread(
     import redis
 
     server = start_redis(tmp_path)
-    store = RedisStore(server.url)
+    # A timeout the paused read never reaches, however late the loop: it
+    # goes to a thread because its connection is killed, not timed out.
+    store = RedisStore(server.url, timeout=10.0)
     store.put({"job_id": "a", "job_status": "done"})
     raw = redis.Redis.from_url(server.url)
     app = create_app(service_for(store))
 
     async def main() -> list[dict[str, Any]]:
         await asgi_post_job(app, "a")  # the layout checked, the pipe open
-        raw.client_pause(600, all=False)  # holds the read's script in flight
-        read = asyncio.ensure_future(asgi_post_job(app, "a"))
-        await asyncio.sleep(0.2)
-        raw.client_kill_filter(_type="normal", skipme=True)
+        # Holds the read's script in flight until unpaused after the kill (a
+        # pause that ends by itself may end first on a busy machine).
+        raw.client_pause(10000, all=False)
+        try:
+            read = asyncio.ensure_future(asgi_post_job(app, "a"))
+            await asyncio.sleep(0.2)
+            raw.client_kill_filter(_type="normal", skipme=True)
+        finally:
+            raw.client_unpause()
         return await read
 
     try:

@@ -122,16 +122,26 @@ def test_a_loop_that_stopped_mid_batch_leaves_no_stale_batch() -> None:
 
 def test_idle_workers_exit() -> None:
     threads = StoreThreads(idle_seconds=0.1)
-    before = len(store_threads())
+    # Workers of other instances (earlier tests') may exit meanwhile: a
+    # count of every store thread proves nothing, this instance's worker does.
+    old = set(store_threads())
 
     async def main() -> int:
         return await threads.run(lambda: 1)
 
-    assert asyncio.run(main()) == 1
-    deadline = time.monotonic() + 5
-    while len(store_threads()) > before and time.monotonic() < deadline:
+    async def worker() -> threading.Thread:
+        return await threads.run(threading.current_thread)
+
+    # The worker that ran the call, taken by the call itself: an idle one may
+    # already be gone when a busy machine gets back to this thread, and
+    # another test's workers may start or exit meanwhile.
+    ran_on = asyncio.run(worker())
+    assert ran_on.name == THREAD_NAME and ran_on not in old
+    deadline = time.monotonic() + 10
+    while ran_on.is_alive() and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert len(store_threads()) == before
+    assert not ran_on.is_alive()
+    assert threads._workers == 0  # none of this instance's workers is left
     # and a new call starts a worker again
     assert asyncio.run(main()) == 1
 

@@ -20,7 +20,14 @@ from jobstatus_backends import store_from_url
 from jobstatus_core import StoreUnavailable
 from jobstatus_core.contract import OPERATIONS
 
-from .helpers import API_KEY, ServeProcess, clean_env, service_for, wait_for
+from .helpers import (
+    API_KEY,
+    ServeProcess,
+    clean_env,
+    in_progress,
+    service_for,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "https://app.example.com"
@@ -166,17 +173,6 @@ def test_metrics_need_the_key_unless_opened_and_count_requests(
     opened.close()
 
 
-def in_progress(url: str, operation: str) -> float | None:
-    """``jobstatus_requests_in_progress`` of ``operation`` in a scrape."""
-    text = httpx.get(url + "/metrics", headers={"x-api-key": API_KEY}).text
-    found = re.search(
-        rf'^jobstatus_requests_in_progress{{operation="{operation}"}} (\S+)$',
-        text,
-        re.M,
-    )
-    return None if found is None else float(found.group(1))
-
-
 @both
 def test_in_progress_counts_the_open_waits_not_the_quick_answers(
     adapter: Callable[..., str],
@@ -187,8 +183,8 @@ def test_in_progress_counts_the_open_waits_not_the_quick_answers(
     key = {"x-api-key": API_KEY}
     assert httpx.get(url + "/v1/job/a", headers=key).status_code == 200
     # Answered at once: never in progress, nor is the scrape itself.
-    assert in_progress(url, "get_job") is None
-    assert in_progress(url, "metrics") is None
+    assert in_progress(url + "/metrics", "get_job") is None
+    assert in_progress(url + "/metrics", "metrics") is None
     answers: list[httpx.Response] = []
     waiter = threading.Thread(
         target=lambda: answers.append(
@@ -202,12 +198,12 @@ def test_in_progress_counts_the_open_waits_not_the_quick_answers(
     )
     waiter.start()
     try:
-        wait_for(lambda: in_progress(url, "get_job") == 1.0, timeout=5)
+        wait_for(lambda: in_progress(url + "/metrics", "get_job") == 1.0, timeout=5)
     finally:
         store.put({"job_id": "a", "job_status": "done"})
         waiter.join(15)
     assert answers[0].json()["response"]["job_status"] == "done"
-    wait_for(lambda: in_progress(url, "get_job") == 0.0, timeout=5)
+    wait_for(lambda: in_progress(url + "/metrics", "get_job") == 0.0, timeout=5)
     store.close()
 
 
@@ -218,8 +214,8 @@ def test_in_progress_counts_the_open_streams(serve: Callable[[Any], str]) -> Non
         "GET", url + "/v1/jobs/events", headers={"x-api-key": API_KEY}, timeout=15
     ) as events:
         assert events.status_code == 200
-        wait_for(lambda: in_progress(url, "jobs_events") == 1.0, timeout=5)
-    wait_for(lambda: in_progress(url, "jobs_events") == 0.0, timeout=5)
+        wait_for(lambda: in_progress(url + "/metrics", "jobs_events") == 1.0, timeout=5)
+    wait_for(lambda: in_progress(url + "/metrics", "jobs_events") == 0.0, timeout=5)
     store.close()
 
 

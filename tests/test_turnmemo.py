@@ -19,6 +19,7 @@ import pytest
 
 from jobstatus_adapters.starlette import create_app
 from jobstatus_backends import turnmemo
+from jobstatus_backends.breaker import Breaker
 from jobstatus_backends.filesystem import FileStore
 from jobstatus_backends.redis import RedisStore
 from jobstatus_backends.sqlite import SQLiteStore
@@ -35,6 +36,10 @@ from .helpers import (
 )
 
 JOB = "/v1/toolkit/job/status"
+#: An inline-read budget no read on a loaded machine reaches: the default
+#: (10 ms) is crossed by one preemption, after which every inline call is
+#: refused for 5 s. For tests that are not about the breaker.
+LAVISH_BUDGET = 60.0
 #: Writes, each followed by a poll that must see it, under other polls' load.
 WRITES = 50
 POLLERS = 12
@@ -233,6 +238,7 @@ def test_files_the_mark_is_read_once_a_turn_and_again_after_a_write(
     (tmp_path / "jobs").mkdir()
     store = FileStore.open(tmp_path)
     assert store.index is not None
+    store._breaker = Breaker(budget=LAVISH_BUDGET)  # no mark refused as slow
     heads: list[int] = []
     real_head = store.index.head
 
@@ -257,6 +263,7 @@ def test_sqlite_the_mark_is_read_once_a_turn_and_again_after_a_write(
 ) -> None:
     store = SQLiteStore(tmp_path / "jobs.db")
     other = SQLiteStore(tmp_path / "jobs.db")  # another object: its writes count
+    store._breaker = Breaker(budget=LAVISH_BUDGET)  # no mark refused as slow
     ran: list[str] = []
     store._conn.set_trace_callback(ran.append)
     try:
@@ -443,17 +450,26 @@ def test_redis_requests_sharing_a_round_trip_outlive_the_one_that_sent_it(
 ) -> None:
     import redis
 
-    url = redis_server.url + "?prefix=cancelled:"
+    # A timeout the paused round trip never reaches, however late the loop.
+    url = redis_server.url + "?prefix=cancelled:&timeout=10"
     store = RedisStore.from_url(url)
     store.put({"job_id": "a", "job_status": "running"})
     raw = redis.Redis.from_url(redis_server.url)
 
     async def main() -> None:
         await read_on_the_loop(store, "a")  # the layout checked, scripts loaded
-        raw.client_pause(500)  # the round trip waits on redis-server
-        reads = [asyncio.create_task(read_on_the_loop(store, "a")) for _ in range(3)]
-        await asyncio.sleep(0.2)  # all three asked: one round trip, in flight
-        reads[0].cancel()  # its client went away
+        # The round trip (a script: paused as a write) waits on redis-server
+        # until unpaused below: a pause that ends by itself may end first on
+        # a busy machine. (Not ``all``: that pauses the unpause too.)
+        raw.client_pause(10000, all=False)
+        try:
+            reads = [
+                asyncio.create_task(read_on_the_loop(store, "a")) for _ in range(3)
+            ]
+            await asyncio.sleep(0.2)  # all three asked: one round trip, in flight
+            reads[0].cancel()  # its client went away
+        finally:
+            raw.client_unpause()
         assert await asyncio.gather(*reads[1:]) == ['"running"'] * 2
         assert reads[0].cancelled()
 
@@ -472,19 +488,28 @@ def test_redis_a_request_cancelled_with_its_shared_round_trip_stays_cancelled(
     trip of its own instead."""
     import redis
 
-    url = redis_server.url + "?prefix=shutdown:"
+    # A timeout the paused round trip never reaches, however late the loop.
+    url = redis_server.url + "?prefix=shutdown:&timeout=10"
     store = RedisStore.from_url(url)
     store.put({"job_id": "a", "job_status": "running"})
     raw = redis.Redis.from_url(redis_server.url)
 
     async def main() -> list[object]:
         await read_on_the_loop(store, "a")  # the layout checked, scripts loaded
-        raw.client_pause(1000)
-        reads = [asyncio.create_task(read_on_the_loop(store, "a")) for _ in range(3)]
-        await asyncio.sleep(0.2)  # all three asked: one round trip, in flight
-        for task in asyncio.all_tasks():
-            if task is not asyncio.current_task():
-                task.cancel()
+        # The round trip (a script: paused as a write) is held until
+        # unpaused below: a pause that ends by itself may end first on a
+        # busy machine. (Not ``all``: that pauses the unpause too.)
+        raw.client_pause(10000, all=False)
+        try:
+            reads = [
+                asyncio.create_task(read_on_the_loop(store, "a")) for _ in range(3)
+            ]
+            await asyncio.sleep(0.2)  # all three asked: one round trip, in flight
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+        finally:
+            raw.client_unpause()
         return await asyncio.gather(*reads, return_exceptions=True)
 
     try:
