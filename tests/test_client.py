@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-import jobstatus_adapters.client
+import jobstatus_adapters.clientcalls
 from jobstatus_adapters.changes import changes_for
 from jobstatus_adapters.client import (
     MAX_RETRY_AFTER,
@@ -28,9 +28,9 @@ from jobstatus_adapters.client import (
     ServerError,
     Unauthorized,
     Unavailable,
-    _error,
     retry_delay,
 )
+from jobstatus_adapters.clienterrors import error_of
 from jobstatus_adapters.starlette import create_app
 from jobstatus_backends import store_from_url
 from jobstatus_core import Expiring, Stale, StatusService, Store, StoreUnavailable
@@ -273,7 +273,7 @@ def test_a_wait_for_many_asks_again_at_once_after_some_met(
     progress, not a server that cannot hold waits: asked again at once."""
     # A pause after an early answer, were it taken here, would be this long:
     # far past the bound below, however loaded the machine.
-    monkeypatch.setattr(jobstatus_adapters.client, "EARLY_PAUSE", 10.0)
+    monkeypatch.setattr(jobstatus_adapters.clientcalls, "EARLY_PAUSE", 10.0)
     put(store, "a", "running")
     put(store, "b", "running")
     hub = changes_for(service)
@@ -433,11 +433,11 @@ def test_retry_after_is_honoured_and_backoff_grows() -> None:
 
 def test_each_status_has_its_error_kind() -> None:
     tombstone = {"job_id": "x", "job_status": "done", "expired_at": 1.0}
-    gone = _error(410, {"message": "Job expired", "response": tombstone}, "")
+    gone = error_of(410, {"message": "Job expired", "response": tombstone}, "")
     assert isinstance(gone, Gone) and gone.tombstone == tombstone
-    assert isinstance(_error(400, {"message": "Invalid cursor"}, ""), BadRequest)
-    assert isinstance(_error(500, None, "<html>boom</html>"), ServerError)
-    assert _error(502, None, "").message == "no message"
+    assert isinstance(error_of(400, {"message": "Invalid cursor"}, ""), BadRequest)
+    assert isinstance(error_of(500, None, "<html>boom</html>"), ServerError)
+    assert error_of(502, None, "").message == "no message"
 
 
 # -- watching -----------------------------------------------------------------
