@@ -116,6 +116,15 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """``wait_for`` on an event loop: its callbacks run while it waits."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout:.1f}s")
+        await asyncio.sleep(0.01)
+
+
 class AppSwitch:
     """An ASGI app that forwards to whichever app a test put in it."""
 

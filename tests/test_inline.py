@@ -42,7 +42,7 @@ from jobstatus_core.requests import Request
 from jobstatus_core.waiting import Waiting
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
-from .helpers import API_KEY, free_port, service_for, start_redis
+from .helpers import API_KEY, free_port, service_for, start_redis, until
 
 JOB = "/v1/toolkit/job/status"
 JOBS = "/v1/toolkit/jobs/status"
@@ -269,8 +269,9 @@ def test_a_slow_inline_sqlite_read_sends_the_next_reads_to_threads(
     store = SQLiteStore(tmp_path / "jobs.db")
     store.put({"job_id": "a", "job_status": "done"})
     # A budget no ordinary read reaches on a loaded machine, crossed by the
-    # injected stall alone; the file looked at on every read.
-    store._breaker = Breaker(budget=0.5, cooldown=60.0)
+    # injected stall alone (a sleep lasts at least as long as it is asked);
+    # the file looked at on every read.
+    store._breaker = Breaker(budget=PROMPT_SECONDS, cooldown=60.0)
     monkeypatch.setattr(sqlite_backend, "INLINE_FILE_CHECK_SECONDS", 0.0)
     app = create_app(service_for(store))
     url = serve(app)
@@ -283,7 +284,7 @@ def test_a_slow_inline_sqlite_read_sends_the_next_reads_to_threads(
         ordinary = sqlite_backend._identity
 
         def stalled(path: Path) -> tuple[int, int] | None:
-            time.sleep(0.6)  # a stat on a stalled disk, on the loop
+            time.sleep(PROMPT_SECONDS + 0.5)  # a stat on a stalled disk, on the loop
             return ordinary(path)
 
         monkeypatch.setattr(sqlite_backend, "_identity", stalled)
@@ -880,7 +881,11 @@ def test_a_redis_connection_lost_under_a_read_on_the_loop_is_read_on_a_thread(
         raw.client_pause(10000, all=False)
         try:
             read = asyncio.ensure_future(asgi_post_job(app, "a"))
-            await asyncio.sleep(0.2)
+            # Its script sent and held (the paused client is a blocked one)
+            # before the kill, not the connection killed while idle.
+            await until(
+                lambda: any("b" in c["flags"] for c in raw.client_list("normal")), 5
+            )
             raw.client_kill_filter(_type="normal", skipme=True)
         finally:
             raw.client_unpause()
@@ -947,15 +952,24 @@ def test_many_redis_reads_at_once_on_one_loop_all_answer(
 
 
 @pytest.mark.redis
-def test_the_layout_check_never_waits_on_the_loop(redis_store: RedisStore) -> None:
-    redis_store._upgraded = False
-    # A thread holds the lock, checking the layout (slow Redis, say).
-    with redis_store._upgrade_lock:
-        started = time.monotonic()
-        with pytest.raises(WouldBlock, match="layout"), nowait.attempt():
-            redis_store.read("a")
-        assert time.monotonic() - started < 1
-    assert redis_store.read("a") is not None  # on a thread: checks, then reads
+def test_the_layout_check_never_waits_on_the_loop(redis_server: Any) -> None:
+    # A round trip's timeout far above the bound below: a read that waited
+    # for the lock, even only as long as a thread may hold it, would show.
+    store = RedisStore(
+        redis_server.url, prefix=f"inline-{time.time_ns()}:", timeout=30.0
+    )
+    try:
+        store.put({"job_id": "a", "job_status": "done", "n": 1})
+        store._upgraded = False
+        # A thread holds the lock, checking the layout (slow Redis, say).
+        with store._upgrade_lock:
+            started = time.monotonic()
+            with pytest.raises(WouldBlock, match="layout"), nowait.attempt():
+                store.read("a")
+            assert time.monotonic() - started < PROMPT_SECONDS
+        assert store.read("a") is not None  # on a thread: checks, then reads
+    finally:
+        store.close()
 
 
 @pytest.mark.redis
