@@ -110,3 +110,18 @@ def include_record(query: Query) -> bool:
     if unknown:
         raise invalid_parameter("include", "must be record")
     return bool(values)
+
+
+#: What a wait waits for: a status in the terminal set, or any change.
+UNTIL = ("finished", "changed")
+
+
+def until(query: Query) -> str:
+    """``until`` (default ``finished``; empty is the default, as for the
+    other parameters)."""
+    raw = first(query, "until")
+    if raw is None or raw == "":
+        return "finished"
+    if raw not in UNTIL:
+        raise invalid_parameter("until", "must be finished or changed")
+    return raw

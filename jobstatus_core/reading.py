@@ -61,6 +61,12 @@ def ask_job(service: StatusService, request: Request) -> JobAsked | Reply:
         )
     if not request.grant.allows(job_id):
         return service.fail(request, tokens.forbidden(), job_id=job_id)
+    try:
+        # Checked without ``wait`` too: a known parameter's bad value is a
+        # 400 (SPEC §7), not a typo found only once a wait is added.
+        params.until(request.query)
+    except ApiError as err:
+        return service.fail(request, err, job_id=job_id)
     return JobAsked(request, job_id)
 
 
@@ -86,7 +92,7 @@ def _job_found(
     row's record, encoded): 304 when the client's ETag is current."""
     headers = etag_headers(row)
     request = asked.request
-    if _matches(request.headers.get("if-none-match"), headers[0][1]):
+    if etag_matches(request.headers.get("if-none-match"), headers[0][1]):
         return service.not_modified(headers)
     return service.success(
         request, row.record, job_id=asked.job_id, headers=headers, response_json=text
@@ -365,7 +371,8 @@ def _status_key(text: str) -> str:
     return value if isinstance(value, str) else text
 
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag`` (or ``*``): answered 304."""
     if not if_none_match:
         return False
     for tag in if_none_match.split(","):

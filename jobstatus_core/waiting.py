@@ -17,15 +17,20 @@ from typing import TYPE_CHECKING, Any
 from . import cursor, params, problems, tokens
 from .interest import Interest
 from .problems import ApiError, invalid_payload
-from .reading import ask_job, etag_headers, get_job, job_ids_of, tombstone
+from .reading import (
+    ask_job,
+    etag_headers,
+    etag_matches,
+    get_job,
+    job_ids_of,
+    tombstone,
+)
 from .requests import JobAsked, Request
 from .rows import Row
 from .validation import JOB_ID_RULE, is_valid_job_id, request_id_of
 
 if TYPE_CHECKING:
     from .service import Reply, StatusService
-
-UNTIL = ("finished", "changed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +72,7 @@ def get_job_waiting(service: StatusService, request: Request) -> Reply | Waiting
         if not request.grant.allows(job_id):
             raise tokens.forbidden()
         seconds = wait_seconds(query, service.max_wait)
-        until = until_of(params.first(query, "until"))
+        until = params.until(query)
         row = service.store_call("job status", lambda: service.store.read(job_id))
         # Expired: nothing more will happen to it, so the wait ends at once.
         tomb = None if row is not None else tombstone(service, job_id)
@@ -101,8 +106,13 @@ def get_job_waiting(service: StatusService, request: Request) -> Reply | Waiting
         return service.fail(
             request, problems.job_not_found(), job_id=job_id, extra=waited
         )
+    headers = etag_headers(row)
+    # The version the client holds: 304 as without ``wait`` (SPEC §9); a
+    # client that wants ``waited`` sends no If-None-Match.
+    if etag_matches(request.headers.get("if-none-match"), headers[0][1]):
+        return service.not_modified(headers)
     return service.success(
-        request, row.record, job_id=job_id, headers=etag_headers(row), extra=waited
+        request, row.record, job_id=job_id, headers=headers, extra=waited
     )
 
 
@@ -118,7 +128,7 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
                 raise tokens.forbidden()
         seconds = timeout_of(payload, service.max_wait)
         until = payload.get("until", "finished")
-        if until not in UNTIL:
+        if until not in params.UNTIL:
             raise invalid_payload("until must be finished or changed")
         given = payload.get("after")
         if given is not None and not isinstance(given, str):
@@ -203,14 +213,6 @@ def timeout_of(payload: dict[str, Any], limit: float) -> float:
     if not 0 < value <= limit:
         raise invalid_payload(f"timeout must be > 0 and at most {limit:g}")
     return float(value)
-
-
-def until_of(raw: str | None) -> str:
-    if raw is None or raw == "":
-        return "finished"
-    if raw not in UNTIL:
-        raise params.invalid_parameter("until", "must be finished or changed")
-    return raw
 
 
 def finish(state: Waiting) -> Waiting:

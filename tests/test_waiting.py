@@ -153,12 +153,40 @@ def test_until_changed_is_relative_to_arrival_or_after(
         ({"wait": "soon"}, "Invalid parameter: wait"),
         ({"wait": "nan"}, "Invalid parameter: wait"),
         ({"wait": "1", "until": "later"}, "Invalid parameter: until"),
+        # Without a wait too: a typo is told before a wait is added.
+        ({"until": "finshed"}, "Invalid parameter: until"),
     ],
 )
 def test_bad_wait_parameters_are_400(
     client: httpx.Client, params: dict[str, str], message: str
 ) -> None:
     assert_error(client.get("/v1/job/x", params=params), 400, message)
+
+
+def test_a_wait_answers_304_to_the_version_the_client_holds(
+    client: httpx.Client, store: Store
+) -> None:
+    put(store, "held", "done")
+    etag = client.get("/v1/job/held").headers["etag"]
+    finished = client.get(
+        "/v1/job/held", params={"wait": 10}, headers={"if-none-match": etag}
+    )
+    assert finished.status_code == 304 and finished.content == b""
+    assert finished.headers["etag"] == etag
+    put(store, "held", "running")
+    etag = client.get("/v1/job/held").headers["etag"]
+    # Time up, nothing changed: the version it holds, so 304 as without wait.
+    unchanged = client.get(
+        "/v1/job/held", params={"wait": "0.2"}, headers={"if-none-match": etag}
+    )
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    put(store, "held", "done")
+    moved = client.get(
+        "/v1/job/held", params={"wait": "0.2"}, headers={"if-none-match": etag}
+    )
+    body = envelope_of(moved)
+    assert moved.status_code == 200 and moved.headers["etag"] != etag
+    assert body["response"]["job_status"] == "done" and body["waited"]["met"]
 
 
 def test_wait_for_any_of_many(client: httpx.Client, store: Store) -> None:
