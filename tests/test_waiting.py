@@ -143,6 +143,11 @@ def test_until_changed_is_relative_to_arrival_or_after(
     assert envelope_of(client.get("/v1/job/c", params=absent))["waited"]["met"]
     gone = client.get("/v1/job/nobody", params=absent)
     assert gone.status_code == 404 and not gone.json()["waited"]["met"]
+    # The ETag as sent (quoted, weak) is the version it names: not changed.
+    etag = client.get("/v1/job/c").headers["etag"]
+    for after in (etag, f"W/{etag}"):
+        same = {"wait": "0.2", "until": "changed", "after": after}
+        assert not envelope_of(client.get("/v1/job/c", params=same))["waited"]["met"]
 
 
 @pytest.mark.parametrize(
