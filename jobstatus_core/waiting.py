@@ -85,12 +85,12 @@ def get_job_waiting(service: StatusService, request: Request) -> Reply | Waiting
     state = request.waiting
     if state is None:
         after = params.first(query, "after")
-        if after is not None:
+        if after is None:
+            after = None if row is None else row.version
+        else:
             # The ETag as sent (quoted, perhaps weak) names the same version:
             # taken as another, it would meet ``changed`` at once, every time.
             after = after.removeprefix("W/").strip('"')
-        if after is None:
-            after = None if row is None else row.version
         state = Waiting(
             request.started + seconds,
             Interest(frozenset({job_id})),

@@ -179,10 +179,16 @@ def serve_service(
 
 
 @pytest.fixture
+def service(store: Store, clock: Clock) -> StatusService:
+    """The service ``client`` serves: a test that takes both sees its hub."""
+    return service_for(store, clock)
+
+
+@pytest.fixture
 def client(
-    store: Store, clock: Clock, serve_service: Callable[..., str]
+    service: StatusService, serve_service: Callable[..., str]
 ) -> Iterator[httpx.Client]:
-    url = serve_service(service_for(store, clock))
+    url = serve_service(service)
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
         yield http
 

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,21 +50,6 @@ def asleep(hub: Changes) -> None:
 
 def put(store: Store, job_id: str, status: str) -> None:
     store.put({"job_id": job_id, "job_status": status, "response": None}, at=NOW)
-
-
-@pytest.fixture
-def service(store: Store, clock: Clock) -> StatusService:
-    return service_for(store, clock)
-
-
-@pytest.fixture
-def client(
-    service: StatusService, serve_service: Callable[..., str]
-) -> Iterator[httpx.Client]:
-    """conftest's ``client``, on a service the test can see (its hub)."""
-    url = serve_service(service)
-    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
-        yield http
 
 
 def test_a_wait_answers_when_the_job_finishes(
