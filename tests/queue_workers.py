@@ -1,5 +1,6 @@
 """What the queue tests share: a real worker process, the environment its
-task module reads, and reading a job through the live endpoints."""
+task module reads, and reading a job from the store or through the live
+endpoints."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from jobstatus_core import Record, Store
+
+from .helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -53,6 +58,22 @@ class Worker:
                 self.process.kill()
                 self.process.wait(10)
         return self.log.read_text(errors="replace")
+
+
+def record_of(store: Store, job_id: str) -> Record:
+    found = store.get(job_id)
+    assert found is not None, job_id
+    return found
+
+
+def status_of(store: Store, job_id: str) -> Any:
+    return (store.get(job_id) or {}).get("job_status")
+
+
+def reaches(store: Store, job_id: str, status: str, timeout: float = 30) -> Record:
+    """The job's record once it has ``status``, read from ``store``."""
+    wait_for(lambda: status_of(store, job_id) == status, timeout)
+    return record_of(store, job_id)
 
 
 def finished(http: httpx.Client, job_id: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import pytest
 from jobstatus_backends.sqlite import SQLiteStore
 
 from .helpers import API_KEY, RedisServer, free_port, service_for, wait_for
+from .queue_workers import reaches, record_of
 
 if TYPE_CHECKING:
     # Imported where used: only the celery tox env installs Celery.
@@ -122,17 +123,6 @@ def store(
 
 def send(app: Celery, name: str, *args: Any) -> str:
     return str(app.send_task(f"celery_app.{name}", args=args).id)
-
-
-def record_of(store: SQLiteStore, job_id: str) -> dict[str, Any]:
-    found = store.get(job_id)
-    assert found is not None, job_id
-    return found
-
-
-def reaches(store: SQLiteStore, job_id: str, status: str, timeout: float = 30) -> Any:
-    wait_for(lambda: (store.get(job_id) or {}).get("job_status") == status, timeout)
-    return record_of(store, job_id)
 
 
 def test_a_task_is_queued_running_then_done_through_the_endpoints(

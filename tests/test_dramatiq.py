@@ -9,7 +9,6 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import httpx
 import pytest
@@ -18,7 +17,7 @@ from jobstatus_backends import store_from_url
 from jobstatus_core import Store
 
 from .helpers import API_KEY, RedisServer, service_for, wait_for
-from .queue_workers import Worker, finished, run_example, task_env
+from .queue_workers import Worker, finished, run_example, status_of, task_env
 
 pytestmark = pytest.mark.dramatiq
 
@@ -65,11 +64,6 @@ def store(queue: tuple[ModuleType, Path, str]) -> Iterator[Store]:
     opened = store_from_url(queue[2])
     yield opened
     opened.close()
-
-
-def status_of(store: Store, job_id: str) -> Any:
-    row = store.read(job_id)
-    return None if row is None else row.record.get("job_status")
 
 
 def test_two_workers_run_at_once_and_a_waiting_task_stays_queued(

@@ -19,6 +19,7 @@ import pytest
 from jobstatus_backends.sqlite import SQLiteStore
 
 from .helpers import API_KEY, RedisServer, service_for, wait_for
+from .queue_workers import reaches, record_of
 
 if TYPE_CHECKING:
     # Imported where used: only the rq tox env installs RQ.
@@ -113,17 +114,6 @@ def store(setup: tuple[Queue, str, Workers]) -> Iterator[SQLiteStore]:
 
 def send(queue: Queue, name: str, *args: Any, **options: Any) -> str:
     return str(queue.enqueue(f"rq_app.{name}", *args, **options).id)
-
-
-def record_of(store: SQLiteStore, job_id: str) -> dict[str, Any]:
-    found = store.get(job_id)
-    assert found is not None, job_id
-    return found
-
-
-def reaches(store: SQLiteStore, job_id: str, status: str, timeout: float = 30) -> Any:
-    wait_for(lambda: (store.get(job_id) or {}).get("job_status") == status, timeout)
-    return record_of(store, job_id)
 
 
 def test_a_job_is_queued_running_then_done_through_the_endpoints(
