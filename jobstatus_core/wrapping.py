@@ -152,29 +152,28 @@ class _ForwardsForkSafety(StoreWrapper):
         return self.inner.survives_fork
 
 
+#: Each optional capability, and the base that passes it on (the markers
+#: ``Inline`` and ``TriesInline`` have no calls: they pass on as themselves).
+_FORWARDS: tuple[tuple[type, type], ...] = (
+    (Presence, _ForwardsPresence),
+    (Enumerable, _ForwardsJobs),
+    (Notifying, _ForwardsNotifications),
+    (Indexed, _ForwardsIndexSize),
+    (Checkable, _ForwardsCheck),
+    (ForkSafe, _ForwardsForkSafety),
+    (Versioned, _ForwardsVersions),
+    (Expiring, _ForwardsExpiry),
+    (Inline, Inline),
+    (TriesInline, TriesInline),
+)
+
+
 def wrap(inner: Store, wrapper: type[W], *args: Any, **kwargs: Any) -> W:
     """``wrapper(inner, *args, **kwargs)``, declaring ``inner``'s capabilities."""
-    bases: list[type] = [wrapper]
-    if isinstance(inner, Presence):
-        bases.append(_ForwardsPresence)
-    if isinstance(inner, Enumerable):
-        bases.append(_ForwardsJobs)
-    if isinstance(inner, Notifying):
-        bases.append(_ForwardsNotifications)
-    if isinstance(inner, Indexed):
-        bases.append(_ForwardsIndexSize)
-    if isinstance(inner, Checkable):
-        bases.append(_ForwardsCheck)
-    if isinstance(inner, ForkSafe):
-        bases.append(_ForwardsForkSafety)
-    if isinstance(inner, Versioned):
-        bases.append(_ForwardsVersions)
-    if isinstance(inner, Expiring):
-        bases.append(_ForwardsExpiry)
-    if isinstance(inner, Inline):
-        bases.append(Inline)
-    if isinstance(inner, TriesInline):
-        bases.append(TriesInline)
+    bases = [
+        wrapper,
+        *(base for capability, base in _FORWARDS if isinstance(inner, capability)),
+    ]
     kind = wrapper if len(bases) == 1 else type(wrapper.__name__, tuple(bases), {})
     made = kind(inner, *args, **kwargs)
     assert isinstance(made, wrapper)
