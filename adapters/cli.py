@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from jobstatus_backends import recording_store_from_url, store_from_url
 from jobstatus_core import (
@@ -33,6 +33,7 @@ from jobstatus_core.errors import one_line_reason
 from jobstatus_core.params import decimal
 from jobstatus_core.registry import redact
 from jobstatus_core.retention import expiring_store, purge
+from jobstatus_core.validation import JOB_ID_RULE, is_valid_job_id
 from jobstatus_core.window import cutoff
 
 from . import listen
@@ -61,6 +62,8 @@ EXIT_INTERRUPTED = 130
 
 logger = logging.getLogger("jobstatus.serve")
 
+D = TypeVar("D", bound=str | None)
+
 #: prometheus_client's multiprocess directory; read when it is first imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -83,6 +86,10 @@ def _main(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command in CLIENT_COMMANDS:
         return _ask(args)
+    if args.command == "serve":
+        # Before any store opens: what it logs (a job file skipped) follows
+        # --log-level and --log-format as the server's own lines do.
+        args.log_config = _logging_config(args)
     stores: list[Store] = []
     try:
         settings = Settings.from_environ(os.environ, cwd=os.getcwd())
@@ -136,7 +143,6 @@ def _serve_with_metrics(
     args: argparse.Namespace, settings: Settings, store: Store
 ) -> int:
     from . import wsgi_server
-    from .logconfig import logging_config
 
     if args.interface == "wsgi":
         wsgi_server.require_server()  # before a key is printed for nothing
@@ -144,10 +150,6 @@ def _serve_with_metrics(
             raise ConfigError("--access-log: only with --interface asgi")
     args.port = listen.port_number(args.port)
     listen.check_address(args.host, args.port)
-    log_config = logging_config(
-        args.log_level, access_log=args.access_log, log_format=args.log_format
-    )
-    logging.config.dictConfig(log_config)
 
     keys = settings.api_keys
     if not keys:
@@ -177,7 +179,18 @@ def _serve_with_metrics(
     with _purging(
         settings, store, url, shared=args.interface == "asgi" and args.workers == 1
     ):
-        return _run_server(args, settings, store, url, keys, log_config, stack)
+        return _run_server(args, settings, store, url, keys, args.log_config, stack)
+
+
+def _logging_config(args: argparse.Namespace) -> dict[str, Any]:
+    """``serve``'s logging, applied here and handed to the server."""
+    from .logconfig import logging_config
+
+    log_config = logging_config(
+        args.log_level, access_log=args.access_log, log_format=args.log_format
+    )
+    logging.config.dictConfig(log_config)
+    return log_config
 
 
 @contextlib.contextmanager
@@ -370,6 +383,9 @@ def _record(args: argparse.Namespace, settings: Settings, store: Store) -> int:
 
 
 def _get(args: argparse.Namespace, settings: Settings, store: Store) -> int:
+    if not is_valid_job_id(args.job_id):
+        # As the API answers it: no store holds such an id.
+        raise ConfigError(f"job_id must be {JOB_ID_RULE}")
     record = store.get(args.job_id)
     if record is None:
         print(f"jobstatus: job {args.job_id!r} not found", file=sys.stderr)
@@ -483,16 +499,32 @@ def _ask(args: argparse.Namespace) -> int:
         # Not 2: to ``wait`` that is "the time was up".
         print(f"jobstatus: error: {exc}", file=sys.stderr)
         return EXIT_UNANSWERED
-    url = args.url or os.environ.get("JOBSTATUS_URL") or DEFAULT_URL
-    api_key = args.api_key or os.environ.get("API_KEY") or None
+    url_setting, url = _setting(args.url, "--url", "JOBSTATUS_URL", DEFAULT_URL)
+    key_setting, api_key = _setting(args.api_key, "--api-key", "API_KEY", None)
     # A watch outlives server restarts; a wait gives up after the retries.
     retries = None if args.command == "watch" else 3
     try:
-        with JobStatusClient(url, api_key=api_key, retries=retries) as client:
+        made = JobStatusClient(url, api_key=api_key, retries=retries)
+    except ValueError as exc:
+        # "base_url: ..." or "api_key: ...": said by the setting that gave it.
+        name, _, problem = str(exc).partition(": ")
+        said = url_setting if name == "base_url" else key_setting
+        print(f"jobstatus: error: {said}: {problem}", file=sys.stderr)
+        return EXIT_UNANSWERED
+    try:
+        with made as client:
             return int(args.run(args, client))
     except ClientError as exc:
         print(f"jobstatus: error: {exc}", file=sys.stderr)
         return EXIT_UNANSWERED
+
+
+def _setting(given: str | None, flag: str, env: str, default: D) -> tuple[str, str | D]:
+    """A client setting and where it came from: the flag, else the
+    environment variable (empty is unset), else the default."""
+    if given:
+        return flag, given
+    return env, os.environ.get(env) or default
 
 
 def _wait(args: argparse.Namespace, client: JobStatusClient) -> int:
@@ -567,10 +599,17 @@ STORE_HELP = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Says a usage error in one line, as a bad setting is said, where
+    argparse would print the whole usage block first. Its subcommands'
+    parsers are of this class too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jobstatus", description="Serve and inspect job statuses."
-    )
+    parser = _Parser(prog="jobstatus", description="Serve and inspect job statuses.")
     parser.add_argument("--version", action="version", version=f"jobstatus {version}")
     commands = parser.add_subparsers(dest="command", required=True)
 

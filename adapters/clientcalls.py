@@ -17,12 +17,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, cast
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import httpx_sse
 
 from jobstatus_core import __version__
+from jobstatus_core.auth import key_problem
 from jobstatus_core.registry import redact
 from jobstatus_core.validation import JOB_ID_RULE, is_valid_job_id
 
@@ -147,6 +148,20 @@ def answer_of(response: httpx.Response, *, missing_ok: bool) -> Answer:
     ):
         return Answer(None, response.headers)
     raise error_of(response.status_code, envelope, response.text)
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a server's base URL, or None. Checked when a
+    client is made: httpx would only refuse it at the first request, as if
+    the server were down."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        return f"not a URL ({exc}): {redact(url)!r}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"expected an http:// or https:// URL with a host, got {redact(url)!r}"
+    return None
 
 
 def job_path(job_id: str, suffix: str = "") -> str:
@@ -408,6 +423,13 @@ class ClientBase:
         backoff: float,
         max_wait: float,
     ) -> None:
+        for name, problem in (
+            ("base_url", url_problem(base_url)),
+            ("api_key", api_key and key_problem(api_key)),
+            ("token", token and key_problem(token)),
+        ):
+            if problem:
+                raise ValueError(f"{name}: {problem}")
         self.base_url = base_url
         self.timeout = timeout
         #: Retries after a 503 or a failed connection; None: without end.

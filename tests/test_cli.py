@@ -312,7 +312,12 @@ def test_version_and_usage_errors(tmp_path: Path) -> None:
     for args in ([], ["nope"], ["list", "--since", "x"], ["serve", "--workers", "0"]):
         result = jobstatus(*args, cwd=tmp_path)
         assert result.returncode == 2, args
-        assert "Traceback" not in result.stderr
+        # One line, as a bad setting is said; no usage block before it.
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert re.match(r"jobstatus( \w+)?: error: .+ \(see --help\)$", result.stderr)
+    invalid = jobstatus("get", "../etc", cwd=tmp_path)
+    assert invalid.returncode == 2 and invalid.stderr.count("\n") == 1
+    assert invalid.stderr.startswith("jobstatus: error: job_id must be 1-128")
 
 
 @pytest.mark.core
@@ -348,6 +353,25 @@ def test_log_lines_have_time_and_level(tmp_path: Path, access_log: bool) -> None
     assert any("INFO jobstatus.serve: serving sqlite://" in line for line in lines)
     logged = [line for line in lines if "POST /v1/toolkit/jobs/status" in line]
     assert bool(logged) == access_log, err
+
+
+@pytest.mark.filesystem
+def test_what_the_store_logs_as_it_opens_follows_the_log_settings(
+    tmp_path: Path,
+) -> None:
+    """A job file skipped while the index is built is logged in the
+    format and at the level serve was given, as its own lines are."""
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "half.json").write_text("[1]")
+    env = clean_env(API_KEY="k", LOCAL_STORAGE_PATH=str(tmp_path))
+    running = ServeProcess(tmp_path, env, "--log-format", "json")
+    _, err = running.stop()
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert [line["level"] for line in lines][:2] == ["WARNING", "INFO"], err
+    assert "skipping job file" in lines[0]["message"]
+    quiet = ServeProcess(tmp_path, env, "--log-level", "error")
+    _, err = quiet.stop()
+    assert "skipping" not in err and "serving" not in err, err
 
 
 @pytest.mark.sqlite

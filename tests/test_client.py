@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -88,6 +89,28 @@ def test_get_answers_the_record_or_none(client: JobStatusClient, store: Store) -
     assert client.get("nope") is None
     with pytest.raises(ValueError, match="invalid job id"):
         client.get("../etc/passwd")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "options", "said"),
+    [
+        ("foo", {}, "base_url: expected an http:// or https:// URL"),
+        ("ftp://h", {}, "base_url: expected an http:// or https:// URL"),
+        ("http://h:xx", {}, "base_url: not a URL"),
+        ("http://h", {"api_key": "clé"}, "api_key: a key must be printable ASCII"),
+        ("http://h", {"api_key": "a,b"}, "api_key: a key must not hold a comma"),
+        ("http://h", {"token": "t\n"}, "token: a key must be printable ASCII"),
+    ],
+)
+def test_a_client_refuses_what_no_request_could_carry(
+    base_url: str, options: dict[str, str], said: str
+) -> None:
+    """Refused when made, not at the first request as an unreachable server
+    (a bad URL) or a traceback from httpx (a key it cannot encode)."""
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}"):
+        JobStatusClient(base_url, **options)
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}"):
+        AsyncJobStatusClient(base_url, **options)
 
 
 def test_errors_carry_their_kind_and_the_envelope_message(url: str) -> None:
@@ -613,6 +636,33 @@ def test_jobstatus_wait_exits_by_how_the_job_ended(url: str, store: Store) -> No
     expired = command(url, "wait", "ok")
     assert expired.communicate(timeout=60)[0] == "ok done (expired)\n"
     assert expired.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "said"),
+    [
+        ([], {"JOBSTATUS_URL": "foo"}, "JOBSTATUS_URL: expected an http://"),
+        (["--url", "localhost:8080"], {}, "--url: expected an http://"),
+        ([], {"API_KEY": "clé"}, "API_KEY: a key must be printable ASCII"),
+        (["--api-key", "k\x7f"], {}, "--api-key: a key must be printable ASCII"),
+    ],
+)
+@pytest.mark.parametrize("asked", ["wait", "watch"])
+def test_jobstatus_wait_and_watch_name_a_bad_setting_in_one_line(
+    asked: str, args: list[str], env: dict[str, str], said: str
+) -> None:
+    """Exit 3 as for a server that cannot be asked (2 is wait's "time up")."""
+    params = ["x"] if asked == "wait" else []
+    result = subprocess.run(
+        [sys.executable, "-m", "jobstatus_adapters.cli", asked, *params, *args],
+        env={**os.environ, "JOBSTATUS_URL": "", "API_KEY": "", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert result.stderr.startswith(f"jobstatus: error: {said}"), result.stderr
+    assert result.stderr.count("\n") == 1
 
 
 def test_jobstatus_watch_prints_a_line_per_change(
