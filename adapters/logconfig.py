@@ -15,6 +15,8 @@ import re
 from typing import Any
 from urllib.parse import unquote_plus
 
+from jobstatus_core.tokens import PREFIX
+
 LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -27,11 +29,19 @@ _QUERY = re.compile(r"\?[^\s\"#]*")
 SECRET_PARAMETERS = frozenset({"token", "api_key", "x-api-key"})
 
 
+#: What every scoped token starts with (``tokens.PREFIX``): a value holding
+#: one is blanked whatever its parameter's name (``?token[]=``, ``?x=1;token=``).
+_TOKEN_START = f"{PREFIX}."
+
+
 def _redact_query(match: re.Match[str]) -> str:
     parts = []
     for part in match.group(0)[1:].split("&"):
-        name, eq, _ = part.partition("=")
-        if eq and unquote_plus(name).lower() in SECRET_PARAMETERS:
+        name, eq, value = part.partition("=")
+        if eq and (
+            unquote_plus(name).lower() in SECRET_PARAMETERS
+            or _TOKEN_START in unquote_plus(value)
+        ):
             part = f"{name}=***"
         parts.append(part)
     return "?" + "&".join(parts)

@@ -216,4 +216,13 @@ def _envelope_channel(app: WSGIApp) -> Any:
     class EnvelopeChannel(HTTPChannel):  # type: ignore[misc]
         error_task_class = EnvelopeErrorTask
 
+        def send_continue(self) -> None:
+            # waitress sends "100 Continue" to a request whose headers it
+            # has already refused (a Content-Length over its limit), then
+            # reads the body it invited: the refusal is the answer instead.
+            if self.request.error is not None:
+                self.request.expect_continue = False
+                return
+            super().send_continue()
+
     return EnvelopeChannel

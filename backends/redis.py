@@ -484,7 +484,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
                 rows.append(
                     Row(
                         job_id,
-                        status,
+                        _status(status),
                         float(updated),
                         f"{epoch}-{position}",
                         int(position),
@@ -525,11 +525,13 @@ class RedisStore(VersionedStoreBase, TriesInline):
             found = {
                 status: int(n) for status, n in zip(flat[::2], flat[1::2], strict=True)
             }
-        return {
-            status: n
-            for status, n in found.items()
-            if n > 0 and (statuses is None or status in statuses)
-        }
+        counted: dict[str, int] = {}
+        for status, n in found.items():
+            # The filter matches stored texts, as a page's does.
+            if n > 0 and (statuses is None or status in statuses):
+                key = storedjson.status_text(status)  # bare and JSON add up
+                counted[key] = counted.get(key, 0) + n
+        return counted
 
     def mark(self) -> Mark:
         keys, args = self._mark_args()
@@ -649,7 +651,9 @@ class RedisStore(VersionedStoreBase, TriesInline):
         for n in range(1, len(reply), 4):
             job_id, status, updated, position = reply[n : n + 4]
             at = int(float(position))
-            rows.append(Row(job_id, status, float(updated), f"{epoch}-{at}", at))
+            rows.append(
+                Row(job_id, _status(status), float(updated), f"{epoch}-{at}", at)
+            )
         return rows
 
     def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
@@ -683,7 +687,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
             ),
         )
         return [
-            Tombstone(job_id, status, float(at), int(position))
+            Tombstone(job_id, storedjson.status_text(status), float(at), int(position))
             for job_id, status, position in zip(
                 reply[::3], reply[1::3], reply[2::3], strict=True
             )
@@ -948,7 +952,7 @@ def _row(epoch: str, job_id: str, values: list[Any], record: Record | None) -> R
     at = int(float(position)) if position is not None else 0
     return Row(
         job_id,
-        status,
+        _status(status),
         0.0 if updated is None else float(updated),
         f"{epoch}-{at}",
         at,
@@ -956,10 +960,18 @@ def _row(epoch: str, job_id: str, values: list[Any], record: Record | None) -> R
     )
 
 
+def _status(text: str | None) -> str | None:
+    """A row's status as rows carry it: JSON text, whatever was written by
+    hand (``storedjson.status_text``)."""
+    return None if text is None else storedjson.status_text(text)
+
+
 def _tombstone(job_id: str, value: str) -> Tombstone:
     """A tombstone from its hash value, ``<position> <expired_at> <status>``."""
     position, expired_at, status = value.split(" ", 2)
-    return Tombstone(job_id, status, float(expired_at), int(position))
+    return Tombstone(
+        job_id, storedjson.status_text(status), float(expired_at), int(position)
+    )
 
 
 class _Listener:

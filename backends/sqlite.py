@@ -745,13 +745,22 @@ def _tombstone(values: Sequence[Any]) -> Tombstone:
     return Tombstone(job_id, status, float(expired_at), int(position))
 
 
+def _time(value: Any) -> float:
+    """A row's ``updated_at`` as answers need it: a finite number. Another
+    program may have stored text, or 1e999, in the column (SQLite keeps any
+    value); such a time is read as 0, the oldest there is."""
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    return 0.0
+
+
 def _row(values: Sequence[Any], *, with_record: bool) -> Row:
     """A ``Row`` from ``ROW_COLUMNS`` (and ``record`` after them)."""
     job_id, status, updated_at, position, epoch = values[:5]
     return Row(
         job_id,
         None if status is None else storedjson.ascii_only(status),
-        updated_at,
+        _time(updated_at),
         f"{epoch}-{position:x}",
         position,
         storedjson.record(job_id, values[5]) if with_record else None,

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from jobstatus_core import Record, StoreError, jsontext
@@ -39,6 +40,17 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite
 def loads(text: str) -> Any:
     """``text`` parsed as strict JSON: no NaN, no Infinity, no overflow."""
     return _DECODER.decode(text)
+
+
+@lru_cache(maxsize=4096)  # a store holds a few statuses, read on every row
+def status_text(text: str) -> str:
+    """A stored status as JSON text: itself when it is strict JSON, else
+    the JSON string of the text (``status``), as rows must carry it."""
+    try:
+        loads(text)
+    except (ValueError, RecursionError):
+        return jsontext.encode(text)
+    return text
 
 
 def status(text: str) -> Any:

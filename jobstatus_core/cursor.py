@@ -46,6 +46,11 @@ def encode(cursor: Cursor, digest: str, secret: bytes) -> str:
     return f"{payload}.{_b64(_sign(payload, secret))}"
 
 
+#: The largest position a store can hold (SQLite's and PostgreSQL's 64-bit
+#: integers): a cursor past it was never made by a store, only signed.
+MAX_POSITION = 2**63 - 1
+
+
 def decode(text: str, digest: str, secret: bytes) -> Cursor:
     """The cursor ``text`` holds; ``400 Invalid cursor`` when it was altered or
     made for another filter."""
@@ -64,7 +69,7 @@ def decode(text: str, digest: str, secret: bytes) -> Cursor:
         and len(fields) == 3
         and isinstance(fields[0], int)
         and not isinstance(fields[0], bool)
-        and fields[0] >= 0
+        and 0 <= fields[0] <= MAX_POSITION
         and isinstance(fields[1], str)
         and isinstance(fields[2], str)
     ):

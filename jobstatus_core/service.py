@@ -147,8 +147,20 @@ class StatusService:
 
     def handle(self, operation: Operation, request: Request) -> Reply | Waiting | Feed:
         """Answer ``request`` with ``operation``'s handler; ``Waiting`` (only
-        from operations that wait) asks to be called again after a change."""
-        return operation.handler(self, request)
+        from operations that wait) asks to be called again after a change.
+
+        Whatever the handler raises is answered too, as the contract's 500
+        (logged with its traceback): a value in the store no answer can be
+        made of is still the envelope, never the server's plain-text 500."""
+        try:
+            return operation.handler(self, request)
+        except WouldBlock:
+            raise  # not a failure: the adapter runs the call again
+        except ApiError as err:
+            return self.fail(request, err)
+        except Exception as exc:
+            what = "job status" if "{job_id}" in operation.path else "job statuses"
+            return self.fail(request, self.store_failure(what, exc))
 
     def check_request(
         self,

@@ -199,3 +199,35 @@ def test_reads_go_on_while_another_process_holds_the_write_lock(
     store.put({"job_id": "b", "job_status": "done"})
     assert ask(url, "b").status_code == 200
     store.close()
+
+
+@pytest.mark.core
+def test_a_value_no_answer_can_be_made_of_is_the_envelopes_500(
+    serve_service: Callable[..., str],
+) -> None:
+    """A row whose status a store gave as something other than JSON text
+    (a store's bug, injected here) fails where the page is written, past
+    the store's call: still the contract's one-line 500, on both adapters,
+    and the next request is served."""
+    from dataclasses import replace
+
+    from jobstatus_backends import store_from_url
+    from jobstatus_core import Query, Row
+    from jobstatus_core.wrapping import StoreWrapper, wrap
+
+    class BareStatuses(StoreWrapper):
+        def page(self, query: Query) -> list[Row]:
+            return [replace(row, status="done") for row in self.inner.page(query)]
+
+    inner = store_from_url("memory://")
+    inner.put({"job_id": "a", "job_status": "done"})
+    store = wrap(inner, BareStatuses)
+    url = serve_service(service_for(store))
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+        failed = http.get("/v1/jobs")
+        assert failed.status_code == 500
+        assert failed.headers["content-type"] == "application/json"
+        body = failed.json()
+        assert body["endpoint"] == "/v1/jobs" and body["response"] is None
+        assert body["message"] == "Failed to retrieve job statuses: JSONDecodeError"
+        assert http.get("/v1/job/a").status_code == 200

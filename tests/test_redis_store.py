@@ -344,6 +344,40 @@ def test_a_user_denied_info_reads_marks_without_a_run_id(
         raw.close()
 
 
+def test_a_status_edited_by_hand_answers_as_its_text_everywhere(
+    redis_server: RedisServer, serve: Callable[[ASGIApp], str]
+) -> None:
+    """A job's status set by hand to bare text (or cut off) is read back as
+    the JSON string of that text in pages, counts, batches and the job's
+    own answer, as the Toolkit listing shows it: never a 500."""
+    import redis
+
+    store = RedisStore.from_url(redis_server.url + "?prefix=by-hand:")
+    store.put({"job_id": "bare", "job_status": "running"})
+    store.put({"job_id": "cut", "job_status": "done"})
+    store.put({"job_id": "ours", "job_status": "running"})
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.hset("by-hand:status", mapping={"bare": "running", "cut": '{"a": '})
+    raw.hset("by-hand:counts", mapping={"running": 1, '"running"': 1})
+    raw.close()
+    url = serve(create_app(service_for(store)))
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+        page = http.get("/v1/jobs", params={"counts": "true"})
+        assert page.status_code == 200, page.text
+        listed = {
+            job["job_id"]: job["job_status"] for job in page.json()["response"]["jobs"]
+        }
+        assert listed == {"bare": "running", "cut": '{"a": ', "ours": "running"}
+        assert page.json()["response"]["counts"]["running"] == 2
+        one = http.get("/v1/job/bare")
+        assert (
+            one.status_code == 200 and one.json()["response"]["job_status"] == "running"
+        )
+        batch = http.post("/v1/jobs/batch", json={"job_ids": ["bare", "cut"]})
+        assert batch.status_code == 200, batch.text
+    store.close()
+
+
 def test_hand_edited_values_list_as_valid_json(redis_server: RedisServer) -> None:
     import redis
 

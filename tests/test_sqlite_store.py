@@ -506,6 +506,42 @@ def test_a_foreign_record_is_a_one_line_error(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_foreign_time_that_is_not_a_number_reads_as_0(
+    tmp_path: Path, serve_service: Any
+) -> None:
+    """SQLite keeps any value in ``updated_at``: text or 1e999 written by
+    another program reads as 0 in rows, so that pages and the job's answer
+    read it, never a 500."""
+    import httpx
+
+    from .helpers import API_KEY, service_for
+
+    path = tmp_path / "jobs.db"
+    store = SQLiteStore(path)
+    store.put({"job_id": "ours", "job_status": "done"}, at=5.0)
+    record = '{{"job_id": "{}", "job_status": "done"}}'
+    write_rows(
+        path,
+        [
+            ("text", '"done"', "yesterday", record.format("text")),  # type: ignore[list-item]
+            ("huge", '"done"', 1e999, record.format("huge")),
+        ],
+    )
+    rows = {row.job_id: row.updated_at for row in store.page(Query(limit=10))}
+    assert rows == {"ours": 5.0, "text": 0.0, "huge": 0.0}
+    # Retention compares the stored value: neither ever looks old enough.
+    assert [row.job_id for row in store.stale(Stale(before=1e12))] == ["ours"]
+    url = serve_service(service_for(store))
+    with httpx.Client(base_url=url, headers={"x-api-key": API_KEY}) as http:
+        page = http.get("/v1/jobs")
+        assert page.status_code == 200, page.text
+        for job_id in ("text", "huge"):
+            one = http.get(f"/v1/job/{job_id}")
+            assert one.status_code == 200, one.text
+            assert one.json()["response"]["job_status"] == "done"
+    store.close()
+
+
 def version_3_file(path: Path) -> None:
     """A database as jobstatus wrote it at schema version 3, before the
     change order: jobs written at 30, 10 and 20, one without a status."""
