@@ -87,9 +87,11 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.command in CLIENT_COMMANDS:
         return _ask(args)
     if args.command == "serve":
-        # Before any store opens: what it logs (a job file skipped) follows
-        # --log-level and --log-format as the server's own lines do.
-        args.log_config = _logging_config(args)
+        # Before any store opens: what it warns of (a job file skipped)
+        # follows --log-format and --log-level as the server's lines do.
+        # Its information waits for the start's checks: a bad setting is
+        # still the one line on stderr.
+        _logging_config(args, least="warning")
     stores: list[Store] = []
     try:
         settings = Settings.from_environ(os.environ, cwd=os.getcwd())
@@ -150,6 +152,7 @@ def _serve_with_metrics(
             raise ConfigError("--access-log: only with --interface asgi")
     args.port = listen.port_number(args.port)
     listen.check_address(args.host, args.port)
+    log_config = _logging_config(args)
 
     keys = settings.api_keys
     if not keys:
@@ -179,15 +182,17 @@ def _serve_with_metrics(
     with _purging(
         settings, store, url, shared=args.interface == "asgi" and args.workers == 1
     ):
-        return _run_server(args, settings, store, url, keys, args.log_config, stack)
+        return _run_server(args, settings, store, url, keys, log_config, stack)
 
 
-def _logging_config(args: argparse.Namespace) -> dict[str, Any]:
-    """``serve``'s logging, applied here and handed to the server."""
+def _logging_config(args: argparse.Namespace, least: str = "debug") -> dict[str, Any]:
+    """``serve``'s logging, applied here and handed to the server; its
+    level ``least`` at the least."""
     from .logconfig import logging_config
 
+    level = max(args.log_level, least, key=LEVELS.index)
     log_config = logging_config(
-        args.log_level, access_log=args.access_log, log_format=args.log_format
+        level, access_log=args.access_log, log_format=args.log_format
     )
     logging.config.dictConfig(log_config)
     return log_config
