@@ -650,12 +650,16 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
                 self._restore_busy_timeout()
             self._follow_the_path()
             for delay in (*LOCKED_RETRY_DELAYS, None):
+                tried = time.monotonic()
                 try:
                     return action()
                 except sqlite3.OperationalError as exc:
-                    # SQLite already waited busy_timeout; some lock conflicts
-                    # (WAL checkpoints, schema changes) skip that wait.
-                    if delay is None or not is_lock_conflict(exc):
+                    # Some lock conflicts (WAL checkpoints, schema changes)
+                    # skip SQLite's busy wait: those are tried again. One
+                    # that waited busy_timeout out is a lock still held, and
+                    # another try would wait it all again.
+                    waited = time.monotonic() - tried >= self._busy_timeout
+                    if delay is None or waited or not is_lock_conflict(exc):
                         raise StoreError(f"SQLite error: {exc}") from exc
                     time.sleep(delay)
                 except sqlite3.Error as exc:

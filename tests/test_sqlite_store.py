@@ -181,6 +181,21 @@ def test_a_lock_held_past_the_bound_is_a_store_error(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_lock_held_throughout_costs_one_busy_timeout(tmp_path: Path) -> None:
+    """A lock held past SQLite's own wait is not waited for again by each
+    retry (those are for conflicts that skip the wait): the bound is one
+    busy timeout and the retries' pauses, not four busy timeouts."""
+    store = SQLiteStore(tmp_path / "jobs.db", busy_timeout=0.5)
+    holder = hold_write_lock(tmp_path / "jobs.db", 5.0)
+    started = time.monotonic()
+    with pytest.raises(StoreError, match="database is locked"):
+        store.put({"job_id": "j", "job_status": "done"}, at=1.0)
+    # 0.5 s and the pauses (0.35 s) at most; four waits would be 2.35 s.
+    assert time.monotonic() - started < 1.5
+    holder.join()
+    store.close()
+
+
 def fingerprint(directory: Path) -> dict[str, str]:
     """Every file in ``directory`` by name, with a hash of its bytes."""
     return {
