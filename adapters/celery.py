@@ -89,12 +89,47 @@ class CeleryRecording:
         attempt = _attempt(getattr(request, "retries", None))
         self.recording.cancelled(job_id, attempt)
 
+    # Worker side, a message it drops without running it: recorded
+    # ``failed``, or the job would look queued forever.
+    def unknown(
+        self, sender: Any = None, message: Any = None, name: Any = None, **fields: Any
+    ) -> None:
+        # No task of that name in the worker (not deployed there, its module
+        # not imported): Celery logs "Received unregistered task".
+        job_id = fields.get("id")
+        if getattr(sender, "app", None) is not self.app or not isinstance(job_id, str):
+            return
+        attempt = _attempt(_headers_of(message).get("retries"))
+        error = {
+            "type": "NotRegistered",
+            "message": f"Received unregistered task of type {name!r}",
+        }
+        self.recording.failed(job_id, attempt, error)
+
+    def rejected(
+        self, sender: Any = None, message: Any = None, exc: Any = None, **_: Any
+    ) -> None:
+        # A task message the worker refused (an ETA or expiry it cannot
+        # read, content it does not accept); ``exc`` is None for a message
+        # that is no task at all, which has no id.
+        headers = _headers_of(message)
+        job_id = headers.get("id")
+        if (
+            getattr(sender, "app", None) is not self.app
+            or not isinstance(job_id, str)
+            or not isinstance(exc, BaseException)
+        ):
+            return
+        self.recording.failed(job_id, _attempt(headers.get("retries")), exc)
+
     def connect(self) -> None:
         signals.after_task_publish.connect(self.published, weak=False)
         signals.task_prerun.connect(self.prerun, weak=False)
         signals.task_success.connect(self.succeeded, weak=False)
         signals.task_failure.connect(self.failed, weak=False)
         signals.task_revoked.connect(self.revoked, weak=False)
+        signals.task_unknown.connect(self.unknown, weak=False)
+        signals.task_rejected.connect(self.rejected, weak=False)
 
     def uninstall(self) -> None:
         signals.after_task_publish.disconnect(self.published)
@@ -102,6 +137,8 @@ class CeleryRecording:
         signals.task_success.disconnect(self.succeeded)
         signals.task_failure.disconnect(self.failed)
         signals.task_revoked.disconnect(self.revoked)
+        signals.task_unknown.disconnect(self.unknown)
+        signals.task_rejected.disconnect(self.rejected)
         _installed.pop(id(self.app), None)
         self.recording.close()
 
@@ -130,6 +167,12 @@ def progress(
     job_id: str = task.request.id
     attempt = _attempt(task.request.retries)
     return recording.recording.progress(job_id, attempt, done, total, message)
+
+
+def _headers_of(message: Any) -> dict[str, Any]:
+    """A received message's headers (protocol 2: its id, task, retries)."""
+    headers = getattr(message, "headers", None)
+    return headers if isinstance(headers, dict) else {}
 
 
 def _attempt(retries: object) -> int:

@@ -5,7 +5,8 @@ when it is sent (in the sending process), ``running`` when a worker takes
 it, ``done`` with the actor's return value, ``failed`` with the exception
 once no retry follows, a retry as the next ``attempt``, and a skipped
 message (its age limit passed; aborted with dramatiq-abort) as
-``cancelled``. docs/queues.md has the table.
+``cancelled``, and a message for an actor the worker does not declare as
+``failed``. docs/queues.md has the table.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ INSTALL = "pip install 'jobstatus[dramatiq]'"
 try:
     import dramatiq
     from dramatiq.broker import MessageProxy
+    from dramatiq.errors import ActorNotFound
     from dramatiq.middleware import Middleware, Retries
 except ImportError as exc:  # pragma: no cover - the extra is in the test env
     raise ImportError(f"recording Dramatiq jobs needs dramatiq: {INSTALL}") from exc
@@ -90,6 +92,19 @@ class JobStatusMiddleware(Middleware):
     ) -> None:
         leave_task()
         self.recorder.cancelled(message.message_id, attempt_of(message))
+
+    def after_nack(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        # A message for an actor this worker does not declare never runs:
+        # Dramatiq moves it to the dead-letter queue, and only the nack tells.
+        # (Any other nack follows a run whose end is already recorded.)
+        try:
+            broker.get_actor(message.actor_name)
+        except ActorNotFound:
+            error = {
+                "type": "ActorNotFound",
+                "message": f"no actor {message.actor_name!r} in the worker",
+            }
+            self.recorder.failed(message.message_id, attempt_of(message), error)
 
 
 def install(

@@ -1,7 +1,7 @@
 """Job states recorded straight from Huey: ``install(huey, store)``.
 
 Huey's signals and its post-execute hook record each task by its id:
-``queued`` when it is enqueued (in the enqueuing process), ``running`` when
+``queued`` once it is enqueued (in the enqueuing process), ``running`` when
 a consumer starts it, ``done`` with its return value, ``failed`` with the
 exception once no retry follows, a retry as the next ``attempt``, a revoked,
 expired or cancelled task as ``cancelled``, and a task the consumer
@@ -21,6 +21,7 @@ INSTALL = "pip install 'jobstatus[huey]'"
 try:
     import huey as huey_module
     from huey import signals
+    from huey.api import Task
     from huey.exceptions import CancelExecution
 except ImportError as exc:  # pragma: no cover - the extra is in the test env
     raise ImportError(f"recording Huey jobs needs huey: {INSTALL}") from exc
@@ -42,7 +43,7 @@ class HueyHooks:
     def __init__(self, recorder: TaskRecorder) -> None:
         self.recorder = recorder
 
-    def enqueued(self, signal: str, task: Any) -> None:
+    def enqueued(self, task: Any) -> None:
         self.recorder.queued(task.id, None, task.name)
 
     def executing(self, signal: str, task: Any) -> None:
@@ -80,7 +81,25 @@ def install(huey: huey_module.Huey, store: Store | str) -> HueyHooks:
     or a URL). Call it where the Huey app is made, so that the enqueuing
     processes and the consumers both run it."""
     hooks = HueyHooks(TaskRecorder(store))
-    huey.signal(signals.SIGNAL_ENQUEUED)(hooks.enqueued)
+    enqueue = huey.enqueue
+
+    def enqueue_and_record(task: Any) -> Any:
+        # Not on SIGNAL_ENQUEUED: Huey sends it before it pickles and writes
+        # the message, so a task whose enqueue then failed (an argument that
+        # does not pickle, the broker down) would look queued forever.
+        if not isinstance(task, Task):
+            return enqueue(task)  # a group or chord: each task comes back here
+        if huey.immediate:
+            # Immediate mode runs the task inside enqueue: queued comes first.
+            hooks.enqueued(task)
+            return enqueue(task)
+        result = enqueue(task)
+        hooks.enqueued(task)  # the message is written
+        return result
+
+    # On the instance: Huey's own code (retries, pipelines, the consumer's
+    # schedule) enqueues through ``self.enqueue`` too.
+    huey.enqueue = enqueue_and_record
     huey.signal(signals.SIGNAL_EXECUTING)(hooks.executing)
     huey.signal(signals.SIGNAL_RETRYING)(hooks.retrying)
     huey.signal(

@@ -24,6 +24,7 @@ from jobstatus_core import ConfigError, ForkSafe, InvalidRecord, Store, StoreErr
 from jobstatus_core.errors import OPENED_BEFORE_FORK
 from jobstatus_core.protocol import MAX_RECORD_DEPTH, nests_within
 from jobstatus_core.recording import Change
+from jobstatus_core.validation import JOB_ID_RULE, is_valid_job_id
 
 log = logging.getLogger("jobstatus.queues")
 
@@ -39,6 +40,9 @@ FIRST_PAUSE = 0.05
 DOWN_SECONDS = 5.0
 #: The longest ``repr`` kept of a response that is not JSON.
 REPR_LIMIT = 2000
+#: How many job ids outside the rule a recorder remembers having warned of,
+#: so that each such job is one warning, not one per event.
+REFUSED_KEPT = 1000
 
 
 def response_of(value: Any) -> Any:
@@ -123,6 +127,8 @@ class TaskRecorder:
         self._opened: tuple[int, Recorder] | None = None
         self._given = None if isinstance(store, str) else Recorder(store)
         self._pid = os.getpid()
+        #: Job ids outside the rule already warned of (oldest first).
+        self._refused: dict[str, None] = {}
 
     @property
     def recorder(self) -> Recorder:
@@ -231,6 +237,8 @@ class TaskRecorder:
 
     def attempt_of(self, job_id: str) -> int:
         """The job's current attempt as recorded (1 when unknown or unreadable)."""
+        if not is_valid_job_id(job_id):
+            return 1  # never recorded (``_refuse`` says so)
         try:
             row = self.recorder.store.read(job_id)
         except Exception as exc:
@@ -260,6 +268,11 @@ class TaskRecorder:
         for a job's end: what to record when the store refuses the record
         (its response or error larger than the store holds), so that the
         job still ends."""
+        if not is_valid_job_id(job_id):
+            # No store takes it, whatever the event: said once, up front,
+            # never taken for a value too large.
+            self._refuse(job_id)
+            return False
         pause = self.pause
         tries = 1 if self.clock() < self._down_until else self.tries
         for attempt in range(1, tries + 1):
@@ -311,6 +324,16 @@ class TaskRecorder:
                 self._down_until = 0.0  # it answers again
                 return applied
         return False
+
+    def _refuse(self, job_id: str) -> None:
+        """Warn that the job ``job_id`` names is not recorded (once per job)."""
+        with self._lock:
+            if job_id in self._refused:
+                return
+            if len(self._refused) >= REFUSED_KEPT:
+                del self._refused[next(iter(self._refused))]
+            self._refused[job_id] = None
+        log.warning("job %.200r not recorded: a job id must be %s", job_id, JOB_ID_RULE)
 
 
 def _given(

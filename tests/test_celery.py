@@ -212,6 +212,25 @@ def test_revoking_a_queued_task_cancels_it_and_it_never_runs(
     assert "started_at" not in record
 
 
+def test_a_message_the_worker_drops_unrun_is_failed_with_why(
+    setup: tuple[Celery, CeleryRecording, str, Workers], store: SQLiteStore
+) -> None:
+    """A task the worker does not know, or a message it refuses, never
+    runs: recorded failed, not left looking queued."""
+    app = setup[0]
+    unknown = str(app.send_task("celery_app.not_deployed").id)
+    record = reaches(store, unknown, "failed")
+    assert record["error"] == {
+        "type": "NotRegistered",
+        "message": "Received unregistered task of type 'celery_app.not_deployed'",
+    }
+    assert record["attempt"] == 1
+    bad_eta = str(app.send_task("celery_app.resize", args=(1, 1), eta="soon").id)
+    error = reaches(store, bad_eta, "failed")["error"]
+    assert error["type"] == "InvalidTaskError"
+    assert error["message"].startswith("invalid ETA value 'soon'")
+
+
 def test_a_pool_process_killed_mid_task_leaves_the_job_failed(
     setup: tuple[Celery, CeleryRecording, str, Workers],
     store: SQLiteStore,

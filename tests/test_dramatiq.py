@@ -17,7 +17,14 @@ from jobstatus_backends import store_from_url
 from jobstatus_core import Store
 
 from .helpers import API_KEY, RedisServer, service_for, wait_for
-from .queue_workers import Worker, finished, run_example, status_of, task_env
+from .queue_workers import (
+    Worker,
+    finished,
+    reaches,
+    run_example,
+    status_of,
+    task_env,
+)
 
 pytestmark = pytest.mark.dramatiq
 
@@ -154,6 +161,29 @@ def test_a_skipped_message_is_cancelled(
     record = finished(http, stale.message_id)
     assert record["job_status"] == "cancelled" and "response" in record
     assert record["response"] is None
+
+
+def test_a_message_for_an_actor_the_worker_lacks_is_failed(
+    queue: tuple[ModuleType, Path, str], store: Store
+) -> None:
+    """Dramatiq moves it to the dead-letter queue unrun: recorded failed,
+    not left looking queued."""
+    import dramatiq
+
+    message = dramatiq.Message(
+        queue_name="default",
+        actor_name="not_deployed",
+        args=(),
+        kwargs={},
+        options={},
+    )
+    sent = queue[0].broker.enqueue(message)
+    record = reaches(store, sent.message_id, "failed")
+    assert record["error"] == {
+        "type": "ActorNotFound",
+        "message": "no actor 'not_deployed' in the worker",
+    }
+    assert record["attempt"] == 1
 
 
 def test_the_example_app_records_its_task(

@@ -7,15 +7,18 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import pickle
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import pytest
 
 from jobstatus_backends import store_from_url
 from jobstatus_core import Store
+from jobstatus_core.validation import JOB_ID_RULE
 
 from .helpers import API_KEY, RedisServer, free_port, service_for, wait_for
 from .queue_workers import Worker, finished, run_example, status_of, task_env
@@ -153,6 +156,67 @@ def test_a_revoked_task_is_cancelled(
         (gates / f"{gate}-{i}").touch()
     record = finished(http, waiting.id)
     assert record["job_status"] == "cancelled" and record["response"] is None
+
+
+class Unpicklable:
+    """An argument Huey cannot pickle into a message."""
+
+    def __reduce__(self) -> Any:
+        raise pickle.PicklingError("not this one")
+
+
+def test_a_task_whose_enqueue_failed_is_never_queued(
+    queue: tuple[ModuleType, Path, str], store: Store
+) -> None:
+    tasks = queue[0]
+    refused = tasks.add.s(Unpicklable(), 1)
+    with pytest.raises(pickle.PicklingError):
+        tasks.huey.enqueue(refused)
+    assert store.get(refused.id) is None
+    # A task that is written is queued by the time enqueue returns (an
+    # hour's delay: no consumer starts it meanwhile).
+    later = tasks.add.schedule(args=(1, 2), delay=3600)
+    assert status_of(store, later.id) == "queued"
+
+
+def test_a_task_the_broker_never_took_is_never_queued(tmp_path: Path) -> None:
+    import redis.exceptions
+    from huey import RedisHuey
+
+    from jobstatus_adapters.huey import install
+
+    app = RedisHuey("down", url=f"redis://127.0.0.1:{free_port()}/0")
+    store_url = f"sqlite://{tmp_path / 'jobs.db'}"
+    install(app, store_url)
+
+    @app.task()
+    def double(n: int) -> int:
+        return 2 * n
+
+    task = double.s(21)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        app.enqueue(task)
+    store = store_from_url(store_url)
+    try:
+        assert store.get(task.id) is None
+    finally:
+        store.close()
+
+
+def test_a_job_id_outside_the_rule_is_one_warning_and_the_task_runs(
+    queue: tuple[ModuleType, Path, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    tasks, gates, _ = queue
+    job_id = f"order:{os.urandom(4).hex()}"
+    with caplog.at_level(logging.WARNING, logger="jobstatus.queues"):
+        result = tasks.huey.enqueue(tasks.add.s(2, 3, id=job_id))
+    assert result.get(blocking=True, timeout=30) == 5
+    warning = f"job {job_id!r} not recorded: a job id must be {JOB_ID_RULE}"
+    assert [r.getMessage() for r in caplog.records] == [warning]  # queued
+    # The consumer that ran it: running, progress and done, one warning.
+    logs = "".join(log.read_text() for log in gates.parent.glob("worker-*.log"))
+    assert logs.count(warning) == 1
+    assert "without its value" not in logs
 
 
 def test_a_store_that_is_down_never_fails_a_task(

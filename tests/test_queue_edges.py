@@ -17,6 +17,7 @@ from jobstatus_backends.filesystem import FileStore
 from jobstatus_backends.memory import MemoryStore
 from jobstatus_backends.recorder import STR_FAILED, Recorder
 from jobstatus_core import InvalidRecord, Row, StoreError
+from jobstatus_core.validation import JOB_ID_RULE
 
 from .awkward import BadStr, NoRepr
 
@@ -150,3 +151,28 @@ def test_an_end_too_large_for_the_store_is_recorded_with_a_stand_in(
     # The job can still change: a retry is recorded.
     assert recording.queued("failed", 2, "big")
     assert end_of(files, "failed")["job_status"] == "queued"
+
+
+def test_a_job_id_outside_the_rule_is_one_warning_and_never_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A queue's custom id that no record can have (``order:42``, 129
+    characters) is said once per job, naming the rule: never tried as a
+    value too large for the store, and no event of it raises."""
+    store = MemoryStore()
+    recording = TaskRecorder(store)
+    refused = ("order:42", "x" * 129)
+    with caplog.at_level(logging.WARNING, logger="jobstatus.queues"):
+        for job_id in refused:
+            assert not recording.queued(job_id, None, "t")
+            assert not recording.running(job_id, None)
+            assert not recording.progress(job_id, None, 1, 2, None)
+            assert not recording.done(job_id, None, "x" * FIVE_MB)
+            assert not recording.failed(job_id, None, ValueError("no"))
+            assert recording.attempt_of(job_id) == 1
+        assert recording.done("order-42", None, 1)  # within the rule
+    assert [r.getMessage() for r in caplog.records] == [
+        f"job {job_id!r} not recorded: a job id must be {JOB_ID_RULE}"
+        for job_id in refused
+    ]
+    assert [job_id for job_id, _ in store.changed_since(0)] == ["order-42"]

@@ -18,7 +18,7 @@ import pytest
 
 from jobstatus_backends.sqlite import SQLiteStore
 
-from .helpers import API_KEY, RedisServer, service_for, wait_for
+from .helpers import API_KEY, RedisServer, free_port, service_for, wait_for
 from .queue_workers import reaches, record_of
 
 if TYPE_CHECKING:
@@ -196,6 +196,28 @@ def test_a_job_rq_deletes_as_it_ends_is_recorded_from_the_workers_copy(
     assert record_of(store, either)["job_status"] == "running"
 
 
+def test_a_failed_job_requeued_runs_again_as_its_next_attempt(
+    setup: tuple[Queue, str, Workers],
+    own_queue: Queue,
+    store: SQLiteStore,
+    tmp_path: Path,
+) -> None:
+    """``job.requeue()`` (what ``rq requeue`` does) runs a failed job again
+    under its id: the run is the next attempt, and its states are recorded."""
+    from rq.job import Job
+
+    job_id = send(own_queue, "flaky", str(tmp_path / "runs"), 1)  # fails once
+    assert setup[2].burst(own_queue.name) == 0
+    record = record_of(store, job_id)
+    assert record["job_status"] == "failed" and record["attempt"] == 1
+    Job.fetch(job_id, connection=own_queue.connection).requeue()
+    assert setup[2].burst(own_queue.name) == 0
+    record = record_of(store, job_id)
+    assert record["job_status"] == "done" and record["attempt"] == 2
+    assert record["response"] == 2 and "error" not in record
+    assert record["started_at"] <= record["finished_at"]
+
+
 def test_a_job_returning_retry_past_its_max_is_failed_so(
     setup: tuple[Queue, str, Workers], own_queue: Queue, store: SQLiteStore
 ) -> None:
@@ -264,6 +286,42 @@ def test_a_simple_recording_worker_records_every_state(
     }
     assert record_of(store, retried)["job_status"] == "failed"
     assert record_of(store, retried)["attempt"] == 2
+
+
+def reports_progress() -> int:
+    """A job of the synchronous queue below: it reports, then returns."""
+    from jobstatus_adapters.rq import progress
+
+    progress(1, 2, "half")
+    return 1
+
+
+def test_a_dropped_progress_is_named_progress(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    from redis import Redis
+    from rq import Queue
+
+    from jobstatus_adapters.rq import install
+
+    connection = Redis.from_url(redis_server.url)
+    # A store nobody listens for: every change is dropped, with a warning.
+    down = f"redis://127.0.0.1:{free_port()}/0?timeout=0.2"
+    name = f"down-{uuid.uuid4().hex[:8]}"
+    queue = install(Queue(name, connection=connection, is_async=False), down)
+    try:
+        with caplog.at_level("WARNING", logger="jobstatus.queues"):
+            job = queue.enqueue(reports_progress)
+    finally:
+        connection.close()
+    dropped = [
+        r.getMessage().split(" not recorded")[0]
+        for r in caplog.records
+        if r.name == "jobstatus.queues"
+    ]
+    # Named as the other adapters name it, not "state".
+    assert f"job {job.id}: progress" in dropped
+    assert f"job {job.id}: state" not in dropped
 
 
 class Nested:
