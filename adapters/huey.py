@@ -10,6 +10,7 @@ interrupted when it stopped as ``failed``. docs/queues.md has the table.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from jobstatus_core import Store
@@ -81,7 +82,9 @@ def install(huey: huey_module.Huey, store: Store | str) -> HueyHooks:
     or a URL). Call it where the Huey app is made, so that the enqueuing
     processes and the consumers both run it."""
     hooks = HueyHooks(TaskRecorder(store))
-    enqueue = huey.enqueue
+    # The class's enqueue, not the instance's: installed again, this one
+    # replaces the wrapper before it instead of wrapping it (queued twice).
+    enqueue = partial(type(huey).enqueue, huey)
 
     def enqueue_and_record(task: Any) -> Any:
         # Not on SIGNAL_ENQUEUED: Huey sends it before it pickles and writes

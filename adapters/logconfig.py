@@ -38,7 +38,9 @@ def _redact_query(match: re.Match[str]) -> str:
     parts = []
     for part in match.group(0)[1:].split("&"):
         name, eq, value = part.partition("=")
-        if eq and (
+        if _TOKEN_START in unquote_plus(name):
+            part = "***"  # a token where a name goes: ``?jst1…`` alone
+        elif eq and (
             unquote_plus(name).lower() in SECRET_PARAMETERS
             or _TOKEN_START in unquote_plus(value)
         ):

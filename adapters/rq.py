@@ -178,6 +178,14 @@ class RecordingMixin(BaseWorker):
         self._failed_here: dict[str, str] = {}
 
     def execute_job(self, job: Job, queue: Queue) -> None:
+        ended = self.recording.ended_attempt(job.id)
+        if ended is not None and ended >= attempt_of(job):
+            # Run again after its recorded end: requeued from RQ's failed
+            # registry (``job.requeue()``, ``rq requeue``), outside any
+            # worker and with whatever meta the requeuing ``Job`` held. The
+            # same attempt again would be taken for late events of the one
+            # that ended: this run is the next (the horse forks with it).
+            job.meta[ATTEMPT_KEY] = ended + 1
         job_id, before, task = job.id, Before.of(job), job.func_name
         attempt = before.attempt
         # Dequeued and about to run: the job is starting.
@@ -258,7 +266,6 @@ class RecordingMixin(BaseWorker):
             self._done(job, attempt)
         elif status == JobStatus.STOPPED:
             self.recording.cancelled(job_id, attempt)
-            self._requeue_is_next_attempt(job, attempt)
         elif status == JobStatus.FAILED:
             if failed_here is None:
                 result = job.latest_result()
@@ -270,30 +277,12 @@ class RecordingMixin(BaseWorker):
                 else:
                     failed_here = "" if result is None else result.exc_string or ""
             self._failed(job_id, attempt, failed_here)
-            self._requeue_is_next_attempt(job, attempt)
         elif status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
             if repeated(before, job):
                 self._done(job, attempt)
             self.recording.queued(job_id, attempt + 1, job.func_name)
         # Any other status: another worker already runs the next attempt,
         # and records it.
-
-    def _requeue_is_next_attempt(self, job: Job, attempt: int) -> None:
-        """A job that ended failed or stopped sits in RQ's failed registry,
-        and ``job.requeue()`` (``rq requeue``) runs it again under its id,
-        outside any worker: its attempt is bumped now, in its saved meta,
-        so that the run after a requeue is recorded as the next attempt
-        (the same one again would be taken for late events of this one)."""
-        job.meta[ATTEMPT_KEY] = attempt + 1
-        try:
-            job.save_meta()  # type: ignore[no-untyped-call]  # RQ's, unannotated
-        except Exception as exc:
-            log.warning(
-                "job %s: its attempt after a requeue not saved: %s: %s",
-                job.id,
-                type(exc).__name__,
-                exc,
-            )
 
     def _deleted(self, job_id: str, before: Before, failed_here: str | None) -> None:
         """A job gone from Redis once it ended: RQ deletes a job at once

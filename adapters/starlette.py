@@ -246,7 +246,10 @@ class _Endpoint:
         )
         # Taken before the first read: a change after it wakes the wait.
         generation = changes_for(service).generation if operation.waits else 0
-        answer = await self._call(operation, request)
+        try:
+            answer = await self._call(operation, request)
+        except Exception as exc:  # past ``handle`` (a read awaited on the loop)
+            answer = service.unexpected(operation, request, exc)
         if isinstance(answer, Feed):
             try:
                 with self._open(operation):

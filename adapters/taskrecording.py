@@ -20,7 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobstatus_backends.recorder import Recorder, message_of
-from jobstatus_core import ConfigError, ForkSafe, InvalidRecord, Store, StoreError
+from jobstatus_core import (
+    ConfigError,
+    ForkSafe,
+    InvalidRecord,
+    Record,
+    Store,
+    StoreError,
+)
 from jobstatus_core.errors import OPENED_BEFORE_FORK
 from jobstatus_core.protocol import MAX_RECORD_DEPTH, nests_within
 from jobstatus_core.recording import Change
@@ -237,18 +244,26 @@ class TaskRecorder:
 
     def attempt_of(self, job_id: str) -> int:
         """The job's current attempt as recorded (1 when unknown or unreadable)."""
+        record = self._recorded(job_id)
+        return 1 if record is None else _attempt_in(record)
+
+    def ended_attempt(self, job_id: str) -> int | None:
+        """The attempt whose end is recorded (its status terminal), or None:
+        the job is not recorded, not ended, or unreadable."""
+        record = self._recorded(job_id)
+        if record is None or record.get("job_status") not in self.recorder.terminal:
+            return None
+        return _attempt_in(record)
+
+    def _recorded(self, job_id: str) -> Record | None:
         if not is_valid_job_id(job_id):
-            return 1  # never recorded (``_refuse`` says so)
+            return None  # never recorded (``_refuse`` says so)
         try:
             row = self.recorder.store.read(job_id)
         except Exception as exc:
             log.warning("job %s: attempt not read: %s", job_id, exc)
-            return 1
-        record = None if row is None else row.record
-        attempt = None if record is None else record.get("attempt")
-        if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 1:
-            return attempt
-        return 1
+            return None
+        return None if row is None else row.record
 
     def close(self) -> None:
         """Close a store this recorder opened from a URL (in this process)."""
@@ -334,6 +349,13 @@ class TaskRecorder:
                 del self._refused[next(iter(self._refused))]
             self._refused[job_id] = None
         log.warning("job %.200r not recorded: a job id must be %s", job_id, JOB_ID_RULE)
+
+
+def _attempt_in(record: Record) -> int:
+    attempt = record.get("attempt")
+    if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt >= 1:
+        return attempt
+    return 1
 
 
 def _given(

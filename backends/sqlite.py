@@ -658,7 +658,8 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
                     # skip SQLite's busy wait: those are tried again. One
                     # that waited busy_timeout out is a lock still held, and
                     # another try would wait it all again.
-                    waited = time.monotonic() - tried >= self._busy_timeout
+                    busy = self._busy_timeout
+                    waited = busy > 0 and time.monotonic() - tried >= busy
                     if delay is None or waited or not is_lock_conflict(exc):
                         raise StoreError(f"SQLite error: {exc}") from exc
                     time.sleep(delay)

@@ -32,6 +32,7 @@ from .types import Auth, Headers, RequestId
 from .validation import (
     content_length,
     is_json_media_type,
+    is_valid_job_id,
     job_id_of,
     parse_body,
     request_id_of,
@@ -159,8 +160,22 @@ class StatusService:
         except ApiError as err:
             return self.fail(request, err)
         except Exception as exc:
-            what = "job status" if "{job_id}" in operation.path else "job statuses"
-            return self.fail(request, self.store_failure(what, exc))
+            return self.unexpected(operation, request, exc)
+
+    def unexpected(
+        self, operation: Operation, request: Request, exc: Exception
+    ) -> Reply:
+        """The contract's 500 for what answering ``request`` raised past the
+        store's own calls, logged with its traceback; not counted as the
+        store's error (it may be this code's)."""
+        self.logger.error("answering %s failed", operation.name, exc_info=exc)
+        one = "{job_id}" in operation.path or operation.path == JOB_STATUS_PATH
+        job_id = request.path_params.get("job_id")
+        return self.fail(
+            request,
+            problems.store_failed("job status" if one else "job statuses", exc),
+            job_id=job_id if is_valid_job_id(job_id) else None,
+        )
 
     def check_request(
         self,

@@ -205,10 +205,10 @@ def test_reads_go_on_while_another_process_holds_the_write_lock(
 def test_a_value_no_answer_can_be_made_of_is_the_envelopes_500(
     serve_service: Callable[..., str],
 ) -> None:
-    """A row whose status a store gave as something other than JSON text
-    (a store's bug, injected here) fails where the page is written, past
-    the store's call: still the contract's one-line 500, on both adapters,
-    and the next request is served."""
+    """Rows a store gave wrong (a status that is not JSON text, a time that
+    is not a number: a store's bug, injected here) fail where the answer is
+    written, past the store's call: still the contract's one-line 500, worded
+    for one job or many, on both adapters, and the next request is served."""
     from dataclasses import replace
 
     from jobstatus_backends import store_from_url
@@ -218,6 +218,10 @@ def test_a_value_no_answer_can_be_made_of_is_the_envelopes_500(
     class BareStatuses(StoreWrapper):
         def page(self, query: Query) -> list[Row]:
             return [replace(row, status="done") for row in self.inner.page(query)]
+
+        def read(self, job_id: str) -> Row | None:
+            row = self.inner.read(job_id)
+            return None if row is None else replace(row, updated_at="now")  # type: ignore[arg-type]
 
     inner = store_from_url("memory://")
     inner.put({"job_id": "a", "job_status": "done"})
@@ -230,4 +234,15 @@ def test_a_value_no_answer_can_be_made_of_is_the_envelopes_500(
         body = failed.json()
         assert body["endpoint"] == "/v1/jobs" and body["response"] is None
         assert body["message"] == "Failed to retrieve job statuses: JSONDecodeError"
-        assert http.get("/v1/job/a").status_code == 200
+        one = http.get("/v1/job/a").json()
+        assert one["message"] == "Failed to retrieve job status: TypeError"
+        assert (one["code"], one["job_id"]) == (500, "a")
+        # A feed fails before its head is sent: answered as one (WSGI serves
+        # no feeds).
+        events = http.get("/v1/jobs/events", timeout=10).json()
+        assert events["message"] in (
+            "Failed to retrieve job statuses: JSONDecodeError",
+            "Not implemented: event streams need the ASGI adapter",
+        )
+        served = http.post(JOB_STATUS_PATH, json={"job_id": "a"})
+        assert served.status_code == 200

@@ -203,18 +203,24 @@ def test_a_failed_job_requeued_runs_again_as_its_next_attempt(
     tmp_path: Path,
 ) -> None:
     """``job.requeue()`` (what ``rq requeue`` does) runs a failed job again
-    under its id: the run is the next attempt, and its states are recorded."""
+    under its id: the run is the next attempt, and its states are recorded,
+    whether the ``Job`` requeued is the one held since it was enqueued (its
+    meta as it was then) or one fetched since."""
     from rq.job import Job
 
-    job_id = send(own_queue, "flaky", str(tmp_path / "runs"), 1)  # fails once
+    held = own_queue.enqueue("rq_app.flaky", str(tmp_path / "runs"), 2)  # fails twice
     assert setup[2].burst(own_queue.name) == 0
-    record = record_of(store, job_id)
+    record = record_of(store, held.id)
     assert record["job_status"] == "failed" and record["attempt"] == 1
-    Job.fetch(job_id, connection=own_queue.connection).requeue()
+    held.requeue()
     assert setup[2].burst(own_queue.name) == 0
-    record = record_of(store, job_id)
-    assert record["job_status"] == "done" and record["attempt"] == 2
-    assert record["response"] == 2 and "error" not in record
+    record = record_of(store, held.id)
+    assert record["job_status"] == "failed" and record["attempt"] == 2
+    Job.fetch(held.id, connection=own_queue.connection).requeue()
+    assert setup[2].burst(own_queue.name) == 0
+    record = record_of(store, held.id)
+    assert record["job_status"] == "done" and record["attempt"] == 3
+    assert record["response"] == 3 and "error" not in record
     assert record["started_at"] <= record["finished_at"]
 
 
