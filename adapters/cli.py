@@ -500,6 +500,7 @@ def _ask(args: argparse.Namespace) -> int:
     """``wait`` and ``watch``: the API of a running server, through the client."""
     try:
         from .client import ClientError, JobStatusClient
+        from .clientcalls import refused_setting
     except ImportError as exc:
         # Not 2: to ``wait`` that is "the time was up".
         print(f"jobstatus: error: {exc}", file=sys.stderr)
@@ -508,16 +509,14 @@ def _ask(args: argparse.Namespace) -> int:
     key_setting, api_key = _setting(args.api_key, "--api-key", "API_KEY", None)
     # A watch outlives server restarts; a wait gives up after the retries.
     retries = None if args.command == "watch" else 3
-    try:
-        made = JobStatusClient(url, api_key=api_key, retries=retries)
-    except ValueError as exc:
-        # "base_url: ..." or "api_key: ...": said by the setting that gave it.
-        name, _, problem = str(exc).partition(": ")
+    refused = refused_setting(url, api_key, None)
+    if refused is not None:
+        name, problem = refused  # said by the setting that gave it
         said = url_setting if name == "base_url" else key_setting
         print(f"jobstatus: error: {said}: {problem}", file=sys.stderr)
         return EXIT_UNANSWERED
     try:
-        with made as client:
+        with JobStatusClient(url, api_key=api_key, retries=retries) as client:
             return int(args.run(args, client))
     except ClientError as exc:
         print(f"jobstatus: error: {exc}", file=sys.stderr)

@@ -164,6 +164,21 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+def refused_setting(
+    base_url: str, api_key: str | None, token: str | None
+) -> tuple[str, str] | None:
+    """The first of a client's arguments that no request could carry, named
+    as the argument, and why; None when every one can."""
+    for name, problem in (
+        ("base_url", url_problem(base_url)),
+        ("api_key", api_key and key_problem(api_key)),
+        ("token", token and key_problem(token)),
+    ):
+        if problem:
+            return name, problem
+    return None
+
+
 def job_path(job_id: str, suffix: str = "") -> str:
     # Checked here: an id with '/' or '..' would reach another path.
     if not is_valid_job_id(job_id):
@@ -423,13 +438,9 @@ class ClientBase:
         backoff: float,
         max_wait: float,
     ) -> None:
-        for name, problem in (
-            ("base_url", url_problem(base_url)),
-            ("api_key", api_key and key_problem(api_key)),
-            ("token", token and key_problem(token)),
-        ):
-            if problem:
-                raise ValueError(f"{name}: {problem}")
+        refused = refused_setting(base_url, api_key, token)
+        if refused is not None:
+            raise ValueError("{}: {}".format(*refused))
         self.base_url = base_url
         self.timeout = timeout
         #: Retries after a 503 or a failed connection; None: without end.

@@ -251,9 +251,12 @@ class TaskRecorder:
         """The attempt whose end is recorded (its status terminal), or None:
         the job is not recorded, not ended, or unreadable."""
         record = self._recorded(job_id)
-        if record is None or record.get("job_status") not in self.recorder.terminal:
+        status = None if record is None else record.get("job_status")
+        # A status another program wrote may be any JSON value (a dict
+        # cannot be looked up in a set): only a text names an end.
+        if record is None or not isinstance(status, str):
             return None
-        return _attempt_in(record)
+        return _attempt_in(record) if status in self.recorder.terminal else None
 
     def _recorded(self, job_id: str) -> Record | None:
         if not is_valid_job_id(job_id):
