@@ -51,6 +51,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
+from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
@@ -81,6 +82,7 @@ from . import storedjson
 from .answertexts import AnswerTexts
 from .postgresasync import LoopReads, Rows
 from .postgressql import MIGRATIONS, SCHEMA_VERSION, Statements
+from .subscribers import Subscribers
 from .urloptions import parse_store_url
 
 logger = logging.getLogger("jobstatus.postgres")
@@ -153,7 +155,9 @@ class PostgresStore(VersionedStoreBase):
         # Opened on first use: a store made and never used (a wrong password
         # found by ``check``) starts no thread and makes no connection.
         self._pool_open = False
-        self._listener = _Listener(self._conninfo, self.channel, timeout)
+        self._subscribers = Subscribers(
+            partial(_Listener, self._conninfo, self.channel), timeout
+        )
         self._closed = False
         # ``AsyncReads``: the mark and polled jobs read on each event loop's
         # own connection, one statement for the reads asked meanwhile.
@@ -403,14 +407,14 @@ class PostgresStore(VersionedStoreBase):
         """Calls ``callback`` after each change any instance commits, through
         one listening connection per store; a lost connection is got back and
         every callback is called once then (something may have been missed)."""
-        return self._listener.add(callback)
+        return self._subscribers.add(callback)
 
     def close(self) -> None:
         if self._closed:
             return
         with self._setup_lock:
             self._closed = True
-        self._listener.stop()
+        self._subscribers.close()
         self._loop_reads.close()
         if self._pool_open:
             self._pool.close()
@@ -545,66 +549,51 @@ class PostgresStore(VersionedStoreBase):
 
 
 class _Listener:
-    """One listening connection per store, in a thread of its own while
-    anybody subscribes."""
+    """The store's ``Listener``: one listening connection, and the thread
+    reading it while anybody subscribes. Started when made."""
 
-    def __init__(self, conninfo: str, channel: str, timeout: float) -> None:
+    def __init__(self, conninfo: str, channel: str, notify: Callable[[], None]) -> None:
         self._conninfo = conninfo
         self._channel = channel
-        self._timeout = timeout
-        self._lock = threading.Lock()
-        self._callbacks: list[Callable[[], None]] = []
-        self._thread: threading.Thread | None = None
+        self._notify = notify
         self._stopping = threading.Event()
         self._listening = threading.Event()
-        self._wake_r, self._wake_w = -1, -1
+        # ``stop`` writes to it: the thread's select wakes at once.
+        self._wake_r, self._wake_w = os.pipe()
+        self._stopped_by_callback = False
+        self._thread = threading.Thread(
+            target=self._run, name="jobstatus-postgres-listen", daemon=True
+        )
+        self._thread.start()
 
-    def add(self, callback: Callable[[], None]) -> Callable[[], None]:
-        with self._lock:
-            self._callbacks.append(callback)
-            if self._thread is None:
-                self._stopping.clear()
-                self._listening.clear()
-                self._wake_r, self._wake_w = os.pipe()
-                self._thread = threading.Thread(
-                    target=self._listen, name="jobstatus-postgres-listen", daemon=True
-                )
-                self._thread.start()
-            listening = self._listening
-        # Changes committed from now on are heard (when PostgreSQL answers
-        # in time; else the callbacks are called once the listener connects).
-        listening.wait(self._timeout)
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
 
-        def remove() -> None:
-            with self._lock:
-                if callback in self._callbacks:
-                    self._callbacks.remove(callback)
-                last = not self._callbacks
-            if last:
-                self.stop()
-
-        return remove
+    def wait_listening(self, timeout: float) -> None:
+        # When PostgreSQL answers in time; else the callbacks are called once
+        # the listener connects.
+        self._listening.wait(timeout)
 
     def stop(self) -> None:
-        with self._lock:
-            thread, self._thread = self._thread, None
-            if thread is None:
-                return
-            self._stopping.set()
-            os.write(self._wake_w, b"x")
-        if thread is not threading.current_thread():
-            thread.join()
+        self._stopping.set()
+        os.write(self._wake_w, b"x")
+        if threading.current_thread() is self._thread:
+            # A callback unsubscribed: the thread ends once it returns.
+            self._stopped_by_callback = True
+            return
+        self._thread.join()
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def _notify(self) -> None:
-        with self._lock:
-            callbacks = list(self._callbacks)
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:
-                logger.exception("a change callback failed")
+    def _run(self) -> None:
+        try:
+            self._listen()
+        finally:
+            if self._stopped_by_callback:
+                self._close_pipe()
 
     def _listen(self) -> None:
         delays: Iterator[float] = iter(())

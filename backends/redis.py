@@ -47,7 +47,6 @@ each reconnection (a change made while it was away is then read again).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -95,6 +94,7 @@ from jobstatus_core.registry import redact
 from . import storedjson
 from .answertexts import AnswerTexts
 from .redisasync import AsyncClients, Use
+from .redislistener import RedisListener
 from .redispipe import Address, ConnectionLost, converted
 from .redisscripts import (
     BURIED_SCRIPT,
@@ -111,6 +111,7 @@ from .redisscripts import (
     WINDOW_SCRIPT,
     WRITE_SCRIPT,
 )
+from .subscribers import Subscribers
 from .urloptions import parse_store_url
 
 #: Rows expired per script: a script holds Redis, so a purge of 1,000 jobs
@@ -149,13 +150,6 @@ UPGRADE_PASSES = 3
 # A status endpoint must answer quickly, even "unavailable": fail fast.
 DEFAULT_TIMEOUT_SECONDS = 1.0
 
-#: How long the listener waits for a message before it looks whether it
-#: should stop: the bound on how long ``close`` waits for it.
-LISTEN_SECONDS = 0.1
-#: The listener's wait before reconnecting doubles from the first to the last.
-RECONNECT_FIRST_SECONDS = 0.1
-RECONNECT_LAST_SECONDS = 5.0
-
 T = TypeVar("T")
 ClientT = TypeVar("ClientT", redis.Redis, aredis.Redis)
 
@@ -192,10 +186,6 @@ class RedisStore(VersionedStoreBase, TriesInline):
         self._jobs = prefix + "job:"
         # A channel, not a key: the same name as the change set is no clash.
         self._channel = prefix + "changes"
-        self._timeout = timeout
-        self._subscribers: list[Callable[[], None]] = []
-        self._listener: _Listener | None = None
-        self._subscribe_lock = threading.Lock()
         # Whether this instance has seen the layout complete (see _upgrade).
         self._upgraded = False
         self._upgrade_lock = threading.Lock()
@@ -217,6 +207,9 @@ class RedisStore(VersionedStoreBase, TriesInline):
             )
             if address is not None:
                 self._async = AsyncClients(address)
+        self._subscribers = Subscribers(
+            partial(RedisListener, self._client, self._channel), timeout
+        )
         register = self._client.register_script
         self._write_script = register(WRITE_SCRIPT)
         self._read_script = register(READ_SCRIPT)
@@ -824,49 +817,10 @@ class RedisStore(VersionedStoreBase, TriesInline):
         store (and once after the listener reconnects); the first subscriber
         returns once the listener hears the channel, or after the timeout
         when Redis is down (it keeps trying)."""
-        with self._subscribe_lock:
-            self._subscribers.append(callback)
-            listener = self._listener
-            # A listener of the parent process is not running in a child.
-            if listener is None or not listener.is_alive():
-                listener = self._listener = _Listener(
-                    self._client, self._channel, self._notify
-                )
-                listener.start()
-            else:
-                listener = None
-        if listener is not None:
-            listener.wait_listening(self._timeout)
-
-        def unsubscribe() -> None:
-            with self._subscribe_lock:
-                if callback not in self._subscribers:
-                    return
-                self._subscribers.remove(callback)
-                stopping = None
-                if not self._subscribers:
-                    stopping, self._listener = self._listener, None
-            if stopping is not None:
-                stopping.stop()
-
-        return unsubscribe
-
-    def _notify(self) -> None:
-        # The listener's thread: a failing subscriber must not stop the others.
-        with self._subscribe_lock:
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
-            try:
-                callback()
-            except Exception:
-                logger.exception("a change subscriber failed")
+        return self._subscribers.add(callback)
 
     def close(self) -> None:
-        with self._subscribe_lock:
-            self._subscribers.clear()
-            listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.stop()
+        self._subscribers.close()
         self._client.close()
         if self._async is not None:
             self._async.close()
@@ -972,81 +926,6 @@ def _tombstone(job_id: str, value: str) -> Tombstone:
     return Tombstone(
         job_id, storedjson.status_text(status), float(expired_at), int(position)
     )
-
-
-class _Listener:
-    """One pub/sub connection and the thread reading it.
-
-    Calls ``notify`` for each message on ``channel``, and once after every
-    subscription that follows a lost connection (redis-py's own silent
-    reconnect included: it subscribes again, and the confirmation is seen
-    here): a change made meanwhile was never published to it, and is read
-    again by whoever the call wakes.
-    """
-
-    def __init__(
-        self, client: redis.Redis, channel: str, notify: Callable[[], None]
-    ) -> None:
-        self._client = client
-        self._channel = channel
-        self._notify = notify
-        self._stopping = threading.Event()
-        self._listening = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="jobstatus-redis-listener", daemon=True
-        )
-        # redis-py leaves pubsub() unannotated; the object it makes is typed.
-        self._new_pubsub = cast(Callable[[], redis.client.PubSub], client.pubsub)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def wait_listening(self, timeout: float) -> None:
-        self._listening.wait(timeout)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        # From a subscriber (on this thread) it ends after the call returns.
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
-
-    def _run(self) -> None:
-        delay = RECONNECT_FIRST_SECONDS
-        # Only the very first subscription follows no gap: subscribe() waits
-        # for it before it returns.
-        first = True
-        while not self._stopping.is_set():
-            pubsub = self._new_pubsub()
-            try:
-                pubsub.subscribe(self._channel)
-                while not self._stopping.is_set():
-                    message = pubsub.get_message(timeout=LISTEN_SECONDS)
-                    if message is None:
-                        continue
-                    if message["type"] == "subscribe":
-                        # From now on every write is heard.
-                        self._listening.set()
-                        delay = RECONNECT_FIRST_SECONDS
-                        if first:
-                            first = False
-                            continue
-                        # Subscribed again: writes made meanwhile went unheard.
-                    self._notify()
-            except Exception as exc:
-                logger.warning(
-                    "Redis change listener: %s; reconnecting in %.1f s",
-                    type(exc).__name__,
-                    delay,
-                )
-                first = False
-                self._stopping.wait(delay)
-                delay = min(delay * 2, RECONNECT_LAST_SECONDS)
-            finally:
-                with contextlib.suppress(Exception):
-                    pubsub.close()
 
 
 def _connect(

@@ -1,12 +1,37 @@
-"""The callbacks of a ``Notifying`` store, kept and called in one place."""
+"""The callbacks of a ``Notifying`` store, kept and called in one place, and
+the listener that hears other processes' changes while anybody subscribes."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 logger = logging.getLogger("jobstatus.changes")
+
+
+class Listener(Protocol):
+    """A store's own thread hearing the changes other processes make (a
+    Redis pub/sub connection, a PostgreSQL ``LISTEN``), started for the
+    first subscriber and stopped after the last: it calls the function it
+    was started with for each change it hears, and once after every gap
+    in its hearing (a change made meanwhile was never heard)."""
+
+    def wait_listening(self, timeout: float) -> None:
+        """Until changes made from now on are heard, ``timeout`` at most
+        (the store's server down: it keeps trying)."""
+
+    def is_alive(self) -> bool:
+        """False in a forked child: the parent's thread does not run there."""
+
+    def stop(self) -> None:
+        """End the thread; from the thread itself (a callback that
+        unsubscribes), it ends once the callback returns."""
+
+
+#: What starts a ``Listener`` calling the given function.
+Listen = Callable[[Callable[[], None]], Listener]
 
 
 class Subscribers:
@@ -15,23 +40,49 @@ class Subscribers:
     Thread-safe; called outside the lock, and one failing callback never
     stops the others (they often run on a store's own thread: watchdog's
     dispatcher, a pub/sub listener).
+
+    ``listen``: a store shared by other processes starts a ``Listener`` for
+    the first callback (each ``add`` returns once it hears, or after
+    ``timeout``) and stops it after the last one leaves.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, listen: Listen | None = None, timeout: float = 0.0) -> None:
         self._lock = threading.Lock()
         self._callbacks: list[Callable[[], None]] = []
+        self._listen = listen
+        self._timeout = timeout
+        self._listener: Listener | None = None
 
     def add(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Keep ``callback``; returns the function that drops it."""
         with self._lock:
             self._callbacks.append(callback)
+            listener = self._listener
+            if self._listen is not None and (
+                listener is None or not listener.is_alive()
+            ):
+                listener = self._listener = self._listen(self.notify)
+        if listener is not None:
+            # Outside the lock: the callbacks are called meanwhile.
+            listener.wait_listening(self._timeout)
 
         def remove() -> None:
             with self._lock:
-                if callback in self._callbacks:
-                    self._callbacks.remove(callback)
+                if callback not in self._callbacks:
+                    return
+                self._callbacks.remove(callback)
+                stopping = None
+                if not self._callbacks:
+                    stopping, self._listener = self._listener, None
+            if stopping is not None:
+                stopping.stop()
 
         return remove
+
+    @property
+    def listener(self) -> Listener | None:
+        """The listener running for the callbacks now, if any."""
+        return self._listener
 
     def notify(self) -> None:
         with self._lock:
@@ -41,3 +92,11 @@ class Subscribers:
                 callback()
             except Exception:
                 logger.exception("a change subscriber failed")
+
+    def close(self) -> None:
+        """Drop every callback and stop the listener."""
+        with self._lock:
+            self._callbacks.clear()
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()

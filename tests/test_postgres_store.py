@@ -689,23 +689,66 @@ def test_one_listening_connection_per_store(
     store.check()
     calls: list[int] = []
     stops = [store.subscribe(partial(calls.append, n)) for n in range(3)]
-    listening = sql_count_listeners(store)
-    assert listening == 1
+    assert len(listening_pids(store)) == 1
     for stop in stops:
         stop()
 
 
-def sql_count_listeners(store: PostgresStore) -> int:
+def test_a_lost_listening_connection_is_got_back_and_calls_again(
+    opened: Callable[[str], PostgresStore], url: str, postgres_server: PostgresServer
+) -> None:
+    writer, listener = opened(url), opened(url)
+    writer.check()
+    woken = threading.Event()
+    listener.subscribe(woken.set)
+    wait_for(woken.is_set, 10)  # the first connection's own wake-up
+    woken.clear()
+    (pid,) = listening_pids(listener)
+    sql(postgres_server, "SELECT pg_terminate_backend(%s)", pid)
+    # Nothing was written: this call says "something may have changed
+    # while the connection was gone".
+    assert woken.wait(10)
+    wait_for(lambda: listening_pids(listener) not in ([], [pid]), 10)
+    woken.clear()
+    writer.put({"job_id": "after", "job_status": "done"})
+    assert woken.wait(10)
+
+
+def test_the_last_unsubscribe_stops_the_listener_and_a_new_one_starts_another(
+    opened: Callable[[str], PostgresStore], url: str
+) -> None:
+    writer, store = opened(url), opened(url)
+    writer.check()
+    stops = [store.subscribe(threading.Event().set) for _ in range(2)]
+    stops[0]()
+    assert len(listening_pids(store)) == 1  # one subscriber still listens
+    stops[1]()
+    assert not [t for t in threading.enumerate() if t.name == LISTEN_THREAD]
+    wait_for(lambda: listening_pids(store) == [], 10)
+    woken = threading.Event()
+    stop = store.subscribe(woken.set)
+    wait_for(woken.is_set, 10)  # the new connection's own wake-up
+    woken.clear()
+    writer.put({"job_id": "a", "job_status": "done"})
+    assert woken.wait(10)
+    stop()
+    assert not [t for t in threading.enumerate() if t.name == LISTEN_THREAD]
+
+
+LISTEN_THREAD = "jobstatus-postgres-listen"
+
+
+def listening_pids(store: PostgresStore) -> list[int]:
+    """The backends listening on ``store``'s channel."""
     import psycopg
 
     with psycopg.connect(store._conninfo, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%'"
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN %%'"
             " AND query LIKE %s",
             (f"%{store.channel}%",),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
 
 
 #: Generous for a busy machine, and far below the waits a request that is

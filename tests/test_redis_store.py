@@ -780,10 +780,9 @@ def wait_listening(store: RedisStore) -> None:
     """Until the store's listener has subscribed to its channel: subscribe()
     waits for it only the store's timeout, and a message published before
     the subscription is in place is lost, not delivered late."""
-    wait_for(
-        lambda: store._listener is not None and store._listener._listening.is_set(),
-        10,
-    )
+    listener = store._subscribers.listener
+    assert listener is not None
+    listener.wait_listening(10)
 
 
 def listeners() -> list[threading.Thread]:
