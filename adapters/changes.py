@@ -31,6 +31,7 @@ import contextlib
 import logging
 import signal
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Iterator
@@ -52,6 +53,9 @@ POLL_SECONDS = 0.1
 SAFETY_POLL_SECONDS = 1.0
 #: How often a waiting loop looks whether its server is stopping.
 SHUTDOWN_POLL_SECONDS = 0.25
+#: How often a store that keeps failing the watching thread's looks is
+#: logged again.
+FAILURE_LOG_SECONDS = 60.0
 #: Rows read per store call when looking what changed.
 BATCH = 1000
 #: Past this many changed rows in one look, everybody wakes instead (the
@@ -325,6 +329,7 @@ class Changes:
         """Looks at the store while anybody waits; stops when nobody does."""
         with self._lock:
             self._seen = None
+        failures, logged = 0, 0.0
         while not self.closing:
             with self._lock:
                 if self._users == 0:
@@ -334,9 +339,34 @@ class Changes:
             try:
                 self._look()
             except Exception as exc:
-                # Nobody wakes to a store that fails; the next look starts
-                # again from the last position seen, so nothing is missed.
-                logger.warning("watching the store failed: %s", exc)
+                # The next look starts again from the last position seen, so
+                # nothing is missed once the store answers.
+                failures += 1
+                if failures == 1:
+                    # Waits and streams would otherwise sit unanswered for
+                    # as long as the store fails (a stream still beating,
+                    # its page "live"): woken once, each reads the store and
+                    # answers its error, or ends for its client to resume.
+                    self._wake_everyone()
+                now = time.monotonic()
+                if failures == 1:
+                    logger.warning("watching the store failed: %s", exc)
+                    logged = now
+                elif now - logged >= FAILURE_LOG_SECONDS:
+                    # Tried every interval: said once a minute, not ten times
+                    # a second.
+                    logger.warning(
+                        "watching the store still fails (%d looks so far): %s",
+                        failures,
+                        exc,
+                    )
+                    logged = now
+            else:
+                if failures:
+                    logger.warning(
+                        "watching the store again after %d failed looks", failures
+                    )
+                failures = 0
             with self._cond:
                 self._cond.wait_for(
                     lambda: self._pending or not self._users or self.closing,

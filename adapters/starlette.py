@@ -375,6 +375,9 @@ class _Endpoint:
         hub = changes_for(service)
         now = service.timer()
         ends = now + service.stream_seconds if service.stream_seconds else None
+        if feed.expires_at is not None:
+            expiry = now + max(0.0, feed.expires_at - service.clock())
+            ends = expiry if ends is None else min(ends, expiry)
         beat = now + HEARTBEAT_SECONDS
         seen = None  # what the hub's look that woke it read
         while not hub.closing:

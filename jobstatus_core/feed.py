@@ -98,6 +98,9 @@ class Feed:
     cutoff: float
     #: A per-job stream: that job; it ends after a terminal status.
     single: str | None = None
+    #: A token's stream ends when the token does (epoch seconds): resumed,
+    #: it is refused (``401``) as any request with the token would be.
+    expires_at: float | None = None
 
     @property
     def interest(self) -> Interest:
@@ -143,6 +146,7 @@ def open_feed(service: StatusService, request: Request) -> Reply | Feed:
         None if resume is None else resume.position,
         service.clock() - since,
         single,
+        request.grant.expires_at,
     )
     if feed.single is not None and feed.after is not None and _over(service, feed):
         from .service import Reply

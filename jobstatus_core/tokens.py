@@ -31,6 +31,8 @@ class Grant:
 
     #: None: every job.
     job_ids: frozenset[str] | None = None
+    #: When a token's grant ends (epoch seconds); None: the API key's.
+    expires_at: float | None = None
 
     def allows(self, job_id: str) -> bool:
         return self.job_ids is None or job_id in self.job_ids
@@ -71,7 +73,7 @@ def verify(token: str, secret: bytes, now: float) -> Grant:
         or not now < expires_at
     ):
         raise unauthorized()
-    return Grant(None if ids is None else frozenset(ids))
+    return Grant(None if ids is None else frozenset(ids), float(expires_at))
 
 
 def unauthorized() -> ApiError:

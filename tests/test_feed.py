@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import shutil
 import socket
@@ -24,7 +25,8 @@ from jobstatus_adapters.wsgi import WSGIApp
 from jobstatus_backends import store_from_url
 from jobstatus_core import Store, StoreUnavailable
 from jobstatus_core.cursor import Cursor
-from jobstatus_core.rows import Query, Row
+from jobstatus_core.interest import Interest
+from jobstatus_core.rows import Mark, Query, Row
 from jobstatus_core.wrapping import StoreWrapper, wrap
 
 from .helpers import API_KEY, Clock, answers, service_for, start_redis, wait_for
@@ -482,6 +484,11 @@ class _Unreachable(StoreWrapper):
             raise StoreUnavailable("connection refused")
         return self.inner.read_many(job_ids)
 
+    def mark(self) -> Mark:
+        if self.down:
+            raise StoreUnavailable("connection refused")
+        return self.inner.mark()
+
 
 @pytest.mark.redis
 def test_a_stream_ends_when_the_store_begins_another_life(
@@ -589,13 +596,11 @@ def test_a_store_down_when_a_stream_opens_is_answered_as_an_error(
 
 @pytest.mark.memory
 def test_a_store_failing_after_the_head_ends_the_stream(
-    serve: Callable[[ASGIApp], str], monkeypatch: pytest.MonkeyPatch
+    serve: Callable[[ASGIApp], str],
 ) -> None:
     """Once events flow, a failed read ends the body properly; the client
     resumes from its last event's id, as after any disconnect. (The hub's
-    own look fails too, so the stream reads for itself after the heartbeat's
-    interval, shortened here.)"""
-    monkeypatch.setattr(starlette_adapter, "HEARTBEAT_SECONDS", 0.3)
+    own look fails too, and wakes the stream to read for itself.)"""
     store = store_from_url("memory://")
     store.put({"job_id": "a", "job_status": "running"}, at=NOW)
     failing = wrap(store, _Unreachable)
@@ -606,3 +611,103 @@ def test_a_store_failing_after_the_head_ends_the_stream(
         store.put({"job_id": "a", "job_status": "done"}, at=NOW)
         while (event := events.get(timeout=5)) is not None:
             assert event.get("event") != "job", event
+
+
+@pytest.mark.memory
+def test_a_store_failing_answers_the_waits_and_ends_the_streams_it_held(
+    serve: Callable[[ASGIApp], str],
+) -> None:
+    """The hub's first failed look wakes everybody: a wait answers the
+    store's error and a stream ends (its client resumes), where both sat
+    unanswered — the stream's page "live" — until a heartbeat's read (15 s)
+    or the wait's end (30 s here)."""
+    store = store_from_url("memory://")
+    put(store, "a", "running", time.time())
+    failing = wrap(store, _Unreachable)
+    service = service_for(failing)
+    url = serve(create_app(service))
+    hub = changes_for(service)
+    replies: list[httpx.Response] = []
+
+    def wait() -> None:
+        replies.append(
+            httpx.get(
+                url + "/v1/job/a",
+                params={"wait": 30},
+                headers={"x-api-key": API_KEY},
+                timeout=60,
+            )
+        )
+
+    with stream(url, "/v1/jobs/events") as events:
+        assert next_job(events)["data"]["job_id"] == "a"
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        # Both asleep past the hub's first look (which wakes everybody).
+        wait_for(lambda: hub.generation >= 1 and hub.subscribed == 2, 20)
+        woken = hub.generation
+        started = time.monotonic()
+        failing.down = True
+        while (event := events.get(timeout=30)) is not None:
+            assert event.get("event") != "job", event
+        waiter.join(30)
+        elapsed = time.monotonic() - started
+    assert hub.generation > woken
+    assert_error(replies[0], 503, "Job store unavailable")
+    # The hub looks at least once a second; generous for a busy machine, and
+    # below the heartbeat's 15 s.
+    assert elapsed < 10, elapsed
+
+
+@pytest.mark.memory
+def test_a_token_s_stream_ends_when_the_token_expires(
+    serve: Callable[[ASGIApp], str],
+) -> None:
+    store = store_from_url("memory://")
+    url = serve(create_app(service_for(store)))
+    put(store, "a", "running", time.time())
+    minted = httpx.post(
+        url + "/v1/tokens",
+        json={"all": True, "ttl_seconds": 1},
+        headers={"x-api-key": API_KEY},
+    ).json()["response"]
+    token = minted["token"]
+    with stream(url, "/v1/jobs/events", params={"token": token}, headers={}) as events:
+        first = next_job(events)
+        assert events.get(timeout=10) is None  # ended by the server
+    assert time.time() >= minted["expires_at"]
+    resumed = httpx.get(
+        url + "/v1/jobs/events",
+        params={"token": token},
+        headers={"last-event-id": first["id"]},
+    )
+    assert_error(resumed, 401, "Unauthorized")
+    # The API key's streams have no such end.
+    with stream(url, "/v1/jobs/events") as events:
+        next_job(events)
+        with pytest.raises(queue.Empty):
+            events.get(timeout=2)
+
+
+@pytest.mark.memory
+def test_a_store_failing_the_hub_s_looks_is_logged_once_and_its_return_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Looked at every second (ten times a second without notifications)
+    while anybody waits, a failing store was a warning each time."""
+    caplog.set_level(logging.WARNING, logger="jobstatus.changes")
+    failing = wrap(store_from_url("memory://"), _Unreachable)
+    failing.down = True
+    hub = changes_for(service_for(failing))
+    with hub.waiter(10, "waiters"):
+        # Woken by the first failed look, long before its 30 s.
+        hub.wait_blocking(hub.generation, Interest(), 30)
+        wait_for(lambda: hub._watcher is not None, 5)
+        time.sleep(2.5)  # looks that fail meanwhile, at least two
+        failing.down = False
+        wait_for(lambda: len(caplog.records) == 2, 10)
+    failed, back = (record.getMessage() for record in caplog.records)
+    assert failed == "watching the store failed: connection refused"
+    assert back.startswith("watching the store again after ")
+    assert int(back.split()[5]) >= 3, back
+    hub.close()
