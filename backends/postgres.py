@@ -80,6 +80,7 @@ from jobstatus_core.storebase import parsed_version
 
 from . import storedjson
 from .answertexts import AnswerTexts
+from .outage import Outage
 from .postgresasync import LoopReads, Rows
 from .postgressql import MIGRATIONS, SCHEMA_VERSION, Statements
 from .subscribers import Subscribers
@@ -159,6 +160,8 @@ class PostgresStore(VersionedStoreBase):
             partial(_Listener, self._conninfo, self.channel), timeout
         )
         self._closed = False
+        # Calls refused at once while PostgreSQL is down (``outage``).
+        self._outage = Outage(timeout)
         # ``AsyncReads``: the mark and polled jobs read on each event loop's
         # own connection, one statement for the reads asked meanwhile.
         self._loop_reads = LoopReads(
@@ -456,10 +459,11 @@ class PostgresStore(VersionedStoreBase):
             # Any other statement may write (``swap``'s, a purge's): what
             # the batch read before it no longer stands for what follows.
             batchreads.forget()
-        if not self._ready:
-            self._setup()
-        with _translated(), self._connection() as conn:
-            return action(conn)
+        with self._outage.call():
+            if not self._ready:
+                self._setup()
+            with _translated(), self._connection() as conn:
+                return action(conn)
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:

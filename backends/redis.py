@@ -93,6 +93,7 @@ from jobstatus_core.registry import redact
 
 from . import storedjson
 from .answertexts import AnswerTexts
+from .outage import Outage
 from .redisasync import AsyncClients, Use
 from .redislistener import RedisListener
 from .redispipe import Address, ConnectionLost, converted
@@ -186,6 +187,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
         self._jobs = prefix + "job:"
         # A channel, not a key: the same name as the change set is no clash.
         self._channel = prefix + "changes"
+        # Calls refused at once while Redis is down (``outage``).
+        self._outage = Outage(timeout)
         # Whether this instance has seen the layout complete (see _upgrade).
         self._upgraded = False
         self._upgrade_lock = threading.Lock()
@@ -880,12 +883,17 @@ class RedisStore(VersionedStoreBase, TriesInline):
         return self._mapped(action)
 
     def _mapped(self, action: Callable[[], T]) -> T:
-        try:
-            return action()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise StoreUnavailable(f"Redis unreachable: {type(exc).__name__}") from exc
-        except redis.RedisError as exc:
-            raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
+        with self._outage.call():
+            try:
+                return action()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                raise StoreUnavailable(
+                    f"Redis unreachable: {type(exc).__name__}"
+                ) from exc
+            except redis.RedisError as exc:
+                raise StoreError(
+                    f"Redis error: {str(exc).splitlines()[0][:200]}"
+                ) from exc
 
 
 def _second(cutoff: float) -> float:

@@ -17,7 +17,7 @@ import pytest
 from jobstatus_backends import jobfiles
 from jobstatus_backends.filesystem import FileStore
 from jobstatus_backends.sqlite import SQLiteStore
-from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, StoreError
+from jobstatus_core import JOB_STATUS_PATH, JOBS_STATUS_PATH, Store, StoreError
 
 from .helpers import API_KEY, service_for, wait_for
 
@@ -246,3 +246,77 @@ def test_a_value_no_answer_can_be_made_of_is_the_envelopes_500(
         )
         served = http.post(JOB_STATUS_PATH, json={"job_id": "a"})
         assert served.status_code == 200
+
+
+#: Requests sent at once to a store whose server hangs. The calls of a
+#: loop's turn run one after another on a store thread: each waited the
+#: store's timeout, so the last of them waited 40 (20 s at 0.5 s).
+AT_ONCE = 40
+#: Generous for a busy machine; far below 40 timeouts.
+ANSWERED_WITHIN_SECONDS = 8.0
+
+
+def _hung_redis(port: int) -> Store:
+    """A client given by the host: the Redis store then reads on threads."""
+    import redis
+
+    from jobstatus_backends.redis import RedisStore
+
+    client = redis.Redis(
+        port=port, socket_timeout=0.5, socket_connect_timeout=0.5, retry=None
+    )
+    return RedisStore(client=client, timeout=0.5)
+
+
+def _hung_postgres(port: int) -> Store:
+    from jobstatus_backends.postgres import PostgresStore
+
+    return PostgresStore(f"postgresql://u:p@127.0.0.1:{port}/db", timeout=0.5)
+
+
+@pytest.mark.parametrize(
+    "opened",
+    [
+        pytest.param(_hung_redis, marks=pytest.mark.redis),
+        pytest.param(_hung_postgres, marks=pytest.mark.postgres),
+    ],
+    ids=["redis", "postgres"],
+)
+def test_requests_at_once_to_a_hung_server_are_503_within_about_its_timeout(
+    opened: Callable[[int], Store], serve: Callable[[Any], str]
+) -> None:
+    import asyncio
+    import socket
+    import time
+
+    from jobstatus_adapters.starlette import create_app
+
+    with socket.socket() as hung:  # accepts connections, never answers
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(AT_ONCE * 4)
+        store = opened(hung.getsockname()[1])
+        base = serve(create_app(service_for(store)))
+
+        async def at_once(path: str) -> list[httpx.Response]:
+            async with httpx.AsyncClient(
+                base_url=base,
+                headers={"x-api-key": API_KEY},
+                limits=httpx.Limits(max_connections=AT_ONCE),
+                timeout=60,
+            ) as http:
+                return await asyncio.gather(*(http.get(path) for _ in range(AT_ONCE)))
+
+        try:
+            # A page and the readiness probe are read on store threads.
+            for path in ("/v1/jobs?limit=1", "/readyz"):
+                started = time.monotonic()
+                answers = asyncio.run(at_once(path))
+                elapsed = time.monotonic() - started
+                assert {a.status_code for a in answers} == {503}, path
+                assert {a.json()["message"] for a in answers} == {
+                    "Job store unavailable"
+                }
+                assert elapsed < ANSWERED_WITHIN_SECONDS, (path, elapsed)
+        finally:
+            hung.close()  # first: a connection attempt then ends at once
+            store.close()
