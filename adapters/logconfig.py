@@ -124,6 +124,11 @@ def logging_config(
     level: str, *, access_log: bool, log_format: str = "text"
 ) -> dict[str, Any]:
     upper = level.upper()
+    # The libraries' own loggers (psycopg's pool, redis-py, watchdog) reach
+    # the root: through the same handler, so each of their lines has the
+    # chosen shape too (with none, Python printed them bare, a message over
+    # two lines as two). Their warnings at least: their debug is not ours.
+    libraries = upper if upper in ("WARNING", "ERROR") else "WARNING"
     handler = {
         "class": "logging.StreamHandler",
         "formatter": log_format,
@@ -135,6 +140,7 @@ def logging_config(
         "formatters": {"text": {"format": FORMAT}, "json": {"()": JsonLines}},
         "filters": {"secrets": {"()": RedactSecrets}},
         "handlers": {"stderr": {**handler, "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["stderr"], "level": libraries},
         "loggers": {
             "jobstatus": {"handlers": ["stderr"], "level": upper, "propagate": False},
             "uvicorn": {"handlers": ["stderr"], "level": upper, "propagate": False},

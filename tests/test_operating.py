@@ -326,6 +326,36 @@ def test_serve_logs_json_lines(tmp_path: Path) -> None:
     assert "hidden-token" not in stderr
 
 
+@pytest.mark.parametrize("log_format", ["json", "text"])
+def test_a_library_s_log_lines_take_the_chosen_format(log_format: str) -> None:
+    """psycopg's pool logs a connection it discards, over two lines: bare,
+    without time or level, and two lines of which neither was JSON."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, logging.config\n"
+        "from jobstatus_adapters.logconfig import logging_config\n"
+        "logging.config.dictConfig(logging_config("
+        f"'info', access_log=False, log_format={log_format!r}))\n"
+        "logging.getLogger('psycopg.pool').warning('error connecting\\n\\tIs it up?')\n"
+        "logging.getLogger('psycopg.pool').info('not shown: not a warning')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    if log_format == "json":
+        (line,) = done.stderr.splitlines()
+        record = json.loads(line)
+        assert record["level"] == "WARNING" and record["logger"] == "psycopg.pool"
+        assert record["message"] == "error connecting\n\tIs it up?"
+    else:
+        first, second = done.stderr.splitlines()
+        assert first.endswith(" WARNING psycopg.pool: error connecting")
+        assert second == "\tIs it up?"
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [("JOBSTATUS_CORS_ORIGINS", "app.example.com"), ("JOBSTATUS_METRICS_AUTH", "open")],
