@@ -282,7 +282,7 @@ OPERATIONS: tuple[Operation, ...] = (
             EVENT_CURSOR_PARAM,
             LAST_EVENT_ID_PARAM,
         ),
-        answers=(400, 403, 405, 410, 501, 503),
+        answers=(204, 400, 403, 405, 410, 501, 503),
         tokens=True,
         streams=True,
         media_type="text/event-stream",

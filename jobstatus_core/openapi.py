@@ -205,8 +205,8 @@ def _responses(operation: Operation, open_operations: frozenset[str]) -> Schema:
     if operation.reads_store:
         codes.update((500, 503))
     for code in sorted(codes):
-        if code == 304:
-            responses["304"] = {"description": "Not Modified: the ETag is current"}
+        if code in BODILESS:
+            responses[str(code)] = {"description": BODILESS[code]}
             continue
         headers: Schema = {}
         if code == 405:
@@ -225,6 +225,13 @@ def _responses(operation: Operation, open_operations: frozenset[str]) -> Schema:
             **({"headers": headers} if headers else {}),
         }
     return responses
+
+
+#: The answers without a body, and what each says.
+BODILESS = {
+    204: "No Content: the job's stream ended; a browser stops reconnecting",
+    304: "Not Modified: the ETag is current",
+}
 
 
 #: One server-sent event of the feeds (SPEC §11).

@@ -229,6 +229,9 @@ def test_a_job_stream_resumed_after_its_end_is_204(feed_url: str, store: Store) 
     )
     assert ended.status_code == 204 and ended.content == b""
     assert "content-length" not in ended.headers
+    document = httpx.get(feed_url + "/v1/openapi.json", headers=headers).json()
+    described = document["paths"]["/v1/job/{job_id}/events"]["get"]["responses"]
+    assert "content" not in described["204"]  # as answered: no body
     # Queued again after the point: followed as any change.
     put(store, "j", "queued")
     with stream(
