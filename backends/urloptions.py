@@ -31,6 +31,22 @@ def seconds(text: str) -> float:
     return value
 
 
+#: The longest a network store may wait for its server: past it, the
+#: socket options made of it (TCP_KEEPIDLE, at most 32,767 s) are refused by
+#: the system, and a status endpoint was never meant to wait so long.
+MAX_TIMEOUT_SECONDS = 3600.0
+
+
+def timeout_seconds(text: str) -> float:
+    try:
+        value = seconds(text)
+    except ValueError:
+        value = math.nan
+    if not value <= MAX_TIMEOUT_SECONDS:
+        raise ValueError(f"must be seconds > 0 and at most {MAX_TIMEOUT_SECONDS:g}")
+    return value
+
+
 def on_off(text: str) -> bool:
     if text.lower() not in ("on", "off"):
         raise ValueError("must be on or off")
@@ -46,6 +62,12 @@ def _digits(text: str) -> bool:
 def whole_number(text: str) -> int:
     if not _digits(text):
         raise ValueError("must be a whole number >= 0")
+    return int(text)
+
+
+def positive_count(text: str) -> int:
+    if not _digits(text) or int(text) == 0:
+        raise ValueError("must be a whole number >= 1")
     return int(text)
 
 
@@ -96,18 +118,18 @@ def text(value: str) -> str:
 
 _REDIS: dict[str, OptionParser] = {
     "prefix": text,
-    "timeout": seconds,
+    "timeout": timeout_seconds,
     "db": whole_number,
     "username": text,
     "password": text,
-    "max_connections": whole_number,
+    "max_connections": positive_count,
 }
 
 _POSTGRES: dict[str, OptionParser] = {
     "schema": text,
     "table": text,
-    "timeout": seconds,
-    "max_connections": whole_number,
+    "timeout": timeout_seconds,
+    "max_connections": positive_count,
     # libpq's own, passed on as they are.
     "host": text,
     "sslmode": text,

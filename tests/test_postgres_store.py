@@ -936,6 +936,8 @@ def test_a_wrong_password_or_database_stops_serve_with_one_line(
     "url, message",
     [
         ("postgresql://u:hunter2@h/db?timeout=0", "timeout"),
+        ("postgresql://u:hunter2@h/db?timeout=1e9", "at most 3600"),
+        ("postgresql://u:hunter2@h/db?max_connections=0", "max_connections"),
         ("postgresql://u:hunter2@h/db?schema=Bad-Name", "schema"),
         ("postgresql://u:hunter2@h/db?table=", "table"),
         ("postgresql://u:hunter2@h/db?sslmode=maybe&x=1", "unknown option"),

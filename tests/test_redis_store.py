@@ -508,6 +508,8 @@ def _readable(store: RedisStore) -> bool:
     [
         ("redis://127.0.0.1:6379/0?timeout=0", "timeout"),
         ("redis://127.0.0.1:6379/0?timeout=soon", "timeout"),
+        ("redis://127.0.0.1:6379/0?timeout=86400", "at most 3600"),
+        ("redis://127.0.0.1:6379/0?max_connections=0", "max_connections"),
         ("redis://:hunter2@127.0.0.1:6379/notadb", "***"),
     ],
 )
