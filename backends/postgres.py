@@ -514,17 +514,30 @@ class PostgresStore(VersionedStoreBase):
         """0 for no table yet; raises ``ConfigError`` for a table that is not
         jobstatus's, or one of a newer jobstatus."""
         sql = self._sql
-        table, meta = conn.execute(
-            "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
-            (sql.jobs_table, sql.meta_table),
-        ).fetchone() or (False, False)
-        if not meta:
-            if table:
+        names = (sql.jobs_table, sql.meta_table, sql.counts_table, sql.tombstones_table)
+        found = conn.execute(
+            "SELECT " + ", ".join(["to_regclass(%s) IS NOT NULL"] * len(names)),
+            names,
+        ).fetchone() or (False,) * len(names)
+        there = [name for name, exists in zip(names, found, strict=True) if exists]
+        if sql.meta_table not in there:
+            if there:
                 raise ConfigError(
-                    f"PostgreSQL store: {sql.jobs_table} is not a jobstatus table"
-                    " (it has no meta table); it was left unchanged"
+                    f"PostgreSQL store: {there[0]} is not a jobstatus table"
+                    " (there is no meta table); it was left unchanged"
                 )
             return 0
+        columns = conn.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+            " AND attname IN ('epoch', 'head', 'schema_version')"
+            " AND NOT attisdropped",
+            (sql.meta_table,),
+        ).fetchone()
+        if columns is None or columns[0] != 3:
+            raise ConfigError(
+                f"PostgreSQL store: {sql.meta_table} is not a jobstatus table"
+                " (it lacks epoch, head or schema_version); it was left unchanged"
+            )
         row = conn.execute(f"SELECT schema_version FROM {sql.meta_table}").fetchone()
         version = 0 if row is None else int(row[0])
         if version > SCHEMA_VERSION:

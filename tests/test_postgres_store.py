@@ -144,20 +144,32 @@ def test_its_own_schema_and_table_leave_the_hosts_alone(
     assert row.record == {"job_id": "a", "job_status": "failed"}
 
 
+@pytest.mark.parametrize(
+    "tables",
+    [
+        ["jobs (id int)"],
+        ["jobs (id int)", "jobs_meta (id int)"],  # another app's meta table
+        ["jobs_counts (id int)"],  # the one jobstatus would create next
+    ],
+)
 def test_a_foreign_table_is_refused_unchanged(
-    opened: Callable[[str], PostgresStore], postgres_server: PostgresServer
+    opened: Callable[[str], PostgresStore],
+    postgres_server: PostgresServer,
+    tables: list[str],
 ) -> None:
     schema = f"host_{uuid.uuid4().hex[:8]}"
     sql(postgres_server, f"CREATE SCHEMA {schema}")
-    sql(postgres_server, f"CREATE TABLE {schema}.jobs (id int)")
+    for table in tables:
+        sql(postgres_server, f"CREATE TABLE {schema}.{table}")
     store = opened(f"{postgres_server.url}?schema={schema}")
-    with pytest.raises(ConfigError, match="not a jobstatus table"):
+    with pytest.raises(ConfigError, match="is not a jobstatus table") as refused:
         store.check()
+    assert "it was left unchanged" in str(refused.value)
     assert sql(
         postgres_server,
         "SELECT count(*) FROM pg_tables WHERE schemaname = %s",
         schema,
-    ) == [(1,)]
+    ) == [(len(tables),)]
 
 
 def test_instances_starting_at_once_create_the_schema_once(
