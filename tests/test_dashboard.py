@@ -440,3 +440,66 @@ def assert_accessible(page: Any) -> None:
     )
     serious = [v for v in found if v["impact"] in ("serious", "critical")]
     assert not serious, serious
+
+
+def test_the_page_holds_what_the_store_says(
+    browser: Any, server: Served, store: Store, database: Path
+) -> None:
+    """The feed's order, not the jobs' times, says which state is the last
+    (two hosts' clocks apart); a status of any length keeps the page's
+    width; a finished job's open pane hears of its expiry from the feed;
+    a store of another life replaces what the page holds."""
+    now = time.time()
+    recorder = Recorder(store)
+    recorder.done("finished")
+    store.put({"job_id": "skewed", "job_status": "running"}, at=now + 2)
+    store.put({"job_id": "long", "job_status": "x" * 20_000}, at=now)
+    page = signed_in(browser, server, PHONE)
+    expect(row(page, "long")).to_have_count(1)
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= PHONE["width"], width
+    store.put({"job_id": "skewed", "job_status": "done"}, at=now + 1)
+    expect(row(page, "skewed").locator(".badge")).to_have_text("done", timeout=LIVE_MS)
+    page.get_by_role("button", name="finished", exact=True).click()
+    expect(page.locator("#detail-live")).to_have_text("Finished.")
+    found = store.read("finished")
+    assert found is not None
+    store.expire([found], at=time.time())
+    expect(page.locator("#detail-live")).to_have_text(
+        "Expired: the retention policy removed it.", timeout=LIVE_MS
+    )
+    # Another file in the served one's place: another life of the store.
+    other = database.with_name("other.db")
+    fresh = store_from_url(f"sqlite://{other}")
+    fresh.put({"job_id": "fresh", "job_status": "queued"})
+    fresh.close()
+    os.replace(other, database)
+    expect(row(page, "fresh")).to_have_count(1, timeout=LIVE_MS)
+    expect(row(page, "skewed")).to_have_count(0)
+    expect(page.locator("#shown")).to_have_text(
+        "1 matching jobs (1 loaded)", timeout=LIVE_MS
+    )
+    page.close()
+
+
+def test_the_page_signs_out_when_its_token_expires(
+    browser: Any, server: Served
+) -> None:
+    minted = httpx.post(
+        server.url + "/v1/tokens",
+        json={"all": True, "ttl_seconds": 3},
+        headers={"x-api-key": KEY},
+    ).json()["response"]
+    page = browser.new_page(viewport=DESKTOP)
+    page.goto(server.url + "/dashboard/")
+    page.evaluate(
+        "minted => sessionStorage.setItem('jobstatus.token', JSON.stringify(minted))",
+        minted,
+    )
+    page.reload()
+    expect(page.locator("#connection")).to_have_text("Live")
+    expect(page.locator("#sign-in-error")).to_have_text(
+        "Your session has expired: sign in again.", timeout=LIVE_MS
+    )
+    assert page.evaluate("sessionStorage.getItem('jobstatus.token')") is None
+    page.close()

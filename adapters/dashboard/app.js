@@ -26,6 +26,7 @@ const number = new Intl.NumberFormat("en");
 
 const state = {
   token: null,
+  expiryTimer: 0,
   /** job_id -> {job_id, job_status, updated_at, version} */
   jobs: new Map(),
   /** Changes not yet applied, the latest per job (bounded by the job count). */
@@ -84,6 +85,19 @@ function statusText(status) {
   return typeof status === "string" ? status : JSON.stringify(status);
 }
 
+// Direction controls (U+202E...) in a job's text would reorder what follows
+// them: "\u202Edeliaf" would read "failed". Shown as escapes instead.
+const BIDI_CONTROLS = /[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+/** A value from a job, as text to show. */
+function shown(value) {
+  const text = typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
+  return text.replace(
+    BIDI_CONTROLS,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
 function statusClass(status) {
   const known = ["queued", "running", "done", "failed", "cancelled"];
   return known.includes(status) ? `s-${status}` : "s-other";
@@ -98,12 +112,15 @@ $("sign-in-form").addEventListener("submit", async (event) => {
   input.value = "";
   $("sign-in-error").textContent = "";
   try {
+    // A header cannot carry it (fetch throws), and no key is made of it.
+    if (/[^\u0020-\u00ff]/.test(key)) throw new ApiFailure(401, "Unauthorized");
     const minted = await api("/v1/tokens", {
       method: "POST",
       body: { all: true, ttl_seconds: TOKEN_TTL_SECONDS },
       key,
     });
-    start(minted.token);
+    sessionStorage.setItem(TOKEN_KEY, JSON.stringify(minted));
+    start(minted);
   } catch (err) {
     $("sign-in-error").textContent =
       err.status === 401 ? "That key was refused." : `Could not sign in: ${err.message}`;
@@ -113,9 +130,15 @@ $("sign-in-form").addEventListener("submit", async (event) => {
 
 $("sign-out").addEventListener("click", () => signOut(""));
 
-function start(token) {
-  state.token = token;
-  sessionStorage.setItem(TOKEN_KEY, token);
+/** Signed in with ``minted`` ({token, expires_at}), until it expires: the
+ * server ends the feed then, and the page asks for the key again. */
+function start(minted) {
+  state.token = minted.token;
+  state.expiryTimer = setTimeout(
+    () => signOut("Your session has expired: sign in again."),
+    Math.max(0, minted.expires_at * 1000 - Date.now()),
+  );
+  $("skip").hidden = false;
   $("sign-in").hidden = true;
   $("board").hidden = false;
   $("sign-out").hidden = false;
@@ -129,9 +152,23 @@ function start(token) {
 function signOut(reason) {
   closeDetail(false);
   closeFeed();
+  clearTimeout(state.expiryTimer);
   sessionStorage.removeItem(TOKEN_KEY);
+  state.token = null;
+  forgetJobs();
+  $("skip").hidden = true;
+  $("board").hidden = true;
+  $("sign-out").hidden = true;
+  $("sign-in").hidden = false;
+  $("sign-in-error").textContent = reason;
+  setConnection("Signed out");
+  $("api-key").focus();
+}
+
+/** Drops every job the page holds: signed out, or the store began another
+ * life (its jobs, positions and counts are not those the page holds). */
+function forgetJobs() {
   Object.assign(state, {
-    token: null,
     jobs: new Map(),
     pending: new Map(),
     lastEventId: "",
@@ -139,15 +176,12 @@ function signOut(reason) {
     counts: {},
     statuses: new Set(),
     rows: new Map(),
+    found: [],
   });
-  state.found = [];
   $("rows").replaceChildren();
-  $("board").hidden = true;
-  $("sign-out").hidden = true;
-  $("sign-in").hidden = false;
-  $("sign-in-error").textContent = reason;
-  setConnection("Signed out");
-  $("api-key").focus();
+  $("counts").replaceChildren();
+  const filter = $("status-filter");
+  while (filter.options.length > 1) filter.remove(1); // all but "Every status"
 }
 
 function setConnection(text) {
@@ -226,10 +260,9 @@ async function reconnect() {
   }
   if (status === 410) {
     // Another life of the store: what the page holds is stale.
-    state.lastEventId = "";
-    state.jobs.clear();
-    state.history = { cursor: null, loaded: 0, done: false, busy: false };
+    forgetJobs();
     state.windowStart = Date.now() / 1000 - WINDOW_SECONDS;
+    render();
   }
   if (status === 0 || status >= 500) {
     state.reconnectTimer = setTimeout(reconnect, RECONNECT_MS);
@@ -251,19 +284,24 @@ function flush() {
   const batch = state.pending;
   state.pending = new Map();
   for (const job of batch.values()) {
-    if (job.expired) state.jobs.delete(job.job_id);
-    else merge(job, false);
+    if (!job.expired) merge(job, false);
+    else {
+      state.jobs.delete(job.job_id);
+      // A finished job's own stream has ended: the feed tells its detail.
+      if (state.detail?.id === job.job_id) showExpired(state.detail);
+    }
   }
   if (batch.size) scheduleCounts();
   render();
 }
 
-/** Keeps the newer state of a job; history pages never undo live changes. */
+/** The feed's events are applied in their order, the store's: a consumer
+ * that does ends with the store's state, whatever the jobs' times say (two
+ * hosts' clocks apart, a file copied with its time). A history page only
+ * adds the jobs the page does not hold: the feed brings every change of
+ * those it does. */
 function merge(job, fromHistory) {
-  const known = state.jobs.get(job.job_id);
-  if (known && (known.updated_at > job.updated_at || (fromHistory && known.updated_at === job.updated_at))) {
-    return;
-  }
+  if (fromHistory && state.jobs.has(job.job_id)) return;
   state.jobs.set(job.job_id, {
     job_id: job.job_id,
     job_status: job.job_status,
@@ -295,11 +333,28 @@ function render() {
   renderRows();
   const found = state.found;
   $("list").setAttribute("aria-rowcount", String(found.length + 1));
-  $("shown").textContent =
-    `${number.format(found.length)} matching jobs (${number.format(state.jobs.size)} loaded)`;
+  announceShown(
+    `${number.format(found.length)} matching jobs (${number.format(state.jobs.size)} loaded)`,
+  );
   renderStatusOptions();
   renderChart();
   renderHistory();
+}
+
+const ANNOUNCE_EVERY_MS = 2000;
+let announced = { text: "", timer: 0 };
+
+/** The count of matching jobs, a live region: rewritten at most every 2 s
+ * (and once more after), where a burst of changes redrew it ten times a
+ * second for a screen reader to read out. */
+function announceShown(text) {
+  announced.text = text;
+  if (announced.timer) return;
+  if ($("shown").textContent !== text) $("shown").textContent = text;
+  announced.timer = setTimeout(() => {
+    announced.timer = 0;
+    if ($("shown").textContent !== announced.text) announceShown(announced.text);
+  }, ANNOUNCE_EVERY_MS);
 }
 
 /** Draws only the rows in view (and a few around them): the cost of a
@@ -352,7 +407,7 @@ function rowFor(job) {
     open.type = "button";
     open.className = "link";
     open.dataset.id = job.job_id;
-    open.textContent = job.job_id;
+    open.textContent = shown(job.job_id);
     head.append(open);
     const status = document.createElement("td");
     status.append(document.createElement("span"));
@@ -365,7 +420,7 @@ function rowFor(job) {
     const text = statusText(job.job_status);
     const badge = row.children[1].firstChild;
     badge.className = `badge ${statusClass(text)}`;
-    badge.textContent = text;
+    badge.textContent = badge.title = shown(text);
     const time = row.children[2].firstChild;
     const at = new Date(job.updated_at * 1000);
     time.dateTime = at.toISOString();
@@ -381,6 +436,7 @@ function rowFor(job) {
 
 function formatTime(seconds) {
   const at = new Date(seconds * 1000);
+  if (Number.isNaN(at.getTime())) return String(seconds); // past any date
   const pad = (n) => String(n).padStart(2, "0");
   return (
     `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ` +
@@ -396,7 +452,7 @@ function renderStatusOptions() {
     have.add(status);
     const option = document.createElement("option");
     option.value = status;
-    option.textContent = status;
+    option.textContent = shown(status);
     select.append(option);
   }
 }
@@ -450,7 +506,7 @@ async function refreshCounts() {
     const item = document.createElement("li");
     const badge = document.createElement("span");
     badge.className = `badge ${statusClass(status)}`;
-    badge.textContent = status;
+    badge.textContent = badge.title = shown(status);
     const count = document.createElement("strong");
     count.textContent = number.format(n);
     item.append(badge, " ", count);
@@ -641,12 +697,7 @@ function followDetail(detail) {
       $("detail-live").textContent = "Finished.";
     }
   });
-  stream.addEventListener("expired", () => {
-    // Nothing more will come: closed here rather than reconnecting to be
-    // told so (a resumed stream of an ended job is answered 204).
-    stream.close();
-    $("detail-live").textContent = "Expired: the retention policy removed it.";
-  });
+  stream.addEventListener("expired", () => showExpired(detail));
   stream.onerror = () => {
     if (stream.readyState !== EventSource.CLOSED) return; // the browser reconnects
     // Refused, or its resume was (410: another life of the store): the
@@ -658,6 +709,14 @@ function followDetail(detail) {
   };
 }
 
+function showExpired(detail) {
+  // Nothing more will come: closed here rather than reconnecting to be
+  // told so (a resumed stream of an ended job is answered 204).
+  if (detail.stream) detail.stream.close();
+  clearTimeout(detail.retryTimer);
+  $("detail-live").textContent = "Expired: the retention policy removed it.";
+}
+
 function closeDetail(returnFocus) {
   const detail = state.detail;
   if (!detail) return;
@@ -666,15 +725,30 @@ function closeDetail(returnFocus) {
   if (detail.stream) detail.stream.close();
   $("detail").hidden = true;
   $("panes").classList.remove("with-detail");
-  if (returnFocus) {
-    const opener = document.querySelector(`button[data-id="${CSS.escape(detail.id)}"]`);
-    (opener || $("jobs-title")).focus();
+  if (returnFocus) (rowButton(detail.id) || $("jobs-title")).focus();
+}
+
+/** The button of a job's row, its row scrolled into view and drawn first
+ * (the list draws only the rows in view); null for a job not listed. */
+function rowButton(id) {
+  const at = state.found.findIndex((job) => job.job_id === id);
+  if (at < 0) return null;
+  const scroller = $("scroller");
+  const top = at * ROW_HEIGHT;
+  if (top < scroller.scrollTop || top + ROW_HEIGHT > scroller.scrollTop + state.viewHeight) {
+    scroller.scrollTop = Math.max(0, top - state.viewHeight / 2);
+    state.scrollTop = scroller.scrollTop;
+    renderRows();
   }
+  return document.querySelector(`button[data-id="${CSS.escape(id)}"]`);
 }
 
 $("close-detail").addEventListener("click", () => closeDetail(true));
 document.addEventListener("keydown", (event) => {
-  if (event.key === "Escape" && state.detail) closeDetail(true);
+  // In a field, Escape is the field's (a search box clears itself).
+  if (event.key !== "Escape" || !state.detail) return;
+  if (event.target.closest?.("input, select, textarea")) return;
+  closeDetail(true);
 });
 
 async function loadRecord(detail) {
@@ -684,8 +758,11 @@ async function loadRecord(detail) {
     record = await api(`/v1/job/${encodeURIComponent(detail.id)}`);
   } catch (err) {
     if (state.detail !== detail || asked !== detail.asked) return;
-    $("detail-live").textContent =
-      err.status === 404 ? "No such job yet; waiting for it." : `Could not read the job: ${err.message}`;
+    if (err.status === 410) showExpired(detail);
+    else {
+      $("detail-live").textContent =
+        err.status === 404 ? "No such job yet; waiting for it." : `Could not read the job: ${err.message}`;
+    }
     return;
   }
   // A later answer may have come first: keep the newest question's.
@@ -712,7 +789,7 @@ function showRecord(record) {
     term.textContent = name;
     const text = document.createElement("dd");
     text.textContent =
-      typeof value === "number" && name !== "Attempt" ? formatTime(value) : String(value);
+      typeof value === "number" && name !== "Attempt" ? formatTime(value) : shown(value);
     items.push(term, text);
   }
   fields.replaceChildren(...items);
@@ -722,17 +799,20 @@ function showRecord(record) {
   box.hidden = !progress || typeof progress !== "object";
   if (!box.hidden) {
     const bar = $("progress-bar");
-    const done = Number(progress.done) || 0;
-    const total = Number(progress.total) || 0;
-    let label = `Progress: ${done}`;
+    // Another program's numbers may be anything: a share only of finite ones.
+    const finite = (value) => (Number.isFinite(Number(value)) ? Number(value) : 0);
+    const done = finite(progress.done);
+    const total = finite(progress.total);
+    let label = `Progress: ${shown(progress.done ?? 0)}`;
     if (total > 0) {
+      const part = Math.min(Math.max(done, 0), total);
       bar.max = total;
-      bar.value = Math.min(done, total);
-      label = `Progress: ${done} of ${total} (${Math.round((100 * Math.min(done, total)) / total)}%)`;
+      bar.value = part;
+      label += ` of ${shown(progress.total)} (${Math.round((100 * part) / total)}%)`;
     } else {
       bar.removeAttribute("value"); // indeterminate: no total to measure against
     }
-    if (progress.message) label += ` — ${progress.message}`;
+    if (progress.message) label += ` — ${shown(progress.message)}`;
     $("progress-label").textContent = label;
   }
 
@@ -741,7 +821,9 @@ function showRecord(record) {
   errorBox.hidden = !error;
   if (error) {
     const text =
-      typeof error === "object" ? `${error.type || "Error"}: ${error.message ?? ""}` : String(error);
+      typeof error === "object"
+        ? `${shown(error.type || "Error")}: ${shown(error.message ?? "")}`
+        : shown(error);
     errorBox.textContent = `Error — ${text}`;
   }
   $("detail-record").textContent = JSON.stringify(record, null, 2);
@@ -749,6 +831,21 @@ function showRecord(record) {
 
 // --- on load -------------------------------------------------------------------
 
-const kept = sessionStorage.getItem(TOKEN_KEY);
+/** The token a reload keeps ({token, expires_at}), if it is still good. */
+function keptToken() {
+  try {
+    const kept = JSON.parse(sessionStorage.getItem(TOKEN_KEY));
+    if (typeof kept?.token === "string" && kept.expires_at * 1000 > Date.now()) return kept;
+  } catch {
+    // Not what this page keeps: sign in again.
+  }
+  sessionStorage.removeItem(TOKEN_KEY);
+  return null;
+}
+
+const kept = keptToken();
 if (kept) start(kept);
-else $("api-key").focus();
+else {
+  $("skip").hidden = true;
+  $("api-key").focus();
+}
