@@ -51,6 +51,15 @@ try:
     LOST: tuple[type[FileSystemEvent], ...] = (EventsLostEvent,)
 except ImportError:  # watchdog < 7.1 does not report it; the reconciler finds it
     LOST = ()
+try:
+    from watchdog.events import FileAttribEvent
+
+    #: A file's times or permissions changed alone (``touch``, ``cp -p``
+    #: putting the old time back, ``chmod``): newer watchdogs report it apart
+    #: from a modification, and it moves a job in or out of the window.
+    ATTRIB: tuple[type[FileSystemEvent], ...] = (FileAttribEvent,)
+except ImportError:  # older watchdogs report it as a modification
+    ATTRIB = ()
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
@@ -90,6 +99,7 @@ def _nobody() -> None:
 EVENTS: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     FileModifiedEvent,
+    *ATTRIB,
     FileClosedEvent,
     FileMovedEvent,
     FileDeletedEvent,

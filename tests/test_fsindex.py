@@ -80,6 +80,32 @@ def test_jobs_directory_that_is_a_symlink_is_watched(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_file_whose_time_alone_changes_moves_in_and_out_of_the_window(
+    tmp_path: Path,
+) -> None:
+    """``touch`` and ``cp -p`` change a file's time without writing it: the
+    listing follows within the events' latency, not the reconciler's round
+    (30 s by default; never here)."""
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    write_job_file(jobs, "touched", "done")
+    hours_ago = time.time() - 7200
+    os.utime(jobs / "touched.json", (hours_ago, hours_ago))
+    store = FileStore(tmp_path, reconcile_interval=NEVER)
+
+    def recent() -> dict[str, Any]:
+        return dict(store.changed_since(time.time() - 600))
+
+    try:
+        assert recent() == {}
+        os.utime(jobs / "touched.json")  # now
+        wait_for(lambda: recent() == {"touched": "done"}, EVENT_LATENCY)
+        os.utime(jobs / "touched.json", (hours_ago, hours_ago))
+        wait_for(lambda: recent() == {}, EVENT_LATENCY)
+    finally:
+        store.close()
+
+
 def test_root_that_is_a_symlink_sees_jobs_created_after_start(tmp_path: Path) -> None:
     target = tmp_path / "storage"
     target.mkdir()
