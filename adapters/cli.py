@@ -95,10 +95,16 @@ def _main(argv: Sequence[str] | None) -> int:
     stores: list[Store] = []
     try:
         settings = Settings.from_environ(os.environ, cwd=os.getcwd())
-        one_job = args.command in ONE_JOB_COMMANDS
+        if args.command == "serve":
+            # Before the store opens: a million-file index takes a minute.
+            _check_serving(args)
+        # Opened to read or write one job, or only to prove the settings
+        # (serve's workers each open their own): the file store's index, a
+        # read of every file, would serve nobody.
+        light = args.command in ONE_JOB_COMMANDS or _serves_from_workers(args)
         for setting, url in _store_urls(args, settings):
             try:
-                store = (recording_store_from_url if one_job else store_from_url)(url)
+                store = (recording_store_from_url if light else store_from_url)(url)
                 stores.append(store)
                 if isinstance(store, Checkable):
                     store.check()
@@ -132,6 +138,24 @@ def _store_urls(args: argparse.Namespace, settings: Settings) -> list[tuple[str,
     return [(settings.store_setting, settings.store_url)]
 
 
+def _check_serving(args: argparse.Namespace) -> None:
+    """``serve``'s own settings, each refused in one line."""
+    from . import wsgi_server
+
+    if args.interface == "wsgi":
+        wsgi_server.require_server()  # before a key is printed for nothing
+        if args.access_log:
+            raise ConfigError("--access-log: only with --interface asgi")
+    args.port = listen.port_number(args.port)
+    listen.check_address(args.host, args.port)
+
+
+def _serves_from_workers(args: argparse.Namespace) -> bool:
+    """Whether ``serve`` answers from worker processes, each with a store of
+    its own: the one it opens itself only proves the settings."""
+    return args.command == "serve" and (args.interface == "wsgi" or args.workers > 1)
+
+
 def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     if settings.retention.active:
         expiring_store(store)  # stops here, in one line, if it cannot expire
@@ -144,14 +168,6 @@ def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
 def _serve_with_metrics(
     args: argparse.Namespace, settings: Settings, store: Store
 ) -> int:
-    from . import wsgi_server
-
-    if args.interface == "wsgi":
-        wsgi_server.require_server()  # before a key is printed for nothing
-        if args.access_log:
-            raise ConfigError("--access-log: only with --interface asgi")
-    args.port = listen.port_number(args.port)
-    listen.check_address(args.host, args.port)
     log_config = _logging_config(args)
 
     keys = settings.api_keys

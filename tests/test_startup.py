@@ -101,13 +101,28 @@ def test_bad_serve_setting_stops_the_start(
         assert "JOBSTATUS_STORE" not in result.stderr
 
 
-@pytest.mark.sqlite
-def test_a_port_in_use_stops_the_start(tmp_path: Path) -> None:
+@pytest.mark.filesystem
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_stops_the_start_before_the_store_opens(
+    tmp_path: Path, workers: str
+) -> None:
+    """Checked first: the store's index of a million files takes a minute to
+    build, and what it warns of (a file it skips) is not the error."""
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "broken.json").write_text("{not json")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = jobstatus("serve", "--port", str(port), cwd=tmp_path)
+        result = jobstatus(
+            "serve",
+            "--port",
+            str(port),
+            "--workers",
+            workers,
+            cwd=tmp_path,
+            LOCAL_STORAGE_PATH=".",
+        )
     assert_stopped(result, f"--port: {port} is already in use on 127.0.0.1")
 
 
