@@ -16,7 +16,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from jobstatus_backends import recording_store_from_url, store_from_url
+from jobstatus_backends import (
+    recording_store_from_url,
+    serving_store_from_url,
+    store_from_url,
+)
 from jobstatus_core import (
     Checkable,
     ConfigError,
@@ -102,9 +106,16 @@ def _main(argv: Sequence[str] | None) -> int:
         # (serve's workers each open their own): the file store's index, a
         # read of every file, would serve nobody.
         light = args.command in ONE_JOB_COMMANDS or _serves_from_workers(args)
+        opener = (
+            recording_store_from_url
+            if light
+            else serving_store_from_url
+            if args.command == "serve"
+            else store_from_url
+        )
         for setting, url in _store_urls(args, settings):
             try:
-                store = (recording_store_from_url if light else store_from_url)(url)
+                store = opener(url)
                 stores.append(store)
                 if isinstance(store, Checkable):
                     store.check()
@@ -153,7 +164,8 @@ def _check_serving(args: argparse.Namespace) -> None:
 def _serves_from_workers(args: argparse.Namespace) -> bool:
     """Whether ``serve`` answers from worker processes, each with a store of
     its own: the one it opens itself only proves the settings."""
-    return args.command == "serve" and (args.interface == "wsgi" or args.workers > 1)
+    serve: bool = args.command == "serve"
+    return serve and (args.interface == "wsgi" or args.workers > 1)
 
 
 def _serve(args: argparse.Namespace, settings: Settings, store: Store) -> int:
@@ -231,7 +243,7 @@ def _purging(
 
     own = None
     if not shared:
-        own = store_from_url(url)
+        own = serving_store_from_url(url)
     purger = Purger(
         store if own is None else own,
         settings.retention,
@@ -272,7 +284,7 @@ def _run_server(
         # The store opened here proved the settings; each worker opens its own.
         store.close()
         wsgi_server.run(
-            lambda: store_from_url(url),
+            lambda: serving_store_from_url(url),
             lambda opened: WSGIApp(
                 build_service(opened, settings, keys),
                 cors_origins=settings.cors_origins,
@@ -357,7 +369,7 @@ def app_from_environ() -> ASGIApp:
     from .starlette import create_app
 
     settings = Settings.from_environ(os.environ, cwd=os.getcwd())
-    store = store_from_url(settings.store_url)
+    store = serving_store_from_url(settings.store_url)
     app = create_app(
         build_service(store, settings, settings.api_keys),
         cors_origins=settings.cors_origins,

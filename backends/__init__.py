@@ -6,6 +6,7 @@ from .registry import (
     default_registry,
     recording_store_from_url,
     registry,
+    serving_store_from_url,
     store_from_url,
 )
 
@@ -13,5 +14,6 @@ __all__ = [
     "default_registry",
     "recording_store_from_url",
     "registry",
+    "serving_store_from_url",
     "store_from_url",
 ]

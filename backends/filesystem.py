@@ -30,6 +30,7 @@ from jobstatus_core import (
     Mark,
     Row,
     StoreError,
+    StoreUnavailable,
     TriesInline,
     VersionedStoreBase,
     WouldBlock,
@@ -77,6 +78,7 @@ class FileStore(VersionedStoreBase):
         observer_factory: ObserverFactory | None = None,
         durable: bool = True,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        background: bool = False,
     ) -> None:
         self.root = os.path.abspath(root)
         #: Whether each write reaches the disk before it shows (``?durable=``).
@@ -109,10 +111,14 @@ class FileStore(VersionedStoreBase):
         )
         self.index: JobIndex | None = None
         if index:
-            self.index = self._start_index(reconcile_interval, observer_factory)
+            self.index = self._start_index(
+                reconcile_interval, observer_factory, background
+            )
 
     @classmethod
-    def from_url(cls, url: str, *, index: bool = True) -> FileStore:
+    def from_url(
+        cls, url: str, *, index: bool = True, background: bool = False
+    ) -> FileStore:
         """``file:///abs/path[?index=off][&reconcile=SECONDS][&max_file_size=BYTES]
         [&expire=delete][&durable=off][&cache=BYTES]``: see ``open``.
         ``index``: whether the store indexes when the URL does not say."""
@@ -131,6 +137,7 @@ class FileStore(VersionedStoreBase):
             max_file_size=parsed.options.get(
                 "max_file_size", jobfiles.DEFAULT_MAX_FILE_SIZE
             ),
+            background=background,
         )
 
     @staticmethod
@@ -143,13 +150,17 @@ class FileStore(VersionedStoreBase):
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         reconcile_interval: float = DEFAULT_RECONCILE_SECONDS,
         max_file_size: int = jobfiles.DEFAULT_MAX_FILE_SIZE,
+        background: bool = False,
     ) -> FileStore:
         """The store a URL's options name: ``WatchedFileStore``, or with
         ``index=False`` a scanning ``FileStore``; with ``expire="delete"``
         their ``Expiring`` kinds, which delete expired jobs' files;
         ``durable=False`` skips the flush before each write's rename;
         ``cache_bytes``: how much of the texts ``read_text`` answered to keep
-        (``keptrecords``; 0: none)."""
+        (``keptrecords``; 0: none); ``background``: the index is built on a
+        thread of its own, every query answering ``StoreUnavailable`` until
+        it is done (what a server wants: it answers at once, ``503``, and is
+        ready when the index is)."""
         # Imported here: the expiring kinds are subclasses of these.
         from .fileexpiry import ExpiringFileStore, ExpiringWatchedFileStore
 
@@ -169,10 +180,14 @@ class FileStore(VersionedStoreBase):
             max_file_size=max_file_size,
             durable=durable,
             cache_bytes=cache_bytes,
+            background=background,
         )
 
     def _start_index(
-        self, reconcile_interval: float, observer_factory: ObserverFactory | None
+        self,
+        reconcile_interval: float,
+        observer_factory: ObserverFactory | None,
+        background: bool,
     ) -> JobIndex | None:
         options: dict[str, Any] = {
             "reconcile_interval": reconcile_interval,
@@ -182,7 +197,7 @@ class FileStore(VersionedStoreBase):
             options["observer_factory"] = observer_factory
         index = JobIndex(self.root, on_change=self._changed, **options)
         try:
-            index.start()
+            index.start(background=background)
         except Exception as exc:
             # inotify watches exhausted, an unsupported file system, ...
             logger.warning("no file observer (%s); every listing will scan", exc)
@@ -458,6 +473,10 @@ class FileStore(VersionedStoreBase):
 
     def _query(self, call: Callable[[JobIndex | ScannedJobs], T]) -> T:
         if self.index is not None:
+            if not self.index.built:
+                # Not a scan of every file per request meanwhile: the
+                # index is that scan, under way (``background``).
+                raise StoreUnavailable("the job index is still being built")
             try:
                 return call(self.index)
             except IndexUnavailable:
@@ -542,6 +561,7 @@ class WatchedFileStore(FileStore, TriesInline):
         observer_factory: ObserverFactory | None = None,
         durable: bool = True,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        background: bool = False,
     ) -> None:
         # Before the index starts: its first events may come at once.
         self._subscribers = Subscribers()
@@ -553,6 +573,7 @@ class WatchedFileStore(FileStore, TriesInline):
             observer_factory=observer_factory,
             durable=durable,
             cache_bytes=cache_bytes,
+            background=background,
         )
 
     def indexed(self) -> int:

@@ -67,7 +67,7 @@ from jobstatus_core import Row
 from jobstatus_core.rows import Query, Stale, Window
 
 from . import fssnapshot, jobfiles
-from .jobtable import JobTable
+from .jobtable import BuildStopped, JobTable
 
 ObserverFactory = Callable[[], BaseObserver]
 
@@ -175,15 +175,39 @@ class JobIndex:
         self._reconciler = threading.Thread(
             target=self._reconcile_loop, name="jobstatus-reconciler", daemon=True
         )
+        # Set once the first build is done (``start``); the thread making it
+        # in the background, if any.
+        self._built = threading.Event()
+        self._builder: threading.Thread | None = None
 
     # -- life cycle ---------------------------------------------------------
 
-    def start(self) -> None:
-        """Start the observer and build the index; raises if no observer starts."""
+    def start(self, *, background: bool = False) -> None:
+        """Start the observer and build the index; raises if no observer
+        starts. ``background``: the build (a read of every file a snapshot
+        does not hold: a minute a million) is made on a thread of its own,
+        and ``built`` says when it is done; a server answers meanwhile."""
         with self._lock:
             self._start_observer()
-            self._sync_jobs_dir(from_snapshot=True)
+        if not background:
+            self._build()
+            return
+        self._builder = threading.Thread(
+            target=self._build_in_background, name="jobstatus-index-build", daemon=True
+        )
+        self._builder.start()
+
+    @property
+    def built(self) -> bool:
+        """Whether the first build is done: until then, queries would wait
+        for it (``start(background=True)``)."""
+        return self._built.is_set()
+
+    def _build(self) -> None:
+        with self._lock:
+            self._sync_jobs_dir(from_snapshot=True, stop=self._stop)
             self._announced = self._table.head
+        self._built.set()
         reason = fssnapshot.unwritable(self.snapshot_path)
         if reason is not None:
             # Said at start, not only at the first save ten minutes on.
@@ -195,12 +219,40 @@ class JobIndex:
             )
         self._reconciler.start()
 
+    def _build_in_background(self) -> None:
+        started = time.monotonic()
+        try:
+            self._build()
+        except BuildStopped:
+            return  # closed meanwhile: no snapshot of half a build
+        except Exception as exc:
+            # The watch refused (said by it), or a failure while reading:
+            # queries then find the directory to look at again, as after
+            # any failed rebuild.
+            with self._lock:
+                self._recheck_dir = True
+            self._built.set()
+            self._reconciler.start()
+            if not isinstance(exc, IndexUnavailable):
+                logger.warning("building the job index failed: %s", exc)
+            return
+        logger.info(
+            "job index built: %d jobs in %.1f s",
+            len(self._table),
+            time.monotonic() - started,
+        )
+        self._on_change()  # waiters that met the build read the store now
+
     def close(self) -> None:
-        """Stop watching; the index is written to its snapshot first."""
+        """Stop watching; the index is written to its snapshot first (a
+        build stopped midway writes none)."""
         self._stop.set()
+        if self._builder is not None:
+            self._builder.join()
         if self._reconciler.is_alive():
             self._reconciler.join()
-        self.save()
+        if self._built.is_set():
+            self.save()
         with self._lock:
             self._stop_observer()
 
@@ -249,7 +301,7 @@ class JobIndex:
             self._follow_links()
             self._refresh()
             if self._jobs_watch is not None:
-                self._rescan(full=False)
+                self._rescan()
             head = self._table.head
             moved = head != self._announced
             self._announced = head
@@ -370,7 +422,9 @@ class JobIndex:
         for job_id in pending:
             self._table.reread(job_id)
 
-    def _sync_jobs_dir(self, *, from_snapshot: bool = False) -> None:
+    def _sync_jobs_dir(
+        self, *, from_snapshot: bool = False, stop: threading.Event | None = None
+    ) -> None:
         """Watch the jobs directory if it is there, and rebuild from a scan
         (at start, taking the files the snapshot holds as they are)."""
         now = time.monotonic()
@@ -418,7 +472,8 @@ class JobIndex:
         known = None
         if from_snapshot:
             known = fssnapshot.load(self.snapshot_path, self._jobs_identity)
-        self._rescan(full=True, known=known)
+        if not self._table.rescan(full=True, known=known, stop=stop):
+            self._recheck_dir = True
         if known is not None:
             taken = self._table.taken_from_snapshot
             logger.info(
@@ -450,8 +505,9 @@ class JobIndex:
         ):
             self._recheck_dir = True
 
-    def _rescan(self, *, full: bool, known: fssnapshot.Snapshot | None = None) -> None:
-        if not self._table.rescan(full=full, known=known):
+    def _rescan(self) -> None:
+        """Read again what differs from the directory."""
+        if not self._table.rescan(full=False):
             self._recheck_dir = True
 
     def _start_observer(self) -> None:

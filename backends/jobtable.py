@@ -52,6 +52,14 @@ def _packed(info: os.stat_result) -> bytes:
         return FINGERPRINT.pack(*jobfiles.fingerprint_of(info))
 
 
+#: Files read between two looks whether a build should stop.
+STOP_EVERY = 1024
+
+
+class BuildStopped(Exception):
+    """A full build was asked to stop (the store closes as it starts)."""
+
+
 class JobTable:
     def __init__(self, jobs_dir: str, max_file_size: int) -> None:
         self.jobs_dir = jobs_dir
@@ -126,15 +134,21 @@ class JobTable:
         self._rows.clear()
         self.generation += 1
 
-    def rescan(self, *, full: bool, known: Snapshot | None = None) -> bool:
+    def rescan(
+        self,
+        *,
+        full: bool,
+        known: Snapshot | None = None,
+        stop: threading.Event | None = None,
+    ) -> bool:
         """Compare the directory with the table; reread what differs.
 
         ``full`` builds the table anew: every file is read, but those
-        ``known`` (a snapshot) holds as they are now. False when there is
-        no jobs directory.
+        ``known`` (a snapshot) holds as they are now; ``BuildStopped`` once
+        ``stop`` is set. False when there is no jobs directory.
         """
         if full:
-            return self._build(known)
+            return self._build(known, stop)
         try:
             listed = list(jobfiles.scan(self.jobs_dir))
         except (FileNotFoundError, NotADirectoryError):
@@ -157,7 +171,7 @@ class JobTable:
         self.reads.keep_only(on_disk)
         return True
 
-    def _build(self, known: Snapshot | None) -> bool:
+    def _build(self, known: Snapshot | None, stop: threading.Event | None) -> bool:
         """The table anew from a listing, taking from ``known`` the files
         whose fingerprint is the one it recorded, and reading the others."""
         self.clear()
@@ -178,7 +192,9 @@ class JobTable:
         # What a row keeps of each file, not the file: a full build reads
         # a million records.
         found: list[_Read] = []
-        for job_id, info in unmatched:
+        for n, (job_id, info) in enumerate(unmatched):
+            if stop is not None and n % STOP_EVERY == 0 and stop.is_set():
+                raise BuildStopped
             file = self.reads.read(job_id, info)
             if file is not None:
                 found.append(

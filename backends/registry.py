@@ -29,6 +29,15 @@ def _file_recording(url: str) -> Store:
     return FileStore.from_url(url, index=False)
 
 
+def _file_serving(url: str) -> Store:
+    from .filesystem import FileStore
+
+    # A million files take a minute to index: the server answers meanwhile
+    # (503 while it builds; /healthz at once), rather than refusing
+    # connections, which a liveness probe takes for a dead server.
+    return FileStore.from_url(url, background=True)
+
+
 def _sqlite(url: str) -> Store:
     from .sqlite import SQLiteStore
 
@@ -64,7 +73,7 @@ def default_registry() -> Registry:
     registry = Registry()
     registry.register("memory", _memory)
     registry.register("sqlite", _sqlite)
-    registry.register("file", _file, recording=_file_recording)
+    registry.register("file", _file, recording=_file_recording, serving=_file_serving)
     registry.register("redis", _redis)
     registry.register("rediss", _redis)
     registry.register("postgresql", _postgres)
@@ -84,3 +93,10 @@ def recording_store_from_url(url: str) -> Store:
     """Open a store to record into (what ``Recorder(url)`` does): the file
     store without its index, unless the URL asks for one (``?index=on``)."""
     return registry.open_for_recording(url)
+
+
+def serving_store_from_url(url: str) -> Store:
+    """Open a store for a server (what ``jobstatus serve`` does): the file
+    store's index built in the background, its queries ``StoreUnavailable``
+    until it is done."""
+    return registry.open_for_serving(url)

@@ -19,6 +19,7 @@ class Registry:
     def __init__(self) -> None:
         self._factories: dict[str, StoreFactory] = {}
         self._recording: dict[str, StoreFactory] = {}
+        self._serving: dict[str, StoreFactory] = {}
 
     def register(
         self,
@@ -26,16 +27,21 @@ class Registry:
         factory: StoreFactory,
         *,
         recording: StoreFactory | None = None,
+        serving: StoreFactory | None = None,
     ) -> None:
         """Open URLs of ``scheme`` with ``factory(url)``. Replaces an earlier one.
 
         ``recording`` opens the URL for a program that only records states (a
         ``Recorder`` given a URL: a queue worker, a script): it reads one job
         and writes it, so a store may leave out what only answering lists
-        needs (the file store's index). Defaults to ``factory``.
+        needs (the file store's index). ``serving`` opens it for a server,
+        which answers as soon as it listens: a store may then make ready in
+        the background what takes long (the file store's index), answering
+        ``StoreUnavailable`` meanwhile. Both default to ``factory``.
         """
         self._factories[scheme.lower()] = factory
         self._recording[scheme.lower()] = recording or factory
+        self._serving[scheme.lower()] = serving or factory
 
     @property
     def schemes(self) -> tuple[str, ...]:
@@ -47,6 +53,10 @@ class Registry:
     def open_for_recording(self, url: str) -> Store:
         """The store ``url`` names, opened to record into (see ``register``)."""
         return self._factory(url, self._recording)(url)
+
+    def open_for_serving(self, url: str) -> Store:
+        """The store ``url`` names, opened for a server (see ``register``)."""
+        return self._factory(url, self._serving)(url)
 
     def _factory(self, url: str, factories: dict[str, StoreFactory]) -> StoreFactory:
         scheme, colon, _ = url.partition(":")

@@ -44,6 +44,11 @@ JOB_STATUS_PATH = "/v1/toolkit/job/status"
 JOBS_STATUS_PATH = "/v1/toolkit/jobs/status"
 
 JSON_HEADERS = (("content-type", "application/json"),)
+#: The same store failure is logged again after this long at the soonest.
+REPEAT_LOG_SECONDS = 60.0
+#: Lines remembered for that; past it, all are forgotten (a store failing
+#: with a new reason for each request, a path in each).
+REMEMBERED_LOG_LINES = 1000
 
 T = TypeVar("T")
 
@@ -125,6 +130,9 @@ class StatusService:
         self.exposition: Callable[[], tuple[str, bytes]] | None = None
         #: Called with each store failure (the metrics count them).
         self.store_error_hooks: list[Callable[[Exception], None]] = []
+        # Store failures logged, by line, with when (``_log_failure``). Two
+        # threads racing log a line twice, no more: no lock.
+        self._logged: dict[str, float] = {}
         self.replace_store(store)
         # Listing texts already checked (see _checked_listing). A race between
         # threads only checks a text twice: a tuple is swapped whole.
@@ -463,19 +471,34 @@ class StatusService:
         # left to the garbage collector.
         self.note_store_error(exc)
         if isinstance(exc, StoreUnavailable):
-            self.logger.warning(
-                "job store unavailable: %s", errors.one_line_reason(exc)
+            self._log_failure(
+                logging.WARNING,
+                f"job store unavailable: {errors.one_line_reason(exc)}",
             )
             return problems.store_unavailable()
         if isinstance(exc, StoreError):
             # A reason the store wrote for people (a half-written job file):
             # one line; a traceback per poll would bury the log.
-            self.logger.error(
-                "reading %s failed: %s", what, errors.one_line_reason(exc)
+            self._log_failure(
+                logging.ERROR, f"reading {what} failed: {errors.one_line_reason(exc)}"
             )
         else:
             self.logger.error("reading %s failed", what, exc_info=exc)
         return problems.store_failed(what, exc)
+
+    def _log_failure(self, level: int, line: str) -> None:
+        """``line``, unless it was logged within ``REPEAT_LOG_SECONDS``: a
+        client polling a broken job file every second, or every request
+        while the store is down, is one line a minute (the metrics count
+        each)."""
+        now = self.timer()
+        last = self._logged.get(line)
+        if last is not None and now - last < REPEAT_LOG_SECONDS:
+            return
+        if len(self._logged) >= REMEMBERED_LOG_LINES:
+            self._logged.clear()
+        self._logged[line] = now
+        self.logger.log(level, "%s", line)
 
     def _reply(
         self,

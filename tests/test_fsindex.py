@@ -577,3 +577,81 @@ def test_rows_answer_the_same_after_their_dead_slots_are_compacted() -> None:
     assert changed.counts(None, None) == fresh.counts(None, None)
     assert changed.counts(None, 2002.0) == fresh.counts(None, 2002.0)
     assert [changed.get(j) for j in final] == [fresh.get(j) for j in final]
+
+
+@pytest.fixture
+def slow_reads(monkeypatch: pytest.MonkeyPatch) -> Callable[[float], None]:
+    """A disk that takes ``seconds`` a file (a fault: a cold disk, a million
+    files)."""
+
+    def slow(seconds: float) -> None:
+        read = jobfiles.ListingReads.read
+
+        def slowly(self: Any, job_id: str, seen: Any = None) -> Any:
+            time.sleep(seconds)
+            return read(self, job_id, seen)
+
+        monkeypatch.setattr(jobfiles.ListingReads, "read", slowly)
+
+    return slow
+
+
+def test_a_store_for_a_server_answers_unavailable_until_its_index_is_built(
+    tmp_path: Path,
+    slow_reads: Callable[[float], None],
+    serve: Callable[[Any], str],
+) -> None:
+    """``jobstatus serve`` listens at once: a liveness probe sees it alive
+    (``/healthz``), a load balancer not ready (``/readyz``), and requests are
+    ``503 Job store unavailable`` — never a scan of every file per request."""
+    import httpx
+
+    from jobstatus_adapters.starlette import create_app
+
+    from .helpers import API_KEY, service_for
+
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for n in range(300):
+        write_job_file(jobs, f"j{n}", "done")
+    slow_reads(0.01)  # about 3 s in all
+    started = time.monotonic()
+    store = FileStore.open(tmp_path, background=True)
+    try:
+        assert time.monotonic() - started < 1.0
+        url = serve(create_app(service_for(store)))
+        assert httpx.get(url + "/healthz").status_code == 200
+        assert httpx.get(url + "/readyz").status_code == 503
+        listing = httpx.post(
+            url + "/v1/toolkit/jobs/status",
+            json={"since_seconds": 600},
+            headers={"x-api-key": API_KEY},
+        )
+        assert listing.status_code == 503
+        assert listing.json()["message"] == "Job store unavailable"
+        with pytest.raises(StoreError, match="still being built"):
+            store.changed_since(0)
+        wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, 30)
+        assert len(listing_of(store)) == 300
+    finally:
+        store.close()
+
+
+def listing_of(store: FileStore) -> dict[str, Any]:
+    return dict(store.changed_since(0))
+
+
+def test_closed_while_its_index_builds_it_stops_and_writes_no_snapshot(
+    tmp_path: Path, slow_reads: Callable[[float], None]
+) -> None:
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    for n in range(3000):
+        write_job_file(jobs, f"j{n}", "done")
+    slow_reads(0.002)  # about 6 s in all; it looks every 1,024 files
+    store = FileStore.open(tmp_path, background=True)
+    time.sleep(0.2)
+    started = time.monotonic()
+    store.close()
+    assert time.monotonic() - started < 5.0
+    assert not (tmp_path / ".jobstatus" / "index.snapshot").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import socket
 from collections.abc import Iterator
@@ -667,20 +668,26 @@ def test_store_failure_is_500_with_one_line_reason(
 
 
 @pytest.mark.core
-def test_unreachable_store_is_503(serve_service: Any) -> None:
+def test_unreachable_store_is_503_and_one_line_a_minute(
+    serve_service: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     from .helpers import service_for
 
+    caplog.set_level(logging.WARNING, logger="jobstatus")
     failing = FailingStore(StoreUnavailable("connection refused"))
     url = serve_service(service_for(failing))  # type: ignore[arg-type]
     with httpx.Client(base_url=url, headers={"x-api-key": API_KEY, **JSON}) as http:
-        for path, raw in (
-            (JOB_STATUS_PATH, b'{"job_id": "x"}'),
-            (JOBS_STATUS_PATH, b"{}"),
-        ):
-            body = assert_error(
-                http.post(path, content=raw), 503, "Job store unavailable"
-            )
-            assert body["message"] == "Job store unavailable"
+        for _ in range(3):  # a client polling, or a probe
+            for path, raw in (
+                (JOB_STATUS_PATH, b'{"job_id": "x"}'),
+                (JOBS_STATUS_PATH, b"{}"),
+            ):
+                body = assert_error(
+                    http.post(path, content=raw), 503, "Job store unavailable"
+                )
+                assert body["message"] == "Job store unavailable"
+    logged = [r.getMessage() for r in caplog.records if r.name == "jobstatus"]
+    assert logged == ["job store unavailable: connection refused"]
 
 
 class ListingStore(FailingStore):
