@@ -84,7 +84,9 @@ class FileStore(VersionedStoreBase):
         #: Whether each write reaches the disk before it shows (``?durable=``).
         self.durable = durable
         if not os.path.isdir(self.root):
-            raise ConfigError(f"file store: {self.root!r} is not a directory")
+            there = os.path.lexists(self.root)
+            what = "is not a directory" if there else "does not exist"
+            raise ConfigError(f"file store: {self.root!r} {what}")
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise ConfigError(f"file store: {self.root!r} is not readable")
         self.jobs_dir = os.path.join(self.root, "jobs")

@@ -88,7 +88,12 @@ def assert_stopped(result: subprocess.CompletedProcess[str], *names: str) -> Non
         (
             [],
             {"LOCAL_STORAGE_PATH": "/nope"},
-            ["LOCAL_STORAGE_PATH: file store: '/nope' is not a directory"],
+            ["LOCAL_STORAGE_PATH: file store: '/nope' does not exist"],
+        ),
+        (
+            [],
+            {"LOCAL_STORAGE_PATH": "/dev/null"},
+            ["LOCAL_STORAGE_PATH: file store: '/dev/null' is not a directory"],
         ),
     ],
 )
