@@ -60,6 +60,7 @@ class ExpiringFileStore(FileStore):
         return self._query(lambda jobs: jobs.stale(query))
 
     def expire(self, rows: Sequence[Row], *, at: float) -> list[Tombstone]:
+        self._require_built()
         expired_at = float(at)
         graves: list[tuple[str, str, int]] = []
         asides: list[tuple[str, str]] = []

@@ -378,6 +378,7 @@ class FileStore(VersionedStoreBase):
     def put(self, record: Mapping[str, Any], *, at: float | None = None) -> None:
         job_id = checked_job_id(record)
         at = checked_at(at)
+        self._require_built()
         with self._exclusive(f"job {job_id}"):
             self._write(job_id, record, at)
 
@@ -390,6 +391,7 @@ class FileStore(VersionedStoreBase):
     ) -> str | None:
         job_id = checked_job_id(record)
         at = checked_at(at)
+        self._require_built()
         with self._exclusive(f"job {job_id}"):
             current = jobfiles.read_job(self.jobs_dir, job_id, self.max_file_size)
             if (None if current is None else current.version) != expected:
@@ -473,12 +475,17 @@ class FileStore(VersionedStoreBase):
     def _observe(self, job_id: str, found: jobfiles.JobFile) -> int:
         return self._query(lambda jobs: jobs.observe(job_id, found))
 
+    def _require_built(self) -> None:
+        """``StoreUnavailable`` while the index is built (``background``):
+        not a scan of every file per request meanwhile (the index is that
+        scan, under way), and a write refused before it is made, not told
+        it failed once it is on disk."""
+        if self.index is not None and not self.index.built:
+            raise StoreUnavailable("the job index is still being built")
+
     def _query(self, call: Callable[[JobIndex | ScannedJobs], T]) -> T:
         if self.index is not None:
-            if not self.index.built:
-                # Not a scan of every file per request meanwhile: the
-                # index is that scan, under way (``background``).
-                raise StoreUnavailable("the job index is still being built")
+            self._require_built()
             try:
                 return call(self.index)
             except IndexUnavailable:

@@ -25,6 +25,12 @@ from jobstatus_core import StoreError, StoreUnavailable
 FAILURES_IN_A_ROW = 3
 
 
+class Unreachable(StoreUnavailable):
+    """The server could not be reached: refused, reset, silent, or no
+    connection to it within the timeout. Only these make an outage; a
+    statement the server cancelled at its timeout is an answer."""
+
+
 class Outage:
     """Thread-safe; one per store object."""
 
@@ -53,7 +59,7 @@ class Outage:
         try:
             yield
             answered = True
-        except StoreUnavailable as exc:
+        except Unreachable as exc:
             with self._lock:
                 self._failures += 1
                 self._last = exc

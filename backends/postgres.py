@@ -80,7 +80,7 @@ from jobstatus_core.storebase import parsed_version
 
 from . import storedjson
 from .answertexts import AnswerTexts
-from .outage import Outage
+from .outage import Outage, Unreachable
 from .postgresasync import LoopReads, Rows
 from .postgressql import MIGRATIONS, SCHEMA_VERSION, Statements
 from .subscribers import Subscribers
@@ -581,7 +581,11 @@ class _Listener:
         self._thread = threading.Thread(
             target=self._run, name="jobstatus-postgres-listen", daemon=True
         )
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            self._close_pipe()
+            raise
 
     def is_alive(self) -> bool:
         return self._thread.is_alive()
@@ -674,13 +678,15 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except psycopg_pool.PoolTimeout:
-        raise StoreUnavailable(
+        # Down, or every connection busy for the whole timeout: either way
+        # the requests behind it would wait as long (``outage``).
+        raise Unreachable(
             "PostgreSQL unreachable: no connection within the timeout"
         ) from None
     except psycopg.errors.QueryCanceled:
         raise StoreUnavailable("PostgreSQL timed out") from None
     except psycopg.OperationalError as exc:
-        raise StoreUnavailable(f"PostgreSQL unreachable: {_one_line(exc)}") from None
+        raise Unreachable(f"PostgreSQL unreachable: {_one_line(exc)}") from None
     except psycopg.Error as exc:
         raise StoreError(f"PostgreSQL error: {_one_line(exc)}") from None
 

@@ -78,7 +78,6 @@ from jobstatus_core import (
     Row,
     Stale,
     StoreError,
-    StoreUnavailable,
     Tombstone,
     TriesInline,
     VersionedStoreBase,
@@ -93,7 +92,7 @@ from jobstatus_core.registry import redact
 
 from . import storedjson
 from .answertexts import AnswerTexts
-from .outage import Outage
+from .outage import Outage, Unreachable
 from .redisasync import AsyncClients, Use
 from .redislistener import RedisListener
 from .redispipe import Address, ConnectionLost, converted
@@ -872,6 +871,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
         the sync client's retries."""
         if not isinstance(error, redis.RedisError) or isinstance(error, ConnectionLost):
             raise WouldBlock(f"the round trip on the loop failed: {error!r}")
+        # Not counted by ``_outage``: it counts the calls made on threads,
+        # which wait for each other; those on the loop wait for nobody.
         self._mapped(partial(_reraise, error))
         raise AssertionError("_mapped raises what _reraise raised")
 
@@ -880,20 +881,16 @@ class RedisStore(VersionedStoreBase, TriesInline):
             # On the event loop only what _read fetched: a round trip here
             # would hold the loop.
             raise WouldBlock("this Redis call runs on threads")
-        return self._mapped(action)
+        with self._outage.call():
+            return self._mapped(action)
 
     def _mapped(self, action: Callable[[], T]) -> T:
-        with self._outage.call():
-            try:
-                return action()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                raise StoreUnavailable(
-                    f"Redis unreachable: {type(exc).__name__}"
-                ) from exc
-            except redis.RedisError as exc:
-                raise StoreError(
-                    f"Redis error: {str(exc).splitlines()[0][:200]}"
-                ) from exc
+        try:
+            return action()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise Unreachable(f"Redis unreachable: {type(exc).__name__}") from exc
+        except redis.RedisError as exc:
+            raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
 
 
 def _second(cutoff: float) -> float:

@@ -61,7 +61,13 @@ class Subscribers:
             if self._listen is not None and (
                 listener is None or not listener.is_alive()
             ):
-                listener = self._listener = self._listen(self.notify)
+                try:
+                    listener = self._listener = self._listen(self.notify)
+                except BaseException:
+                    # No thread (out of file descriptors, say): nobody
+                    # would call it, and nobody was given a way to drop it.
+                    self._callbacks.remove(callback)
+                    raise
         if listener is not None:
             # Outside the lock: the callbacks are called meanwhile.
             listener.wait_listening(self._timeout)

@@ -631,6 +631,10 @@ def test_a_store_for_a_server_answers_unavailable_until_its_index_is_built(
         assert listing.json()["message"] == "Job store unavailable"
         with pytest.raises(StoreError, match="still being built"):
             store.changed_since(0)
+        # A write is refused before it is made, not said to fail once made.
+        with pytest.raises(StoreError, match="still being built"):
+            store.put({"job_id": "during", "job_status": "queued"})
+        assert not (jobs / "during.json").exists()
         wait_for(lambda: httpx.get(url + "/readyz").status_code == 200, 30)
         assert len(listing_of(store)) == 300
     finally:

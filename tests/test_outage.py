@@ -1,13 +1,14 @@
-"""A store server that stopped answering: refused at once, tried again by one
-call at a time (``backends/outage.py``)."""
+"""A store's server that stopped answering: refused at once, tried again by
+one call at a time (``backends/outage.py``); a listener that cannot start."""
 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
-from jobstatus_backends.outage import FAILURES_IN_A_ROW, Outage
+from jobstatus_backends.outage import FAILURES_IN_A_ROW, Outage, Unreachable
 from jobstatus_core import StoreError, StoreUnavailable
 
 from .helpers import Clock
@@ -32,10 +33,10 @@ def test_failures_in_a_row_refuse_calls_until_one_tries_again() -> None:
     clock = Clock(0.0)
     outage = Outage(1.0, clock)
     for _ in range(FAILURES_IN_A_ROW - 1):
-        fail(outage, StoreUnavailable("Redis unreachable: TimeoutError"))
+        fail(outage, Unreachable("Redis unreachable: TimeoutError"))
     assert not refused_at_once(outage)  # and it answered: the count restarts
     for _ in range(FAILURES_IN_A_ROW):
-        fail(outage, StoreUnavailable("Redis unreachable: TimeoutError"))
+        fail(outage, Unreachable("Redis unreachable: TimeoutError"))
     assert refused_at_once(outage)
     with pytest.raises(StoreUnavailable, match="Redis unreachable: TimeoutError"):
         outage.call().__enter__()
@@ -63,18 +64,36 @@ def test_a_failed_try_refuses_for_another_wait() -> None:
     clock = Clock(0.0)
     outage = Outage(1.0, clock)
     for _ in range(FAILURES_IN_A_ROW):
-        fail(outage, StoreUnavailable("down"))
+        fail(outage, Unreachable("down"))
     clock.now = 1.5
-    fail(outage, StoreUnavailable("still down"))
+    fail(outage, Unreachable("still down"))
     clock.now = 2.0
     assert refused_at_once(outage)
     clock.now = 2.5
     assert not refused_at_once(outage)
 
 
-def test_an_error_the_server_answered_is_no_outage() -> None:
+def test_what_the_server_answered_is_no_outage() -> None:
+    """An error it answered, or a statement it cancelled at its timeout:
+    the server is there."""
     outage = Outage(1.0, Clock(0.0))
-    for _ in range(2 * FAILURES_IN_A_ROW):
-        fail(outage, StoreUnavailable("slow"))
-        fail(outage, StoreError("Redis error: WRONGTYPE"))
-    assert not refused_at_once(outage)
+    for answer in (StoreError("Redis error: WRONGTYPE"), StoreUnavailable("timed out")):
+        for _ in range(2 * FAILURES_IN_A_ROW):
+            for _ in range(FAILURES_IN_A_ROW - 1):
+                fail(outage, Unreachable("slow"))
+            fail(outage, answer)
+        assert not refused_at_once(outage)
+
+
+def test_a_listener_that_cannot_start_keeps_no_callback() -> None:
+    from jobstatus_backends.subscribers import Subscribers
+
+    def no_thread(notify: object) -> Any:
+        raise OSError(24, "Too many open files")
+
+    subscribers = Subscribers(no_thread, timeout=0.1)
+    called: list[int] = []
+    with pytest.raises(OSError):
+        subscribers.add(lambda: called.append(1))
+    subscribers.notify()
+    assert called == []

@@ -931,7 +931,10 @@ def test_a_wrong_password_or_database_stops_serve_with_one_line(
     with pytest.raises(ConfigError, match=message):
         opened(url).check()
     result = subprocess.run(
-        [sys.executable, "-m", "jobstatus_adapters.cli", "serve", "--port", "0"],
+        [
+            *(sys.executable, "-m", "jobstatus_adapters.cli", "serve"),
+            *("--port", str(free_port())),
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,

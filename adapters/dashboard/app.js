@@ -27,6 +27,9 @@ const number = new Intl.NumberFormat("en");
 const state = {
   token: null,
   expiryTimer: 0,
+  /** Counts the lists the page has held: an answer asked for before the
+   * last sign-out or store of another life belongs to none of them. */
+  life: 0,
   /** job_id -> {job_id, job_status, updated_at, version} */
   jobs: new Map(),
   /** Changes not yet applied, the latest per job (bounded by the job count). */
@@ -119,8 +122,10 @@ $("sign-in-form").addEventListener("submit", async (event) => {
       body: { all: true, ttl_seconds: TOKEN_TTL_SECONDS },
       key,
     });
-    sessionStorage.setItem(TOKEN_KEY, JSON.stringify(minted));
-    start(minted);
+    // Until when, by this browser's clock: the server's may be another.
+    const kept = { token: minted.token, until: Date.now() + TOKEN_TTL_SECONDS * 1000 };
+    sessionStorage.setItem(TOKEN_KEY, JSON.stringify(kept));
+    start(kept);
   } catch (err) {
     $("sign-in-error").textContent =
       err.status === 401 ? "That key was refused." : `Could not sign in: ${err.message}`;
@@ -130,13 +135,14 @@ $("sign-in-form").addEventListener("submit", async (event) => {
 
 $("sign-out").addEventListener("click", () => signOut(""));
 
-/** Signed in with ``minted`` ({token, expires_at}), until it expires: the
- * server ends the feed then, and the page asks for the key again. */
-function start(minted) {
-  state.token = minted.token;
+/** Signed in with ``kept`` ({token, until}: this browser's time, in ms),
+ * until the token expires: the server ends the feed then, and the page
+ * asks for the key again. */
+function start(kept) {
+  state.token = kept.token;
   state.expiryTimer = setTimeout(
     () => signOut("Your session has expired: sign in again."),
-    Math.max(0, minted.expires_at * 1000 - Date.now()),
+    Math.max(0, kept.until - Date.now()),
   );
   $("skip").hidden = false;
   $("sign-in").hidden = true;
@@ -168,6 +174,7 @@ function signOut(reason) {
 /** Drops every job the page holds: signed out, or the store began another
  * life (its jobs, positions and counts are not those the page holds). */
 function forgetJobs() {
+  state.life += 1;
   Object.assign(state, {
     jobs: new Map(),
     pending: new Map(),
@@ -491,9 +498,11 @@ async function refreshCounts() {
   clearTimeout(state.countsTimer);
   state.countsTimer = 0;
   if (!state.token) return;
+  const life = state.life;
   try {
     // Kept by the store: right for every job, not only the loaded ones.
     const answer = await api("/v1/jobs?limit=1&counts=true");
+    if (life !== state.life) return;
     state.counts = answer.counts;
   } catch (err) {
     if (err.status === 401) signOut("Your session has expired: sign in again.");
@@ -625,10 +634,12 @@ async function loadOlder() {
   if (history.busy || history.done) return;
   history.busy = true;
   renderHistory();
+  const life = state.life;
   try {
     const query = new URLSearchParams({ limit: String(HISTORY_PAGE) });
     if (history.cursor) query.set("cursor", history.cursor);
     const page = await api(`/v1/jobs?${query}`);
+    if (life !== state.life) return; // the list it was asked for is gone
     for (const job of page.jobs) merge(job, true);
     history.cursor = page.cursor;
     history.loaded += page.jobs.length;
@@ -636,6 +647,7 @@ async function loadOlder() {
     // Past the live window's start, the feed holds the rest.
     history.done = !page.has_more || (last !== undefined && last.updated_at >= state.windowStart);
   } catch (err) {
+    if (life !== state.life) return;
     if (err.status === 401) {
       signOut("Your session has expired: sign in again.");
       return;
@@ -831,11 +843,11 @@ function showRecord(record) {
 
 // --- on load -------------------------------------------------------------------
 
-/** The token a reload keeps ({token, expires_at}), if it is still good. */
+/** The token a reload keeps ({token, until}), if it is still good. */
 function keptToken() {
   try {
     const kept = JSON.parse(sessionStorage.getItem(TOKEN_KEY));
-    if (typeof kept?.token === "string" && kept.expires_at * 1000 > Date.now()) return kept;
+    if (typeof kept?.token === "string" && kept.until > Date.now()) return kept;
   } catch {
     // Not what this page keeps: sign in again.
   }
