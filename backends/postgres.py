@@ -83,7 +83,7 @@ from .answertexts import AnswerTexts
 from .outage import Outage, Unreachable
 from .postgresasync import LoopReads, Rows
 from .postgressql import MIGRATIONS, SCHEMA_VERSION, Statements
-from .subscribers import Subscribers
+from .subscribers import ListenerThread, Subscribers
 from .urloptions import parse_store_url
 
 logger = logging.getLogger("jobstatus.postgres")
@@ -565,58 +565,47 @@ class PostgresStore(VersionedStoreBase):
         )
 
 
-class _Listener:
+class _Listener(ListenerThread):
     """The store's ``Listener``: one listening connection, and the thread
     reading it while anybody subscribes. Started when made."""
 
     def __init__(self, conninfo: str, channel: str, notify: Callable[[], None]) -> None:
+        super().__init__("jobstatus-postgres-listen", notify)
         self._conninfo = conninfo
         self._channel = channel
-        self._notify = notify
-        self._stopping = threading.Event()
-        self._listening = threading.Event()
         # ``stop`` writes to it: the thread's select wakes at once.
         self._wake_r, self._wake_w = os.pipe()
         self._stopped_by_callback = False
-        self._thread = threading.Thread(
-            target=self._run, name="jobstatus-postgres-listen", daemon=True
-        )
         try:
-            self._thread.start()
+            self._start()
         except BaseException:
             self._close_pipe()
             raise
 
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def wait_listening(self, timeout: float) -> None:
-        # When PostgreSQL answers in time; else the callbacks are called once
-        # the listener connects.
-        self._listening.wait(timeout)
-
     def stop(self) -> None:
-        self._stopping.set()
-        os.write(self._wake_w, b"x")
+        super().stop()
         if threading.current_thread() is self._thread:
-            # A callback unsubscribed: the thread ends once it returns.
+            # A callback unsubscribed: the thread ends once it returns,
+            # and closes the pipe (``_listen``).
             self._stopped_by_callback = True
-            return
-        self._thread.join()
-        self._close_pipe()
+        else:
+            self._close_pipe()
+
+    def _wake(self) -> None:
+        os.write(self._wake_w, b"x")
 
     def _close_pipe(self) -> None:
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def _run(self) -> None:
+    def _listen(self) -> None:
         try:
-            self._listen()
+            self._listen_until_stopped()
         finally:
             if self._stopped_by_callback:
                 self._close_pipe()
 
-    def _listen(self) -> None:
+    def _listen_until_stopped(self) -> None:
         delays: Iterator[float] = iter(())
         wake_r = self._wake_r
         while not self._stopping.is_set():

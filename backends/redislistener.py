@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from typing import cast
 
 import redis
+
+from .subscribers import ListenerThread
 
 logger = logging.getLogger("jobstatus.redis")
 
@@ -21,41 +22,25 @@ RECONNECT_FIRST_SECONDS = 0.1
 RECONNECT_LAST_SECONDS = 5.0
 
 
-class RedisListener:
+class RedisListener(ListenerThread):
     """Calls ``notify`` for each message on ``channel``, and once after every
     subscription that follows a lost connection (redis-py's own silent
     reconnect included: it subscribes again, and the confirmation is seen
     here): a change made meanwhile was never published to it, and is read
-    again by whoever the call wakes. Started when made.
+    again by whoever the call wakes. Started when made; it looks whether to
+    stop every ``LISTEN_SECONDS``.
     """
 
     def __init__(
         self, client: redis.Redis, channel: str, notify: Callable[[], None]
     ) -> None:
-        self._client = client
+        super().__init__("jobstatus-redis-listener", notify)
         self._channel = channel
-        self._notify = notify
-        self._stopping = threading.Event()
-        self._listening = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="jobstatus-redis-listener", daemon=True
-        )
         # redis-py leaves pubsub() unannotated; the object it makes is typed.
         self._new_pubsub = cast(Callable[[], redis.client.PubSub], client.pubsub)
-        self._thread.start()
+        self._start()
 
-    def is_alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def wait_listening(self, timeout: float) -> None:
-        self._listening.wait(timeout)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
-
-    def _run(self) -> None:
+    def _listen(self) -> None:
         delay = RECONNECT_FIRST_SECONDS
         # Only the very first subscription follows no gap: the first
         # subscriber waits for it (``wait_listening``).

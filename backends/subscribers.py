@@ -34,6 +34,41 @@ class Listener(Protocol):
 Listen = Callable[[Callable[[], None]], Listener]
 
 
+class ListenerThread:
+    """A ``Listener`` that is a thread running ``_listen`` (a store's own),
+    which calls ``_notify``, sets ``_listening`` once it hears, and returns
+    soon after ``_stopping`` is set (``_wake`` may hurry it)."""
+
+    def __init__(self, name: str, notify: Callable[[], None]) -> None:
+        self._notify = notify
+        self._stopping = threading.Event()
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=self._listen, name=name, daemon=True)
+
+    def _start(self) -> None:
+        """Called by the subclass once it is ready to listen."""
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait_listening(self, timeout: float) -> None:
+        self._listening.wait(timeout)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    def _wake(self) -> None:
+        """Interrupts the thread's wait for a message; by default it looks
+        at ``_stopping`` between waits of its own."""
+
+    def _listen(self) -> None:
+        raise NotImplementedError
+
+
 class Subscribers:
     """Callbacks told that the store may have changed.
 
