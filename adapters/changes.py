@@ -342,14 +342,13 @@ class Changes:
                 # The next look starts again from the last position seen, so
                 # nothing is missed once the store answers.
                 failures += 1
+                now = time.monotonic()
                 if failures == 1:
                     # Waits and streams would otherwise sit unanswered for
                     # as long as the store fails (a stream still beating,
                     # its page "live"): woken once, each reads the store and
                     # answers its error, or ends for its client to resume.
                     self._wake_everyone()
-                now = time.monotonic()
-                if failures == 1:
                     logger.warning("watching the store failed: %s", exc)
                     logged = now
                 elif now - logged >= FAILURE_LOG_SECONDS:

@@ -13,7 +13,7 @@ import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from jobstatus_backends import (
@@ -102,17 +102,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "serve":
             # Before the store opens: a million-file index takes a minute.
             _check_serving(args)
-        # Opened to read or write one job, or only to prove the settings
-        # (serve's workers each open their own): the file store's index, a
-        # read of every file, would serve nobody.
-        light = args.command in ONE_JOB_COMMANDS or _serves_from_workers(args)
-        opener = (
-            recording_store_from_url
-            if light
-            else serving_store_from_url
-            if args.command == "serve"
-            else store_from_url
-        )
+        opener = _opener(args)
         for setting, url in _store_urls(args, settings):
             try:
                 store = opener(url)
@@ -159,6 +149,18 @@ def _check_serving(args: argparse.Namespace) -> None:
             raise ConfigError("--access-log: only with --interface asgi")
     args.port = listen.port_number(args.port)
     listen.check_address(args.host, args.port)
+
+
+def _opener(args: argparse.Namespace) -> Callable[[str], Store]:
+    """How a command opens its stores."""
+    if args.command in ONE_JOB_COMMANDS or _serves_from_workers(args):
+        # To read or write one job, or only to prove the settings (serve's
+        # workers each open their own): the file store's index, a read of
+        # every file, would serve nobody.
+        return recording_store_from_url
+    if args.command == "serve":
+        return serving_store_from_url  # listens while the index builds
+    return store_from_url
 
 
 def _serves_from_workers(args: argparse.Namespace) -> bool:

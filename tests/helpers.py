@@ -342,15 +342,16 @@ class ServeProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
-        wait_for(self._answering, 30)
+        wait_for(self._ready, 30)
 
-    def _answering(self) -> bool:
+    def _ready(self) -> bool:
+        """Ready, as an orchestrator waits for it: the server listens at
+        once, and its file index may still be building (``503``)."""
         assert self.process.poll() is None, self.process.communicate()
         try:
-            httpx.post(self.url + "/v1/toolkit/jobs/status", timeout=1)
+            return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
-        return True
 
     def stop(self) -> tuple[str, str]:
         """Stop it; its stdout and stderr."""
