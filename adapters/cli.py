@@ -25,6 +25,7 @@ from jobstatus_core import (
     Checkable,
     ConfigError,
     Enumerable,
+    Expiring,
     InvalidRecord,
     Presence,
     Settings,
@@ -423,7 +424,22 @@ def _get(args: argparse.Namespace, settings: Settings, store: Store) -> int:
         raise ConfigError(f"job_id must be {JOB_ID_RULE}")
     record = store.get(args.job_id)
     if record is None:
-        print(f"jobstatus: job {args.job_id!r} not found", file=sys.stderr)
+        # As GET /v1/job/{id} answers 410: retention removed it, and its
+        # tombstone says how it ended and when it went.
+        tomb = (
+            store.tombstones([args.job_id]).get(args.job_id)
+            if isinstance(store, Expiring)
+            else None
+        )
+        if tomb is None:
+            print(f"jobstatus: job {args.job_id!r} not found", file=sys.stderr)
+        else:
+            ended = _shown(tomb.record()["job_status"])
+            print(
+                f"jobstatus: job {args.job_id!r} expired: it was {ended},"
+                f" removed at {_when(tomb.expired_at)} UTC",
+                file=sys.stderr,
+            )
         return 1
     print(json.dumps(record, indent=2))
     return 0

@@ -373,6 +373,12 @@ def test_jobstatus_purge_prints_what_it_removes(
         "forgot 0 tombstones",
     ]
     assert store.get("old") is None and store.get("new") is not None
+    # `get` says what GET /v1/job/{id} answers with 410, not "not found".
+    assert cli.main(["get", "old", "--store", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("jobstatus: job 'old' expired: it was done, removed at ")
+    assert cli.main(["get", "gone", "--store", url]) == 1
+    assert capsys.readouterr().err == "jobstatus: job 'gone' not found\n"
 
 
 def test_serve_and_purge_refuse_a_store_that_does_not_expire(
