@@ -122,6 +122,15 @@ def quote_path(path: str) -> str:
 
 
 def api_keys(environ: Mapping[str, str]) -> tuple[str, ...]:
+    for name in ("API_KEY", "JOBSTATUS_API_KEYS"):
+        raw = environ.get(name, "")
+        # Empty is unset, as a compose file's `${API_KEY}` leaves it; spaces
+        # or commas alone are a key meant and lost, not a request for one.
+        if raw and not raw.replace(",", "").strip():
+            raise ConfigError(
+                f"{name}: holds no key, only spaces or commas"
+                " (leave it empty to have a key generated)"
+            )
     keys: list[str] = []
     given = [("API_KEY", environ.get("API_KEY", ""))] + [
         ("JOBSTATUS_API_KEYS", key)

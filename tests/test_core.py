@@ -275,6 +275,8 @@ def test_settings_from_environment() -> None:
         ("JOBSTATUS_DEFAULT_SINCE", "nan"),
         ("JOBSTATUS_MAX_BODY", "64k"),
         ("JOBSTATUS_MAX_BODY", "0"),
+        ("API_KEY", " "),
+        ("JOBSTATUS_API_KEYS", " , "),
     ],
 )
 def test_bad_setting_names_itself(name: str, value: str) -> None:
