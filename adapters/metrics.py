@@ -268,17 +268,25 @@ class _JobCounts(Collector):
         family = GaugeMetricFamily(
             "jobstatus_jobs", "Jobs in the store, by status", labels=("status",)
         )
+        up = 1
         try:
             counts = service.store.counts(None, None)
         except WouldBlock:
             raise  # tried again on a thread: not a failure
         except Exception as exc:
             self.metrics.count_store_error(exc)
-            counts = {}
+            counts, up = {}, 0
         for text, n in sorted(counts.items()):
             value = json.loads(text)
             family.add_metric((value if isinstance(value, str) else text,), n)
         yield family
+        # The exporters' `up`: while the store fails, jobstatus_jobs has no
+        # series, and an alert on it alone would go quiet instead of firing.
+        yield GaugeMetricFamily(
+            "jobstatus_store_up",
+            "1 when this scrape read the store's counts, 0 when the store failed",
+            value=up,
+        )
         store = service.store
         if isinstance(store, Indexed):
             yield GaugeMetricFamily(

@@ -132,12 +132,16 @@ def test_readyz_is_503_while_the_store_does_not_answer(
         raise StoreUnavailable("connection refused")
 
     monkeypatch.setattr(store, "mark", down)  # fault injection
+    monkeypatch.setattr(store, "counts", lambda *given: down())
     answer = httpx.get(url + "/readyz")
     assert answer.status_code == 503
     assert answer.json()["message"] == "Job store unavailable"
     assert httpx.get(url + "/healthz").status_code == 200
     metrics = httpx.get(url + "/metrics", headers={"x-api-key": API_KEY}).text
     assert 'jobstatus_store_errors_total{kind="unavailable"} 1.0' in metrics
+    # The scrape's own read of the counts failed too, and says so.
+    assert "\njobstatus_store_up 0.0\n" in metrics
+    assert "\njobstatus_jobs{" not in metrics
     store.close()
 
 
@@ -164,6 +168,7 @@ def test_metrics_need_the_key_unless_opened_and_count_requests(
     assert 'jobstatus_requests_total{code="401",operation="metrics"} 2.0' in text
     assert 'jobstatus_jobs{status="done"} 1.0' in text
     assert 'jobstatus_jobs{status="running"} 1.0' in text
+    assert "\njobstatus_store_up 1.0\n" in text
     assert "jobstatus_request_duration_seconds_bucket" in text
     assert "secret" not in text and API_KEY not in text
     store.close()
