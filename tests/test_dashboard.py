@@ -358,7 +358,7 @@ def test_the_page_and_its_files_carry_the_policy(server: Served) -> None:
     # Its icon is inline (the CSP allows data: images): a browser asks the
     # host for no /favicon.ico, which would be the host's 404.
     page = httpx.get(server.url + "/dashboard/").text
-    assert "<link rel=\"icon\" href=\"data:image/svg+xml," in page
+    assert '<link rel="icon" href="data:image/svg+xml,' in page
     moved = httpx.get(server.url + "/dashboard")
     assert moved.status_code == 307
     assert moved.headers["location"] == "./dashboard/"
