@@ -123,9 +123,12 @@ def open_feed(service: StatusService, request: Request) -> Reply | Feed:
         else:
             statuses = params.statuses(query)
             job_ids = _job_ids(query)
-            granted = request.grant.job_ids
-            if granted is not None:
-                job_ids = granted if job_ids is None else job_ids & granted
+            if job_ids is None:
+                job_ids = request.grant.job_ids  # narrowed to the token's
+            elif not all(map(request.grant.allows, job_ids)):
+                # As POST /v1/jobs/wait and a job's own stream answer a job
+                # the token does not grant: not a stream that stays silent.
+                raise tokens.forbidden()
         since = _since(query)
         # Bound to what the feed sends (its statuses and jobs), not to the
         # snapshot's window: a cursor of an unfiltered list resumes an

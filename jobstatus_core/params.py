@@ -100,12 +100,10 @@ def flag(query: Query, name: str) -> bool:
 
 
 def include_record(query: Query) -> bool:
-    values = [
-        part.strip()
-        for value in query.get("include", ())
-        for part in value.split(",")
-        if part.strip()
-    ]
+    """``include`` (only ``record`` so far, comma-separated): one value,
+    the first when given twice, as the other parameters that take one."""
+    values = [part.strip() for part in (first(query, "include") or "").split(",")]
+    values = [value for value in values if value]
     unknown = [value for value in values if value != "record"]
     if unknown:
         raise invalid_parameter("include", "must be record")

@@ -55,7 +55,7 @@ class Waiting:
 def ask_job_now(service: StatusService, request: Request) -> JobAsked | Reply | None:
     """``GET /v1/job/{id}``'s ``OneRead.ask``: ``reading.ask_job``, or
     None for a wait, which its handler serves."""
-    if params.first(request.query, "wait") is not None:
+    if params.first(request.query, "wait"):  # empty is the default: none
         return None
     return ask_job(service, request)
 
@@ -63,7 +63,7 @@ def ask_job_now(service: StatusService, request: Request) -> JobAsked | Reply | 
 def get_job_waiting(service: StatusService, request: Request) -> Reply | Waiting:
     """``GET /v1/job/{id}?wait=S[&until=finished|changed][&after=VERSION]``."""
     query = request.query
-    if params.first(query, "wait") is None:
+    if not params.first(query, "wait"):
         return get_job(service, request)
     job_id = request.path_params["job_id"]
     try:

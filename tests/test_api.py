@@ -152,6 +152,11 @@ def test_list_filters_counts_and_records(client: httpx.Client, store: Store) -> 
     )
     (item,) = with_records["response"]["jobs"]
     assert item["record"] == {"job_id": "d", "job_status": "running", "response": None}
+    # A parameter that takes one value, given twice, takes the first.
+    for twice, records in ((["record", "bogus"], True), (["", "bogus"], False)):
+        asked = {"include": twice, "status": "running"}
+        (item,) = envelope_of(client.get("/v1/jobs", params=asked))["response"]["jobs"]
+        assert ("record" in item) is records
 
 
 @pytest.mark.parametrize(

@@ -281,6 +281,18 @@ def test_a_token_narrows_the_feed(feed_url: str, store: Store) -> None:
         assert next_job(events)["data"]["job_id"] == "mine"
     refused = httpx.get(feed_url + "/v1/job/theirs/events", params={"token": granted})
     assert_error(refused, 403, "Forbidden")
+    # Naming a job the token does not grant is refused, as everywhere else.
+    for named in (["theirs"], ["mine", "theirs"]):
+        asked = {"token": granted, "job_id": named}
+        refused = httpx.get(feed_url + "/v1/jobs/events", params=asked)
+        assert_error(refused, 403, "Forbidden")
+    with stream(
+        feed_url,
+        "/v1/jobs/events",
+        params={"token": granted, "job_id": "mine"},
+        headers={},
+    ) as events:
+        assert next_job(events)["data"]["job_id"] == "mine"
 
 
 @pytest.mark.memory

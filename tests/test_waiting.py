@@ -129,6 +129,9 @@ def test_until_changed_is_relative_to_arrival_or_after(
     gone = client.get("/v1/job/nobody", params=absent)
     assert gone.status_code == 404 and not gone.json()["waited"]["met"]
     # The ETag as sent (quoted, weak) is the version it names: not changed.
+    # An empty wait is the default, no wait: the answer at once, no `waited`.
+    now = client.get("/v1/job/c", params={"wait": ""})
+    assert now.status_code == 200 and "waited" not in now.json()
     etag = client.get("/v1/job/c").headers["etag"]
     for after in (etag, f"W/{etag}"):
         same = {"wait": "0.2", "until": "changed", "after": after}
