@@ -78,6 +78,7 @@ from jobstatus_core import (
     Row,
     Stale,
     StoreError,
+    StoreUnavailable,
     Tombstone,
     TriesInline,
     VersionedStoreBase,
@@ -555,17 +556,35 @@ class RedisStore(VersionedStoreBase, TriesInline):
         return [(job_id, float(score)) for job_id, score in pairs]
 
     def check(self) -> None:
-        """One PING: a wrong password or address stops the start."""
+        """One PING: a wrong password or address stops the start. Then what
+        ``INFO`` tells of settings that would lose the change order, each a
+        warning: the server is the operator's, and may be right for others."""
         try:
             self._client.ping()
+            info = self._client.info("memory")
         except redis.AuthenticationError:
             raise ConfigError("Redis authentication failed (wrong password?)") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConfigError(f"Redis unreachable: {type(exc).__name__}") from None
+        except redis.ResponseError:
+            logger.warning(
+                "Redis refuses INFO to this user: a restart from a snapshot older"
+                " than the last writes cannot be told, and a cursor held across"
+                " one may skip changes; grant +info (docs/scaling.md)"
+            )
+            return
         except redis.RedisError as exc:
             raise ConfigError(
                 f"Redis error: {str(exc).splitlines()[0][:200]}"
             ) from None
+        policy = str(info.get("maxmemory_policy", ""))
+        if policy.startswith("allkeys-"):
+            logger.warning(
+                "Redis maxmemory-policy is %s: past maxmemory it evicts job"
+                " records and the change order's keys; use noeviction or a"
+                " volatile-* policy (docs/scaling.md)",
+                policy,
+            )
 
     # -- writing -------------------------------------------------------------
 
@@ -676,6 +695,7 @@ class RedisStore(VersionedStoreBase, TriesInline):
                         self._time_sets,
                         self._channel,
                         repr(float(at)),
+                        secrets.token_hex(8),
                         *pairs,
                     ],
                 )
@@ -889,6 +909,9 @@ class RedisStore(VersionedStoreBase, TriesInline):
             return action()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise Unreachable(f"Redis unreachable: {type(exc).__name__}") from exc
+        except redis.OutOfMemoryError:
+            # An answer, not an outage: reads go on, writes wait for room.
+            raise StoreUnavailable("Redis is out of memory (maxmemory)") from None
         except redis.RedisError as exc:
             raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
 
@@ -940,18 +963,32 @@ def _connect(
     kind: type[ClientT] = redis.Redis,  # type: ignore[assignment]
 ) -> ClientT:
     """A client of ``kind`` (redis-py's, or its asyncio twin) for ``url``."""
+    settings: dict[str, Any] = {
+        **_DRIVER,
+        **connection,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": 30,
+        "decode_responses": True,
+        # Bytes that are not UTF-8 (a key edited by hand) read as U+FFFD.
+        "encoding_errors": "replace",
+    }
     try:
-        return kind.from_url(
-            url,
-            **_DRIVER,
-            **connection,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=30,
-            decode_responses=True,
-            # Bytes that are not UTF-8 (a key edited by hand) read as U+FFFD.
-            encoding_errors="replace",
+        if "max_connections" not in settings:
+            return kind.from_url(url, **settings)
+        # At the limit a call waits for a connection, up to the timeout, as
+        # a PostgreSQL pool's does: redis-py's own pool fails it at once,
+        # which read as Redis unreachable while Redis was fine.
+        blocking = (
+            redis.BlockingConnectionPool
+            if kind is redis.Redis
+            else aredis.BlockingConnectionPool
         )
+        pool = blocking.from_url(url, timeout=timeout, **settings)
+        # Each kind with its own pool's kind, as the two lines above pair them.
+        client = kind(connection_pool=cast(Any, pool))
+        client.auto_close_connection_pool = True  # as from_url's own
+        return client
     except ValueError as exc:
         raise ConfigError(f"store URL {redact(url)!r}: {exc}") from None
 

@@ -5,6 +5,34 @@ keys they name are listed in ``redis``'s docstring."""
 
 from __future__ import annotations
 
+# The counter and the epoch as a change needs them, for the scripts that
+# hand out positions: an epoch missing is set (a new store). A counter
+# missing while positions remain was evicted (a maxmemory policy of
+# allkeys-*): counting from 1 again under the same epoch would repeat the
+# positions cursors hold and the versions clients hold, so it goes on from
+# the highest position left, in a new epoch, and every cursor from before
+# is answered 410 Cursor expired. SET is refused past maxmemory, as INCR is.
+KEPT_ORDER = """
+local function kept_order(counter, epoch_key, sets, epoch, new_epoch)
+  if redis.call('EXISTS', counter) == 0 then
+    local top = 0
+    for _, set in ipairs(sets) do
+      local last = redis.call('ZRANGE', set, -1, -1, 'WITHSCORES')
+      if last[2] then top = math.max(top, tonumber(last[2])) end
+    end
+    if top > 0 then
+      redis.call('SET', counter, string.format('%d', top))
+      epoch = nil
+    end
+  end
+  if not epoch then
+    epoch = new_epoch
+    redis.call('SET', epoch_key, epoch)
+  end
+  return epoch
+end
+"""
+
 # KEYS: the record, updated, status, changes, counts, the counter, the epoch,
 # the tombstones, buried, expired.
 # ARGV: job id, record text, status text, "last written", a new epoch (used
@@ -13,11 +41,16 @@ from __future__ import annotations
 # the expected version, the channel, the prefix of the time sets. Returns
 # the job's new version, or 0 when the condition did not hold. The position
 # is published on the channel inside the script: a subscriber hears of
-# exactly the writes that happened. Counts and status sets are only moved
+# exactly the writes that happened. Its first write is one Redis refuses
+# past maxmemory (SET or INCR): the others would be let through after a
+# first one, and a full Redis would take the write whole, or none of it.
+# Counts and status sets are only moved
 # for a job already in the change order: one of the previous layout, not yet
 # indexed, was never counted. A tombstone of the id is dropped: the job is
 # alive again.
-WRITE_SCRIPT = """
+WRITE_SCRIPT = (
+    KEPT_ORDER
+    + """
 local epoch = redis.call('GET', KEYS[7])
 local id = ARGV[1]
 local old_position = redis.call('ZSCORE', KEYS[4], id)
@@ -32,7 +65,8 @@ if ARGV[7] ~= 'put' then
     if current ~= ARGV[8] then return 0 end
   end
 end
-if not epoch then redis.call('SET', KEYS[7], ARGV[5]) end
+epoch = kept_order(KEYS[6], KEYS[7], {KEYS[4], KEYS[9]}, epoch, ARGV[5])
+local position = redis.call('INCR', KEYS[6])
 local old = redis.call('HGET', KEYS[3], id)
 if old then
   redis.call('ZREM', ARGV[10] .. redis.sha1hex(old), id)
@@ -47,7 +81,6 @@ if redis.call('HDEL', KEYS[8], id) == 1 then
   redis.call('ZREM', KEYS[9], id)
   redis.call('ZREM', KEYS[10], id)
 end
-local position = redis.call('INCR', KEYS[6])
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[4], id)
 redis.call('HSET', KEYS[3], id, ARGV[3])
@@ -56,8 +89,9 @@ redis.call('ZADD', ARGV[6] .. redis.sha1hex(ARGV[3]), position, id)
 redis.call('ZADD', ARGV[10] .. redis.sha1hex(ARGV[3]), ARGV[4], id)
 redis.call('HINCRBY', KEYS[5], ARGV[3], 1)
 redis.call('PUBLISH', ARGV[9], position)
-return (epoch or ARGV[5]) .. '-' .. string.format('%d', position)
+return epoch .. '-' .. string.format('%d', position)
 """
+)
 
 # KEYS: updated, status, changes, epoch; ARGV: the record key prefix, then
 # job ids. Returns the epoch ('' before the first write), then for each id:
@@ -292,17 +326,24 @@ return out
 
 # KEYS: updated, status, changes, counts, the counter, the epoch, the
 # tombstones, buried, expired. ARGV: the record key prefix, the prefix of
-# the status sets, the prefix of the time sets, the channel, expired_at,
-# then job id and version, alternately. Each job still at its version is
-# removed with every trace (record, indexes, its count) and leaves a
-# tombstone at the next position; one PUBLISH of the last position tells
-# subscribers. Returns id, status and position of each tombstone, in order.
-EXPIRE_SCRIPT = """
+# the status sets, the prefix of the time sets, the channel, expired_at, a
+# new epoch (``KEPT_ORDER``'s), then job id and version, alternately. Each
+# job still at its version is removed with every trace (record, indexes,
+# its count) and leaves a tombstone at the next position; one PUBLISH of the
+# last position tells subscribers. Returns id, status and position of each
+# tombstone, in order.
+EXPIRE_SCRIPT = (
+    KEPT_ORDER
+    + """
 local epoch = redis.call('GET', KEYS[6])
 if not epoch then return {} end
+-- The versions were read in this epoch: in a new one none is current.
+if kept_order(KEYS[5], KEYS[6], {KEYS[3], KEYS[8]}, epoch, ARGV[6]) ~= epoch then
+  return {}
+end
 local out = {}
 local position = nil
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local id = ARGV[i]
   local record = ARGV[1] .. id
   local at = redis.call('ZSCORE', KEYS[3], id)
@@ -331,6 +372,7 @@ end
 if position then redis.call('PUBLISH', ARGV[4], position) end
 return out
 """
+)
 
 # KEYS: buried, the tombstones; ARGV: after, limit, the most entries to
 # walk, '1' to filter by the statuses that follow. Returns 1 when buried is

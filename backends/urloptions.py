@@ -71,6 +71,17 @@ def positive_count(text: str) -> int:
     return int(text)
 
 
+def shared_count(text: str) -> int:
+    """Redis's ``max_connections``: the change listener keeps one of them
+    while anybody waits or streams, and the calls need another."""
+    if not _digits(text) or int(text) < 2:
+        raise ValueError(
+            "must be a whole number >= 2 (the change listener keeps one"
+            " while anybody waits or streams)"
+        )
+    return int(text)
+
+
 def byte_count(text: str) -> int:
     if not _digits(text) or int(text) == 0:
         raise ValueError("must be a whole number of bytes > 0")
@@ -122,7 +133,7 @@ _REDIS: dict[str, OptionParser] = {
     "db": whole_number,
     "username": text,
     "password": text,
-    "max_connections": positive_count,
+    "max_connections": shared_count,
 }
 
 _POSTGRES: dict[str, OptionParser] = {

@@ -137,7 +137,7 @@ def open_feed(service: StatusService, request: Request) -> Reply | Feed:
         given = request.headers.get("last-event-id") or params.first(query, "cursor")
         resume = None if not given else service.decode_cursor(given, digest)
         mark = service.store_call("job statuses", service.store.mark)
-        if resume is not None and resume.epoch != mark.life:
+        if resume is not None and not mark.continues(resume.epoch):
             raise cursor.cursor_expired()
     except ApiError as err:
         return service.fail(request, err)

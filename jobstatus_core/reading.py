@@ -213,7 +213,7 @@ def answer_page(
     request = asked.request
     if isinstance(found, Exception):
         return service.fail(request, service.store_failure("job statuses", found))
-    if asked.resume is not None and asked.resume.epoch != found.life:
+    if asked.resume is not None and not found.continues(asked.resume.epoch):
         return service.fail(request, cursor.cursor_expired())
     if asked.key is None:
         return None

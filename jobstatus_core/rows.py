@@ -61,6 +61,17 @@ class Mark:
         never one skipped (SPEC §8)."""
         return f"{self.epoch}@{self.server}" if self.server else self.epoch
 
+    def continues(self, life: str) -> bool:
+        """Whether a cursor bound to ``life`` resumes in this mark's: the same
+        epoch, and the same server where both name one. Instances whose
+        Redis users differ in being allowed ``INFO`` share a store, and
+        each one's cursors must resume on the other (where one names no
+        server, the epoch is all either can tell)."""
+        if life == self.life:
+            return True
+        epoch, _, server = life.partition("@")
+        return epoch == self.epoch and not (server and self.server)
+
 
 @dataclass(frozen=True, slots=True)
 class Window:

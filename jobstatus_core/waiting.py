@@ -142,7 +142,7 @@ def wait_many(service: StatusService, request: Request) -> Reply | Waiting:
         mark = service.store_call("job statuses", store.mark)
         resume = None if not given else service.decode_cursor(given, digest)
         first = request.waiting is None
-        if resume is not None and resume.epoch != mark.life and first:
+        if resume is not None and not mark.continues(resume.epoch) and first:
             # On arrival only: a store that begins another life while the
             # wait holds meets it (``after_epoch``, below).
             raise cursor.cursor_expired()

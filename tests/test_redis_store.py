@@ -510,6 +510,7 @@ def _readable(store: RedisStore) -> bool:
         ("redis://127.0.0.1:6379/0?timeout=soon", "timeout"),
         ("redis://127.0.0.1:6379/0?timeout=86400", "at most 3600"),
         ("redis://127.0.0.1:6379/0?max_connections=0", "max_connections"),
+        ("redis://127.0.0.1:6379/0?max_connections=1", "the change listener"),
         ("redis://:hunter2@127.0.0.1:6379/notadb", "***"),
     ],
 )
@@ -1147,4 +1148,158 @@ def test_cursors_from_before_a_redis_restarted_behind_its_writes_are_410(
     again = answered("/v1/jobs", params={"limit": 10}).json()["response"]
     listed = [job["job_id"] for job in again["jobs"]]
     assert listed == ["old-1", "old-2", "old-3", "new-4", "new-5", "new-6"]
+    store.close()
+
+
+def test_an_evicted_counter_goes_on_in_a_new_epoch(
+    redis_server: RedisServer, serve: Callable[[ASGIApp], str]
+) -> None:
+    """Under a maxmemory policy of allkeys-*, Redis may evict the counter
+    alone: counting from 1 again under the same epoch repeated positions
+    (a cursor resumed past new changes) and versions (a 304 for a changed
+    job). The next change goes on from the highest position, in a new
+    epoch: a cursor from before is 410, a version from before matches no
+    more."""
+    import redis
+
+    prefix = "evicted:"
+    store = RedisStore.from_url(redis_server.url + f"?prefix={prefix}")
+    for job_id in ("a", "b", "c"):
+        store.put({"job_id": job_id, "job_status": "queued"}, at=NOW)
+    url = serve(create_app(service_for(store, Clock(NOW))))
+    headers = {"x-api-key": API_KEY}
+    page = httpx.get(url + "/v1/jobs", headers=headers).json()["response"]
+    etag = httpx.get(url + "/v1/job/a", headers=headers).headers["etag"]
+    before = store.mark()
+    raw = redis.Redis.from_url(redis_server.url)
+    raw.delete(prefix + "version")  # as an eviction would
+    raw.close()
+    store.put({"job_id": "d", "job_status": "queued"}, at=NOW)
+    row = store.read("d")
+    assert row is not None and row.position == 4
+    after = store.mark()
+    assert after.epoch != before.epoch and after.head == 4
+    resumed = httpx.get(
+        url + "/v1/jobs", headers=headers, params={"cursor": page["cursor"]}
+    )
+    assert resumed.status_code == 410 and resumed.json()["message"] == "Cursor expired"
+    same = httpx.get(url + "/v1/job/a", headers={**headers, "if-none-match": etag})
+    assert same.status_code == 200 and same.headers["etag"] != etag
+    # The order goes on: a purge's tombstone takes the next position.
+    store.put({"job_id": "e", "job_status": "queued"}, at=NOW)
+    assert store.mark().head == 5
+    store.close()
+
+
+def test_a_full_redis_refuses_a_write_whole_and_still_reads(
+    own_redis: RedisServer,
+) -> None:
+    """Past maxmemory (noeviction), a write is refused before any of it is
+    made, 503 and not 500: its first command is one Redis refuses there,
+    where a first ZREM or HDEL let the rest through, past the limit."""
+    import redis
+
+    store = RedisStore.from_url(own_redis.url)
+    store.put({"job_id": "a", "job_status": "queued"}, at=NOW)
+    before = store.mark()
+    raw = redis.Redis.from_url(own_redis.url)
+    raw.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(StoreUnavailable, match="out of memory"):
+            store.put({"job_id": "a", "job_status": "done"}, at=NOW)
+        with pytest.raises(StoreUnavailable, match="out of memory"):
+            store.put({"job_id": "new", "job_status": "queued"}, at=NOW)
+        row = store.read("a")
+        assert row is not None and row.status == '"queued"'
+        assert store.mark() == before
+        assert store.counts(None, None) == {'"queued"': 1}
+        assert store.read("new") is None
+    finally:
+        raw.config_set("maxmemory", 0)
+        raw.close()
+    store.put({"job_id": "a", "job_status": "done"}, at=NOW)
+    assert store.mark().head == before.head + 1
+    store.close()
+
+
+def test_instances_that_differ_in_info_resume_each_others_cursors(
+    redis_server: RedisServer, serve: Callable[[ASGIApp], str]
+) -> None:
+    """A cursor names the server's run where the instance's Redis user may
+    read INFO; behind one load balancer, an instance whose user may not
+    must still resume it, and the other way round."""
+    import redis
+
+    raw = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        with redis_user(raw, "mixed-info", "secret", "info") as user:
+            url = redis_server.url + "?prefix=mixed:"
+            told = RedisStore.from_url(url)
+            untold = RedisStore.from_url(url.replace("//", "//" + user))
+            told.put({"job_id": "a", "job_status": "queued"}, at=NOW)
+            assert told.mark().server and not untold.mark().server
+            apps = [
+                serve(create_app(service_for(s, Clock(NOW)))) for s in (told, untold)
+            ]
+            headers = {"x-api-key": API_KEY}
+            for one, other in (apps, apps[::-1]):
+                cursor = httpx.get(one + "/v1/jobs", headers=headers).json()
+                asked = {"cursor": cursor["response"]["cursor"]}
+                resumed = httpx.get(other + "/v1/jobs", headers=headers, params=asked)
+                assert resumed.status_code == 200, resumed.text
+            told.close()
+            untold.close()
+    finally:
+        raw.close()
+
+
+def test_the_start_warns_of_settings_that_lose_the_order(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis
+
+    raw = redis.Redis.from_url(own_redis.url, decode_responses=True)
+    store = RedisStore.from_url(own_redis.url)
+    with caplog.at_level("WARNING", logger="jobstatus.redis"):
+        store.check()
+        assert caplog.messages == []
+        raw.config_set("maxmemory-policy", "allkeys-lru")
+        store.check()
+        (evicts,) = caplog.messages
+        assert evicts.startswith("Redis maxmemory-policy is allkeys-lru: ")
+        caplog.clear()
+        with redis_user(raw, "no-info-check", "secret", "info") as user:
+            denied = RedisStore.from_url(own_redis.url.replace("//", "//" + user))
+            denied.check()
+            denied.close()
+        (refused,) = caplog.messages
+        assert refused.startswith("Redis refuses INFO to this user: ")
+    store.close()
+    raw.close()
+
+
+def test_calls_past_max_connections_wait_for_one(redis_server: RedisServer) -> None:
+    """The listener keeps one of two connections while anybody waits; calls
+    on threads share the other, each waiting for it, none refused as if
+    Redis were down (redis-py's own pool fails them at once)."""
+    store = RedisStore.from_url(redis_server.url + "?prefix=pool:&max_connections=2")
+    store.put({"job_id": "a", "job_status": "queued"}, at=NOW)
+    stop = store.subscribe(lambda: None)
+    wait_listening(store)
+    failures: list[BaseException] = []
+
+    def counts() -> None:
+        try:
+            for _ in range(20):
+                assert store.counts(None, None) == {'"queued"': 1}
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=counts) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    stop()
     store.close()
