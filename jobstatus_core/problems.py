@@ -73,7 +73,9 @@ def jobs_directory_not_found() -> ApiError:
 
 
 def store_unavailable() -> ApiError:
-    return ApiError(503, "Job store unavailable")
+    # As the 503s of the stream and waiter limits: an outage's refusals last
+    # about one store timeout (1 s by default), and clients back off by it.
+    return ApiError(503, "Job store unavailable", (("retry-after", "1"),))
 
 
 def store_failed(what: str, exc: BaseException) -> ApiError:

@@ -682,10 +682,11 @@ def test_unreachable_store_is_503_and_one_line_a_minute(
                 (JOB_STATUS_PATH, b'{"job_id": "x"}'),
                 (JOBS_STATUS_PATH, b"{}"),
             ):
-                body = assert_error(
-                    http.post(path, content=raw), 503, "Job store unavailable"
-                )
+                answer = http.post(path, content=raw)
+                body = assert_error(answer, 503, "Job store unavailable")
                 assert body["message"] == "Job store unavailable"
+                # As the limits' 503s: when to try again.
+                assert answer.headers["retry-after"] == "1"
     logged = [r.getMessage() for r in caplog.records if r.name == "jobstatus"]
     assert logged == ["job store unavailable: connection refused"]
 
