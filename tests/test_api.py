@@ -43,6 +43,11 @@ def test_get_job_answers_the_record_with_etag(
     assert again.headers["etag"] == etag
     weak = client.get("/v1/job/job-1", headers={"if-none-match": f'W/{etag}, "x"'})
     assert weak.status_code == 304
+    # `*` matches any version of a job that exists, and none of one that does not.
+    anything = client.get("/v1/job/job-1", headers={"if-none-match": "*"})
+    assert anything.status_code == 304 and anything.headers["etag"] == etag
+    missing = client.get("/v1/job/nobody", headers={"if-none-match": "*"})
+    assert_error(missing, 404, "Job not found")
     put(store, "job-1", "failed")
     changed = client.get("/v1/job/job-1", headers={"if-none-match": etag})
     assert changed.status_code == 200 and changed.headers["etag"] != etag

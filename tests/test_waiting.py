@@ -275,18 +275,42 @@ def test_past_the_waiter_limit_is_503(serve_service: Any) -> None:
             # sleeps, kept until it answers).
             waiting(changes_for(service))
             refused = http.get("/v1/job/busy", params={"wait": 1})
+            many = http.post("/v1/jobs/wait", json={"job_ids": ["busy"], "timeout": 1})
         finally:
             # The job finishes: the holder's wait is answered.
             put(store, "busy", "done")
             holder.join(30)
         assert_error(refused, 503, "Too many waiters")
         assert refused.headers["retry-after"] == "1"
+        assert_error(many, 503, "Too many waiters")
+        assert many.headers["retry-after"] == "1"
         assert envelope_of(held[0])["waited"]["met"] is True
         # The place is free again once the first wait has answered: a wait
         # that must take it (its job is running) is served, not refused.
         put(store, "free", "running")
         again = envelope_of(http.get("/v1/job/free", params={"wait": 0.1}))
         assert again["code"] == 200 and again["waited"]["met"] is False
+
+
+def test_the_terminal_setting_says_what_finishes_a_job(serve_service: Any) -> None:
+    """JOBSTATUS_TERMINAL, end to end: a wait until finished and a job's own
+    stream end on the statuses it names, and on no other."""
+    store = store_from_url("memory://")
+    put(store, "archived-job", "archived")
+    put(store, "failed-job", "failed")
+    url = serve_service(service_for(store, terminal=("done", "archived")))
+    headers = {"x-api-key": API_KEY}
+    for job_id, finished in (("archived-job", True), ("failed-job", False)):
+        answer = httpx.get(
+            f"{url}/v1/job/{job_id}", params={"wait": "0.3"}, headers=headers
+        )
+        assert envelope_of(answer)["waited"]["met"] is finished, job_id
+    # The stream of a finished job sends its state and ends (a stream that
+    # did not end would time out here); WSGI serves no streams.
+    ended = httpx.get(f"{url}/v1/job/archived-job/events", headers=headers, timeout=10)
+    if ended.status_code != 501:
+        assert ended.status_code == 200 and ended.text.count("event: job") == 1
+    store.close()
 
 
 #: A bound on a wake-up's delay that a loaded machine meets: far past the
