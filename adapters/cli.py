@@ -29,7 +29,6 @@ from jobstatus_core import (
     InvalidRecord,
     Presence,
     Settings,
-    StatusService,
     Store,
     StoreError,
 )
@@ -280,6 +279,8 @@ def _run_server(
     log_config: dict[str, Any],
     stack: ServerStack,
 ) -> int:
+    from .service import service_from_settings
+
     if args.interface == "wsgi":
         from . import wsgi_server
         from .wsgi import WSGIApp
@@ -289,7 +290,7 @@ def _run_server(
         wsgi_server.run(
             lambda: serving_store_from_url(url),
             lambda opened: WSGIApp(
-                build_service(opened, settings, keys),
+                service_from_settings(opened, settings, api_keys=keys),
                 cors_origins=settings.cors_origins,
             ),
             host=args.host,
@@ -313,7 +314,7 @@ def _run_server(
     }
     if args.workers == 1:
         app = create_app(
-            build_service(store, settings, keys),
+            service_from_settings(store, settings, api_keys=keys),
             cors_origins=settings.cors_origins,
             dashboard=settings.dashboard,
         )
@@ -345,36 +346,16 @@ def _metrics_directory(workers: int) -> Iterator[None]:
             os.environ.pop(MULTIPROC_ENV, None)
 
 
-def build_service(
-    store: Store, settings: Settings, keys: tuple[str, ...]
-) -> StatusService:
-    from .service import make_service
-
-    return make_service(
-        store,
-        api_keys=keys,
-        build_number=settings.build_number,
-        default_since=settings.default_since,
-        max_body=settings.max_body,
-        secret=settings.token_secret,
-        max_wait=settings.max_wait,
-        max_waiters=settings.max_waiters,
-        max_streams=settings.max_streams,
-        stream_seconds=settings.stream_seconds,
-        terminal=settings.terminal,
-        metrics_auth=settings.metrics_auth,
-    )
-
-
 def app_from_environ() -> ASGIApp:
     """The app a uvicorn worker of `jobstatus serve --workers N` serves."""
+    from .service import service_from_settings
     from .shutdown import ClosesStore
     from .starlette import create_app
 
     settings = Settings.from_environ(os.environ, cwd=os.getcwd())
     store = serving_store_from_url(settings.store_url)
     app = create_app(
-        build_service(store, settings, settings.api_keys),
+        service_from_settings(store, settings),
         cors_origins=settings.cors_origins,
         dashboard=settings.dashboard,
     )

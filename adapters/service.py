@@ -21,9 +21,11 @@ from jobstatus_core import (
     ConfigError,
     ForkSafe,
     Host,
+    Settings,
     StatusService,
     Store,
     StoreError,
+    knobs,
 )
 from jobstatus_core import __version__ as version
 from jobstatus_core.config import (
@@ -34,6 +36,7 @@ from jobstatus_core.config import (
     DEFAULT_SINCE_SECONDS,
     DEFAULT_TERMINAL,
     METRICS_AUTH,
+    MOST_MAX_WAIT,
 )
 from jobstatus_core.errors import OPENED_BEFORE_FORK
 from jobstatus_core.wrapping import StoreWrapper, wrap
@@ -62,7 +65,7 @@ def new_request_id() -> str:
 def make_service(
     store: Store,
     *,
-    api_keys: Iterable[str] = (),
+    api_keys: Iterable[str] | None = (),
     auth: Auth | _Unset | None = UNSET,
     queue_id: int | str | None = None,
     queue_length: Callable[[], int] = lambda: 0,
@@ -88,7 +91,16 @@ def make_service(
     """
     if metrics_auth not in METRICS_AUTH:
         raise ConfigError(f"metrics_auth: expected one of {', '.join(METRICS_AUTH)}")
-    keys = tuple(api_keys)
+    keys = knobs.texts("api_keys", api_keys)
+    terminal = knobs.texts("terminal", terminal)
+    if not terminal:
+        raise ConfigError("terminal: expected at least one status")
+    default_since = knobs.seconds("default_since", default_since)
+    max_body = knobs.count("max_body", max_body)
+    max_wait = knobs.seconds("max_wait", max_wait, most=MOST_MAX_WAIT)
+    max_waiters = knobs.count("max_waiters", max_waiters)
+    max_streams = knobs.count("max_streams", max_streams)
+    stream_seconds = knobs.seconds("stream_seconds", stream_seconds)
     if keys and not isinstance(auth, _Unset):
         raise ConfigError("give api_keys or auth, not both")
     if keys:
@@ -125,6 +137,29 @@ def make_service(
     )
     _services.add(service)
     return service
+
+
+def service_from_settings(
+    store: Store, settings: Settings, *, api_keys: Iterable[str] | None = None
+) -> StatusService:
+    """The service ``settings`` describe (``Settings.from_environ``: what
+    ``jobstatus serve`` reads), over ``store``; ``api_keys`` in place of
+    the settings' own (``serve`` passes the key it generated). CORS and the
+    dashboard are the adapter's (``create_app``), retention a ``Purger``'s."""
+    return make_service(
+        store,
+        api_keys=settings.api_keys if api_keys is None else api_keys,
+        build_number=settings.build_number,
+        default_since=settings.default_since,
+        max_body=settings.max_body,
+        secret=settings.token_secret,
+        max_wait=settings.max_wait,
+        max_waiters=settings.max_waiters,
+        max_streams=settings.max_streams,
+        stream_seconds=settings.stream_seconds,
+        terminal=settings.terminal,
+        metrics_auth=settings.metrics_auth,
+    )
 
 
 def signing_secret(secret: str | None, api_keys: Iterable[str]) -> bytes:

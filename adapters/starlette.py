@@ -26,9 +26,11 @@ from jobstatus_core import (
     StatusService,
     TriesInline,
     WouldBlock,
+    knobs,
     nowait,
 )
 from jobstatus_core import feed as feeds
+from jobstatus_core.config import checked_origins
 from jobstatus_core.contract import (
     OPERATIONS,
     OneRead,
@@ -84,12 +86,13 @@ def create_app(
     Every other path answers ``404 Not found`` in the envelope too, and an
     absolute-form target (``POST http://host/v1/...``) is routed by its path.
     """
+    origins = checked_origins("cors_origins", knobs.texts("cors_origins", cors_origins))
     pages: list[BaseRoute] = []
     if dashboard:
         from .dashboard import dashboard_routes
 
         pages = dashboard_routes(prefix, terminal=service.terminal)
-    return asgi_cors(StatusApp(service, prefix, pages), cors_origins)
+    return asgi_cors(StatusApp(service, prefix, pages), origins)
 
 
 class StatusApp:

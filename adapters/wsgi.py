@@ -12,7 +12,8 @@ from dataclasses import replace
 from http import HTTPStatus
 from typing import Any, Protocol
 
-from jobstatus_core import ApiError, Reply, StatusService
+from jobstatus_core import ApiError, Reply, StatusService, knobs
+from jobstatus_core.config import checked_origins
 from jobstatus_core.contract import OPERATIONS, Match, Operation, Router
 from jobstatus_core.feed import Feed
 from jobstatus_core.problems import method_not_allowed, route_not_found
@@ -57,17 +58,22 @@ class WSGIApp:
         max_waiters: int = DEFAULT_WSGI_WAITERS,
         cors_origins: Sequence[str] = (),
     ) -> None:
+        origins = checked_origins(
+            "cors_origins", knobs.texts("cors_origins", cors_origins)
+        )
         self.service = service
         self.fallback = fallback
         #: Each wait holds a server thread: at most this many at once (and
         #: never more than the service's own bound).
-        self.max_waiters = min(max_waiters, service.max_waiters)
+        self.max_waiters = min(
+            knobs.count("max_waiters", max_waiters), service.max_waiters
+        )
         self.router = Router(OPERATIONS, prefix)
         # Metrics and CORS wrap this app's own answers, never the fallback's.
         self.metrics = Metrics.of(service)
         guard_access_logs()
         own: WSGIApplication = WSGIMetrics(self._answer, self.metrics, self.router)
-        self._own = WSGICors(own, cors_origins) if cors_origins else own
+        self._own = WSGICors(own, origins) if origins else own
 
     def __call__(
         self, environ: Environ, start_response: StartResponse

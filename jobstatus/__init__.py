@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from jobstatus_adapters.service import make_service
+from jobstatus_adapters.service import make_service, service_from_settings
 from jobstatus_adapters.starlette import create_app, status_routes
 from jobstatus_adapters.wsgi import WSGIApp
 from jobstatus_backends import default_registry, registry
@@ -94,6 +94,7 @@ __all__ = [
     "make_service",
     "open_store",
     "registry",
+    "service_from_settings",
     "status_routes",
     "wrap",
 ]

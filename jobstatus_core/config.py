@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from .auth import key_problem
@@ -203,12 +203,16 @@ def _names(
 
 def cors_origins(environ: Mapping[str, str]) -> tuple[str, ...]:
     """``JOBSTATUS_CORS_ORIGINS``: whole origins, ``scheme://host[:port]``."""
-    name = "JOBSTATUS_CORS_ORIGINS"
-    origins = []
-    for part in environ.get(name, "").split(","):
-        origin = part.strip()
-        if not origin:
-            continue
+    given = (
+        part.strip() for part in environ.get("JOBSTATUS_CORS_ORIGINS", "").split(",")
+    )
+    return checked_origins("JOBSTATUS_CORS_ORIGINS", [part for part in given if part])
+
+
+def checked_origins(name: str, origins: Iterable[str]) -> tuple[str, ...]:
+    """Whole origins, ``scheme://host[:port]``, each once; else one line
+    naming the setting ``name``."""
+    for origin in origins:
         scheme, sep, host = origin.partition("://")
         if (
             scheme not in ("http", "https")
@@ -219,7 +223,6 @@ def cors_origins(environ: Mapping[str, str]) -> tuple[str, ...]:
             raise ConfigError(
                 f"{name}: expected origins like https://app.example.com, got {origin!r}"
             )
-        origins.append(origin)
     return tuple(dict.fromkeys(origins))
 
 

@@ -225,6 +225,52 @@ def test_no_auth_must_be_explicit(serve_service: Callable[..., str]) -> None:
     assert httpx.post(url + JOBS_STATUS_PATH).status_code == 200
 
 
+@pytest.mark.parametrize(
+    "knobs, message",
+    [
+        # One string iterated is its characters: "s3cret" would have
+        # opened the API to the key "s".
+        ({"api_keys": "s3cret-long-key"}, "api_keys: expected a list of texts"),
+        ({"api_keys": None}, "no API keys"),  # os.environ.get of an unset one
+        ({"api_keys": [b"s3cret"]}, "api_keys: expected texts"),
+        ({"terminal": "done"}, "terminal: expected a list of texts"),
+        ({"terminal": []}, "terminal: expected at least one status"),
+        ({"max_wait": 0}, "max_wait: expected a number of seconds > 0"),
+        ({"max_wait": float("nan")}, "max_wait: "),
+        ({"max_wait": 10**9}, "max_wait: "),
+        ({"max_body": -1}, "max_body: expected a whole number >= 1"),
+        ({"max_body": 1.5}, "max_body: "),
+        ({"max_waiters": 0}, "max_waiters: "),
+        ({"max_streams": True}, "max_streams: "),
+        ({"default_since": -1}, "default_since: expected a finite number >= 0"),
+        ({"stream_seconds": float("inf")}, "stream_seconds: "),
+        ({"stream_seconds": "10"}, "stream_seconds: expected a number of seconds"),
+    ],
+)
+def test_impossible_knobs_fail_when_the_service_is_built(
+    knobs: dict[str, Any], message: str
+) -> None:
+    store = store_from_url("memory://")
+    with pytest.raises(ConfigError) as info:
+        service_for(store, **knobs)
+    assert message in str(info.value)
+    assert "s3cret" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_impossible_adapter_knobs_fail_when_the_app_is_built() -> None:
+    service = service_for(store_from_url("memory://"))
+    for build in (
+        lambda origins: create_app(service, cors_origins=origins),
+        lambda origins: WSGIApp(service, cors_origins=origins),
+    ):
+        with pytest.raises(ConfigError, match="cors_origins: expected a list"):
+            build("https://app.example.com")
+        with pytest.raises(ConfigError, match="cors_origins: expected origins like"):
+            build(["app.example.com"])
+    with pytest.raises(ConfigError, match="max_waiters: "):
+        WSGIApp(service, max_waiters=0)
+
+
 def test_logger_gets_store_failures_without_the_key(
     serve_service: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
