@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from jobstatus_core import Store
+from jobstatus_core import Store, StoreUnavailable
 from jobstatus_core.errors import one_line_reason
 from jobstatus_core.retention import (
     DEFAULT_TOMBSTONES,
@@ -94,6 +94,16 @@ class Purger:
             )
         except _Stopping:
             return None  # the rest waits for the next life of the server
+        except StoreUnavailable as exc:
+            # Not a fault of the purge: a store down says so in /readyz and
+            # in each request's log line, and a file index still being built
+            # (the first turn of a server on a big store) is no fault at all.
+            logger.info(
+                "retention: the store is unavailable, purging in %gs: %s",
+                self.every,
+                one_line_reason(exc),
+            )
+            return None
         except Exception as exc:
             logger.warning(
                 "retention: purge failed, trying again in %gs: %s",

@@ -21,7 +21,7 @@ from jobstatus_adapters.starlette import create_app
 from jobstatus_backends import store_from_url
 from jobstatus_backends.memory import MemoryStore
 from jobstatus_backends.migrate import copy_jobs
-from jobstatus_core import ConfigError, Expiring, Settings, Store
+from jobstatus_core import ConfigError, Expiring, Settings, Store, StoreUnavailable
 from jobstatus_core.retention import OFF, Policy, parse_policy, purge
 
 from .helpers import (
@@ -429,6 +429,21 @@ def test_the_purger_runs_in_its_thread_and_logs_failures(
     assert "retention: purge failed, trying again in 60s: " in caplog.text
     assert "ConnectionError" in caplog.text
     assert store.get("x") is not None
+    # A store that is unavailable (down, or its file index still being
+    # built) is said at info, not as a failure of the purge.
+    caplog.clear()
+
+    def building(query: object) -> list[object]:
+        raise StoreUnavailable("the job index is still being built")
+
+    monkeypatch.setattr(store, "stale", building)
+    with caplog.at_level(logging.INFO, "jobstatus.retention"):
+        assert broken.purge_once() is None
+    (said,) = caplog.records
+    assert said.levelno == logging.INFO and said.getMessage() == (
+        "retention: the store is unavailable, purging in 60s:"
+        " the job index is still being built"
+    )
 
 
 def test_migrate_carries_tombstones(store: Store) -> None:
