@@ -212,6 +212,7 @@ def cors_origins(environ: Mapping[str, str]) -> tuple[str, ...]:
 def checked_origins(name: str, origins: Iterable[str]) -> tuple[str, ...]:
     """Whole origins, ``scheme://host[:port]``, each once; else one line
     naming the setting ``name``."""
+    origins = tuple(origins)
     for origin in origins:
         scheme, sep, host = origin.partition("://")
         if (
