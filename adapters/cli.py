@@ -22,6 +22,7 @@ from jobstatus_backends import (
     store_from_url,
 )
 from jobstatus_core import (
+    Advising,
     Checkable,
     ConfigError,
     Enumerable,
@@ -109,6 +110,10 @@ def _main(argv: Sequence[str] | None) -> int:
                 stores.append(store)
                 if isinstance(store, Checkable):
                     store.check()
+                if args.command == "serve" and isinstance(store, Advising):
+                    # Once, where an operator reads: not at each `record`.
+                    for line in store.advice():
+                        logger.warning("%s", line)
             except ConfigError as exc:
                 raise ConfigError(f"{setting}: {exc}") from None
             except StoreError as exc:

@@ -30,7 +30,7 @@ ALLOW_HEADERS = (
     "last-event-id",
     "x-api-key",
 )
-EXPOSE_HEADERS = ("etag", "last-modified", "retry-after")
+EXPOSE_HEADERS = ("allow", "etag", "last-modified", "retry-after")
 MAX_AGE = 600
 #: What a browser may send without asking (the Fetch standard's safelist).
 _SAFELISTED = ("accept", "accept-language", "content-language")

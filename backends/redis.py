@@ -329,8 +329,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
         shared as ``read_text_async``'s: the epoch and the counter in one
         MGET, with the run id the pipe's connection learnt when it opened —
         ``MARK_SCRIPT``'s mark without its ``INFO`` (docs/stores.md, "the
-        mark on the loop"). A store without an epoch yet takes the script,
-        which sets one."""
+        mark on the loop"). A store without an epoch or a counter yet (new,
+        flushed, or evicted) takes the script, which sets them."""
         fetch = self._fetch(
             ("mark", "served"),
             lambda pipe, share: pipe.served(
@@ -339,8 +339,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
             shared=True,
         )
         (epoch, head), server = await self._awaited(fetch)
-        if epoch is not None:
-            return Mark(epoch, int(head or 0), server)
+        if epoch is not None and head is not None:
+            return Mark(epoch, int(head), server)
         keys, args = self._mark_args()
         fetch = self._fetch(
             ("mark",),  # as ``mark``'s, which may share its round trip
@@ -544,7 +544,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
     def _mark_args(self) -> tuple[list[str], list[str]]:
         """``MARK_SCRIPT``'s keys and arguments: the epoch a store without
         one takes is made per call, so the round trip's key leaves it out."""
-        return [self._epoch, self._counter], [secrets.token_hex(8)]
+        keys = [self._epoch, self._counter, self._changes, self._buried]
+        return keys, [secrets.token_hex(8)]
 
     def jobs(self) -> list[tuple[str, float]]:
         pairs = cast(
@@ -556,35 +557,39 @@ class RedisStore(VersionedStoreBase, TriesInline):
         return [(job_id, float(score)) for job_id, score in pairs]
 
     def check(self) -> None:
-        """One PING: a wrong password or address stops the start. Then what
-        ``INFO`` tells of settings that would lose the change order, each a
-        warning: the server is the operator's, and may be right for others."""
+        """One PING: a wrong password or address stops the start."""
         try:
             self._client.ping()
-            info = self._client.info("memory")
         except redis.AuthenticationError:
             raise ConfigError("Redis authentication failed (wrong password?)") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise ConfigError(f"Redis unreachable: {type(exc).__name__}") from None
-        except redis.ResponseError:
-            logger.warning(
-                "Redis refuses INFO to this user: a restart from a snapshot older"
-                " than the last writes cannot be told, and a cursor held across"
-                " one may skip changes; grant +info (docs/scaling.md)"
-            )
-            return
         except redis.RedisError as exc:
             raise ConfigError(
                 f"Redis error: {str(exc).splitlines()[0][:200]}"
             ) from None
+
+    def advice(self) -> list[str]:
+        """What ``INFO`` tells of settings that would lose jobs or the change
+        order (``Advising``): docs/scaling.md, "What the Redis server needs"."""
+        try:
+            info = self._run(lambda: self._client.info("memory"))
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, redis.ResponseError):
+                raise
+            return [
+                "Redis refuses INFO to this user: a restart from a snapshot older"
+                " than the last writes cannot be told, and a cursor held across"
+                " one may skip changes; grant +info (docs/scaling.md)"
+            ]
         policy = str(info.get("maxmemory_policy", ""))
         if policy.startswith("allkeys-"):
-            logger.warning(
-                "Redis maxmemory-policy is %s: past maxmemory it evicts job"
-                " records and the change order's keys; use noeviction or a"
-                " volatile-* policy (docs/scaling.md)",
-                policy,
-            )
+            return [
+                f"Redis maxmemory-policy is {policy}: past maxmemory it evicts"
+                " job records and the change order's keys; use noeviction or a"
+                " volatile-* policy (docs/scaling.md)"
+            ]
+        return []
 
     # -- writing -------------------------------------------------------------
 
@@ -909,11 +914,19 @@ class RedisStore(VersionedStoreBase, TriesInline):
             return action()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise Unreachable(f"Redis unreachable: {type(exc).__name__}") from exc
-        except redis.OutOfMemoryError:
-            # An answer, not an outage: reads go on, writes wait for room.
-            raise StoreUnavailable("Redis is out of memory (maxmemory)") from None
+        except redis.ResponseError as exc:
+            # Out of memory is an answer, not an outage: reads go on, writes
+            # wait for room. Before Redis 7 a script's OOM arrives inside a
+            # plain ERR, not as redis-py's OutOfMemoryError.
+            if isinstance(exc, redis.OutOfMemoryError) or _OOM in str(exc):
+                raise StoreUnavailable("Redis is out of memory (maxmemory)") from None
+            raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
         except redis.RedisError as exc:
             raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
+
+
+#: What Redis says refusing a command past maxmemory.
+_OOM = "command not allowed when used memory > 'maxmemory'"
 
 
 def _second(cutoff: float) -> float:

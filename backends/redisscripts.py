@@ -5,13 +5,14 @@ keys they name are listed in ``redis``'s docstring."""
 
 from __future__ import annotations
 
-# The counter and the epoch as a change needs them, for the scripts that
-# hand out positions: an epoch missing is set (a new store). A counter
-# missing while positions remain was evicted (a maxmemory policy of
-# allkeys-*): counting from 1 again under the same epoch would repeat the
-# positions cursors hold and the versions clients hold, so it goes on from
-# the highest position left, in a new epoch, and every cursor from before
-# is answered 410 Cursor expired. SET is refused past maxmemory, as INCR is.
+# The counter and the epoch as a mark or a change needs them. A store
+# without a counter is new (its mark sets it to 0 with the epoch), or lost
+# it: evicted under a maxmemory policy of allkeys-*, or written by a version
+# whose mark set the epoch alone. Counting from 1 again under the same epoch
+# would repeat the positions cursors hold and the versions clients hold, so
+# the counter goes on from the highest position left (0 if none is) in a
+# new epoch, and every cursor from before is answered 410 Cursor expired.
+# SET is refused past maxmemory, as INCR is.
 KEPT_ORDER = """
 local function kept_order(counter, epoch_key, sets, epoch, new_epoch)
   if redis.call('EXISTS', counter) == 0 then
@@ -20,10 +21,8 @@ local function kept_order(counter, epoch_key, sets, epoch, new_epoch)
       local last = redis.call('ZRANGE', set, -1, -1, 'WITHSCORES')
       if last[2] then top = math.max(top, tonumber(last[2])) end
     end
-    if top > 0 then
-      redis.call('SET', counter, string.format('%d', top))
-      epoch = nil
-    end
+    redis.call('SET', counter, string.format('%d', top))
+    epoch = nil
   end
   if not epoch then
     epoch = new_epoch
@@ -35,8 +34,8 @@ end
 
 # KEYS: the record, updated, status, changes, counts, the counter, the epoch,
 # the tombstones, buried, expired.
-# ARGV: job id, record text, status text, "last written", a new epoch (used
-# if the store has none), the prefix of the status sets, the mode ('put',
+# ARGV: job id, record text, status text, "last written", a new epoch
+# (``KEPT_ORDER``'s), the prefix of the status sets, the mode ('put',
 # 'absent': only if the job does not exist, 'at': only at version ARGV[8]),
 # the expected version, the channel, the prefix of the time sets. Returns
 # the job's new version, or 0 when the condition did not hold. The position
@@ -108,22 +107,23 @@ end
 return out
 """
 
-# KEYS: the epoch, the counter; ARGV: a new epoch, set if the store has
-# none (an empty store's mark already names the life its writes will have).
+# KEYS: the epoch, the counter, changes, buried; ARGV: a new epoch, set
+# with the counter if the store has none (``KEPT_ORDER``: an empty store's
+# mark already names the life its writes will have).
 # Returns epoch, head and the server's run id, which changes with every start
 # of a server: a failover to a replica that had not seen the last writes
 # cannot repeat a mark. Empty where INFO is refused (an ACL, a renamed
 # command): the mark is then epoch and head alone.
-MARK_SCRIPT = """
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
-end
+MARK_SCRIPT = (
+    KEPT_ORDER
+    + """
+local epoch = kept_order(KEYS[2], KEYS[1], {KEYS[3], KEYS[4]},
+  redis.call('GET', KEYS[1]), ARGV[1])
 local info = redis.pcall('INFO', 'server')
 local server = type(info) == 'string' and string.match(info, 'run_id:(%x+)') or ''
 return {epoch, redis.call('GET', KEYS[2]) or '0', server}
 """
+)
 
 # KEYS: updated, status; ARGV: where the window starts (the start of its
 # cutoff's second: RedisStore.window). Returns each job's score and its

@@ -54,8 +54,13 @@ app = Starlette(
             CORSMiddleware,
             allow_origins=["https://app.example.com"],
             allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type", "if-none-match"],
-            expose_headers=["etag", "last-modified", "retry-after"],
+            allow_headers=[
+                "authorization",
+                "content-type",
+                "if-none-match",
+                "last-event-id",
+            ],
+            expose_headers=["allow", "etag", "last-modified", "retry-after"],
         )
     ],
     lifespan=lifespan,

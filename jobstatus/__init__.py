@@ -23,6 +23,7 @@ from jobstatus_backends import default_registry, registry
 from jobstatus_backends import store_from_url as open_store
 from jobstatus_backends.recorder import AsyncRecorder, Recorder
 from jobstatus_core import (
+    Advising,
     ApiKeyAuth,
     Auth,
     Checkable,
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 _LAZY = ("AsyncJobStatusClient", "JobStatusClient")
 
 __all__ = [
+    "Advising",
     "ApiKeyAuth",
     "AsyncJobStatusClient",
     "AsyncRecorder",

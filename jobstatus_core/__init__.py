@@ -19,6 +19,7 @@ from .errors import (
 )
 from .problems import ApiError
 from .protocol import (
+    Advising,
     AsyncReads,
     Checkable,
     Enumerable,
@@ -46,6 +47,7 @@ __all__ = [
     "API_KEY_HEADER",
     "JOBS_STATUS_PATH",
     "JOB_STATUS_PATH",
+    "Advising",
     "ApiError",
     "ApiKeyAuth",
     "AsyncReads",

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from .schemas import ITEM, TOMBSTONE, Schema, Setting
+from .schemas import CHANGE, TOMBSTONE, Schema, Setting
 
 if TYPE_CHECKING:
     from .contract import Operation
@@ -34,6 +34,7 @@ _ENVELOPE_FIELDS: Schema = {
     "queue_time": {"type": "number"},
     "total_time": {"type": "number"},
     "build_number": {"type": "string"},
+    "error": {"type": "string"},
     "waited": {
         "type": "object",
         "required": ["seconds", "met"],
@@ -185,7 +186,11 @@ def _operation(operation: Operation, open_operations: frozenset[str]) -> Schema:
 
 def _responses(operation: Operation, open_operations: frozenset[str]) -> Schema:
     if operation.name == "openapi":
-        ok: Schema = {"type": "object", "required": ["openapi", "paths"]}
+        ok: Schema = {
+            "type": "object",
+            "required": ["openapi", "paths"],
+            "properties": {"openapi": {"type": "string"}, "paths": {"type": "object"}},
+        }
     elif operation.media_type == "text/event-stream":
         # One event, as OpenAPI 3.2's itemSchema says it and as tools for
         # 3.1 (schemathesis) read ``schema`` for this media type: its fields,
@@ -200,6 +205,9 @@ def _responses(operation: Operation, open_operations: frozenset[str]) -> Schema:
         "200": {"description": "success", "content": {media: {"schema": ok}}}
     }
     codes = set(operation.answers)
+    if 304 in codes:
+        # What a client sends back in If-None-Match, and when it changed.
+        responses["200"]["headers"] = VERSION_HEADERS
     if _authenticated(operation, open_operations):
         codes.add(401)
     if operation.reads_store:
@@ -207,6 +215,8 @@ def _responses(operation: Operation, open_operations: frozenset[str]) -> Schema:
     for code in sorted(codes):
         if code in BODILESS:
             responses[str(code)] = {"description": BODILESS[code]}
+            if code == 304:
+                responses["304"]["headers"] = VERSION_HEADERS
             continue
         headers: Schema = {}
         if code == 405:
@@ -227,6 +237,15 @@ def _responses(operation: Operation, open_operations: frozenset[str]) -> Schema:
     return responses
 
 
+#: A job's version as HTTP says it (SPEC §8, §9).
+VERSION_HEADERS: Schema = {
+    "etag": {"schema": {"type": "string"}, "description": "The job's version, quoted"},
+    "last-modified": {
+        "schema": {"type": "string"},
+        "description": "When the job was last written, as an HTTP date",
+    },
+}
+
 #: The answers without a body, and what each says.
 BODILESS = {
     204: "No Content: the job's stream ended; a browser stops reconnecting",
@@ -245,7 +264,7 @@ EVENT: Schema = {
         "data": {
             "type": "string",
             "contentMediaType": "application/json",
-            "contentSchema": {"oneOf": [ITEM, TOMBSTONE]},
+            "contentSchema": {"oneOf": [CHANGE, TOMBSTONE]},
         },
     },
 }

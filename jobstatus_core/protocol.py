@@ -248,6 +248,18 @@ class Checkable(Protocol):
 
 
 @runtime_checkable
+class Advising(Protocol):
+    """A store whose server can be set up so that it loses jobs or the
+    change order unseen (Redis: an ``allkeys-*`` eviction policy, ``INFO``
+    refused). ``jobstatus serve`` logs what it says as warnings at start;
+    the server is the operator's, so it is not refused."""
+
+    def advice(self) -> list[str]:
+        """One line for each such setting; none when all is well. A setting
+        the store may not read is itself a line, never an error."""
+
+
+@runtime_checkable
 class ForkSafe(Protocol):
     """A store that keeps working in a child process after ``os.fork()``
     (memory, Redis). Others (file: observer threads; SQLite: a connection)

@@ -43,29 +43,47 @@ REQUEST_ID: Schema = {}
 #: A record as it is stored: what jobstatus writes always has ``job_id`` and
 #: ``job_status``; a Toolkit job file, written by another program, may lack
 #: either and is answered as it is.
+#: ``job_status`` as stored: a string for what jobstatus writes, any JSON
+#: value in a Toolkit job file another program wrote. Declared, so that a
+#: client generated from the document has the field.
+STATUS: Schema = {"description": "The job's status (a string for jobs recorded here)"}
 RECORD: Schema = {
     "type": "object",
-    "properties": {"job_id": {"type": "string"}},
+    "properties": {"job_id": {"type": "string"}, "job_status": STATUS},
 }
 TOMBSTONE: Schema = {
     "type": "object",
     "required": ["job_id", "job_status", "expired_at"],
-    "properties": {"job_id": {"type": "string"}, "expired_at": {"type": "number"}},
+    "properties": {
+        "job_id": {"type": "string"},
+        "job_status": STATUS,
+        "expired_at": {"type": "number"},
+    },
 }
-ITEM: Schema = {
+#: A job's place in the change order: a feed's ``job`` event.
+CHANGE: Schema = {
     "type": "object",
     "required": ["job_id", "job_status", "updated_at", "version"],
     "properties": {
         "job_id": {"type": "string"},
+        "job_status": STATUS,
         "updated_at": {"type": "number"},
         "version": {"type": "string"},
-        "record": RECORD,
     },
+}
+#: A list's item: the change, and its record with ``include=record``.
+ITEM: Schema = {
+    **CHANGE,
+    "properties": {**CHANGE["properties"], "record": RECORD},
 }
 STATE: Schema = {
     "type": "object",
     "required": ["job_status", "updated_at", "version"],
-    "properties": {"updated_at": {"type": "number"}, "version": {"type": "string"}},
+    "properties": {
+        "job_status": STATUS,
+        "updated_at": {"type": "number"},
+        "version": {"type": "string"},
+    },
 }
 UNTIL: Schema = {"type": "string", "enum": ["finished", "changed"]}
 

@@ -43,7 +43,11 @@ from .window import cutoff
 JOB_STATUS_PATH = "/v1/toolkit/job/status"
 JOBS_STATUS_PATH = "/v1/toolkit/jobs/status"
 
-JSON_HEADERS = (("content-type", "application/json"),)
+#: Every JSON answer is the store's state now: a browser (or a shared cache)
+#: that kept one by guesswork (it has a Last-Modified) would answer a poll,
+#: or a long poll, from it. ``no-cache`` keeps the ETag's cheap 304s.
+NOT_CACHED = ("cache-control", "no-cache, private")
+JSON_HEADERS = (("content-type", "application/json"), NOT_CACHED)
 #: The same store failure is logged again after this long at the soonest.
 REPEAT_LOG_SECONDS = 60.0
 #: Lines remembered for that; past it, all are forgotten (a store failing
@@ -437,7 +441,7 @@ class StatusService:
 
     @staticmethod
     def not_modified(headers: tuple[tuple[str, str], ...]) -> Reply:
-        return Reply(304, headers, b"")
+        return Reply(304, (*headers, NOT_CACHED), b"")
 
     def encode_cursor(self, position: cursor.Cursor, digest: str) -> str:
         return cursor.encode(position, digest, self.secret)

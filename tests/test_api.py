@@ -41,6 +41,10 @@ def test_get_job_answers_the_record_with_etag(
     again = client.get("/v1/job/job-1", headers={"if-none-match": etag})
     assert again.status_code == 304 and again.content == b""
     assert again.headers["etag"] == etag
+    # Never kept by a browser by guesswork (it has a Last-Modified): each
+    # poll reaches the server, which answers 304 while nothing changed.
+    for answer in (response, again, client.get("/v1/job/nope")):
+        assert answer.headers["cache-control"] == "no-cache, private"
     weak = client.get("/v1/job/job-1", headers={"if-none-match": f'W/{etag}, "x"'})
     assert weak.status_code == 304
     # `*` matches any version of a job that exists, and none of one that does not.

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +75,30 @@ def test_openapi_document_is_valid_and_lists_every_operation(
     wait = next(p for p in job["parameters"] if p["name"] == "wait")
     assert wait["schema"]["maximum"] == 60.0  # the service's max_wait
     assert document["paths"]["/healthz"]["get"]["security"] == []
+    # What a generated client reads: the version headers, and every field a
+    # schema requires declared among its properties (job_status above all).
+    for code in ("200", "304"):
+        assert set(job["responses"][code]["headers"]) == {"etag", "last-modified"}
+    undeclared = [
+        (name, sorted(set(schema["required"]) - set(schema.get("properties", {}))))
+        for name, schema in _schemas(document)
+        if set(schema.get("required", ())) - set(schema.get("properties", {}))
+        and schema.get("type") == "object"
+    ]
+    assert undeclared == []
     store.close()
+
+
+def _schemas(value: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every object schema inside ``value``, with where it is."""
+    if isinstance(value, dict):
+        if "required" in value and isinstance(value["required"], list):
+            yield where, value
+        for key, item in value.items():
+            yield from _schemas(item, f"{where}/{key}")
+    elif isinstance(value, list):
+        for n, item in enumerate(value):
+            yield from _schemas(item, f"{where}/{n}")
 
 
 @both

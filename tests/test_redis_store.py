@@ -1173,21 +1173,35 @@ def test_an_evicted_counter_goes_on_in_a_new_epoch(
     before = store.mark()
     raw = redis.Redis.from_url(redis_server.url)
     raw.delete(prefix + "version")  # as an eviction would
-    raw.close()
+    # The first mark after it (before any write) is of the new life already:
+    # head 0 in the old one made every job "changed" since a cursor at 0.
+    evicted = store.mark()
+    assert evicted.epoch != before.epoch and evicted.head == 3
     store.put({"job_id": "d", "job_status": "queued"}, at=NOW)
     row = store.read("d")
     assert row is not None and row.position == 4
     after = store.mark()
-    assert after.epoch != before.epoch and after.head == 4
+    assert after.epoch == evicted.epoch and after.head == 4
     resumed = httpx.get(
         url + "/v1/jobs", headers=headers, params={"cursor": page["cursor"]}
     )
     assert resumed.status_code == 410 and resumed.json()["message"] == "Cursor expired"
     same = httpx.get(url + "/v1/job/a", headers={**headers, "if-none-match": etag})
     assert same.status_code == 200 and same.headers["etag"] != etag
-    # The order goes on: a purge's tombstone takes the next position.
+    # The order goes on from there.
     store.put({"job_id": "e", "job_status": "queued"}, at=NOW)
     assert store.mark().head == 5
+    # No position left at all (every job expired, every tombstone
+    # forgotten): the counter starts again from 0, in a new epoch still.
+    rows = list(store.read_many(["a", "b", "c", "d", "e"]).values())
+    assert len(store.expire(rows, at=NOW)) == 5
+    assert store.forget(before=NOW + 1, limit=10) == 5
+    emptied = store.mark()
+    raw.delete(prefix + "version")
+    raw.close()
+    store.put({"job_id": "f", "job_status": "queued"}, at=NOW)
+    again = store.mark()
+    assert again.epoch != emptied.epoch and again.head == 1
     store.close()
 
 
@@ -1238,14 +1252,17 @@ def test_instances_that_differ_in_info_resume_each_others_cursors(
             untold = RedisStore.from_url(url.replace("//", "//" + user))
             told.put({"job_id": "a", "job_status": "queued"}, at=NOW)
             assert told.mark().server and not untold.mark().server
-            apps = [
-                serve(create_app(service_for(s, Clock(NOW)))) for s in (told, untold)
-            ]
             headers = {"x-api-key": API_KEY}
-            for one, other in (apps, apps[::-1]):
-                cursor = httpx.get(one + "/v1/jobs", headers=headers).json()
-                asked = {"cursor": cursor["response"]["cursor"]}
-                resumed = httpx.get(other + "/v1/jobs", headers=headers, params=asked)
+            for one, other in ((told, untold), (untold, told)):
+                # One server, its app swapped: the cursor is made by one
+                # instance's app and resumed by the other's.
+                made = serve(create_app(service_for(one, Clock(NOW))))
+                page = httpx.get(made + "/v1/jobs", headers=headers).json()
+                asked = {"cursor": page["response"]["cursor"]}
+                resumed_by = serve(create_app(service_for(other, Clock(NOW))))
+                resumed = httpx.get(
+                    resumed_by + "/v1/jobs", headers=headers, params=asked
+                )
                 assert resumed.status_code == 200, resumed.text
             told.close()
             untold.close()
@@ -1253,27 +1270,39 @@ def test_instances_that_differ_in_info_resume_each_others_cursors(
         raw.close()
 
 
-def test_the_start_warns_of_settings_that_lose_the_order(
-    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+SERVE_CLI = (sys.executable, "-m", "jobstatus_adapters.cli")
+
+
+def test_serve_warns_of_settings_that_lose_the_order(
+    own_redis: RedisServer, tmp_path: Path
 ) -> None:
+    """What INFO tells of settings that would lose jobs or the order is
+    advice: said by `serve` at start, once, never by each `record`."""
     import redis
 
     raw = redis.Redis.from_url(own_redis.url, decode_responses=True)
     store = RedisStore.from_url(own_redis.url)
-    with caplog.at_level("WARNING", logger="jobstatus.redis"):
-        store.check()
-        assert caplog.messages == []
-        raw.config_set("maxmemory-policy", "allkeys-lru")
-        store.check()
-        (evicts,) = caplog.messages
-        assert evicts.startswith("Redis maxmemory-policy is allkeys-lru: ")
-        caplog.clear()
-        with redis_user(raw, "no-info-check", "secret", "info") as user:
-            denied = RedisStore.from_url(own_redis.url.replace("//", "//" + user))
-            denied.check()
-            denied.close()
-        (refused,) = caplog.messages
+    assert store.advice() == []
+    raw.config_set("maxmemory-policy", "allkeys-lru")
+    (evicts,) = store.advice()
+    assert evicts.startswith("Redis maxmemory-policy is allkeys-lru: ")
+    env = clean_env(API_KEY="k")
+    running = ServeProcess(tmp_path, env, "--store", own_redis.url)
+    _, err = running.stop()
+    assert err.count("Redis maxmemory-policy is allkeys-lru: ") == 1
+    recorded = subprocess.run(
+        [*SERVE_CLI, "record", "j", "done", "--store", own_redis.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert recorded.returncode == 0 and recorded.stderr == ""
+    with redis_user(raw, "no-info-check", "secret", "info") as user:
+        denied = RedisStore.from_url(own_redis.url.replace("//", "//" + user))
+        (refused,) = denied.advice()
         assert refused.startswith("Redis refuses INFO to this user: ")
+        denied.close()
     store.close()
     raw.close()
 
