@@ -140,15 +140,21 @@ def make_service(
 
 
 def service_from_settings(
-    store: Store, settings: Settings, *, api_keys: Iterable[str] | None = None
+    store: Store,
+    settings: Settings,
+    *,
+    api_keys: Iterable[str] | None = None,
+    auth: Auth | _Unset | None = UNSET,
 ) -> StatusService:
     """The service ``settings`` describe (``Settings.from_environ``: what
     ``jobstatus serve`` reads), over ``store``; ``api_keys`` in place of
-    the settings' own (``serve`` passes the key it generated). CORS and the
-    dashboard are the adapter's (``create_app``), retention a ``Purger``'s."""
+    the settings' own (``serve`` passes the key it generated), or a host's
+    ``auth`` where the settings hold no key. CORS and the dashboard are the
+    adapter's (``create_app``), retention a ``Purger``'s."""
     return make_service(
         store,
         api_keys=settings.api_keys if api_keys is None else api_keys,
+        auth=auth,
         build_number=settings.build_number,
         default_since=settings.default_since,
         max_body=settings.max_body,

@@ -203,6 +203,13 @@ class RedisStore(VersionedStoreBase, TriesInline):
         if client is not None:
             self._client = client
         else:
+            shared = connection.get("max_connections")
+            if shared is not None and not (isinstance(shared, int) and shared >= 2):
+                # As the URL's option says it (urloptions.shared_count).
+                raise ConfigError(
+                    "max_connections: must be a whole number >= 2 (the change"
+                    " listener keeps one while anybody waits or streams)"
+                )
             self._client = _connect(url, timeout, connection)
             address = Address.of(
                 _connect(url, timeout, connection, aredis.Redis).connection_pool,

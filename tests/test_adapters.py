@@ -257,6 +257,24 @@ def test_impossible_knobs_fail_when_the_service_is_built(
     assert "s3cret" not in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_service_from_the_environments_settings(tmp_path: Any) -> None:
+    """``service_from_settings``: the service `jobstatus serve` builds."""
+    from jobstatus import Settings, service_from_settings
+
+    store = store_from_url("memory://")
+    environ = {"API_KEY": "env-key", "JOBSTATUS_MAX_WAIT": "5"}
+    settings = Settings.from_environ(environ, cwd=str(tmp_path))
+    service = service_from_settings(store, settings)
+    assert service.max_wait == 5.0
+    assert service.auth is not None and service.auth({"x-api-key": "env-key"})
+    # No key in the environment: the host's own check, or none said so.
+    keyless = Settings.from_environ({}, cwd=str(tmp_path))
+    with pytest.raises(ConfigError, match="no API keys"):
+        service_from_settings(store, keyless)
+    assert service_from_settings(store, keyless, auth=None).auth is None
+    store.close()
+
+
 def test_impossible_adapter_knobs_fail_when_the_app_is_built() -> None:
     service = service_for(store_from_url("memory://"))
     for build in (

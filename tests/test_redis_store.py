@@ -1307,6 +1307,13 @@ def test_serve_warns_of_settings_that_lose_the_order(
     raw.close()
 
 
+def test_a_host_gives_max_connections_under_the_same_rule() -> None:
+    with pytest.raises(
+        ConfigError, match="max_connections: must be a whole number >= 2"
+    ):
+        RedisStore("redis://127.0.0.1:6379/0", max_connections=1)
+
+
 def test_calls_past_max_connections_wait_for_one(redis_server: RedisServer) -> None:
     """The listener keeps one of two connections while anybody waits; calls
     on threads share the other, each waiting for it, none refused as if
