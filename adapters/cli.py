@@ -8,6 +8,7 @@ import datetime
 import json
 import logging
 import logging.config
+import math
 import os
 import secrets
 import sys
@@ -368,40 +369,87 @@ def app_from_environ() -> ASGIApp:
     return ClosesStore(app, store)
 
 
+#: The recorder's calls by status, and the options each takes beside
+#: ``--attempt`` (any other status writes a whole record: ``--response``).
+RECORDED = {
+    "queued": (),
+    "running": (),
+    "progress": ("done", "total", "message"),
+    "done": ("response",),
+    "failed": ("error",),
+    "cancelled": (),
+    "meta": ("meta",),
+}
+#: The options that say something of one kind of status only.
+STATE_OPTIONS = ("response", "error", "done", "total", "message", "meta")
+
+
 def _record(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    response: Any = None
-    if args.response is not None:
-        try:
-            response = json.loads(args.response)
-        except ValueError as exc:
-            print(f"jobstatus: error: --response is not JSON: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+    job_id, status, attempt = args.job_id, args.status, args.attempt
+    if not is_valid_job_id(job_id):
+        raise ConfigError(f"job_id must be {JOB_ID_RULE}")
+    if not status or not status.isprintable():
+        raise ConfigError("status must be printable text, not empty")
+    # An option the status does not take is refused, not dropped: `record
+    # J progress` wrote a whole record over the job, its response and
+    # times lost, before progress was the recorder's call here.
+    takes = RECORDED.get(status, ("response",))
+    for name in STATE_OPTIONS:
+        if getattr(args, name) is not None and name not in takes:
+            raise ConfigError(f"--{name} does not go with {status!r}")
+    if status == "progress" and args.done is None:
+        raise ConfigError("progress takes --done N")
+    if status == "meta" and attempt is not None:
+        raise ConfigError("meta patches the current attempt: no --attempt")
+    response = _json_option("--response", args.response)
+    meta = _json_option("--meta", args.meta)
+    if status == "meta" and not isinstance(meta, dict):
+        raise ConfigError("--meta must be a JSON object")
     from jobstatus_backends.recorder import Recorder
 
     recorder = Recorder(store)
-    job_id, status, attempt = args.job_id, args.status, args.attempt
     if status == "queued":
         applied = recorder.queued(job_id, attempt=attempt)
     elif status == "running":
         applied = recorder.running(job_id, attempt=attempt)
+    elif status == "progress":
+        applied = recorder.progress(
+            job_id, args.done, args.total, args.message, attempt=attempt
+        )
     elif status == "done":
         applied = recorder.done(job_id, response, attempt=attempt)
     elif status == "failed":
         applied = recorder.failed(job_id, args.error or "failed", attempt=attempt)
     elif status == "cancelled":
         applied = recorder.cancelled(job_id, attempt=attempt)
+    elif status == "meta":
+        applied = recorder.meta(job_id, **meta)
     else:
         # Not a state the recorder knows: the whole record, as given.
+        if attempt is not None:
+            raise ConfigError(
+                f"--attempt goes with the recorder's states, not {status!r}"
+            )
         store.put({"job_id": job_id, "job_status": status, "response": response})
         return 0
     if not applied:
+        hint = "" if attempt is not None else "; a retry takes --attempt"
         print(
             f"jobstatus: job {job_id!r} is past {status!r}: not recorded"
-            " (out of order; a retry takes --attempt)",
+            f" (out of order{hint})",
             file=sys.stderr,
         )
         return 1
     return 0
+
+
+def _json_option(flag: str, given: str | None) -> Any:
+    if given is None:
+        return None
+    try:
+        return json.loads(given)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} is not JSON: {exc}") from None
 
 
 def _get(args: argparse.Namespace, settings: Settings, store: Store) -> int:
@@ -629,6 +677,17 @@ def _whole(text: str) -> int:
     return int(text)
 
 
+def _count(text: str) -> float:
+    """A progress amount: a finite number >= 0, as the recorder takes it."""
+    try:
+        value = decimal(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0: {text!r}")
+    return int(value) if value.is_integer() else value
+
+
 STORE_HELP = (
     "store URL (default: $JOBSTATUS_STORE, else file://$LOCAL_STORAGE_PATH, "
     "else sqlite:///<working dir>/jobstatus.db)"
@@ -701,18 +760,35 @@ def _parser() -> argparse.ArgumentParser:
 
     record = command(
         "record",
-        "record a job's state (queued, running, done, failed, cancelled: in"
-        " order, as the recording API does; any other status: the whole record)",
+        "record a job's state (queued, running, progress, done, failed,"
+        " cancelled, meta: in order, as the recording API does; any other"
+        " status: the whole record)",
     )
     record.add_argument("job_id")
     record.add_argument("status")
     record.add_argument(
-        "--response", metavar="JSON", help="the job's response (default: null)"
+        "--response",
+        metavar="JSON",
+        help="with done or a status of your own: the job's response (default: null)",
     )
     record.add_argument(
         "--error",
         metavar="TEXT",
         help="with failed: the error message (default: 'failed')",
+    )
+    record.add_argument(
+        "--done", type=_count, metavar="N", help="with progress: how much is done"
+    )
+    record.add_argument(
+        "--total", type=_count, metavar="N", help="with progress: out of how much"
+    )
+    record.add_argument(
+        "--message", metavar="TEXT", help="with progress: what it is doing"
+    )
+    record.add_argument(
+        "--meta",
+        metavar="JSON",
+        help="with meta: a JSON object merged into the job's meta",
     )
     record.add_argument(
         "--attempt",

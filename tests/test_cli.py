@@ -94,7 +94,53 @@ def test_bad_settings_fail_at_start_with_one_line(
 @pytest.mark.sqlite
 def test_record_refuses_bad_ids(tmp_path: Path) -> None:
     result = jobstatus("record", "../etc", "done", cwd=tmp_path)
-    assert result.returncode == 1 and "job_id" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith("jobstatus: error: job_id must be 1-128")
+
+
+@pytest.mark.sqlite
+def test_record_takes_progress_and_meta_and_refuses_what_a_status_does_not_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jobstatus_adapters import cli
+
+    store = ["--store", f"sqlite://{tmp_path}/jobs.db"]
+
+    def record(*args: str) -> tuple[int, str]:
+        code = cli.main(["record", *args, *store])
+        return code, capsys.readouterr().err
+
+    assert record("j", "done", "--response", '{"url": "x"}') == (0, "")
+    # Recorder calls, not statuses: `progress` once wrote a whole record
+    # over the finished job, its response and times lost.
+    assert record("j", "progress", "--done", "1") == (
+        1,
+        "jobstatus: job 'j' is past 'progress': not recorded"
+        " (out of order; a retry takes --attempt)\n",
+    )
+    assert record("k", "running") == (0, "")
+    assert record("k", "progress", "--done", "3", "--total", "10") == (0, "")
+    assert record("k", "meta", "--meta", '{"owner": "al"}') == (0, "")
+    for refused, said in (
+        (["j", "progress"], "progress takes --done N"),
+        (["j", "done", "--error", "x"], "--error does not go with 'done'"),
+        (["j", "archived", "--done", "1"], "--done does not go with 'archived'"),
+        (["j", "archived", "--attempt", "2"], "--attempt goes with the recorder's"),
+        (["j", "meta", "--meta", "[1]"], "--meta must be a JSON object"),
+        (["j", "meta", "--meta", "{}", "--attempt", "2"], "meta patches the current"),
+        (["j", ""], "status must be printable text"),
+        (["j", "do\x1bne"], "status must be printable text"),
+        (["j", "done", "--response", "{"], "--response is not JSON"),
+    ):
+        code, err = record(*refused)
+        assert (code, err.startswith(f"jobstatus: error: {said}")) == (2, True), err
+    assert cli.main(["get", "j", *store]) == 0
+    finished = json.loads(capsys.readouterr().out)
+    assert finished["job_status"] == "done" and finished["response"] == {"url": "x"}
+    assert cli.main(["get", "k", *store]) == 0
+    running = json.loads(capsys.readouterr().out)
+    assert running["progress"] == {"done": 3, "total": 10, "message": None}
+    assert running["meta"] == {"owner": "al"}
 
 
 @pytest.fixture
