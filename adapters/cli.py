@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import io
 import json
 import logging
 import logging.config
@@ -89,6 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    # A status a console's encoding cannot show (a latin-1 locale) is shown
+    # escaped, not a traceback halfway through a table.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     if args.command in CLIENT_COMMANDS:
         return _ask(args)
@@ -118,7 +124,9 @@ def _main(argv: Sequence[str] | None) -> int:
             except ConfigError as exc:
                 raise ConfigError(f"{setting}: {exc}") from None
             except StoreError as exc:
-                raise ConfigError(f"{setting}: {redact(url)!r}: {exc}") from None
+                # Exit 1, not 2: a store down is no bad setting, and a
+                # script retries it.
+                raise StoreError(f"{setting}: {redact(url)!r}: {exc}") from None
         return int(args.run(args, settings, *stores))
     except ConfigError as exc:
         print(f"jobstatus: error: {exc}", file=sys.stderr)
@@ -140,7 +148,11 @@ def _store_urls(args: argparse.Namespace, settings: Settings) -> list[tuple[str,
     """The stores a command uses, each with the setting that named it."""
     if args.command == "migrate":
         return [("SRC_URL", args.src), ("DST_URL", args.dst)]
-    if args.store:
+    if args.store is not None:
+        if not args.store.strip():
+            # Not the environment's store instead: a variable that expanded
+            # to nothing (`--store "$URL"`) writes where nobody looks.
+            raise ConfigError("--store: empty")
         return [("--store", args.store)]
     return [(settings.store_setting, settings.store_url)]
 
@@ -516,7 +528,12 @@ def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
 
 
 def _shown(status: Any) -> str:
-    return status if isinstance(status, str) else json.dumps(status)
+    """A status on one line, as itself: JSON where it is not printable text
+    (a newline or a terminal escape in a Toolkit file would split a row, or
+    repaint the screen)."""
+    if isinstance(status, str) and status.isprintable():
+        return status
+    return json.dumps(status, ensure_ascii=False)
 
 
 def _when(at: float | None) -> str:
@@ -589,6 +606,13 @@ def _ask(args: argparse.Namespace) -> int:
     key_setting, api_key = _setting(args.api_key, "--api-key", "API_KEY", None)
     # A watch outlives server restarts; a wait gives up after the retries.
     retries = None if args.command == "watch" else 3
+    # `wait` takes one id, `watch` a list of them (--job-id).
+    asked = [args.job_id] if args.command == "wait" else args.job_id
+    for job_id in asked:
+        if not is_valid_job_id(job_id):
+            # As `get` says it, checked before any request; not 2 (above).
+            print(f"jobstatus: error: job_id must be {JOB_ID_RULE}", file=sys.stderr)
+            return EXIT_UNANSWERED
     refused = refused_setting(url, api_key, None)
     if refused is not None:
         name, problem = refused  # said by the setting that gave it
@@ -777,18 +801,27 @@ def _parser() -> argparse.ArgumentParser:
         help="with failed: the error message (default: 'failed')",
     )
     record.add_argument(
-        "--done", type=_count, metavar="N", help="with progress: how much is done"
+        "--done",
+        type=_count,
+        metavar="N",
+        help="with progress: how much is done (no default: progress needs it)",
     )
     record.add_argument(
-        "--total", type=_count, metavar="N", help="with progress: out of how much"
+        "--total",
+        type=_count,
+        metavar="N",
+        help="with progress: out of how much (default: unknown)",
     )
     record.add_argument(
-        "--message", metavar="TEXT", help="with progress: what it is doing"
+        "--message",
+        metavar="TEXT",
+        help="with progress: what it is doing (default: none)",
     )
     record.add_argument(
         "--meta",
         metavar="JSON",
-        help="with meta: a JSON object merged into the job's meta",
+        help="with meta: a JSON object merged into the job's meta"
+        " (no default: meta needs it)",
     )
     record.add_argument(
         "--attempt",

@@ -400,7 +400,11 @@ class PostgresStore(VersionedStoreBase):
             with psycopg.connect(self._conninfo, autocommit=True):
                 pass
         except psycopg.Error as exc:
-            raise ConfigError(_connect_failure(exc)) from None
+            said = _connect_failure(exc)
+            if said.startswith("PostgreSQL unreachable"):
+                # Not a setting to fix, perhaps: a retry may find it up.
+                raise Unreachable(said) from None
+            raise ConfigError(said) from None
         try:
             self._setup()
         except StoreError as exc:

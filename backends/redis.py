@@ -570,11 +570,10 @@ class RedisStore(VersionedStoreBase, TriesInline):
         except redis.AuthenticationError:
             raise ConfigError("Redis authentication failed (wrong password?)") from None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise ConfigError(f"Redis unreachable: {type(exc).__name__}") from None
+            # Not a setting to fix, perhaps: a retry may find it up.
+            raise Unreachable(f"Redis unreachable: {_first_line(exc)}") from None
         except redis.RedisError as exc:
-            raise ConfigError(
-                f"Redis error: {str(exc).splitlines()[0][:200]}"
-            ) from None
+            raise ConfigError(f"Redis error: {_first_line(exc)}") from None
 
     def advice(self) -> list[str]:
         """What ``INFO`` tells of settings that would lose jobs or the change
@@ -930,6 +929,13 @@ class RedisStore(VersionedStoreBase, TriesInline):
             raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
         except redis.RedisError as exc:
             raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """``exc`` in one line: its first, at most 200 characters; its type
+    where it says nothing."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return text or type(exc).__name__
 
 
 #: What Redis says refusing a command past maxmemory.

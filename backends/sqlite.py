@@ -304,7 +304,12 @@ class SQLiteStore(VersionedStoreBase, TriesInline):
                 raise
             except sqlite3.Error as exc:
                 conn.close()
-                if "unable to open" in str(exc) and mode != modes[-1]:
+                # Read-only where a WAL file would be made: "unable to open"
+                # before SQLite 3.40, "attempt to write a readonly database"
+                # (SQLITE_READONLY_CANTINIT) since.
+                if mode != modes[-1] and any(
+                    said in str(exc) for said in ("unable to open", "readonly database")
+                ):
                     continue
                 raise ConfigError(f"SQLite store: cannot use {name!r}: {exc}") from None
             return conn

@@ -461,6 +461,20 @@ def test_prefixes_keep_apps_apart(redis_server: RedisServer) -> None:
     two.close()
 
 
+def test_a_store_down_at_start_is_a_store_error_not_a_bad_setting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Exit 1, as any store error, which a script may retry; 2 is a usage
+    error or a bad setting (a wrong password still is)."""
+    from jobstatus_adapters import cli
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    assert cli.main(["list", "--store", url]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"jobstatus: error: --store: '{url}': Redis unreachable: ")
+    assert err.count("\n") == 1 and "Connection refused" in err
+
+
 def test_unreachable_is_unavailable_quickly() -> None:
     store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
     started = time.monotonic()
