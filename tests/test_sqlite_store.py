@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -810,6 +812,7 @@ print(json.dumps(expired))
 # half are written (before the purgers go), then writes the rest meanwhile.
 REWRITER = """
 import sys
+import tempfile
 from jobstatus_backends.registry import store_from_url
 store = store_from_url(sys.argv[1])
 store.mark()
@@ -1049,3 +1052,35 @@ def test_processes_opening_one_new_file_at_once_all_open(tmp_path: Path) -> None
             barrier = manager.Barrier(openers)
             failed = pool.map(_open_at_once, [(path, barrier)] * openers)
             assert failed == [None] * openers, failed
+
+
+AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+CLI = (sys.executable, "-m", "jobstatus_adapters.cli")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv"),
+    reason="reading as another user needs root and setpriv",
+)
+def test_a_read_only_database_in_a_read_only_directory_is_read() -> None:
+    """No -shm can be made beside it: SQLite 3.40 says "attempt to write a
+    readonly database" there (before, "unable to open"); either way it is
+    opened immutable, as docs/stores.md says."""
+    base = Path(tempfile.mkdtemp(prefix="jobstatus-ro-"))
+    try:
+        base.chmod(0o755)
+        url = f"sqlite://{base}/jobs.db"
+        store = store_from_url(url)
+        store.put({"job_id": "a", "job_status": "done"})
+        store.close()
+        (base / "jobs.db").chmod(0o644)
+        read = subprocess.run(
+            [*AS_NOBODY, *CLI, "get", "a", "--store", url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert read.returncode == 0, read.stderr
+        assert json.loads(read.stdout)["job_status"] == "done"
+    finally:
+        shutil.rmtree(base)
