@@ -112,6 +112,16 @@ def _main(argv: Sequence[str] | None) -> int:
             _check_serving(args)
         opener = _opener(args)
         for setting, url in _store_urls(args, settings):
+            if (
+                args.command == "serve"
+                and args.workers > 1
+                and url.startswith("memory:")
+            ):
+                # Each worker would serve an empty store of its own.
+                raise ConfigError(
+                    f"{setting}: memory:// is one process's store:"
+                    " serve it with --workers 1"
+                )
             try:
                 store = opener(url)
                 stores.append(store)
@@ -545,6 +555,11 @@ def _when(at: float | None) -> str:
 
 def _purge(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     policy = settings.retention
+    if not policy.active and not isinstance(store, Expiring):
+        # Nothing set, nothing to purge: not an error naming a setting
+        # nobody set (a file store without ?expire=delete keeps no tombstone).
+        print(f"retention: {policy.describe()}; the store expires no jobs")
+        return 0
     expiring_store(store)  # one line naming ?expire=delete if it cannot
     purged = purge(
         store,

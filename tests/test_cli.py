@@ -92,6 +92,23 @@ def test_bad_settings_fail_at_start_with_one_line(
 
 
 @pytest.mark.sqlite
+def test_purge_without_a_policy_and_memory_with_workers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jobstatus_adapters import cli
+
+    # No policy set: nothing to purge, not an error naming the unset policy.
+    (tmp_path / "jobs").mkdir()
+    assert cli.main(["purge", "--store", f"file://{tmp_path}"]) == 0
+    assert capsys.readouterr().out == "retention: off; the store expires no jobs\n"
+    # Each worker would serve an empty memory store of its own.
+    assert cli.main(["serve", "--workers", "2", "--store", "memory://"]) == 2
+    assert capsys.readouterr().err == (
+        "jobstatus: error: --store: memory:// is one process's store:"
+        " serve it with --workers 1\n"
+    )
+
+
 def test_record_refuses_bad_ids(tmp_path: Path) -> None:
     result = jobstatus("record", "../etc", "done", cwd=tmp_path)
     assert result.returncode == 2
