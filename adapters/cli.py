@@ -621,6 +621,9 @@ def _ask(args: argparse.Namespace) -> int:
     key_setting, api_key = _setting(args.api_key, "--api-key", "API_KEY", None)
     # A watch outlives server restarts; a wait gives up after the retries.
     retries = None if args.command == "watch" else 3
+    # The client's warnings (a watch that cannot reach its server) as the
+    # command's other lines.
+    logging.basicConfig(format="jobstatus: %(message)s", level=logging.WARNING)
     # `wait` takes one id, `watch` a list of them (--job-id).
     asked = [args.job_id] if args.command == "wait" else args.job_id
     for job_id in asked:

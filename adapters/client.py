@@ -303,6 +303,7 @@ class JobStatusClient(ClientBase):
             except httpx.TransportError as exc:
                 if self._gives_up(failures):
                     raise self._unreachable(exc) from exc
+                self._lost(exc, failures)
                 delay = retry_delay(failures, None, self.backoff)
             failures += 1
             time.sleep(delay)
@@ -540,6 +541,7 @@ class AsyncJobStatusClient(ClientBase):
             except httpx.TransportError as exc:
                 if self._gives_up(failures):
                     raise self._unreachable(exc) from exc
+                self._lost(exc, failures)
                 delay = retry_delay(failures, None, self.backoff)
             failures += 1
             await asyncio.sleep(delay)

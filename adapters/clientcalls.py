@@ -9,6 +9,7 @@ Imported through ``client``, which says what to install when httpx is not.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import time
@@ -426,6 +427,9 @@ def check_stream(response: httpx.Response) -> None:
         )
 
 
+logger = logging.getLogger("jobstatus.client")
+
+
 class ClientBase:
     def __init__(
         self,
@@ -481,9 +485,20 @@ class ClientBase:
         return httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT)
 
     def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
-        # Printed by ``jobstatus wait``: a password in the URL is not.
+        # Printed by ``jobstatus wait``: a password in the URL is not. The
+        # reason says which failure it was (refused, a name not found, TLS
+        # spoken to a plain server), on one line.
         where = redact(self.base_url)
-        return Unavailable(f"cannot reach {where}: {type(exc).__name__}")
+        said = str(exc).splitlines()[0][:200] if str(exc) else ""
+        reason = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+        return Unavailable(f"cannot reach {where}: {reason}")
+
+    def _lost(self, exc: httpx.TransportError, failures: int) -> None:
+        """A watch, which outlives restarts and tries again without end,
+        says once a streak that it cannot reach the server: a wrong port
+        would otherwise wait in silence."""
+        if failures == 0:
+            logger.warning("%s; trying again", self._unreachable(exc))
 
     @staticmethod
     def _list_params(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import subprocess
@@ -442,6 +443,23 @@ def test_an_unreachable_server_is_retried_then_unavailable() -> None:
     ):
         client.get("a")
     assert "s3cr3t" not in str(refused.value) and "127.0.0.1:9" in str(refused.value)
+    assert "Connection refused" in str(refused.value)  # which failure it was
+
+
+def test_a_watch_that_cannot_reach_its_server_says_so_once_a_streak(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A watch tries again without end (it outlives restarts): a wrong port
+    is said once, not waited on in silence, nor said at each try."""
+    with (
+        caplog.at_level(logging.WARNING, "jobstatus.client"),
+        JobStatusClient("http://127.0.0.1:9", retries=3, backoff=0.01) as client,
+        pytest.raises(Unavailable),
+    ):
+        list(client.watch())
+    (said,) = caplog.messages
+    assert said.startswith("cannot reach http://127.0.0.1:9: ConnectError: ")
+    assert said.endswith("; trying again")
 
 
 def test_retry_after_is_honoured_and_backoff_grows() -> None:
