@@ -34,12 +34,21 @@ class MigrationReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     #: Tombstones recreated in the destination (both stores expire jobs).
     tombstones: int = 0
+    #: Tombstones the destination could not take (it expires no jobs).
+    tombstones_left: int = 0
 
     def summary(self) -> str:
         line = (
             f"copied {self.copied}, skipped {self.skipped}, failed {len(self.failed)}"
         )
-        return line + (f", tombstones {self.tombstones}" if self.tombstones else "")
+        if self.tombstones:
+            line += f", tombstones {self.tombstones}"
+        if self.tombstones_left:
+            line += (
+                f", {self.tombstones_left} tombstones not carried (the destination"
+                " expires no jobs: a file store does with ?expire=delete)"
+            )
+        return line
 
 
 def copy_jobs(
@@ -93,7 +102,17 @@ def copy_jobs(
         report.copied += 1
     if isinstance(src, Expiring) and isinstance(dst, Expiring):
         report.tombstones = copy_tombstones(src, dst)
+    elif isinstance(src, Expiring):
+        report.tombstones_left = _count_tombstones(src)
     return report
+
+
+def _count_tombstones(src: Expiring) -> int:
+    counted, after = 0, 0
+    while page := src.buried(Query(after=after, limit=TOMBSTONE_BATCH)):
+        counted += len(page)
+        after = page[-1].position
+    return counted
 
 
 #: Tombstones read and recreated per store call.

@@ -446,7 +446,7 @@ def test_the_purger_runs_in_its_thread_and_logs_failures(
     )
 
 
-def test_migrate_carries_tombstones(store: Store) -> None:
+def test_migrate_carries_tombstones(store: Store, tmp_path: Path) -> None:
     aged(store)
     purge(store, WEEK, now=NOW)
     target = MemoryStore()
@@ -459,6 +459,16 @@ def test_migrate_carries_tombstones(store: Store) -> None:
     assert target.get("old-done") is None
     again = copy_jobs(store, target)
     assert again.tombstones == 0
+    # Into a store that expires no jobs: not carried, and said so.
+    (tmp_path / "toolkit" / "jobs").mkdir(parents=True)
+    toolkit = store_from_url(f"file://{tmp_path}/toolkit")
+    left = copy_jobs(store, toolkit)
+    assert left.copied == 3 and left.tombstones_left == 2
+    assert left.summary().endswith(
+        ", 2 tombstones not carried (the destination expires no jobs:"
+        " a file store does with ?expire=delete)"
+    )
+    toolkit.close()
 
 
 def test_a_stopping_server_ends_a_purge_after_its_batch() -> None:
