@@ -926,9 +926,9 @@ class RedisStore(VersionedStoreBase, TriesInline):
             # plain ERR, not as redis-py's OutOfMemoryError.
             if isinstance(exc, redis.OutOfMemoryError) or _OOM in str(exc):
                 raise StoreUnavailable("Redis is out of memory (maxmemory)") from None
-            raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
+            raise StoreError(f"Redis error: {_first_line(exc)}") from exc
         except redis.RedisError as exc:
-            raise StoreError(f"Redis error: {str(exc).splitlines()[0][:200]}") from exc
+            raise StoreError(f"Redis error: {_first_line(exc)}") from exc
 
 
 def _first_line(exc: BaseException) -> str:
@@ -1000,7 +1000,7 @@ def _connect(
         "encoding_errors": "replace",
     }
     try:
-        if "max_connections" not in settings:
+        if settings.get("max_connections") is None:
             return kind.from_url(url, **settings)
         # At the limit a call waits for a connection, up to the timeout, as
         # a PostgreSQL pool's does: redis-py's own pool fails it at once,

@@ -43,10 +43,9 @@ end
 # exactly the writes that happened. Its first write is one Redis refuses
 # past maxmemory (SET or INCR): the others would be let through after a
 # first one, and a full Redis would take the write whole, or none of it.
-# Counts and status sets are only moved
-# for a job already in the change order: one of the previous layout, not yet
-# indexed, was never counted. A tombstone of the id is dropped: the job is
-# alive again.
+# Counts and status sets are only moved for a job already in the change
+# order: one of the previous layout, not yet indexed, was never counted. A
+# tombstone of the id is dropped: the job is alive again.
 WRITE_SCRIPT = (
     KEPT_ORDER
     + """
