@@ -454,6 +454,10 @@ def _record(args: argparse.Namespace, settings: Settings, store: Store) -> int:
             )
         store.put({"job_id": job_id, "job_status": status, "response": response})
         return 0
+    if not applied and status == "meta":
+        # meta annotates a job: the only one it is refused for is none.
+        print(f"jobstatus: job {job_id!r} not found: no meta recorded", file=sys.stderr)
+        return 1
     if not applied:
         hint = "" if attempt is not None else "; a retry takes --attempt"
         print(
@@ -719,7 +723,7 @@ def _whole(text: str) -> int:
     return int(text)
 
 
-def _count(text: str) -> float:
+def _amount(text: str) -> float:
     """A progress amount: a finite number >= 0, as the recorder takes it."""
     try:
         value = decimal(text)
@@ -820,13 +824,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     record.add_argument(
         "--done",
-        type=_count,
+        type=_amount,
         metavar="N",
         help="with progress: how much is done (no default: progress needs it)",
     )
     record.add_argument(
         "--total",
-        type=_count,
+        type=_amount,
         metavar="N",
         help="with progress: out of how much (default: unknown)",
     )

@@ -138,6 +138,10 @@ def test_record_takes_progress_and_meta_and_refuses_what_a_status_does_not_take(
     assert record("k", "running") == (0, "")
     assert record("k", "progress", "--done", "3", "--total", "10") == (0, "")
     assert record("k", "meta", "--meta", '{"owner": "al"}') == (0, "")
+    assert record("nobody", "meta", "--meta", "{}") == (
+        1,
+        "jobstatus: job 'nobody' not found: no meta recorded\n",
+    )
     for refused, said in (
         (["j", "progress"], "progress takes --done N"),
         (["j", "done", "--error", "x"], "--error does not go with 'done'"),
