@@ -6,11 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -1054,33 +1052,37 @@ def test_processes_opening_one_new_file_at_once_all_open(tmp_path: Path) -> None
             assert failed == [None] * openers, failed
 
 
-AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
-CLI = (sys.executable, "-m", "jobstatus_adapters.cli")
+def test_a_read_only_database_in_a_read_only_directory_is_read(
+    read_only_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where no -shm can be made beside a WAL database, SQLite 3.40 says
+    "attempt to write a readonly database" of mode=ro (before, "unable to
+    open"); either way it is opened immutable, as docs/stores.md says."""
+    import jobstatus_backends.sqlite as module
 
+    store = SQLiteStore(read_only_dir / "jobs.db")
+    store.put({"job_id": "a", "job_status": "done"}, at=5.0)
+    store.close()
+    protect(read_only_dir)
+    opened: list[str] = []
+    connect, prepare = sqlite3.connect, module.prepare
 
-@pytest.mark.skipif(
-    os.geteuid() != 0 or not shutil.which("setpriv"),
-    reason="reading as another user needs root and setpriv",
-)
-def test_a_read_only_database_in_a_read_only_directory_is_read() -> None:
-    """No -shm can be made beside it: SQLite 3.40 says "attempt to write a
-    readonly database" there (before, "unable to open"); either way it is
-    opened immutable, as docs/stores.md says."""
-    base = Path(tempfile.mkdtemp(prefix="jobstatus-ro-"))
-    try:
-        base.chmod(0o755)
-        url = f"sqlite://{base}/jobs.db"
-        store = store_from_url(url)
-        store.put({"job_id": "a", "job_status": "done"})
-        store.close()
-        (base / "jobs.db").chmod(0o644)
-        read = subprocess.run(
-            [*AS_NOBODY, *CLI, "get", "a", "--store", url],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert read.returncode == 0, read.stderr
-        assert json.loads(read.stdout)["job_status"] == "done"
-    finally:
-        shutil.rmtree(base)
+    def connecting(database: str, **options: Any) -> sqlite3.Connection:
+        opened.append(database)
+        return connect(database, **options)
+
+    def preparing(conn: sqlite3.Connection, *args: Any) -> None:
+        if opened[-1].endswith("mode=ro"):
+            # The fault, injected: root may make the -shm anyone else may not.
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+        prepare(conn, *args)
+
+    monkeypatch.setattr(module.sqlite3, "connect", connecting)
+    monkeypatch.setattr(module, "prepare", preparing)
+    reader = SQLiteStore(read_only_dir / "jobs.db")
+    assert reader.get("a") == {"job_id": "a", "job_status": "done"}
+    assert opened[-2:] == [
+        f"file:{read_only_dir}/jobs.db?mode=ro",
+        f"file:{read_only_dir}/jobs.db?mode=ro&immutable=1",
+    ]
+    reader.close()
