@@ -25,6 +25,7 @@ import httpx_sse
 
 from jobstatus_core import __version__
 from jobstatus_core.auth import key_problem
+from jobstatus_core.errors import first_line
 from jobstatus_core.registry import redact
 from jobstatus_core.validation import JOB_ID_RULE, is_valid_job_id
 
@@ -489,7 +490,7 @@ class ClientBase:
         # reason says which failure it was (refused, a name not found, TLS
         # spoken to a plain server), on one line.
         where = redact(self.base_url)
-        said = str(exc).splitlines()[0][:200] if str(exc) else ""
+        said = first_line(exc)
         reason = f"{type(exc).__name__}: {said}" if said else type(exc).__name__
         return Unavailable(f"cannot reach {where}: {reason}")
 

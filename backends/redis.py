@@ -89,6 +89,7 @@ from jobstatus_core import (
     jsontext,
     nowait,
 )
+from jobstatus_core.errors import first_line
 from jobstatus_core.registry import redact
 
 from . import storedjson
@@ -932,10 +933,8 @@ class RedisStore(VersionedStoreBase, TriesInline):
 
 
 def _first_line(exc: BaseException) -> str:
-    """``exc`` in one line: its first, at most 200 characters; its type
-    where it says nothing."""
-    text = str(exc).splitlines()[0][:200] if str(exc) else ""
-    return text or type(exc).__name__
+    """``exc`` in one line; its type where it says nothing."""
+    return first_line(exc) or type(exc).__name__
 
 
 #: What Redis says refusing a command past maxmemory.

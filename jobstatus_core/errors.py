@@ -34,6 +34,13 @@ class StoreUnavailable(StoreError):
     """A network store is unreachable or timed out; the request may be retried."""
 
 
+def first_line(exc: BaseException) -> str:
+    """What ``exc`` says, on one line: its first, at most 200 characters
+    ("" when it says nothing). For errors whose text is the reason (a
+    server's refusal); ``one_line_reason`` for what a client may see."""
+    return (str(exc).splitlines() or [""])[0][:200]
+
+
 def one_line_reason(exc: BaseException) -> str:
     """A reason fit for a client: one line, no traceback, no file paths.
 
