@@ -400,11 +400,7 @@ class PostgresStore(VersionedStoreBase):
             with psycopg.connect(self._conninfo, autocommit=True):
                 pass
         except psycopg.Error as exc:
-            said = _connect_failure(exc)
-            if said.startswith("PostgreSQL unreachable"):
-                # Not a setting to fix, perhaps: a retry may find it up.
-                raise Unreachable(said) from None
-            raise ConfigError(said) from None
+            raise _connect_failure(exc) from None
         try:
             self._setup()
         except StoreError as exc:
@@ -692,13 +688,17 @@ def _one_line(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
-def _connect_failure(exc: psycopg.Error) -> str:
+def _connect_failure(exc: psycopg.Error) -> ConfigError | Unreachable:
+    """A wrong setting is a ``ConfigError``; anything else is ``Unreachable``:
+    not a setting to fix, perhaps, since a retry may find the server up."""
     text = _one_line(exc)
     if "password authentication failed" in text or "no password supplied" in text:
-        return f"PostgreSQL authentication failed (wrong password?): {text}"
+        return ConfigError(
+            f"PostgreSQL authentication failed (wrong password?): {text}"
+        )
     if re.search(r'database "[^"]*" does not exist', text):
-        return f"PostgreSQL database missing: {text}"
-    return f"PostgreSQL unreachable: {text}"
+        return ConfigError(f"PostgreSQL database missing: {text}")
+    return Unreachable(f"PostgreSQL unreachable: {text}")
 
 
 def _conninfo(url: str, timeout: float, libpq: Mapping[str, str]) -> str:
