@@ -5,7 +5,8 @@ pip install '.[fast]', for the stack `jobstatus serve` runs by default):
     python bench/http/run.py [--jobs 100000] [--seconds 3] [--connections 16]
         [--stores memory,sqlite,file,redis,postgres] [--interfaces asgi,wsgi]
         [--workers-stores memory,sqlite,redis] [--wrk-cpu 1]
-        [--workers-pipeline 1] [--generator wrk|loadgen] [--nap-us 1000]
+        [--workers-pipeline 1] [--workers-connections 16,64]
+        [--generator wrk|loadgen] [--nap-us 1000]
         [--skip-floor] [--spread] [--baseline DIR]
 
 On loopback, wrk (another process) drives, in turn:
@@ -24,8 +25,10 @@ On loopback, wrk (another process) drives, in turn:
   then answer from their kept answers, docs/stores.md);
 - then ``jobstatus serve`` with one worker against ``--workers 2`` on the
   --workers-stores, wrk pinned to --wrk-cpu with taskset (and with
-  --workers-pipeline N, writing N requests at once per connection); with
-  --baseline, the baseline's one and two workers in the same rounds.
+  --workers-pipeline N, writing N requests at once per connection; with
+  --workers-connections, at each of those connection counts, each set-up's
+  peak taken: its capacity); with --baseline, the baseline's one and two
+  workers in the same rounds.
 
 With --generator loadgen, ``loadgen.c`` (built with cc) drives instead of
 wrk: one request written --workers-pipeline times per connection, answers
@@ -48,6 +51,7 @@ cores can use only what the others leave them.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import re
 import shutil
@@ -383,6 +387,45 @@ def paired(
     return [list(runs) for runs in zip(*rounds, strict=True)]
 
 
+def peaks(
+    servers: list[Server],
+    loads: list[Load],
+    repeat: int,
+    workdir: str,
+    store_pid: int | None = None,
+) -> list[list[dict[str, float]]]:
+    """--repeat rounds of a run of each server under each load in turn;
+    of each round, each server's run that served the most requests a second.
+
+    That is a server's capacity: a store reached over a round trip needs
+    more requests in flight to keep two workers busy than one (Little's law),
+    so a single connection count can measure one set-up at its peak and the
+    other short of it. Each run carries its load's ``connections``.
+    """
+    rounds = []
+    for _ in range(repeat):
+        runs = [
+            [
+                {
+                    **drive(url, pid, load, workdir, store_pid),
+                    "connections": float(load.connections),
+                }
+                for url, pid in servers
+            ]
+            for load in loads
+        ]
+        columns = zip(*runs, strict=True)
+        rounds.append([max(column, key=lambda run: run["rps"]) for column in columns])
+    return [list(runs) for runs in zip(*rounds, strict=True)]
+
+
+def peaked_at(runs: list[dict[str, float]]) -> str:
+    """The connection counts of a set-up's peaks: ``16:2 64:3`` is 16
+    connections in two rounds, 64 in three."""
+    counted = collections.Counter(int(run["connections"]) for run in runs)
+    return " ".join(f"{count}:{times}" for count, times in sorted(counted.items()))
+
+
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
@@ -651,20 +694,22 @@ def workers_table(
             for label, method, path, body in endpoints(known)[:2]:
                 for _, base in servers:
                     check(base, method, path, body, known)
-                load = Load(
-                    method,
-                    body,
-                    args.seconds,
-                    args.connections,
-                    args.wrk_cpu,
-                    pipeline=args.workers_pipeline,
-                    generator=args.generator,
-                    nap_us=args.nap_us,
-                )
-                runs = paired(
-                    (servers[-1][1] + path, servers[-1][0].pid),
-                    [(base + path, process.pid) for process, base in servers[:-1]],
-                    load,
+                loads = [
+                    Load(
+                        method,
+                        body,
+                        args.seconds,
+                        connections,
+                        args.wrk_cpu,
+                        pipeline=args.workers_pipeline,
+                        generator=args.generator,
+                        nap_us=args.nap_us,
+                    )
+                    for connections in args.workers_connections
+                ]
+                runs = peaks(
+                    [(base + path, process.pid) for process, base in servers],
+                    loads,
                     args.repeat,
                     tmp,
                     store_servers[name].pid if name in store_servers else None,
@@ -681,6 +726,7 @@ def workers_table(
                                 t["rps"] / o["rps"]
                                 for t, o in zip(two, one, strict=True)
                             ],
+                            f"{peaked_at(one)} / {peaked_at(two)}",
                         )
                     )
         finally:
@@ -693,20 +739,26 @@ def workers_table(
         if args.workers_pipeline > 1
         else ""
     )
+    counts = ",".join(map(str, args.workers_connections))
+    peak = (
+        "; of each round, each set-up's run at its peak"
+        if len(args.workers_connections) > 1
+        else ""
+    )
     print()
     print(
         f"{args.jobs:,} jobs; {server_stack().describe()}; {generator_name(args)}"
-        f" -c{args.connections} -d{args.seconds:g}s on {pin}{pipelined};"
-        f" servers unpinned; medians of {args.repeat} alternating rounds"
+        f" -c{counts} -d{args.seconds:g}s on {pin}{pipelined};"
+        f" servers unpinned; medians of {args.repeat} alternating rounds{peak}"
     )
     print()
     print(
         "| target | 1 worker req/s | 2 workers req/s | 2 / 1 | rounds' 2 / 1"
-        " | CPU/req 1 | CPU/req 2"
+        " | connections at the peak, 1 / 2 | CPU/req 1 | CPU/req 2"
         " | cores: server, others (generator, store) (1)"
         " | cores: server, others (generator, store) (2) |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
     def cores(run: dict[str, float]) -> str:
         return (
@@ -714,12 +766,13 @@ def workers_table(
             f" ({run['wrk_cores']:.2f}, {run['store_cores']:.2f})"
         )
 
-    for name, one, two, gains in rows:
+    for name, one, two, gains, at in rows:
         # The median, and the spread of the rounds it is the median of.
         print(
             f"| {name} | {one['rps']:,.0f} | {two['rps']:,.0f}"
             f" | {statistics.median(gains):.2f}"
             f" | {min(gains):.2f} to {max(gains):.2f}"
+            f" | {at}"
             f" | {one['cpu_us']:.0f} µs | {two['cpu_us']:.0f} µs"
             f" | {cores(one)} | {cores(two)} |"
         )
@@ -736,6 +789,10 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def counts(text: str) -> list[int]:
+    return [positive(count) for count in text.split(",")]
 
 
 def main() -> None:
@@ -778,6 +835,13 @@ def main() -> None:
         default=1000,
         help="loadgen's pause before each wait for answers (microseconds)",
     )
+    parser.add_argument(
+        "--workers-connections",
+        type=counts,
+        help="connection counts the workers runs try, comma-separated"
+        " (default: --connections); with several, each round takes each"
+        " set-up's run at its peak: its capacity",
+    )
     parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument(
         "--spread",
@@ -793,6 +857,8 @@ def main() -> None:
         " before schema 6 cannot open it, leave sqlite out of --stores)",
     )
     args = parser.parse_args()
+    if args.workers_connections is None:
+        args.workers_connections = [args.connections]
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install wrk")
 
