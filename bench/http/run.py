@@ -45,7 +45,9 @@ the same gunicorn set-up. The workers table also gives the cores the server
 kept busy over a run and the cores all else took (wrk, a store's server, the
 kernel's network work; from /proc/stat), and of those, wrk's own (its
 rusage) and the store's server's (Redis; from /proc): two workers on two
-cores can use only what the others leave them.
+cores can use only what the others leave them. And, per 1,000 requests, how
+often the server's processes slept (waiting for a reply or for work) and
+were preempted, and how often the store's server woke (from /proc).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,9 +101,9 @@ def code_env(code: str | None) -> dict[str, str] | None:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of a process and its descendants (gunicorn's
-    worker is the master's child), from /proc."""
+def process_tree(pid: int) -> dict[int, float]:
+    """A process and its descendants (gunicorn's worker is the master's
+    child), each with its CPU time (user + system) in seconds, from /proc."""
     stats: dict[int, tuple[int, float]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -113,15 +115,36 @@ def cpu_seconds(pid: int) -> float:
             int(fields[1]),
             int(fields[11]) + int(fields[12]),
         )
-    tree, total = {pid}, 0.0
+    tree = {pid}
     # A process's stat counts all its threads; children are their own
     # entries: two levels reach gunicorn's worker, a third to be safe.
     for _ in range(3):
         tree |= {child for child, (parent, _) in stats.items() if parent in tree}
-    for member in tree:
-        if member in stats:
-            total += stats[member][1]
-    return total / os.sysconf("SC_CLK_TCK")
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {member: stats[member][1] / ticks for member in tree if member in stats}
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(process_tree(pid).values())
+
+
+def context_switches(pids: Iterable[int]) -> tuple[int, int]:
+    """Voluntary (the thread slept: it waited for a reply, or for work) and
+    involuntary (another process took its core) context switches of every
+    thread of ``pids``."""
+    counts = [0, 0]
+    for pid in pids:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                lines = status.read_text().splitlines()
+            except OSError:
+                continue  # gone meanwhile
+            for line in lines:
+                if line.startswith("voluntary_ctxt_switches"):
+                    counts[0] += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches"):
+                    counts[1] += int(line.split()[1])
+    return counts[0], counts[1]
 
 
 def machine_busy() -> tuple[float, float]:
@@ -229,14 +252,22 @@ def usage_of(
     pid: int, store_pid: int | None, run: Callable[[], tuple[str, float]]
 ) -> tuple[str, dict[str, float]]:
     """``run``'s output (it returns the output and the generator's CPU
-    seconds), and the cores the server (``pid``), the store's server and
-    everything else kept busy meanwhile."""
-    cpu_before = cpu_seconds(pid)
+    seconds), and what the server (``pid``), the store's server and
+    everything else took meanwhile: CPU, cores, context switches."""
+    tree = process_tree(pid)
+    cpu_before = sum(tree.values())
+    switches_before = context_switches(tree)
     store_before = 0.0 if store_pid is None else cpu_seconds(store_pid)
+    wakes_before = 0 if store_pid is None else context_switches([store_pid])[0]
     busy_before, began = machine_busy()
     out, generator_cpu = run()
     cpu = cpu_seconds(pid) - cpu_before
+    sleeps, preempted = (
+        after - before
+        for after, before in zip(context_switches(tree), switches_before, strict=True)
+    )
     store = 0.0 if store_pid is None else cpu_seconds(store_pid) - store_before
+    wakes = 0 if store_pid is None else context_switches([store_pid])[0] - wakes_before
     busy_after, ended = machine_busy()
     return out, {
         "cpu": cpu,
@@ -247,6 +278,23 @@ def usage_of(
         "other_cores": max(0.0, busy_after - busy_before - cpu) / (ended - began),
         "wrk_cores": generator_cpu / (ended - began),
         "store_cores": store / (ended - began),
+        # Each of the store's server's wake-ups on a core a worker holds
+        # preempts that worker: what two Redis workers lose on two cores.
+        "sleeps": sleeps,
+        "preempted": preempted,
+        "store_wakes": wakes,
+    }
+
+
+def per_request(used: dict[str, float], answers: float) -> dict[str, float]:
+    """``usage_of``'s figures with the CPU as µs a request and the context
+    switches per 1,000 requests."""
+    answers = max(answers, 1)
+    counted = ("sleeps", "preempted", "store_wakes")
+    return {
+        "cpu_us": used["cpu"] / answers * 1e6,
+        **{key: used[key] / answers * 1000 for key in counted},
+        **{k: v for k, v in used.items() if k != "cpu" and k not in counted},
     }
 
 
@@ -308,8 +356,7 @@ def loadgen(
     got = {fields[i]: float(fields[i + 1]) for i in range(0, len(fields), 2)}
     return {
         "rps": got["answers"] / got["seconds"],
-        "cpu_us": used["cpu"] / max(got["answers"], 1) * 1e6,
-        **{key: value for key, value in used.items() if key != "cpu"},
+        **per_request(used, got["answers"]),
         "p50": got["p50_ms"],
         "p99": got["p99_ms"],
         "errors": got["errors"],
@@ -351,8 +398,7 @@ def wrk(
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        "cpu_us": used["cpu"] / max(requests, 1) * 1e6,
-        **{key: value for key, value in used.items() if key != "cpu"},
+        **per_request(used, requests),
         "p50": ms("50%"),
         "p99": ms("99%"),
         "errors": float(errors.group(1) if errors else 0)
@@ -756,9 +802,14 @@ def workers_table(
         "| target | 1 worker req/s | 2 workers req/s | 2 / 1 | rounds' 2 / 1"
         " | connections at the peak, 1 / 2 | CPU/req 1 | CPU/req 2"
         " | cores: server, others (generator, store) (1)"
-        " | cores: server, others (generator, store) (2) |"
+        " | cores: server, others (generator, store) (2)"
+        " | per 1,000 requests: server's sleeps, preempted; store's wake-ups,"
+        " 1 / 2 |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def switches(run: dict[str, float]) -> str:
+        return f"{run['sleeps']:.0f}, {run['preempted']:.0f}; {run['store_wakes']:.0f}"
 
     def cores(run: dict[str, float]) -> str:
         return (
@@ -774,7 +825,8 @@ def workers_table(
             f" | {min(gains):.2f} to {max(gains):.2f}"
             f" | {at}"
             f" | {one['cpu_us']:.0f} µs | {two['cpu_us']:.0f} µs"
-            f" | {cores(one)} | {cores(two)} |"
+            f" | {cores(one)} | {cores(two)}"
+            f" | {switches(one)} / {switches(two)} |"
         )
 
 
