@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from jobstatus_core import (
@@ -13,6 +13,7 @@ from jobstatus_core import (
     JobStatusError,
     Query,
     Store,
+    Tombstone,
 )
 from jobstatus_core.errors import one_line_reason
 
@@ -108,11 +109,15 @@ def copy_jobs(
 
 
 def _count_tombstones(src: Expiring) -> int:
-    counted, after = 0, 0
+    return sum(len(page) for page in _buried_pages(src))
+
+
+def _buried_pages(src: Expiring) -> Iterator[list[Tombstone]]:
+    """``src``'s tombstones, a page of ``TOMBSTONE_BATCH`` at a time."""
+    after = 0
     while page := src.buried(Query(after=after, limit=TOMBSTONE_BATCH)):
-        counted += len(page)
+        yield page
         after = page[-1].position
-    return counted
 
 
 #: Tombstones read and recreated per store call.
@@ -125,12 +130,7 @@ def copy_tombstones(src: Expiring, dst: Expiring) -> int:
     alive in ``dst`` or already buried there is left as it is."""
     assert isinstance(dst, Store)
     copied = 0
-    after = 0
-    while True:
-        page = src.buried(Query(after=after, limit=TOMBSTONE_BATCH))
-        if not page:
-            return copied
-        after = page[-1].position
+    for page in _buried_pages(src):
         ids = [tomb.job_id for tomb in page]
         alive = dst.read_many(ids)
         buried = dst.tombstones(ids)
@@ -145,3 +145,4 @@ def copy_tombstones(src: Expiring, dst: Expiring) -> int:
             row = dst.read(tomb.job_id)
             if row is not None:
                 copied += len(dst.expire([row], at=tomb.expired_at))
+    return copied

@@ -38,7 +38,7 @@ def first_line(exc: BaseException) -> str:
     """What ``exc`` says, on one line: its first, at most 200 characters
     ("" when it says nothing). For errors whose text is the reason (a
     server's refusal); ``one_line_reason`` for what a client may see."""
-    return (str(exc).splitlines() or [""])[0][:200]
+    return _first_line_of(str(exc))
 
 
 def one_line_reason(exc: BaseException) -> str:
@@ -53,8 +53,11 @@ def one_line_reason(exc: BaseException) -> str:
         text = exc.strerror
     else:
         text = type(exc).__name__
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    return first[:200]
+    return _first_line_of(text.strip()) or type(exc).__name__
+
+
+def _first_line_of(text: str) -> str:
+    return (text.splitlines() or [""])[0][:200]
 
 
 class WouldBlock(JobStatusError):
