@@ -91,7 +91,7 @@ def test_bad_settings_fail_at_start_with_one_line(
     assert names in result.stderr and result.stderr.startswith("jobstatus: error: ")
 
 
-@pytest.mark.sqlite
+@pytest.mark.filesystem
 def test_purge_without_a_policy_and_memory_with_workers(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -109,6 +109,7 @@ def test_purge_without_a_policy_and_memory_with_workers(
     )
 
 
+@pytest.mark.sqlite
 def test_record_refuses_bad_ids(tmp_path: Path) -> None:
     result = jobstatus("record", "../etc", "done", cwd=tmp_path)
     assert result.returncode == 2
