@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from jobstatus_backends import (
     recording_store_from_url,
+    registry,
     serving_store_from_url,
     store_from_url,
 )
@@ -31,6 +32,7 @@ from jobstatus_core import (
     Expiring,
     InvalidRecord,
     Presence,
+    ProcessLocal,
     Settings,
     Store,
     StoreError,
@@ -63,6 +65,10 @@ CLIENT_COMMANDS = ("wait", "watch")
 #: Commands that read or write one job: they open the store as a recorder
 #: does (the file store without its index: no scan of every file first).
 ONE_JOB_COMMANDS = ("record", "get")
+#: Commands that read the store they are given, or remove from it, and never
+#: make one: a store that is not there (a mistyped SQLite path) is refused,
+#: where opening it would make it, empty.
+READING_COMMANDS = ("get", "list", "purge")
 DEFAULT_URL = "http://127.0.0.1:8080"
 #: 128 + SIGINT, what shells report for a command stopped by Ctrl-C.
 EXIT_INTERRUPTED = 130
@@ -110,24 +116,27 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "serve":
             # Before the store opens: a million-file index takes a minute.
             _check_serving(args)
+        if args.command in ONE_JOB_COMMANDS and not is_valid_job_id(args.job_id):
+            # Before the store opens: as the API answers it, no store holds
+            # such an id, and the store named may not even be there.
+            raise ConfigError(f"job_id must be {JOB_ID_RULE}")
         opener = _opener(args)
+        serve = args.command == "serve"
         for setting, url in _store_urls(args, settings):
-            if (
-                args.command == "serve"
-                and args.workers > 1
-                and url.startswith("memory:")
-            ):
-                # Each worker would serve an empty store of its own.
-                raise ConfigError(
-                    f"{setting}: memory:// is one process's store:"
-                    " serve it with --workers 1"
-                )
             try:
+                if args.command in READING_COMMANDS or setting == "SRC_URL":
+                    registry.require_present(url)
                 store = opener(url)
                 stores.append(store)
+                if serve and args.workers > 1 and isinstance(store, ProcessLocal):
+                    # Each worker would serve an empty store of its own.
+                    raise ConfigError(
+                        f"{redact(url)} is one process's store:"
+                        " serve it with --workers 1"
+                    )
                 if isinstance(store, Checkable):
                     store.check()
-                if args.command == "serve" and isinstance(store, Advising):
+                if serve and isinstance(store, Advising):
                     # Once, where an operator reads: not at each `record`.
                     for line in store.advice():
                         logger.warning("%s", line)
@@ -408,8 +417,6 @@ STATE_OPTIONS = ("response", "error", "done", "total", "message", "meta")
 
 def _record(args: argparse.Namespace, settings: Settings, store: Store) -> int:
     job_id, status, attempt = args.job_id, args.status, args.attempt
-    if not is_valid_job_id(job_id):
-        raise ConfigError(f"job_id must be {JOB_ID_RULE}")
     if not status or not status.isprintable():
         raise ConfigError("status must be printable text, not empty")
     # An option the status does not take is refused, not dropped: `record
@@ -479,9 +486,6 @@ def _json_option(flag: str, given: str | None) -> Any:
 
 
 def _get(args: argparse.Namespace, settings: Settings, store: Store) -> int:
-    if not is_valid_job_id(args.job_id):
-        # As the API answers it: no store holds such an id.
-        raise ConfigError(f"job_id must be {JOB_ID_RULE}")
     record = store.get(args.job_id)
     if record is None:
         # As GET /v1/job/{id} answers 410: retention removed it, and its

@@ -12,6 +12,7 @@ from typing import Any
 from jobstatus_core import (
     Inline,
     Mark,
+    ProcessLocal,
     Query,
     Row,
     Stale,
@@ -35,7 +36,7 @@ from .urloptions import parse_store_url
 EXPIRE_CHUNK = 250
 
 
-class MemoryStore(VersionedStoreBase, Inline):
+class MemoryStore(VersionedStoreBase, Inline, ProcessLocal):
     #: A dict and a lock: a forked child has its own copy.
     survives_fork = True
 

@@ -44,6 +44,12 @@ def _sqlite(url: str) -> Store:
     return SQLiteStore.from_url(url)
 
 
+def _sqlite_present(url: str) -> None:
+    from .sqlite import require_database
+
+    require_database(url)
+
+
 def _redis(url: str) -> Store:
     try:
         from .redis import RedisStore
@@ -72,7 +78,7 @@ def default_registry() -> Registry:
     """A new registry holding the built-in stores; add your own to it."""
     registry = Registry()
     registry.register("memory", _memory)
-    registry.register("sqlite", _sqlite)
+    registry.register("sqlite", _sqlite, present=_sqlite_present)
     registry.register("file", _file, recording=_file_recording, serving=_file_serving)
     registry.register("redis", _redis)
     registry.register("rediss", _redis)

@@ -213,6 +213,14 @@ def path_from_url(url: str) -> Path:
     return Path(raw)
 
 
+def require_database(url: str) -> None:
+    """Raise ``ConfigError`` unless the URL's database file is there:
+    opening one that is not makes it, empty."""
+    path = path_from_url(url)
+    if not path.exists():
+        raise ConfigError(f"SQLite store: {str(path)!r} does not exist")
+
+
 class SQLiteStore(VersionedStoreBase, TriesInline):
     def __init__(
         self,

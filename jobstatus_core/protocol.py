@@ -225,6 +225,14 @@ class Inline:
     """
 
 
+class ProcessLocal:
+    """Declares a store whose jobs live in the process that opened it
+    (``memory://``): another process opening its URL has a store of its own,
+    empty. ``jobstatus serve --workers N`` refuses it, since each worker
+    would answer from a store of its own. A nominal marker, like ``Inline``.
+    """
+
+
 class TriesInline:
     """Declares a store whose reads can be tried on the event loop: inside
     ``nowait.attempt()`` it raises ``WouldBlock`` instead of waiting (on the

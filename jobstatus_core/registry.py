@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import TypeVar
 
 from .errors import ConfigError
 from .protocol import Store
 
 StoreFactory = Callable[[str], Store]
+#: Raises ``ConfigError`` when the store a URL names is not there.
+PresenceCheck = Callable[[str], None]
+
+T = TypeVar("T")
+
+
+def _taken_as_there(url: str) -> None:
+    """The check of a scheme registered without one: nothing to refuse."""
 
 
 class Registry:
@@ -20,6 +29,7 @@ class Registry:
         self._factories: dict[str, StoreFactory] = {}
         self._recording: dict[str, StoreFactory] = {}
         self._serving: dict[str, StoreFactory] = {}
+        self._present: dict[str, PresenceCheck] = {}
 
     def register(
         self,
@@ -28,6 +38,7 @@ class Registry:
         *,
         recording: StoreFactory | None = None,
         serving: StoreFactory | None = None,
+        present: PresenceCheck | None = None,
     ) -> None:
         """Open URLs of ``scheme`` with ``factory(url)``. Replaces an earlier one.
 
@@ -38,35 +49,49 @@ class Registry:
         which answers as soon as it listens: a store may then make ready in
         the background what takes long (the file store's index), answering
         ``StoreUnavailable`` meanwhile. Both default to ``factory``.
+
+        ``present(url)`` raises ``ConfigError`` when the store is not there
+        and opening it would make it (a SQLite file): the commands that only
+        read a store (``jobstatus get``, ``list``, ``purge``, ``migrate``'s
+        source) ask it first, so a mistyped path is refused instead of
+        answered from a new, empty store. Without it, a URL of ``scheme`` is
+        taken to name a store that is there.
         """
-        self._factories[scheme.lower()] = factory
-        self._recording[scheme.lower()] = recording or factory
-        self._serving[scheme.lower()] = serving or factory
+        key = scheme.lower()
+        self._factories[key] = factory
+        self._recording[key] = recording or factory
+        self._serving[key] = serving or factory
+        self._present[key] = present or _taken_as_there
 
     @property
     def schemes(self) -> tuple[str, ...]:
         return tuple(sorted(self._factories))
 
     def open(self, url: str) -> Store:
-        return self._factory(url, self._factories)(url)
+        return self._lookup(url, self._factories)(url)
 
     def open_for_recording(self, url: str) -> Store:
         """The store ``url`` names, opened to record into (see ``register``)."""
-        return self._factory(url, self._recording)(url)
+        return self._lookup(url, self._recording)(url)
 
     def open_for_serving(self, url: str) -> Store:
         """The store ``url`` names, opened for a server (see ``register``)."""
-        return self._factory(url, self._serving)(url)
+        return self._lookup(url, self._serving)(url)
 
-    def _factory(self, url: str, factories: dict[str, StoreFactory]) -> StoreFactory:
+    def require_present(self, url: str) -> None:
+        """Raise ``ConfigError`` unless the store ``url`` names is there
+        already (see ``register``); opens nothing."""
+        self._lookup(url, self._present)(url)
+
+    def _lookup(self, url: str, table: dict[str, T]) -> T:
         scheme, colon, _ = url.partition(":")
-        factory = factories.get(scheme.lower()) if colon else None
-        if factory is None:
+        found = table.get(scheme.lower()) if colon else None
+        if found is None:
             known = ", ".join(f"{name}://" for name in self.schemes)
             raise ConfigError(
                 f"store URL {redact(url)!r} has no known scheme (known: {known})"
             )
-        return factory
+        return found
 
 
 #: Query options whose value is a secret, whatever the store: password=,

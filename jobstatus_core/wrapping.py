@@ -23,6 +23,7 @@ from .protocol import (
     Inline,
     Notifying,
     Presence,
+    ProcessLocal,
     Store,
     TriesInline,
     Versioned,
@@ -153,7 +154,8 @@ class _ForwardsForkSafety(StoreWrapper):
 
 
 #: Each optional capability, and the base that passes it on (the markers
-#: ``Inline`` and ``TriesInline`` have no calls: they pass on as themselves).
+#: ``Inline``, ``TriesInline`` and ``ProcessLocal`` have no calls: they pass
+#: on as themselves).
 _FORWARDS: tuple[tuple[type, type], ...] = (
     (Presence, _ForwardsPresence),
     (Enumerable, _ForwardsJobs),
@@ -165,6 +167,7 @@ _FORWARDS: tuple[tuple[type, type], ...] = (
     (Expiring, _ForwardsExpiry),
     (Inline, Inline),
     (TriesInline, TriesInline),
+    (ProcessLocal, ProcessLocal),
 )
 
 

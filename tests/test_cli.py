@@ -117,6 +117,30 @@ def test_record_refuses_bad_ids(tmp_path: Path) -> None:
 
 
 @pytest.mark.sqlite
+def test_reading_commands_refuse_a_database_that_is_not_there(tmp_path: Path) -> None:
+    # A mistyped path is refused, not answered from a new, empty file.
+    typo = tmp_path / "jbos.db"
+    for args in (["get", "job-1"], ["list"], ["purge"]):
+        result = jobstatus(*args, "--store", f"sqlite://{typo}", cwd=tmp_path)
+        assert (result.returncode, result.stderr) == (
+            2,
+            f"jobstatus: error: --store: SQLite store: {str(typo)!r} does not exist\n",
+        )
+    copied = jobstatus("migrate", f"sqlite://{typo}", "memory://", cwd=tmp_path)
+    assert copied.returncode == 2
+    assert copied.stderr.startswith("jobstatus: error: SRC_URL: SQLite store: ")
+    default = jobstatus("list", cwd=tmp_path)
+    assert default.returncode == 2
+    assert default.stderr.startswith("jobstatus: error: the default store: ")
+    assert list(tmp_path.iterdir()) == []
+    # What writes makes it: migrate's destination, as record does.
+    into = tmp_path / "copy.db"
+    copied = jobstatus("migrate", "memory://", f"sqlite://{into}", cwd=tmp_path)
+    assert copied.returncode == 0, copied.stderr
+    assert into.exists()
+
+
+@pytest.mark.sqlite
 def test_record_takes_progress_and_meta_and_refuses_what_a_status_does_not_take(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -13,6 +13,7 @@ from jobstatus_core import (
     Expiring,
     InvalidRecord,
     Presence,
+    ProcessLocal,
     RecordTexts,
     Row,
     Stale,
@@ -108,6 +109,7 @@ def test_a_wrapper_keeps_the_capabilities_of_what_it_wraps(tmp_path: Any) -> Non
 
     memory = wrap(store_from_url("memory://"), Counting)
     assert isinstance(memory, Inline) and not isinstance(memory, Presence)
+    assert isinstance(memory, ProcessLocal)
     # Not passed on: job/status reads through the wrapper's get.
     assert not isinstance(memory, RecordTexts)
     assert isinstance(memory, Notifying) and isinstance(memory, Versioned)
@@ -115,6 +117,7 @@ def test_a_wrapper_keeps_the_capabilities_of_what_it_wraps(tmp_path: Any) -> Non
     assert Counting.calls == 1
     files = wrap(store_from_url(f"file://{tmp_path}?index=off"), Counting)
     assert isinstance(files, Presence) and not isinstance(files, Inline)
+    assert not isinstance(files, ProcessLocal)
     assert files.exists() is False
     assert not isinstance(files, Expiring) and isinstance(files, Versioned)
     files.close()
