@@ -163,7 +163,11 @@ def index_memory_per_job(root: Path, n: int) -> float:
     return (after - before) / n
 
 
-def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str] | None:
+def start_redis(
+    directory: str, *, batch: bool = False
+) -> tuple[subprocess.Popen[bytes], str] | None:
+    """A throwaway redis-server on a free loopback port, and its URL; with
+    ``batch``, run as a batch process (``chrt -b 0``: docs/scaling.md)."""
     binary = shutil.which("redis-server")
     if binary is None:
         print("redis-server not found: the Redis columns stay empty", file=sys.stderr)
@@ -171,8 +175,11 @@ def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], str] | None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    # chrt execs redis-server: the process is still the one to watch.
+    policy = ["chrt", "-b", "0"] if batch else []
     process = subprocess.Popen(
         [
+            *policy,
             binary,
             "--port",
             str(port),

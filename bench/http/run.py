@@ -7,7 +7,7 @@ pip install '.[fast]', for the stack `jobstatus serve` runs by default):
         [--workers-stores memory,sqlite,redis] [--wrk-cpu 1]
         [--workers-pipeline 1] [--workers-connections 16,64]
         [--generator wrk|loadgen] [--nap-us 1000]
-        [--skip-floor] [--spread] [--baseline DIR]
+        [--redis-batch] [--skip-floor] [--spread] [--baseline DIR]
 
 On loopback, wrk (another process) drives, in turn:
 
@@ -551,7 +551,11 @@ def check(base: str, method: str, path: str, body: str | None, known: str) -> in
 
 
 def open_stores(
-    tmp: str, names: list[str], jobs: list[tuple[str, float, dict[str, object]]]
+    tmp: str,
+    names: list[str],
+    jobs: list[tuple[str, float, dict[str, object]]],
+    *,
+    redis_batch: bool = False,
 ) -> tuple[dict[str, str], dict[str, subprocess.Popen[bytes]], list[object]]:
     """Every store named, holding ``jobs``: URLs, server processes by store
     name, and the PostgreSQL cluster's stop function (if any)."""
@@ -566,7 +570,7 @@ def open_stores(
     stops: list[object] = []
     source = f"file://{tmp}/storage?index=off"
     if "redis" in names:
-        redis = start_redis(tmp)
+        redis = start_redis(tmp, batch=redis_batch)
         if redis is None:
             sys.exit("redis-server not found: leave redis out of --stores")
         redis_process, urls["redis"] = redis
@@ -791,11 +795,13 @@ def workers_table(
         if len(args.workers_connections) > 1
         else ""
     )
+    batch = "; redis-server SCHED_BATCH" if args.redis_batch else ""
     print()
     print(
         f"{args.jobs:,} jobs; {server_stack().describe()}; {generator_name(args)}"
         f" -c{counts} -d{args.seconds:g}s on {pin}{pipelined};"
-        f" servers unpinned; medians of {args.repeat} alternating rounds{peak}"
+        f" servers unpinned{batch}; medians of {args.repeat} alternating"
+        f" rounds{peak}"
     )
     print()
     print(
@@ -894,6 +900,13 @@ def main() -> None:
         " (default: --connections); with several, each round takes each"
         " set-up's run at its peak: its capacity",
     )
+    parser.add_argument(
+        "--redis-batch",
+        action="store_true",
+        help="run redis-server as a batch process (chrt -b 0): its wake-ups"
+        " then wait for a worker's time slice instead of preempting it"
+        ' (docs/scaling.md, "What the Redis server needs")',
+    )
     parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument(
         "--spread",
@@ -921,7 +934,12 @@ def main() -> None:
         known = jobs[len(jobs) // 2][0]
         Path(tmp, "ids.txt").write_text("".join(job_id + "\n" for job_id, _, _ in jobs))
         args.spread = len(jobs) if args.spread else 0
-        urls, processes, stops = open_stores(tmp, sorted(needed), jobs)  # type: ignore[arg-type]
+        urls, processes, stops = open_stores(
+            tmp,
+            sorted(needed),
+            jobs,  # type: ignore[arg-type]
+            redis_batch=args.redis_batch,
+        )
         try:
             if not args.skip_floor:
                 floor_table(args, urls, known, tmp)
