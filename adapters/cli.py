@@ -122,9 +122,9 @@ def _main(argv: Sequence[str] | None) -> int:
             raise ConfigError(f"job_id must be {JOB_ID_RULE}")
         opener = _opener(args)
         serve = args.command == "serve"
-        for setting, url in _store_urls(args, settings):
+        for setting, url, reads in _store_urls(args, settings):
             try:
-                if args.command in READING_COMMANDS or setting == "SRC_URL":
+                if reads:
                     registry.require_present(url)
                 store = opener(url)
                 stores.append(store)
@@ -163,17 +163,21 @@ def _main(argv: Sequence[str] | None) -> int:
             store.close()
 
 
-def _store_urls(args: argparse.Namespace, settings: Settings) -> list[tuple[str, str]]:
-    """The stores a command uses, each with the setting that named it."""
+def _store_urls(
+    args: argparse.Namespace, settings: Settings
+) -> list[tuple[str, str, bool]]:
+    """The stores a command uses, each with the setting that named it and
+    whether the command only reads it (then it must be there already)."""
     if args.command == "migrate":
-        return [("SRC_URL", args.src), ("DST_URL", args.dst)]
+        return [("SRC_URL", args.src, True), ("DST_URL", args.dst, False)]
+    reads = args.command in READING_COMMANDS
     if args.store is not None:
         if not args.store.strip():
             # Not the environment's store instead: a variable that expanded
             # to nothing (`--store "$URL"`) writes where nobody looks.
             raise ConfigError("--store: empty")
-        return [("--store", args.store)]
-    return [(settings.store_setting, settings.store_url)]
+        return [("--store", args.store, reads)]
+    return [(settings.store_setting, settings.store_url, reads)]
 
 
 def _check_serving(args: argparse.Namespace) -> None:
